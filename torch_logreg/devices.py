@@ -1,0 +1,52 @@
+"""Device and dtype resolution, done once per run."""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> the first CUDA device if there is one, else the CPU.
+
+    ``"cpu"``, ``"cuda"`` and ``"cuda:N"`` are checked against what this machine has, so a
+    missing GPU is reported here, once, rather than deep inside a run.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} was requested but no CUDA GPU is available "
+                "(torch.cuda.is_available() is False); use device='cpu' or 'auto'"
+            )
+        count = torch.cuda.device_count()
+        index = 0 if dev.index is None else dev.index
+        if index >= count:
+            raise ValueError(
+                f"device {device!r} was requested but this machine has {count} CUDA "
+                f"device(s): cuda:0 .. cuda:{count - 1}"
+            )
+        return torch.device("cuda", index)
+    if dev.type not in ("cpu", "meta"):
+        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
+    """``"float32"`` / ``"float64"`` (or the torch dtypes themselves) -> a torch dtype."""
+    if dtype is None:
+        return default
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+    elif isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise TypeError(f"unsupported dtype {dtype!r}: use 'float32' or 'float64'")

@@ -1,0 +1,273 @@
+"""Gradient references: closed form, ``torch.autograd`` and central finite differences.
+
+The training loop uses only the manual backward of the layers. This module checks that
+gradient against three independent references and reports the worst errors:
+
+* ``closed_form``: ``dW = (P - T)^T X / N + l2 W``, ``db = sum_n (P - T) / N``, written
+  straight from the formula (models with a single ``Linear`` layer only);
+* ``autograd``: ``torch.autograd.grad`` of the same objective, the loss taken from
+  ``torch.nn.functional`` (``binary_cross_entropy_with_logits``, ``cross_entropy``, ``mse_loss``)
+  rather than from this package;
+* ``finite_difference``: central differences of the objective in float64.
+
+Errors are scale-relative: ``max|g - r| / max(max|g|, max|r|, floor)``, so exact zeros and
+saturated outputs do not produce meaningless ratios. Nothing here is used by the update itself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as torchF
+from torch import Tensor
+
+from . import functional as F
+from .layers import Layer, Linear
+
+REFERENCES = ("closed_form", "autograd", "finite_difference")
+
+#: (relative tolerance against closed form / autograd, against finite differences, floor)
+TOLERANCES = {
+    torch.float64: {"closed_form": 1e-10, "autograd": 1e-10, "finite_difference": 1e-6, "floor": 1e-12},
+    torch.float32: {"closed_form": 1e-4, "autograd": 1e-4, "finite_difference": 1e-3, "floor": 1e-6},
+}
+
+
+@dataclass
+class Comparison:
+    reference: str
+    parameter: str
+    max_abs_error: float
+    max_rel_error: float
+    tolerance: float
+    checked: int  # number of gradient entries compared
+    total: int
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel_error <= self.tolerance
+
+
+@dataclass
+class GradientReport:
+    """Per parameter and per reference: max absolute and relative error, and the verdict."""
+
+    comparisons: list[Comparison] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # reference -> why it was not run
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+    @property
+    def max_rel_error(self) -> float:
+        return max((c.max_rel_error for c in self.comparisons), default=0.0)
+
+    def worst(self) -> Comparison | None:
+        return max(self.comparisons, key=lambda c: c.max_rel_error / c.tolerance, default=None)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "max_rel_error": self.max_rel_error,
+            "comparisons": [dict(vars(c), passed=c.passed) for c in self.comparisons],
+            "skipped": dict(self.skipped),
+        }
+
+    def __str__(self) -> str:
+        head = f"{'reference':<18} {'parameter':<16} {'max abs err':>12} {'max rel err':>12} {'tolerance':>10} {'checked':>11}  ok"
+        lines = [head, "-" * len(head)]
+        for c in self.comparisons:
+            lines.append(
+                f"{c.reference:<18} {c.parameter:<16} {c.max_abs_error:>12.3e} {c.max_rel_error:>12.3e} "
+                f"{c.tolerance:>10.0e} {f'{c.checked}/{c.total}':>11}  {'yes' if c.passed else 'NO'}"
+            )
+        for ref, why in self.skipped.items():
+            lines.append(f"{ref:<18} skipped: {why}")
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'} (max rel err {self.max_rel_error:.3e})")
+        return "\n".join(lines)
+
+
+# --- the references ---------------------------------------------------------------------------
+
+
+def closed_form_gradient(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Tensor]:
+    """``X^T (P - T) / N + l2 W`` for a single-``Linear`` model; raises for deeper stacks."""
+    children = list(model.named_children())
+    if len(children) != 1 or not isinstance(children[0][1], Linear):
+        raise TypeError("the closed-form gradient exists only for a single Linear layer")
+    prefix, layer = children[0]
+    with torch.no_grad():
+        z = X @ layer.weight.T
+        if layer.bias is not None:
+            z = z + layer.bias
+        residual = (F.LINKS[model.link][0](z) - T) / X.shape[0]
+        grads = {f"{prefix}.weight": (X.T @ residual).T + l2 * layer.weight}
+        if layer.bias is not None:
+            grads[f"{prefix}.bias"] = residual.sum(dim=0)
+    return grads
+
+
+def autograd_objective(model, X: Tensor, T: Tensor, l2: float = 0.0) -> Tensor:
+    """The objective built from ``torch.nn.functional`` losses, differentiable by autograd."""
+    z = model.logits(X)
+    n = X.shape[0]
+    if model.link == "sigmoid":
+        loss = torchF.binary_cross_entropy_with_logits(z, T, reduction="sum") / n
+    elif model.link == "softmax":
+        loss = torchF.cross_entropy(z, T, reduction="sum") / n
+    else:
+        loss = 0.5 * torchF.mse_loss(z, T, reduction="sum") / n
+    for name, p in model.named_parameters():
+        if l2 and name.endswith("weight"):
+            loss = loss + 0.5 * l2 * (p * p).sum()
+    return loss
+
+
+def autograd_gradient(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Tensor]:
+    """``torch.autograd.grad`` of :func:`autograd_objective` with respect to every parameter."""
+    params = dict(model.named_parameters())
+    frozen = [name for name, p in params.items() if not p.requires_grad]
+    if frozen:
+        raise ValueError(f"autograd reference needs requires_grad=True on {frozen}")
+    with torch.enable_grad():
+        loss = autograd_objective(model, X, T, l2)
+        grads = torch.autograd.grad(loss, list(params.values()))
+    for layer in model.children():  # drop cached activations that hold the graph
+        layer._cache = None
+    return dict(zip(params.keys(), grads))
+
+
+def finite_difference_gradient(
+    model,
+    X: Tensor,
+    T: Tensor,
+    l2: float = 0.0,
+    eps: float = 1e-6,
+    max_coords: int | None = None,
+    seed: int = 0,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Central differences ``(f(p + h) - f(p - h)) / 2h`` of the objective, in float64.
+
+    Works on a float64 copy, so the model is untouched. With ``max_coords`` only that many
+    entries per parameter (chosen at random from ``seed``) are differenced.
+    Returns ``name -> (flat indices, gradient values at those indices)``.
+    """
+    probe = copy.deepcopy(model).to(torch.float64)
+    X64, T64 = X.to(torch.float64), T.to(torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, tuple[Tensor, Tensor]] = {}
+    with torch.no_grad():
+        for name, p in probe.named_parameters():
+            flat = p.view(-1)
+            n = flat.numel()
+            if max_coords is not None and n > max_coords:
+                idx = torch.randperm(n, generator=gen)[:max_coords].sort().values
+            else:
+                idx = torch.arange(n)
+            values = torch.empty(len(idx), dtype=torch.float64)
+            for j, i in enumerate(idx.tolist()):
+                orig = flat[i].item()
+                h = eps * max(1.0, abs(orig))
+                flat[i] = orig + h
+                f_plus = probe.objective(X64, T64, l2).item()
+                flat[i] = orig - h
+                f_minus = probe.objective(X64, T64, l2).item()
+                flat[i] = orig
+                values[j] = (f_plus - f_minus) / (2 * h)
+            out[name] = (idx, values)
+    return out
+
+
+# --- comparison -------------------------------------------------------------------------------
+
+
+def _compare(reference: str, name: str, manual: Tensor, ref: Tensor, tol: float, floor: float, total: int) -> Comparison:
+    manual = manual.detach().to(torch.float64).reshape(-1).cpu()
+    ref = ref.detach().to(torch.float64).reshape(-1).cpu()
+    abs_err = (manual - ref).abs().max().item() if manual.numel() else 0.0
+    scale = max(manual.abs().max().item() if manual.numel() else 0.0, ref.abs().max().item() if ref.numel() else 0.0, floor)
+    return Comparison(reference, name, abs_err, abs_err / scale, tol, manual.numel(), total)
+
+
+def compare_gradients(
+    model,
+    X: Tensor,
+    T: Tensor,
+    l2: float = 0.0,
+    references: tuple[str, ...] = REFERENCES,
+    fd_max_coords: int | None = 256,
+    seed: int = 0,
+) -> GradientReport:
+    """Compare the manual gradient on prepared targets ``T (N, K)`` with the references."""
+    unknown = set(references) - set(REFERENCES)
+    if unknown:
+        raise ValueError(f"unknown gradient reference(s) {sorted(unknown)}; choose from {REFERENCES}")
+    tols = TOLERANCES[model.dtype]
+    _, manual = model.objective_and_grad(X, T, l2)
+    manual = {k: v.clone() for k, v in manual.items()}
+    report = GradientReport()
+    for reference in references:
+        if reference == "closed_form":
+            try:
+                ref = closed_form_gradient(model, X, T, l2)
+            except TypeError as exc:
+                report.skipped[reference] = str(exc)
+                continue
+            pairs = {k: (manual[k], ref[k]) for k in manual}
+        elif reference == "autograd":
+            ref = autograd_gradient(model, X, T, l2)
+            pairs = {k: (manual[k], ref[k]) for k in manual}
+        else:
+            fd = finite_difference_gradient(model, X, T, l2, max_coords=fd_max_coords, seed=seed)
+            pairs = {k: (manual[k].reshape(-1)[idx.to(manual[k].device)], vals) for k, (idx, vals) in fd.items()}
+        for name, (g, r) in pairs.items():
+            report.comparisons.append(
+                _compare(reference, name, g, r, tols[reference], tols["floor"], manual[name].numel())
+            )
+    return report
+
+
+def check_gradients(model, X, y, l2: float = 0.0, **kwargs) -> GradientReport:
+    """Validate ``X``, ``y`` and compare the model's manual gradient with all three references.
+
+    Keyword arguments go to :func:`compare_gradients` (``references``, ``fd_max_coords``,
+    ``seed``). Returns a :class:`GradientReport`; ``report.passed`` says whether every
+    comparison is within its tolerance and ``print(report)`` shows the table.
+    """
+    X = model.check_input(X)
+    T = model.targets(y, X.shape[0])
+    return compare_gradients(model, X, T, l2, **kwargs)
+
+
+# --- autograd.Function over the manual backward (for torch.autograd.gradcheck) ----------------
+
+
+class ManualFunction(torch.autograd.Function):
+    """Runs a :class:`Layer`'s forward and answers autograd with the layer's manual backward.
+
+    ``ManualFunction.apply(layer, x, *layer_parameters)``: the parameters must be the layer's
+    own (in ``named_parameters(recurse=False)`` order) so ``gradcheck`` can perturb them.
+    """
+
+    @staticmethod
+    def forward(ctx, layer: Layer, x: Tensor, *params: Tensor) -> Tensor:
+        own = list(layer.parameters(recurse=False))
+        if len(own) != len(params) or any(a is not b for a, b in zip(own, params)):
+            raise ValueError("ManualFunction needs the layer's own parameters, in order")
+        ctx.layer = layer
+        ctx.names = [n for n, _ in layer.named_parameters(recurse=False)]
+        ctx.save_for_backward(x)
+        with torch.no_grad():
+            return layer(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (x,) = ctx.saved_tensors
+        layer = ctx.layer
+        with torch.no_grad():
+            layer(x)  # refresh the cache: autograd may have run other forwards since
+            grad_input = layer.backward(grad_output, need_input_grad=True)
+        return (None, grad_input, *[layer.grads[n] for n in ctx.names])

@@ -1,0 +1,126 @@
+"""Layers with an explicit backward pass.
+
+Each layer is an ``nn.Module`` whose ``forward`` caches what its backward needs and whose
+``backward(grad_output)`` returns ``dL/d input`` and stores the gradients of its own parameters
+in ``layer.grads`` (a dict keyed like ``named_parameters(recurse=False)``). No autograd is used:
+the maths lives in :mod:`torch_logreg.functional`, next to the forward it differentiates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as F
+
+
+class Layer(nn.Module):
+    """Base of the hand-differentiated layers.
+
+    Subclasses implement ``forward(x)`` (caching what they need) and
+    ``backward(grad_output, need_input_grad=True) -> grad_input``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grads: dict[str, Tensor] = {}
+        self._cache: Tensor | None = None
+
+    def _cached(self) -> Tensor:
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self._cache
+
+
+class Linear(Layer):
+    """``y = x W^T + b`` with ``weight`` ``(out_features, in_features)`` and ``bias``
+    ``(out_features,)``, laid out as in ``torch.nn.Linear``.
+
+    ``init="uniform"`` draws U(-1/sqrt(in), 1/sqrt(in)) as ``nn.Linear`` does (what an MLP
+    needs to break symmetry); ``init="zeros"`` is the canonical start of a convex model.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init: str = "uniform",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+        if init not in ("uniform", "zeros"):
+            raise ValueError(f"Linear: init must be 'uniform' or 'zeros', got {init!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.reset_parameters(init)
+
+    @torch.no_grad()
+    def reset_parameters(self, init: str = "uniform") -> None:
+        if init == "zeros":
+            self.weight.zero_()
+            if self.bias is not None:
+                self.bias.zero_()
+            return
+        bound = 1.0 / math.sqrt(self.in_features)
+        self.weight.uniform_(-bound, bound)
+        if self.bias is not None:
+            self.bias.uniform_(-bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._cache = x
+        return F.linear(x, self.weight, self.bias)
+
+    def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
+        grad_input, grad_weight, grad_bias = F.linear_backward(
+            grad_output, self._cached(), self.weight, self.bias is not None, need_input_grad
+        )
+        self.grads = {"weight": grad_weight}
+        if grad_bias is not None:
+            self.grads["bias"] = grad_bias
+        return grad_input
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class _Activation(Layer):
+    """An elementwise activation whose derivative is written in terms of its output."""
+
+    _fn = staticmethod(torch.sigmoid)
+    _backward = staticmethod(F.sigmoid_backward)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self._fn(x)
+        self._cache = y
+        return y
+
+    def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
+        return self._backward(grad_output, self._cached())
+
+
+class Sigmoid(_Activation):
+    _fn = staticmethod(torch.sigmoid)
+    _backward = staticmethod(F.sigmoid_backward)
+
+
+class Tanh(_Activation):
+    _fn = staticmethod(torch.tanh)
+    _backward = staticmethod(F.tanh_backward)
+
+
+class ReLU(_Activation):
+    _fn = staticmethod(torch.relu)
+    _backward = staticmethod(F.relu_backward)
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}

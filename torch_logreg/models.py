@@ -1,0 +1,234 @@
+"""Models: stacks of hand-differentiated layers ending in a link (sigmoid, softmax, identity).
+
+The objective every model minimises, for ``N`` samples, is
+
+    L(theta) = (1/N) sum_n loss(z_n, t_n) + (l2 / 2) * sum_W ||W||^2
+
+where ``z_n`` are the logits of sample ``n``, ``loss`` is the per-sample negative
+log-likelihood (binary cross-entropy summed over the outputs for K sigmoids, categorical
+cross-entropy for softmax, half squared error summed over outputs for regression) and the
+penalty covers every weight matrix but no bias.
+
+Relation to scikit-learn: ``LogisticRegression(C=C)`` minimises ``C * sum_n loss + ||w||^2/2``.
+Dividing by ``C * N`` gives the objective above with ``l2 = 1 / (C * N)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as F
+from . import validation
+from .layers import ACTIVATIONS, Layer, Linear
+
+
+class StackedModel(nn.Module):
+    """Layers applied in registration order, then a link: the base of every model here.
+
+    ``logits(X)`` runs the layers, ``forward(X)`` applies the link, ``backward(grad_logits)``
+    runs the layers' manual backward in reverse, and ``loss_and_grad`` returns the objective and
+    its gradient as a dict keyed like ``named_parameters()``.
+    """
+
+    def __init__(self, layers: dict[str, Layer], link: str, n_outputs: int) -> None:
+        super().__init__()
+        if link not in F.LINKS:
+            raise ValueError(f"link must be one of {sorted(F.LINKS)}, got {link!r}")
+        for name, layer in layers.items():
+            self.add_module(name, layer)
+        self.link = link
+        self.n_outputs = n_outputs
+        self._init_args: dict = {}
+        self._link_fn, self._loss_fn = F.LINKS[link]
+        first = next(iter(layers.values()))
+        self.n_features = first.in_features
+
+    # -- shapes and placement --
+    @property
+    def _reference_param(self) -> Tensor:
+        return next(self.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return self._reference_param.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._reference_param.dtype
+
+    def constructor_args(self) -> dict:
+        """Keyword arguments that rebuild this model (saved with checkpoints)."""
+        return dict(self._init_args)
+
+    # -- forward --
+    def logits(self, X: Tensor) -> Tensor:
+        """``(N, D) -> (N, K)`` logits (or predictions, for regression). Caches for backward."""
+        h = X
+        for layer in self.children():
+            h = layer(h)
+        return h
+
+    def forward(self, X: Tensor) -> Tensor:
+        """Probabilities ``(N, K)`` (sigmoid or softmax), or predictions for regression."""
+        return self._link_fn(self.logits(X))
+
+    def backward(self, grad_logits: Tensor) -> None:
+        """Manual backward from ``dL/dlogits``; fills each layer's ``grads``."""
+        layers = list(self.children())
+        g = grad_logits
+        for i in range(len(layers) - 1, -1, -1):
+            g = layers[i].backward(g, need_input_grad=i > 0)
+
+    # -- targets --
+    def targets(self, y, n_samples: int) -> Tensor:
+        """Validate ``y`` and return the ``(N, K)`` target matrix ``T`` the loss uses."""
+        y = validation.as_tensor(y, "y", device=self.device)
+        if self.link == "softmax":
+            return validation.class_targets(y, n_samples, self.n_outputs, self.dtype)
+        if self.link == "sigmoid":
+            return validation.binary_targets(y, n_samples, self.n_outputs, self.dtype)
+        return validation.real_targets(y, n_samples, self.n_outputs, self.dtype)
+
+    def check_input(self, X) -> Tensor:
+        """Validate features against this model (shape, finiteness, device, dtype)."""
+        if not isinstance(X, Tensor):
+            X = validation.as_tensor(X, "X", dtype=self.dtype, device=self.device)
+        validation.check_features(X, self.n_features)
+        validation.check_same_placement(self._reference_param, X=X)
+        return X
+
+    # -- objective --
+    def loss_and_grad(self, X, y, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective (0-dim tensor) and its manual gradient, keyed like named_parameters().
+
+        Validates its inputs; the training loop validates once and calls
+        :meth:`objective_and_grad` on prepared targets instead.
+        """
+        X = self.check_input(X)
+        if isinstance(y, Tensor):
+            validation.check_same_placement(self._reference_param, y=y)
+        T = self.targets(y, X.shape[0])
+        return self.objective_and_grad(X, T, l2)
+
+    def objective_and_grad(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Unchecked fast path: ``X (N, D)`` and prepared targets ``T (N, K)``; no host sync."""
+        with torch.no_grad():
+            z = self.logits(X)
+            loss, grad_logits = self._loss_fn(z, T)
+            self.backward(grad_logits)
+            grads: dict[str, Tensor] = {}
+            for prefix, layer in self.named_children():
+                for pname, g in layer.grads.items():
+                    grads[f"{prefix}.{pname}"] = g
+            if l2:
+                for name, p in self.named_parameters():
+                    if name.endswith("weight"):
+                        loss = loss + 0.5 * l2 * (p * p).sum()
+                        grads[name] = grads[name] + l2 * p
+        return loss, grads
+
+    def objective(self, X: Tensor, T: Tensor, l2: float = 0.0) -> Tensor:
+        """The objective alone (no backward), from prepared targets."""
+        with torch.no_grad():
+            loss, _ = self._loss_fn(self.logits(X), T)
+            if l2:
+                for name, p in self.named_parameters():
+                    if name.endswith("weight"):
+                        loss = loss + 0.5 * l2 * (p * p).sum()
+        return loss
+
+    # -- predictions --
+    def predict(self, X) -> Tensor:
+        """Class labels ``(N,)`` (binary: p >= 0.5; softmax: argmax), 0/1 matrix ``(N, K)`` for
+        K sigmoids, or predictions for regression (``(N,)`` when there is one output)."""
+        X = self.check_input(X)
+        with torch.no_grad():
+            z = self.logits(X)
+            if self.link == "softmax":
+                return z.argmax(dim=1)
+            if self.link == "sigmoid":
+                labels = (z >= 0).to(torch.int64)  # sigmoid(z) >= 0.5 exactly when z >= 0
+                return labels[:, 0] if self.n_outputs == 1 else labels
+            return z[:, 0] if self.n_outputs == 1 else z
+
+
+class LogisticRegression(StackedModel):
+    """``p = sigmoid(X W^T + b)``, read as P(y = 1 | x).
+
+    ``n_outputs > 1`` gives K independent sigmoids (multi-label), each with its own row of W.
+    Parameters start at zero: the objective is convex and zero is its canonical start.
+    """
+
+    def __init__(self, n_features: int, n_outputs: int = 1, bias: bool = True) -> None:
+        super().__init__({"linear": Linear(n_features, n_outputs, bias=bias, init="zeros")}, "sigmoid", n_outputs)
+        self._init_args = {"n_features": n_features, "n_outputs": n_outputs, "bias": bias}
+
+
+class SoftmaxRegression(StackedModel):
+    """``p = softmax(X W^T + b)`` over ``n_classes`` classes (multinomial logistic regression).
+
+    The parametrisation is over-complete (adding a vector to every row of W leaves p unchanged);
+    with ``l2 > 0`` the minimiser is unique, as in scikit-learn's multinomial model.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, bias: bool = True) -> None:
+        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
+            raise ValueError(f"SoftmaxRegression needs n_classes >= 2, got {n_classes!r}")
+        super().__init__({"linear": Linear(n_features, n_classes, bias=bias, init="zeros")}, "softmax", n_classes)
+        self._init_args = {"n_features": n_features, "n_classes": n_classes, "bias": bias}
+
+    @property
+    def n_classes(self) -> int:
+        return self.n_outputs
+
+
+class LinearRegression(StackedModel):
+    """``y_hat = X W^T + b`` with the half squared error: the no-sigmoid variant."""
+
+    def __init__(self, n_features: int, n_outputs: int = 1, bias: bool = True) -> None:
+        super().__init__({"linear": Linear(n_features, n_outputs, bias=bias, init="zeros")}, "identity", n_outputs)
+        self._init_args = {"n_features": n_features, "n_outputs": n_outputs, "bias": bias}
+
+
+class MLP(StackedModel):
+    """``Linear -> activation -> ... -> Linear -> link``: the same layers, stacked deeper.
+
+    ``hidden`` lists the hidden widths; ``link`` is ``"sigmoid"`` (binary / multi-label),
+    ``"softmax"`` (K classes) or ``"identity"`` (regression). Weights start small and random.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: list[int] | tuple[int, ...],
+        n_outputs: int = 1,
+        activation: str = "tanh",
+        link: str = "sigmoid",
+        bias: bool = True,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        widths = [n_features, *hidden]
+        layers: dict[str, Layer] = {}
+        for i in range(len(hidden)):
+            layers[f"fc{i}"] = Linear(widths[i], widths[i + 1], bias=bias)
+            layers[f"act{i}"] = ACTIVATIONS[activation]()
+        layers["out"] = Linear(widths[-1], n_outputs, bias=bias)
+        super().__init__(layers, link, n_outputs)
+        self._init_args = {
+            "n_features": n_features,
+            "hidden": list(hidden),
+            "n_outputs": n_outputs,
+            "activation": activation,
+            "link": link,
+            "bias": bias,
+        }
+
+
+MODELS = {
+    "LogisticRegression": LogisticRegression,
+    "SoftmaxRegression": SoftmaxRegression,
+    "LinearRegression": LinearRegression,
+    "MLP": MLP,
+}

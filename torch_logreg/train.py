@@ -1,0 +1,405 @@
+"""The hand-written update loop.
+
+Per step: the model's manual ``objective_and_grad`` on a batch, then an in-place update of the
+parameters under ``torch.no_grad()``. No ``torch.optim`` and no ``loss.backward()``.
+
+Update rules (``g`` the gradient of the objective, ``mu`` the momentum), as in
+``torch.optim.SGD`` so that results can be compared one for one:
+
+* ``gd``:        ``p <- p - lr g``
+* ``momentum``:  ``v <- mu v + g``;  ``p <- p - lr v``
+* ``nesterov``:  ``v <- mu v + g``;  ``p <- p - lr (g + mu v)``
+
+Host synchronisation (reading a number back from the device) happens only at stopping checks,
+every ``check_every`` epochs, and in callbacks that choose to read values; never in the step.
+
+Stopping rules, tested at each check: the gradient norm falls below ``tol`` ("converged");
+with validation data, the validation loss has not improved for ``patience`` epochs
+("early_stopping", best weights restored); without it, the training loss has not improved for
+``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback asks to
+stop ("callback"). A non-finite training loss restores the last finite weights and raises
+:class:`TrainingDiverged`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor
+
+from . import validation
+from .devices import resolve_device, resolve_dtype
+from .gradients import compare_gradients
+
+SOLVERS = ("gd", "momentum", "nesterov")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; the model holds the last finite weights."""
+
+    def __init__(self, message: str, history: "History") -> None:
+        super().__init__(message)
+        self.history = history
+
+
+class GradientCheckFailed(AssertionError):
+    """A periodic gradient check found the manual gradient outside its tolerance."""
+
+    def __init__(self, message: str, report) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class History:
+    """What happened during a run. Lists hold one entry per stopping check (by default each
+    epoch); ``epochs`` says which epoch (1-based) each entry belongs to."""
+
+    epochs: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    grad_checks: list[tuple[int, float]] = field(default_factory=list)  # (step, max rel error)
+    stop_reason: str = ""
+    n_epochs: int = 0
+    n_steps: int = 0
+    best_epoch: int | None = None
+    wall_time: float = 0.0
+
+    @property
+    def grad_check_max_rel_error(self) -> float | None:
+        return max((e for _, e in self.grad_checks), default=None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["grad_checks"] = [list(x) for x in self.grad_checks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        d = dict(d)
+        d["grad_checks"] = [tuple(x) for x in d.get("grad_checks", [])]
+        return cls(**d)
+
+
+@dataclass
+class TrainState:
+    """What callbacks see. Tensors here live on the run's device; reading them (``.item()``)
+    is a host sync, so a callback should do it only at its own logging interval."""
+
+    model: torch.nn.Module
+    trainer: "Trainer"
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed
+    loss: Tensor | None = None  # objective on the last batch
+    grads: dict[str, Tensor] | None = None  # gradient of the last batch
+    batch_size: int = 0
+    checked: bool = False  # whether this epoch ran a stopping check (metrics below are fresh)
+    train_loss: float | None = None
+    val_loss: float | None = None
+    grad_norm: float | None = None
+    stop_reason: str | None = None  # a callback sets this to stop the run
+
+    @property
+    def history(self) -> History:
+        return self.trainer.history
+
+
+class Callback:
+    """Hooks called by the loop; override what you need."""
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_step(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        kind = "an integer" if integer else "a finite number"
+        raise TypeError(f"{name} must be {kind}, got {value!r}")
+    if value < low or (strict and value == low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+
+
+class Trainer:
+    """The loop's state, so that a run can be checkpointed and resumed exactly.
+
+    Most users call :func:`fit`; the application keeps a ``Trainer`` to save
+    :meth:`state_dict` in checkpoints and to :meth:`load_state_dict` when resuming.
+    """
+
+    def __init__(
+        self,
+        model,
+        X,
+        y,
+        *,
+        solver: str = "gd",
+        lr: float = 0.1,
+        epochs: int = 100,
+        batch_size: int = 0,
+        l2: float = 0.0,
+        momentum: float = 0.9,
+        tol: float = 1e-6,
+        patience: int = 0,
+        min_delta: float = 0.0,
+        grad_check_every: int = 0,
+        grad_check_coords: int = 32,
+        check_every: int = 1,
+        seed: int = 0,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = None,
+        X_val=None,
+        y_val=None,
+        callbacks: list[Callback] | tuple[Callback, ...] = (),
+    ) -> None:
+        _check_choice("solver", solver, SOLVERS)
+        _check_number("lr", lr, 0.0, strict=True)
+        _check_number("epochs", epochs, 1, integer=True)
+        _check_number("batch_size", batch_size, 0, integer=True)
+        _check_number("l2", l2, 0.0)
+        _check_number("momentum", momentum, 0.0)
+        if momentum >= 1:
+            raise ValueError(f"momentum must be < 1, got {momentum!r}")
+        _check_number("tol", tol, 0.0)
+        _check_number("patience", patience, 0, integer=True)
+        _check_number("min_delta", min_delta, 0.0)
+        _check_number("grad_check_every", grad_check_every, 0, integer=True)
+        _check_number("grad_check_coords", grad_check_coords, 1, integer=True)
+        _check_number("check_every", check_every, 1, integer=True)
+        _check_number("seed", seed, 0, integer=True)
+        if (X_val is None) != (y_val is None):
+            raise ValueError("X_val and y_val must be given together")
+
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, default=next(model.parameters()).dtype)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.X, self.T = self._prepare(X, y, "X", "y")
+        self.X_val = self.T_val = None
+        if X_val is not None:
+            self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
+
+        self.solver, self.lr, self.epochs, self.l2, self.momentum = solver, float(lr), epochs, float(l2), float(momentum)
+        self.tol, self.patience, self.min_delta = float(tol), patience, float(min_delta)
+        self.grad_check_every, self.grad_check_coords = grad_check_every, grad_check_coords
+        self.check_every, self.seed = check_every, seed
+        n = self.X.shape[0]
+        self.batch_size = n if batch_size in (0, None) or batch_size >= n else batch_size
+        self.callbacks = list(callbacks)
+
+        params = dict(self.model.named_parameters())
+        self.velocity = {k: torch.zeros_like(p) for k, p in params.items()} if solver != "gd" else {}
+        self.grad_mean = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.last_good = {k: p.detach().clone() for k, p in params.items()}
+        self.best_state: dict[str, Tensor] | None = None
+        self.best_metric = math.inf
+        self.bad_epochs = 0
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.history = History()
+        self.epoch = 0
+        self.step = 0
+
+    def _prepare(self, X, y, xname: str, yname: str) -> tuple[Tensor, Tensor]:
+        X = validation.as_tensor(X, xname, dtype=self.dtype, device=self.device)
+        validation.check_features(X, self.model.n_features, name=xname)
+        y = validation.as_tensor(y, yname, device=self.device)
+        try:
+            T = self.model.targets(y, X.shape[0])
+        except ValueError as exc:
+            raise ValueError(f"{yname}: {exc}") from exc
+        return X, T
+
+    # -- checkpointing --
+    def state_dict(self) -> dict:
+        """Everything but the model's own parameters that the loop needs to continue exactly."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "velocity": {k: v.detach().cpu().clone() for k, v in self.velocity.items()},
+            "last_good": {k: v.detach().cpu().clone() for k, v in self.last_good.items()},
+            "best_state": None if self.best_state is None else {k: v.cpu().clone() for k, v in self.best_state.items()},
+            "best_metric": self.best_metric,
+            "bad_epochs": self.bad_epochs,
+            "generator": self.generator.get_state(),
+            "history": self.history.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        to = {"device": self.device, "dtype": self.dtype}
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        for k, v in state["velocity"].items():
+            self.velocity[k].copy_(v.to(**to))
+        for k, v in state["last_good"].items():
+            self.last_good[k].copy_(v.to(**to))
+        best = state["best_state"]
+        self.best_state = None if best is None else {k: v.to(**to) for k, v in best.items()}
+        self.best_metric = float(state["best_metric"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.generator.set_state(state["generator"])
+        self.history = History.from_dict(state["history"])
+
+    # -- the loop --
+    def _batches(self):
+        n = self.X.shape[0]
+        if self.batch_size >= n:
+            yield self.X, self.T
+            return
+        perm = torch.randperm(n, generator=self.generator, device=self.device)
+        for start in range(0, n, self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            yield self.X.index_select(0, idx), self.T.index_select(0, idx)
+
+    def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+        lr, mu = self.lr, self.momentum
+        for name, p in params.items():
+            g = grads[name]
+            if self.solver == "gd":
+                p.sub_(g, alpha=lr)
+                continue
+            v = self.velocity[name]
+            v.mul_(mu).add_(g)
+            if self.solver == "momentum":
+                p.sub_(v, alpha=lr)
+            else:
+                p.sub_(g, alpha=lr).sub_(v, alpha=lr * mu)
+
+    def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:
+        report = compare_gradients(self.model, Xb, Tb, self.l2, fd_max_coords=self.grad_check_coords, seed=self.step)
+        self.history.grad_checks.append((self.step, report.max_rel_error))
+        if not report.passed:
+            worst = report.worst()
+            raise GradientCheckFailed(
+                f"gradient check failed at step {self.step}: {worst.parameter} differs from the "
+                f"{worst.reference} gradient by {worst.max_rel_error:.3e} relative "
+                f"(tolerance {worst.tolerance:.0e})\n{report}",
+                report,
+            )
+
+    def _restore(self, params: dict[str, Tensor], state: dict[str, Tensor]) -> None:
+        for k, p in params.items():
+            p.copy_(state[k])
+
+    def run(self) -> History:
+        """Train until a stopping rule fires; returns the :class:`History`."""
+        model, history = self.model, self.history
+        params = dict(model.named_parameters())
+        n = self.X.shape[0]
+        state = TrainState(model=model, trainer=self, epoch=self.epoch, step=self.step)
+        for cb in self.callbacks:
+            cb.on_train_begin(state)
+        start = time.perf_counter()
+        stop_reason = None
+        try:
+            with torch.no_grad():
+                while self.epoch < self.epochs and stop_reason is None:
+                    epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+                    for g in self.grad_mean.values():
+                        g.zero_()
+                    for Xb, Tb in self._batches():
+                        if self.grad_check_every and self.step % self.grad_check_every == 0:
+                            self._grad_check(Xb, Tb)
+                        loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
+                        nb = Xb.shape[0]
+                        epoch_loss.add_(loss, alpha=nb / n)
+                        for k, g in grads.items():
+                            self.grad_mean[k].add_(g, alpha=nb / n)
+                        self._update(params, grads)
+                        self.step += 1
+                        state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
+                        for cb in self.callbacks:
+                            cb.on_step(state)
+                    self.epoch += 1
+                    state.epoch = self.epoch
+                    state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
+                    if state.checked:
+                        stop_reason = self._check(params, epoch_loss, state)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(state)
+                    if stop_reason is None and state.stop_reason:
+                        stop_reason = "callback"
+        finally:
+            history.n_epochs, history.n_steps = self.epoch, self.step
+            history.wall_time += time.perf_counter() - start
+        if stop_reason is None:
+            stop_reason = "max_epochs"
+        if stop_reason == "early_stopping" and self.best_state is not None:
+            self._restore(params, self.best_state)
+        history.stop_reason = stop_reason
+        state.stop_reason = stop_reason
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+        if stop_reason == "diverged":
+            raise TrainingDiverged(
+                f"training diverged: the loss became {history.train_loss[-1]} at epoch {self.epoch} "
+                f"with lr={self.lr:g}; the model holds the last finite weights. "
+                "Try a smaller learning rate.",
+                history,
+            )
+        return history
+
+    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, state: TrainState) -> str | None:
+        """Stopping check at the end of an epoch: the only place the loop reads the device."""
+        history = self.history
+        grad_norm = torch.sqrt(sum((g * g).sum() for g in self.grad_mean.values()))
+        train_loss, grad_norm = epoch_loss.item(), grad_norm.item()
+        val_loss = None
+        if self.X_val is not None:
+            val_loss = self.model.objective(self.X_val, self.T_val).item()
+        history.epochs.append(self.epoch)
+        history.train_loss.append(train_loss)
+        history.grad_norm.append(grad_norm)
+        if val_loss is not None:
+            history.val_loss.append(val_loss)
+        state.train_loss, state.val_loss, state.grad_norm = train_loss, val_loss, grad_norm
+
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)) or not all(
+            bool(torch.isfinite(p).all()) for p in params.values()
+        ):
+            self._restore(params, self.last_good)
+            return "diverged"
+        for k, p in params.items():
+            self.last_good[k].copy_(p)
+
+        if self.patience:
+            metric = val_loss if val_loss is not None else train_loss
+            if metric < self.best_metric - self.min_delta:
+                self.best_metric, self.bad_epochs = metric, 0
+                history.best_epoch = self.epoch
+                if val_loss is not None:
+                    self.best_state = {k: p.detach().clone() for k, p in params.items()}
+            else:
+                self.bad_epochs += self.check_every
+                if self.bad_epochs >= self.patience:
+                    return "early_stopping" if val_loss is not None else "plateau"
+        if grad_norm < self.tol:
+            return "converged"
+        return None
+
+
+def fit(model, X, y, **kwargs) -> History:
+    """Train ``model`` on ``X (N, D)``, ``y`` with the hand-written loop; returns a History.
+
+    Keyword arguments (the names the configs use): ``solver`` ("gd" | "momentum" | "nesterov"),
+    ``lr``, ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``momentum``, ``tol``
+    (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
+    ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
+    between stopping checks, the only host syncs), ``seed``, ``device`` ("auto" | "cpu" |
+    "cuda" | "cuda:N"), ``dtype`` ("float32" | "float64"; default: the model's), ``X_val``,
+    ``y_val`` (for early stopping) and ``callbacks``.
+
+    The model is moved to the run's device and dtype and trained in place.
+    """
+    return Trainer(model, X, y, **kwargs).run()

@@ -1,0 +1,165 @@
+"""Input checks with messages that name the problem and the offending value or position.
+
+These checks read values back from the device, so they run once, when data enters a model or a
+run, never inside the per-step path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def as_tensor(
+    data, name: str, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> Tensor:
+    """Turn an array-like into a tensor (no copy when it already is one of the right kind)."""
+    if isinstance(data, Tensor):
+        tensor = data
+    else:
+        try:
+            array = np.asarray(data)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array or tensor, got {type(data).__name__}") from exc
+        if array.dtype == object or array.dtype.kind in "USV":
+            raise TypeError(f"{name} must be numeric, got an array of dtype {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if dtype is not None or device is not None:
+        tensor = tensor.to(device=device, dtype=dtype)
+    return tensor
+
+
+def first_nonfinite(x: Tensor) -> tuple[int, ...] | None:
+    """Index of the first NaN or infinite entry, or None when all are finite."""
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return None
+    return tuple(int(i) for i in bad.nonzero()[0])
+
+
+def check_features(x: Tensor, n_features: int | None = None, name: str = "X") -> None:
+    """``x`` must be a floating ``(N, D)`` tensor with N >= 1, finite values, D == n_features."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has 0 samples (shape {tuple(x.shape)})")
+    if n_features is not None and x.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {x.shape[1]} features but the model expects {n_features} "
+            f"(shape {tuple(x.shape)})"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.device.type != "meta":
+        where = first_nonfinite(x)
+        if where is not None:
+            raise ValueError(
+                f"{name} contains a non-finite value {x[where].item()} at row {where[0]}, "
+                f"column {where[1]}"
+            )
+
+
+def check_same_placement(model_param: Tensor, **tensors: Tensor) -> None:
+    """Every tensor must share the model's device and dtype (floating tensors only for dtype)."""
+    for name, t in tensors.items():
+        if t.device != model_param.device:
+            raise ValueError(
+                f"{name} is on device {t.device} but the model is on {model_param.device}; "
+                f"move it with .to({str(model_param.device)!r})"
+            )
+        if t.is_floating_point() and t.dtype != model_param.dtype:
+            raise TypeError(
+                f"{name} has dtype {t.dtype} but the model's parameters are {model_param.dtype}; "
+                f"convert one of them so both match"
+            )
+
+
+def _first_where(mask: Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def binary_targets(y: Tensor, n_samples: int, n_outputs: int, dtype: torch.dtype) -> Tensor:
+    """Targets of K independent sigmoids -> ``(N, K)`` float tensor of zeros and ones."""
+    t = _reshape_targets(y, n_samples, n_outputs)
+    t = t.to(dtype)
+    if t.device.type != "meta":
+        where = first_nonfinite(t)
+        if where is not None:
+            raise ValueError(f"y contains a non-finite value at position {where}")
+        bad = (t != 0) & (t != 1)
+        if bool(bad.any()):
+            pos = _first_where(bad)
+            raise ValueError(
+                f"binary targets must be 0 or 1, got {t[pos].item()!r} at "
+                f"{_describe(pos, n_outputs)}"
+            )
+    return t
+
+
+def class_targets(y: Tensor, n_samples: int, n_classes: int, dtype: torch.dtype) -> Tensor:
+    """Class indices ``(N,)`` in [0, K) or one-hot / probability rows ``(N, K)`` -> ``(N, K)``."""
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dim() == 1:
+        if y.shape[0] != n_samples:
+            raise ValueError(f"y has {y.shape[0]} entries but X has {n_samples} samples")
+        if y.is_floating_point():
+            where = first_nonfinite(y)
+            if where is not None:
+                raise ValueError(f"y contains a non-finite value at sample {where[0]}")
+            frac = y != torch.round(y)
+            if bool(frac.any()):
+                i = _first_where(frac)[0]
+                raise ValueError(f"class indices must be integers, got {y[i].item()!r} at sample {i}")
+        idx = y.to(torch.int64)
+        bad = (idx < 0) | (idx >= n_classes)
+        if bool(bad.any()):
+            i = _first_where(bad)[0]
+            raise ValueError(
+                f"class index {int(idx[i])} at sample {i} is outside [0, {n_classes}) "
+                f"for a model with {n_classes} classes"
+            )
+        t = torch.zeros(n_samples, n_classes, dtype=dtype, device=y.device)
+        t.scatter_(1, idx[:, None], 1.0)
+        return t
+    t = _reshape_targets(y, n_samples, n_classes).to(dtype)
+    where = first_nonfinite(t)
+    if where is not None:
+        raise ValueError(f"y contains a non-finite value at position {where}")
+    if bool((t < 0).any()):
+        pos = _first_where(t < 0)
+        raise ValueError(f"one-hot targets must be non-negative, got {t[pos].item()!r} at {_describe(pos, n_classes)}")
+    off = (t.sum(dim=1) - 1).abs() > 1e-6
+    if bool(off.any()):
+        i = _first_where(off)[0]
+        raise ValueError(f"one-hot target rows must sum to 1, row {i} sums to {t[i].sum().item()!r}")
+    return t
+
+
+def real_targets(y: Tensor, n_samples: int, n_outputs: int, dtype: torch.dtype) -> Tensor:
+    """Regression targets ``(N,)`` or ``(N, K)`` -> finite ``(N, K)`` float tensor."""
+    t = _reshape_targets(y, n_samples, n_outputs).to(dtype)
+    where = first_nonfinite(t)
+    if where is not None:
+        raise ValueError(f"y contains a non-finite value at {_describe(where, n_outputs)}")
+    return t
+
+
+def _reshape_targets(y: Tensor, n_samples: int, n_outputs: int) -> Tensor:
+    if y.dim() == 1 and n_outputs == 1:
+        y = y[:, None]
+    if y.dim() != 2 or y.shape[1] != n_outputs:
+        expected = f"({n_samples},) or ({n_samples}, 1)" if n_outputs == 1 else f"({n_samples}, {n_outputs})"
+        raise ValueError(f"y has shape {tuple(y.shape)} but the model expects {expected}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"y has {y.shape[0]} samples but X has {n_samples}")
+    return y
+
+
+def _describe(pos: tuple[int, ...], n_outputs: int) -> str:
+    if len(pos) == 1 or n_outputs == 1:
+        return f"sample {pos[0]}"
+    return f"sample {pos[0]}, output {pos[1]}"
