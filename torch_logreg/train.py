@@ -16,8 +16,8 @@ every ``check_every`` epochs, and in callbacks that choose to read values; never
 Stopping rules, tested at each check: the gradient norm falls below ``tol`` ("converged");
 with validation data, the validation loss has not improved for ``patience`` epochs
 ("early_stopping", best weights restored); without it, the training loss has not improved for
-``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback asks to
-stop ("callback"). A non-finite training loss restores the last finite weights and raises
+``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback sets
+``state.stop_reason`` (which becomes the run's stop reason, e.g. "interrupted"). A non-finite training loss restores the last finite weights and raises
 :class:`TrainingDiverged`.
 """
 
@@ -288,6 +288,14 @@ class Trainer:
                 report,
             )
 
+    def reduce(self, loss: Tensor, grads: dict[str, Tensor], batch_size: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """Combine a batch's loss and gradient across workers; identity in one process.
+
+        A data-parallel subclass all-reduces here, before the update, so every worker applies
+        the same gradient.
+        """
+        return loss, grads
+
     def _restore(self, params: dict[str, Tensor], state: dict[str, Tensor]) -> None:
         for k, p in params.items():
             p.copy_(state[k])
@@ -313,6 +321,7 @@ class Trainer:
                             self._grad_check(Xb, Tb)
                         loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
+                        loss, grads = self.reduce(loss, grads, nb)
                         epoch_loss.add_(loss, alpha=nb / n)
                         for k, g in grads.items():
                             self.grad_mean[k].add_(g, alpha=nb / n)
@@ -329,7 +338,7 @@ class Trainer:
                     for cb in self.callbacks:
                         cb.on_epoch_end(state)
                     if stop_reason is None and state.stop_reason:
-                        stop_reason = "callback"
+                        stop_reason = state.stop_reason
         finally:
             history.n_epochs, history.n_steps = self.epoch, self.step
             history.wall_time += time.perf_counter() - start
