@@ -296,6 +296,7 @@ class Trainer:
         """
         return loss, grads
 
+    @torch.no_grad()
     def _restore(self, params: dict[str, Tensor], state: dict[str, Tensor]) -> None:
         for k, p in params.items():
             p.copy_(state[k])

@@ -1,0 +1,264 @@
+"""The hand-written loop: agreement with scikit-learn and torch.optim, stopping rules,
+reproducibility, periodic gradient checks, callbacks and host syncs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import torch_logreg as tl
+
+from helpers import make_model, make_targets
+
+
+def test_nesterov_matches_sklearn_on_breast_cancer(breast_cancer):
+    from sklearn.linear_model import LogisticRegression as SkLogReg
+
+    X, y = breast_cancer
+    n = X.shape[0]
+    sk = SkLogReg(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
+    model = tl.LogisticRegression(X.shape[1])
+    history = tl.fit(model, X, y, solver="nesterov", lr=1.0, epochs=20_000, l2=1.0 / (1.0 * n),
+                     tol=1e-9, device="cpu", dtype="float64")
+    assert history.stop_reason == "converged"
+    coef = model.linear.weight.detach().numpy()[0]
+    rel = np.abs(coef - sk.coef_[0]).max() / np.abs(sk.coef_[0]).max()
+    assert rel < 1e-4
+    assert model.linear.bias.item() == pytest.approx(sk.intercept_[0], rel=1e-4)
+
+
+def test_softmax_on_digits_reaches_95_percent():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=0)
+    model = tl.SoftmaxRegression(64, 10)
+    tl.fit(model, X_tr, y_tr, solver="nesterov", lr=0.5, epochs=300, l2=1e-4, device="cpu")
+    acc = (model.predict(torch.as_tensor(X_te, dtype=torch.float32)).numpy() == y_te).mean()
+    assert acc >= 0.95
+
+
+@pytest.mark.parametrize("solver", ["gd", "momentum", "nesterov"])
+@pytest.mark.parametrize("l2", [0.0, 0.05])
+def test_update_rules_match_torch_optim_sgd(solver, l2):
+    """Same trajectory as torch.optim.SGD (used here only as a reference)."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (64,), generator=gen)
+    ours = tl.LogisticRegression(5).double()
+    ref = torch.nn.Linear(5, 1).double()
+    with torch.no_grad():
+        ref.weight.zero_()
+        ref.bias.zero_()
+    tl.fit(ours, X, y, solver=solver, lr=0.3, epochs=25, l2=l2, tol=0, device="cpu")
+    opt = torch.optim.SGD(ref.parameters(), lr=0.3, momentum=0.0 if solver == "gd" else 0.9,
+                          nesterov=solver == "nesterov")
+    for _ in range(25):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(ref(X)[:, 0], y.double())
+        loss = loss + 0.5 * l2 * (ref.weight ** 2).sum()
+        loss.backward()
+        opt.step()
+    assert torch.allclose(ours.linear.weight, ref.weight, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(ours.linear.bias, ref.bias, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("batch_size", [0, 16])
+@pytest.mark.parametrize("kind", ["binary", "softmax"])
+def test_same_seed_gives_bit_identical_weights(batch_size, kind):
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(100, 4, generator=gen)
+    y = make_targets(kind, 100, gen)
+    runs = []
+    for _ in range(2):
+        model = make_model(kind, 4)
+        tl.fit(model, X, y, solver="momentum", lr=0.1, epochs=7, batch_size=batch_size, seed=3, device="cpu")
+        runs.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_minibatch_order_depends_on_seed_and_changes_each_epoch():
+    gen = torch.Generator().manual_seed(2)
+    X = torch.randn(50, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (50,), generator=gen)
+    orders = []
+
+    class Record(tl.Callback):
+        def on_step(self, state):
+            orders.append(state.batch_size)
+
+    trainer = tl.Trainer(tl.LogisticRegression(3).double(), X, y, batch_size=20, epochs=2, device="cpu", seed=0)
+    first = [b for b, _ in trainer._batches()]
+    second = [b for b, _ in trainer._batches()]
+    assert [len(b) for b in first] == [20, 20, 10]
+    assert not torch.equal(first[0], second[0])  # reshuffled between epochs
+    w = []
+    for seed in (0, 1):
+        m = tl.LogisticRegression(3).double()
+        tl.fit(m, X, y, batch_size=20, epochs=3, seed=seed, device="cpu", callbacks=[Record()])
+        w.append(m.linear.weight.detach().clone())
+    assert not torch.equal(w[0], w[1])
+    assert orders == [20, 20, 10] * 6
+
+
+def test_full_batch_minibatch_of_size_n_is_full_batch():
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 2, (30,), generator=gen)
+    a, b = tl.LogisticRegression(3).double(), tl.LogisticRegression(3).double()
+    tl.fit(a, X, y, batch_size=0, epochs=5, device="cpu")
+    tl.fit(b, X, y, batch_size=30, epochs=5, device="cpu")
+    assert torch.equal(a.linear.weight, b.linear.weight)
+
+
+def test_stops_when_gradient_is_small(breast_cancer):
+    X, y = breast_cancer
+    history = tl.fit(tl.LogisticRegression(30), X, y, solver="nesterov", lr=0.5, epochs=50_000,
+                     l2=0.01, tol=1e-5, device="cpu", dtype="float64")
+    assert history.stop_reason == "converged"
+    assert history.grad_norm[-1] < 1e-5 <= history.grad_norm[-2]
+    assert history.n_epochs < 50_000 and history.n_epochs == history.epochs[-1]
+
+
+def test_plateau_stops_when_training_loss_stops_falling():
+    gen = torch.Generator().manual_seed(4)
+    X = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] + 0.5 * torch.randn(200, generator=gen, dtype=torch.float64) > 0).long()
+    history = tl.fit(tl.LogisticRegression(2).double(), X, y, lr=0.5, epochs=100_000, tol=0,
+                     patience=5, min_delta=1e-9, device="cpu")
+    assert history.stop_reason == "plateau"
+    assert history.n_epochs < 100_000
+    best = min(history.train_loss)
+    assert all(l > best - 1e-9 for l in history.train_loss[-5:])
+
+
+def test_early_stopping_restores_best_weights():
+    """Overfit a tiny noisy training set; the held-out loss turns up and the best is kept."""
+    gen = torch.Generator().manual_seed(5)
+    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
+    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
+    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
+    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
+    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    model = tl.LogisticRegression(40).double()
+    history = tl.fit(model, X, y, lr=0.5, epochs=5000, tol=0, patience=10, X_val=Xv, y_val=yv, device="cpu")
+    assert history.stop_reason == "early_stopping"
+    assert min(history.val_loss) < history.val_loss[-1]
+    best = history.epochs.index(history.best_epoch)
+    assert history.val_loss[best] == min(history.val_loss)
+    T = model.targets(yv, 500)
+    assert model.objective(Xv, T).item() == pytest.approx(history.val_loss[best], rel=1e-12)
+
+
+def test_grad_check_every_records_and_raises():
+    gen = torch.Generator().manual_seed(6)
+    X = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=gen)
+    history = tl.fit(tl.SoftmaxRegression(3, 3).double(), X, y, epochs=3, batch_size=10,
+                     grad_check_every=4, device="cpu")
+    assert [s for s, _ in history.grad_checks] == [0, 4, 8]
+    assert 0 <= history.grad_check_max_rel_error < 1e-6  # finite differences dominate
+
+    model = tl.SoftmaxRegression(3, 3).double()
+    original = model.linear.backward
+
+    def broken(grad_output, need_input_grad=True):
+        out = original(grad_output, need_input_grad)
+        model.linear.grads["bias"] = model.linear.grads["bias"] + 1e-3
+        return out
+
+    model.linear.backward = broken
+    with pytest.raises(tl.GradientCheckFailed, match="linear.bias"):
+        tl.fit(model, X, y, epochs=3, grad_check_every=2, device="cpu")
+
+
+def test_callbacks_see_each_step_epoch_and_end_and_can_stop():
+    calls = []
+
+    class Spy(tl.Callback):
+        def on_train_begin(self, state):
+            calls.append("begin")
+
+        def on_step(self, state):
+            calls.append(("step", state.step))
+            assert state.loss.dim() == 0 and "linear.weight" in state.grads
+
+        def on_epoch_end(self, state):
+            calls.append(("epoch", state.epoch, state.checked))
+            if state.epoch == 3:
+                state.stop_reason = "interrupted"
+
+        def on_train_end(self, state):
+            calls.append(("end", state.stop_reason))
+
+    X = torch.randn(10, 2)
+    y = torch.randint(0, 2, (10,))
+    history = tl.fit(tl.LogisticRegression(2), X, y, epochs=10, batch_size=5, check_every=2,
+                     device="cpu", callbacks=[Spy()])
+    assert calls == ["begin", ("step", 1), ("step", 2), ("epoch", 1, False), ("step", 3), ("step", 4),
+                     ("epoch", 2, True), ("step", 5), ("step", 6), ("epoch", 3, False), ("end", "interrupted")]
+    assert history.stop_reason == "interrupted" and history.n_epochs == 3 and history.n_steps == 6
+
+
+def test_divergence_raises_and_keeps_last_finite_weights():
+    X = torch.randn(50, 3, dtype=torch.float64) * 1e3
+    y = torch.randn(50, dtype=torch.float64) * 1e3
+    model = tl.LinearRegression(3).double()
+    with pytest.raises(tl.TrainingDiverged, match="smaller learning rate") as info:
+        tl.fit(model, X, y, lr=10.0, epochs=1000, device="cpu")
+    assert info.value.history.stop_reason == "diverged"
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_host_syncs_happen_only_at_checks(monkeypatch):
+    """Reading values back (.item(), bool(tensor)) scales with the checks, not the steps."""
+    X = torch.randn(64, 4)
+    y = torch.randint(0, 2, (64,))
+    counter = {"n": 0}
+    item, as_bool = torch.Tensor.item, torch.Tensor.__bool__
+
+    def counting_item(self):
+        counter["n"] += 1
+        return item(self)
+
+    def counting_bool(self):
+        counter["n"] += 1
+        return as_bool(self)
+
+    def syncs(epochs, check_every, batch_size):
+        trainer = tl.Trainer(tl.LogisticRegression(4), X, y, epochs=epochs, check_every=check_every,
+                             batch_size=batch_size, tol=0, device="cpu")
+        monkeypatch.setattr(torch.Tensor, "item", counting_item)
+        monkeypatch.setattr(torch.Tensor, "__bool__", counting_bool)
+        counter["n"] = 0
+        trainer.run()
+        monkeypatch.undo()
+        return counter["n"]
+
+    per_check = syncs(10, 10, 8)  # one check, 80 steps
+    assert per_check > 0
+    assert syncs(20, 10, 8) == 2 * per_check  # 160 steps, two checks
+    assert syncs(20, 10, 0) == 2 * per_check  # 20 full-batch steps, two checks
+
+
+def test_history_round_trips_through_dict():
+    X = torch.randn(20, 2)
+    y = torch.randint(0, 2, (20,))
+    history = tl.fit(tl.LogisticRegression(2), X, y, epochs=4, grad_check_every=2, device="cpu")
+    again = tl.History.from_dict(history.to_dict())
+    assert again == history
+    assert math.isfinite(again.wall_time)
+
+
+def test_regression_reaches_least_squares_solution():
+    gen = torch.Generator().manual_seed(7)
+    X = torch.randn(200, 3, generator=gen, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.3
+    model = tl.LinearRegression(3).double()
+    history = tl.fit(model, X, y, solver="nesterov", lr=0.3, epochs=5000, tol=1e-12, device="cpu")
+    assert history.stop_reason == "converged"
+    assert torch.allclose(model.linear.weight[0], torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), atol=1e-10)
+    assert model.linear.bias.item() == pytest.approx(0.3, abs=1e-10)
