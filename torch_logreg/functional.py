@@ -46,41 +46,57 @@ def log_sigmoid(z: Tensor) -> Tensor:
 # --- losses on logits ------------------------------------------------------------------------
 
 
-def binary_cross_entropy(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def binary_cross_entropy(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Negative log-likelihood of independent Bernoulli outputs ``p = sigmoid(z)``.
 
     Per element: ``-t log p - (1 - t) log(1 - p) = max(z, 0) - t z + log1p(exp(-|z|))``.
-    Gradient: ``(sigmoid(z) - t) / N``.
+    Gradient: ``(sigmoid(z) - t) / N``. With ``sample_weight`` ``w`` of shape ``(N,)`` the loss
+    is ``(1/N) sum_n w_n loss_n`` and the gradient ``w_n (sigmoid(z_n) - t_n) / N``.
     """
     n = z.shape[0]
     per_element = torch.clamp(z, min=0) - t * z + torch.log1p(torch.exp(-torch.abs(z)))
+    residual = torch.sigmoid(z) - t
+    if sample_weight is not None:
+        w = sample_weight[:, None]
+        per_element, residual = per_element * w, residual * w
     loss = per_element.sum() / n
-    grad = (torch.sigmoid(z) - t) / n
+    grad = residual / n
     return loss, grad
 
 
-def categorical_cross_entropy(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def categorical_cross_entropy(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Negative log-likelihood of a categorical output ``p = softmax(z)``.
 
     ``t`` holds one-hot rows (or probability rows summing to one). Per sample:
-    ``-sum_k t_k log p_k``. Gradient: ``(softmax(z) - t) / N``.
+    ``-sum_k t_k log p_k``. Gradient: ``(softmax(z) - t) / N``. With ``sample_weight`` ``w``
+    ``(N,)``, sample ``n``'s loss and gradient row are multiplied by ``w_n``.
     """
     n = z.shape[0]
     log_p = torch.log_softmax(z, dim=-1)
-    loss = -(t * log_p).sum() / n
-    grad = (torch.exp(log_p) - t) / n
+    per_element = t * log_p
+    residual = torch.exp(log_p) - t
+    if sample_weight is not None:
+        w = sample_weight[:, None]
+        per_element, residual = per_element * w, residual * w
+    loss = -per_element.sum() / n
+    grad = residual / n
     return loss, grad
 
 
-def half_squared_error(z: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def half_squared_error(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Gaussian negative log-likelihood up to constants: ``0.5 * sum_k (z_k - t_k)^2``.
 
-    Gradient: ``(z - t) / N``.
+    Gradient: ``(z - t) / N``; with ``sample_weight`` ``w`` ``(N,)`` both scale by ``w_n``.
     """
     n = z.shape[0]
     residual = z - t
-    loss = 0.5 * (residual * residual).sum() / n
-    grad = residual / n
+    if sample_weight is None:
+        loss = 0.5 * (residual * residual).sum() / n
+        grad = residual / n
+    else:
+        w = sample_weight[:, None]
+        loss = 0.5 * (w * residual * residual).sum() / n
+        grad = w * residual / n
     return loss, grad
 
 
@@ -90,6 +106,72 @@ LINKS = {
     "softmax": (softmax, categorical_cross_entropy),
     "identity": (identity, half_squared_error),
 }
+
+
+# --- curvature (second derivatives) of the losses on logits ---------------------------------
+#
+# The Newton solver needs d^2 loss / d theta^2 for a single linear layer ``z = x~ Theta^T`` with
+# the augmented input ``x~ = [1, x]`` (shape ``(N, A)``, A = D + 1 with a bias, D without) and
+# ``Theta = [b, W]`` of shape ``(K, A)``. Writing ``d^2 loss_n / dz_n^2 = S_n`` (K x K), the
+# Hessian of the mean loss is ``sum_n w_n / N  S_n (x) x~_n x~_n^T`` (Kronecker product), i.e.
+# ``H[k, a, l, c] = sum_n w_n S_n[k, l] x~_na x~_nc / N``. For sigmoid and identity outputs
+# ``S_n`` is diagonal (the K outputs are independent, so H is block diagonal); for softmax
+# ``S_n = diag(p_n) - p_n p_n^T``.
+
+
+def diagonal_curvature(link: str, z: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+    """Per-sample diagonal curvature ``s`` ``(N, K)`` of a sigmoid or identity loss, divided by N.
+
+    sigmoid: ``s = w p (1 - p) / N`` with ``p = sigmoid(z)``; identity: ``s = w / N``.
+    """
+    n = z.shape[0]
+    if link == "sigmoid":
+        p = torch.sigmoid(z)
+        s = p * (1 - p)
+    elif link == "identity":
+        s = torch.ones_like(z)
+    else:
+        raise ValueError(f"diagonal_curvature: link must be 'sigmoid' or 'identity', got {link!r}")
+    if sample_weight is not None:
+        s = s * sample_weight[:, None]
+    return s / n
+
+
+def block_diagonal_hessian(x: Tensor, s: Tensor) -> Tensor:
+    """``H_k = x^T diag(s[:, k]) x`` for each output k: x ``(N, A)``, s ``(N, K)`` -> ``(K, A, A)``.
+
+    The Hessian of a sigmoid/identity loss on ``z = x Theta^T``, one ``(A, A)`` block per output
+    (:func:`diagonal_curvature` gives ``s``).
+    """
+    return torch.stack([x.T @ (x * s[:, k : k + 1]) for k in range(s.shape[1])])
+
+
+def softmax_hessian(
+    x: Tensor, p: Tensor, sample_weight: Tensor | None = None, chunk_size: int | None = None
+) -> Tensor:
+    """Full Hessian of the mean categorical cross-entropy with respect to ``Theta`` ``(K, A)``.
+
+    ``H[k, a, l, c] = sum_n w_n (p_nk delta_kl - p_nk p_nl) x_na x_nc / N`` with x ``(N, A)``
+    and ``p = softmax(z)`` ``(N, K)``; returned as ``(K, A, K, A)``. The rank-one part
+    ``sum_n (p_n (x) x_n)(p_n (x) x_n)^T`` is one ``(KA, KA)`` matrix product per chunk of rows
+    (``chunk_size`` rows at a time, chosen so the ``(chunk, K*A)`` buffer stays near 16M entries).
+    Cost ``O(N K^2 A^2)``.
+    """
+    n, a = x.shape
+    k = p.shape[1]
+    w = p.new_full((n,), 1.0 / n) if sample_weight is None else sample_weight / n
+    pw = p * w[:, None]
+    h = torch.zeros(k, a, k, a, dtype=x.dtype, device=x.device)
+    for j in range(k):
+        h[j, :, j, :] = x.T @ (x * pw[:, j : j + 1])
+    if chunk_size is None:
+        chunk_size = max(1, (1 << 24) // (k * a))
+    flat = h.view(k * a, k * a)
+    for start in range(0, n, chunk_size):
+        xs, ps, ws = x[start : start + chunk_size], p[start : start + chunk_size], w[start : start + chunk_size]
+        u = (ps[:, :, None] * xs[:, None, :]).reshape(xs.shape[0], k * a)
+        flat.sub_((u * ws[:, None]).T @ u)
+    return h
 
 
 # --- layer maths (forward and backward side by side) -----------------------------------------

@@ -111,11 +111,17 @@ class StackedModel(nn.Module):
         T = self.targets(y, X.shape[0])
         return self.objective_and_grad(X, T, l2)
 
-    def objective_and_grad(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
-        """Unchecked fast path: ``X (N, D)`` and prepared targets ``T (N, K)``; no host sync."""
+    def objective_and_grad(
+        self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Unchecked fast path: ``X (N, D)`` and prepared targets ``T (N, K)``; no host sync.
+
+        ``sample_weight`` ``(N,)`` (optional) weighs each sample's loss:
+        ``(1/N) sum_n w_n loss_n + (l2/2) sum_W ||W||^2``.
+        """
         with torch.no_grad():
             z = self.logits(X)
-            loss, grad_logits = self._loss_fn(z, T)
+            loss, grad_logits = self._loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
             grads: dict[str, Tensor] = {}
             for prefix, layer in self.named_children():
@@ -128,10 +134,10 @@ class StackedModel(nn.Module):
                         grads[name] = grads[name] + l2 * p
         return loss, grads
 
-    def objective(self, X: Tensor, T: Tensor, l2: float = 0.0) -> Tensor:
-        """The objective alone (no backward), from prepared targets."""
+    def objective(self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None) -> Tensor:
+        """The objective alone (no backward), from prepared targets (optionally sample-weighted)."""
         with torch.no_grad():
-            loss, _ = self._loss_fn(self.logits(X), T)
+            loss, _ = self._loss_fn(self.logits(X), T, sample_weight)
             if l2:
                 for name, p in self.named_parameters():
                     if name.endswith("weight"):

@@ -1,0 +1,498 @@
+"""Statistical inference for unpenalised logistic and multinomial fits, in statsmodels' terms.
+
+At the maximum-likelihood estimate ``theta^`` the observed Fisher information is the Hessian of
+the summed negative log-likelihood, ``I = X~^T S X~`` (``X~ = [1, X]``; binary:
+``S = diag(w p (1 - p))``; K classes: ``sum_n w_n (diag p_n - p_n p_n^T) (x) x~_n x~_n^T``),
+and ``Cov(theta^) = I^{-1}``. Everything below is computed on the model's device from that
+closed-form Hessian (:mod:`torch_logreg.functional`), then returned as NumPy values:
+
+* ``params``, ``bse = sqrt(diag Cov)``, ``zvalues = params / bse``,
+  ``pvalues = 2 Phi(-|z|) = erfc(|z| / sqrt 2)``, ``conf_int(alpha) = params -+ z_{1-alpha/2} bse``;
+* ``llf = -sum_n w_n loss_n``; ``llnull``, the log-likelihood of the intercept-only model
+  (the weighted class frequencies); ``prsquared = 1 - llf / llnull`` (McFadden);
+  ``llr = 2 (llf - llnull)`` and ``llr_pvalue = P(chi2_{df_model} > llr)``;
+* ``aic = -2 llf + 2 k`` and ``bic = -2 llf + k log(nobs)`` with ``k`` the number of free
+  parameters.
+
+K classes are reported as statsmodels' ``MNLogit`` does: the contrasts
+``theta_k - theta_0`` (k = 1..K-1) against class 0, shape ``(K - 1, A)``, whose information
+matrix is the ``(K-1)A x (K-1)A`` block of the full softmax Hessian for classes 1..K-1.
+Parameters are ordered intercept first (``A = 1 + D``), as in a statsmodels design with a
+leading constant column.
+
+Sample weights are read as frequency weights (``nobs = sum w``).
+
+Separation. When a linear combination of the features classifies some samples perfectly, the
+MLE does not exist: the likelihood keeps increasing as the coefficients grow. This is checked
+exactly, following Albert & Anderson's characterisation, with a linear program: separation
+exists iff some ``beta != 0`` gives every sample a non-negative margin
+(binary: ``(2y_n - 1) x~_n^T beta >= 0``; K classes: ``x~_n^T (beta_{y_n} - beta_k) >= 0`` for
+all k) and a positive margin to at least one sample. :func:`find_separation` solves it (scipy's
+HiGHS, on the CPU) and :func:`infer` refuses to report standard errors for such data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import functional as F
+from .solvers import augment, get_theta, prepare, single_linear
+
+#: a sample counts as predicted with certainty when its observed class has probability > 1 - this
+CERTAINTY = 1e-7
+#: above this many LP rows (samples x contrasts) separation is only screened, not proven
+LP_MAX_ROWS = 200_000
+
+
+class SeparationWarning(UserWarning):
+    """The classes are (quasi-)completely separated: the MLE does not exist."""
+
+
+class PerfectSeparationError(ValueError):
+    """Inference was asked of data whose classes are (quasi-)completely separated."""
+
+    def __init__(self, separation: "Separation") -> None:
+        super().__init__(separation.message)
+        self.separation = separation
+
+
+@dataclass
+class Separation:
+    """A (quasi-)complete separation found in the data.
+
+    ``kind`` is ``"complete"`` (every sample is classified perfectly by a linear combination of
+    the features), ``"quasi-complete"`` (some are, the rest lie on its boundary) or
+    ``"suspected"`` (too large for the exact check; samples are fitted with near certainty).
+    ``rows`` are the indices of the perfectly predicted samples; ``direction`` is a separating
+    direction ``(K, A)`` in the augmented parametrisation (intercept first).
+    """
+
+    kind: str
+    n_separated: int
+    n_samples: int
+    rows: np.ndarray
+    direction: np.ndarray | None
+    message: str = ""
+
+
+@dataclass
+class Summary:
+    """A statsmodels-style text table; ``str(summary)`` or ``summary.as_text()`` prints it."""
+
+    text: str
+    tables: list[list[dict]] = field(default_factory=list)
+
+    def as_text(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+@dataclass
+class InferenceResult:
+    """Inference for an unpenalised fit, with statsmodels' names.
+
+    Binary: ``params``, ``bse``, ``zvalues``, ``pvalues`` have shape ``(A,)``; K classes:
+    ``(K - 1, A)`` (row k-1 is class k against class 0). ``A = 1 + D`` with the intercept first
+    (``D`` without an intercept). ``cov_params()`` is ``(A, A)`` or ``((K-1)A, (K-1)A)``.
+    """
+
+    params: np.ndarray
+    bse: np.ndarray
+    zvalues: np.ndarray
+    pvalues: np.ndarray
+    llf: float
+    llnull: float
+    nobs: float
+    df_model: float
+    df_resid: float
+    llr_pvalue: float
+    k_params: int
+    has_intercept: bool
+    param_names: list[str]
+    class_names: list[str]
+    cov: np.ndarray
+    model_name: str = "Logit"
+    solver: str = ""
+    converged: bool | None = None
+    n_iter: int | None = None
+    dep_variable: str = "y"
+
+    @property
+    def tvalues(self) -> np.ndarray:
+        """Alias of ``zvalues`` (statsmodels' discrete models call them ``tvalues``)."""
+        return self.zvalues
+
+    @property
+    def llr(self) -> float:
+        return 2.0 * (self.llf - self.llnull)
+
+    @property
+    def prsquared(self) -> float:
+        return 1.0 - self.llf / self.llnull if self.llnull != 0 else math.nan
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.llf + 2.0 * self.k_params
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.llf + math.log(self.nobs) * self.k_params
+
+    def cov_params(self) -> np.ndarray:
+        return self.cov
+
+    def conf_int(self, alpha: float = 0.05) -> np.ndarray:
+        """``params -+ z_{1 - alpha/2} bse``: shape ``params.shape + (2,)`` (lower, upper)."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        q = math.sqrt(2.0) * float(torch.special.erfinv(torch.tensor(1.0 - alpha, dtype=torch.float64)))
+        return np.stack([self.params - q * self.bse, self.params + q * self.bse], axis=-1)
+
+    def summary(self, alpha: float = 0.05) -> Summary:
+        """A table of the fit and the coefficients in the manner of statsmodels' ``summary()``."""
+        width = 78
+        left = [
+            ("Dep. Variable:", self.dep_variable),
+            ("Model:", self.model_name),
+            ("Method:", "MLE"),
+            ("Solver:", self.solver or "-"),
+            ("Converged:", "-" if self.converged is None else str(bool(self.converged))),
+            ("Iterations:", "-" if self.n_iter is None else str(self.n_iter)),
+            ("Covariance Type:", "nonrobust"),
+        ]
+        right = [
+            ("No. Observations:", f"{self.nobs:g}"),
+            ("Df Residuals:", f"{self.df_resid:g}"),
+            ("Df Model:", f"{self.df_model:g}"),
+            ("Pseudo R-squ.:", f"{self.prsquared:.4f}"),
+            ("Log-Likelihood:", f"{self.llf:.5g}"),
+            ("LL-Null:", f"{self.llnull:.5g}"),
+            ("LLR p-value:", f"{self.llr_pvalue:.4g}"),
+            ("AIC:", f"{self.aic:.5g}"),
+            ("BIC:", f"{self.bic:.5g}"),
+        ]
+        title = f"{self.model_name} Regression Results"
+        lines = [title.center(width), "=" * width]
+        for i in range(max(len(left), len(right))):
+            lk, lv = left[i] if i < len(left) else ("", "")
+            rk, rv = right[i] if i < len(right) else ("", "")
+            lines.append(f"{lk:<17}{lv:>21}   {rk:<18}{rv:>19}")
+        ci = self.conf_int(alpha)
+        lo, hi = f"[{alpha / 2:.3f}", f"{1 - alpha / 2:.3f}]"
+        header = f"{'':<16}{'coef':>10}{'std err':>11}{'z':>10}{'P>|z|':>10}{lo:>11}{hi:>10}"
+        blocks = [(None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
+        if self.params.ndim == 2:
+            blocks = [
+                (f"{self.dep_variable}={self.class_names[k + 1]}", self.params[k], self.bse[k], self.zvalues[k], self.pvalues[k], ci[k])
+                for k in range(self.params.shape[0])
+            ]
+        tables = []
+        for label, par, se, zv, pv, c in blocks:
+            lines.append("=" * width)
+            if label is not None:
+                lines.append(f"{label:<16}{'coef':>10}{'std err':>11}{'z':>10}{'P>|z|':>10}{lo:>11}{hi:>10}")
+            else:
+                lines.append(header)
+            lines.append("-" * width)
+            rows = []
+            for j, name in enumerate(self.param_names):
+                rows.append({"name": name, "coef": par[j], "std err": se[j], "z": zv[j], "P>|z|": pv[j], "lower": c[j, 0], "upper": c[j, 1]})
+                lines.append(
+                    f"{name[:15]:<16}{_fmt(par[j]):>10}{_fmt(se[j]):>11}{zv[j]:>10.3f}{pv[j]:>10.3f}{_fmt(c[j, 0]):>11}{_fmt(c[j, 1]):>10}"
+                )
+            tables.append(rows)
+        lines.append("=" * width)
+        return Summary("\n".join(lines), tables)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) >= 1e4 or (v != 0 and abs(v) < 1e-3) else f"{v:.4f}"
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+def infer(
+    model,
+    X,
+    y,
+    sample_weight=None,
+    *,
+    result=None,
+    grad_tol: float = 1e-4,
+    feature_names: list[str] | None = None,
+    class_names: list[str] | None = None,
+    dep_variable: str = "y",
+) -> InferenceResult:
+    """Standard errors, tests and likelihood statistics of an unpenalised fit of ``model``.
+
+    ``model`` is a binary :class:`~torch_logreg.models.LogisticRegression` (one output) or a
+    :class:`~torch_logreg.models.SoftmaxRegression`, already fitted to ``X`` ``(N, D)``, ``y``
+    (and ``sample_weight``, read as frequency weights) by an unpenalised fit. ``result`` (the
+    :class:`~torch_logreg.solvers.SolverResult` of that fit, optional) lets a penalised fit be
+    refused by name; in any case the gradient of the mean log-likelihood must be below
+    ``grad_tol`` (max-abs), i.e. the model must sit at the maximum-likelihood estimate.
+
+    Raises :class:`PerfectSeparationError` when the classes are (quasi-)completely separated
+    and ``ValueError`` for a penalised fit or a singular information matrix (collinear
+    features). Names default to ``const, x1, ..., xD`` and the class indices.
+    """
+    if result is not None and getattr(result, "penalized", False):
+        raise ValueError(
+            f"inference needs an unpenalised fit, but this model was fit with l2={result.l2:g}, "
+            f"l1={result.l1:g}: penalised coefficients are biased and their standard errors are not "
+            "valid. Refit with l2=0 and l1=0 (estimator: penalty=None)."
+        )
+    layer = single_linear(model)
+    if model.link == "sigmoid" and model.n_outputs != 1:
+        raise ValueError(f"inference supports one binary output or a softmax; this model has {model.n_outputs} sigmoid outputs")
+    if model.link not in ("sigmoid", "softmax"):
+        raise ValueError(f"inference is for logistic models (link 'sigmoid' or 'softmax'), not {model.link!r}")
+    X, T, w = prepare(model, X, y, sample_weight)
+    sep = find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
+    if sep is not None:
+        raise PerfectSeparationError(sep)
+
+    bias = layer.bias is not None
+    with torch.no_grad():
+        Xa = augment(X, bias)
+        theta = get_theta(layer)  # (K, A)
+        k, a = theta.shape
+        n = X.shape[0]
+        wn = torch.ones(n, dtype=X.dtype, device=X.device) if w is None else w
+        nobs = wn.sum()
+        z = Xa @ theta.T
+        nll, grad_z = model._loss_fn(z, T, w)
+        llf = -nll * n
+        # gradient of the mean log-likelihood: must vanish at the MLE
+        grad = (grad_z.T @ Xa).abs().max()
+        if model.link == "sigmoid":
+            info = F.block_diagonal_hessian(Xa, F.diagonal_curvature("sigmoid", z, w) * n)[0]
+            params = theta[0]
+            tbar = (wn[:, None] * T).sum(0) / nobs
+            llnull = nobs * _xlogy(tbar, tbar).sum() + nobs * _xlogy(1 - tbar, 1 - tbar).sum()
+            n_contrasts = 1
+        else:
+            p = torch.softmax(z, dim=1)
+            full = F.softmax_hessian(Xa, p, w).view(k * a, k * a) * n
+            info = full[a:, a:]  # classes 1..K-1 against the reference class 0
+            params = theta[1:] - theta[0:1]
+            props = (wn[:, None] * T).sum(0) / nobs
+            llnull = nobs * _xlogy(props, props).sum()
+            n_contrasts = k - 1
+        chol, status = torch.linalg.cholesky_ex(info)
+        if int(status) != 0:
+            raise ValueError(
+                "the information matrix (Hessian of the log-likelihood) is singular: some features are "
+                "collinear or constant (the design matrix is rank deficient), so standard errors do not exist. "
+                "Drop the redundant columns."
+            )
+        cov = torch.cholesky_inverse(chol)
+        bse = torch.sqrt(cov.diagonal()).view(params.shape)
+        zval = params / bse
+        pval = torch.special.erfc(zval.abs() / math.sqrt(2.0))
+        k_params = n_contrasts * a
+        df_model = n_contrasts * (a - 1 if bias else a)
+        llr = 2 * (llf - llnull)
+        llr_p = (
+            torch.special.gammaincc(torch.as_tensor(df_model / 2, dtype=X.dtype, device=X.device), llr.clamp(min=0) / 2)
+            if df_model > 0
+            else torch.full((), math.nan, dtype=X.dtype, device=X.device)
+        )
+        grad_v = grad.item() / float(nobs)
+    if grad_v > grad_tol:
+        raise ValueError(
+            f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
+            f"log-likelihood has max |entry| {grad_v:.3e} > grad_tol={grad_tol:g}. Inference needs an "
+            "unpenalised fit run to convergence (fit_exact(..., l2=0, l1=0) or penalty=None)."
+        )
+    d = X.shape[1]
+    names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(d)]
+    if len(names) != d:
+        raise ValueError(f"feature_names has {len(names)} entries but X has {d} features")
+    if bias:
+        names = ["const", *names]
+    classes = list(class_names) if class_names is not None else [str(c) for c in range(k if model.link == "softmax" else 2)]
+
+    def np64(t: Tensor) -> np.ndarray:
+        return t.detach().to("cpu", torch.float64).numpy()
+
+    nobs_f = float(nobs)
+    return InferenceResult(
+        params=np64(params),
+        bse=np64(bse),
+        zvalues=np64(zval),
+        pvalues=np64(pval),
+        llf=float(llf),
+        llnull=float(llnull),
+        nobs=nobs_f,
+        df_model=float(df_model),
+        df_resid=nobs_f - k_params,
+        llr_pvalue=float(llr_p),
+        k_params=k_params,
+        has_intercept=bias,
+        param_names=names,
+        class_names=classes,
+        cov=np64(cov),
+        model_name="Logit" if model.link == "sigmoid" else "MNLogit",
+        solver=getattr(result, "solver", "") if result is not None else "",
+        converged=getattr(result, "converged", None) if result is not None else None,
+        n_iter=getattr(result, "n_iter", None) if result is not None else None,
+        dep_variable=dep_variable,
+    )
+
+
+def _xlogy(x: Tensor, y: Tensor) -> Tensor:
+    return torch.special.xlogy(x, y)
+
+
+# --- separation -------------------------------------------------------------------------------
+
+
+def find_separation(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, screen: bool = True) -> Separation | None:
+    """Check whether the classes of ``T`` are (quasi-)completely separated by ``X``.
+
+    ``X`` ``(N, D)`` and ``T`` ``(N, K)`` prepared as for the model (one binary output or
+    one-hot softmax targets; other targets return None). With ``screen`` the exact check runs
+    only if the model, as fitted, predicts some sample's class with probability above
+    ``1 - CERTAINTY`` (what an unpenalised fit does to separated samples); problems with more
+    than ``LP_MAX_ROWS`` constraints are reported from that screen alone (kind "suspected").
+    Samples with zero weight are ignored. Returns a :class:`Separation` or None.
+    """
+    layer = single_linear(model)
+    bias = layer.bias is not None
+    if model.link == "sigmoid" and model.n_outputs == 1:
+        labels = T[:, 0].round().to(torch.int64)
+        binary = True
+    elif model.link == "softmax" and bool(((T == 0) | (T == 1)).all()):
+        labels = T.argmax(dim=1)
+        binary = False
+    else:
+        return None
+    keep = torch.ones(X.shape[0], dtype=torch.bool, device=X.device) if sample_weight is None else sample_weight > 0
+    rows_needed = int(keep.sum()) * (1 if binary else max(1, T.shape[1] - 1))
+    with torch.no_grad():
+        z = model.logits(X)
+        if binary:
+            margin = torch.where(labels == 1, z[:, 0], -z[:, 0])
+            certain = (torch.sigmoid(margin) > 1 - CERTAINTY) & keep
+        else:
+            p_obs = torch.softmax(z, dim=1).gather(1, labels[:, None])[:, 0]
+            certain = (p_obs > 1 - CERTAINTY) & keep
+    n_certain = int(certain.sum())
+    if screen and n_certain == 0:
+        return None
+    n_samples = int(keep.sum())
+    if rows_needed > LP_MAX_ROWS:
+        if n_certain == 0:
+            return None
+        rows = certain.nonzero()[:, 0].cpu().numpy()
+        sep = Separation("suspected", n_certain, n_samples, rows, None)
+        sep.message = _separation_message(sep, binary)
+        return sep
+
+    Xa = augment(X, bias)[keep].detach().to("cpu", torch.float64).numpy()
+    lab = labels[keep].cpu().numpy()
+    index = keep.nonzero()[:, 0].cpu().numpy()
+    found = _separation_lp(Xa, lab, binary, T.shape[1])
+    if found is None:
+        return None
+    kind, separated, direction = found
+    sep = Separation(kind, int(separated.sum()), n_samples, index[separated], direction)
+    sep.message = _separation_message(sep, binary)
+    return sep
+
+
+def _separation_lp(Xa: np.ndarray, labels: np.ndarray, binary: bool, k: int):
+    """Solve the separation LPs on the CPU; returns (kind, separated mask, direction) or None."""
+    from scipy import sparse
+    from scipy.optimize import linprog
+
+    n, a = Xa.shape
+    scale = np.abs(Xa).max(axis=0)
+    scale[scale == 0] = 1.0
+    Xs = Xa / scale
+    if binary:
+        sign = np.where(labels == 1, 1.0, -1.0)
+        M = sparse.csr_matrix(Xs * sign[:, None])  # margins M beta, one row per sample
+        owner = np.arange(n)
+        nvar = a
+    else:
+        rows, cols, vals, owner = [], [], [], []
+        r = 0
+        for cls in range(k):
+            idx = np.nonzero(labels == cls)[0]
+            for other in range(k):
+                if other == cls or idx.size == 0:
+                    continue
+                rr = np.repeat(np.arange(r, r + idx.size), a)
+                base = np.tile(np.arange(a), idx.size)
+                xv = Xs[idx].reshape(-1)
+                rows += [rr, rr]
+                cols += [cls * a + base, other * a + base]
+                vals += [xv, -xv]
+                owner.append(idx)
+                r += idx.size
+        M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, k * a))
+        owner = np.concatenate(owner)
+        nvar = k * a
+    # LP 1: maximise the summed margin subject to every margin >= 0 and |beta| <= 1
+    res = linprog(-np.asarray(M.sum(axis=0)).ravel(), A_ub=-M, b_ub=np.zeros(M.shape[0]), bounds=[(-1, 1)] * nvar, method="highs")
+    if res.status != 0 or -res.fun <= 1e-9 * max(1, M.shape[0]):
+        return None
+    beta = res.x
+    margins = M @ beta
+    tol = 1e-9 * max(1.0, np.abs(margins).max())
+    positive = margins > tol
+    # a sample is separated when all its margins are positive
+    separated = np.ones(n, dtype=bool)
+    np.logical_and.at(separated, owner, positive)
+    # LP 2: maximise the smallest margin t; t > 0 means complete separation
+    c2 = np.zeros(nvar + 1)
+    c2[-1] = -1.0
+    A2 = sparse.hstack([-M, sparse.csr_matrix(np.ones((M.shape[0], 1)))]).tocsr()
+    res2 = linprog(c2, A_ub=A2, b_ub=np.zeros(M.shape[0]), bounds=[(-1, 1)] * nvar + [(None, 1)], method="highs")
+    kind = "quasi-complete"
+    if res2.status == 0 and -res2.fun > 1e-9:
+        kind = "complete"
+        beta = res2.x[:-1]
+        separated[:] = True
+    direction = (beta / np.tile(scale, 1 if binary else k)).reshape(1 if binary else k, a)
+    return kind, separated, direction
+
+
+def _separation_message(sep: Separation, binary: bool) -> str:
+    shown = ", ".join(str(int(i)) for i in sep.rows[:10]) + (", ..." if sep.rows.size > 10 else "")
+    what = "the two classes" if binary else "the classes"
+    remedy = (
+        "Remove or merge the separating features, collect more data, or fit with a penalty "
+        "(l2 > 0; estimator: penalty='l2'), whose estimate does exist."
+    )
+    if sep.kind == "complete":
+        return (
+            f"Complete separation: a linear combination of the features classifies all {sep.n_samples} samples "
+            f"perfectly, so {what} are separable and the maximum-likelihood estimate does not exist: the "
+            f"coefficients grow without bound as the fit goes on and their standard errors are meaningless. {remedy}"
+        )
+    if sep.kind == "quasi-complete":
+        return (
+            f"Quasi-complete separation: a linear combination of the features predicts {sep.n_separated} of "
+            f"{sep.n_samples} samples perfectly (rows {shown}) and leaves the others on its boundary, so the "
+            f"maximum-likelihood estimate does not exist: some coefficients grow without bound and their "
+            f"standard errors are meaningless. {remedy}"
+        )
+    return (
+        f"Possible separation: the fit predicts {sep.n_separated} of {sep.n_samples} samples (rows {shown}) "
+        f"with probability above 1 - {CERTAINTY:g}, which happens when {what} are (quasi-)completely "
+        f"separated and the coefficients diverge. {remedy}"
+    )
