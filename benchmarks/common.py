@@ -329,6 +329,7 @@ def machine_info(device: torch.device | str) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -342,6 +343,8 @@ def describe_machine(info: dict) -> str:
         f"cpu: {info['cpu']}, {info['cpu_count']} logical cores, torch threads {info['torch_threads']}",
         f"torch: {info['torch']}, device: {info['device']}" + (f" ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else ""),
     ]
+    if info.get("load_average"):
+        lines.append("load average at start (1, 5, 15 min): " + ", ".join(map(str, info["load_average"])))
     return "\n".join(lines)
 
 

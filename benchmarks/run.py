@@ -1,0 +1,386 @@
+"""The benchmark suite: one table of medians and ratios, everything measured in this process.
+
+    python benchmarks/run.py [--quick] [--json out.json] [--device cpu|cuda]
+
+Sections (see benchmarks/README.md for what each row means):
+
+* ``binary``: N x 100 float32 logistic regression, full batch: the bandwidth floor, the bare
+  hand-written step, the autograd + torch.optim step, the loop per epoch (``Trainer.run``) and
+  ``fit`` per epoch (setup included), and scikit-learn's ``SGDClassifier.partial_fit`` per epoch;
+* ``binary mb``: the same data in mini-batches of 64..1024, loop per epoch vs autograd per epoch;
+* ``softmax``: 60,000 x 784 x 10 (an MNIST-sized problem), full batch and mini-batches;
+* ``exact``: scikit-learn ``LogisticRegression(solver="lbfgs")`` against the project's exact
+  solvers (``torch_logreg.solvers``) run to the same objective, when that module exists;
+* ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
+* ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd.
+
+Ratios are ``other / this``: above 1 means the row's method is faster than the one it is
+compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+from common import (
+    AutogradReference,
+    Case,
+    Timing,
+    auto_inner,
+    describe_machine,
+    fit_cases,
+    fit_trainer,
+    format_seconds,
+    hand_model,
+    hand_step,
+    machine_info,
+    make_binary,
+    make_multiclass,
+    max_weight_difference,
+    measure_interleaved,
+    resolve_bench_device,
+)
+
+LR = 0.5
+
+
+class Table:
+    """Rows of (section, case, timing, x floor, compared-with, ratio)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.notes: list[str] = []
+        self.extra: dict = {}
+
+    def add(self, section: str, case: str, t: Timing | None, *, floor: Timing | None = None,
+            vs: str = "", other: Timing | float | None = None, note: str = "") -> None:
+        other_s = other.median if isinstance(other, Timing) else other
+        self.rows.append({
+            "section": section,
+            "case": case,
+            "median_s": None if t is None else t.median,
+            "repeats": None if t is None else t.repeats,
+            "inner": None if t is None else t.inner,
+            "x_floor": None if (t is None or floor is None) else t.median / floor.median,
+            "vs": vs,
+            "ratio": None if (t is None or other_s is None) else other_s / t.median,
+            "note": note,
+        })
+        print(f"  [{section}] {case}: " + ("skipped" if t is None else t.label()) + (f"  ({note})" if note else ""),
+              file=sys.stderr, flush=True)
+
+    def render(self) -> str:
+        head = ("section", "case", "median (samples)", "x floor", "ratio (vs / this)", "note")
+        body = []
+        for r in self.rows:
+            if r["median_s"] is None:
+                med = "skipped"
+            else:
+                inner = f"x{r['inner']}" if r["inner"] and r["inner"] > 1 else ""
+                med = f"{format_seconds(r['median_s'])} (n={r['repeats']}{inner})"
+            xf = "" if r["x_floor"] is None else f"{r['x_floor']:.2f}"
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f} vs {r['vs']}"
+            body.append((r["section"], r["case"], med, xf, ratio, r["note"]))
+        widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+        line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+        out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [line(b) for b in body]
+        return "\n".join(out)
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def full_batch(table: Table, section: str, X, y, k: int, device, repeats: int, epochs: int) -> Timing:
+    """Floor, bare step, autograd step, loop per epoch and fit per epoch on one problem."""
+    n, d = X.shape
+    dtype = X.dtype
+    model = hand_model(d, k, device=device, dtype=dtype)
+    T = model.targets(y, n)
+    ref = AutogradReference(d, k, lr=LR, device=device, dtype=dtype)
+    t_ref = ref.targets(y)
+    hand_step(model, X, T, LR)()
+    ref.step(X, t_ref)
+    diff = max_weight_difference(model, ref)
+
+    trainer = fit_trainer(hand_model(d, k, device=device, dtype=dtype), X, y, epochs=1, lr=LR,
+                          device=device, dtype=dtype)
+
+    def run_epochs():
+        trainer.epochs += epochs
+        trainer.run()
+
+    step = hand_step(model, X, T, LR)
+    auto = lambda: ref.step(X, t_ref)  # noqa: E731
+    small = n * d < 10**6
+    cases = {
+        "floor": Case(lambda: X.sum()),
+        "hand": Case(step, inner=auto_inner(step, device) if small else 1),
+        "auto": Case(auto, inner=auto_inner(auto, device) if small else 1),
+        "run": Case(run_epochs, per=epochs),
+        "fit": fit_cases(d, k, X, y, epochs=epochs, lr=LR, device=device, dtype=dtype)["fit"],
+    }
+    t = measure_interleaved(cases, device=device, repeats=repeats, warmup=1)
+    floor = t["floor"]
+    table.add(section, "bandwidth floor: X.sum()", floor, floor=floor)
+    table.add(section, "hand-written step", t["hand"], floor=floor, vs="autograd", other=t["auto"],
+              note=f"|w - w_autograd| = {diff:.0e}")
+    table.add(section, "autograd + torch.optim.SGD step", t["auto"], floor=floor)
+    table.add(section, f"Trainer.run per epoch (E={epochs})", t["run"], floor=floor, vs="autograd", other=t["auto"])
+    table.add(section, f"fit per epoch, setup included (E={epochs})", t["fit"], floor=floor, vs="autograd",
+              other=t["auto"])
+    return floor
+
+
+def sklearn_sgd(table: Table, section: str, X, y, floor: Timing, hand_epoch: float | None, repeats: int) -> None:
+    """SGDClassifier.partial_fit: one pass of per-sample SGD over the data."""
+    try:
+        from sklearn.linear_model import SGDClassifier
+    except ImportError:
+        table.add(section, "sklearn SGDClassifier.partial_fit per epoch", None, note="scikit-learn not installed")
+        return
+    Xn = np.ascontiguousarray(X.cpu().double().numpy())  # float64 up front: no conversion per call
+    yn = y.cpu().numpy().astype(np.int64)
+    classes = np.unique(yn)
+
+    def make():
+        return SGDClassifier(loss="log_loss", alpha=1e-6, learning_rate="constant", eta0=0.01, shuffle=False,
+                             random_state=0)
+
+    t = measure_interleaved({"sgd": Case(lambda c: c.partial_fit(Xn, yn, classes=classes), setup=make)},
+                            repeats=repeats, warmup=1)["sgd"]
+    table.add(section, "sklearn SGDClassifier.partial_fit per epoch (B=1)", t, floor=floor,
+              note="float64 numpy")
+    if hand_epoch is not None:
+        table.rows[-1]["vs"], table.rows[-1]["ratio"] = "Trainer.run", hand_epoch / t.median
+
+
+def mini_batches(table: Table, section: str, X, y, k: int, device, sizes, repeats: int) -> None:
+    """Loop per epoch (mini-batches from a fresh permutation) vs the same with autograd."""
+    n, d = X.shape
+    for b in sizes:
+        trainer = fit_trainer(hand_model(d, k, device=device, dtype=X.dtype), X, y, epochs=1, lr=0.05,
+                              batch_size=b, device=device, dtype=X.dtype)
+        trainer.run()
+        ref = AutogradReference(d, k, lr=0.05, device=device, dtype=X.dtype)
+        t_ref = ref.targets(y)
+        gen = torch.Generator(device=device).manual_seed(0)
+
+        def run_epoch(trainer=trainer):
+            trainer.epochs += 1
+            trainer.run()
+
+        t = measure_interleaved(
+            {"hand": Case(run_epoch), "auto": Case(lambda ref=ref, t_ref=t_ref, gen=gen: ref.epoch(X, t_ref, b, gen))},
+            device=device, repeats=repeats, warmup=0,
+        )
+        steps = math.ceil(n / b)
+        table.add(section, f"Trainer.run per epoch, B={b} ({steps} steps)", t["hand"], vs="autograd", other=t["auto"])
+        table.add(section, f"autograd per epoch, B={b}", t["auto"])
+
+
+def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
+    """scikit-learn lbfgs to its optimum vs the project's exact solvers to the same objective."""
+    section = "exact"
+    from sklearn.linear_model import LogisticRegression as SkLogReg
+
+    n, d = X.shape
+    Xn = np.ascontiguousarray(X.cpu().double().numpy())
+    yn = y.cpu().numpy().astype(np.int64)
+    C = 1.0 / (l2 * n)
+    sk_holder = {}
+
+    def sk_fit():
+        sk_holder["m"] = SkLogReg(C=C, solver="lbfgs", tol=1e-10, max_iter=10_000).fit(Xn, yn)
+
+    t_sk = measure_interleaved({"sk": Case(sk_fit)}, repeats=repeats, warmup=1)["sk"]
+    m = sk_holder["m"]
+    z = Xn @ m.coef_[0] + m.intercept_[0]
+    sk_loss = float(np.mean(np.logaddexp(0, z) - yn * z) + 0.5 * l2 * np.sum(m.coef_ ** 2))
+    table.add(section, f"sklearn LogisticRegression lbfgs, {n:,} x {d}, float64", t_sk,
+              note=f"objective {sk_loss:.10f}")
+
+    try:
+        from torch_logreg import solvers  # written alongside; optional here
+    except ImportError:
+        table.add(section, "torch_logreg exact solvers to the same objective", None,
+                  note="torch_logreg.solvers not available")
+        return
+    names = [n_ for n_ in ("newton", "lbfgs", "irls", "fit_newton", "fit_lbfgs") if callable(getattr(solvers, n_, None))]
+    if not names:
+        table.add(section, "torch_logreg exact solvers to the same objective", None,
+                  note="torch_logreg.solvers has no newton/lbfgs entry point")
+        return
+    Xt = X.double()
+    for name in names:
+        fn = getattr(solvers, name)
+        holder = {}
+
+        def run(fn=fn, holder=holder):
+            model = hand_model(d, 1, dtype=torch.float64)
+            fn(model, Xt, y, l2=l2)
+            holder["m"] = model
+
+        try:
+            t = measure_interleaved({"s": Case(run)}, repeats=repeats, warmup=1)["s"]
+            T = holder["m"].targets(y, n)
+            loss = float(holder["m"].objective(Xt, T, l2))
+        except Exception as exc:  # an API this suite does not know: report, do not fail
+            table.add(section, f"torch_logreg.solvers.{name}", None, note=f"could not run: {type(exc).__name__}")
+            continue
+        table.add(section, f"torch_logreg.solvers.{name} to the same objective", t, vs="sklearn lbfgs",
+                  other=t_sk, note=f"objective {loss:.10f}")
+
+
+def scaling(table: Table, X_all, y_all, ns, device, repeats: int) -> None:
+    """Per-epoch time of the loop (full batch) and of autograd for each N; log-log slopes."""
+    section = "scaling"
+    d = X_all.shape[1]
+    hand_t, auto_t, floor_t = [], [], []
+    for n in ns:
+        X, y = X_all[:n], y_all[:n]
+        epochs = max(1, min(50, 10**7 // (n * d) * 5))
+        trainer = fit_trainer(hand_model(d, 1, device=device, dtype=X.dtype), X, y, epochs=1, lr=LR,
+                              device=device, dtype=X.dtype)
+        trainer.run()
+        ref = AutogradReference(d, 1, lr=LR, device=device, dtype=X.dtype)
+        t_ref = ref.targets(y)
+
+        def run_epochs(trainer=trainer, epochs=epochs):
+            trainer.epochs += epochs
+            trainer.run()
+
+        auto = lambda ref=ref, X=X, t_ref=t_ref: ref.step(X, t_ref)  # noqa: E731
+        t = measure_interleaved(
+            {"floor": Case(lambda X=X: X.sum()), "hand": Case(run_epochs, per=epochs),
+             "auto": Case(auto, inner=auto_inner(auto, device) if n * d < 10**6 else 1)},
+            device=device, repeats=repeats, warmup=1,
+        )
+        table.add(section, f"Trainer.run per epoch, N={n:.0e} x {d}", t["hand"], floor=t["floor"], vs="autograd",
+                  other=t["auto"])
+        hand_t.append(t["hand"].median)
+        auto_t.append(t["auto"].median)
+        floor_t.append(t["floor"].median)
+        del trainer, ref, t_ref
+    if len(ns) >= 2:
+        logn = np.log10(np.asarray(ns, dtype=float))
+        slopes = {
+            name: float(np.polyfit(logn, np.log10(np.asarray(v)), 1)[0])
+            for name, v in (("Trainer.run", hand_t), ("autograd", auto_t), ("X.sum()", floor_t))
+        }
+        big = [i for i, n in enumerate(ns) if n >= 10**5]
+        if len(big) >= 2:
+            slopes["Trainer.run, N>=1e5"] = float(np.polyfit(logn[big], np.log10(np.asarray(hand_t)[big]), 1)[0])
+        table.extra["scaling"] = {"n": list(ns), "trainer_run_s": hand_t, "autograd_s": auto_t, "floor_s": floor_t,
+                                  "loglog_slope": slopes}
+        table.notes.append(
+            f"scaling: log-log slope of time per epoch vs N ({ns[0]:.0e}..{ns[-1]:.0e}): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in slopes.items())
+        )
+
+
+def tiny(table: Table, device, repeats: int) -> None:
+    """100 x 10: fixed per-call costs. fit per step (one step per epoch) vs autograd."""
+    section = "tiny"
+    X, y = make_binary(100, 10, device=device)
+    model = hand_model(10, device=device)
+    T = model.targets(y, 100)
+    ref = AutogradReference(10, lr=LR, device=device)
+    t_ref = ref.targets(y)
+    step = hand_step(model, X, T, LR)
+    auto = lambda: ref.step(X, t_ref)  # noqa: E731
+    E = 200
+    cases = {
+        "hand": Case(step, inner=auto_inner(step, device)),
+        "auto": Case(auto, inner=auto_inner(auto, device)),
+        **{k: v for k, v in fit_cases(10, 1, X, y, epochs=E, lr=LR, device=device, dtype=X.dtype).items()},
+    }
+    t = measure_interleaved(cases, device=device, repeats=repeats, warmup=1)
+    table.add(section, "hand-written step, 100 x 10", t["hand"], vs="autograd", other=t["auto"])
+    table.add(section, "autograd + torch.optim.SGD step", t["auto"])
+    table.add(section, f"Trainer.run per step (E={E})", t["run"], vs="autograd", other=t["auto"])
+    table.add(section, f"fit per step, setup included (E={E})", t["fit"], vs="autograd", other=t["auto"])
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under a minute)")
+    p.add_argument("--json", metavar="PATH", help="also write the rows and the machine description as JSON")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = p.parse_args(argv)
+    device = resolve_bench_device(args.device)
+    torch.manual_seed(0)
+    q = args.quick
+    started = time.perf_counter()
+    info = machine_info(device)
+    print(describe_machine(info), flush=True)
+
+    table = Table()
+    n_max = 10**6 if q else 10**7
+    ns = [10**4, 10**5, 10**6] + ([] if q else [10**7])
+    X_all, y_all = make_binary(n_max, 100, device=device)
+    n_main = 10**6
+    X, y = X_all[:n_main], y_all[:n_main]
+
+    floor = full_batch(table, "binary", X, y, 1, device, repeats=3 if q else 11, epochs=2 if q else 5)
+    hand_epoch = next(r["median_s"] for r in table.rows if r["case"].startswith("Trainer.run per epoch"))
+    n_sgd = 10**5 if q else n_main
+    if n_sgd == n_main:
+        sklearn_sgd(table, "binary", X, y, floor, hand_epoch, repeats=2 if q else 5)
+    else:  # --quick: a slice, compared with the loop's per-epoch time scaled to the same rows
+        sklearn_sgd(table, "binary", X[:n_sgd], y[:n_sgd], floor, hand_epoch * n_sgd / n_main, repeats=2)
+        table.rows[-1]["note"] += f", N={n_sgd:,}; ratio vs Trainer.run scaled by rows"
+        table.rows[-1]["x_floor"] = None
+
+    n_mb = 20_000 if q else 200_000
+    mini_batches(table, "binary mb", X[:n_mb], y[:n_mb], 1, device, (64, 256, 1024), repeats=2 if q else 5)
+    table.notes.append(f"binary mb: N = {n_mb:,} x 100 float32")
+
+    Xs, ys = make_multiclass(60_000, 784, 10, device=device)
+    full_batch(table, "softmax", Xs, ys, 10, device, repeats=3 if q else 11, epochs=2 if q else 5)
+    n_smb = 10_000 if q else 60_000
+    mini_batches(table, "softmax mb", Xs[:n_smb], ys[:n_smb], 10, device, (64, 256, 1024), repeats=2 if q else 5)
+    table.notes.append(f"softmax: 60,000 x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
+    del Xs, ys
+
+    try:
+        import sklearn  # noqa: F401
+        n_ex = 20_000 if q else 100_000
+        exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
+    except ImportError:
+        table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
+
+    scaling(table, X_all, y_all, ns, device, repeats=3 if q else 5)
+    del X_all, y_all, X, y
+    tiny(table, device, repeats=5 if q else 31)
+
+    elapsed = time.perf_counter() - started
+    print()
+    print(table.render())
+    for note in table.notes:
+        print(note)
+    print("'x floor' = median / median of X.sum() on the same data (one read of the features); "
+          "ratio = compared-with / this, above 1 means this row is faster.")
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    info["load_average_end"] = load
+    print(f"total {elapsed:.1f} s{' (--quick)' if q else ''}; load average at the end: {load}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "quick": q, "rows": table.rows, "notes": table.notes, **table.extra,
+                       "elapsed_s": elapsed}, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The benchmark suite runs end to end in its quick form (no assertions on time)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_quick_prints_the_table(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = proc.stdout
+    assert "| section" in text and "ratio (vs / this)" in text
+    for section in ("binary", "binary mb", "softmax", "softmax mb", "exact", "scaling", "tiny"):
+        assert f"| {section} " in text, section
+    assert "log-log slope" in text
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["machine"]["torch"]
+    timed = [r for r in data["rows"] if r["median_s"] is not None]
+    assert timed and all(r["median_s"] > 0 for r in timed)
+    # the one-step agreement check of hand-written vs autograd weights is reported
+    assert any("w_autograd" in r["note"] for r in data["rows"])

@@ -1,0 +1,160 @@
+"""Out-of-core training from a memory-mapped .npy file."""
+
+import numpy as np
+import pytest
+import torch
+
+import torch_logreg as tl
+from torch_logreg.streaming import BatchStreamer, StreamingTrainer, fit_streaming
+
+
+def _data(n=3000, d=12, k=None, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((d, k or 1))
+    z = X @ w + 0.3 * rng.standard_normal((n, k or 1))
+    y = (z[:, 0] > 0).astype(np.int64) if k is None else z.argmax(axis=1)
+    return X, y
+
+
+def _files(tmp_path, X, y):
+    xp, yp = tmp_path / "X.npy", tmp_path / "y.npy"
+    np.save(xp, X)
+    np.save(yp, y)
+    return xp, yp
+
+
+KW = dict(lr=0.3, epochs=4, batch_size=128, tol=0.0, seed=7, device="cpu", dtype="float64")
+
+
+@pytest.mark.parametrize("solver", ["gd", "nesterov"])
+def test_streamed_run_equals_in_memory_run(tmp_path, solver):
+    X, y = _data()
+    xp, yp = _files(tmp_path, X, y)
+    ref = tl.LogisticRegression(X.shape[1])
+    ref_hist = tl.Trainer(ref, X, y, solver=solver, **KW).run()
+
+    model = tl.LogisticRegression(X.shape[1])
+    budget = X.nbytes // 8  # the file is 8x the budget
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=budget, solver=solver, **KW)
+    hist = trainer.run()
+
+    assert trainer.file_bytes > budget
+    assert isinstance(trainer.X, np.memmap)
+    for name, p in ref.named_parameters():
+        assert torch.equal(p, dict(model.named_parameters())[name]), name
+    assert hist.train_loss == ref_hist.train_loss
+    assert hist.grad_norm == ref_hist.grad_norm
+    assert hist.n_steps == ref_hist.n_steps == 4 * int(np.ceil(3000 / 128))
+
+
+def test_softmax_float32_file_cast_to_float64_matches(tmp_path):
+    X, y = _data(n=4000, d=8, k=4, dtype=np.float32)
+    xp, yp = _files(tmp_path, X, y)
+    ref = tl.SoftmaxRegression(8, 4)
+    tl.Trainer(ref, X, y, **KW).run()  # X is cast to float64 in memory
+    model = tl.SoftmaxRegression(8, 4)
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=40_000, **KW)
+    trainer.run()
+    assert trainer.file_bytes > 40_000
+    assert trainer.streamer.staging_bytes > 0  # the float32 -> float64 staging buffer is counted
+    assert torch.equal(ref.linear.weight, model.linear.weight)
+    assert torch.equal(ref.linear.bias, model.linear.bias)
+
+
+def test_buffers_never_exceed_the_budget(tmp_path, monkeypatch):
+    X, y = _data(n=4000, d=16)
+    xp, yp = _files(tmp_path, X, y)
+    budget = 40_000  # the file is 512,000 bytes
+    seen = []
+    original = BatchStreamer._account
+
+    def spy(self, delta):
+        original(self, delta)
+        seen.append(self.bytes_in_use + self.staging_bytes)
+
+    monkeypatch.setattr(BatchStreamer, "_account", spy)
+    model = tl.LogisticRegression(16)
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=budget, batch_size=100, prefetch=8,
+                               lr=0.1, epochs=2, tol=0.0, device="cpu", dtype="float64")
+    assert trainer.file_bytes > 10 * budget
+    trainer.run()
+    s = trainer.streamer
+    # 100 rows x (16 + 1) x 8 bytes = 13,600 per slot: only two slots fit, so prefetch drops to 1
+    assert s.slot_bytes == 13_600 and s.n_slots == 2 and trainer.prefetch == 1
+    assert 0 < s.allocated_bytes <= budget
+    assert seen and max(seen) <= budget
+    assert s.peak_bytes_in_use <= budget
+    assert s.bytes_in_use == 0  # every slot handed back at the end of the epoch
+    held = sum(t.numel() * t.element_size() for pair in s._slots for t in pair)
+    assert held + (0 if s._staging is None else s._staging.nbytes) <= budget
+
+
+def test_blocks_order_is_deterministic_and_reads_contiguous_batches(tmp_path):
+    X, y = _data(n=1000, d=5)
+    xp, yp = _files(tmp_path, X, y)
+    weights = []
+    for _ in range(2):
+        model = tl.LogisticRegression(5)
+        tr = StreamingTrainer(model, xp, yp, memory_budget_bytes=20_000, order="blocks", **KW)
+        plan = tr._plan()
+        assert all(isinstance(p, slice) for p in plan)
+        assert sorted(p.start for p in plan) == list(range(0, 1000, 128))
+        tr.generator.manual_seed(KW["seed"])
+        tr.run()
+        weights.append(model.linear.weight.clone())
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_fit_streaming_learns(tmp_path):
+    X, y = _data(n=2000, d=6)
+    xp, yp = _files(tmp_path, X, y)
+    model = tl.LogisticRegression(6)
+    hist = fit_streaming(model, str(xp), str(yp), memory_budget_bytes=30_000, batch_size=64, lr=0.5, epochs=3,
+                         device="cpu", dtype="float64")
+    acc = (model.predict(torch.from_numpy(X)).numpy() == y).mean()
+    assert acc > 0.9 and hist.train_loss[-1] < hist.train_loss[0]
+
+
+def test_validation_data_and_early_stopping_work(tmp_path):
+    X, y = _data(n=1500, d=6)
+    xp, yp = _files(tmp_path, X[:1000], y[:1000])
+    model = tl.LogisticRegression(6)
+    hist = fit_streaming(model, xp, yp, memory_budget_bytes=30_000, batch_size=50, lr=0.5, epochs=50, patience=2,
+                         X_val=X[1000:], y_val=y[1000:], device="cpu", dtype="float64", tol=0.0)
+    assert len(hist.val_loss) == hist.n_epochs >= 3
+
+
+def test_errors(tmp_path):
+    X, y = _data(n=200, d=4)
+    xp, yp = _files(tmp_path, X, y)
+    with pytest.raises(ValueError, match="too small"):
+        StreamingTrainer(tl.LogisticRegression(4), xp, yp, memory_budget_bytes=1000, batch_size=100)
+    with pytest.raises(ValueError, match="features"):
+        StreamingTrainer(tl.LogisticRegression(5), xp, yp, memory_budget_bytes=10_000, batch_size=10)
+    with pytest.raises(FileNotFoundError):
+        StreamingTrainer(tl.LogisticRegression(4), tmp_path / "nope.npy", yp, memory_budget_bytes=10_000)
+    with pytest.raises(ValueError, match="order"):
+        StreamingTrainer(tl.LogisticRegression(4), xp, yp, memory_budget_bytes=10_000, order="random")
+    bad = X.copy()
+    bad[150, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="row 150"):
+        StreamingTrainer(tl.LogisticRegression(4), tmp_path / "bad.npy", yp, memory_budget_bytes=2000, batch_size=10)
+    ybad = y.copy()
+    ybad[120] = 3
+    with pytest.raises(ValueError, match="0 or 1"):
+        StreamingTrainer(tl.LogisticRegression(4), xp, ybad, memory_budget_bytes=2000, batch_size=10)
+
+
+def test_reader_error_reaches_the_loop_and_the_thread_stops(tmp_path):
+    X, y = _data(n=300, d=4)
+    xp, yp = _files(tmp_path, X, y)
+    model = tl.LogisticRegression(4)
+    tr = StreamingTrainer(model, xp, yp, memory_budget_bytes=10_000, batch_size=10, validate=False, lr=0.1,
+                          epochs=1, device="cpu", dtype="float64")
+    tr.y = np.full(300, 5)  # invalid labels the up-front check did not see
+    tr.streamer.y = tr.y
+    with pytest.raises(ValueError, match="0 or 1"):
+        tr.run()
+    assert tr.streamer.bytes_in_use == 0
