@@ -1,0 +1,155 @@
+"""Data-parallel training under torchrun (gloo, two CPU processes) against one process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_logreg as tl
+from torch_logreg.distributed import shard_bounds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    import torch_logreg as tl
+    from torch_logreg.distributed import DistributedTrainer, cleanup, init_distributed, is_rank0
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        X = torch.randn(203, 7, generator=g, dtype=torch.float64)
+        y = (X @ torch.randn(7, generator=g, dtype=torch.float64) + 0.5 * torch.randn(203, generator=g,
+             dtype=torch.float64) > 0).long()
+        ys = (X @ torch.randn(7, 3, generator=g, dtype=torch.float64)).argmax(1)
+        return X, y, ys
+
+    info = init_distributed()
+    assert info.backend == "gloo" and info.world_size == 2
+    X, y, ys = data()
+    out = {"rank": info.rank}
+
+    # full batch, binary, nesterov with l2: compared with one process
+    model = tl.LogisticRegression(7)
+    tr = DistributedTrainer(model, X, y, solver="nesterov", lr=0.5, epochs=40, l2=1e-3, tol=0.0, dtype="float64")
+    h = tr.run()
+    out["full"] = {"weight": model.linear.weight.tolist(), "bias": model.linear.bias.tolist(),
+                   "train_loss": h.train_loss, "grad_norm": h.grad_norm, "local_n": tr.local_n}
+
+    # full batch softmax, gd
+    sm = tl.SoftmaxRegression(7, 3)
+    h = DistributedTrainer(sm, X, ys, lr=0.5, epochs=25, tol=0.0, dtype="float64").run()
+    out["softmax"] = {"weight": sm.linear.weight.tolist(), "bias": sm.linear.bias.tolist()}
+
+    # mini-batches with uneven steps per rank (102 vs 101 rows, batch 34 -> 3 steps each; batch 51 -> 2 vs 2;
+    # batch 101 -> 2 vs 1), stopping on a plateau: every rank must stop at the same epoch with equal weights
+    mb = tl.LogisticRegression(7)
+    tr = DistributedTrainer(mb, X, y, lr=0.2, epochs=200, batch_size=101, patience=3, min_delta=1e-3, tol=0.0,
+                            dtype="float64", seed=3)
+    h = tr.run()
+    out["mb"] = {"weight": mb.linear.weight.tolist(), "epochs": h.n_epochs, "stop": h.stop_reason,
+                 "steps": tr.steps_per_epoch, "train_loss": h.train_loss}
+    with open(sys.argv[1] + f".{info.rank}.json", "w") as f:
+        json.dump(out, f)
+    cleanup()
+    """
+)
+
+
+def _rel(a, b):
+    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.fixture(scope="module")
+def torchrun_results(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    script = tmp / "dp_script.py"
+    script.write_text(SCRIPT)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun) if torchrun.exists() else sys.executable, *([] if torchrun.exists() else ["-m", "torch.distributed.run"]),
+           "--nproc_per_node=2", "--standalone", str(script), str(tmp / "out")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads((tmp / f"out.{r}.json").read_text()) for r in (0, 1)]
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(203, 7, generator=g, dtype=torch.float64)
+    y = (X @ torch.randn(7, generator=g, dtype=torch.float64) + 0.5 * torch.randn(203, generator=g,
+         dtype=torch.float64) > 0).long()
+    ys = (X @ torch.randn(7, 3, generator=g, dtype=torch.float64)).argmax(1)
+    return X, y, ys
+
+
+def test_full_batch_matches_one_process(torchrun_results):
+    X, y, _ = _data()
+    ref = tl.LogisticRegression(7)
+    h = tl.fit(ref, X, y, solver="nesterov", lr=0.5, epochs=40, l2=1e-3, tol=0.0, device="cpu", dtype="float64")
+    assert [r["full"]["local_n"] for r in torchrun_results] == [102, 101]
+    for r in torchrun_results:
+        assert _rel(r["full"]["weight"], ref.linear.weight.tolist()) <= 1e-10
+        assert _rel(r["full"]["bias"], ref.linear.bias.tolist()) <= 1e-10
+        assert _rel(r["full"]["train_loss"], h.train_loss) <= 1e-10
+        assert _rel(r["full"]["grad_norm"], h.grad_norm) <= 1e-10
+
+
+def test_full_batch_softmax_matches_one_process(torchrun_results):
+    X, _, ys = _data()
+    ref = tl.SoftmaxRegression(7, 3)
+    tl.fit(ref, X, ys, lr=0.5, epochs=25, tol=0.0, device="cpu", dtype="float64")
+    for r in torchrun_results:
+        assert _rel(r["softmax"]["weight"], ref.linear.weight.tolist()) <= 1e-10
+        assert _rel(r["softmax"]["bias"], ref.linear.bias.tolist()) <= 1e-10
+
+
+def test_mini_batches_keep_ranks_in_step(torchrun_results):
+    r0, r1 = (r["mb"] for r in torchrun_results)
+    assert r0["steps"] == r1["steps"] == 2  # rank 1 pads its second step with an empty batch
+    assert r0["stop"] == r1["stop"] == "plateau"
+    assert r0["epochs"] == r1["epochs"] < 200
+    assert r0["train_loss"] == r1["train_loss"]
+    assert r0["weight"] == r1["weight"]
+
+
+def test_shard_bounds_cover_the_rows_once():
+    for n in (1, 5, 203, 1000):
+        for world in (1, 2, 3, 8):
+            bounds = [shard_bounds(n, r, world) for r in range(world)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            sizes = [b - a for a, b in bounds]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_single_process_group_equals_plain_fit():
+    import torch.distributed as dist
+
+    from torch_logreg.distributed import DistributedTrainer, cleanup, init_distributed, is_rank0
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists in this process")
+    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
+    try:
+        info = init_distributed(device="cpu")
+        assert info.world_size == 1 and is_rank0()
+        X, y, _ = _data()
+        a, b = tl.LogisticRegression(7), tl.LogisticRegression(7)
+        DistributedTrainer(a, X, y, lr=0.3, epochs=10, batch_size=32, tol=0.0, dtype="float64").run()
+        tl.fit(b, X, y, lr=0.3, epochs=10, batch_size=32, tol=0.0, device="cpu", dtype="float64")
+        assert torch.allclose(a.linear.weight, b.linear.weight, rtol=1e-12, atol=1e-14)
+    finally:
+        cleanup()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
