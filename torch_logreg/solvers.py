@@ -316,7 +316,9 @@ def fit_exact(
             ConvergenceWarning,
             stacklevel=2,
         )
-    if check_separation and not result.penalized and model.link in ("sigmoid", "softmax"):
+    children = list(model.children())
+    single = len(children) == 1 and isinstance(children[0], Linear)
+    if check_separation and single and not result.penalized and model.link in ("sigmoid", "softmax"):
         from .inference import SeparationWarning, find_separation
 
         sep = find_separation(model, X, T, w, screen=True)

@@ -1,0 +1,430 @@
+"""Newton, proximal Newton and L-BFGS: exact optima against scikit-learn, analytic Hessians
+against autograd, monotone steps, penalties, weights, warnings and bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+import torch_logreg as tl
+from torch_logreg import functional as F
+from torch_logreg.gradients import autograd_objective
+from torch_logreg.inference import SeparationWarning
+from torch_logreg.solvers import ConvergenceWarning, augment, fit_exact, get_theta
+
+CUDA = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="no CUDA GPU")]),
+]
+SOLVERS = ("newton", "lbfgs")
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def sk_digits(digits):
+    X, y = digits
+    return SkLogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _coef(model):
+    return model.linear.weight.detach().cpu().numpy(), model.linear.bias.detach().cpu().numpy()
+
+
+# --- exact optima against scikit-learn ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_binary_l2_matches_sklearn(cancer, C, solver):
+    """Breast cancer, l2 = 1/(C N). The reference is scikit-learn's exact newton-cholesky solver at
+    tol=1e-10 (its lbfgs at the same tol stops ~1e-5 short at C=100, where the problem is
+    ill-conditioned)."""
+    X, y = cancer
+    sk = SkLogisticRegression(C=C, tol=1e-10, solver="newton-cholesky", max_iter=1000).fit(X, y)
+    model = tl.LogisticRegression(X.shape[1]).double()
+    result = fit_exact(model, X, y, solver=solver, l2=1.0 / (C * len(y)), tol=1e-10, max_iter=2000)
+    assert result.converged and result.stop_reason == "converged"
+    W, b = _coef(model)
+    scale = np.abs(sk.coef_).max()
+    assert np.abs(W - sk.coef_).max() / scale < 1e-5
+    assert abs(b[0] - sk.intercept_[0]) / max(1.0, abs(sk.intercept_[0])) < 1e-5
+    if solver == "newton":
+        assert result.n_iter <= 15
+        np.testing.assert_allclose(W, sk.coef_, rtol=1e-8, atol=1e-8 * scale)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_multinomial_probabilities_match_sklearn(digits, sk_digits, solver):
+    X, y = digits
+    sk = sk_digits
+    model = tl.SoftmaxRegression(X.shape[1], 10).double()
+    result = fit_exact(model, X, y, solver=solver, l2=1.0 / len(y), tol=1e-10, max_iter=1000)
+    assert result.converged
+    if solver == "newton":
+        assert result.n_iter <= 15
+    P = model(torch.from_numpy(X)).detach().numpy()
+    np.testing.assert_allclose(P, sk.predict_proba(X), rtol=0, atol=1e-6)
+    # the intercepts, which the penalty does not see, are centred over the classes
+    assert abs(model.linear.bias.sum().item()) < 1e-10
+
+
+def test_newton_and_lbfgs_agree_to_high_precision(iris):
+    X, y = iris
+    models = {}
+    for solver in SOLVERS:
+        models[solver] = tl.SoftmaxRegression(4, 3).double()
+        fit_exact(models[solver], X, y, solver=solver, l2=1e-2, tol=1e-11, max_iter=1000)
+    for a, b in zip(models["newton"].parameters(), models["lbfgs"].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
+
+
+# --- analytic Hessians against autograd --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "softmax", "regression"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hessian_matches_autograd(kind, weighted):
+    gen = torch.Generator().manual_seed(3)
+    n, d, k = 40, 3, 3
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    model = {
+        "binary": lambda: tl.LogisticRegression(d),
+        "multilabel": lambda: tl.LogisticRegression(d, n_outputs=k),
+        "softmax": lambda: tl.SoftmaxRegression(d, k),
+        "regression": lambda: tl.LinearRegression(d),
+    }[kind]().double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    if kind == "softmax":
+        y = torch.randint(0, k, (n,), generator=gen)
+    elif kind == "multilabel":
+        y = torch.randint(0, 2, (n, k), generator=gen)
+    elif kind == "binary":
+        y = torch.randint(0, 2, (n,), generator=gen)
+    else:
+        y = torch.randn(n, generator=gen, dtype=torch.float64)
+    T = model.targets(y, n)
+    w = torch.rand(n, generator=gen, dtype=torch.float64) * 2 if weighted else None
+
+    Xa = augment(X, True)
+    theta0 = get_theta(model.linear)
+    K, A = theta0.shape
+    z = Xa @ theta0.T
+    if kind == "softmax":
+        H = F.softmax_hessian(Xa, torch.softmax(z, 1), w, chunk_size=7).reshape(K * A, K * A)
+    else:
+        blocks = F.block_diagonal_hessian(Xa, F.diagonal_curvature(model.link, z, w))
+        H = torch.block_diag(*blocks)
+
+    loss_fn = F.LINKS[model.link][1]
+
+    def objective(flat):
+        theta = flat.view(K, A)
+        return loss_fn(Xa @ theta.T, T, w)[0]
+
+    ref = torch.autograd.functional.hessian(objective, theta0.reshape(-1))
+    torch.testing.assert_close(H, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["binary", "softmax", "regression"])
+def test_weighted_loss_matches_autograd_objective(kind):
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(25, 4, generator=gen, dtype=torch.float64)
+    model = {"binary": tl.LogisticRegression(4), "softmax": tl.SoftmaxRegression(4, 3), "regression": tl.LinearRegression(4)}[kind].double()
+    y = {"binary": torch.randint(0, 2, (25,), generator=gen), "softmax": torch.randint(0, 3, (25,), generator=gen),
+         "regression": torch.randn(25, generator=gen, dtype=torch.float64)}[kind]
+    T = model.targets(y, 25)
+    w = torch.rand(25, generator=gen, dtype=torch.float64)
+    loss, grads = model.objective_and_grad(X, T, 0.1, w)
+    # integer-free check: weights w on rows equal an explicit weighted autograd objective
+    params = dict(model.named_parameters())
+    with torch.enable_grad():
+        z = model.logits(X)
+        per = {"binary": torch.nn.functional.binary_cross_entropy_with_logits(z, T, reduction="none").sum(1),
+               "softmax": torch.nn.functional.cross_entropy(z, T, reduction="none"),
+               "regression": 0.5 * ((z - T) ** 2).sum(1)}[kind]
+        ref = (w * per).mean() + 0.05 * (params["linear.weight"] ** 2).sum()
+        ref_grads = torch.autograd.grad(ref, list(params.values()))
+    torch.testing.assert_close(loss, ref.detach())
+    for (name, _), g in zip(params.items(), ref_grads):
+        torch.testing.assert_close(grads[name], g)
+    assert torch.allclose(model.objective(X, T, 0.1, w), loss)
+
+
+# --- the iteration ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_every_step_lowers_the_objective(cancer, solver):
+    X, y = cancer
+    model = tl.LogisticRegression(X.shape[1]).double()
+    result = fit_exact(model, X, y, solver=solver, l2=1e-3, tol=1e-10, max_iter=2000)
+    losses = np.array(result.losses)
+    assert len(losses) == result.n_iter + 1
+    assert np.all(np.diff(losses) <= 1e-14 * abs(losses[0]))
+    assert result.grad_norms[-1] <= 1e-10 == result.tol
+
+
+def test_newton_converges_quadratically(cancer):
+    X, y = cancer
+    result = fit_exact(tl.LogisticRegression(30).double(), X, y, l2=1e-3, tol=1e-12)
+    g = result.grad_norms
+    # the last steps square the error: each gradient norm is far below the previous one
+    assert g[-1] < 1e-12 and g[-2] < 1e-5
+    assert all(t == 1.0 for t in result.line_search_steps[-3:])
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_max_iter_warns_with_the_iteration_count(cancer, solver):
+    X, y = cancer
+    model = tl.LogisticRegression(30).double()
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 2 iterations \(max_iter=2\)"):
+        result = fit_exact(model, X, y, solver=solver, l2=1e-4, max_iter=2, tol=1e-12)
+    assert not result.converged and result.stop_reason == "max_iter" and result.n_iter == 2
+
+
+def test_warm_start_from_the_optimum_takes_no_step(iris):
+    X, y = iris
+    model = tl.SoftmaxRegression(4, 3).double()
+    fit_exact(model, X, y, l2=1e-2, tol=1e-10)
+    result = fit_exact(model, X, y, l2=1e-2, tol=1e-10)
+    assert result.n_iter == 0 and result.converged
+
+
+def test_linear_regression_newton_is_least_squares():
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + 0.1 * torch.randn(50, generator=gen, dtype=torch.float64) + 4
+    model = tl.LinearRegression(4).double()
+    result = fit_exact(model, X, y, tol=1e-10)
+    assert result.n_iter == 1
+    ref = torch.linalg.lstsq(augment(X, True), y[:, None]).solution[:, 0]
+    torch.testing.assert_close(get_theta(model.linear)[0], ref)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_multilabel_fits_each_output_like_its_own_binary_model(solver):
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(80, 3, generator=gen, dtype=torch.float64)
+    Y = (torch.rand(80, 2, generator=gen, dtype=torch.float64) < torch.sigmoid(X[:, :2] * 2)).to(torch.int64)
+    joint = tl.LogisticRegression(3, n_outputs=2).double()
+    fit_exact(joint, X, Y, solver=solver, l2=1e-2, tol=1e-11, max_iter=500)
+    for k in range(2):
+        single = tl.LogisticRegression(3).double()
+        fit_exact(single, X, Y[:, k], solver="newton", l2=1e-2, tol=1e-11)
+        torch.testing.assert_close(joint.linear.weight[k], single.linear.weight[0], rtol=1e-7, atol=1e-9)
+
+
+def test_lbfgs_trains_an_mlp_with_the_manual_gradient():
+    torch.manual_seed(0)
+    X = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]], dtype=torch.float64).repeat(5, 1)
+    y = torch.tensor([0, 1, 1, 0]).repeat(5)
+    model = tl.MLP(2, [8], link="sigmoid").double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = fit_exact(model, X, y, solver="lbfgs", tol=1e-6, max_iter=500)
+    assert result.losses[-1] < 0.05 < result.losses[0]
+
+
+# --- penalties and weights ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reference", ["saga", "liblinear"])
+def test_l1_support_matches_sklearn(cancer, reference):
+    """At C = 0.1 the L1 support (8 features) is stable: saga and liblinear agree on it."""
+    X, y = cancer
+    C = 0.1
+    sk = SkLogisticRegression(C=C, l1_ratio=1.0, solver=reference, tol=1e-10, max_iter=100000).fit(X, y)
+    model = tl.LogisticRegression(30).double()
+    result = fit_exact(model, X, y, l1=1.0 / (C * len(y)), tol=1e-10)
+    assert result.converged and result.n_iter <= 15
+    W, _ = _coef(model)
+    np.testing.assert_array_equal(W[0] != 0, sk.coef_[0] != 0)
+    assert 0 < (W != 0).sum() < 30
+    if reference == "saga":
+        np.testing.assert_allclose(W, sk.coef_, atol=1e-6)
+
+
+def test_l1_solution_satisfies_optimality_conditions(cancer):
+    X, y = cancer
+    l1, l2 = 0.02, 0.01
+    model = tl.LogisticRegression(30).double()
+    fit_exact(model, X, y, l1=l1, l2=l2, tol=1e-12)
+    Xt = torch.from_numpy(X)
+    _, grads = model.objective_and_grad(Xt, model.targets(torch.from_numpy(y), len(y)), l2)
+    g, W = grads["linear.weight"][0], model.linear.weight.detach()[0]
+    zero = W == 0
+    assert zero.any() and (~zero).any()
+    assert torch.all(g[zero].abs() <= l1 + 1e-12)  # subgradient condition at zero
+    torch.testing.assert_close(g[~zero], -l1 * torch.sign(W[~zero]), rtol=0, atol=1e-11)
+    assert abs(grads["linear.bias"].item()) < 1e-12  # the bias is not penalised
+
+
+@pytest.mark.parametrize("C,l1_ratio", [(0.1, 0.5), (1.0, 0.3)])
+def test_elastic_net_matches_sklearn_saga(cancer, C, l1_ratio):
+    X, y = cancer
+    n = len(y)
+    sk = SkLogisticRegression(C=C, l1_ratio=l1_ratio, solver="saga", tol=1e-12, max_iter=200000).fit(X, y)
+    model = tl.LogisticRegression(30).double()
+    fit_exact(model, X, y, l1=l1_ratio / (C * n), l2=(1 - l1_ratio) / (C * n), tol=1e-10)
+    W, b = _coef(model)
+    np.testing.assert_array_equal(W != 0, sk.coef_ != 0)
+    np.testing.assert_allclose(W, sk.coef_, atol=1e-7)
+    np.testing.assert_allclose(b, sk.intercept_, atol=1e-7)
+
+
+def test_multinomial_l1_matches_sklearn_saga(iris):
+    X, y = iris
+    C = 0.5
+    sk = SkLogisticRegression(C=C, l1_ratio=1.0, solver="saga", tol=1e-12, max_iter=500000).fit(X, y)
+    model = tl.SoftmaxRegression(4, 3).double()
+    result = fit_exact(model, X, y, l1=1.0 / (C * len(y)), tol=1e-10)
+    assert result.converged
+    W, _ = _coef(model)
+    np.testing.assert_array_equal(W != 0, sk.coef_ != 0)
+    np.testing.assert_allclose(W, sk.coef_, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_integer_sample_weights_equal_repeated_rows(iris, solver):
+    X, y = iris
+    w = np.random.default_rng(0).integers(0, 4, len(y))
+    weighted = tl.SoftmaxRegression(4, 3).double()
+    fit_exact(weighted, X, y, solver=solver, l2=1e-2, sample_weight=w, tol=1e-11, max_iter=1000)
+    repeated = tl.SoftmaxRegression(4, 3).double()
+    # same objective: (1/N) sum w_n loss_n == (sum w / N) * mean over repeated rows
+    l2_rep = 1e-2 * len(y) / w.sum()
+    fit_exact(repeated, np.repeat(X, w, axis=0), np.repeat(y, w), solver="newton", l2=l2_rep, tol=1e-11)
+    for a, b in zip(weighted.parameters(), repeated.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-8)
+
+
+def test_sample_weights_match_sklearn(cancer):
+    X, y = cancer
+    w = np.random.default_rng(1).uniform(0.1, 3.0, len(y))
+    C = 1.0
+    sk = SkLogisticRegression(C=C, tol=1e-10, solver="newton-cholesky").fit(X, y, sample_weight=w)
+    model = tl.LogisticRegression(30).double()
+    # scikit-learn: C sum_n w_n loss_n + |W|^2 / 2  ->  l2 = 1 / (C N) with the mean over N
+    fit_exact(model, X, y, l2=1.0 / (C * len(y)), sample_weight=w, tol=1e-10)
+    W, b = _coef(model)
+    np.testing.assert_allclose(W, sk.coef_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b, sk.intercept_, rtol=1e-6, atol=1e-8)
+
+
+# --- separation ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "X,y,kind",
+    [
+        ([[0.0], [1], [2], [3], [4], [5]], [0, 0, 0, 1, 1, 1], "Complete separation"),
+        ([[0.0], [1], [2], [2], [3], [4]], [0, 0, 0, 1, 1, 1], "Quasi-complete separation"),
+    ],
+)
+def test_unpenalised_fit_reports_separation(X, y, kind):
+    model = tl.LogisticRegression(1).double()
+    with pytest.warns(SeparationWarning, match=kind):
+        result = fit_exact(model, X, y)
+    assert result.separation is not None
+    # a penalty makes the estimate exist: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeparationWarning)
+        result = fit_exact(tl.LogisticRegression(1).double(), X, y, l2=0.1)
+    assert result.separation is None
+
+
+def test_non_separated_data_gives_no_separation_warning(iris):
+    X, y = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeparationWarning)
+        fit_exact(tl.LogisticRegression(1).double(), X[:, :1], (y == 1).astype(int))
+
+
+def test_multinomial_quasi_separation_is_reported():
+    # class 2 is cut off by x > 2, classes 0 and 1 overlap
+    X = np.array([[0.0], [0.5], [1.0], [1.2], [0.3], [0.8], [3.0], [4.0], [5.0]])
+    y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    with pytest.warns(SeparationWarning, match=r"Quasi-complete separation.*3 of 9 samples.*rows 6, 7, 8"):
+        fit_exact(tl.SoftmaxRegression(1, 3).double(), X, y)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"solver": "lbfgs", "l1": 0.1}, r"solver='lbfgs' cannot minimise an L1 penalty.*\['newton'\]"),
+        ({"solver": "sgd"}, r"solver must be one of \['newton', 'lbfgs'\], got 'sgd'"),
+        ({"l2": -1.0}, r"l2 must be a finite number >= 0"),
+        ({"l1": float("nan")}, r"l1 must be a finite number >= 0"),
+        ({"max_iter": 0}, r"max_iter must be a positive integer"),
+        ({"sample_weight": [-1.0] + [1.0] * 9}, r"sample_weight must be non-negative, got -1.0 at sample 0"),
+        ({"sample_weight": [0.0] * 10}, r"sample_weight sums to zero"),
+        ({"sample_weight": [1.0] * 9}, r"sample_weight must have shape \(10,\)"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(kwargs, match):
+    X = np.random.default_rng(0).normal(size=(10, 2))
+    y = np.arange(10) % 2
+    with pytest.raises(ValueError, match=match):
+        fit_exact(tl.LogisticRegression(2).double(), X, y, **kwargs)
+
+
+def test_newton_needs_a_single_linear_layer():
+    with pytest.raises(TypeError, match="solver='newton' needs a model with a single Linear layer"):
+        fit_exact(tl.MLP(2, [3]).double(), np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+# --- devices and dtypes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_float32_reaches_float64_answer(iris, solver):
+    X, y = iris
+    m32 = tl.SoftmaxRegression(4, 3)
+    fit_exact(m32, X, y, solver=solver, l2=1e-2, tol=1e-4, max_iter=500)
+    assert m32.linear.weight.dtype == torch.float32
+    m64 = tl.SoftmaxRegression(4, 3).double()
+    fit_exact(m64, X, y, solver=solver, l2=1e-2, tol=1e-10, max_iter=500)
+    torch.testing.assert_close(m32.linear.weight.double(), m64.linear.weight, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("l1", [0.0, 0.01])
+def test_solvers_run_on_the_models_device(iris, device, solver, l1):
+    if solver == "lbfgs" and l1:
+        pytest.skip("lbfgs has no L1")
+    X, y = iris
+    cpu = tl.SoftmaxRegression(4, 3).double()
+    fit_exact(cpu, X, y, solver=solver, l2=1e-2, l1=l1, tol=1e-10, max_iter=500)
+    dev = tl.SoftmaxRegression(4, 3).double().to(device)
+    fit_exact(dev, torch.from_numpy(X).to(device), torch.from_numpy(y).to(device), solver=solver, l2=1e-2, l1=l1, tol=1e-10, max_iter=500)
+    assert dev.linear.weight.device.type == device
+    for a, b in zip(cpu.parameters(), dev.parameters()):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-7, atol=1e-8)
