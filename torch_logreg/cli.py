@@ -1,47 +1,165 @@
-"""The ``torch-logreg`` command line."""
+"""The ``torch-logreg`` command line: train, resume, evaluate, predict, gradcheck.
+
+Every user mistake prints one sentence and exits with status 2, without a traceback
+(set TORCH_LOGREG_DEBUG=1 to see one). Ctrl-C during training saves a checkpoint and exits
+with status 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
-import numpy as np
-import torch
+from .errors import UsageError
+
+DEFAULT_CONFIG = "breast_cancer.toml"
 
 
-def _train(args: argparse.Namespace) -> int:
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.model_selection import train_test_split
+def _configs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
 
-    from . import LogisticRegression, fit
 
-    X, y = load_breast_cancer(return_X_y=True)
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, stratify=y, random_state=args.seed)
-    mean, std = X_tr.mean(0), X_tr.std(0)
-    std[std == 0] = 1.0
-    X_tr, X_te = (X_tr - mean) / std, (X_te - mean) / std
-    model = LogisticRegression(X.shape[1])
-    history = fit(model, X_tr, y_tr, solver="nesterov", lr=0.1, epochs=args.epochs, l2=args.l2, seed=args.seed, device=args.device)
-    X_te_t = torch.as_tensor(X_te, dtype=model.dtype, device=model.device)
-    T_te = model.targets(y_te, len(y_te))
-    test_loss = model.objective(X_te_t, T_te).item()
-    acc = (model.predict(X_te_t).cpu().numpy() == y_te).mean()
-    print(f"breast_cancer: {history.n_epochs} epochs ({history.stop_reason}), device {model.device}")
-    print(f"test accuracy {acc:.4f}  test loss {test_loss:.4f}")
+def _load(args):
+    from .config import load_config
+
+    path = args.config
+    if path is None:
+        shipped = _configs_dir() / DEFAULT_CONFIG
+        path = shipped if shipped.exists() else None
+    return load_config(path, args.set or []), (Path(path).stem if path else "breast_cancer")
+
+
+def _print_metrics(metrics: dict) -> None:
+    for split in ("train", "val", "test", "data"):
+        if metrics.get(split):
+            text = "  ".join(f"{k} {v:.4f}" for k, v in metrics[split].items())
+            print(f"{split:<5} {text}")
+
+
+def cmd_train(args) -> int:
+    from . import app
+
+    cfg, name = _load(args)
+    if args.device:
+        cfg.train.device = args.device
+    result = app.train(cfg, run_dir=args.run_dir, quiet=args.quiet, name=name)
+    return _finish(result)
+
+
+def _finish(result) -> int:
+    if result.interrupted:
+        print(f"interrupted at epoch {result.metrics['epochs']}; checkpoint saved. "
+              f"Continue with: torch-logreg resume --run {result.run_dir}", file=sys.stderr)
+        return 130
+    m = result.metrics
+    print(f"run {result.run_dir}: {m['epochs']} epochs, stopped: {m['stop_reason']}, device {m['device']}")
+    _print_metrics(m)
     return 0
 
 
+def cmd_resume(args) -> int:
+    from . import app
+
+    return _finish(app.resume(args.run, quiet=args.quiet, device=args.device))
+
+
+def cmd_evaluate(args) -> int:
+    from . import app
+
+    metrics = app.evaluate(args.run, args.data)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import app
+
+    n = app.predict(args.run, args.input, args.output)
+    print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from . import app
+
+    cfg, _ = _load(args)
+    report = app.gradcheck(cfg)
+    print(report)
+    return 0 if report.passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="torch-logreg",
+        description="Logistic regression trained by a hand-written loop, logged to TensorBoard.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_args(p):
+        p.add_argument("--config", metavar="PATH", default=None,
+                       help=f"TOML config (default: configs/{DEFAULT_CONFIG}, binary logistic regression on breast cancer)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                       help="override a config value, e.g. --set train.lr=0.05 (repeatable)")
+
+    p = sub.add_parser("train", help="train a model from a config", formatter_class=fmt,
+                       description="Train from a config; prints the final metrics and writes a new run directory.")
+    config_args(p)
+    p.add_argument("--run-dir", metavar="DIR", default=None,
+                   help="where to write the run (default: a new directory under log.dir named after the config and time)")
+    p.add_argument("--device", default=None, help="override train.device: auto, cpu, cuda or cuda:N (default: the config's)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue an interrupted run exactly", formatter_class=fmt)
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run", formatter_class=fmt)
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="a CSV/.npy/.npz file with the target (default: the run's own train/val/test splits)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="write probabilities and labels for new rows", formatter_class=fmt)
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
+    p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)
+    config_args(p)
+    p.set_defaults(func=cmd_gradcheck)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="torch-logreg", description="Logistic regression trained by a hand-written loop.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train on the breast-cancer data and print test metrics",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=500)
-    p.add_argument("--l2", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    return _train(args)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        if os.environ.get("TORCH_LOGREG_DEBUG"):
+            raise
+        print(f"torch-logreg: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:
+        # the library's input checks name the problem; show them as user errors
+        if os.environ.get("TORCH_LOGREG_DEBUG"):
+            raise
+        print(f"torch-logreg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("torch-logreg: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

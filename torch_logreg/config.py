@@ -1,0 +1,279 @@
+"""Run configuration: typed dataclasses read from TOML, overridden by ``--set key=value``.
+
+An unknown key is an error (with a "did you mean"), a value of the wrong type or out of range
+is an error, and the resolved configuration is written back as TOML into every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .errors import UsageError
+
+DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
+MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear")
+SOLVERS = ("gd", "momentum", "nesterov")
+DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+@dataclass
+class DataConfig:
+    name: str = "breast_cancer"  # a built-in data set, used when path is empty
+    path: str = ""  # a CSV, .npy or .npz file instead of a built-in set
+    target: str = ""  # CSV: the target column's name; .npy: its column index (default: last)
+    categorical: list[str] = field(default_factory=list)  # CSV columns to one-hot encode
+    keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
+    add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
+    n_samples: int = 0  # generated sets: rows (0 = the set's default)
+    n_features: int = 0  # synthetic: columns (0 = the default, 20)
+    noise: float = -1.0  # generated sets: noise level (< 0 = the set's default)
+    standardize: bool = True  # fitted on the training split only, saved with the model
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "logistic"  # logistic | multilabel (one sigmoid per class) | softmax | linear
+    bias: bool = True
+
+
+@dataclass
+class TrainConfig:
+    solver: str = "gd"
+    lr: float = 0.1
+    epochs: int = 1000
+    batch_size: int = 0  # 0 = full batch
+    l2: float = 0.0
+    momentum: float = 0.9
+    tol: float = 1e-6  # stop when the gradient norm falls below
+    patience: int = 20  # early stopping / plateau, in epochs; 0 = off
+    grad_check_every: int = 0  # steps; 0 = off
+    check_every: int = 1  # epochs between stopping checks
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+
+
+@dataclass
+class LogConfig:
+    dir: str = "runs"
+    every: int = 10  # steps between scalar logs (the only host syncs besides the checks)
+    checkpoint_every: int = 50  # epochs
+    histograms_every: int = 0  # epochs between weight/gradient histograms; 0 = at checkpoints
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.to_dict())
+
+
+SECTIONS = {f.name: f.default_factory for f in fields(Config)}
+
+# key -> (low, high); a bound in a list is exclusive, a bare number inclusive, None = unbounded
+RANGES = {
+    "data.n_samples": (0, None),
+    "data.n_features": (0, None),
+    "data.val_fraction": (0.0, [1.0]),
+    "data.test_fraction": (0.0, [1.0]),
+    "train.lr": ([0.0], None),
+    "train.epochs": (1, None),
+    "train.batch_size": (0, None),
+    "train.l2": (0.0, None),
+    "train.momentum": (0.0, [1.0]),
+    "train.tol": (0.0, None),
+    "train.patience": (0, None),
+    "train.grad_check_every": (0, None),
+    "train.check_every": (1, None),
+    "train.seed": (0, None),
+    "log.every": (1, None),
+    "log.checkpoint_every": (1, None),
+    "log.histograms_every": (0, None),
+}
+CHOICES = {
+    "data.name": DATASETS,
+    "model.kind": MODEL_KINDS,
+    "train.solver": SOLVERS,
+    "train.dtype": ("float32", "float64"),
+}
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(options)}"
+
+
+def _field_types(section: str) -> dict[str, type]:
+    return {f.name: type(getattr(SECTIONS[section](), f.name)) for f in fields(SECTIONS[section]())}
+
+
+def _coerce(key: str, value, kind: type, where: str):
+    """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif kind is list:
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    raise UsageError(f"{where}: {key} must be {names[kind]}, got {value!r}")
+
+
+def _validate(cfg: Config, sources: dict[str, str]) -> None:
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        where = sources.get(key, "config")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{where}: {key} must be finite, got {value!r}")
+        rules = []
+        if low is not None:
+            strict = isinstance(low, list)
+            bound = low[0] if strict else low
+            rules.append((f"> {bound}" if strict else f">= {bound}", value > bound if strict else value >= bound))
+        if high is not None:
+            strict = isinstance(high, list)
+            bound = high[0] if strict else high
+            rules.append((f"< {bound}" if strict else f"<= {bound}", value < bound if strict else value <= bound))
+        if not all(ok for _, ok in rules):
+            raise UsageError(f"{where}: {key} must be {' and '.join(r for r, _ in rules)}, got {value!r}")
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        where = sources.get(key, "config")
+        if value not in options:
+            raise UsageError(f"{where}: {key} must be one of {', '.join(options)}; got {value!r}")
+    where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise UsageError(
+            f"{where}: data.val_fraction + data.test_fraction must be < 1 "
+            f"(got {cfg.data.val_fraction} + {cfg.data.test_fraction}); nothing would be left to train on"
+        )
+    device = cfg.train.device
+    where = sources.get("train.device", "config")
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise UsageError(f"{where}: train.device must be {DEVICE_HINT}, got {device!r}")
+
+
+def _line_of(text: str, section: str, name: str) -> int | None:
+    """1-based line of ``name = ...`` inside ``[section]`` of a TOML text, for error messages."""
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            current = stripped.strip("[]").strip()
+        elif current == section and stripped.split("=", 1)[0].strip() == name:
+            return number
+    return None
+
+
+def _apply(cfg: Config, key: str, value, where: str) -> None:
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise UsageError(f"{where}: keys look like section.name (e.g. train.lr), got {key!r}")
+    section, name = parts
+    if section not in SECTIONS:
+        raise UsageError(f"{where}: unknown section [{section}]{_suggest(section, SECTIONS)}")
+    types = _field_types(section)
+    if name not in types:
+        raise UsageError(f"{where}: unknown key {key!r}{_suggest(name, types)}")
+    setattr(getattr(cfg, section), name, _coerce(key, value, types[name], where))
+
+
+def _parse_override_value(text: str):
+    """``--set`` values are TOML values; bare words are taken as strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``section.key=value`` overrides."""
+    cfg = Config()
+    sources: dict[str, str] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read config file {path}: {exc}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path}: not valid TOML: {exc}") from None
+        for section, body in raw.items():
+            if section not in SECTIONS:
+                raise UsageError(f"{path}: unknown section [{section}]{_suggest(section, SECTIONS)}")
+            if not isinstance(body, dict):
+                raise UsageError(f"{path}: [{section}] must be a table, got {body!r}")
+            for name, value in body.items():
+                line = _line_of(text, section, name)
+                where = f"{path}, line {line}" if line else str(path)
+                _apply(cfg, f"{section}.{name}", value, where)
+                sources[f"{section}.{name}"] = where
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set expects key=value (e.g. train.lr=0.05), got {item!r}")
+        key, _, text = item.partition("=")
+        _apply(cfg, key.strip(), _parse_override_value(text.strip()), f"--set {item}")
+        sources[key.strip()] = f"--set {item}"
+    _validate(cfg, sources)
+    return cfg
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config from :meth:`Config.to_dict` output (as saved in checkpoints)."""
+    cfg = Config()
+    for section, body in d.items():
+        for name, value in body.items():
+            _apply(cfg, f"{section}.{name}", value, "saved config")
+    _validate(cfg, {})
+    return cfg
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dumps_toml(d: dict) -> str:
+    """Write a two-level dict of plain values as TOML (tomllib reads but does not write)."""
+    out = []
+    for section, body in d.items():
+        out.append(f"[{section}]")
+        out.extend(f"{k} = {_toml_value(v)}" for k, v in body.items())
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,436 @@
+"""Data: built-in and generated sets, CSV / .npy / .npz files, splits and standardization.
+
+Everything a model needs to see the same columns at prediction time (the feature columns, the
+one-hot categories, the radius feature, the class labels, the standardizer) is kept in plain
+lists and tensors so it can be saved in a checkpoint and loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import UsageError
+
+DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
+DEFAULT_NOISE = {"blobs": 1.0, "donut": 1.0, "xor": 0.0, "synthetic": 0.0}
+
+
+@dataclass
+class Schema:
+    """How raw input columns become model features (saved with the model)."""
+
+    columns: list[str]  # raw feature columns, in input order
+    categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> categories
+    add_radius: bool = False
+    target: str = ""
+
+    @property
+    def feature_names(self) -> list[str]:
+        names = []
+        for c in self.columns:
+            if c in self.categorical:
+                names.extend(f"{c}={v}" for v in self.categorical[c])
+            else:
+                names.append(c)
+        if self.add_radius:
+            names.append("radius")
+        return names
+
+    def to_dict(self) -> dict:
+        return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
+                "add_radius": self.add_radius, "target": self.target}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Schema":
+        return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"])
+
+
+@dataclass
+class Dataset:
+    X: Tensor  # (N, D) float64 features (after one-hot and radius)
+    y: np.ndarray | Tensor  # (N,) raw labels (classification) or values (regression)
+    schema: Schema
+    image_shape: tuple[int, int] | None = None  # digits: (8, 8)
+    true_weights: Tensor | None = None  # synthetic: the logistic model the labels came from
+
+
+# --- radius feature ---------------------------------------------------------------------------
+
+
+def with_radius(X: Tensor) -> Tensor:
+    """Append ``sqrt(x1^2 + x2^2)``: the donut's classes differ in radius, not in direction."""
+    if X.shape[1] < 2:
+        raise UsageError("data.add_radius needs at least two feature columns")
+    return torch.cat([X, torch.sqrt(X[:, :1] ** 2 + X[:, 1:2] ** 2)], dim=1)
+
+
+# --- built-in and generated sets --------------------------------------------------------------
+
+
+def _sklearn_set(name: str) -> Dataset:
+    from sklearn import datasets
+
+    loader = {"breast_cancer": datasets.load_breast_cancer, "digits": datasets.load_digits,
+              "iris": datasets.load_iris, "wine": datasets.load_wine}[name]
+    bunch = loader()
+    names = [str(n) for n in bunch.feature_names]
+    shape = (8, 8) if name == "digits" else None
+    return Dataset(torch.from_numpy(bunch.data.astype(np.float64)), bunch.target, Schema(names), shape)
+
+
+def _generated(name: str, n: int, noise: float, n_features: int, seed: int, device: torch.device) -> Dataset:
+    rng = np.random.default_rng(seed)
+    if name == "blobs":
+        from sklearn.datasets import make_blobs
+
+        X, y = make_blobs(n_samples=n, centers=3, n_features=2, cluster_std=noise, random_state=seed)
+    elif name == "donut":
+        # two rings of radius 5 and 10 with Gaussian noise on the radius
+        half = n // 2
+        radius = np.concatenate([5 + noise * rng.standard_normal(half), 10 + noise * rng.standard_normal(n - half)])
+        angle = rng.uniform(0, 2 * math.pi, n)
+        X = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+        y = np.concatenate([np.zeros(half, np.int64), np.ones(n - half, np.int64)])
+    elif name == "xor":
+        X = rng.uniform(-1, 1, (n, 2))
+        X = X + 0.05 * np.sign(X)  # a small margin around the axes, where the label flips
+        y = ((X[:, 0] > 0) ^ (X[:, 1] > 0)).astype(np.int64)
+        if noise > 0:
+            X = X + noise * rng.standard_normal(X.shape)
+    else:
+        return _synthetic(n, n_features, seed, device)
+    return Dataset(torch.from_numpy(np.asarray(X, np.float64)), y, Schema(["x1", "x2"]))
+
+
+def _synthetic(n: int, d: int, seed: int, device: torch.device, chunk: int = 1 << 18) -> Dataset:
+    """Rows drawn on ``device`` in chunks from a known logistic model ``P(y=1|x) = sigmoid(x w + b)``."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    w = torch.randn(d, generator=gen, device=device, dtype=torch.float64) * (2.0 / math.sqrt(d))
+    b = torch.randn((), generator=gen, device=device, dtype=torch.float64)
+    X = torch.empty(n, d, dtype=torch.float32 if n * d > 50_000_000 else torch.float64, device=device)
+    y = torch.empty(n, dtype=torch.int64, device=device)
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        xc = torch.randn(rows, d, generator=gen, device=device, dtype=torch.float64)
+        p = torch.sigmoid(xc @ w + b)
+        y[start : start + rows] = (torch.rand(rows, generator=gen, device=device, dtype=torch.float64) < p).long()
+        X[start : start + rows] = xc
+    schema = Schema([f"x{i + 1}" for i in range(d)])
+    return Dataset(X, y, schema, true_weights=torch.cat([w, b[None]]).cpu())
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def _parse_float(text: str, path: Path, line: int, column: str):
+    if text.strip() == "":
+        raise UsageError(f"{path}, line {line}, column {column!r}: empty cell")
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{path}, line {line}, column {column!r}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise UsageError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite number")
+    return value
+
+
+def read_csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header and (line number, cells) rows; ragged rows and empty files are errors."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise UsageError(f"{path} is empty") from None
+            header = [h.strip() for h in header]
+            if not any(header):
+                raise UsageError(f"{path}, line 1: the header row is empty")
+            rows = []
+            for cells in reader:
+                if not cells or all(c.strip() == "" for c in cells):
+                    continue
+                if len(cells) != len(header):
+                    raise UsageError(
+                        f"{path}, line {reader.line_num}: expected {len(header)} columns as in the header, "
+                        f"found {len(cells)}"
+                    )
+                rows.append((reader.line_num, cells))
+    except FileNotFoundError:
+        raise UsageError(f"data file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"data file {path} is a directory") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text CSV file (it is not valid UTF-8)") from None
+    except csv.Error as exc:
+        raise UsageError(f"{path}: not a valid CSV file: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if not rows:
+        raise UsageError(f"{path} has a header but no data rows")
+    return header, rows
+
+
+def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
+    """Raw CSV rows -> the (N, D) feature matrix of ``schema`` (one-hot, radius)."""
+    missing = [c for c in schema.columns if c not in header]
+    if missing:
+        raise UsageError(
+            f"{path}: column {missing[0]!r} used in training is missing; expected columns "
+            f"{', '.join(schema.columns)}"
+        )
+    index = {c: header.index(c) for c in schema.columns}
+    out = np.empty((len(rows), len(schema.feature_names) - int(schema.add_radius)), dtype=np.float64)
+    for r, (line, cells) in enumerate(rows):
+        j = 0
+        for c in schema.columns:
+            text = cells[index[c]].strip()
+            if c in schema.categorical:
+                cats = schema.categorical[c]
+                if text not in cats:
+                    raise UsageError(f"{path}, line {line}, column {c!r}: category {text!r} was not seen in training "
+                                     f"(known: {', '.join(cats)})")
+                out[r, j : j + len(cats)] = 0.0
+                out[r, j + cats.index(text)] = 1.0
+                j += len(cats)
+            else:
+                out[r, j] = _parse_float(text, path, line, c)
+                j += 1
+    X = torch.from_numpy(out)
+    return with_radius(X) if schema.add_radius else X
+
+
+def _category_key(v: str):
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool) -> Dataset:
+    header, rows = read_csv_table(path)
+    if not target:
+        raise UsageError(f"{path}: set data.target to the name of the target column (one of {', '.join(header)})")
+    if target not in header:
+        raise UsageError(f"{path}: target column {target!r} is not in the header ({', '.join(header)})")
+    for c in categorical:
+        if c not in header:
+            raise UsageError(f"{path}: categorical column {c!r} is not in the header ({', '.join(header)})")
+        if c == target:
+            raise UsageError(f"{path}: the target column {c!r} cannot also be categorical")
+    columns = [c for c in header if c != target]
+    if not columns:
+        raise UsageError(f"{path}: no feature columns besides the target {target!r}")
+    cats = {c: sorted({cells[header.index(c)].strip() for _, cells in rows}, key=_category_key) for c in categorical}
+    for c, values in cats.items():
+        if "" in values:
+            line = next(l for l, cells in rows if cells[header.index(c)].strip() == "")
+            raise UsageError(f"{path}, line {line}, column {c!r}: empty cell")
+    schema = Schema(columns, cats, add_radius, target)
+    X = encode_rows(schema, header, rows, path)
+    ti = header.index(target)
+    y_text = []
+    for line, cells in rows:
+        v = cells[ti].strip()
+        if v == "":
+            raise UsageError(f"{path}, line {line}, column {target!r}: empty target cell")
+        y_text.append(v)
+    return Dataset(X, np.array(y_text), schema)
+
+
+def _load_numpy(path: Path, target: str) -> Dataset:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as archive:
+                if "X" not in archive or "y" not in archive:
+                    raise UsageError(f"{path}: an .npz file needs arrays named 'X' and 'y', found {', '.join(archive.files)}")
+                X, y = archive["X"], archive["y"]
+        else:
+            arr = np.load(path, mmap_mode="r")
+            if arr.ndim != 2 or arr.shape[1] < 2:
+                raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {arr.shape}")
+            col = arr.shape[1] - 1
+            if target:
+                try:
+                    col = int(target)
+                except ValueError:
+                    raise UsageError(f"{path}: for a .npy file data.target is a column index, got {target!r}") from None
+                if not -arr.shape[1] <= col < arr.shape[1]:
+                    raise UsageError(f"{path}: target column {col} is outside the array's {arr.shape[1]} columns")
+                col %= arr.shape[1]
+            y = np.asarray(arr[:, col])
+            X = np.asarray(np.delete(arr, col, axis=1))
+    except FileNotFoundError:
+        raise UsageError(f"data file {path} does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{path} is not a readable NumPy file: {exc}") from None
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise UsageError(f"{path}: X must be a non-empty 2-D array, got shape {X.shape}")
+    if y.shape != (X.shape[0],):
+        raise UsageError(f"{path}: y must have shape ({X.shape[0]},), got {y.shape}")
+    if X.dtype.kind not in "fiub":
+        raise UsageError(f"{path}: X must be numeric, got dtype {X.dtype}")
+    X = torch.from_numpy(np.asarray(X, dtype=np.float64))
+    bad = ~torch.isfinite(X)
+    if bool(bad.any()):
+        r, c = (int(i) for i in bad.nonzero()[0])
+        raise UsageError(f"{path}: X has a non-finite value at row {r}, column {c}")
+    return Dataset(X, y, Schema([f"x{i + 1}" for i in range(X.shape[1])]))
+
+
+def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
+    """The data set a config's ``[data]`` section names, before any split."""
+    if data_cfg.path:
+        path = Path(data_cfg.path).expanduser()
+        suffix = path.suffix.lower()
+        if suffix in (".npy", ".npz"):
+            ds = _load_numpy(path, data_cfg.target)
+            if data_cfg.categorical:
+                raise UsageError("data.categorical applies to CSV files only")
+        elif suffix in (".csv", ".txt", ""):
+            ds = _load_csv(path, data_cfg.target, list(data_cfg.categorical), False)
+        else:
+            raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .npy or .npz")
+    elif data_cfg.name in ("breast_cancer", "digits", "iris", "wine"):
+        ds = _sklearn_set(data_cfg.name)
+    else:
+        n = data_cfg.n_samples or DEFAULT_SIZES[data_cfg.name]
+        noise = data_cfg.noise if data_cfg.noise >= 0 else DEFAULT_NOISE[data_cfg.name]
+        ds = _generated(data_cfg.name, n, noise, data_cfg.n_features or 20, seed, torch.device(device))
+    if data_cfg.keep_classes:
+        ds = _keep_classes(ds, [str(c) for c in data_cfg.keep_classes])
+    if data_cfg.add_radius:
+        ds.X = with_radius(ds.X)
+        ds.schema.add_radius = True
+    return ds
+
+
+def _same_label(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return a == b
+
+
+def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
+    y = ds.y.cpu().numpy() if isinstance(ds.y, Tensor) else ds.y
+    labels = np.array([str(v) for v in y])
+    mask = np.array([any(_same_label(v, k) for k in keep) for v in labels])
+    if not mask.any():
+        raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {', '.join(sorted(set(labels))[:10])})")
+    idx = torch.from_numpy(np.nonzero(mask)[0]).to(ds.X.device)
+    ds.X = ds.X.index_select(0, idx)
+    ds.y = y[mask]
+    return ds
+
+
+# --- labels, splits, standardization ----------------------------------------------------------
+
+
+def encode_labels(y, kind: str) -> tuple[Tensor, list[str]]:
+    """Raw labels -> class indices (N,) int64 and the class names; regression -> float64 values."""
+    if isinstance(y, Tensor):
+        if kind == "linear":
+            return y.to(torch.float64), []
+        classes = torch.unique(y)
+        return torch.searchsorted(classes, y), [str(int(c)) if float(c).is_integer() else str(float(c)) for c in classes.cpu()]
+    y = np.asarray(y)
+    if kind == "linear":
+        try:
+            values = y.astype(np.float64)
+        except ValueError:
+            bad = next(v for v in y if not _is_number(v))
+            raise UsageError(f"model.kind = 'linear' needs a numeric target; found {bad!r}") from None
+        if not np.isfinite(values).all():
+            raise UsageError(f"the target has a non-finite value at row {int(np.nonzero(~np.isfinite(values))[0][0])}")
+        return torch.from_numpy(values), []
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise UsageError(f"the target has a non-finite value at row {int(np.nonzero(~np.isfinite(y))[0][0])}")
+    names = np.array([_label_name(v) for v in y])
+    classes = sorted(set(names.tolist()), key=_category_key)
+    lookup = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([lookup[v] for v in names], dtype=torch.int64), classes
+
+
+def _is_number(v) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _label_name(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    try:
+        f = float(v)
+        return str(int(f)) if f.is_integer() else str(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, seed: int, stratify: bool):
+    """Seeded train / val / test row indices; stratified by class when ``stratify``."""
+    if n < 3 and (val_fraction or test_fraction):
+        raise UsageError(f"the data has only {n} rows: too few to split into train, validation and test sets")
+    if not stratify or n > 2_000_000:
+        gen = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(n, generator=gen)
+        n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+        return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
+    from sklearn.model_selection import train_test_split
+
+    labels = y.cpu().numpy()
+    counts = np.bincount(labels)
+    if counts.min() < 3 and (val_fraction or test_fraction):
+        rare = int(np.argmin(counts))
+        raise UsageError(f"class {rare} has only {counts.min()} row(s): too few for a stratified train/validation/test split")
+    idx = np.arange(n)
+    rest, test = (idx, idx[:0]) if not test_fraction else train_test_split(
+        idx, test_size=test_fraction, stratify=labels, random_state=seed)
+    if val_fraction:
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
+                                      random_state=seed + 1)
+    else:
+        train, val = rest, rest[:0]
+    return (torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test)))
+
+
+class Standardizer:
+    """``(x - mean) / scale`` with statistics from the training split only.
+
+    A constant column gets scale 1, so it maps to zeros rather than NaN.
+    """
+
+    def __init__(self, mean: Tensor, scale: Tensor) -> None:
+        self.mean, self.scale = mean, scale
+
+    @classmethod
+    def fit(cls, X: Tensor) -> "Standardizer":
+        mean = X.mean(dim=0, dtype=torch.float64)
+        std = X.to(torch.float64).std(dim=0, unbiased=False)
+        scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
+        return cls(mean, scale)
+
+    @classmethod
+    def identity(cls, n_features: int) -> "Standardizer":
+        return cls(torch.zeros(n_features, dtype=torch.float64), torch.ones(n_features, dtype=torch.float64))
+
+    def transform(self, X: Tensor) -> Tensor:
+        mean, scale = self.mean.to(X.device), self.scale.to(X.device)
+        return ((X - mean.to(X.dtype)) / scale.to(X.dtype))
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.cpu(), "scale": self.scale.cpu()}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "Standardizer":
+        return cls(d["mean"], d["scale"])
