@@ -1,0 +1,250 @@
+"""LogisticRegressionClassifier: scikit-learn's own estimator checks, parity with scikit-learn's
+LogisticRegression, inference_ against statsmodels, and the parameter errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+import torch
+from sklearn.datasets import load_breast_cancer, load_iris
+from sklearn.linear_model import LogisticRegression as SkLogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from torch_logreg.estimator import InferenceUnavailable, LogisticRegressionClassifier
+from torch_logreg.inference import SeparationWarning
+from torch_logreg.solvers import ConvergenceWarning
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    X, y = load_breast_cancer(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@parametrize_with_checks([LogisticRegressionClassifier(device="cpu", dtype="float64")])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# --- parity with scikit-learn -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_binary_coefficients_match_sklearn(cancer, solver, C):
+    X, y = cancer
+    sk = SkLogisticRegression(C=C, tol=1e-10, solver="newton-cholesky").fit(X, y)
+    est = LogisticRegressionClassifier(C=C, solver=solver, tol=1e-10, max_iter=2000).fit(X, y)
+    assert est.coef_.shape == (1, 30) and est.intercept_.shape == (1,)
+    np.testing.assert_allclose(est.coef_, sk.coef_, rtol=1e-5, atol=1e-5 * np.abs(sk.coef_).max())
+    np.testing.assert_allclose(est.intercept_, sk.intercept_, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(est.predict_proba(X), sk.predict_proba(X), atol=1e-8)
+    np.testing.assert_allclose(est.decision_function(X), sk.decision_function(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(est.predict(X), sk.predict(X))
+    if solver == "newton":
+        assert est.n_iter_[0] <= 15
+
+
+def test_multinomial_with_string_labels_matches_sklearn(iris):
+    X, y = iris
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    sk = SkLogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(X, labels)
+    est = LogisticRegressionClassifier(tol=1e-10).fit(X, labels)
+    np.testing.assert_array_equal(est.classes_, sk.classes_)
+    assert est.coef_.shape == (3, 4) and est.intercept_.shape == (3,)
+    np.testing.assert_allclose(est.predict_proba(X), sk.predict_proba(X), atol=1e-7)
+    np.testing.assert_allclose(est.predict_log_proba(X), np.log(est.predict_proba(X)), atol=1e-10)
+    np.testing.assert_array_equal(est.predict(X), sk.predict(X))
+    assert est.score(X, labels) == pytest.approx(sk.score(X, labels))
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", {0: 2.0, 1: 0.5}])
+def test_class_and_sample_weights_match_sklearn(cancer, class_weight):
+    X, y = cancer
+    w = np.random.default_rng(0).uniform(0.2, 2.0, len(y))
+    sk = SkLogisticRegression(tol=1e-10, solver="newton-cholesky", class_weight=class_weight).fit(X, y, sample_weight=w)
+    est = LogisticRegressionClassifier(tol=1e-10, class_weight=class_weight).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(est.coef_, sk.coef_, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(est.intercept_, sk.intercept_, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("penalty,l1_ratio", [("l1", None), ("elasticnet", 0.5)])
+def test_l1_and_elastic_net_match_sklearn_saga(cancer, penalty, l1_ratio):
+    X, y = cancer
+    C = 0.1
+    sk = SkLogisticRegression(C=C, l1_ratio=1.0 if penalty == "l1" else l1_ratio, solver="saga", tol=1e-12, max_iter=100000).fit(X, y)
+    est = LogisticRegressionClassifier(penalty=penalty, l1_ratio=l1_ratio, C=C, tol=1e-10).fit(X, y)
+    np.testing.assert_array_equal(est.coef_ != 0, sk.coef_ != 0)
+    np.testing.assert_allclose(est.coef_, sk.coef_, atol=1e-6)
+
+
+def test_unpenalised_fit_matches_sklearn_no_penalty(iris):
+    X, y = iris
+    Xs, ys = X[:, :2], (y == 1).astype(int)
+    sk = SkLogisticRegression(C=np.inf, tol=1e-10, solver="newton-cholesky").fit(Xs, ys)
+    est = LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(Xs, ys)
+    np.testing.assert_allclose(est.coef_, sk.coef_, rtol=1e-7)
+
+
+# --- inference_ ----------------------------------------------------------------------------
+
+
+def test_inference_matches_statsmodels_with_feature_names():
+    data = sm.datasets.spector.load_pandas()
+    X, y = data.exog.copy(), data.endog.to_numpy().copy()
+    ref = sm.Logit(y, sm.add_constant(X.to_numpy())).fit(disp=0, tol=1e-12)
+    est = LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(X, y)
+    res = est.inference_
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-6)
+    np.testing.assert_allclose(res.params, np.r_[est.intercept_, est.coef_[0]], rtol=1e-12)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(res.zvalues, ref.tvalues, rtol=1e-6)
+    np.testing.assert_allclose(res.pvalues, ref.pvalues, rtol=1e-6)
+    np.testing.assert_allclose(res.conf_int(), ref.conf_int(), rtol=1e-6)
+    for name in ("llf", "llnull", "prsquared", "llr_pvalue", "aic", "bic"):
+        np.testing.assert_allclose(getattr(res, name), getattr(ref, name), rtol=1e-6, err_msg=name)
+    assert res.param_names == ["const", "GPA", "TUCE", "PSI"]
+    assert "GPA" in str(res.summary())
+
+
+def test_multinomial_inference_shape_and_reference_class():
+    data = sm.datasets.anes96.load_pandas()
+    X, y = data.exog.to_numpy(dtype=float).copy(), data.endog.to_numpy().astype(int)
+    ref = sm.MNLogit(y, sm.add_constant(X)).fit(disp=0, method="newton", tol=1e-12)
+    est = LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(X, y)
+    res = est.inference_
+    assert res.params.shape == (6, 6)
+    np.testing.assert_allclose(res.params, np.asarray(ref.params).T, rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(res.bse, np.asarray(ref.bse).T, rtol=1e-6)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-8)
+
+
+def test_inference_of_a_penalised_fit_is_a_clear_error(cancer):
+    X, y = cancer
+    est = LogisticRegressionClassifier(C=1.0).fit(X, y)
+    assert not hasattr(est, "inference_")
+    with pytest.raises(InferenceUnavailable, match=r"needs an unpenalised fit \(penalty=None\).*penalty='l2'"):
+        est.inference_
+    with pytest.raises(ValueError):  # also a ValueError
+        est.inference_
+
+
+def test_separated_data_warns_and_refuses_inference():
+    X = np.arange(10.0)[:, None]
+    y = (X[:, 0] > 4.5).astype(int)
+    with pytest.warns(SeparationWarning, match="Complete separation"):
+        est = LogisticRegressionClassifier(penalty=None).fit(X, y)
+    with pytest.raises(InferenceUnavailable, match="Complete separation"):
+        est.inference_
+    # the penalised fit of the same data is fine
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LogisticRegressionClassifier(C=1.0).fit(X, y)
+
+
+# --- solvers, devices -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["gd", "nesterov"])
+def test_first_order_solvers_use_the_learning_rate(cancer, solver):
+    X, y = cancer
+    exact = LogisticRegressionClassifier(C=0.1, tol=1e-10).fit(X, y)
+    est = LogisticRegressionClassifier(C=0.1, solver=solver, learning_rate=1.0, max_iter=3000, tol=1e-6).fit(X, y)
+    assert est.result_.stop_reason == "converged"
+    np.testing.assert_allclose(est.coef_, exact.coef_, atol=1e-4)
+
+
+def test_max_iter_warning(cancer):
+    X, y = cancer
+    with pytest.warns(ConvergenceWarning, match=r"did not converge in 1 iterations \(max_iter=1\)"):
+        LogisticRegressionClassifier(max_iter=1, tol=1e-12).fit(X, y)
+
+
+def test_auto_solver_choice(cancer, iris):
+    X, y = cancer
+    assert LogisticRegressionClassifier(tol=1e-8).fit(X, y).result_.solver == "newton"
+    assert LogisticRegressionClassifier(penalty="l1", C=0.1).fit(X, y).result_.solver == "newton"
+    wide = np.random.default_rng(0).normal(size=(60, 450))
+    assert LogisticRegressionClassifier(C=0.01).fit(wide, np.arange(60) % 2).result_.solver == "lbfgs"
+
+
+def test_float32(iris):
+    X, y = iris
+    est64 = LogisticRegressionClassifier(tol=1e-10).fit(X, y)
+    est32 = LogisticRegressionClassifier(dtype="float32", tol=1e-4).fit(X, y)
+    assert est32.model_.linear.weight.dtype == torch.float32
+    np.testing.assert_allclose(est32.predict_proba(X), est64.predict_proba(X), atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
+def test_cuda_matches_cpu(iris):
+    X, y = iris
+    cpu = LogisticRegressionClassifier(tol=1e-10).fit(X, y)
+    gpu = LogisticRegressionClassifier(tol=1e-10, device="cuda").fit(X, y)
+    assert gpu.model_.linear.weight.is_cuda
+    np.testing.assert_allclose(gpu.coef_, cpu.coef_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-10)
+
+
+def test_log_proba_is_finite_for_extreme_logits():
+    X = np.array([[-1.0], [1.0], [-2.0], [2.0], [0.5], [-0.5]])
+    y = np.array([0, 1, 0, 1, 0, 1])
+    est = LogisticRegressionClassifier(C=1.0).fit(X, y)
+    logp = est.predict_log_proba(np.array([[-1e4], [1e4]]))
+    assert np.all(np.isfinite(logp)) and logp[0, 1] < -100 and logp[1, 0] < -100
+
+
+def test_works_inside_grid_search(iris):
+    X, y = iris
+    search = GridSearchCV(LogisticRegressionClassifier(), {"C": [0.1, 1.0], "penalty": ["l2", "l1"]}, cv=3).fit(X, y)
+    assert search.best_score_ > 0.8
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        ({"C": 0}, r"C must be a finite number > 0"),
+        ({"C": -1.0}, r"C must be a finite number > 0"),
+        ({"l1_ratio": 1.5, "penalty": "elasticnet"}, r"l1_ratio must be a number in \[0, 1\]"),
+        ({"l1_ratio": -0.1}, r"l1_ratio must be a number in \[0, 1\]"),
+        ({"penalty": "elasticnet"}, r"penalty='elasticnet' needs l1_ratio, a number in \[0, 1\]"),
+        ({"penalty": "l1", "solver": "lbfgs"}, r"penalty='l1' .*solver in \['auto', 'newton'\], got solver='lbfgs'"),
+        ({"penalty": "elasticnet", "l1_ratio": 0.5, "solver": "gd"}, r"solver in \['auto', 'newton'\], got solver='gd'"),
+        ({"penalty": "l3"}, r"penalty must be one of 'l2', 'l1', 'elasticnet' or None, got 'l3'"),
+        ({"solver": "saga"}, r"solver must be one of \['auto', 'newton', 'lbfgs', 'gd', 'momentum', 'nesterov'\]"),
+        ({"max_iter": 0}, r"max_iter must be an integer >= 1"),
+        ({"class_weight": "auto"}, r"class_weight must be None, 'balanced' or a dict"),
+        ({"dtype": "float16"}, r"unsupported dtype 'float16'"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(iris, params, match):
+    X, y = iris
+    with pytest.raises((ValueError, TypeError), match=match):
+        LogisticRegressionClassifier(**params).fit(X, y)
+
+
+def test_single_class_is_refused(iris):
+    X, _ = iris
+    with pytest.raises(ValueError, match=r"y contains only one class \(3\).*at least 2 classes"):
+        LogisticRegressionClassifier().fit(X, np.full(len(X), 3))
+
+
+def test_first_order_solver_refuses_weights(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="does not support sample_weight or class_weight"):
+        LogisticRegressionClassifier(solver="gd", class_weight="balanced").fit(X, y)
