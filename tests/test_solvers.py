@@ -428,3 +428,22 @@ def test_solvers_run_on_the_models_device(iris, device, solver, l1):
     assert dev.linear.weight.device.type == device
     for a, b in zip(cpu.parameters(), dev.parameters()):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_callback_stops_at_a_target_objective(cancer, solver):
+    X, y = cancer
+    full = fit_exact(tl.LogisticRegression(30).double(), X, y, solver=solver, l2=1e-3, tol=1e-10)
+    target = full.losses[0] - 0.5 * (full.losses[0] - full.loss)
+    seen = []
+
+    def stop(n_iter, loss):
+        seen.append((n_iter, loss))
+        return loss <= target
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result = fit_exact(tl.LogisticRegression(30).double(), X, y, solver=solver, l2=1e-3, tol=1e-10, callback=stop)
+    assert result.stop_reason == "callback" and not result.converged
+    assert result.loss <= target < result.losses[-2]
+    assert [n for n, _ in seen] == list(range(result.n_iter + 1))

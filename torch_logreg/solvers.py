@@ -83,8 +83,8 @@ class SolverResult:
 
     ``grad_norm`` is the final optimality measure (max absolute gradient entry, or of the
     minimum-norm subgradient when ``l1 > 0``); ``losses`` and ``grad_norms`` hold one entry
-    per iterate, the starting point first. ``stop_reason`` is ``"converged"``, ``"max_iter"``
-    or ``"line_search_failed"``. ``separation`` is set (a
+    per iterate, the starting point first. ``stop_reason`` is ``"converged"``, ``"max_iter"``,
+    ``"line_search_failed"`` or ``"callback"``. ``separation`` is set (a
     :class:`~torch_logreg.inference.Separation`) when an unpenalised classification fit found
     the classes (quasi-)completely separated.
     """
@@ -262,6 +262,7 @@ def fit_exact(
     dtype: str | torch.dtype | None = None,
     check_separation: bool = True,
     warn: bool = True,
+    callback=None,
 ) -> SolverResult:
     """Minimise ``(1/N) sum_n w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` exactly; model trained in place.
 
@@ -272,6 +273,9 @@ def fit_exact(
     parameters and stops when the max-abs gradient (minimum-norm subgradient with L1) is
     ``<= tol`` or after ``max_iter`` iterations (with a :class:`ConvergenceWarning`).
     ``device`` / ``dtype`` move the model first; otherwise the model's placement is used.
+    ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
+    with the objective as a float; returning True stops the run (``stop_reason="callback"``,
+    no warning), e.g. to stop once a target objective is reached.
 
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
@@ -300,12 +304,12 @@ def fit_exact(
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
     if solver == "newton":
-        _newton(model, X, T, w, l2, l1, max_iter, tol, result)
+        _newton(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     else:
-        _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result)
+        _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
 
-    if warn and result.stop_reason != "converged":
+    if warn and result.stop_reason not in ("converged", "callback"):
         if result.stop_reason == "max_iter":
             why = f"did not converge in {result.n_iter} iterations (max_iter={max_iter})"
         else:
@@ -362,7 +366,7 @@ def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Te
 # --- Newton and proximal Newton ---------------------------------------------------------------
 
 
-def _newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult) -> None:
+def _newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
     layer = single_linear(model)
     prefix = next(name for name, _ in model.named_children())
     bias = layer.bias is not None
@@ -400,6 +404,9 @@ def _newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult) -> None
             raise FloatingPointError(f"newton: the objective became {F_now} at iteration {it}")
         if opt <= tol:
             result.stop_reason = "converged"
+            break
+        if callback is not None and callback(it, result.losses[-1]):
+            result.stop_reason = "callback"
             break
         if it >= max_iter:
             result.stop_reason = "max_iter"
@@ -488,7 +495,7 @@ def _prox_quadratic(theta: Tensor, g: Tensor, hess: _Hessian, l1_mask: Tensor, t
 # --- L-BFGS -----------------------------------------------------------------------------------
 
 
-def _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult) -> None:
+def _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None) -> None:
     params = dict(model.named_parameters())
     names = list(params)
     shapes = [params[n].shape for n in names]
@@ -522,6 +529,9 @@ def _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult
             raise FloatingPointError(f"lbfgs: the objective became {f_now} at iteration {it}")
         if opt <= tol:
             result.stop_reason = "converged"
+            break
+        if callback is not None and callback(it, result.losses[-1]):
+            result.stop_reason = "callback"
             break
         if it >= max_iter:
             result.stop_reason = "max_iter"
