@@ -343,13 +343,13 @@ def main(argv=None) -> int:
         table.rows[-1]["note"] += f", N={n_sgd:,}; ratio vs Trainer.run scaled by rows"
         table.rows[-1]["x_floor"] = None
 
-    n_mb = 20_000 if q else 200_000
+    n_mb = 20_000 if q else 50_000
     mini_batches(table, "binary mb", X[:n_mb], y[:n_mb], 1, device, (64, 256, 1024), repeats=2 if q else 5)
     table.notes.append(f"binary mb: N = {n_mb:,} x 100 float32")
 
     Xs, ys = make_multiclass(60_000, 784, 10, device=device)
     full_batch(table, "softmax", Xs, ys, 10, device, repeats=3 if q else 11, epochs=2 if q else 5)
-    n_smb = 10_000 if q else 60_000
+    n_smb = 10_000 if q else 20_000
     mini_batches(table, "softmax mb", Xs[:n_smb], ys[:n_smb], 10, device, (64, 256, 1024), repeats=2 if q else 5)
     table.notes.append(f"softmax: 60,000 x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
     del Xs, ys
