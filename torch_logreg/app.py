@@ -378,6 +378,9 @@ def _load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, 
 
 def model_from_checkpoint(payload: dict, device=None, dtype=None):
     model = MODELS[payload["model_class"]](**payload["model_args"])
+    saved = next(iter(payload["model"].values()), None)
+    if isinstance(saved, Tensor) and saved.is_floating_point():
+        model.to(saved.dtype)  # load at the saved precision: float64 weights must not pass through float32
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as exc:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN if one class."""
-    from sklearn.metrics import roc_auc_score
-
-    if labels.min() == labels.max():
+def roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic, ties given their average rank;
+    NaN when only one class is present. Computed on the scores' device."""
+    labels = labels.to(torch.bool)
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    return float(roc_auc_score(labels, scores))
+    sorted_scores, order = scores.to(torch.float64).sort()
+    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    average_rank = ends - (counts.to(torch.float64) - 1) / 2  # ranks are 1-based
+    rank_sum = average_rank[inverse][labels[order]].sum().item()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
 @torch.no_grad()
@@ -38,7 +44,7 @@ def evaluate(model, X: Tensor, T: Tensor) -> dict[str, float]:
         pred = (logits[:, 0] >= 0).long()
         truth = T[:, 0].long()
         out["accuracy"] = (pred == truth).double().mean().item()
-        out["auc"] = roc_auc(logits[:, 0].double().cpu().numpy(), truth.cpu().numpy())
+        out["auc"] = roc_auc(logits[:, 0], truth)
     else:
         out["accuracy"] = (logits.argmax(dim=1) == T.argmax(dim=1)).double().mean().item()
     return out

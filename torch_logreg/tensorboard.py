@@ -72,9 +72,14 @@ class TensorBoardLogger(Callback):
 
     def histograms(self, state: TrainState) -> None:
         for name, p in state.model.named_parameters():
-            self.writer.add_histogram(f"weights/{name}", p.detach(), state.step)
-            if state.grads is not None and name in state.grads:
-                self.writer.add_histogram(f"gradients/{name}", state.grads[name], state.step)
+            tensors = {"weights": p.detach(), "gradients": (state.grads or {}).get(name)}
+            for kind, t in tensors.items():
+                if t is None or not bool(torch.isfinite(t).all()):
+                    continue
+                try:
+                    self.writer.add_histogram(f"{kind}/{name}", t, state.step)
+                except ValueError:  # values so large (a diverging run) that no bin holds them
+                    pass
 
     def on_train_end(self, state: TrainState) -> None:
         self.writer.flush()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -74,7 +74,10 @@ class History:
         return max((e for _, e in self.grad_checks), default=None)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # shallow copies: dataclasses.asdict deep-copies, which grows with the run at every checkpoint
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("epochs", "train_loss", "val_loss", "grad_norm"):
+            d[key] = list(d[key])
         d["grad_checks"] = [list(x) for x in self.grad_checks]
         return d
 

@@ -1,0 +1,401 @@
+"""End-to-end tests of every command on CPU, the accuracy targets, the TensorBoard events, and
+one clear error (exit 2, no traceback, nothing damaged) for each user mistake."""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torch_logreg.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def train(capsys, tmp_path, *sets, config="breast_cancer.toml", name="run"):
+    run_dir = tmp_path / name
+    args = ["train", "--config", CONFIGS / config, "--run-dir", run_dir, "--quiet", "--set", "train.device=cpu"]
+    for s in sets:
+        args += ["--set", s]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    return run_dir, out
+
+
+def snapshot(directory: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One default breast-cancer run shared by the read-only tests."""
+    run_dir = tmp_path_factory.mktemp("shared") / "bc"
+    assert main(["train", "--run-dir", str(run_dir), "--quiet", "--set", "train.device=cpu"]) == 0
+    return run_dir
+
+
+def test_default_train_writes_a_complete_run(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.toml", "checkpoint.pt", "best.pt", "metrics.json"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.97
+    assert {"loss", "accuracy", "auc"} <= set(metrics["test"])
+    assert metrics["device"] == "cpu" and metrics["stop_reason"] and metrics["epochs"] >= 1
+    assert "wall_time_s" in metrics
+
+
+def test_tensorboard_reads_the_events_file(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(trained), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/auc", "lr", "grad_norm",
+                "perf/samples_per_second", "train/batch_loss"):
+        assert tag in tags["scalars"], tag
+        assert len(acc.Scalars(tag)) >= 2, tag
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == sorted(steps)
+    assert any(t.startswith("weights/") for t in tags["histograms"])
+    assert any(t.startswith("gradients/") for t in tags["histograms"])
+    assert "test/pr_curve" in tags["tensors"] and "config/text_summary" in tags["tensors"]
+    assert "_hparams_/session_start_info" in tags["tensors"] or acc.summary_metadata  # hparams plugin data
+
+
+def test_evaluate_prints_split_metrics(trained, capsys):
+    code, out, _ = run_cli(capsys, "evaluate", "--run", trained, "--json")
+    assert code == 0
+    metrics = json.loads(out)
+    saved = json.loads((trained / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == pytest.approx(saved["test"]["accuracy"])
+
+
+def test_predict_applies_the_saved_standardizer(trained, tmp_path, capsys):
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    rows = bunch.data[:25]
+    path = tmp_path / "in.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(bunch.feature_names)
+        w.writerows(rows)
+    out_path = tmp_path / "preds.csv"
+    code, out, _ = run_cli(capsys, "predict", "--run", trained, "--input", path, "--output", out_path)
+    assert code == 0 and "25 predictions" in out
+    with open(out_path) as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == ["probability_1", "label"]
+    probs = np.array([float(r["probability_1"]) for r in table])
+    labels = np.array([int(r["label"]) for r in table])
+    assert np.array_equal(labels, (probs >= 0.5).astype(int))
+    assert (labels == bunch.target[:25]).mean() >= 0.9
+    # the same rows through evaluate's path give the same probabilities
+    from torch_logreg import app
+    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.data import Standardizer
+
+    payload = load_checkpoint(trained / "checkpoint.pt")
+    model = app.model_from_checkpoint(payload)
+    X = Standardizer.from_state_dict(payload["standardizer"]).transform(torch.from_numpy(rows)).float()
+    assert np.allclose(model(X)[:, 0].detach().double().numpy(), probs, rtol=1e-6)
+
+
+def test_gradcheck_command_prints_a_passing_table(capsys):
+    code, out, _ = run_cli(capsys, "gradcheck", "--config", CONFIGS / "digits.toml", "--set", "train.device=cpu")
+    assert code == 0
+    assert "closed_form" in out and "autograd" in out and "finite_difference" in out and "PASS" in out
+
+
+@pytest.mark.parametrize("config,threshold", [("digits.toml", 0.96), ("donut_radius.toml", 0.98)])
+def test_accuracy_targets(capsys, tmp_path, config, threshold):
+    run_dir, _ = train(capsys, tmp_path, config=config)
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] >= threshold
+
+
+def test_donut_without_radius_stays_near_chance(capsys, tmp_path):
+    run_dir, _ = train(capsys, tmp_path, config="donut.toml")
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] < 0.7
+
+
+def test_digits_run_logs_weight_images_and_2d_run_logs_probability_map(capsys, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for config, tag in (("digits.toml", "weights"), ("donut_radius.toml", "probability_map")):
+        run_dir, _ = train(capsys, tmp_path, "train.epochs=20", config=config, name=config)
+        acc = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+        acc.Reload()
+        assert any(t.startswith(tag) for t in acc.Tags()["images"]), acc.Tags()["images"]
+
+
+def test_multilabel_and_linear_kinds_train(capsys, tmp_path):
+    run_dir, _ = train(capsys, tmp_path, "model.kind=multilabel", "train.epochs=50", config="digits.toml", name="ml")
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["accuracy"] > 0.8
+    run_dir, _ = train(capsys, tmp_path, "model.kind=linear", "train.epochs=50", name="lin")
+    assert "r2" in json.loads((run_dir / "metrics.json").read_text())["test"]
+
+
+def test_runs_are_never_overwritten(capsys, tmp_path, trained):
+    before = snapshot(trained)
+    code, _, err = run_cli(capsys, "train", "--run-dir", trained, "--quiet")
+    assert code == 2 and "already exists" in err
+    assert snapshot(trained) == before
+    # without --run-dir, each run gets a new directory under log.dir
+    for _ in range(2):
+        assert run_cli(capsys, "train", "--quiet", "--set", f"log.dir={tmp_path / 'runs'}", "--set", "train.epochs=2",
+                       "--set", "train.device=cpu")[0] == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_help_states_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "default" in out and "breast_cancer.toml" in out
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+
+def _weights(run_dir: Path) -> dict:
+    from torch_logreg.checkpoint import load_checkpoint
+
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+RESUME_SETS = ["train.epochs=400", "train.batch_size=32", "train.patience=0", "train.tol=0",
+               "train.solver=momentum", "train.lr=0.01", "log.checkpoint_every=1", "train.device=cpu",
+               "train.dtype=float64"]
+
+
+def _cmd(*args):
+    return [sys.executable, "-m", "torch_logreg.cli", *map(str, args)]
+
+
+def _train_cmd(run_dir):
+    cmd = _cmd("train", "--run-dir", run_dir, "--quiet")
+    for s in RESUME_SETS:
+        cmd += ["--set", s]
+    return cmd
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(reference), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    rng = np.random.default_rng(0)
+    for trial in range(2):
+        run_dir = tmp_path / f"killed{trial}"
+        proc = subprocess.Popen(_train_cmd(run_dir), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = 120
+        import time
+
+        start = time.time()
+        while not (run_dir / "checkpoint.pt").exists():
+            assert proc.poll() is None and time.time() - start < deadline, "run ended before its first checkpoint"
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.2, 1.0)))
+        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+        proc.kill()
+        proc.wait()
+        result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        ref, got = _weights(reference), _weights(run_dir)
+        assert ref.keys() == got.keys()
+        for k in ref:
+            assert torch.equal(ref[k], got[k]), k
+        assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 400
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen(_train_cmd(run_dir), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "torch-logreg resume --run" in err
+    assert not (run_dir / "metrics.json").exists()
+    events = [p for p in run_dir.iterdir() if p.name.startswith("events")]
+    assert events and events[0].stat().st_size > 0
+    result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 400
+    again = subprocess.run(_cmd("resume", "--run", run_dir), cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and "already finished" in again.stderr
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def expect_error(capsys, message, *args):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
+    assert message in lines[0], lines[0]
+    return lines[0]
+
+
+def csv_train(capsys, tmp_path, text, *sets, target="label"):
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    return ("train", "--quiet", "--run-dir", tmp_path / "r", "--set", f"data.path={path}",
+            "--set", f"data.target={target}", "--set", "train.device=cpu", *sum((["--set", s] for s in sets), []))
+
+
+GOOD_CSV = "a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40))
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", "is empty"),
+        ("a,b,label\n1,2,0\n1,2\n", "line 3: expected 3 columns"),
+        ("a,b,label\n1,abc,0\n", "line 2, column 'b': 'abc' is not a number"),
+        ("a,b,label\n1,,0\n", "line 2, column 'b': empty cell"),
+        ("a,b,label\n1,inf,0\n", "line 2, column 'b': 'inf' is not a finite number"),
+        ("a,b,y\n1,2,0\n", "target column 'label' is not in the header"),
+        ("a,b,label\n" + "".join(f"{i},{i},{i % 3}\n" for i in range(30)), "3 classes but model.kind = 'logistic' is binary"),
+        ("a,b,label\n" + "".join(f"{i},{i},1\n" for i in range(30)), "only one class"),
+    ],
+)
+def test_bad_csv(capsys, tmp_path, text, message):
+    expect_error(capsys, message, *csv_train(capsys, tmp_path, text))
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_missing_data_file(capsys, tmp_path):
+    expect_error(capsys, "does not exist", "train", "--quiet", "--set", f"data.path={tmp_path / 'nope.csv'}",
+                 "--set", "data.target=y", "--set", f"log.dir={tmp_path}")
+
+
+def test_unreadable_data_file(capsys, tmp_path):
+    path = tmp_path / "bin.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81garbage")
+    expect_error(capsys, "not a text CSV file", "train", "--quiet", "--set", f"data.path={path}", "--set", "data.target=y",
+                 "--set", f"log.dir={tmp_path}")
+
+
+def test_constant_feature_is_fine(capsys, tmp_path):
+    text = "a,const,label\n" + "".join(f"{i % 7},3.5,{(i % 7) > 3:d}\n" for i in range(60))
+    code, out, err = run_cli(capsys, *csv_train(capsys, tmp_path, text, "train.epochs=50"))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert all(np.isfinite(v) for v in metrics["train"].values())
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--set", "train.lrr=0.1"], "did you mean 'lr'"),
+        (["--set", "train.lr=-1"], "train.lr must be > 0.0"),
+        (["--set", "train.epochs=ten"], "train.epochs must be an integer"),
+        (["--config", "/nonexistent/c.toml"], "does not exist"),
+    ],
+)
+def test_bad_config(capsys, tmp_path, args, message):
+    expect_error(capsys, message, "train", "--quiet", "--set", f"log.dir={tmp_path}", *args)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_that_is_not_there(capsys, tmp_path):
+    expect_error(capsys, "no CUDA GPU is available", "train", "--quiet", "--device", "cuda:1", "--set", f"log.dir={tmp_path}")
+
+
+def test_diverging_learning_rate_keeps_last_good_checkpoint(capsys, tmp_path):
+    run_dir = tmp_path / "div"
+    line = expect_error(capsys, "smaller learning rate", "train", "--quiet", "--run-dir", run_dir, "--set", "model.kind=linear",
+                        "--set", "train.lr=50", "--set", "train.solver=gd", "--set", "log.checkpoint_every=1",
+                        "--set", "train.device=cpu", "--set", "data.standardize=false")
+    assert "checkpoint.pt" in line
+    from torch_logreg.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in payload["model"].values())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "empty"])
+def test_damaged_checkpoint(capsys, tmp_path, trained, damage):
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    for p in trained.iterdir():
+        (run_dir / p.name).write_bytes(p.read_bytes())
+    ckpt = run_dir / "checkpoint.pt"
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "garbage":
+        ckpt.write_bytes(b"not a checkpoint at all" * 10)
+    elif damage == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, ckpt)
+    else:
+        ckpt.write_bytes(b"")
+    before = snapshot(run_dir)
+    for cmd in (["evaluate", "--run", run_dir], ["resume", "--run", run_dir],
+                ["predict", "--run", run_dir, "--input", "x.csv", "--output", tmp_path / "o.csv"]):
+        expect_error(capsys, "checkpoint", *cmd)
+    assert snapshot(run_dir) == before
+
+
+def test_predict_input_with_other_columns(capsys, tmp_path, trained):
+    path = tmp_path / "in.csv"
+    path.write_text("foo,bar\n1,2\n")
+    expect_error(capsys, "column 'foo' was not used in training", "predict", "--run", trained, "--input", path,
+                 "--output", tmp_path / "o.csv")
+    path.write_text("mean radius\n1\n")
+    expect_error(capsys, "column 'mean texture' used in training is missing", "predict", "--run", trained,
+                 "--input", path, "--output", tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_missing_run_directory(capsys, tmp_path):
+    expect_error(capsys, "does not exist", "evaluate", "--run", tmp_path / "nothing")
+
+
+def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["is_mobile,n_products_viewed,visit_duration,is_returning_visitor,time_of_day,user_action"]
+    for _ in range(300):
+        mobile, viewed, dur, ret, tod = rng.integers(0, 2), rng.integers(0, 6), rng.exponential(2), rng.integers(0, 2), rng.integers(0, 4)
+        action = int(rng.random() < 1 / (1 + np.exp(-(dur - 2 + 0.5 * viewed - 1.0 * (tod == 3)))))
+        lines.append(f"{mobile},{viewed},{dur:.4f},{ret},{tod},{action if rng.random() > 0.2 else 2 + action}")
+    path = tmp_path / "shop.csv"
+    path.write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "shop"
+    code, out, err = run_cli(capsys, "train", "--config", CONFIGS / "ecommerce_csv.toml", "--run-dir", run_dir, "--quiet",
+                             "--set", f"data.path={path}", "--set", "train.device=cpu")
+    assert code == 0, err
+    payload_schema = json.loads(json.dumps(__import__("torch_logreg.checkpoint", fromlist=["x"]).load_checkpoint(
+        run_dir / "checkpoint.pt")["schema"]))
+    assert payload_schema["categorical"] == {"time_of_day": ["0", "1", "2", "3"]}
+    pred_in = tmp_path / "new.csv"
+    pred_in.write_text(lines[0].rsplit(",", 1)[0] + "\n1,3,2.5,0,3\n0,0,0.1,1,1\n")
+    assert run_cli(capsys, "predict", "--run", run_dir, "--input", pred_in, "--output", tmp_path / "p.csv")[0] == 0
+    pred_in.write_text(lines[0].rsplit(",", 1)[0] + "\n1,3,2.5,0,7\n")
+    expect_error(capsys, "category '7' was not seen in training", "predict", "--run", run_dir, "--input", pred_in,
+                 "--output", tmp_path / "p.csv")
