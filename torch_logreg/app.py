@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -219,15 +220,37 @@ class StopOnInterrupt(Callback):
 
 @dataclass
 class RunResult:
-    run_dir: Path
+    run_dir: Path | None  # None on ranks other than 0
     metrics: dict
     interrupted: bool = False
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _start_distributed(cfg: Config) -> tuple[torch.device, bool]:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: returns (device, is rank 0)."""
+    if _world_size() <= 1:
+        return _device(cfg.train.device), True
+    from .distributed import init_distributed
+
+    if cfg.train.grad_check_every:
+        raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"with several processes train.device must be auto, cpu or cuda (each rank takes "
+                         f"cuda:LOCAL_RANK), got {cfg.train.device!r}")
+    info = init_distributed(device=cfg.train.device)
+    return info.device, info.rank == 0
 
 
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Trainer:
     t = cfg.train
     has_val = prep.X["val"].shape[0] > 0
-    return Trainer(
+    trainer_cls = Trainer
+    if _world_size() > 1:
+        from .distributed import DistributedTrainer as trainer_cls  # each rank keeps its shard of the rows
+    return trainer_cls(
         model, prep.X["train"], prep.T["train"],
         solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum,
         tol=t.tol, patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
@@ -302,8 +325,19 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
     return out
 
 
-def _run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,
-         resume_state: dict | None = None, echo=print) -> RunResult:
+def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
+         resume_state: dict | None = None) -> RunResult:
+    if run_dir is None:  # a rank other than 0: train, but log and write nothing
+        trainer = _trainer(cfg, model, prep, device, dtype, [StopOnInterrupt()])
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state["trainer"])
+        try:
+            history = trainer.run()
+        except TrainingDiverged as exc:
+            raise UsageError(str(exc)) from None
+        return RunResult(None, {"stop_reason": history.stop_reason, "epochs": trainer.epoch},
+                         interrupted=history.stop_reason == "interrupted")
+
     from torch.utils.tensorboard import SummaryWriter
 
     purge = resume_state["step"] + 1 if resume_state else None
@@ -353,12 +387,16 @@ def _run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet
 
 
 def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: str | None = None) -> RunResult:
-    device = _device(cfg.train.device)
+    """Train from ``cfg`` into a new run directory. Under torchrun every rank trains on its
+    shard and only rank 0 creates the directory, logs and writes checkpoints."""
+    device, rank0 = _start_distributed(cfg)
     dtype = resolve_dtype(cfg.train.dtype)
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
-    path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
-    _write_text_atomic(path / "config.toml", cfg.to_toml())
+    path = None
+    if rank0:
+        path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
+        _write_text_atomic(path / "config.toml", cfg.to_toml())
     return _run(cfg, path, prep, model, device, dtype, quiet)
 
 
@@ -395,12 +433,12 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) 
                          "start a new one with train")
     if device:
         cfg.train.device = device
-    dev = _device(cfg.train.device)
+    dev, rank0 = _start_distributed(cfg)
     dtype = resolve_dtype(cfg.train.dtype)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     prep = prepare(cfg, dev, dtype, standardizer)
     model = model_from_checkpoint(payload, dev, dtype)
-    return _run(cfg, path, prep, model, dev, dtype, quiet, resume_state=payload)
+    return _run(cfg, path if rank0 else None, prep, model, dev, dtype, quiet, resume_state=payload)
 
 
 # --- evaluate / predict / gradcheck -----------------------------------------------------------

@@ -50,6 +50,8 @@ def cmd_train(args) -> int:
 
 
 def _finish(result) -> int:
+    if result.run_dir is None:  # not rank 0 of a multi-process run: rank 0 reports
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at epoch {result.metrics['epochs']}; checkpoint saved. "
               f"Continue with: torch-logreg resume --run {result.run_dir}", file=sys.stderr)
