@@ -274,8 +274,9 @@ def infer(
         z = Xa @ theta.T
         nll, grad_z = model._loss_fn(z, T, w)
         llf = -nll * n
-        # gradient of the mean log-likelihood: must vanish at the MLE
-        grad = (grad_z.T @ Xa).abs().max()
+        # gradient of the per-observation log-likelihood, sum_n w_n (p_n - t_n) x~_n / sum_n w_n
+        # (grad_z is already divided by N): it must vanish at the MLE
+        grad = (grad_z.T @ Xa).abs().max() * n
         if model.link == "sigmoid":
             info = F.block_diagonal_hessian(Xa, F.diagonal_curvature("sigmoid", z, w) * n)[0]
             params = theta[0]
