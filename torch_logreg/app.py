@@ -303,7 +303,7 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
         final = {f"{s}/{k}": v for s in SPLITS for k, v in result[s].items()}
         hp = {f"{sec}.{k}": v for sec, body in cfg.to_dict().items() if sec in ("model", "train") for k, v in body.items()}
         hp["data"] = cfg.data.path or cfg.data.name
-        write_hparams(writer, hp, final)
+        write_hparams(writer, hp, final, history.n_steps)
         X_test = prep.X["test"] if prep.X["test"].shape[0] else prep.X["train"]
         T_test = prep.T["test"] if prep.X["test"].shape[0] else prep.T["train"]
         if model.link != "identity":
@@ -320,7 +320,9 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
             img = probability_map(_predict_proba_raw(model, prep), prep.plane[split], prep.y[split].cpu().numpy())
             writer.add_image("probability_map", img, history.n_steps, dataformats="HWC")
         if prep.image_shape is not None:
-            writer.add_images("weights", weight_images(model.linear.weight, prep.image_shape), history.n_steps)
+            names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
+            for name, img in zip(names, weight_images(model.linear.weight, prep.image_shape)):
+                writer.add_image(f"weights/class_{name}", img, history.n_steps)
         writer.flush()
     return out
 

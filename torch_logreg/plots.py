@@ -39,17 +39,21 @@ def probability_map(predict_proba, X2: np.ndarray, labels: np.ndarray, size: int
     edge[:, 1:] |= cls[:, 1:] != cls[:, :-1]
     edge[1:, :] |= cls[1:, :] != cls[:-1, :]
     img[edge] = 0.0
-    cols = np.clip(((X2[:, 0] - lo[0]) / (hi[0] - lo[0]) * (size - 1)).round().astype(int), 1, size - 2)
-    rows = np.clip(((hi[1] - X2[:, 1]) / (hi[1] - lo[1]) * (size - 1)).round().astype(int), 1, size - 2)
+    cols = np.clip(((X2[:, 0] - lo[0]) / (hi[0] - lo[0]) * (size - 1)).round().astype(int), 2, size - 3)
+    rows = np.clip(((hi[1] - X2[:, 1]) / (hi[1] - lo[1]) * (size - 1)).round().astype(int), 2, size - 3)
     for r, c, lab in zip(rows, cols, labels):
-        img[r - 1 : r + 2, c - 1 : c + 2] = 0.1
-        img[r, c] = PALETTE[int(lab) % len(PALETTE)]
+        img[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3] = 0.1
+        img[r - 1 : r + 2, c - 1 : c + 2] = PALETTE[int(lab) % len(PALETTE)]
     return img.astype(np.float32)
 
 
-def weight_images(weight: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
-    """(K, D) weights -> (K, 1, H, W) images scaled to [0, 1] (0.5 = zero weight)."""
+def weight_images(weight: torch.Tensor, shape: tuple[int, int], zoom: int = 8) -> np.ndarray:
+    """(K, D) weights -> (K, 3, H*zoom, W*zoom) images: red positive, blue negative, white zero,
+    each row scaled by its own largest magnitude; enlarged so 8x8 pixels stay visible."""
     w = weight.detach().cpu().double().numpy()
     scale = np.abs(w).max(axis=1, keepdims=True)
     scale[scale == 0] = 1.0
-    return (0.5 + 0.5 * w / scale).reshape(w.shape[0], 1, *shape).astype(np.float32)
+    v = (w / scale).reshape(w.shape[0], *shape)
+    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    rgb = np.stack([1 - neg, 1 - pos - neg * 0.5, 1 - pos], axis=1).clip(0, 1)
+    return rgb.repeat(zoom, axis=2).repeat(zoom, axis=3).astype(np.float32)

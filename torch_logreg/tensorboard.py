@@ -85,7 +85,7 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
 
-def write_hparams(writer: SummaryWriter, hparams: dict, final_metrics: dict) -> None:
+def write_hparams(writer: SummaryWriter, hparams: dict, final_metrics: dict, step: int = 0) -> None:
     """Hyper-parameters with the final metrics, written into this run's own events file."""
     clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
     metric_dict = {f"hparam/{k}": v for k, v in final_metrics.items() if isinstance(v, float) and np.isfinite(v)}
@@ -94,4 +94,4 @@ def write_hparams(writer: SummaryWriter, hparams: dict, final_metrics: dict) -> 
     for summary in (exp, ssi, sei):
         fw.add_summary(summary)
     for k, v in metric_dict.items():
-        writer.add_scalar(k, v)
+        writer.add_scalar(k, v, step)
