@@ -73,7 +73,16 @@ def test_tensorboard_reads_the_events_file(trained):
     assert any(t.startswith("weights/") for t in tags["histograms"])
     assert any(t.startswith("gradients/") for t in tags["histograms"])
     assert "test/pr_curve" in tags["tensors"] and "config/text_summary" in tags["tensors"]
-    assert "_hparams_/session_start_info" in tags["tensors"] or acc.summary_metadata  # hparams plugin data
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams_tags(trained))
+    assert "hparam/test/accuracy" in tags["scalars"]
+
+
+def hparams_tags(run_dir) -> list[str]:
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginAccumulator
+
+    acc = PluginAccumulator(str(run_dir))
+    acc.Reload()
+    return list(acc.PluginTagToContent("hparams"))
 
 
 def test_evaluate_prints_split_metrics(trained, capsys):
@@ -399,3 +408,47 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
     pred_in.write_text(lines[0].rsplit(",", 1)[0] + "\n1,3,2.5,0,7\n")
     expect_error(capsys, "category '7' was not seen in training", "predict", "--run", run_dir, "--input", pred_in,
                  "--output", tmp_path / "p.csv")
+
+
+# --- exact solvers and cross-validation from the command line ---------------------------------
+
+
+def test_newton_from_the_config_matches_lbfgs(capsys, tmp_path):
+    from torch_logreg.checkpoint import load_checkpoint
+
+    weights = {}
+    for solver in ("newton", "lbfgs"):
+        run_dir, out = train(capsys, tmp_path, f"train.solver={solver}", "train.l2=0.01", "train.dtype=float64",
+                             "train.tol=1e-10", "train.epochs=500", name=solver)
+        assert "iterations, stopped: converged" in out
+        weights[solver] = load_checkpoint(run_dir / "checkpoint.pt")["model"]["linear.weight"]
+    assert torch.allclose(weights["newton"], weights["lbfgs"], rtol=1e-7, atol=1e-9)
+
+
+def test_exact_solver_warns_at_its_iteration_limit(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--quiet", "--run-dir", tmp_path / "r", "--set", "train.solver=newton",
+                             "--set", "train.epochs=2", "--set", "train.tol=1e-12", "--set", "train.device=cpu")
+    assert code == 0
+    assert "torch-logreg: warning: newton: did not converge in 2 iterations" in err
+
+
+def test_l1_needs_newton(capsys, tmp_path):
+    expect_error(capsys, "train.l1 = 0.1 needs train.solver = 'newton'", "train", "--quiet", "--set", "train.l1=0.1",
+                 "--set", "train.solver=lbfgs", "--set", f"log.dir={tmp_path}")
+
+
+def test_cv_command_ranks_the_grid_and_logs_hparams(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "cv", "--quiet", "--grid", "train.l2=0,0.01,1", "--folds", "3", "--run-dir",
+                             tmp_path / "cv", "--set", "train.solver=newton", "--set", "train.dtype=float64",
+                             "--set", "train.device=cpu")
+    assert code == 0, err
+    assert "rank" in out and "mean_loss" in out
+    result = json.loads((tmp_path / "cv" / "results.json").read_text())
+    rows = result["rows"]
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert [r["mean_loss"] for r in rows] == sorted(r["mean_loss"] for r in rows)
+    assert rows[0]["train.l2"] == 0.01  # neither unpenalised nor heavily penalised wins
+    trials = sorted((tmp_path / "cv").glob("trial-*"))
+    assert len(trials) == 3
+    assert "_hparams_/session_start_info" in hparams_tags(trials[0])
+    expect_error(capsys, "--grid expects KEY=V1,V2", "cv", "--grid", "train.l2")

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -237,6 +238,9 @@ def _start_distributed(cfg: Config) -> tuple[torch.device, bool]:
 
     if cfg.train.grad_check_every:
         raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
+    if cfg.train.solver in EXACT_SOLVERS:
+        raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use gd, momentum or nesterov "
+                         "under torchrun")
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"with several processes train.device must be auto, cpu or cuda (each rank takes "
                          f"cuda:LOCAL_RANK), got {cfg.train.device!r}")
@@ -252,7 +256,8 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Tr
         from .distributed import DistributedTrainer as trainer_cls  # each rank keeps its shard of the rows
     return trainer_cls(
         model, prep.X["train"], prep.T["train"],
-        solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum,
+        # for newton / lbfgs the Trainer only holds the prepared data and the checkpoint state
+        solver=t.solver if t.solver not in EXACT_SOLVERS else "gd", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum,
         tol=t.tol, patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
         seed=t.seed, device=device, dtype=dtype,
         X_val=prep.X["val"] if has_val else None,
@@ -279,6 +284,7 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
     result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
     out = {
         **{s: result[s] for s in SPLITS},
+        "solver": cfg.train.solver,
         "epochs": history.n_epochs,
         "steps": history.n_steps,
         "stop_reason": history.stop_reason,
@@ -364,7 +370,10 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
         torch.set_rng_state(resume_state["rng"]["torch"])
     start = time.perf_counter()
     try:
-        history = trainer.run()
+        if cfg.train.solver in EXACT_SOLVERS:
+            history = _fit_exact(cfg, trainer, writer, interrupt, quiet)
+        else:
+            history = trainer.run()
     except TrainingDiverged as exc:
         writer.close()
         raise UsageError(
@@ -386,6 +395,49 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
     metrics = _final_report(writer, model, prep, cfg, history, run_dir, device, wall)
     writer.close()
     return RunResult(run_dir, metrics)
+
+
+EXACT_SOLVERS = ("newton", "lbfgs")
+
+
+def _fit_exact(cfg: Config, trainer: Trainer, writer, interrupt: StopOnInterrupt, quiet: bool):
+    """Newton or L-BFGS on the analytic derivatives instead of the loop; returns a History.
+
+    Each iterate's objective goes to TensorBoard (``train/loss`` by iteration); a first Ctrl-C
+    stops at the next iterate and saves the weights; ``resume`` then solves again from them
+    (to the same optimum, though not along a bit-identical path). A convergence or separation
+    warning is printed as one line.
+    """
+    import warnings
+
+    from .solvers import fit_exact
+
+    t = cfg.train
+    state = TrainState(model=trainer.model, trainer=trainer)
+    interrupt.on_train_begin(state)
+
+    def on_iterate(n_iter: int, objective: float) -> bool:
+        writer.add_scalar("train/loss", objective, n_iter)
+        if not quiet:
+            print(f"{t.solver} iteration {n_iter}  objective {objective:.10g}", file=sys.stderr, flush=True)
+        return interrupt.requested
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_exact(trainer.model, trainer.X, trainer.T, solver=t.solver, l2=t.l2, l1=t.l1,
+                           max_iter=t.epochs, tol=t.tol, callback=on_iterate)
+    interrupt.on_train_end(state)
+    for w in caught:
+        print(f"torch-logreg: warning: {w.message}", file=sys.stderr)
+    for i, g in enumerate(result.grad_norms):
+        writer.add_scalar("grad_norm", g, i)
+    history = trainer.history
+    history.epochs = list(range(len(result.losses)))
+    history.train_loss, history.grad_norm = list(result.losses), list(result.grad_norms)
+    history.stop_reason = "interrupted" if result.stop_reason == "callback" else result.stop_reason
+    history.n_epochs = history.n_steps = trainer.epoch = trainer.step = result.n_iter
+    history.wall_time = result.wall_time
+    return history
 
 
 def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: str | None = None) -> RunResult:

@@ -57,7 +57,8 @@ def _finish(result) -> int:
               f"Continue with: torch-logreg resume --run {result.run_dir}", file=sys.stderr)
         return 130
     m = result.metrics
-    print(f"run {result.run_dir}: {m['epochs']} epochs, stopped: {m['stop_reason']}, device {m['device']}")
+    unit = "iterations" if m.get("solver") in ("newton", "lbfgs") else "epochs"
+    print(f"run {result.run_dir}: {m['epochs']} {unit}, stopped: {m['stop_reason']}, device {m['device']}")
     _print_metrics(m)
     return 0
 
@@ -94,6 +95,20 @@ def cmd_gradcheck(args) -> int:
     report = app.gradcheck(cfg)
     print(report)
     return 0 if report.passed else 1
+
+
+def cmd_cv(args) -> int:
+    from . import config_search
+
+    cfg, name = _load(args)
+    if args.device:
+        cfg.train.device = args.device
+    grid = config_search.parse_grid(args.grid, cfg)
+    rows, path = config_search.cross_validate(cfg, grid, folds=args.folds, run_dir=args.run_dir, name=name,
+                                              quiet=args.quiet)
+    print(config_search.table(rows))
+    print(f"results in {path} (results.json, TensorBoard hparams)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
     p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("cv", help="k-fold cross-validation over config values", formatter_class=fmt,
+                       description="Stratified k-fold search over config values on the rows outside the test "
+                                   "split, e.g. --grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5.")
+    config_args(p)
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", default=[],
+                   help="values to try for a config key (repeatable; every combination is tried)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds")
+    p.add_argument("--run-dir", metavar="DIR", default=None,
+                   help="where to write results (default: a new cv-* directory under log.dir)")
+    p.add_argument("--device", default=None, help="override train.device")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)
     config_args(p)

@@ -17,7 +17,7 @@ from .errors import UsageError
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear")
-SOLVERS = ("gd", "momentum", "nesterov")
+SOLVERS = ("gd", "momentum", "nesterov", "newton", "lbfgs")  # the last two: exact solvers
 DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
@@ -45,11 +45,12 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    solver: str = "gd"
+    solver: str = "gd"  # gd | momentum | nesterov (the loop) | newton | lbfgs (exact solvers)
     lr: float = 0.1
-    epochs: int = 1000
+    epochs: int = 1000  # for newton / lbfgs: the iteration limit
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
+    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (proximal Newton: solver = "newton" only)
     momentum: float = 0.9
     tol: float = 1e-6  # stop when the gradient norm falls below
     patience: int = 20  # early stopping / plateau, in epochs; 0 = off
@@ -94,6 +95,7 @@ RANGES = {
     "train.epochs": (1, None),
     "train.batch_size": (0, None),
     "train.l2": (0.0, None),
+    "train.l1": (0.0, None),
     "train.momentum": (0.0, [1.0]),
     "train.tol": (0.0, None),
     "train.patience": (0, None),
@@ -172,6 +174,10 @@ def _validate(cfg: Config, sources: dict[str, str]) -> None:
             f"{where}: data.val_fraction + data.test_fraction must be < 1 "
             f"(got {cfg.data.val_fraction} + {cfg.data.test_fraction}); nothing would be left to train on"
         )
+    if cfg.train.l1 > 0 and cfg.train.solver != "newton":
+        where = sources.get("train.l1", "config")
+        raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver = 'newton' (proximal Newton); "
+                         f"train.solver is {cfg.train.solver!r}")
     device = cfg.train.device
     where = sources.get("train.device", "config")
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):

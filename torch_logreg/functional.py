@@ -54,9 +54,11 @@ def binary_cross_entropy(z: Tensor, t: Tensor, sample_weight: Tensor | None = No
     is ``(1/N) sum_n w_n loss_n`` and the gradient ``w_n (sigmoid(z_n) - t_n) / N``.
     """
     n = z.shape[0]
-    # in place where possible: at large N these passes over (N, K) are a visible share of a step
-    per_element = torch.abs(z).neg_().exp_().log1p_().add_(torch.clamp(z, min=0)).addcmul_(t, z, value=-1)
-    residual = torch.sigmoid(z).sub_(t)
+    # softplus(z) = log(1 + e^z) = logaddexp(z, 0), evaluated stably as max(z, 0) + log1p(e^-|z|)
+    # in one pass; the in-place update is safe for autograd (logaddexp's backward needs only its
+    # inputs), so these losses can also be differentiated twice, e.g. to check Hessians.
+    per_element = torch.logaddexp(z, z.new_zeros(())).addcmul_(t, z, value=-1)
+    residual = torch.sigmoid(z) - t
     if sample_weight is not None:
         w = sample_weight[:, None]
         per_element, residual = per_element * w, residual * w

@@ -1,0 +1,143 @@
+"""``torch-logreg cv``: stratified k-fold search over config values.
+
+``--grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5`` tries every combination on the rows
+outside the test split, each fold standardized on its own training part, trained the way the
+config says (the loop, or newton / lbfgs), and scored on the held-out fold. The table is
+printed best first; a run directory keeps ``results.json`` and one TensorBoard hparams trial
+per combination, so the HPARAMS dashboard compares them.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+import statistics
+
+import torch
+
+from . import data as data_lib
+from . import metrics as metrics_lib
+from .app import EXACT_SOLVERS, _device, _targets_for, _write_text_atomic, build_model, new_run_dir
+from .config import Config, _apply, _parse_override_value, _validate
+from .devices import resolve_dtype
+from .errors import UsageError
+from .model_selection import format_table
+from .train import Trainer, TrainingDiverged
+
+
+def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
+    """``["train.l2=0,0.01"]`` -> ``{"train.l2": [0, 0.01]}``, each value checked like ``--set``."""
+    if not items:
+        raise UsageError("give at least one --grid KEY=V1,V2,... (e.g. --grid train.l2=0,0.01,0.1)")
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        if not sep or not values:
+            raise UsageError(f"--grid expects KEY=V1,V2,... (e.g. train.l2=0,0.01), got {item!r}")
+        if key in grid:
+            raise UsageError(f"--grid names {key} twice")
+        parsed = []
+        for v in values:
+            trial = copy.deepcopy(cfg)
+            value = _parse_override_value(v)
+            _apply(trial, key, value, f"--grid {item}")
+            _validate(trial, {key: f"--grid {item}"})
+            parsed.append(getattr(getattr(trial, key.split(".")[0]), key.split(".")[1]))
+        grid[key] = parsed
+    return grid
+
+
+def _fit(cfg: Config, model, X, T) -> None:
+    t = cfg.train
+    if t.solver in EXACT_SOLVERS:
+        from .solvers import fit_exact
+
+        fit_exact(model, X, T, solver=t.solver, l2=t.l2, l1=t.l1, max_iter=t.epochs, tol=t.tol, warn=False,
+                  check_separation=False)
+        return
+    Trainer(model, X, T, solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2,
+            momentum=t.momentum, tol=t.tol, patience=t.patience, check_every=t.check_every, seed=t.seed,
+            device=model.device).run()
+
+
+def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: str | None = None,
+                   name: str = "cv", quiet: bool = False) -> tuple[list[dict], object]:
+    """Score every combination of ``grid`` by ``folds``-fold cross-validation; rows best first."""
+    if folds < 2:
+        raise UsageError(f"--folds must be at least 2, got {folds}")
+    device = _device(cfg.train.device)
+    dtype = resolve_dtype(cfg.train.dtype)
+    kind = cfg.model.kind
+    ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
+    y, classes = data_lib.encode_labels(ds.y, kind)
+    build_model(kind, ds.X.shape[1], len(classes))
+    train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
+                                                   cfg.train.seed, stratify=kind != "linear")
+    pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
+    X_pool, y_pool = ds.X.index_select(0, pool.to(ds.X.device)), y.index_select(0, pool.to(y.device))
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    splitter = (KFold if kind == "linear" else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
+    labels = y_pool.cpu().numpy()
+    if kind != "linear" and min(labels.tolist().count(c) for c in set(labels.tolist())) < folds:
+        raise UsageError(f"a class has fewer rows than --folds={folds}; lower --folds")
+    fold_idx = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in splitter.split(labels.reshape(-1, 1), labels)]
+
+    keys = list(grid)
+    rows = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        trial = copy.deepcopy(cfg)
+        for k, v in zip(keys, values):
+            setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], v)
+        _validate(trial, {})
+        scores: dict[str, list[float]] = {}
+        for tr, te in fold_idx:
+            Xtr, Xte = X_pool.index_select(0, tr.to(X_pool.device)), X_pool.index_select(0, te.to(X_pool.device))
+            std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
+                   else data_lib.Standardizer.identity(Xtr.shape[1]))
+            Xtr = std.transform(Xtr.to(device, torch.float64)).to(dtype)
+            Xte = std.transform(Xte.to(device, torch.float64)).to(dtype)
+            model = build_model(kind, Xtr.shape[1], len(classes), trial.model.bias).to(device=device, dtype=dtype)
+            ytr, yte = (y_pool.index_select(0, i.to(y_pool.device)).to(device) for i in (tr, te))
+            Ttr = model.targets(_targets_for(kind, ytr, len(classes)), len(ytr))
+            Tte = model.targets(_targets_for(kind, yte, len(classes)), len(yte))
+            try:
+                _fit(trial, model, Xtr, Ttr)
+                m = metrics_lib.evaluate(model, Xte, Tte)
+            except TrainingDiverged:
+                m = {"loss": math.nan}
+            for metric, value in m.items():
+                scores.setdefault(metric, []).append(value)
+        row = {k: v for k, v in zip(keys, values)}
+        for metric, vals in scores.items():
+            row[f"mean_{metric}"] = statistics.fmean(vals)
+            row[f"std_{metric}"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        rows.append(row)
+        if not quiet:
+            done = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+            print(f"cv {len(rows)}: {done}: held-out loss {row['mean_loss']:.5g}", flush=True)
+    rows.sort(key=lambda r: (math.isnan(r["mean_loss"]), r["mean_loss"]))
+    for rank, row in enumerate(rows, start=1):
+        row["rank"] = rank
+
+    path = new_run_dir(cfg, f"cv-{name}", run_dir)
+    _write_text_atomic(path / "config.toml", cfg.to_toml())
+    _write_text_atomic(path / "results.json", json.dumps({"folds": folds, "grid": grid, "rows": rows}, indent=2) + "\n")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .tensorboard import write_hparams
+
+    for i, row in enumerate(rows):
+        with SummaryWriter(log_dir=str(path / f"trial-{i:03d}")) as writer:
+            hp = {k: row[k] for k in keys}
+            write_hparams(writer, hp, {k: v for k, v in row.items() if k.startswith("mean_")})
+    return rows, path
+
+
+def table(rows: list[dict]) -> str:
+    columns = ["rank", *[k for k in rows[0] if "." in k], *[k for k in rows[0] if k.startswith("mean_")]]
+    return format_table(rows, columns)
