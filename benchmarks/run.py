@@ -10,7 +10,7 @@ Sections (see benchmarks/README.md for what each row means):
 * ``binary mb``: the same data in mini-batches of 64..1024, loop per epoch vs autograd per epoch;
 * ``softmax``: 60,000 x 784 x 10 (an MNIST-sized problem), full batch and mini-batches;
 * ``exact``: scikit-learn ``LogisticRegression(solver="lbfgs")`` against the project's exact
-  solvers (``torch_logreg.solvers``) run to the same objective, when that module exists;
+  solvers (``fit_exact`` with newton and lbfgs) stopped once they reach the same objective;
 * ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
 * ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd.
 
@@ -208,36 +208,24 @@ def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
     table.add(section, f"sklearn LogisticRegression lbfgs, {n:,} x {d}, float64", t_sk,
               note=f"objective {sk_loss:.10f}")
 
-    try:
-        from torch_logreg import solvers  # written alongside; optional here
-    except ImportError:
-        table.add(section, "torch_logreg exact solvers to the same objective", None,
-                  note="torch_logreg.solvers not available")
-        return
-    names = [n_ for n_ in ("newton", "lbfgs", "irls", "fit_newton", "fit_lbfgs") if callable(getattr(solvers, n_, None))]
-    if not names:
-        table.add(section, "torch_logreg exact solvers to the same objective", None,
-                  note="torch_logreg.solvers has no newton/lbfgs entry point")
-        return
+    from torch_logreg.solvers import fit_exact
+
     Xt = X.double()
-    for name in names:
-        fn = getattr(solvers, name)
+    for name in ("newton", "lbfgs"):
         holder = {}
 
-        def run(fn=fn, holder=holder):
+        def run(name=name, holder=holder):
             model = hand_model(d, 1, dtype=torch.float64)
-            fn(model, Xt, y, l2=l2)
+            # stop as soon as the objective is no worse than scikit-learn's optimum
+            holder["result"] = fit_exact(model, Xt, y, solver=name, l2=l2, tol=0.0, max_iter=500, warn=False,
+                                         check_separation=False, callback=lambda it, obj: obj <= sk_loss)
             holder["m"] = model
 
-        try:
-            t = measure_interleaved({"s": Case(run)}, repeats=repeats, warmup=1)["s"]
-            T = holder["m"].targets(y, n)
-            loss = float(holder["m"].objective(Xt, T, l2))
-        except Exception as exc:  # an API this suite does not know: report, do not fail
-            table.add(section, f"torch_logreg.solvers.{name}", None, note=f"could not run: {type(exc).__name__}")
-            continue
-        table.add(section, f"torch_logreg.solvers.{name} to the same objective", t, vs="sklearn lbfgs",
-                  other=t_sk, note=f"objective {loss:.10f}")
+        t = measure_interleaved({"s": Case(run)}, repeats=repeats, warmup=1)["s"]
+        T = holder["m"].targets(y, n)
+        loss = float(holder["m"].objective(Xt, T, l2))
+        table.add(section, f"torch_logreg fit_exact({name}) to the same objective", t, vs="sklearn lbfgs",
+                  other=t_sk, note=f"objective {loss:.10f}, {holder['result'].n_iter} iterations")
 
 
 def scaling(table: Table, X_all, y_all, ns, device, repeats: int) -> None:

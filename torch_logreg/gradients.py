@@ -142,7 +142,7 @@ def autograd_gradient(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str,
         loss = autograd_objective(model, X, T, l2)
         grads = torch.autograd.grad(loss, list(params.values()))
     for layer in model.children():  # drop cached activations that hold the graph
-        layer._cache = None
+        layer.clear_cache()
     return dict(zip(params.keys(), grads))
 
 

@@ -25,13 +25,23 @@ class Layer(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # Plain dicts, filled in place: assigning attributes of an nn.Module goes through its
+        # __setattr__, a visible cost per step on small problems.
         self.grads: dict[str, Tensor] = {}
-        self._cache: Tensor | None = None
+        self._saved: dict[str, Tensor] = {}
+
+    def _save(self, t: Tensor) -> None:
+        self._saved["cache"] = t
 
     def _cached(self) -> Tensor:
-        if self._cache is None:
+        t = self._saved.get("cache")
+        if t is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        return self._cache
+        return t
+
+    def clear_cache(self) -> None:
+        """Drop the saved forward input/output (e.g. one that holds an autograd graph)."""
+        self._saved.clear()
 
 
 class Linear(Layer):
@@ -77,14 +87,14 @@ class Linear(Layer):
             self.bias.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._cache = x
+        self._save(x)
         return F.linear(x, self.weight, self.bias)
 
     def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
         grad_input, grad_weight, grad_bias = F.linear_backward(
             grad_output, self._cached(), self.weight, self.bias is not None, need_input_grad
         )
-        self.grads = {"weight": grad_weight}
+        self.grads["weight"] = grad_weight
         if grad_bias is not None:
             self.grads["bias"] = grad_bias
         return grad_input
@@ -101,7 +111,7 @@ class _Activation(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self._fn(x)
-        self._cache = y
+        self._save(y)
         return y
 
     def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:

@@ -124,14 +124,14 @@ class StackedModel(nn.Module):
             loss, grad_logits = self._loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
             grads: dict[str, Tensor] = {}
-            for prefix, layer in self.named_children():
+            for prefix, layer in self._modules.items():  # = named_children(), without its overhead
                 for pname, g in layer.grads.items():
-                    grads[f"{prefix}.{pname}"] = g
-            if l2:
-                for name, p in self.named_parameters():
-                    if name.endswith("weight"):
+                    name = f"{prefix}.{pname}"
+                    if l2 and pname == "weight":
+                        p = layer.weight
                         loss = loss + 0.5 * l2 * (p * p).sum()
-                        grads[name] = grads[name] + l2 * p
+                        g = g + l2 * p
+                    grads[name] = g
         return loss, grads
 
     def objective(self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None) -> Tensor:

@@ -1,0 +1,7 @@
+"""`python scripts/cv.py ARGS` is `torch-logreg cv ARGS`; see `--help`."""
+
+import sys
+
+from torch_logreg.cli import main
+
+sys.exit(main(["cv", *sys.argv[1:]]))

@@ -1,0 +1,7 @@
+"""`python scripts/evaluate.py ARGS` is `torch-logreg evaluate ARGS`; see `--help`."""
+
+import sys
+
+from torch_logreg.cli import main
+
+sys.exit(main(["evaluate", *sys.argv[1:]]))
