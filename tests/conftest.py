@@ -10,8 +10,8 @@ DEVICES = [
 ]
 
 
-@pytest.fixture
-def breast_cancer():
+@pytest.fixture(scope="session")
+def cancer():
     """Standardized breast-cancer data (569 x 30), float64 numpy arrays."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.preprocessing import StandardScaler

@@ -25,12 +25,6 @@ SOLVERS = ("newton", "lbfgs")
 
 
 @pytest.fixture(scope="module")
-def cancer():
-    X, y = load_breast_cancer(return_X_y=True)
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
     return StandardScaler().fit_transform(X), y

@@ -12,10 +12,10 @@ import torch_logreg as tl
 from helpers import make_model, make_targets
 
 
-def test_nesterov_matches_sklearn_on_breast_cancer(breast_cancer):
+def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
     from sklearn.linear_model import LogisticRegression as SkLogReg
 
-    X, y = breast_cancer
+    X, y = cancer
     n = X.shape[0]
     sk = SkLogReg(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
     model = tl.LogisticRegression(X.shape[1])
@@ -114,8 +114,8 @@ def test_full_batch_minibatch_of_size_n_is_full_batch():
     assert torch.equal(a.linear.weight, b.linear.weight)
 
 
-def test_stops_when_gradient_is_small(breast_cancer):
-    X, y = breast_cancer
+def test_stops_when_gradient_is_small(cancer):
+    X, y = cancer
     history = tl.fit(tl.LogisticRegression(30), X, y, solver="nesterov", lr=0.5, epochs=50_000,
                      l2=0.01, tol=1e-5, device="cpu", dtype="float64")
     assert history.stop_reason == "converged"

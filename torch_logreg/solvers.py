@@ -366,6 +366,23 @@ def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Te
 # --- Newton and proximal Newton ---------------------------------------------------------------
 
 
+def _record_iterate(result: SolverResult, it: int, objective: float, optimality: float, tol: float,
+                    max_iter: int, callback) -> bool:
+    """Record iterate ``it`` in ``result``; True (with ``result.stop_reason`` set) when the run
+    must stop: converged, stopped by the callback, or out of iterations."""
+    result.losses.append(objective)
+    result.grad_norms.append(optimality)
+    if not math.isfinite(objective) or not math.isfinite(optimality):
+        raise FloatingPointError(f"{result.solver}: the objective became {objective} at iteration {it}")
+    if optimality <= tol:
+        result.stop_reason = "converged"
+    elif callback is not None and callback(it, objective):
+        result.stop_reason = "callback"
+    elif it >= max_iter:
+        result.stop_reason = "max_iter"
+    return bool(result.stop_reason)
+
+
 def _newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
     layer = single_linear(model)
     prefix = next(name for name, _ in model.named_children())
@@ -398,18 +415,7 @@ def _newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callbac
     while True:
         opt_t = (l1_optimality(theta, g, l1_mask) if l1 > 0 else g).abs().max()
         F_now, opt = F_val.item(), opt_t.item()
-        result.losses.append(F_now)
-        result.grad_norms.append(opt)
-        if not math.isfinite(F_now) or not math.isfinite(opt):
-            raise FloatingPointError(f"newton: the objective became {F_now} at iteration {it}")
-        if opt <= tol:
-            result.stop_reason = "converged"
-            break
-        if callback is not None and callback(it, result.losses[-1]):
-            result.stop_reason = "callback"
-            break
-        if it >= max_iter:
-            result.stop_reason = "max_iter"
+        if _record_iterate(result, it, F_now, opt, tol, max_iter, callback):
             break
         z = Xa @ theta.T
         hess = _Hessian(link, Xa, z, w, l2_diag, null_cols)
@@ -522,19 +528,8 @@ def _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult
     rho_hist: list[Tensor] = []
     it = 0
     while True:
-        f_now, opt = f.item(), g.abs().max().item()
-        result.losses.append(f_now)
-        result.grad_norms.append(opt)
-        if not math.isfinite(f_now) or not math.isfinite(opt):
-            raise FloatingPointError(f"lbfgs: the objective became {f_now} at iteration {it}")
-        if opt <= tol:
-            result.stop_reason = "converged"
-            break
-        if callback is not None and callback(it, result.losses[-1]):
-            result.stop_reason = "callback"
-            break
-        if it >= max_iter:
-            result.stop_reason = "max_iter"
+        f_now = f.item()
+        if _record_iterate(result, it, f_now, g.abs().max().item(), tol, max_iter, callback):
             break
         # two-loop recursion: d = -H_k g
         q = g.clone()
