@@ -452,3 +452,23 @@ def test_cv_command_ranks_the_grid_and_logs_hparams(capsys, tmp_path):
     assert len(trials) == 3
     assert "_hparams_/session_start_info" in hparams_tags(trials[0])
     expect_error(capsys, "--grid expects KEY=V1,V2", "cv", "--grid", "train.l2")
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise():
+    import io
+
+    import torch_logreg as tl
+    from torch_logreg.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    X, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    term, pipe = Terminal(), io.StringIO()
+    tl.fit(tl.LogisticRegression(3), X, y, epochs=20, tol=0, device="cpu", callbacks=[Progress(20, stream=term)])
+    tl.fit(tl.LogisticRegression(3), X, y, epochs=20, tol=0, device="cpu", callbacks=[Progress(20, stream=pipe)])
+    assert "20/20" in term.getvalue() and "epoch/s" in term.getvalue() and "loss=" in term.getvalue()
+    lines = pipe.getvalue().splitlines()
+    assert lines[0].startswith("epoch 1/20  loss") and lines[-1].startswith("epoch 20/20  loss")
+    assert "\r" not in pipe.getvalue()

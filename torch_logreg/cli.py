@@ -111,8 +111,18 @@ def cmd_cv(args) -> int:
     return 0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: ...)" where there is a value to show; options whose default is decided
+    at run time (None) or is a plain switch say so in their own help text."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _DefaultsFormatter
     parser = argparse.ArgumentParser(
         prog="torch-logreg",
         description="Logistic regression trained by a hand-written loop, logged to TensorBoard.",
@@ -123,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="PATH", default=None,
                        help=f"TOML config (default: configs/{DEFAULT_CONFIG}, binary logistic regression on breast cancer)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                       help="override a config value, e.g. --set train.lr=0.05 (repeatable)")
+                       help="override a config value, e.g. --set train.lr=0.05 (repeatable; default: none)")
 
     p = sub.add_parser("train", help="train a model from a config", formatter_class=fmt,
                        description="Train from a config; prints the final metrics and writes a new run directory.")
@@ -131,20 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", default=None,
                    help="where to write the run (default: a new directory under log.dir named after the config and time)")
     p.add_argument("--device", default=None, help="override train.device: auto, cpu, cuda or cuda:N (default: the config's)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output (default: a progress bar on a terminal, "
+                   "plain lines otherwise)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue an interrupted run exactly", formatter_class=fmt)
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
     p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output (default: a progress bar on a terminal, "
+                   "plain lines otherwise)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run", formatter_class=fmt)
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
     p.add_argument("--data", metavar="PATH", default=None,
                    help="a CSV/.npy/.npz file with the target (default: the run's own train/val/test splits)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (default: a text table)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write probabilities and labels for new rows", formatter_class=fmt)
@@ -158,12 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "split, e.g. --grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5.")
     config_args(p)
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2", default=[],
-                   help="values to try for a config key (repeatable; every combination is tried)")
+                   help="values to try for a config key (repeatable; every combination is tried; required)")
     p.add_argument("--folds", type=int, default=5, help="number of folds")
     p.add_argument("--run-dir", metavar="DIR", default=None,
                    help="where to write results (default: a new cv-* directory under log.dir)")
-    p.add_argument("--device", default=None, help="override train.device")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--device", default=None, help="override train.device (default: the config's)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines (default: one line per combination)")
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)
