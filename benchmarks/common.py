@@ -202,12 +202,19 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
     return model.to(device=device, dtype=dtype)
 
 
-def hand_step(model, X, T, lr: float, l2: float = 0.0):
-    """One bare step of the hand-written loop: manual objective and gradient, in-place update."""
+def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
+    """One bare step of the hand-written loop: manual objective and gradient, in-place update.
+    ``fast``: the full-batch feature-major path the loop uses (its copy of X made here, once)."""
     params = dict(model.named_parameters())
+    objective_and_grad = model.objective_and_grad
+    if fast:
+        from torch_logreg.fastpath import FeatureMajorStep
+
+        fast_step = FeatureMajorStep(model, X, T).step
+        objective_and_grad = lambda X, T, l2: fast_step(l2)  # noqa: E731
 
     def step():
-        _, grads = model.objective_and_grad(X, T, l2)
+        _, grads = objective_and_grad(X, T, l2)
         with torch.no_grad():
             for name, p in params.items():
                 p.sub_(grads[name], alpha=lr)

@@ -119,11 +119,13 @@ def full_batch(table: Table, section: str, X, y, k: int, device, repeats: int, e
         trainer.run()
 
     step = hand_step(model, X, T, LR)
+    fast = hand_step(model, X, T, LR, fast=True)
     auto = lambda: ref.step(X, t_ref)  # noqa: E731
     small = n * d < 10**6
     cases = {
         "floor": Case(lambda: X.sum()),
         "hand": Case(step, inner=auto_inner(step, device) if small else 1),
+        "fast": Case(fast, inner=auto_inner(fast, device) if small else 1),
         "auto": Case(auto, inner=auto_inner(auto, device) if small else 1),
         "run": Case(run_epochs, per=epochs),
         "fit": fit_cases(d, k, X, y, epochs=epochs, lr=LR, device=device, dtype=dtype)["fit"],
@@ -131,8 +133,10 @@ def full_batch(table: Table, section: str, X, y, k: int, device, repeats: int, e
     t = measure_interleaved(cases, device=device, repeats=repeats, warmup=1)
     floor = t["floor"]
     table.add(section, "bandwidth floor: X.sum()", floor, floor=floor)
-    table.add(section, "hand-written step", t["hand"], floor=floor, vs="autograd", other=t["auto"],
+    table.add(section, "hand-written step, reference path", t["hand"], floor=floor, vs="autograd", other=t["auto"],
               note=f"|w - w_autograd| = {diff:.0e}")
+    table.add(section, "hand-written step, feature-major fast path", t["fast"], floor=floor, vs="autograd",
+              other=t["auto"])
     table.add(section, "autograd + torch.optim.SGD step", t["auto"], floor=floor)
     table.add(section, f"Trainer.run per epoch (E={epochs})", t["run"], floor=floor, vs="autograd", other=t["auto"])
     table.add(section, f"fit per epoch, setup included (E={epochs})", t["fit"], floor=floor, vs="autograd",

@@ -46,58 +46,72 @@ def log_sigmoid(z: Tensor) -> Tensor:
 # --- losses on logits ------------------------------------------------------------------------
 
 
-def binary_cross_entropy(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _samples(z: Tensor, sample_weight: Tensor | None, class_dim: int) -> tuple[int, Tensor | None]:
+    """Number of samples N, and the weights shaped to broadcast against ``z``.
+
+    ``class_dim`` says where the K outputs are: 1 (or -1) for the usual ``(N, K)`` logits, 0 for
+    the class-major ``(K, N)`` layout the full-batch fast path uses.
+    """
+    if class_dim in (1, -1):
+        return z.shape[0], None if sample_weight is None else sample_weight[:, None]
+    return z.shape[1], None if sample_weight is None else sample_weight[None, :]
+
+
+def binary_cross_entropy(
+    z: Tensor, t: Tensor, sample_weight: Tensor | None = None, class_dim: int = 1
+) -> tuple[Tensor, Tensor]:
     """Negative log-likelihood of independent Bernoulli outputs ``p = sigmoid(z)``.
 
     Per element: ``-t log p - (1 - t) log(1 - p) = max(z, 0) - t z + log1p(exp(-|z|))``.
     Gradient: ``(sigmoid(z) - t) / N``. With ``sample_weight`` ``w`` of shape ``(N,)`` the loss
     is ``(1/N) sum_n w_n loss_n`` and the gradient ``w_n (sigmoid(z_n) - t_n) / N``.
     """
-    n = z.shape[0]
+    n, w = _samples(z, sample_weight, class_dim)
     # softplus(z) = log(1 + e^z) = logaddexp(z, 0), evaluated stably as max(z, 0) + log1p(e^-|z|)
     # in one pass; the in-place update is safe for autograd (logaddexp's backward needs only its
     # inputs), so these losses can also be differentiated twice, e.g. to check Hessians.
     per_element = torch.logaddexp(z, z.new_zeros(())).addcmul_(t, z, value=-1)
     residual = torch.sigmoid(z) - t
-    if sample_weight is not None:
-        w = sample_weight[:, None]
+    if w is not None:
         per_element, residual = per_element * w, residual * w
     loss = per_element.sum() / n
     grad = residual / n
     return loss, grad
 
 
-def categorical_cross_entropy(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def categorical_cross_entropy(
+    z: Tensor, t: Tensor, sample_weight: Tensor | None = None, class_dim: int = 1
+) -> tuple[Tensor, Tensor]:
     """Negative log-likelihood of a categorical output ``p = softmax(z)``.
 
     ``t`` holds one-hot rows (or probability rows summing to one). Per sample:
     ``-sum_k t_k log p_k``. Gradient: ``(softmax(z) - t) / N``. With ``sample_weight`` ``w``
     ``(N,)``, sample ``n``'s loss and gradient row are multiplied by ``w_n``.
     """
-    n = z.shape[0]
-    log_p = torch.log_softmax(z, dim=-1)
+    n, w = _samples(z, sample_weight, class_dim)
+    log_p = torch.log_softmax(z, dim=class_dim)
     per_element = t * log_p
     residual = torch.exp(log_p) - t
-    if sample_weight is not None:
-        w = sample_weight[:, None]
+    if w is not None:
         per_element, residual = per_element * w, residual * w
     loss = -per_element.sum() / n
     grad = residual / n
     return loss, grad
 
 
-def half_squared_error(z: Tensor, t: Tensor, sample_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def half_squared_error(
+    z: Tensor, t: Tensor, sample_weight: Tensor | None = None, class_dim: int = 1
+) -> tuple[Tensor, Tensor]:
     """Gaussian negative log-likelihood up to constants: ``0.5 * sum_k (z_k - t_k)^2``.
 
     Gradient: ``(z - t) / N``; with ``sample_weight`` ``w`` ``(N,)`` both scale by ``w_n``.
     """
-    n = z.shape[0]
+    n, w = _samples(z, sample_weight, class_dim)
     residual = z - t
-    if sample_weight is None:
+    if w is None:
         loss = 0.5 * (residual * residual).sum() / n
         grad = residual / n
     else:
-        w = sample_weight[:, None]
         loss = 0.5 * (w * residual * residual).sum() / n
         grad = w * residual / n
     return loss, grad

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import validation
+from . import fastpath, validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
 
@@ -162,6 +162,7 @@ class Trainer:
         grad_check_every: int = 0,
         grad_check_coords: int = 32,
         check_every: int = 1,
+        fast_path: bool = True,
         seed: int = 0,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = None,
@@ -211,6 +212,11 @@ class Trainer:
         self.best_metric = math.inf
         self.bad_epochs = 0
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        # full batch on a single Linear layer: the same maths on feature-major data (fastpath.py)
+        self._fast = None
+        if fast_path and not grad_check_every and isinstance(self.X, Tensor) and self.batch_size >= n \
+                and fastpath.supports(self.model):
+            self._fast = fastpath.FeatureMajorStep(self.model, self.X, self.T)
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -323,7 +329,10 @@ class Trainer:
                     for Xb, Tb in self._batches():
                         if self.grad_check_every and self.step % self.grad_check_every == 0:
                             self._grad_check(Xb, Tb)
-                        loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
+                        if self._fast is not None:
+                            loss, grads = self._fast.step(self.l2)
+                        else:
+                            loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = self.reduce(loss, grads, nb)
                         epoch_loss.add_(loss, alpha=nb / n)
@@ -409,7 +418,9 @@ def fit(model, X, y, **kwargs) -> History:
     ``lr``, ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``momentum``, ``tol``
     (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
-    between stopping checks, the only host syncs), ``seed``, ``device`` ("auto" | "cpu" |
+    between stopping checks, the only host syncs), ``fast_path`` (full batch on a single
+    ``Linear`` layer: keep a feature-major copy of X and step on it; False = the reference
+    path), ``seed``, ``device`` ("auto" | "cpu" |
     "cuda" | "cuda:N"), ``dtype`` ("float32" | "float64"; default: the model's), ``X_val``,
     ``y_val`` (for early stopping) and ``callbacks``.
 

@@ -1,0 +1,68 @@
+"""The feature-major full-batch fast path equals the reference path (float64, 1e-12 relative)."""
+
+import itertools
+
+import pytest
+import torch
+
+import torch_logreg as tl
+from torch_logreg.fastpath import FeatureMajorStep, supports
+
+from helpers import KINDS, make_model, make_targets, randomize
+
+GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 1000), (1, 5, 100)))
+
+
+@pytest.mark.parametrize("kind,bias,l2,n,d", GRID)
+def test_fast_step_equals_reference_step(kind, bias, l2, n, d):
+    gen = torch.Generator().manual_seed(GRID.index((kind, bias, l2, n, d)))
+    model = make_model(kind, d, bias=bias).double()
+    randomize(model, gen)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets(kind, n, gen), n)
+    loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
+    loss_fast, grads_fast = FeatureMajorStep(model, X, T).step(l2)
+    assert abs(loss_fast.item() - loss_ref.item()) <= 1e-12 * max(abs(loss_ref.item()), 1e-300)
+    assert grads_fast.keys() == grads_ref.keys()
+    for name, g in grads_ref.items():
+        scale = g.abs().max().item()
+        assert (grads_fast[name] - g).abs().max().item() <= 1e-12 * max(scale, 1e-300), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("solver", ["gd", "nesterov"])
+def test_fit_with_and_without_fast_path_agree(kind, solver):
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(300, 6, generator=gen, dtype=torch.float64)
+    y = make_targets(kind, 300, gen)
+    weights = []
+    for fast in (True, False):
+        model = make_model(kind, 6).double()
+        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=30, l2=0.01, tol=0, device="cpu",
+                             fast_path=fast)
+        assert (trainer._fast is not None) == fast
+        history = trainer.run()
+        weights.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history.train_loss))
+    (w_fast, loss_fast), (w_ref, loss_ref) = weights
+    assert ((w_fast - w_ref).abs().max() / w_ref.abs().max()).item() <= 1e-12
+    assert loss_fast == pytest.approx(loss_ref, rel=1e-12)
+
+
+def test_fast_path_only_where_it_applies():
+    X, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, device="cpu")._fast is not None
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, batch_size=10, device="cpu")._fast is None
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, grad_check_every=5, device="cpu")._fast is None
+    assert tl.Trainer(tl.MLP(3, [4]), X, y, device="cpu")._fast is None
+    assert not supports(tl.MLP(3, [4]))
+    with pytest.raises(TypeError, match="single Linear layer"):
+        FeatureMajorStep(tl.MLP(3, [4]), X, torch.zeros(50, 1))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (4097, 2), (10000, 7)])
+def test_blocked_transpose(shape):
+    from torch_logreg.fastpath import transpose
+
+    X = torch.randn(*shape)
+    assert torch.equal(transpose(X, rows=4096), X.T.contiguous())
+    assert torch.equal(transpose(X, rows=3), X.T.contiguous())
