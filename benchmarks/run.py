@@ -11,6 +11,8 @@ Sections (see benchmarks/README.md for what each row means):
 * ``softmax``: 60,000 x 784 x 10 (an MNIST-sized problem), full batch and mini-batches;
 * ``exact``: scikit-learn ``LogisticRegression(solver="lbfgs")`` against the project's exact
   solvers (``fit_exact`` with newton and lbfgs) stopped once they reach the same objective;
+* ``out-of-core``: mini-batch epochs streamed from a memory-mapped ``.npy`` (budget a tenth
+  of the file) against the same epochs from memory;
 * ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
 * ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd.
 
@@ -279,6 +281,43 @@ def scaling(table: Table, X_all, y_all, ns, device, repeats: int) -> None:
         )
 
 
+def out_of_core(table: Table, X, y, device, batch_size: int, repeats: int) -> None:
+    """Mini-batch epochs streamed from a memory-mapped .npy (in the page cache after the first
+    read) against the same epochs from memory, same batch order, budget a tenth of the file."""
+    import tempfile
+
+    from torch_logreg.streaming import StreamingTrainer
+
+    section = "out-of-core"
+    n, d = X.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(f"{tmp}/X.npy", X.cpu().numpy())
+        np.save(f"{tmp}/y.npy", y.cpu().numpy())
+        file_bytes = n * d * X.element_size()
+        budget = max(file_bytes // 10, 4 * batch_size * d * X.element_size() + (1 << 20))
+        memory = fit_trainer(hand_model(d, device=device), X, y, epochs=1, lr=LR, batch_size=batch_size,
+                             device=device)
+        streamed = {
+            order: StreamingTrainer(hand_model(d, device=device), f"{tmp}/X.npy", f"{tmp}/y.npy", order=order,
+                                    memory_budget_bytes=int(budget), solver="gd", lr=LR, epochs=1,
+                                    batch_size=batch_size, tol=0.0, patience=0, device=device, dtype=X.dtype)
+            for order in ("permutation", "blocks")
+        }
+
+        def one_more_epoch(trainer):
+            return lambda: (setattr(trainer, "epochs", trainer.epochs + 1), trainer.run())
+
+        cases = {"memory": Case(one_more_epoch(memory))}
+        cases.update({order: Case(one_more_epoch(tr)) for order, tr in streamed.items()})
+        t = measure_interleaved(cases, device=device, repeats=repeats, warmup=1)
+    steps = math.ceil(n / batch_size)
+    table.add(section, f"in-memory Trainer.run per epoch, B={batch_size} ({steps} steps)", t["memory"])
+    for order, what in (("permutation", "same batches as in memory"), ("blocks", "shuffled contiguous blocks")):
+        table.add(section, f"streamed from .npy per epoch, order={order}", t[order], vs="in-memory",
+                  other=t["memory"], note=f"{what}; file {file_bytes / 2**20:.0f} MiB, budget "
+                                          f"{budget / 2**20:.0f} MiB; ratio = relative throughput")
+
+
 def tiny(table: Table, device, repeats: int) -> None:
     """100 x 10: fixed per-call costs. fit per step (one step per epoch) vs autograd."""
     section = "tiny"
@@ -352,6 +391,9 @@ def main(argv=None) -> int:
         exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
     except ImportError:
         table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
+
+    n_ooc = 100_000 if q else 500_000
+    out_of_core(table, X[:n_ooc], y[:n_ooc], device, batch_size=4096, repeats=2 if q else 5)
 
     scaling(table, X_all, y_all, ns, device, repeats=3 if q else 5)
     del X_all, y_all, X, y

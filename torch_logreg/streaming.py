@@ -27,6 +27,7 @@ import math
 import os
 import queue
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,15 @@ def open_array(source, name: str) -> np.ndarray:
     if isinstance(source, np.ndarray):
         return source
     raise TypeError(f"{name} must be a path to a .npy file or an array, got {type(source).__name__}")
+
+
+def target_rows(model, y: np.ndarray, out: Tensor) -> None:
+    """Write the ``(n, K)`` target rows of already-checked labels ``y`` into ``out``."""
+    yt = torch.from_numpy(np.ascontiguousarray(y))
+    if getattr(model, "link", None) == "softmax" and yt.dim() == 1:
+        out.zero_().scatter_(1, yt.to(torch.int64)[:, None], 1.0)
+    else:
+        out.copy_(yt.reshape(out.shape))
 
 
 def host_targets(model, y: np.ndarray, dtype: torch.dtype) -> Tensor:
@@ -79,8 +89,9 @@ class BatchStreamer:
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, model, *, batch_size: int, n_slots: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
+                 dtype: torch.dtype, device: torch.device, check_targets: bool = True) -> None:
         self.X, self.y, self.model = X, y, model
+        self.check_targets = check_targets  # False when the labels were checked up front
         self.batch_size, self.n_slots, self.dtype, self.device = batch_size, n_slots, dtype, device
         self.n_outputs = int(model.n_outputs)
         self.pin = device.type == "cuda"
@@ -91,8 +102,14 @@ class BatchStreamer:
         self.peak_bytes_in_use = 0
         self._lock = threading.Lock()
         self._slots: list[tuple[Tensor, Tensor]] | None = None
-        self._staging: np.ndarray | None = None
+        self._staging: Tensor | None = None
         self._events: list = [None] * n_slots
+        # A torch view of the same memory map: torch's gather runs on several threads and
+        # without the GIL, so the reader thread and the training loop overlap. Nothing writes
+        # through it (torch warns about read-only arrays; the warning does not apply).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self._X_t = torch.from_numpy(X)
 
     @staticmethod
     def sizes(X: np.ndarray, y: np.ndarray, batch_size: int, n_outputs: int, dtype: torch.dtype) -> tuple[int, int]:
@@ -119,7 +136,7 @@ class BatchStreamer:
             for _ in range(self.n_slots)
         ]
         if self.X.dtype != self._np_dtype:
-            self._staging = np.empty((b, d), dtype=self.X.dtype)
+            self._staging = torch.empty(b, d, dtype=self._X_t.dtype)
         self.allocated_bytes = self.n_slots * self.slot_bytes + self.staging_bytes
 
     def _account(self, delta: int) -> None:
@@ -128,28 +145,28 @@ class BatchStreamer:
             self.peak_bytes_in_use = max(self.peak_bytes_in_use, self.bytes_in_use + self.staging_bytes)
 
     def _fill(self, slot: int, rows) -> int:
-        """Gather ``rows`` (an index array or a slice) into ``slot``; returns the row count."""
+        """Gather ``rows`` (an index array or a slice) into ``slot``; returns the row count.
+
+        Targets already checked up front are only converted here; otherwise they are checked.
+        """
         xs, ts = self._slots[slot]
         if isinstance(rows, slice):
             nb = rows.stop - rows.start
+            xs[:nb].copy_(self._X_t[rows])  # a contiguous read, cast on the way if needed
             src_y = self.y[rows]
         else:
             nb = len(rows)
+            idx = torch.from_numpy(rows)
+            if self._staging is None:
+                torch.index_select(self._X_t, 0, idx, out=xs[:nb])
+            else:
+                torch.index_select(self._X_t, 0, idx, out=self._staging[:nb])
+                xs[:nb].copy_(self._staging[:nb])
             src_y = np.take(self.y, rows, axis=0)
-        out = xs[:nb].numpy()
-        if self._staging is None:
-            if isinstance(rows, slice):
-                out[...] = self.X[rows]
-            else:
-                np.take(self.X, rows, axis=0, out=out)
+        if self.check_targets:
+            ts[:nb].copy_(host_targets(self.model, src_y, self.dtype))
         else:
-            stage = self._staging[:nb]
-            if isinstance(rows, slice):
-                stage[...] = self.X[rows]
-            else:
-                np.take(self.X, rows, axis=0, out=stage)
-            out[...] = stage
-        ts[:nb].copy_(host_targets(self.model, src_y, self.dtype))
+            target_rows(self.model, src_y, ts[:nb])
         return nb
 
     def stream(self, plan):
@@ -269,7 +286,7 @@ class StreamingTrainer(Trainer):
             )
         self.prefetch = int(n_slots) - 1
         self.streamer = BatchStreamer(self.X, self.y, self.model, batch_size=self.batch_size, n_slots=int(n_slots),
-                                      dtype=self.dtype, device=self.device)
+                                      dtype=self.dtype, device=self.device, check_targets=not validate)
 
     @property
     def n_samples(self) -> int:
