@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -280,7 +279,7 @@ def _predict_proba_raw(model, prep: Prepared):
     return fn
 
 
-def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device, wall: float) -> dict:
+def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device) -> dict:
     result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
     out = {
         **{s: result[s] for s in SPLITS},
@@ -289,7 +288,7 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
         "steps": history.n_steps,
         "stop_reason": history.stop_reason,
         "best_epoch": history.best_epoch,
-        "wall_time_s": wall,
+        "wall_time_s": history.wall_time,  # training time, summed over resumed sessions
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
         "grad_check_max_rel_error": history.grad_check_max_rel_error,
@@ -368,7 +367,6 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
         torch.set_rng_state(resume_state["rng"]["torch"])
-    start = time.perf_counter()
     try:
         if cfg.train.solver in EXACT_SOLVERS:
             history = _fit_exact(cfg, trainer, writer, interrupt, quiet)
@@ -383,7 +381,6 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
     except KeyboardInterrupt:
         writer.close()
         raise
-    wall = time.perf_counter() - start + (resume_state or {}).get("trainer", {}).get("history", {}).get("wall_time", 0.0)
     state = TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step)
     interrupted = history.stop_reason == "interrupted"
     ckpt.write(state, finished=not interrupted)
@@ -392,7 +389,7 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
         return RunResult(run_dir, {"stop_reason": "interrupted", "epochs": trainer.epoch}, interrupted=True)
     if trainer.best_state is None:  # no validation data: the final weights are the best we have
         save_checkpoint(run_dir / "best.pt", _payload(trainer, prep, cfg, True))
-    metrics = _final_report(writer, model, prep, cfg, history, run_dir, device, wall)
+    metrics = _final_report(writer, model, prep, cfg, history, run_dir, device)
     writer.close()
     return RunResult(run_dir, metrics)
 
