@@ -322,10 +322,12 @@ class Trainer:
         stop_reason = None
         try:
             with torch.no_grad():
+                one_batch = self.batch_size >= n  # full batch: the epoch's loss and gradient are the step's
                 while self.epoch < self.epochs and stop_reason is None:
-                    epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
-                    for g in self.grad_mean.values():
-                        g.zero_()
+                    if not one_batch:
+                        epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+                        for g in self.grad_mean.values():
+                            g.zero_()
                     for Xb, Tb in self._batches():
                         if self.grad_check_every and self.step % self.grad_check_every == 0:
                             self._grad_check(Xb, Tb)
@@ -335,9 +337,14 @@ class Trainer:
                             loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = self.reduce(loss, grads, nb)
-                        epoch_loss.add_(loss, alpha=nb / n)
-                        for k, g in grads.items():
-                            self.grad_mean[k].add_(g, alpha=nb / n)
+                        if one_batch:
+                            epoch_loss = loss
+                            for k, g in grads.items():
+                                self.grad_mean[k].copy_(g)
+                        else:
+                            epoch_loss.add_(loss, alpha=nb / n)
+                            for k, g in grads.items():
+                                self.grad_mean[k].add_(g, alpha=nb / n)
                         self._update(params, grads)
                         self.step += 1
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
@@ -375,11 +382,16 @@ class Trainer:
     def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, state: TrainState) -> str | None:
         """Stopping check at the end of an epoch: the only place the loop reads the device."""
         history = self.history
-        grad_norm = torch.sqrt(sum((g * g).sum() for g in self.grad_mean.values()))
-        train_loss, grad_norm = epoch_loss.item(), grad_norm.item()
-        val_loss = None
+        # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
+        # the parameters makes the sum of their entries non-finite, so one number covers them.
+        grad_norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in self.grad_mean.values()]))
+        param_sum = torch.cat([p.reshape(-1) for p in params.values()]).sum()
+        readings = [epoch_loss, grad_norm, param_sum]
         if self.X_val is not None:
-            val_loss = self.model.objective(self.X_val, self.T_val).item()
+            readings.append(self.model.objective(self.X_val, self.T_val))
+        values = torch.stack(readings).tolist()
+        train_loss, grad_norm, param_sum = values[:3]
+        val_loss = values[3] if self.X_val is not None else None
         history.epochs.append(self.epoch)
         history.train_loss.append(train_loss)
         history.grad_norm.append(grad_norm)
@@ -387,9 +399,7 @@ class Trainer:
             history.val_loss.append(val_loss)
         state.train_loss, state.val_loss, state.grad_norm = train_loss, val_loss, grad_norm
 
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm)) or not all(
-            bool(torch.isfinite(p).all()) for p in params.values()
-        ):
+        if not (math.isfinite(train_loss) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
             self._restore(params, self.last_good)
             return "diverged"
         for k, p in params.items():
