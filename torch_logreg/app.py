@@ -31,6 +31,7 @@ from .files import atomic_write
 from .gradients import compare_gradients
 from .models import MODELS, LinearRegression, LogisticRegression, SoftmaxRegression
 from .progress import Progress
+from .solvers import SOLVERS as EXACT_SOLVERS
 from .train import Callback, Trainer, TrainingDiverged, TrainState
 
 SPLITS = ("train", "val", "test")
@@ -256,8 +257,9 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Tr
     return trainer_cls(
         model, prep.X["train"], prep.T["train"],
         # for newton / lbfgs the Trainer only holds the prepared data and the checkpoint state
-        solver=t.solver if t.solver not in EXACT_SOLVERS else "gd", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum,
-        tol=t.tol, patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
+        solver=t.solver if t.solver not in EXACT_SOLVERS else "gd",
+        lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum, tol=t.tol,
+        patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
         seed=t.seed, device=device, dtype=dtype,
         X_val=prep.X["val"] if has_val else None,
         y_val=prep.T["val"] if has_val else None,
@@ -394,7 +396,6 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
     return RunResult(run_dir, metrics)
 
 
-EXACT_SOLVERS = ("newton", "lbfgs")
 
 
 def _fit_exact(cfg: Config, trainer: Trainer, writer, interrupt: StopOnInterrupt, quiet: bool):

@@ -31,10 +31,10 @@ from . import functional as F
 from .devices import resolve_device, resolve_dtype
 from .inference import infer
 from .models import LogisticRegression, SoftmaxRegression
+from .solvers import SOLVERS as EXACT_SOLVERS
 from .solvers import ConvergenceWarning, fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
-EXACT_SOLVERS = ("newton", "lbfgs")
 FIRST_ORDER_SOLVERS = ("gd", "momentum", "nesterov")
 SOLVERS = ("auto", *EXACT_SOLVERS, *FIRST_ORDER_SOLVERS)
 
