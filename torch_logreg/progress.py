@@ -13,6 +13,7 @@ class Progress(Callback):
         self.stream = stream or sys.stderr
         self.lines = lines
         self.bar = None
+        self._last_printed: int | None = None
 
     def on_train_begin(self, state: TrainState) -> None:
         if self.stream.isatty():
@@ -34,9 +35,15 @@ class Progress(Callback):
             return
         every = max(1, self.total // self.lines)
         if state.checked and (state.epoch % every == 0 or state.epoch == 1):
-            text = "  ".join(f"{k} {v}" for k, v in self._postfix(state).items())
-            print(f"epoch {state.epoch}/{self.total}  {text}", file=self.stream, flush=True)
+            self._line(state)
+
+    def _line(self, state: TrainState) -> None:
+        self._last_printed = state.epoch
+        text = "  ".join(f"{k} {v}" for k, v in self._postfix(state).items())
+        print(f"epoch {state.epoch}/{self.total}  {text}", file=self.stream, flush=True)
 
     def on_train_end(self, state: TrainState) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif state.train_loss is not None and self._last_printed != state.epoch:
+            self._line(state)  # the epoch the run stopped at
