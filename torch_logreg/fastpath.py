@@ -8,10 +8,11 @@ So, for the whole run:
 
     z^T  = W X^T + b 1^T                       (K, N)
     loss, G^T = loss_on_logits(z^T, T^T)       class_dim = 0, G^T = (h(z^T) - T^T) / N
-    dW   = G^T (X^T)^T,   db = G^T 1           (K, D), (K,)
+    dW   = G^T X,   db = G^T 1                 (K, D), (K,)
 
 The maths is the reference's, operation for operation, in another memory layout; a test pins
-the two together (float64, 1e-12 relative). The cost is one copy of X, made once.
+the two together (float64, 1e-12 relative). The cost is one copy of X, made once; each product
+uses whichever of X and X^T is faster for it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FeatureMajorStep:
         if not supports(model):
             raise TypeError("the feature-major fast path needs a model with a single Linear layer")
         (self.prefix, self.layer), = model.named_children()
+        self.X = X  # (N, D), the caller's rows (no copy)
         self.XT = transpose(X)  # (D, N): the one copy this path costs
         self.TT = T.T.contiguous()  # (K, N)
         self._loss_fn = F.LINKS[model.link][1]
@@ -56,10 +58,12 @@ class FeatureMajorStep:
         W, b = self.layer.weight, self.layer.bias
         zT = W @ self.XT if b is None else torch.addmm(b[:, None], W, self.XT)
         loss, gT = self._loss_fn(zT, self.TT, class_dim=0)
-        if gT.shape[0] == 1:  # one output: a matrix-vector product
+        # measured on CPU: with one output the matrix-vector product is faster over X^T; with
+        # several, G^T X over the row-major X is (e.g. 11 ms against 15 ms at 60,000 x 784 x 10)
+        if gT.shape[0] == 1:
             grad_weight = torch.mv(self.XT, gT[0])[None, :]
         else:
-            grad_weight = gT @ self.XT.T
+            grad_weight = gT @ self.X
         if l2:
             loss = loss + 0.5 * l2 * (W * W).sum()
             grad_weight = grad_weight + l2 * W
