@@ -21,14 +21,7 @@ SCRIPT = textwrap.dedent(
     import torch
     import torch_logreg as tl
     from torch_logreg.distributed import DistributedTrainer, cleanup, init_distributed, is_rank0
-
-    def data():
-        g = torch.Generator().manual_seed(0)
-        X = torch.randn(203, 7, generator=g, dtype=torch.float64)
-        y = (X @ torch.randn(7, generator=g, dtype=torch.float64) + 0.5 * torch.randn(203, generator=g,
-             dtype=torch.float64) > 0).long()
-        ys = (X @ torch.randn(7, 3, generator=g, dtype=torch.float64)).argmax(1)
-        return X, y, ys
+    from test_distributed import _data as data  # the same rows as the one-process reference
 
     info = init_distributed()
     assert info.backend == "gloo" and info.world_size == 2
@@ -75,7 +68,8 @@ def torchrun_results(tmp_path_factory):
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun) if torchrun.exists() else sys.executable, *([] if torchrun.exists() else ["-m", "torch.distributed.run"]),
            "--nproc_per_node=2", "--standalone", str(script), str(tmp / "out")]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((tmp / f"out.{r}.json").read_text()) for r in (0, 1)]

@@ -11,11 +11,7 @@ import torch_logreg as tl
 from torch_logreg.inference import PerfectSeparationError, SeparationWarning, find_separation, infer
 from torch_logreg.solvers import fit_exact, prepare
 
-CUDA = torch.cuda.is_available()
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="no CUDA GPU")]),
-]
+from conftest import DEVICES
 
 
 @pytest.fixture(scope="module")
