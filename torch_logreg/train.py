@@ -430,9 +430,9 @@ def fit(model, X, y, **kwargs) -> History:
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
     between stopping checks, the only host syncs), ``fast_path`` (full batch on a single
     ``Linear`` layer: keep a feature-major copy of X and step on it; False = the reference
-    path), ``seed``, ``device`` ("auto" | "cpu" |
-    "cuda" | "cuda:N"), ``dtype`` ("float32" | "float64"; default: the model's), ``X_val``,
-    ``y_val`` (for early stopping) and ``callbacks``.
+    path), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
+    "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
+    ``callbacks``.
 
     The model is moved to the run's device and dtype and trained in place.
     """
