@@ -195,41 +195,44 @@ def _cmd(*args):
     return [sys.executable, "-m", "torch_logreg.cli", *map(str, args)]
 
 
-def _train_cmd(run_dir):
+def _train_cmd(run_dir, *extra):
     cmd = _cmd("train", "--run-dir", run_dir, "--quiet")
-    for s in RESUME_SETS:
+    for s in (*RESUME_SETS, *extra):
         cmd += ["--set", s]
     return cmd
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize(
+    "extra,epochs",
+    [((), 400), (("train.batch_size=0", "train.epochs=1500"), 1500)],  # mini-batch; full batch (fast path)
+    ids=["minibatch", "fullbatch"],
+)
+def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
+    import time
+
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
-    rng = np.random.default_rng(0)
-    for trial in range(2):
-        run_dir = tmp_path / f"killed{trial}"
-        proc = subprocess.Popen(_train_cmd(run_dir), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = 120
-        import time
-
-        start = time.time()
-        while not (run_dir / "checkpoint.pt").exists():
-            assert proc.poll() is None and time.time() - start < deadline, "run ended before its first checkpoint"
-            time.sleep(0.01)
-        time.sleep(float(rng.uniform(0.2, 1.0)))
-        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-        proc.kill()
-        proc.wait()
-        result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), env=env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        ref, got = _weights(reference), _weights(run_dir)
-        assert ref.keys() == got.keys()
-        for k in ref:
-            assert torch.equal(ref[k], got[k]), k
-        assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 400
+    subprocess.run(_train_cmd(reference, *extra), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(run_dir, *extra), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    start = time.time()
+    while not (run_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.time() - start < 120, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    time.sleep(float(np.random.default_rng(len(extra)).uniform(0.2, 1.0)))
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    proc.kill()
+    proc.wait()
+    result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    ref, got = _weights(reference), _weights(run_dir)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == epochs
 
 
 @pytest.mark.slow
