@@ -475,3 +475,15 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     lines = pipe.getvalue().splitlines()
     assert lines[0].startswith("epoch 1/20  loss") and lines[-1].startswith("epoch 20/20  loss")
     assert "\r" not in pipe.getvalue()
+
+
+def test_periodic_gradient_check_is_logged(capsys, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = train(capsys, tmp_path, "train.grad_check_every=5", "train.epochs=30", "train.patience=0",
+                       "log.every=5", "train.dtype=float64")
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    errors = [e.value for e in acc.Scalars("gradcheck/max_rel_error")]
+    assert len(errors) >= 5 and max(errors) < 1e-6
+    assert json.loads((run_dir / "metrics.json").read_text())["grad_check_max_rel_error"] < 1e-6
