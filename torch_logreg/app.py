@@ -27,7 +27,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict
 from .devices import resolve_device, resolve_dtype
 from .errors import UsageError
-from .files import atomic_write
+from .files import atomic_write, write_text_atomic
 from .gradients import compare_gradients
 from .models import MODELS, LinearRegression, LogisticRegression, SoftmaxRegression
 from .progress import Progress
@@ -55,7 +55,7 @@ class Prepared:
     true_weights: Tensor | None
 
 
-def _device(name: str) -> torch.device:
+def run_device(name: str) -> torch.device:
     try:
         return resolve_device(name)
     except ValueError as exc:
@@ -79,7 +79,7 @@ def build_model(kind: str, n_features: int, n_classes: int, bias: bool = True):
     return SoftmaxRegression(n_features, n_classes, bias=bias)
 
 
-def _targets_for(kind: str, y: Tensor, n_classes: int) -> Tensor:
+def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
     """What ``fit`` takes as ``y``: indices, one-hot rows (one sigmoid per class) or values."""
     if kind == "multilabel":
         return torch.nn.functional.one_hot(y, n_classes)
@@ -112,7 +112,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     for s in SPLITS:
         X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
         y_out[s] = y_split[s].to(device)
-        T_out[s] = probe.targets(_targets_for(kind, y_out[s], len(classes)), len(y_out[s]))
+        T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
     return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights)
 
 
@@ -137,11 +137,6 @@ def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
         except FileExistsError:
             continue
     raise UsageError(f"cannot create a new run directory under {root}")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
 
 
 def _payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weights=None) -> dict:
@@ -233,7 +228,7 @@ def _world_size() -> int:
 def _start_distributed(cfg: Config) -> tuple[torch.device, bool]:
     """Under torchrun (WORLD_SIZE > 1) join the process group: returns (device, is rank 0)."""
     if _world_size() <= 1:
-        return _device(cfg.train.device), True
+        return run_device(cfg.train.device), True
     from .distributed import init_distributed
 
     if cfg.train.grad_check_every:
@@ -302,7 +297,7 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
         w_true = prep.true_weights[:-1] * scale
         w = model.linear.weight.detach()[0].double().cpu()
         out["true_weights_cosine"] = float(torch.dot(w, w_true) / (w.norm() * w_true.norm()))
-    _write_text_atomic(run_dir / "metrics.json", json.dumps(out, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps(out, indent=2) + "\n")
     if writer is not None:
         from .plots import probability_map, weight_images
         from .tensorboard import write_hparams
@@ -448,7 +443,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     path = None
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
-        _write_text_atomic(path / "config.toml", cfg.to_toml())
+        write_text_atomic(path / "config.toml", cfg.to_toml())
     return _run(cfg, path, prep, model, device, dtype, quiet)
 
 
@@ -506,12 +501,12 @@ def _labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str)
             raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {', '.join(classes)})")
         y = torch.tensor([classes.index(v) for v in names], dtype=torch.int64)
     y = y.to(model.device)
-    return model.targets(_targets_for(kind, y, len(classes)), len(y))
+    return model.targets(fit_targets(kind, y, len(classes)), len(y))
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:
     path, payload, cfg = _load_run(run_dir)
-    dev = _device(cfg.train.device)
+    dev = run_device(cfg.train.device)
     dtype = resolve_dtype(cfg.train.dtype)
     model = model_from_checkpoint(payload, dev, dtype)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
@@ -564,7 +559,7 @@ def _read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
 def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
     """Write probabilities and labels for every row of ``input_path``; returns the row count."""
     path, payload, cfg = _load_run(run_dir)
-    dev = _device(cfg.train.device)
+    dev = run_device(cfg.train.device)
     dtype = resolve_dtype(cfg.train.dtype)
     model = model_from_checkpoint(payload, dev, dtype)
     schema = data_lib.Schema.from_dict(payload["schema"])
@@ -595,7 +590,7 @@ def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
 
 def gradcheck(cfg: Config, max_rows: int = 2000):
     """The three-way gradient check on the configured data and model, at small random weights."""
-    device = _device(cfg.train.device)
+    device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias).to(device=device, dtype=dtype)

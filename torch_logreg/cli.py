@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import UsageError
 
 DEFAULT_CONFIG = "breast_cancer.toml"
+QUIET_HELP = "no progress output (default: a progress bar on a terminal, plain lines otherwise)"
 
 
 def _configs_dir() -> Path:
@@ -141,15 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", default=None,
                    help="where to write the run (default: a new directory under log.dir named after the config and time)")
     p.add_argument("--device", default=None, help="override train.device: auto, cpu, cuda or cuda:N (default: the config's)")
-    p.add_argument("--quiet", action="store_true", help="no progress output (default: a progress bar on a terminal, "
-                   "plain lines otherwise)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="continue an interrupted run exactly", formatter_class=fmt)
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
     p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
-    p.add_argument("--quiet", action="store_true", help="no progress output (default: a progress bar on a terminal, "
-                   "plain lines otherwise)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run", formatter_class=fmt)

@@ -144,7 +144,7 @@ def _coerce(key: str, value, kind: type, where: str):
     raise UsageError(f"{where}: {key} must be {names[kind]}, got {value!r}")
 
 
-def _validate(cfg: Config, sources: dict[str, str]) -> None:
+def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, (low, high) in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -196,7 +196,7 @@ def _line_of(text: str, section: str, name: str) -> int | None:
     return None
 
 
-def _apply(cfg: Config, key: str, value, where: str) -> None:
+def set_value(cfg: Config, key: str, value, where: str) -> None:
     parts = key.split(".")
     if len(parts) != 2:
         raise UsageError(f"{where}: keys look like section.name (e.g. train.lr), got {key!r}")
@@ -209,7 +209,7 @@ def _apply(cfg: Config, key: str, value, where: str) -> None:
     setattr(getattr(cfg, section), name, _coerce(key, value, types[name], where))
 
 
-def _parse_override_value(text: str):
+def parse_value(text: str):
     """``--set`` values are TOML values; bare words are taken as strings."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -241,15 +241,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             for name, value in body.items():
                 line = _line_of(text, section, name)
                 where = f"{path}, line {line}" if line else str(path)
-                _apply(cfg, f"{section}.{name}", value, where)
+                set_value(cfg, f"{section}.{name}", value, where)
                 sources[f"{section}.{name}"] = where
     for item in overrides:
         if "=" not in item:
             raise UsageError(f"--set expects key=value (e.g. train.lr=0.05), got {item!r}")
         key, _, text = item.partition("=")
-        _apply(cfg, key.strip(), _parse_override_value(text.strip()), f"--set {item}")
+        set_value(cfg, key.strip(), parse_value(text.strip()), f"--set {item}")
         sources[key.strip()] = f"--set {item}"
-    _validate(cfg, sources)
+    validate(cfg, sources)
     return cfg
 
 
@@ -258,8 +258,8 @@ def config_from_dict(d: dict) -> Config:
     cfg = Config()
     for section, body in d.items():
         for name, value in body.items():
-            _apply(cfg, f"{section}.{name}", value, "saved config")
-    _validate(cfg, {})
+            set_value(cfg, f"{section}.{name}", value, "saved config")
+    validate(cfg, {})
     return cfg
 
 

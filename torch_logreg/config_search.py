@@ -19,10 +19,11 @@ import torch
 
 from . import data as data_lib
 from . import metrics as metrics_lib
-from .app import EXACT_SOLVERS, _device, _targets_for, _write_text_atomic, build_model, new_run_dir
-from .config import Config, _apply, _parse_override_value, _validate
+from .app import EXACT_SOLVERS, build_model, fit_targets, new_run_dir, run_device
+from .config import Config, parse_value, set_value, validate
 from .devices import resolve_dtype
 from .errors import UsageError
+from .files import write_text_atomic
 from .model_selection import format_table
 from .train import Trainer, TrainingDiverged
 
@@ -43,9 +44,9 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
         parsed = []
         for v in values:
             trial = copy.deepcopy(cfg)
-            value = _parse_override_value(v)
-            _apply(trial, key, value, f"--grid {item}")
-            _validate(trial, {key: f"--grid {item}"})
+            value = parse_value(v)
+            set_value(trial, key, value, f"--grid {item}")
+            validate(trial, {key: f"--grid {item}"})
             parsed.append(getattr(getattr(trial, key.split(".")[0]), key.split(".")[1]))
         grid[key] = parsed
     return grid
@@ -69,7 +70,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     """Score every combination of ``grid`` by ``folds``-fold cross-validation; rows best first."""
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
-    device = _device(cfg.train.device)
+    device = run_device(cfg.train.device)
     dtype = resolve_dtype(cfg.train.dtype)
     kind = cfg.model.kind
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
@@ -93,7 +94,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         trial = copy.deepcopy(cfg)
         for k, v in zip(keys, values):
             setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], v)
-        _validate(trial, {})
+        validate(trial, {})
         scores: dict[str, list[float]] = {}
         for tr, te in fold_idx:
             Xtr, Xte = X_pool.index_select(0, tr.to(X_pool.device)), X_pool.index_select(0, te.to(X_pool.device))
@@ -103,8 +104,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             Xte = std.transform(Xte.to(device, torch.float64)).to(dtype)
             model = build_model(kind, Xtr.shape[1], len(classes), trial.model.bias).to(device=device, dtype=dtype)
             ytr, yte = (y_pool.index_select(0, i.to(y_pool.device)).to(device) for i in (tr, te))
-            Ttr = model.targets(_targets_for(kind, ytr, len(classes)), len(ytr))
-            Tte = model.targets(_targets_for(kind, yte, len(classes)), len(yte))
+            Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
+            Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
             try:
                 _fit(trial, model, Xtr, Ttr)
                 m = metrics_lib.evaluate(model, Xte, Tte)
@@ -125,8 +126,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         row["rank"] = rank
 
     path = new_run_dir(cfg, f"cv-{name}", run_dir)
-    _write_text_atomic(path / "config.toml", cfg.to_toml())
-    _write_text_atomic(path / "results.json", json.dumps({"folds": folds, "grid": grid, "rows": rows}, indent=2) + "\n")
+    write_text_atomic(path / "config.toml", cfg.to_toml())
+    write_text_atomic(path / "results.json", json.dumps({"folds": folds, "grid": grid, "rows": rows}, indent=2) + "\n")
     from torch.utils.tensorboard import SummaryWriter
 
     from .tensorboard import write_hparams
