@@ -75,7 +75,7 @@ def bench_problem(n: int, d: int, device: torch.device, quick: bool) -> list[tup
     rows = [
         ("bandwidth floor: X.sum()", floor, None),
         ("hand-written step, reference path", t_hand, t_auto.median / t_hand.median),
-        ("hand-written step, feature-major fast path", t_fast, t_auto.median / t_fast.median),
+        (f"hand-written step, loop's fast path ({fast.path})", t_fast, t_auto.median / t_fast.median),
         ("autograd step (nn.Linear + BCEWithLogits + SGD)", t_auto, None),
         (f"Trainer.run per epoch (E={epochs})", t_run, t_auto.median / t_run.median),
         (f"fit per epoch, incl. setup (E={epochs})", t_fit, t_auto.median / t_fit.median),

@@ -204,14 +204,17 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
 
 def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
     """One bare step of the hand-written loop: manual objective and gradient, in-place update.
-    ``fast``: the full-batch feature-major path the loop uses (its copy of X made here, once)."""
+    ``fast``: the full-batch fast path the loop picks (``fastpath.make_step``: the fused single
+    pass, or the feature-major copy of X made here, once); ``step.path`` names it."""
     params = dict(model.named_parameters())
     objective_and_grad = model.objective_and_grad
+    path = "reference"
     if fast:
-        from torch_logreg.fastpath import FeatureMajorStep
+        from torch_logreg.fastpath import make_step
 
-        fast_step = FeatureMajorStep(model, X, T).step
-        objective_and_grad = lambda X, T, l2: fast_step(l2)  # noqa: E731
+        fast_step = make_step(model, X, T)
+        path = "fused single pass" if type(fast_step).__name__ == "FusedStep" else "feature-major"
+        objective_and_grad = lambda X, T, l2: fast_step.step(l2)  # noqa: E731
 
     def step():
         _, grads = objective_and_grad(X, T, l2)
@@ -219,6 +222,7 @@ def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
             for name, p in params.items():
                 p.sub_(grads[name], alpha=lr)
 
+    step.path = path
     return step
 
 

@@ -137,7 +137,7 @@ def full_batch(table: Table, section: str, X, y, k: int, device, repeats: int, e
     table.add(section, "bandwidth floor: X.sum()", floor, floor=floor)
     table.add(section, "hand-written step, reference path", t["hand"], floor=floor, vs="autograd", other=t["auto"],
               note=f"|w - w_autograd| = {diff:.0e}")
-    table.add(section, "hand-written step, feature-major fast path", t["fast"], floor=floor, vs="autograd",
+    table.add(section, f"hand-written step, loop's fast path ({fast.path})", t["fast"], floor=floor, vs="autograd",
               other=t["auto"])
     table.add(section, "autograd + torch.optim.SGD step", t["auto"], floor=floor)
     table.add(section, f"Trainer.run per epoch (E={epochs})", t["run"], floor=floor, vs="autograd", other=t["auto"])

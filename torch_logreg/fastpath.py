@@ -13,6 +13,9 @@ So, for the whole run:
 The maths is the reference's, operation for operation, in another memory layout; a test pins
 the two together (float64, 1e-12 relative). The cost is one copy of X, made once; each product
 uses whichever of X and X^T is faster for it.
+
+:func:`make_step` picks, for one sigmoid or identity output on a large CPU X, the single-pass
+kernel of ``fused_cpu.py`` instead: it reads X once per step and needs no copy.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ def transpose(X: Tensor, rows: int = 4096) -> Tensor:
     for start in range(0, X.shape[0], rows):
         out[:, start : start + rows].copy_(X[start : start + rows].T)
     return out
+
+
+def make_step(model, X: Tensor, T: Tensor):
+    """The fastest full-batch step that applies: the single-pass fused CPU kernel
+    (``fused_cpu.py``) for one sigmoid or identity output on a large CPU X, else the
+    feature-major torch step below."""
+    from . import fused_cpu
+
+    if X.numel() >= fused_cpu.MIN_ENTRIES and fused_cpu.supports(model, X):
+        return fused_cpu.FusedStep(model, X, T)
+    return FeatureMajorStep(model, X, T)
 
 
 class FeatureMajorStep:

@@ -212,11 +212,11 @@ class Trainer:
         self.best_metric = math.inf
         self.bad_epochs = 0
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        # full batch on a single Linear layer: the same maths on feature-major data (fastpath.py)
+        # full batch on a single Linear layer: the same maths in one pass or on feature-major data (fastpath.py)
         self._fast = None
         if fast_path and not grad_check_every and isinstance(self.X, Tensor) and self.batch_size >= n \
                 and fastpath.supports(self.model):
-            self._fast = fastpath.FeatureMajorStep(self.model, self.X, self.T)
+            self._fast = fastpath.make_step(self.model, self.X, self.T)
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -429,8 +429,8 @@ def fit(model, X, y, **kwargs) -> History:
     (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
     between stopping checks, the only host syncs), ``fast_path`` (full batch on a single
-    ``Linear`` layer: keep a feature-major copy of X and step on it; False = the reference
-    path), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
+    ``Linear`` layer: one fused pass over a large X on CPU for one sigmoid or identity output,
+    else a feature-major copy of X; False = the reference path), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
     "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
     ``callbacks``.
 

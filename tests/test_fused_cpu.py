@@ -1,0 +1,182 @@
+"""The single-pass fused CPU step equals the reference step; its float32 maths is accurate."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import torch_logreg as tl
+from torch_logreg import fastpath, fused_cpu
+from torch_logreg.fused_cpu import FusedStep
+
+from helpers import make_model, make_targets, randomize, scale_to_logits
+
+pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="numba is not importable")
+
+# row counts around the tile (64) and chunk (8192) edges
+GRID = list(itertools.product(("binary", "regression"), (True, False), (0.0, 0.1), (1, 63, 65, 1000, 8193),
+                              (1, 5, 100)))
+
+
+def _case(kind, bias, n, d, dtype, seed, logit_scale=None):
+    gen = torch.Generator().manual_seed(seed)
+    model = make_model(kind, d, bias=bias).to(dtype)
+    randomize(model, gen)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    if logit_scale is not None:
+        scale_to_logits(model.double(), X, logit_scale)
+        model = model.to(dtype)
+    T = model.targets(make_targets(kind, n, gen), n)
+    return model, X.to(dtype), T.to(dtype)
+
+
+def _max_rel(a, b):
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("kind,bias,l2,n,d", GRID)
+def test_fused_step_equals_reference_step_float64(kind, bias, l2, n, d):
+    model, X, T = _case(kind, bias, n, d, torch.float64, GRID.index((kind, bias, l2, n, d)))
+    loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
+    loss, grads = FusedStep(model, X, T).step(l2)
+    assert loss.dtype == torch.float64 and loss.dim() == 0
+    assert abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item())
+    assert grads.keys() == grads_ref.keys()
+    for name, g in grads_ref.items():
+        assert grads[name].shape == g.shape and grads[name].dtype == g.dtype
+        assert _max_rel(grads[name], g) <= 1e-12, name
+
+
+@pytest.mark.parametrize("logit_scale", [1.0, 30.0, 1e4])
+def test_fused_step_handles_large_logits_float64(logit_scale):
+    model, X, T = _case("binary", True, 5000, 8, torch.float64, 3, logit_scale)
+    loss_ref, grads_ref = model.objective_and_grad(X, T)
+    loss, grads = FusedStep(model, X, T).step()
+    assert math.isfinite(loss.item())
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
+    for name, g in grads_ref.items():
+        assert _max_rel(grads[name], g) <= 1e-12, name
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+@pytest.mark.parametrize("logit_scale", [3.0, 30.0, 300.0])
+def test_fused_float32_step_is_as_accurate_as_torch_float32(kind, logit_scale):
+    """Against the float64 answer, the fused float32 step errs no more than torch's float32
+    reference step does (plus a few float32 roundings)."""
+    model64, X64, T64 = _case(kind, True, 20000, 40, torch.float64, 5, logit_scale)
+    loss_true, grads_true = model64.objective_and_grad(X64, T64)
+    model32, X32, T32 = model64.float(), X64.float(), T64.float()
+    loss_ref, grads_ref = model32.objective_and_grad(X32, T32)
+    loss, grads = FusedStep(model32, X32, T32).step()
+    eps = torch.finfo(torch.float32).eps
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - loss_true.item()) <= abs(loss_ref.item() - loss_true.item()) + 4 * eps * abs(loss_true.item())
+    for name, g in grads_true.items():
+        assert _max_rel(grads[name], g) <= _max_rel(grads_ref[name], g) + 8 * eps, name
+
+
+def _ulps(approx, exact):
+    """Error in units in the last place of the float32 nearest the exact value."""
+    ulp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    return np.abs(approx.astype(np.float64) - exact) / ulp
+
+
+def test_float32_exp_is_within_one_ulp():
+    z = np.concatenate([np.linspace(-100, 100, 400_001), [0.0, -0.0, 87.0, -87.0, 1e-30]]).astype(np.float32)
+    e = np.empty_like(z)
+    fused_cpu._exp_neg_abs_f32(z, e, np.empty(z.shape, dtype=np.int32), z.size)
+    exact = np.exp(-np.minimum(np.abs(z.astype(np.float64)), 87.0))  # clamped where it would leave normal range
+    assert _ulps(e, exact).max() <= 1.0
+
+
+def test_float32_log1p_is_within_three_ulps():
+    e = np.concatenate([np.linspace(0, 1, 20_001), np.geomspace(1e-38, 1e-3, 2_000)]).astype(np.float32)
+    approx = np.array([fused_cpu._log1p_unit_f32(v) for v in e], dtype=np.float32)
+    exact = np.log1p(e.astype(np.float64))
+    assert approx[0] == 0.0
+    assert _ulps(approx[1:], exact[1:]).max() <= 3.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", ["nan_weight", "inf_weight", "inf_x"])
+def test_non_finite_values_reach_the_loss(dtype, bad):
+    model, X, T = _case("binary", True, 1000, 4, dtype, 7)
+    with torch.no_grad():
+        if bad == "nan_weight":
+            model.linear.weight[0, 1] = float("nan")
+        elif bad == "inf_weight":
+            model.linear.weight[0, 1] = float("inf")
+            model.linear.weight[0, 2] = float("-inf")
+        else:
+            X[17, 2] = float("inf")
+    loss, grads = FusedStep(model, X, T).step()
+    values = torch.cat([loss.reshape(1)] + [g.reshape(-1) for g in grads.values()])
+    assert not torch.isfinite(values).all()
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    model, X, T = _case("binary", True, 40000, 30, torch.float64, 9)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(FusedStep(model, X, T).step(0.01))
+    finally:
+        torch.set_num_threads(before)
+    (l1, g1), (l2, g2) = results
+    assert torch.equal(l1, l2)
+    assert all(torch.equal(g1[k], g2[k]) for k in g1)
+
+
+def test_make_step_picks_the_fused_kernel_where_it_applies():
+    big = torch.randn(fused_cpu.MIN_ENTRIES // 8, 8)
+    y = torch.randint(0, 2, (big.shape[0],))
+    for model in (tl.LogisticRegression(8), tl.LinearRegression(8)):
+        step = fastpath.make_step(model, big, model.targets(y.float() if model.link == "identity" else y, big.shape[0]))
+        assert isinstance(step, FusedStep)
+    small = big[:100]
+    assert isinstance(fastpath.make_step(tl.LogisticRegression(8), small, torch.zeros(100, 1)),
+                      fastpath.FeatureMajorStep)
+    softmax = tl.SoftmaxRegression(8, 3)
+    assert isinstance(fastpath.make_step(softmax, big, softmax.targets(y, big.shape[0])), fastpath.FeatureMajorStep)
+    multilabel = tl.LogisticRegression(8, n_outputs=2)
+    assert not fused_cpu.supports(multilabel, big)
+    assert not fused_cpu.supports(tl.LogisticRegression(8), big.T.contiguous().T)  # not row-contiguous
+    assert not fused_cpu.supports(tl.LogisticRegression(8), big.half())
+    with pytest.raises(TypeError, match="fused CPU step"):
+        FusedStep(tl.MLP(8, [4]), big, torch.zeros(big.shape[0], 1))
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_fit_on_the_fused_path_equals_the_reference_fit(kind):
+    gen = torch.Generator().manual_seed(11)
+    n, d = fused_cpu.MIN_ENTRIES // 40 + 1, 40
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = make_targets(kind, n, gen)
+    out = []
+    for fast in (True, False):
+        model = make_model(kind, d).double()
+        trainer = tl.Trainer(model, X, y, solver="nesterov", lr=0.1, epochs=20, l2=0.01, tol=0, device="cpu",
+                             fast_path=fast)
+        assert isinstance(trainer._fast, FusedStep) == fast
+        history = trainer.run()
+        out.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history.train_loss))
+    (w_fast, loss_fast), (w_ref, loss_ref) = out
+    assert _max_rel(w_fast, w_ref) <= 1e-12
+    assert loss_fast == pytest.approx(loss_ref, rel=1e-12)
+
+
+def test_divergence_on_the_fused_path_keeps_the_last_finite_weights():
+    gen = torch.Generator().manual_seed(12)
+    n, d = fused_cpu.MIN_ENTRIES // 16, 16
+    X = torch.randn(n, d, generator=gen) * 1e3
+    y = X[:, 0] * 1e3
+    model = tl.LinearRegression(d)
+    trainer = tl.Trainer(model, X, y, lr=10.0, epochs=50, tol=0, device="cpu")
+    assert isinstance(trainer._fast, FusedStep)
+    with pytest.raises(tl.TrainingDiverged):
+        trainer.run()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,0 +1,262 @@
+"""Single-pass fused forward + backward on CPU, compiled with numba.
+
+For a model with one output (logistic regression, or linear regression) the full-batch step
+
+    z = X w + b,   r = h(z) - y,   loss = mean(loss(z, y)),   dw = X^T r / N,   db = sum(r) / N
+
+reads X twice in the reference path (one matrix-vector product for z, one for X^T r), and a
+large X does not fit in any cache, so the step costs two trips to main memory. Here each thread
+walks its own rows in tiles of ``TILE`` rows: the dot products of a tile, then the link and the
+loss on the tile's logits, then the tile's rows added into the thread's gradient while they are
+still in L1. X is read from memory once.
+
+The exponential and ``log1p`` of the binary loss are evaluated on a whole tile at a time. For
+float32 they are polynomials that the compiler vectorises (exp: range reduction by ln 2 and a
+degree-7 Taylor polynomial, within 1 ulp; log1p on [0, 1]: ``2 atanh(e / (2 + e))`` as an odd
+series, within 3 ulp; tests measure both); float64 uses the C library's ``exp`` and ``log1p``. Sums over rows go into float64 accumulators, tile by tile.
+
+The maths is the reference's (:meth:`StackedModel.objective_and_grad`); a test pins the two
+together (float64 1e-12 relative, float32 a few float32 roundings). NaN and infinity propagate
+into the loss (the floating-point flags used allow reassociation, not "no NaNs"), so the loop's
+divergence check still sees them.
+
+numba is a runtime dependency; where it cannot be imported, :func:`available` is False and the
+loop keeps the torch fast path (``fastpath.py``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+try:  # pragma: no branch - numba is installed with the package; guard for a broken install
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover
+    numba = None
+
+#: rows per tile: 64 rows of D features stay in L1/L2 between the forward and the backward half
+TILE = 64
+#: rows per chunk, the unit of work of one thread: fixed, so the order of the floating-point
+#: sums (and so every result bit) does not depend on how many threads run
+CHUNK_ROWS = 8192
+#: below this many entries of X the compiled kernel does not pay for its first-call compile
+MIN_ENTRIES = 1 << 20
+#: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
+#: and infinity keep their meaning
+_FLAGS = {"reassoc", "contract", "nsz"}
+#: for exp and log1p, contraction only: reassociation would fold the two-part ln 2 back together
+_MATH_FLAGS = {"contract"}
+
+
+def available() -> bool:
+    return numba is not None
+
+
+def supports(model, X: Tensor) -> bool:
+    """True where the fused kernel applies: one Linear layer, one output, a sigmoid or identity
+    link, a contiguous float32/float64 X on the CPU, and numba importable."""
+    from .fastpath import supports as single_linear
+
+    return (
+        available()
+        and single_linear(model)
+        and model.n_outputs == 1
+        and model.link in ("sigmoid", "identity")
+        and X.device.type == "cpu"
+        and X.dtype in (torch.float32, torch.float64)
+        and X.dim() == 2
+        and X.is_contiguous()
+    )
+
+
+if numba is not None:
+
+    @njit(fastmath=_MATH_FLAGS, cache=True)
+    def _exp_neg_abs_f32(z, e, kbuf, m):
+        """``e[i] = exp(-|z[i]|)`` for float32, vectorised: ``2^k * exp(r)``, ``|r| <= ln2 / 2``."""
+        log2e = np.float32(1.4426950408889634)
+        ln2_hi = np.float32(0.693359375)  # ln 2 split in two so k * ln2_hi is exact
+        ln2_lo = np.float32(-2.1219444005469057e-4)
+        one = np.float32(1.0)
+        for i in range(m):
+            a = max(-abs(z[i]), np.float32(-87.0))  # exp(-87) is still a normal float32
+            k = np.floor(a * log2e + np.float32(0.5))
+            r = a - k * ln2_hi - k * ln2_lo
+            p = one + r * (one + r * (np.float32(1 / 2) + r * (np.float32(1 / 6) + r * (
+                np.float32(1 / 24) + r * (np.float32(1 / 120) + r * (np.float32(1 / 720)
+                                                                   + r * np.float32(1 / 5040)))))))
+            kbuf[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # the float32 bits of 2^k
+            e[i] = p
+        scale = kbuf.view(np.float32)
+        for i in range(m):
+            e[i] = e[i] * scale[i]
+
+    @njit(fastmath=_MATH_FLAGS, cache=True)
+    def _log1p_unit_f32(e):
+        """``log1p(e)`` for float32 ``e`` in [0, 1]: ``2 (s + s^3/3 + ... + s^15/15)``, ``s = e/(2+e)``."""
+        s = e / (np.float32(2.0) + e)
+        s2 = s * s
+        return np.float32(2.0) * s * (np.float32(1.0) + s2 * (np.float32(1 / 3) + s2 * (np.float32(1 / 5) + s2 * (
+            np.float32(1 / 7) + s2 * (np.float32(1 / 9) + s2 * (np.float32(1 / 11) + s2 * (
+                np.float32(1 / 13) + s2 * np.float32(1 / 15))))))))
+
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _bce_tile_f32(z, y, s, m, e, kbuf):
+        """Binary cross-entropy on a tile: residual ``sigmoid(z) - y`` into ``z``; returns the
+        tile's summed loss ``max(z, 0) - y z + log1p(exp(-|z|))`` and summed residual."""
+        _exp_neg_abs_f32(z, e, kbuf, m)
+        one, zero = np.float32(1.0), np.float32(0.0)
+        loss, rsum = zero, zero
+        for i in range(m):
+            zi, ei, yi = z[i], e[i], y[s + i]
+            p = (one if zi > zero else ei) / (one + ei)
+            loss += max(zi, zero) - yi * zi + _log1p_unit_f32(ei)
+            r = p - yi
+            z[i] = r
+            rsum += r
+        return loss, rsum
+
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _bce_tile_f64(z, y, s, m, e, kbuf):
+        loss, rsum = 0.0, 0.0
+        for i in range(m):
+            zi, yi = z[i], y[s + i]
+            ei = math.exp(-abs(zi))
+            p = (1.0 if zi > 0.0 else ei) / (1.0 + ei)
+            loss += max(zi, 0.0) - yi * zi + math.log1p(ei)
+            r = p - yi
+            z[i] = r
+            rsum += r
+        return loss, rsum
+
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _squared_tile(z, y, s, m, e, kbuf):
+        """Half squared error on a tile: residual ``z - y`` into ``z``; returns sums of
+        ``(z - y)^2 / 2`` and of the residual."""
+        loss, rsum = 0.0, 0.0
+        for i in range(m):
+            r = z[i] - y[s + i]
+            z[i] = r
+            loss += r * r / 2
+            rsum += r
+        return loss, rsum
+
+    #: which tile function the kernel applies (one compiled kernel per dtype serves all three)
+    BCE_POLY, BCE_LIBM, SQUARED = 0, 1, 2
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def _kernel(X, y, w, b, n_chunks, link):
+        """Per chunk of rows: ``[sum_n r_n x_n (D), sum_n r_n, sum_n loss_n]`` in float64.
+
+        The chunks are independent and summed afterwards in a fixed order, so the result does
+        not depend on the number of threads or on which thread ran which chunk."""
+        N, D = X.shape
+        out = np.zeros((n_chunks, D + 2), dtype=np.float64)
+        per = (N + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            g = np.zeros(D, dtype=np.float64)
+            g_tile = np.empty(D, dtype=X.dtype)
+            z = np.empty(TILE, dtype=X.dtype)
+            e = np.empty(TILE, dtype=X.dtype)
+            kbuf = np.empty(TILE, dtype=np.int32)
+            zero = np.zeros(1, dtype=X.dtype)[0]  # a typed 0: the dot products stay in X's dtype
+            loss, rsum = 0.0, 0.0
+            hi = min(N, (c + 1) * per)
+            for s in range(c * per, hi, TILE):
+                m = min(TILE, hi - s)
+                # forward: the tile's logits, four rows at a time (four independent sums)
+                i = 0
+                while i + 4 <= m:
+                    a0, a1, a2, a3 = zero, zero, zero, zero
+                    for d in range(D):
+                        wd = w[d]
+                        a0 += X[s + i, d] * wd
+                        a1 += X[s + i + 1, d] * wd
+                        a2 += X[s + i + 2, d] * wd
+                        a3 += X[s + i + 3, d] * wd
+                    z[i], z[i + 1], z[i + 2], z[i + 3] = a0 + b[0], a1 + b[0], a2 + b[0], a3 + b[0]
+                    i += 4
+                while i < m:
+                    acc = zero
+                    for d in range(D):
+                        acc += X[s + i, d] * w[d]
+                    z[i] = acc + b[0]
+                    i += 1
+                if link == BCE_POLY:
+                    tile_loss, tile_rsum = _bce_tile_f32(z, y, s, m, e, kbuf)
+                elif link == BCE_LIBM:
+                    tile_loss, tile_rsum = _bce_tile_f64(z, y, s, m, e, kbuf)
+                else:
+                    tile_loss, tile_rsum = _squared_tile(z, y, s, m, e, kbuf)
+                loss += tile_loss
+                rsum += tile_rsum
+                g_tile[:] = 0
+                # backward: the same rows, still in cache, four at a time
+                i = 0
+                while i + 4 <= m:
+                    r0, r1, r2, r3 = z[i], z[i + 1], z[i + 2], z[i + 3]
+                    for d in range(D):
+                        g_tile[d] += r0 * X[s + i, d] + r1 * X[s + i + 1, d] + r2 * X[s + i + 2, d] \
+                            + r3 * X[s + i + 3, d]
+                    i += 4
+                while i < m:
+                    r = z[i]
+                    for d in range(D):
+                        g_tile[d] += r * X[s + i, d]
+                    i += 1
+                for d in range(D):
+                    g[d] += g_tile[d]
+            out[c, :D] = g
+            out[c, D] = rsum
+            out[c, D + 1] = loss
+        return out
+
+    _LINK_CODES = {
+        ("sigmoid", torch.float32): BCE_POLY,
+        ("sigmoid", torch.float64): BCE_LIBM,
+        ("identity", torch.float32): SQUARED,
+        ("identity", torch.float64): SQUARED,
+    }
+
+
+class FusedStep:
+    """``step(l2) -> (loss, grads)`` on fixed full-batch data in one pass over X, like
+    ``objective_and_grad``; see the module docstring for where it applies."""
+
+    def __init__(self, model, X: Tensor, T: Tensor) -> None:
+        if not supports(model, X):
+            raise TypeError(
+                "the fused CPU step needs numba and a single-Linear model with one sigmoid or identity "
+                "output on a contiguous float32/float64 CPU tensor"
+            )
+        (self.prefix, self.layer), = model.named_children()
+        self.X = X.detach()
+        self._x = self.X.numpy()
+        self._y = T.detach().reshape(-1).to(X.dtype).contiguous().numpy()
+        self._link = _LINK_CODES[(model.link, X.dtype)]
+        self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        self._chunks = max(1, -(-X.shape[0] // CHUNK_ROWS))
+        self._zero_bias = np.zeros(1, dtype=self._x.dtype)
+
+    @torch.no_grad()
+    def step(self, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        W, b = self.layer.weight, self.layer.bias
+        n = self.X.shape[0]
+        numba.set_num_threads(self._threads)
+        bias = self._zero_bias if b is None else b.detach().numpy()
+        sums = _kernel(self._x, self._y, W.detach().numpy()[0], bias, self._chunks, self._link)
+        total = torch.from_numpy(sums.sum(axis=0))
+        d = W.shape[1]
+        loss = (total[d + 1] / n).to(W.dtype)
+        grad_weight = (total[:d] / n).to(W.dtype)[None, :]
+        if l2:
+            loss = loss + 0.5 * l2 * (W * W).sum()
+            grad_weight = grad_weight + l2 * W
+        grads = {f"{self.prefix}.weight": grad_weight}
+        if b is not None:
+            grads[f"{self.prefix}.bias"] = (total[d : d + 1] / n).to(W.dtype)
+        return loss, grads
