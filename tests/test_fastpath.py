@@ -66,3 +66,33 @@ def test_blocked_transpose(shape):
     X = torch.randn(*shape)
     assert torch.equal(transpose(X, rows=4096), X.T.contiguous())
     assert torch.equal(transpose(X, rows=3), X.T.contiguous())
+
+
+def test_transpose_leaves_room_for_extra_rows():
+    from torch_logreg.fastpath import transpose
+
+    X = torch.randn(9, 4)
+    out = transpose(X, rows=4, extra_rows=2)
+    assert out.shape == (6, 9) and out.is_contiguous()
+    assert torch.equal(out[:4], X.T)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_step_reuses_its_buffers_and_follows_in_place_updates(kind):
+    gen = torch.Generator().manual_seed(3)
+    model = make_model(kind, 5).double()
+    X = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets(kind, 40, gen), 40)
+    step = FeatureMajorStep(model, X, T)
+    _, first = step.step(0.1)
+    ids = {k: g.data_ptr() for k, g in first.items()}
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        loss, grads = step.step(0.1)
+        assert {k: g.data_ptr() for k, g in grads.items()} == ids
+        loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
+        assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
+        for k, g in grads_ref.items():
+            assert torch.allclose(grads[k], g, rtol=1e-12, atol=1e-14)

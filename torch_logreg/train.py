@@ -123,6 +123,17 @@ class Callback:
     def on_train_end(self, state: TrainState) -> None: ...
 
 
+def _flat_buffer(params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """One zeroed flat tensor with room for every parameter, and a view of it shaped like each."""
+    first = next(iter(params.values()))
+    flat = torch.zeros(sum(p.numel() for p in params.values()), dtype=first.dtype, device=first.device)
+    views, offset = {}, 0
+    for k, p in params.items():
+        views[k] = flat[offset : offset + p.numel()].view(p.shape)
+        offset += p.numel()
+    return flat, views
+
+
 def _check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
@@ -206,8 +217,14 @@ class Trainer:
 
         params = dict(self.model.named_parameters())
         self.velocity = {k: torch.zeros_like(p) for k, p in params.items()} if solver != "gd" else {}
-        self.grad_mean = {k: torch.zeros_like(p) for k, p in params.items()}
-        self.last_good = {k: p.detach().clone() for k, p in params.items()}
+        # the epoch's mean gradient and two copies of the parameters (the last finite ones, and a
+        # spare the check fills), each one flat buffer with a view per parameter, made once
+        self._grad_flat, self.grad_mean = _flat_buffer(params)
+        self._good_flat, self.last_good = _flat_buffer(params)
+        self._spare_flat, self._spare = _flat_buffer(params)
+        with torch.no_grad():
+            for k, p in params.items():
+                self.last_good[k].copy_(p)
         self.best_state: dict[str, Tensor] | None = None
         self.best_metric = math.inf
         self.bad_epochs = 0
@@ -326,8 +343,7 @@ class Trainer:
                 while self.epoch < self.epochs and stop_reason is None:
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
-                        for g in self.grad_mean.values():
-                            g.zero_()
+                        self._grad_flat.zero_()
                     for Xb, Tb in self._batches():
                         if self.grad_check_every and self.step % self.grad_check_every == 0:
                             self._grad_check(Xb, Tb)
@@ -384,8 +400,10 @@ class Trainer:
         history = self.history
         # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
         # the parameters makes the sum of their entries non-finite, so one number covers them.
-        grad_norm = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in self.grad_mean.values()]))
-        param_sum = torch.cat([p.reshape(-1) for p in params.values()]).sum()
+        grad_norm = torch.linalg.vector_norm(self._grad_flat)
+        for k, p in params.items():
+            self._spare[k].copy_(p)
+        param_sum = self._spare_flat.sum()
         readings = [epoch_loss, grad_norm, param_sum]
         if self.X_val is not None:
             readings.append(self.model.objective(self.X_val, self.T_val))
@@ -402,8 +420,9 @@ class Trainer:
         if not (math.isfinite(train_loss) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
             self._restore(params, self.last_good)
             return "diverged"
-        for k, p in params.items():
-            self.last_good[k].copy_(p)
+        # the spare now holds these finite parameters: it becomes the last good copy
+        self._good_flat, self._spare_flat = self._spare_flat, self._good_flat
+        self.last_good, self._spare = self._spare, self.last_good
 
         if self.patience:
             metric = val_loss if val_loss is not None else train_loss
