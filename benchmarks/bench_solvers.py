@@ -5,7 +5,9 @@ For each problem (synthetic, float64, L2 penalty with C = 1, i.e. l2 = 1/N):
 1. scikit-learn's ``LogisticRegression(solver="lbfgs", tol=--sk-tol)`` is fitted and timed;
    its coefficients are evaluated with this package's objective, giving the target ``f_sk``;
 2. ``fit_exact(solver=...)`` is timed from zero parameters until its objective is ``<= f_sk``
-   (a callback stops it there), for ``newton`` and ``lbfgs``.
+   (a callback stops it there), for ``newton`` and ``lbfgs``; the same run also records when
+   its objective first came within ``--slack`` (default 1e-4, absolute) of ``f_sk``, the looser
+   "same loss" often quoted, and both times are compared with scikit-learn's whole fit.
 
 Every measurement is repeated ``--repeats`` times in this one process, interleaved, and the
 medians are printed with the ratio ``sklearn / ours`` (> 1: ours is faster).
@@ -55,7 +57,7 @@ def our_objective(model, X: torch.Tensor, T: torch.Tensor, l2: float) -> float:
 
 
 def run_case(name: str, n: int, d: int, k: int, repeats: int, sk_tol: float, device: str,
-             ill_conditioned: bool = False, sk_max_iter: int = 10_000) -> list[dict]:
+             ill_conditioned: bool = False, sk_max_iter: int = 10_000, slack: float = 1e-4) -> list[dict]:
     print(f"\n== {name}: N={n:,} x D={d}, K={k}, C=1 (l2=1/N), float64, device={device} ==", flush=True)
     X, y = make_data(n, d, k, ill_conditioned=ill_conditioned)
     C = 1.0
@@ -71,6 +73,7 @@ def run_case(name: str, n: int, d: int, k: int, repeats: int, sk_tol: float, dev
     T = probe.targets(yt, n)
 
     times: dict[str, list[float]] = {"sklearn lbfgs": [], "newton": [], "lbfgs": []}
+    times_slack: dict[str, list[float]] = {"newton": [], "lbfgs": []}
     iters: dict[str, int] = {}
     finals: dict[str, float] = {}
     target = None
@@ -92,11 +95,19 @@ def run_case(name: str, n: int, d: int, k: int, repeats: int, sk_tol: float, dev
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
+            within: list[float] = []
+
+            def stop(i, f):
+                if not within and f <= target + slack:
+                    within.append(time.perf_counter() - start)
+                return f <= target
+
             result = fit_exact(model, Xt, yt, solver=solver, l2=l2, tol=0.0, max_iter=10000,
-                               callback=lambda i, f: f <= target, check_separation=False)
+                               callback=stop, check_separation=False)
             if device == "cuda":
                 torch.cuda.synchronize()
             times[solver].append(time.perf_counter() - start)
+            times_slack[solver].append(within[0] if within else times[solver][-1])
             iters[solver] = result.n_iter
             finals[solver] = result.loss
         print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{s} {t[-1]:.2f}s" for s, t in times.items()), flush=True)
@@ -104,12 +115,19 @@ def run_case(name: str, n: int, d: int, k: int, repeats: int, sk_tol: float, dev
     rows = []
     base = statistics.median(times["sklearn lbfgs"])
     print(f"  target objective (scikit-learn lbfgs, tol={sk_tol:g}): {target:.12f}")
-    print(f"  {'solver':<14} {'median s':>9} {'iters':>6} {'final objective':>18} {'sklearn/ours':>13}")
+    print(f"  {'solver':<14} {'median s':>9} {'iters':>6} {'final objective':>18} {'sklearn/ours':>13}"
+          f" {'s to +' + format(slack, 'g'):>11} {'sklearn/ours':>13}")
     for solver, ts in times.items():
         med = statistics.median(ts)
         ratio = base / med
-        print(f"  {solver:<14} {med:>9.3f} {iters[solver]:>6} {finals[solver]:>18.12f} {ratio:>12.2f}x")
-        rows.append({"case": name, "solver": solver, "median_s": med, "n_iter": iters[solver], "ratio": ratio})
+        row = {"case": name, "solver": solver, "median_s": med, "n_iter": iters[solver], "ratio": ratio}
+        line = f"  {solver:<14} {med:>9.3f} {iters[solver]:>6} {finals[solver]:>18.12f} {ratio:>12.2f}x"
+        if solver in times_slack:
+            row["median_s_slack"] = statistics.median(times_slack[solver])
+            row["ratio_slack"] = base / row["median_s_slack"]
+            line += f" {row['median_s_slack']:>11.3f} {row['ratio_slack']:>12.2f}x"
+        print(line)
+        rows.append(row)
     return rows
 
 
@@ -123,6 +141,8 @@ def main(argv=None) -> None:
                         help="samples of the ill-conditioned binary case (default 50,000; quick: 5,000)")
     parser.add_argument("--d", type=int, default=100, help="features (default 100)")
     parser.add_argument("--sk-tol", type=float, default=1e-6, help="scikit-learn's tol, which sets the target")
+    parser.add_argument("--slack", type=float, default=1e-4,
+                        help="also time reaching the target objective + this (absolute; default 1e-4)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the torch side only)")
     args = parser.parse_args(argv)
     n = args.n or (50_000 if args.quick else 1_000_000)
@@ -131,16 +151,17 @@ def main(argv=None) -> None:
     repeats = args.repeats or 3
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}")
-    rows = run_case("binary", n, args.d, 2, repeats, args.sk_tol, args.device)
+    rows = run_case("binary", n, args.d, 2, repeats, args.sk_tol, args.device, slack=args.slack)
     # scikit-learn's lbfgs needs thousands of iterations here: a smaller N, one repeat, and its
     # iteration cap at 2,000 (the target is then wherever it stopped; the table shows its count)
     rows += run_case("binary ill", n_ill, args.d, 2, 1, args.sk_tol, args.device, ill_conditioned=True,
-                     sk_max_iter=2000)
-    rows += run_case("multinomial", n_multi, args.d, 10, repeats, args.sk_tol, args.device)
+                     sk_max_iter=2000, slack=args.slack)
+    rows += run_case("multinomial", n_multi, args.d, 10, repeats, args.sk_tol, args.device, slack=args.slack)
     print("\nsummary (median wall time, scikit-learn lbfgs / ours; > 1 means ours is faster):")
     for r in rows:
         if r["solver"] != "sklearn lbfgs":
-            print(f"  {r['case']:<12} {r['solver']:<7} {r['ratio']:.2f}x  ({r['median_s']:.3f}s, {r['n_iter']} iterations)")
+            print(f"  {r['case']:<12} {r['solver']:<7} {r['ratio']:.2f}x to its objective ({r['median_s']:.3f}s, "
+                  f"{r['n_iter']} iterations), {r['ratio_slack']:.2f}x to within {args.slack:g}")
 
 
 if __name__ == "__main__":

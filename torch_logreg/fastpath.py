@@ -105,15 +105,18 @@ class FeatureMajorStep:
         # and the bias gradient together, in one flat buffer the two gradients are views of
         self._augmented = k == 1 and b is not None
         self.XT = transpose(X, extra_rows=1 if self._augmented else 0)  # the one copy this path costs
+        #: the gradients as one flat tensor the returned ones are views of, where they are (else None)
+        self.flat_grad = None
         if self._augmented:
             self.XT[d].fill_(1)
             self._XT1, self.XT = self.XT, self.XT[:d]
-            self._flat_grad = X.new_empty(d + 1)
+            self.flat_grad = self._flat_grad = X.new_empty(d + 1)
             self._grad_weight, self._grad_bias = self._flat_grad[:d].view(1, d), self._flat_grad[d:]
         else:
             self._grad_weight = torch.empty_like(W)
             self._grad_bias = None if b is None else torch.empty_like(b)
-        self._grads = {f"{self.prefix}.weight": self._grad_weight}
+        #: the gradient buffers, by parameter name: what ``step`` returns
+        self.grads = self._grads = {f"{self.prefix}.weight": self._grad_weight}
         if b is not None:
             self._grads[f"{self.prefix}.bias"] = self._grad_bias
         self._inv_n, self._inv_n_tensor = 1.0 / n, X.new_full((), 1.0 / n)

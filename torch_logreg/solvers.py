@@ -58,7 +58,7 @@ from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 from torch import Tensor
 
 from . import functional as F
-from . import validation
+from . import fastpath, validation
 from .devices import resolve_device, resolve_dtype
 from .layers import Linear
 
@@ -515,9 +515,13 @@ def _lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult
             for n, chunk, shape in zip(names, torch.split(x, sizes), shapes):
                 params[n].copy_(chunk.view(shape))
 
+    # unweighted single-Linear models: the loop's full-batch fast path (one fused pass on CPU for
+    # one output, class-major logits for K classes); its results equal objective_and_grad's
+    fast = fastpath.make_step(model, X, T) if w is None and fastpath.supports(model) else None
+
     def fg(x: Tensor) -> tuple[Tensor, Tensor]:
         assign(x)
-        f, grads = model.objective_and_grad(X, T, l2, w)
+        f, grads = fast.step(l2) if fast is not None else model.objective_and_grad(X, T, l2, w)
         return f, torch.cat([grads[n].reshape(-1) for n in names])
 
     x = flat_params()

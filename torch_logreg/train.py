@@ -234,6 +234,9 @@ class Trainer:
         if fast_path and not grad_check_every and isinstance(self.X, Tensor) and self.batch_size >= n \
                 and fastpath.supports(self.model):
             self._fast = fastpath.make_step(self.model, self.X, self.T)
+            if getattr(self._fast, "flat_grad", None) is not None:
+                # the epoch's gradient is the step's: the check reads the step's own buffer
+                self._grad_flat, self.grad_mean = self._fast.flat_grad, self._fast.grads
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -340,31 +343,36 @@ class Trainer:
         try:
             with torch.no_grad():
                 one_batch = self.batch_size >= n  # full batch: the epoch's loss and gradient are the step's
+                # looked up once: on small problems the loop's own Python is a fair part of a step
+                fast_step = None if self._fast is None else self._fast.step
+                objective_and_grad, reduce, update = model.objective_and_grad, self.reduce, self._update
+                grad_check_every, callbacks = self.grad_check_every, self.callbacks
                 while self.epoch < self.epochs and stop_reason is None:
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
                         self._grad_flat.zero_()
                     for Xb, Tb in self._batches():
-                        if self.grad_check_every and self.step % self.grad_check_every == 0:
+                        if grad_check_every and self.step % grad_check_every == 0:
                             self._grad_check(Xb, Tb)
-                        if self._fast is not None:
-                            loss, grads = self._fast.step(self.l2)
+                        if fast_step is not None:
+                            loss, grads = fast_step(self.l2)
                         else:
-                            loss, grads = model.objective_and_grad(Xb, Tb, self.l2)
+                            loss, grads = objective_and_grad(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
-                        loss, grads = self.reduce(loss, grads, nb)
+                        loss, grads = reduce(loss, grads, nb)
                         if one_batch:
                             epoch_loss = loss
-                            for k, g in grads.items():
-                                self.grad_mean[k].copy_(g)
+                            if grads is not self.grad_mean:
+                                for k, g in grads.items():
+                                    self.grad_mean[k].copy_(g)
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
                             for k, g in grads.items():
                                 self.grad_mean[k].add_(g, alpha=nb / n)
-                        self._update(params, grads)
+                        update(params, grads)
                         self.step += 1
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
-                        for cb in self.callbacks:
+                        for cb in callbacks:
                             cb.on_step(state)
                     self.epoch += 1
                     state.epoch = self.epoch
