@@ -213,7 +213,8 @@ def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
         from torch_logreg.fastpath import make_step
 
         fast_step = make_step(model, X, T)
-        path = "fused single pass" if type(fast_step).__name__ == "FusedStep" else "feature-major"
+        path = {"FusedStep": "fused single pass", "TritonStep": "fused Triton kernel"}.get(
+            type(fast_step).__name__, "feature-major")
         objective_and_grad = lambda X, T, l2: fast_step.step(l2)  # noqa: E731
 
     def step():

@@ -20,6 +20,8 @@ kernel of ``fused_cpu.py`` instead: it reads X once per step and needs no copy.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -48,13 +50,25 @@ def transpose(X: Tensor, rows: int = 4096, extra_rows: int = 0) -> Tensor:
 
 
 def make_step(model, X: Tensor, T: Tensor):
-    """The fastest full-batch step that applies: the single-pass fused CPU kernel
-    (``fused_cpu.py``) for one sigmoid or identity output on a large CPU X, else the
-    feature-major torch step below."""
+    """The fastest full-batch step that applies. For one sigmoid or identity output on a large
+    X: the single-pass fused kernel, compiled with numba on CPU (``fused_cpu.py``) or with
+    Triton on CUDA (``fused_triton.py``, compiled here by a first step; if that fails, a
+    warning says why and the torch path below is used). Otherwise the feature-major torch step."""
     from . import fused_cpu
 
-    if X.numel() >= fused_cpu.MIN_ENTRIES and fused_cpu.supports(model, X):
-        return fused_cpu.FusedStep(model, X, T)
+    if X.numel() >= fused_cpu.MIN_ENTRIES:
+        if X.device.type == "cpu" and fused_cpu.supports(model, X):
+            return fused_cpu.FusedStep(model, X, T)
+        if X.device.type == "cuda" and _triton_supports(model, X):
+            from .fused_triton import TritonStep
+
+            try:
+                step = TritonStep(model, X, T)
+                step.step(0.0)
+                return step
+            except Exception as exc:  # a Triton/driver mismatch must not stop training
+                warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
+                              "using the torch fast path", RuntimeWarning, stacklevel=2)
     return FeatureMajorStep(model, X, T)
 
 
@@ -81,6 +95,12 @@ def _identity_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor) -> Tenso
 
 
 _IN_PLACE = {"sigmoid": _sigmoid_in_place, "softmax": _softmax_in_place, "identity": _identity_in_place}
+
+
+def _triton_supports(model, X: Tensor) -> bool:
+    from . import fused_triton  # imports Triton, so only asked for CUDA data
+
+    return fused_triton.supports(model, X)
 
 
 class FeatureMajorStep:

@@ -1,0 +1,69 @@
+"""The fused Triton kernel equals the reference step: in Triton's interpreter on CPU tensors
+everywhere, and compiled on a CUDA GPU where there is one."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torch_logreg as tl
+from torch_logreg import fastpath
+
+from conftest import CUDA
+from helpers import make_model, make_targets, randomize
+
+HERE = Path(__file__).parent
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+
+@needs_triton
+def test_kernel_equals_reference_in_the_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(HERE / "triton_interpreter_cases.py")], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith("ok")
+
+
+def test_cpu_data_never_takes_the_triton_step():
+    X = torch.randn(2**20 // 4 + 1, 4)
+    model = tl.LogisticRegression(4)
+    step = fastpath.make_step(model, X, model.targets(torch.randint(0, 2, (X.shape[0],)), X.shape[0]))
+    assert type(step).__name__ != "TritonStep"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
+@needs_triton
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_kernel_equals_reference_on_cuda(kind, dtype):
+    from torch_logreg.fused_triton import TritonStep
+
+    gen = torch.Generator().manual_seed(0)
+    model = make_model(kind, 37).double()
+    randomize(model, gen)
+    X = torch.randn(70_001, 37, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets(kind, X.shape[0], gen), X.shape[0])
+    loss_true, grads_true = model.objective_and_grad(X, T, 0.01)
+    model, X, T = model.to("cuda", dtype), X.to("cuda", dtype), T.to("cuda", dtype)
+    loss, grads = TritonStep(model, X, T).step(0.01)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert loss.item() == pytest.approx(loss_true.item(), rel=tol)
+    for k, g in grads_true.items():
+        assert ((grads[k].double().cpu() - g).abs().max() / g.abs().max()).item() <= tol, k
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
+@needs_triton
+def test_loop_takes_the_triton_step_for_large_cuda_data():
+    X = torch.randn(2**20 // 16, 16, device="cuda")
+    y = (X[:, 0] > 0).long()
+    trainer = tl.Trainer(tl.LogisticRegression(16), X, y, epochs=3, tol=0, device="cuda")
+    assert type(trainer._fast).__name__ == "TritonStep"
+    trainer.run()
