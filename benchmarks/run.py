@@ -334,10 +334,21 @@ def tiny(table: Table, device, repeats: int) -> None:
         "auto": Case(auto, inner=auto_inner(auto, device)),
         **{k: v for k, v in fit_cases(10, 1, X, y, epochs=E, lr=LR, device=device, dtype=X.dtype).items()},
     }
+    if device.type == "cuda":  # the same loop with the step and update replayed as one CUDA graph
+        from torch_logreg import Trainer
+
+        def build_graphed():
+            return Trainer(hand_model(10, device=device), X, y, solver="gd", lr=LR, epochs=E, tol=0.0, patience=0,
+                           device=device, dtype=X.dtype, cuda_graph=True)
+
+        cases["graph"] = Case(lambda tr: tr.run(), setup=build_graphed, per=E)
     t = measure_interleaved(cases, device=device, repeats=repeats, warmup=1)
     table.add(section, "hand-written step, 100 x 10", t["hand"], vs="autograd", other=t["auto"])
     table.add(section, "autograd + torch.optim.SGD step", t["auto"])
     table.add(section, f"Trainer.run per step (E={E})", t["run"], vs="autograd", other=t["auto"])
+    if "graph" in t:
+        table.add(section, f"Trainer.run per step, cuda_graph=True (E={E})", t["graph"], vs="autograd",
+                  other=t["auto"], note="graph captured in the timed run")
     table.add(section, f"fit per step, setup included (E={E})", t["fit"], vs="autograd", other=t["auto"])
 
 

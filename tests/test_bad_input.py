@@ -111,6 +111,7 @@ def test_string_data_rejected():
         ({"device": "tpu"}, ValueError, "device"),
         ({"dtype": "float16"}, TypeError, "unsupported dtype 'float16'"),
         ({"X_val": np.zeros((2, 2))}, ValueError, "X_val and y_val must be given together"),
+        ({"cuda_graph": True}, ValueError, "cuda_graph needs a CUDA device"),
     ],
 )
 def test_bad_fit_arguments(kwargs, exc, match):

@@ -487,3 +487,13 @@ def test_periodic_gradient_check_is_logged(capsys, tmp_path):
     errors = [e.value for e in acc.Scalars("gradcheck/max_rel_error")]
     assert len(errors) >= 5 and max(errors) < 1e-6
     assert json.loads((run_dir / "metrics.json").read_text())["grad_check_max_rel_error"] < 1e-6
+
+
+def test_cuda_graph_needs_cuda_and_full_batch(capsys, tmp_path):
+    runs = f"log.dir={tmp_path / 'runs'}"
+    expect_error(capsys, "train.cuda_graph = true needs a CUDA device", "train", "--quiet", "--set", runs,
+                 "--set", "train.cuda_graph=true", "--set", "train.device=cpu")
+    if torch.cuda.is_available():
+        expect_error(capsys, "needs full-batch training", "train", "--quiet", "--set", runs,
+                     "--set", "train.cuda_graph=true", "--set", "train.device=cuda", "--set", "train.batch_size=32")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -56,3 +56,26 @@ def test_auto_device_and_every_tensor_on_it(device):
     tensors = [trainer.X, trainer.T, *model.parameters(), *trainer.velocity.values(), *trainer.last_good.values()]
     assert all(t.device.type == torch.device(device).type for t in tensors)
     assert tl.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("solver", ["gd", "nesterov"])
+def test_cuda_graph_run_equals_plain_run(kind, solver):
+    gen = torch.Generator().manual_seed(2)
+    X = torch.randn(500, 6, generator=gen, dtype=torch.float64)
+    y = make_targets(kind, 500, gen)
+    out = []
+    for graph in (False, True):
+        model = make_model(kind, 6).double()
+        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=25, l2=0.01, tol=0, device="cuda",
+                             cuda_graph=graph)
+        trainer.run()
+        trainer.lr = 0.1  # with a graph, a changed learning rate is captured again
+        trainer.epochs += 5
+        history = trainer.run()
+        out.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu(), history.train_loss))
+    (w_plain, loss_plain), (w_graph, loss_graph) = out
+    assert ((w_graph - w_plain).abs().max() / w_plain.abs().max()).item() <= 1e-12
+    assert loss_graph == pytest.approx(loss_plain, rel=1e-12)

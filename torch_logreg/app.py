@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from . import data as data_lib
+from . import fastpath
 from . import metrics as metrics_lib
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict
@@ -243,8 +244,21 @@ def _start_distributed(cfg: Config) -> tuple[torch.device, bool]:
     return info.device, info.rank == 0
 
 
+def _check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
+    t = cfg.train
+    if not t.cuda_graph:
+        return
+    if device.type != "cuda":
+        raise UsageError(f"train.cuda_graph = true needs a CUDA device; this run is on {device}")
+    if t.batch_size or t.grad_check_every or t.solver in EXACT_SOLVERS or not fastpath.supports(model) \
+            or _world_size() > 1:
+        raise UsageError("train.cuda_graph = true needs full-batch training (batch_size = 0) with gd, momentum "
+                         "or nesterov, grad_check_every = 0, a model without hidden layers, and one process")
+
+
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Trainer:
     t = cfg.train
+    _check_cuda_graph(cfg, model, device)
     has_val = prep.X["val"].shape[0] > 0
     trainer_cls = Trainer
     if _world_size() > 1:
@@ -255,7 +269,7 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Tr
         solver=t.solver if t.solver not in EXACT_SOLVERS else "gd",
         lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum, tol=t.tol,
         patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
-        seed=t.seed, device=device, dtype=dtype,
+        cuda_graph=t.cuda_graph, seed=t.seed, device=device, dtype=dtype,
         X_val=prep.X["val"] if has_val else None,
         y_val=prep.T["val"] if has_val else None,
         callbacks=callbacks,
@@ -440,6 +454,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     dtype = resolve_dtype(cfg.train.dtype)
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    _check_cuda_graph(cfg, model, device)  # before the run directory exists
     path = None
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 20  # early stopping / plateau, in epochs; 0 = off
     grad_check_every: int = 0  # steps; 0 = off
     check_every: int = 1  # epochs between stopping checks
+    cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"

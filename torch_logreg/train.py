@@ -174,6 +174,7 @@ class Trainer:
         grad_check_coords: int = 32,
         check_every: int = 1,
         fast_path: bool = True,
+        cuda_graph: bool = False,
         seed: int = 0,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = None,
@@ -237,9 +238,44 @@ class Trainer:
             if getattr(self._fast, "flat_grad", None) is not None:
                 # the epoch's gradient is the step's: the check reads the step's own buffer
                 self._grad_flat, self.grad_mean = self._fast.flat_grad, self._fast.grads
+        # CUDA graph: the fast step and the update captured once, replayed each epoch
+        self.cuda_graph = bool(cuda_graph)
+        self._graph = None
+        self._graph_key = None
+        if self.cuda_graph:
+            if self.device.type != "cuda":
+                raise ValueError(f"cuda_graph needs a CUDA device; this run is on {self.device}")
+            if self._fast is None:
+                raise ValueError("cuda_graph needs the full-batch fast path: batch_size = 0 (full batch), "
+                                 "fast_path = True, grad_check_every = 0 and a single-Linear model")
+            if type(self).reduce is not Trainer.reduce:
+                raise ValueError("cuda_graph is not available with several processes")
         self.history = History()
         self.epoch = 0
         self.step = 0
+
+    def _graphed_step(self, params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Replay the captured step + update; (re)capture when lr, momentum, l2 or the solver changed.
+
+        During capture nothing runs, so the parameters are untouched; a warm-up of the step alone
+        on a side stream (the update is not run) readies the libraries first, as capture needs.
+        Returns the graph's static loss and gradient tensors, filled by each replay.
+        """
+        key = (self.solver, self.lr, self.momentum, self.l2)
+        if self._graph is None or key != self._graph_key:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._fast.step(self.l2)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                loss, grads = self._fast.step(self.l2)
+                self._update(params, grads)
+            self._graph, self._graph_key, self._graph_out = graph, key, (loss, grads)
+        self._graph.replay()
+        return self._graph_out
 
     def _prepare(self, X, y, xname: str, yname: str) -> tuple[Tensor, Tensor]:
         X = validation.as_tensor(X, xname, dtype=self.dtype, device=self.device)
@@ -354,7 +390,9 @@ class Trainer:
                     for Xb, Tb in self._batches():
                         if grad_check_every and self.step % grad_check_every == 0:
                             self._grad_check(Xb, Tb)
-                        if fast_step is not None:
+                        if self.cuda_graph:
+                            loss, grads = self._graphed_step(params)  # the update included
+                        elif fast_step is not None:
                             loss, grads = fast_step(self.l2)
                         else:
                             loss, grads = objective_and_grad(Xb, Tb, self.l2)
@@ -369,7 +407,8 @@ class Trainer:
                             epoch_loss.add_(loss, alpha=nb / n)
                             for k, g in grads.items():
                                 self.grad_mean[k].add_(g, alpha=nb / n)
-                        update(params, grads)
+                        if not self.cuda_graph:
+                            update(params, grads)
                         self.step += 1
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
                         for cb in callbacks:
@@ -457,7 +496,9 @@ def fit(model, X, y, **kwargs) -> History:
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
     between stopping checks, the only host syncs), ``fast_path`` (full batch on a single
     ``Linear`` layer: one fused pass over a large X on CPU for one sigmoid or identity output,
-    else a feature-major copy of X; False = the reference path), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
+    else a feature-major copy of X; False = the reference path), ``cuda_graph`` (CUDA, full batch
+    on the fast path: capture the step and the update once as a CUDA graph and replay it each
+    epoch, which removes the per-kernel launch cost that dominates small problems), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
     "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
     ``callbacks``.
 
