@@ -96,3 +96,48 @@ def test_fast_step_reuses_its_buffers_and_follows_in_place_updates(kind):
         assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
         for k, g in grads_ref.items():
             assert torch.allclose(grads[k], g, rtol=1e-12, atol=1e-14)
+
+
+BATCH_GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 64), (1, 5)))
+
+
+@pytest.mark.parametrize("kind,bias,l2,nb,d", BATCH_GRID)
+def test_batch_step_equals_reference_step(kind, bias, l2, nb, d):
+    from torch_logreg.fastpath import BatchStep
+
+    gen = torch.Generator().manual_seed(BATCH_GRID.index((kind, bias, l2, nb, d)))
+    model = make_model(kind, d, bias=bias).double()
+    randomize(model, gen)
+    step = BatchStep(model, 64, torch.float64, "cpu")
+    for n in (nb, max(1, nb // 2)):  # a full batch, then a shorter last one in the same buffers
+        X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+        T = model.targets(make_targets(kind, n, gen), n)
+        loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
+        loss, grads = step.step(X, T, l2)
+        assert abs(loss.item() - loss_ref.item()) <= 1e-12 * max(abs(loss_ref.item()), 1e-300)
+        assert grads.keys() == grads_ref.keys()
+        for name, g in grads_ref.items():
+            assert grads[name].shape == g.shape
+            assert (grads[name] - g).abs().max().item() <= 1e-12 * max(g.abs().max().item(), 1e-300), name
+    flat = torch.cat([grads[k].reshape(-1) for k in grads])
+    assert torch.equal(step.flat_grad, flat)  # the gradients are views of the flat buffer, in order
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("solver", ["gd", "nesterov"])
+def test_minibatch_fit_with_and_without_fast_path_agree(kind, solver):
+    gen = torch.Generator().manual_seed(4)
+    X = torch.randn(300, 6, generator=gen, dtype=torch.float64)
+    y = make_targets(kind, 300, gen)
+    weights = []
+    for fast in (True, False):
+        model = make_model(kind, 6).double()
+        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=8, batch_size=32, l2=0.01, tol=0,
+                             device="cpu", fast_path=fast)
+        assert (trainer._batch_step is not None) == fast
+        history = trainer.run()
+        weights.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history))
+    (w_fast, h_fast), (w_ref, h_ref) = weights
+    assert ((w_fast - w_ref).abs().max() / w_ref.abs().max()).item() <= 1e-12
+    assert h_fast.train_loss == pytest.approx(h_ref.train_loss, rel=1e-12)
+    assert h_fast.grad_norm == pytest.approx(h_ref.grad_norm, rel=1e-10)

@@ -91,8 +91,9 @@ def test_minibatch_order_depends_on_seed_and_changes_each_epoch():
             orders.append(state.batch_size)
 
     trainer = tl.Trainer(tl.LogisticRegression(3).double(), X, y, batch_size=20, epochs=2, device="cpu", seed=0)
-    first = [b for b, _ in trainer._batches()]
-    second = [b for b, _ in trainer._batches()]
+    # the loop gathers each batch into the same buffers, so keep copies
+    first = [b.clone() for b, _ in trainer._batches()]
+    second = [b.clone() for b, _ in trainer._batches()]
     assert [len(b) for b in first] == [20, 20, 10]
     assert not torch.equal(first[0], second[0])  # reshuffled between epochs
     w = []

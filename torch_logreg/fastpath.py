@@ -72,7 +72,7 @@ def make_step(model, X: Tensor, T: Tensor):
     return FeatureMajorStep(model, X, T)
 
 
-def _sigmoid_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor) -> Tensor:
+def _sigmoid_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor, class_dim: int = 0) -> Tensor:
     """Summed binary cross-entropy of logits ``z``; ``z`` becomes the residual ``sigmoid(z) - t``."""
     torch.logaddexp(z, zero, out=buf).addcmul_(t, z, value=-1)  # softplus(z) - t z, as in functional.py
     loss = buf.sum()
@@ -80,15 +80,16 @@ def _sigmoid_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor) -> Tensor
     return loss
 
 
-def _softmax_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor) -> Tensor:
-    """Summed categorical cross-entropy of class-major logits; ``z`` becomes ``softmax(z) - t``."""
-    torch.log_softmax(z, dim=0, out=buf)
+def _softmax_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor, class_dim: int = 0) -> Tensor:
+    """Summed categorical cross-entropy of logits with the classes along ``class_dim`` (0 for
+    the class-major layout); ``z`` becomes ``softmax(z) - t``."""
+    torch.log_softmax(z, dim=class_dim, out=buf)
     loss = -torch.vdot(t.reshape(-1), buf.reshape(-1))
     torch.exp(buf, out=z).sub_(t)
     return loss
 
 
-def _identity_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor) -> Tensor:
+def _identity_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor, class_dim: int = 0) -> Tensor:
     """Summed half squared error; ``z`` becomes the residual ``z - t``."""
     r = z.sub_(t).reshape(-1)
     return torch.vdot(r, r).mul_(0.5)
@@ -170,3 +171,55 @@ class FeatureMajorStep:
             loss = loss + 0.5 * l2 * torch.vdot(W.reshape(-1), W.reshape(-1))
             self._grad_weight.add_(W, alpha=l2)
         return loss, self._grads
+
+
+class BatchStep:
+    """``step(Xb, Tb, l2) -> (loss, grads)`` for the mini-batches of a single-``Linear`` model,
+    like ``objective_and_grad(Xb, Tb, l2)``, in buffers allocated once for the largest batch.
+
+    Rows stay row-major here (a batch is gathered row by row), so the logits are ``(B, K)``.
+    The weight and bias gradients are views of one flat tensor, :attr:`flat_grad`, in the
+    model's parameter order, so the loop can accumulate an epoch's gradient in one operation.
+    The returned tensors are those buffers: the next ``step`` overwrites them.
+    """
+
+    def __init__(self, model, batch_size: int, dtype: torch.dtype, device) -> None:
+        if not supports(model):
+            raise TypeError("the mini-batch fast path needs a model with a single Linear layer")
+        (self.prefix, self.layer), = model.named_children()
+        self._in_place = _IN_PLACE[model.link]
+        W, b = self.layer.weight, self.layer.bias
+        k, d = W.shape
+        self._z = torch.empty(batch_size, k, dtype=dtype, device=device)
+        self._buf = torch.empty_like(self._z)
+        self._zero = torch.zeros((), dtype=dtype, device=device)
+        self.flat_grad = torch.empty(k * d + (0 if b is None else k), dtype=dtype, device=device)
+        self._grad_weight = self.flat_grad[: k * d].view(k, d)
+        self.grads = {f"{self.prefix}.weight": self._grad_weight}
+        self._grad_bias = None
+        if b is not None:
+            self._grad_bias = self.flat_grad[k * d :]
+            self.grads[f"{self.prefix}.bias"] = self._grad_bias
+
+    @torch.no_grad()
+    def step(self, Xb: Tensor, Tb: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        W, b = self.layer.weight, self.layer.bias
+        nb = Xb.shape[0]
+        inv_n = 1.0 / nb
+        z = self._z[:nb]
+        if b is None:
+            torch.mm(Xb, W.T, out=z)
+        else:
+            torch.addmm(b, Xb, W.T, out=z)
+        loss = self._in_place(z, Tb, self._buf[:nb], self._zero, 1).mul_(inv_n)  # z now holds h(z) - t
+        if z.shape[1] == 1:
+            grad = self._grad_weight[0]
+            torch.addmv(grad, Xb.T, z[:, 0], beta=0, alpha=inv_n, out=grad)
+        else:
+            torch.addmm(self._grad_weight, z.T, Xb, beta=0, alpha=inv_n, out=self._grad_weight)
+        if self._grad_bias is not None:
+            torch.sum(z, dim=0, out=self._grad_bias).mul_(inv_n)
+        if l2:
+            loss = loss + 0.5 * l2 * torch.vdot(W.reshape(-1), W.reshape(-1))
+            self._grad_weight.add_(W, alpha=l2)
+        return loss, self.grads

@@ -238,6 +238,15 @@ class Trainer:
             if getattr(self._fast, "flat_grad", None) is not None:
                 # the epoch's gradient is the step's: the check reads the step's own buffer
                 self._grad_flat, self.grad_mean = self._fast.flat_grad, self._fast.grads
+        # mini-batches on a single Linear layer: the same maths in buffers made once (fastpath.py),
+        # and rows gathered into preallocated buffers
+        self._batch_step = None
+        self._gather = None
+        if fast_path and not grad_check_every and self.batch_size < n and fastpath.supports(self.model):
+            self._batch_step = fastpath.BatchStep(self.model, self.batch_size, self.dtype, self.device)
+            if isinstance(self.X, Tensor):
+                self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
+                                self.T.new_empty(self.batch_size, self.T.shape[1]))
         # CUDA graph: the fast step and the update captured once, replayed each epoch
         self.cuda_graph = bool(cuda_graph)
         self._graph = None
@@ -325,7 +334,13 @@ class Trainer:
         perm = torch.randperm(n, generator=self.generator, device=self.device)
         for start in range(0, n, self.batch_size):
             idx = perm[start : start + self.batch_size]
-            yield self.X.index_select(0, idx), self.T.index_select(0, idx)
+            if self._gather is None:
+                yield self.X.index_select(0, idx), self.T.index_select(0, idx)
+            else:  # into the same two buffers each step: the batch is used before the next is gathered
+                xs, ts = self._gather
+                nb = idx.shape[0]
+                yield (torch.index_select(self.X, 0, idx, out=xs[:nb]),
+                       torch.index_select(self.T, 0, idx, out=ts[:nb]))
 
     def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         lr, mu = self.lr, self.momentum
@@ -381,6 +396,8 @@ class Trainer:
                 one_batch = self.batch_size >= n  # full batch: the epoch's loss and gradient are the step's
                 # looked up once: on small problems the loop's own Python is a fair part of a step
                 fast_step = None if self._fast is None else self._fast.step
+                batch_step = None if self._batch_step is None else self._batch_step.step
+                batch_grads = None if self._batch_step is None else self._batch_step.grads
                 objective_and_grad, reduce, update = model.objective_and_grad, self.reduce, self._update
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
                 while self.epoch < self.epochs and stop_reason is None:
@@ -394,6 +411,8 @@ class Trainer:
                             loss, grads = self._graphed_step(params)  # the update included
                         elif fast_step is not None:
                             loss, grads = fast_step(self.l2)
+                        elif batch_step is not None:
+                            loss, grads = batch_step(Xb, Tb, self.l2)
                         else:
                             loss, grads = objective_and_grad(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
@@ -405,8 +424,11 @@ class Trainer:
                                     self.grad_mean[k].copy_(g)
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
-                            for k, g in grads.items():
-                                self.grad_mean[k].add_(g, alpha=nb / n)
+                            if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
+                                self._grad_flat.add_(self._batch_step.flat_grad, alpha=nb / n)
+                            else:
+                                for k, g in grads.items():
+                                    self.grad_mean[k].add_(g, alpha=nb / n)
                         if not self.cuda_graph:
                             update(params, grads)
                         self.step += 1
