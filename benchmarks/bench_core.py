@@ -4,7 +4,8 @@ For each problem (N x D float32 binary logistic regression) this measures, in on
 
 * the bandwidth floor: ``X.sum()``, one read of the features;
 * the bare hand-written step: ``model.objective_and_grad`` + in-place update (the reference
-  path), and the same step on the feature-major fast path the full-batch loop uses;
+  path), and the same step on the fast path the full-batch loop picks (the fused single pass,
+  or the feature-major layout; the row's label says which);
 * the same step done the usual way: ``nn.Linear`` + ``BCEWithLogitsLoss`` + ``torch.optim.SGD``
   + ``loss.backward()``;
 * the per-epoch cost of the full loop: ``fit(epochs=E) / E`` and ``Trainer.run() / E``

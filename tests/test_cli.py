@@ -496,4 +496,8 @@ def test_cuda_graph_needs_cuda_and_full_batch(capsys, tmp_path):
     if torch.cuda.is_available():
         expect_error(capsys, "needs full-batch training", "train", "--quiet", "--set", runs,
                      "--set", "train.cuda_graph=true", "--set", "train.device=cuda", "--set", "train.batch_size=32")
+    expect_error(capsys, "train.cuda_graph = true needs a CUDA device", "cv", "--quiet", "--grid", "train.l2=0,0.1",
+                 "--folds", "2", "--run-dir", tmp_path / "cv", "--set", "train.cuda_graph=true",
+                 "--set", "train.device=cpu")
+    assert not (tmp_path / "cv").exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -29,13 +29,6 @@ def test_kernel_equals_reference_in_the_interpreter():
     assert proc.stdout.strip().endswith("ok")
 
 
-def test_cpu_data_never_takes_the_triton_step():
-    X = torch.randn(2**20 // 4 + 1, 4)
-    model = tl.LogisticRegression(4)
-    step = fastpath.make_step(model, X, model.targets(torch.randint(0, 2, (X.shape[0],)), X.shape[0]))
-    assert type(step).__name__ != "TritonStep"
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
 @needs_triton
@@ -67,3 +60,21 @@ def test_loop_takes_the_triton_step_for_large_cuda_data():
     trainer = tl.Trainer(tl.LogisticRegression(16), X, y, epochs=3, tol=0, device="cuda")
     assert type(trainer._fast).__name__ == "TritonStep"
     trainer.run()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
+@needs_triton
+def test_cuda_graph_with_the_triton_step_equals_the_plain_run():
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(2**20 // 16, 16, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] + 0.5 * torch.randn(X.shape[0], generator=gen, dtype=torch.float64) > 0).long()
+    weights = []
+    for graph in (False, True):
+        model = tl.LogisticRegression(16).double()
+        trainer = tl.Trainer(model, X, y, solver="nesterov", lr=0.5, epochs=15, tol=0, device="cuda",
+                             cuda_graph=graph)
+        assert type(trainer._fast).__name__ == "TritonStep"
+        trainer.run()
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu())
+    assert ((weights[1] - weights[0]).abs().max() / weights[0].abs().max()).item() <= 1e-12

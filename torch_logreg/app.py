@@ -244,7 +244,8 @@ def _start_distributed(cfg: Config) -> tuple[torch.device, bool]:
     return info.device, info.rank == 0
 
 
-def _check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
+def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
+    """UsageError unless ``train.cuda_graph`` is off or this run can use it."""
     t = cfg.train
     if not t.cuda_graph:
         return
@@ -258,7 +259,7 @@ def _check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
 
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Trainer:
     t = cfg.train
-    _check_cuda_graph(cfg, model, device)
+    check_cuda_graph(cfg, model, device)
     has_val = prep.X["val"].shape[0] > 0
     trainer_cls = Trainer
     if _world_size() > 1:
@@ -270,6 +271,7 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks) -> Tr
         lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, momentum=t.momentum, tol=t.tol,
         patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every,
         cuda_graph=t.cuda_graph, seed=t.seed, device=device, dtype=dtype,
+        fast_path=t.solver not in EXACT_SOLVERS,  # the exact solvers make their own
         X_val=prep.X["val"] if has_val else None,
         y_val=prep.T["val"] if has_val else None,
         callbacks=callbacks,
@@ -454,7 +456,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     dtype = resolve_dtype(cfg.train.dtype)
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
-    _check_cuda_graph(cfg, model, device)  # before the run directory exists
+    check_cuda_graph(cfg, model, device)  # before the run directory exists
     path = None
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)

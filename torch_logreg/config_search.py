@@ -19,7 +19,7 @@ import torch
 
 from . import data as data_lib
 from . import metrics as metrics_lib
-from .app import EXACT_SOLVERS, build_model, fit_targets, new_run_dir, run_device
+from .app import EXACT_SOLVERS, build_model, check_cuda_graph, fit_targets, new_run_dir, run_device
 from .config import Config, parse_value, set_value, validate
 from .devices import resolve_dtype
 from .errors import UsageError
@@ -62,7 +62,7 @@ def _fit(cfg: Config, model, X, T) -> None:
         return
     Trainer(model, X, T, solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2,
             momentum=t.momentum, tol=t.tol, patience=t.patience, check_every=t.check_every, seed=t.seed,
-            device=model.device).run()
+            cuda_graph=t.cuda_graph, device=model.device).run()
 
 
 def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: str | None = None,
@@ -75,7 +75,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     kind = cfg.model.kind
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)
-    build_model(kind, ds.X.shape[1], len(classes))
+    probe = build_model(kind, ds.X.shape[1], len(classes))
     train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
                                                    cfg.train.seed, stratify=kind != "linear")
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
@@ -90,11 +90,15 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
     keys = list(grid)
     rows = []
-    for values in itertools.product(*(grid[k] for k in keys)):
+    trials = []
+    for values in itertools.product(*(grid[k] for k in keys)):  # every combination checked before any runs
         trial = copy.deepcopy(cfg)
         for k, v in zip(keys, values):
             setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], v)
         validate(trial, {})
+        check_cuda_graph(trial, probe, device)
+        trials.append((values, trial))
+    for values, trial in trials:
         scores: dict[str, list[float]] = {}
         for tr, te in fold_idx:
             Xtr, Xte = X_pool.index_select(0, tr.to(X_pool.device)), X_pool.index_select(0, te.to(X_pool.device))

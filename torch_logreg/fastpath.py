@@ -1,21 +1,24 @@
-"""Full-batch fast path for single-``Linear`` models: the data stored feature-major.
+"""Fast paths of the loop for single-``Linear`` models: the reference maths in faster layouts.
 
 The reference step (:meth:`StackedModel.objective_and_grad`) computes ``z = X W^T + b`` with X
-as ``(N, D)`` rows. On CPU, the two products of a full-batch step run faster with X stored
-once as ``X^T`` ``(D, N)`` contiguous, and the softmax over K classes is far faster along the
-leading dimension of class-major ``(K, N)`` logits than along the short rows of ``(N, K)``.
-So, for the whole run:
+as ``(N, D)`` rows. For a full batch on CPU, the two products run faster with X stored once as
+``X^T`` ``(D, N)`` contiguous, and the softmax over K classes is far faster along the leading
+dimension of class-major ``(K, N)`` logits than along the short rows of ``(N, K)``. So
+:class:`FeatureMajorStep` does, for the whole run:
 
     z^T  = W X^T + b 1^T                       (K, N)
-    loss, G^T = loss_on_logits(z^T, T^T)       class_dim = 0, G^T = (h(z^T) - T^T) / N
+    loss, G^T from z^T and T^T                 the link along dim 0; G^T = (h(z^T) - T^T) / N
     dW   = G^T X,   db = G^T 1                 (K, D), (K,)
 
-The maths is the reference's, operation for operation, in another memory layout; a test pins
-the two together (float64, 1e-12 relative). The cost is one copy of X, made once; each product
-uses whichever of X and X^T is faster for it.
+The maths is the reference's in another memory layout and summation order; tests pin the two
+together (float64, 1e-12 relative). The cost is one copy of X, made once; each product uses
+whichever of X and X^T is faster for it. :class:`BatchStep` does the same for mini-batches in
+the row layout. Both write into buffers made once (only the 0-dim loss, and the l2 terms when
+l2 > 0, are new tensors each step).
 
-:func:`make_step` picks, for one sigmoid or identity output on a large CPU X, the single-pass
-kernel of ``fused_cpu.py`` instead: it reads X once per step and needs no copy.
+:func:`make_step` picks, for one sigmoid or identity output on a large X, the single-pass fused
+kernel instead: ``fused_cpu.py`` (numba) on CPU, ``fused_triton.py`` (Triton) on CUDA. It reads
+X once per step and needs no copy.
 """
 
 from __future__ import annotations
@@ -57,16 +60,18 @@ def make_step(model, X: Tensor, T: Tensor):
     from . import fused_cpu
 
     if X.numel() >= fused_cpu.MIN_ENTRIES:
-        if X.device.type == "cpu" and fused_cpu.supports(model, X):
+        if X.device.type == "cpu" and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
             return fused_cpu.FusedStep(model, X, T)
-        if X.device.type == "cuda" and _triton_supports(model, X):
-            from .fused_triton import TritonStep
-
+        if X.device.type == "cuda":
             try:
-                step = TritonStep(model, X, T)
-                step.step(0.0)
-                return step
-            except Exception as exc:  # a Triton/driver mismatch must not stop training
+                from . import fused_triton  # imports Triton, so only for CUDA data
+
+                if fused_triton.supports(model, X):
+                    step = fused_triton.TritonStep(model, X, T)
+                    step.step(0.0)
+                    torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
+                    return step
+            except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
                 warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
                               "using the torch fast path", RuntimeWarning, stacklevel=2)
     return FeatureMajorStep(model, X, T)
@@ -98,16 +103,10 @@ def _identity_in_place(z: Tensor, t: Tensor, buf: Tensor, zero: Tensor, class_di
 _IN_PLACE = {"sigmoid": _sigmoid_in_place, "softmax": _softmax_in_place, "identity": _identity_in_place}
 
 
-def _triton_supports(model, X: Tensor) -> bool:
-    from . import fused_triton  # imports Triton, so only asked for CUDA data
-
-    return fused_triton.supports(model, X)
-
-
 class FeatureMajorStep:
     """``step(l2) -> (loss, grads)`` on fixed full-batch data, like ``objective_and_grad``.
 
-    Every intermediate lives in a buffer allocated here, once: the logits, overwritten by the
+    The intermediates live in buffers allocated here, once: the logits, overwritten by the
     residual, a per-element loss buffer, and the gradients. The returned gradient tensors are
     those buffers, so the next ``step`` overwrites them; copy them to keep them.
     """

@@ -38,13 +38,20 @@ try:  # pragma: no branch - numba is installed with the package; guard for a bro
 except ImportError:  # pragma: no cover
     numba = None
 
-#: rows per tile: 64 rows of D features stay in L1/L2 between the forward and the backward half
+#: rows per tile: the tile's rows are read again by the backward half right after the forward
+#: half, from L1 or L2 for the usual widths
 TILE = 64
-#: rows per chunk, the unit of work of one thread: fixed, so the order of the floating-point
-#: sums (and so every result bit) does not depend on how many threads run
-CHUNK_ROWS = 8192
-#: below this many entries of X the compiled kernel does not pay for its first-call compile
-MIN_ENTRIES = 1 << 20
+#: entries of X per chunk, the unit of work of one thread (at least one tile of rows): set by
+#: the shape alone, so the order of the floating-point sums (and so every result bit) does not
+#: depend on how many threads run
+CHUNK_ENTRIES = 1 << 19
+#: the loop takes the kernel from this many entries of X (16 MiB in float32) and this many
+#: features: smaller X stays in cache, where the two passes of the torch path cost little, and
+#: with fewer features the per-row work of the kernel outweighs what it saves (measured on CPU).
+#: The first call in a process loads the compiled kernel from numba's on-disk cache (about
+#: 0.1 s; compiling it the first time ever on a machine takes a few seconds).
+MIN_ENTRIES = 1 << 22
+MIN_FEATURES = 32
 #: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
 #: and infinity keep their meaning
 _FLAGS = {"reassoc", "contract", "nsz"}
@@ -239,7 +246,8 @@ class FusedStep:
         self._y = T.detach().reshape(-1).to(X.dtype).contiguous().numpy()
         self._link = _LINK_CODES[(model.link, X.dtype)]
         self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        self._chunks = max(1, -(-X.shape[0] // CHUNK_ROWS))
+        rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
+        self._chunks = max(1, -(-X.shape[0] // rows))
         self._zero_bias = np.zeros(1, dtype=self._x.dtype)
 
     @torch.no_grad()

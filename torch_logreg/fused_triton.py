@@ -66,7 +66,7 @@ if triton is not None:
     def _fused_kernel(X, y, w, b, partial, N, D, rows_per_program,
                       SIGMOID: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
                       BLOCK_D: tl.constexpr):
-        pid = tl.program_id(0)
+        pid = tl.program_id(0).to(tl.int64)  # offsets below may pass 2^31
         first = pid * rows_per_program
         last = tl.minimum(first + rows_per_program, N)
         out = partial + pid * (D + 2)

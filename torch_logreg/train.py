@@ -258,7 +258,8 @@ class Trainer:
                 raise ValueError("cuda_graph needs the full-batch fast path: batch_size = 0 (full batch), "
                                  "fast_path = True, grad_check_every = 0 and a single-Linear model")
             if type(self).reduce is not Trainer.reduce:
-                raise ValueError("cuda_graph is not available with several processes")
+                raise ValueError("cuda_graph is not available with a Trainer that overrides reduce "
+                                 "(data-parallel training): the all-reduce cannot be captured with the step")
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -271,19 +272,20 @@ class Trainer:
         Returns the graph's static loss and gradient tensors, filled by each replay.
         """
         key = (self.solver, self.lr, self.momentum, self.l2)
-        if self._graph is None or key != self._graph_key:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._fast.step(self.l2)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                loss, grads = self._fast.step(self.l2)
-                self._update(params, grads)
-            self._graph, self._graph_key, self._graph_out = graph, key, (loss, grads)
-        self._graph.replay()
+        with torch.cuda.device(self.device):  # streams and capture on the run's GPU, not the current one
+            if self._graph is None or key != self._graph_key:
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._fast.step(self.l2)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
+                    loss, grads = self._fast.step(self.l2)
+                    self._update(params, grads)
+                self._graph, self._graph_key, self._graph_out = graph, key, (loss, grads)
+            self._graph.replay()
         return self._graph_out
 
     def _prepare(self, X, y, xname: str, yname: str) -> tuple[Tensor, Tensor]:
@@ -516,11 +518,13 @@ def fit(model, X, y, **kwargs) -> History:
     ``lr``, ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``momentum``, ``tol``
     (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
-    between stopping checks, the only host syncs), ``fast_path`` (full batch on a single
-    ``Linear`` layer: one fused pass over a large X on CPU for one sigmoid or identity output,
-    else a feature-major copy of X; False = the reference path), ``cuda_graph`` (CUDA, full batch
-    on the fast path: capture the step and the update once as a CUDA graph and replay it each
-    epoch, which removes the per-kernel launch cost that dominates small problems), ``seed``, ``device`` ("auto" | "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
+    between stopping checks, the only host syncs), ``fast_path`` (a single ``Linear``
+    layer: for a full batch, one fused pass over a large X for one sigmoid or identity output
+    (numba on CPU, Triton on CUDA), else a feature-major copy of X; for mini-batches, buffers
+    made once; False = the reference path), ``cuda_graph`` (CUDA, full batch on the fast path:
+    capture the step and the update once as a CUDA graph and replay it each epoch, which removes
+    the per-kernel launch cost that dominates small problems), ``seed``, ``device`` ("auto" |
+    "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
     "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
     ``callbacks``.
 
