@@ -82,10 +82,10 @@ def bench_problem(n: int, d: int, device: torch.device, quick: bool) -> list[tup
         (f"fit per epoch, incl. setup (E={epochs})", t_fit, t_auto.median / t_fit.median),
     ]
     print(f"\nN = {n:,} x D = {d}, float32, {device}  (max |w_hand - w_autograd| after one step: {diff:.1e})")
-    print(f"  {'what':<50} {'median':>22} {'x floor':>8} {'autograd/this':>14}")
+    print(f"  {'what':<58} {'median':>22} {'x floor':>8} {'autograd/this':>14}")
     for name, t, ratio in rows:
         r = "" if ratio is None else f"{ratio:.2f}"
-        print(f"  {name:<50} {t.label():>22} {t.median / floor.median:>8.2f} {r:>14}")
+        print(f"  {name:<58} {t.label():>22} {t.median / floor.median:>8.2f} {r:>14}")
     return rows
 
 
