@@ -141,3 +141,16 @@ def test_minibatch_fit_with_and_without_fast_path_agree(kind, solver):
     assert ((w_fast - w_ref).abs().max() / w_ref.abs().max()).item() <= 1e-12
     assert h_fast.train_loss == pytest.approx(h_ref.train_loss, rel=1e-12)
     assert h_fast.grad_norm == pytest.approx(h_ref.grad_norm, rel=1e-10)
+
+
+def test_batch_step_on_an_empty_batch_matches_the_reference():
+    from torch_logreg.fastpath import BatchStep
+
+    model = tl.LogisticRegression(3).double()
+    X = torch.zeros(0, 3, dtype=torch.float64)
+    T = model.targets(torch.zeros(0, dtype=torch.long), 0)
+    loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
+    loss, grads = BatchStep(model, 8, torch.float64, "cpu").step(X, T, 0.1)
+    assert torch.isnan(loss) and torch.isnan(loss_ref)
+    for k, g in grads_ref.items():
+        assert grads[k].shape == g.shape

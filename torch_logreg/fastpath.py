@@ -23,6 +23,7 @@ X once per step and needs no copy.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -204,7 +205,8 @@ class BatchStep:
     def step(self, Xb: Tensor, Tb: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
         nb = Xb.shape[0]
-        inv_n = 1.0 / nb
+        # an empty batch (a padding step of a data-parallel run) has a NaN mean, as in the reference
+        inv_n = 1.0 / nb if nb else math.nan
         z = self._z[:nb]
         if b is None:
             torch.mm(Xb, W.T, out=z)
