@@ -6,7 +6,7 @@ import torch
 import torch_logreg as tl
 
 from conftest import DEVICES
-from helpers import KINDS, make_model, make_targets, randomize
+from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize, train_variants
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -63,19 +63,10 @@ def test_auto_device_and_every_tensor_on_it(device):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("solver", ["gd", "nesterov"])
 def test_cuda_graph_run_equals_plain_run(kind, solver):
-    gen = torch.Generator().manual_seed(2)
-    X = torch.randn(500, 6, generator=gen, dtype=torch.float64)
-    y = make_targets(kind, 500, gen)
-    out = []
-    for graph in (False, True):
-        model = make_model(kind, 6).double()
-        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=25, l2=0.01, tol=0, device="cuda",
-                             cuda_graph=graph)
-        trainer.run()
-        trainer.lr = 0.1  # with a graph, a changed learning rate is captured again
+    def lower_lr(trainer):  # with a graph, a changed learning rate is captured again
+        trainer.lr = 0.1
         trainer.epochs += 5
-        history = trainer.run()
-        out.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu(), history.train_loss))
-    (w_plain, loss_plain), (w_graph, loss_graph) = out
-    assert ((w_graph - w_plain).abs().max() / w_plain.abs().max()).item() <= 1e-12
-    assert loss_graph == pytest.approx(loss_plain, rel=1e-12)
+
+    plain, graph = train_variants(kind, [{"cuda_graph": False}, {"cuda_graph": True}], n=500, seed=2, then=lower_lr,
+                                  solver=solver, lr=0.2, epochs=25, l2=0.01, tol=0, device="cuda")
+    assert_same_fit(graph, plain)

@@ -8,7 +8,7 @@ import torch
 import torch_logreg as tl
 from torch_logreg.fastpath import FeatureMajorStep, supports
 
-from helpers import KINDS, make_model, make_targets, randomize
+from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize, train_variants
 
 GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 1000), (1, 5, 100)))
 
@@ -32,20 +32,10 @@ def test_fast_step_equals_reference_step(kind, bias, l2, n, d):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("solver", ["gd", "nesterov"])
 def test_fit_with_and_without_fast_path_agree(kind, solver):
-    gen = torch.Generator().manual_seed(1)
-    X = torch.randn(300, 6, generator=gen, dtype=torch.float64)
-    y = make_targets(kind, 300, gen)
-    weights = []
-    for fast in (True, False):
-        model = make_model(kind, 6).double()
-        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=30, l2=0.01, tol=0, device="cpu",
-                             fast_path=fast)
-        assert (trainer._fast is not None) == fast
-        history = trainer.run()
-        weights.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history.train_loss))
-    (w_fast, loss_fast), (w_ref, loss_ref) = weights
-    assert ((w_fast - w_ref).abs().max() / w_ref.abs().max()).item() <= 1e-12
-    assert loss_fast == pytest.approx(loss_ref, rel=1e-12)
+    fast, ref = train_variants(kind, [{"fast_path": True}, {"fast_path": False}], seed=1, solver=solver, lr=0.2,
+                               epochs=30, l2=0.01, tol=0, device="cpu")
+    assert fast[0]._fast is not None and ref[0]._fast is None
+    assert_same_fit(fast, ref)
 
 
 def test_fast_path_only_where_it_applies():
@@ -126,21 +116,11 @@ def test_batch_step_equals_reference_step(kind, bias, l2, nb, d):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("solver", ["gd", "nesterov"])
 def test_minibatch_fit_with_and_without_fast_path_agree(kind, solver):
-    gen = torch.Generator().manual_seed(4)
-    X = torch.randn(300, 6, generator=gen, dtype=torch.float64)
-    y = make_targets(kind, 300, gen)
-    weights = []
-    for fast in (True, False):
-        model = make_model(kind, 6).double()
-        trainer = tl.Trainer(model, X, y, solver=solver, lr=0.2, epochs=8, batch_size=32, l2=0.01, tol=0,
-                             device="cpu", fast_path=fast)
-        assert (trainer._batch_step is not None) == fast
-        history = trainer.run()
-        weights.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history))
-    (w_fast, h_fast), (w_ref, h_ref) = weights
-    assert ((w_fast - w_ref).abs().max() / w_ref.abs().max()).item() <= 1e-12
-    assert h_fast.train_loss == pytest.approx(h_ref.train_loss, rel=1e-12)
-    assert h_fast.grad_norm == pytest.approx(h_ref.grad_norm, rel=1e-10)
+    fast, ref = train_variants(kind, [{"fast_path": True}, {"fast_path": False}], seed=4, solver=solver, lr=0.2,
+                               epochs=8, batch_size=32, l2=0.01, tol=0, device="cpu")
+    assert fast[0]._batch_step is not None and ref[0]._batch_step is None
+    assert_same_fit(fast, ref)
+    assert fast[2].grad_norm == pytest.approx(ref[2].grad_norm, rel=1e-10)
 
 
 def test_batch_step_on_an_empty_batch_matches_the_reference():
