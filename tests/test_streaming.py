@@ -36,7 +36,9 @@ def test_streamed_run_equals_in_memory_run(tmp_path, solver):
 
     model = tl.LogisticRegression(X.shape[1])
     budget = X.nbytes // 8  # the file is 8x the budget
-    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=budget, solver=solver, **KW)
+    # bit for bit needs the in-memory loop's thread count (by default one thread goes to the reader)
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=budget, solver=solver,
+                               compute_threads=torch.get_num_threads(), **KW)
     hist = trainer.run()
 
     assert trainer.file_bytes > budget
@@ -158,3 +160,28 @@ def test_reader_error_reaches_the_loop_and_the_thread_stops(tmp_path):
     with pytest.raises(ValueError, match="0 or 1"):
         tr.run()
     assert tr.streamer.bytes_in_use == 0
+
+
+def test_streamed_run_with_a_thread_for_the_reader_matches_closely(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(20000, 50, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] + 0.3 * torch.randn(20000, generator=gen, dtype=torch.float64) > 0).long()
+    xp, yp = _files(tmp_path, X.numpy(), y.numpy())
+    kw = dict(KW, batch_size=4096)
+    ref = tl.LogisticRegression(50)
+    tl.Trainer(ref, X, y, **kw).run()
+    before = torch.get_num_threads()
+    seen = []
+
+    class Threads(tl.Callback):
+        def on_step(self, state):
+            seen.append(torch.get_num_threads())
+
+    model = tl.LogisticRegression(50)
+    StreamingTrainer(model, xp, yp, memory_budget_bytes=X.numel() * 8 // 2, callbacks=[Threads()], **kw).run()
+    assert torch.get_num_threads() == before  # restored
+    assert set(seen) == {max(1, before - 1)}
+    for p, q in zip(ref.parameters(), model.parameters()):
+        assert ((p - q).abs().max() / p.abs().max()).item() <= 1e-12
+    with pytest.raises(ValueError, match="compute_threads"):
+        StreamingTrainer(tl.LogisticRegression(50), xp, yp, memory_budget_bytes=1 << 30, compute_threads=0, **kw)
