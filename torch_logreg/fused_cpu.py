@@ -8,12 +8,13 @@ reads X twice in the reference path (one matrix-vector product for z, one for X^
 large X does not fit in any cache, so the step costs two trips to main memory. Here each thread
 walks its own rows in tiles of ``TILE`` rows: the dot products of a tile, then the link and the
 loss on the tile's logits, then the tile's rows added into the thread's gradient while they are
-still in L1. X is read from memory once.
+still in cache. X is read from memory once.
 
 The exponential and ``log1p`` of the binary loss are evaluated on a whole tile at a time. For
 float32 they are polynomials that the compiler vectorises (exp: range reduction by ln 2 and a
 degree-7 Taylor polynomial, within 1 ulp; log1p on [0, 1]: ``2 atanh(e / (2 + e))`` as an odd
-series, within 3 ulp; tests measure both); float64 uses the C library's ``exp`` and ``log1p``. Sums over rows go into float64 accumulators, tile by tile.
+series, within 3 ulp; tests measure both); float64 uses the C library's ``exp`` and ``log1p``.
+Sums over rows go into float64 accumulators, tile by tile.
 
 The maths is the reference's (:meth:`StackedModel.objective_and_grad`); a test pins the two
 together (float64 1e-12 relative, float32 a few float32 roundings). NaN and infinity propagate
