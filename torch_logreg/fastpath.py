@@ -53,6 +53,35 @@ def transpose(X: Tensor, rows: int = 4096, extra_rows: int = 0) -> Tensor:
     return out
 
 
+def fusable(model, X: Tensor) -> bool:
+    """What both single-pass kernels need of the model and the data: one ``Linear`` layer with
+    one sigmoid or identity output, and a contiguous 2-D float32/float64 X."""
+    return (
+        supports(model)
+        and model.n_outputs == 1
+        and model.link in ("sigmoid", "identity")
+        and X.dtype in (torch.float32, torch.float64)
+        and X.dim() == 2
+        and X.is_contiguous()
+    )
+
+
+def step_from_sums(layer, prefix: str, means: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """``(loss, grads)`` of a single-pass kernel from its float64 row means
+    ``[X^T r / N (D), sum(r) / N, loss]``, in the layer's dtype, with the l2 term added."""
+    W, b = layer.weight, layer.bias
+    d = W.shape[1]
+    loss = means[d + 1].to(W.dtype)
+    grad_weight = means[:d].to(W.dtype)[None, :]
+    if l2:
+        loss = loss + 0.5 * l2 * (W * W).sum()
+        grad_weight = grad_weight + l2 * W
+    grads = {f"{prefix}.weight": grad_weight}
+    if b is not None:
+        grads[f"{prefix}.bias"] = means[d : d + 1].to(W.dtype)
+    return loss, grads
+
+
 def make_step(model, X: Tensor, T: Tensor):
     """The fastest full-batch step that applies. For one sigmoid or identity output on a large
     X: the single-pass fused kernel, compiled with numba on CPU (``fused_cpu.py``) or with

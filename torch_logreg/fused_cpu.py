@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .fastpath import step_from_sums
+
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit, prange
@@ -65,20 +67,11 @@ def available() -> bool:
 
 
 def supports(model, X: Tensor) -> bool:
-    """True where the fused kernel applies: one Linear layer, one output, a sigmoid or identity
-    link, a contiguous float32/float64 X on the CPU, and numba importable."""
-    from .fastpath import supports as single_linear
+    """True where the fused kernel applies: :func:`fastpath.fusable` (one Linear layer, one
+    sigmoid or identity output, a contiguous float32/float64 X), X on the CPU, numba importable."""
+    from .fastpath import fusable
 
-    return (
-        available()
-        and single_linear(model)
-        and model.n_outputs == 1
-        and model.link in ("sigmoid", "identity")
-        and X.device.type == "cpu"
-        and X.dtype in (torch.float32, torch.float64)
-        and X.dim() == 2
-        and X.is_contiguous()
-    )
+    return available() and X.device.type == "cpu" and fusable(model, X)
 
 
 if numba is not None:
@@ -258,14 +251,4 @@ class FusedStep:
         numba.set_num_threads(self._threads)
         bias = self._zero_bias if b is None else b.detach().numpy()
         sums = _kernel(self._x, self._y, W.detach().numpy()[0], bias, self._chunks, self._link)
-        total = torch.from_numpy(sums.sum(axis=0))
-        d = W.shape[1]
-        loss = (total[d + 1] / n).to(W.dtype)
-        grad_weight = (total[:d] / n).to(W.dtype)[None, :]
-        if l2:
-            loss = loss + 0.5 * l2 * (W * W).sum()
-            grad_weight = grad_weight + l2 * W
-        grads = {f"{self.prefix}.weight": grad_weight}
-        if b is not None:
-            grads[f"{self.prefix}.bias"] = (total[d : d + 1] / n).to(W.dtype)
-        return loss, grads
+        return step_from_sums(self.layer, self.prefix, torch.from_numpy(sums.sum(axis=0)) / n, l2)

@@ -20,6 +20,8 @@ import os
 import torch
 from torch import Tensor
 
+from .fastpath import step_from_sums
+
 try:
     import triton
     import triton.language as tl
@@ -43,21 +45,13 @@ def interpreted() -> bool:
 
 
 def supports(model, X: Tensor) -> bool:
-    """One Linear layer, one sigmoid or identity output, a contiguous float32/float64 X on a
-    CUDA device (or on the CPU under Triton's interpreter), and Triton importable."""
-    from .fastpath import supports as single_linear
+    """:func:`fastpath.fusable` (one Linear layer, one sigmoid or identity output, a contiguous
+    float32/float64 X), X on a CUDA device (or on the CPU under Triton's interpreter), and
+    Triton importable."""
+    from .fastpath import fusable
 
     on_device = X.device.type == "cuda" or (X.device.type == "cpu" and interpreted())
-    return (
-        available()
-        and on_device
-        and single_linear(model)
-        and model.n_outputs == 1
-        and model.link in ("sigmoid", "identity")
-        and X.dtype in (torch.float32, torch.float64)
-        and X.dim() == 2
-        and X.is_contiguous()
-    )
+    return available() and on_device and fusable(model, X)
 
 
 if triton is not None:
@@ -147,13 +141,4 @@ class TritonStep:
             n, d, self._rows_per_program,
             SIGMOID=self._sigmoid, HAS_BIAS=b is not None, BLOCK_N=BLOCK_N, BLOCK_D=self._block_d,
         )
-        total = self._partial.sum(dim=0, dtype=torch.float64) / n
-        loss = total[d + 1].to(W.dtype)
-        grad_weight = total[:d].to(W.dtype)[None, :]
-        if l2:
-            loss = loss + 0.5 * l2 * (W * W).sum()
-            grad_weight = grad_weight + l2 * W
-        grads = {f"{self.prefix}.weight": grad_weight}
-        if b is not None:
-            grads[f"{self.prefix}.bias"] = total[d : d + 1].to(W.dtype)
-        return loss, grads
+        return step_from_sums(self.layer, self.prefix, self._partial.sum(dim=0, dtype=torch.float64) / n, l2)
