@@ -8,6 +8,8 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="no CUDA GPU")]),
 ]
+#: for tests that compare a CUDA result with the CPU one: nothing to compare on a CPU-only machine
+CUDA_ONLY = DEVICES[1:]
 
 
 @pytest.fixture(scope="session")

@@ -71,3 +71,53 @@ def assert_same_fit(a, b, loss_rel: float = 1e-12) -> None:
     (_, w_a, h_a), (_, w_b, h_b) = a, b
     assert ((w_a - w_b).abs().max() / w_b.abs().max()).item() <= 1e-12
     assert h_a.train_loss == pytest.approx(h_b.train_loss, rel=loss_rel)
+
+
+# --- optimality: how tests tell an exact reference from an inexact one ------------------------
+
+
+def model_at(model, coef, intercept):
+    """``model`` (float64) with its Linear set to ``coef (K, D)`` and ``intercept (K,)``,
+    e.g. a reference library's solution, so the project's own objective can be read there."""
+    model = model.double()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.as_tensor(coef, dtype=torch.float64).reshape(model.linear.weight.shape))
+        if model.linear.bias is not None:
+            model.linear.bias.copy_(torch.as_tensor(intercept, dtype=torch.float64).reshape(model.linear.bias.shape))
+    return model
+
+
+def smooth_gradient(model, X, y, l2: float = 0.0, sample_weight=None) -> dict:
+    """The gradient of the smooth part of the objective, ``(1/N) sum_n w_n loss_n + l2/2 ||W||^2``,
+    in float64 at the model's current parameters."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64)
+    _, grads = model.objective_and_grad(X, model.targets(torch.as_tensor(y), X.shape[0]), l2, w)
+    return grads
+
+
+def max_gradient(model, X, y, l2: float = 0.0, sample_weight=None) -> float:
+    """Largest |entry| of the objective's gradient: 0 at the exact optimum. A reference solution is
+    only a reference if this is at rounding level there."""
+    return max(g.abs().max().item() for g in smooth_gradient(model, X, y, l2, sample_weight).values())
+
+
+def l1_optimality(model, X, y, l1: float, l2: float = 0.0) -> dict:
+    """The optimality (KKT) conditions of ``smooth + l1 ||W||_1`` at the model's parameters:
+
+    - ``violation``: the largest distance of ``-grad`` from the subdifferential of ``l1 |W|``
+      (``|g_j + l1 sign W_j|`` where ``W_j != 0``; ``max(|g_j| - l1, 0)`` where ``W_j == 0``;
+      ``|g|`` for the unpenalised intercept): 0 at the optimum.
+    - ``margin``: how strictly the zeros are zero, ``min over W_j == 0 of (l1 - |g_j|) / l1``. With a
+      margin well above the violations, every solver close to the optimum has the same support.
+    """
+    grads = smooth_gradient(model, X, y, l2)
+    W = model.linear.weight.detach()
+    g = grads["linear.weight"]
+    zero = W == 0
+    parts = [(g + l1 * torch.sign(W))[~zero].abs(), (g[zero].abs() - l1).clamp(min=0)]
+    if "linear.bias" in grads:
+        parts.append(grads["linear.bias"].abs())
+    violation = torch.cat([p.reshape(-1) for p in parts]).max().item()
+    margin = ((l1 - g[zero].abs()) / l1).min().item() if zero.any() else 1.0
+    return {"violation": violation, "margin": margin, "support": ~zero}

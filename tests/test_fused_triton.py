@@ -11,12 +11,14 @@ import pytest
 import torch
 
 import torch_logreg as tl
-from torch_logreg import fastpath
+from torch_logreg import fused_cpu
 
 from conftest import CUDA
 from helpers import make_model, make_targets, randomize
 
 HERE = Path(__file__).parent
+#: rows of 16 features that reach the size from which the loop takes the fused kernel
+LARGE_ROWS = fused_cpu.MIN_ENTRIES // 16
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 
@@ -55,7 +57,7 @@ def test_compiled_kernel_equals_reference_on_cuda(kind, dtype):
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU")
 @needs_triton
 def test_loop_takes_the_triton_step_for_large_cuda_data():
-    X = torch.randn(2**20 // 16, 16, device="cuda")
+    X = torch.randn(LARGE_ROWS, 16, device="cuda")
     y = (X[:, 0] > 0).long()
     trainer = tl.Trainer(tl.LogisticRegression(16), X, y, epochs=3, tol=0, device="cuda")
     assert type(trainer._fast).__name__ == "TritonStep"
@@ -67,7 +69,7 @@ def test_loop_takes_the_triton_step_for_large_cuda_data():
 @needs_triton
 def test_cuda_graph_with_the_triton_step_equals_the_plain_run():
     gen = torch.Generator().manual_seed(5)
-    X = torch.randn(2**20 // 16, 16, generator=gen, dtype=torch.float64)
+    X = torch.randn(LARGE_ROWS, 16, generator=gen, dtype=torch.float64)
     y = (X[:, 0] + 0.5 * torch.randn(X.shape[0], generator=gen, dtype=torch.float64) > 0).long()
     weights = []
     for graph in (False, True):

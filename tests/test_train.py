@@ -17,7 +17,8 @@ def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
 
     X, y = cancer
     n = X.shape[0]
-    sk = SkLogReg(C=1.0, tol=1e-10, max_iter=10_000).fit(X, y)
+    # the exact reference: Newton to a gradient of ~1e-13; the loop under test stops at 1e-9
+    sk = SkLogReg(C=1.0, tol=1e-10, solver="newton-cholesky").fit(X, y)
     model = tl.LogisticRegression(X.shape[1])
     history = tl.fit(model, X, y, solver="nesterov", lr=1.0, epochs=20_000, l2=1.0 / (1.0 * n),
                      tol=1e-9, device="cpu", dtype="float64")
@@ -28,16 +29,26 @@ def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
     assert model.linear.bias.item() == pytest.approx(sk.intercept_[0], rel=1e-4)
 
 
-def test_softmax_on_digits_reaches_95_percent():
+def test_softmax_on_digits_approaches_the_exact_optimum():
+    """300 Nesterov epochs on digits (float32) against the exact optimum of the same objective
+    (Newton, float64): most of the way there in the objective, and as accurate on held-out data."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    from torch_logreg.solvers import fit_exact
 
     X, y = load_digits(return_X_y=True)
     X_tr, X_te, y_tr, y_te = train_test_split(X / 16.0, y, test_size=0.25, stratify=y, random_state=0)
     model = tl.SoftmaxRegression(64, 10)
-    tl.fit(model, X_tr, y_tr, solver="nesterov", lr=0.5, epochs=300, l2=1e-4, device="cpu")
+    history = tl.fit(model, X_tr, y_tr, solver="nesterov", lr=0.5, epochs=300, l2=1e-4, device="cpu")
+    exact = tl.SoftmaxRegression(64, 10).double()
+    best = fit_exact(exact, X_tr, y_tr, l2=1e-4, tol=1e-10).loss
+    start = math.log(10)  # the objective at zero weights
+    # 300 epochs close all but ~0.8% of the gap from the start (measured); 5% leaves room for rounding
+    assert best < history.train_loss[-1] < best + 0.05 * (start - best)
     acc = (model.predict(torch.as_tensor(X_te, dtype=torch.float32)).numpy() == y_te).mean()
-    assert acc >= 0.95
+    acc_exact = (exact.predict(torch.as_tensor(X_te)).numpy() == y_te).mean()
+    assert acc >= acc_exact - 0.02 and acc >= 0.95  # within 8 of 450 test images of the optimum
 
 
 @pytest.mark.parametrize("solver", ["gd", "momentum", "nesterov"])
@@ -132,8 +143,18 @@ def test_plateau_stops_when_training_loss_stops_falling():
                      patience=5, min_delta=1e-9, device="cpu")
     assert history.stop_reason == "plateau"
     assert history.n_epochs < 100_000
-    best = min(history.train_loss)
-    assert all(l > best - 1e-9 for l in history.train_loss[-5:])
+    # replay the rule on the recorded losses: it must fire at the last epoch and not before
+    best, bad, fired = math.inf, 0, None
+    for epoch, loss in zip(history.epochs, history.train_loss):
+        if loss < best - 1e-9:
+            best, bad = loss, 0
+        else:
+            bad += 1
+            if bad >= 5:
+                fired = epoch
+                break
+    assert fired == history.n_epochs == history.epochs[-1]
+    assert history.train_loss[history.epochs.index(history.best_epoch)] == best
 
 
 def test_early_stopping_restores_best_weights():
