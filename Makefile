@@ -1,6 +1,6 @@
 # One command each: set up (if needed) and run.
 #   make train   - create .venv, install, train the default model, print test metrics
-#   make test    - create .venv, install with the dev extra, run the test suite
+#   make test    - create .venv, add the dev extra, run the linter (ruff), then the test suite
 #   make test-cuda, make bench-cuda - the CUDA tests and the GPU benchmarks (NVIDIA GPU only)
 #
 # PyTorch: a machine with an NVIDIA driver (nvidia-smi on PATH) gets the default CUDA build of
@@ -10,32 +10,42 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# what training needs, then what the tests, the linter and the benchmarks add
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup train test bench test-cuda bench-cuda clean
+.PHONY: setup train test lint bench test-cuda bench-cuda clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
 	touch $(STAMP)
+
+$(DEV): $(STAMP)
+	$(PIP) -e ".[dev]"
+	touch $(DEV)
 
 setup: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/torch-logreg train
 
-test: $(STAMP)
+lint: $(DEV)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python benchmarks/run.py --quick
 
 # on a machine with an NVIDIA GPU: the CUDA tests, then the GPU benchmarks
-test-cuda: $(STAMP)
+test-cuda: $(DEV)
 	$(BIN)/python -m pytest -q -m cuda
 
-bench-cuda: $(STAMP)
+bench-cuda: $(DEV)
 	$(BIN)/python benchmarks/bench_core.py --device cuda
 	$(BIN)/python benchmarks/run.py --device cuda --json benchmarks/results-cuda.json
 

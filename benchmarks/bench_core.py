@@ -26,6 +26,7 @@ import torch
 from common import (
     AutogradReference,
     Case,
+    auto_inner,
     describe_machine,
     fit_cases,
     hand_model,
@@ -34,7 +35,6 @@ from common import (
     make_binary,
     max_weight_difference,
     measure_interleaved,
-    auto_inner,
     resolve_bench_device,
 )
 

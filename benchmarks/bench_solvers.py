@@ -97,7 +97,7 @@ def run_case(name: str, n: int, d: int, k: int, repeats: int, sk_tol: float, dev
             start = time.perf_counter()
             within: list[float] = []
 
-            def stop(i, f):
+            def stop(i, f, within=within, start=start, target=target):  # bound now: used in this pass
                 if not within and f <= target + slack:
                     within.append(time.perf_counter() - start)
                 return f <= target

@@ -185,7 +185,7 @@ def mini_batches(table: Table, section: str, X, y, k: int, device, sizes, repeat
             trainer.run()
 
         t = measure_interleaved(
-            {"hand": Case(run_epoch), "auto": Case(lambda ref=ref, t_ref=t_ref, gen=gen: ref.epoch(X, t_ref, b, gen))},
+            {"hand": Case(run_epoch), "auto": Case(lambda ref=ref, t_ref=t_ref, gen=gen, b=b: ref.epoch(X, t_ref, b, gen))},
             device=device, repeats=repeats, warmup=0,
         )
         steps = math.ceil(n / b)

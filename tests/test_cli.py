@@ -267,7 +267,7 @@ def expect_error(capsys, message, *args):
     code, out, err = run_cli(capsys, *args)
     assert code == 2, (out, err)
     assert "Traceback" not in err
-    lines = [l for l in err.strip().splitlines() if l]
+    lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
     assert message in lines[0], lines[0]
     return lines[0]
@@ -393,7 +393,8 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
     rng = np.random.default_rng(0)
     lines = ["is_mobile,n_products_viewed,visit_duration,is_returning_visitor,time_of_day,user_action"]
     for _ in range(300):
-        mobile, viewed, dur, ret, tod = rng.integers(0, 2), rng.integers(0, 6), rng.exponential(2), rng.integers(0, 2), rng.integers(0, 4)
+        mobile, viewed, dur = rng.integers(0, 2), rng.integers(0, 6), rng.exponential(2)
+        ret, tod = rng.integers(0, 2), rng.integers(0, 4)
         action = int(rng.random() < 1 / (1 + np.exp(-(dur - 2 + 0.5 * viewed - 1.0 * (tod == 3)))))
         lines.append(f"{mobile},{viewed},{dur:.4f},{ret},{tod},{action if rng.random() > 0.2 else 2 + action}")
     path = tmp_path / "shop.csv"

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from torch_logreg.checkpoint import load_checkpoint
 

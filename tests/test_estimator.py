@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 import torch
-from sklearn.datasets import load_breast_cancer, load_iris
+from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
@@ -145,9 +145,9 @@ def test_inference_of_a_penalised_fit_is_a_clear_error(cancer):
     est = LogisticRegressionClassifier(C=1.0).fit(X, y)
     assert not hasattr(est, "inference_")
     with pytest.raises(InferenceUnavailable, match=r"needs an unpenalised fit \(penalty=None\).*penalty='l2'"):
-        est.inference_
+        _ = est.inference_
     with pytest.raises(ValueError):  # also a ValueError
-        est.inference_
+        _ = est.inference_
 
 
 def test_separated_data_warns_and_refuses_inference():
@@ -156,7 +156,7 @@ def test_separated_data_warns_and_refuses_inference():
     with pytest.warns(SeparationWarning, match="Complete separation"):
         est = LogisticRegressionClassifier(penalty=None).fit(X, y)
     with pytest.raises(InferenceUnavailable, match="Complete separation"):
-        est.inference_
+        _ = est.inference_
     # the penalised fit of the same data is fine
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1,6 +1,5 @@
 """Inference against statsmodels' Logit and MNLogit on the reference data sets it ships."""
 
-import warnings
 
 import numpy as np
 import pytest

@@ -7,13 +7,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.datasets import load_digits, load_iris
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import torch_logreg as tl
 from torch_logreg import functional as F
-from torch_logreg.gradients import autograd_objective
 from torch_logreg.inference import SeparationWarning
 from torch_logreg.solvers import ConvergenceWarning, augment, fit_exact, get_theta
 
@@ -157,7 +156,8 @@ def test_hessian_matches_autograd(kind, weighted):
 def test_weighted_loss_matches_autograd_objective(kind):
     gen = torch.Generator().manual_seed(0)
     X = torch.randn(25, 4, generator=gen, dtype=torch.float64)
-    model = {"binary": tl.LogisticRegression(4), "softmax": tl.SoftmaxRegression(4, 3), "regression": tl.LinearRegression(4)}[kind].double()
+    model = {"binary": tl.LogisticRegression(4), "softmax": tl.SoftmaxRegression(4, 3),
+             "regression": tl.LinearRegression(4)}[kind].double()
     y = {"binary": torch.randint(0, 2, (25,), generator=gen), "softmax": torch.randint(0, 3, (25,), generator=gen),
          "regression": torch.randn(25, generator=gen, dtype=torch.float64)}[kind]
     T = model.targets(y, 25)
@@ -221,7 +221,8 @@ def test_warm_start_from_the_optimum_takes_no_step(iris):
 def test_linear_regression_newton_is_least_squares():
     gen = torch.Generator().manual_seed(1)
     X = torch.randn(50, 4, generator=gen, dtype=torch.float64)
-    y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + 0.1 * torch.randn(50, generator=gen, dtype=torch.float64) + 4
+    noise = 0.1 * torch.randn(50, generator=gen, dtype=torch.float64)
+    y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64) + noise + 4
     model = tl.LinearRegression(4).double()
     result = fit_exact(model, X, y, tol=1e-10)
     assert result.n_iter == 1
@@ -446,7 +447,8 @@ def test_solvers_on_cuda_match_cpu(iris, device, solver, l1):
     cpu = tl.SoftmaxRegression(4, 3).double()
     fit_exact(cpu, X, y, solver=solver, l2=1e-2, l1=l1, tol=1e-10, max_iter=500)
     dev = tl.SoftmaxRegression(4, 3).double().to(device)
-    fit_exact(dev, torch.from_numpy(X).to(device), torch.from_numpy(y).to(device), solver=solver, l2=1e-2, l1=l1, tol=1e-10, max_iter=500)
+    fit_exact(dev, torch.from_numpy(X).to(device), torch.from_numpy(y).to(device), solver=solver, l2=1e-2, l1=l1,
+              tol=1e-10, max_iter=500)
     assert dev.linear.weight.device.type == device
     for a, b in zip(cpu.parameters(), dev.parameters()):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-7, atol=1e-8)

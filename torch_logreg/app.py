@@ -332,7 +332,8 @@ def _final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: 
                 writer.add_pr_curve("test/pr_curve", truth[:, 0].long(), probs[:, 0], history.n_steps)
             else:
                 for k in range(min(model.n_outputs, 10)):
-                    writer.add_pr_curve(f"test/pr_curve/class_{prep.classes[k]}", truth[:, k].long(), probs[:, k], history.n_steps)
+                    writer.add_pr_curve(f"test/pr_curve/class_{prep.classes[k]}", truth[:, k].long(), probs[:, k],
+                                        history.n_steps)
         if prep.plane is not None and model.link != "identity":
             split = "test" if prep.plane["test"].shape[0] else "train"
             img = probability_map(_predict_proba_raw(model, prep), prep.plane[split], prep.y[split].cpu().numpy())
@@ -610,7 +611,8 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
     device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
-    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias).to(device=device, dtype=dtype)
+    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    model = model.to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     with torch.no_grad():
         for p in model.parameters():

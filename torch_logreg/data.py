@@ -48,7 +48,7 @@ class Schema:
                 "add_radius": self.add_radius, "target": self.target}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Schema":
+    def from_dict(cls, d: dict) -> Schema:
         return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"])
 
 
@@ -231,7 +231,7 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool)
     cats = {c: sorted({cells[header.index(c)].strip() for _, cells in rows}, key=_category_key) for c in categorical}
     for c, values in cats.items():
         if "" in values:
-            line = next(l for l, cells in rows if cells[header.index(c)].strip() == "")
+            line = next(number for number, cells in rows if cells[header.index(c)].strip() == "")
             raise UsageError(f"{path}, line {line}, column {c!r}: empty cell")
     schema = Schema(columns, cats, add_radius, target)
     X = encode_rows(schema, header, rows, path)
@@ -414,14 +414,14 @@ class Standardizer:
         self.mean, self.scale = mean, scale
 
     @classmethod
-    def fit(cls, X: Tensor) -> "Standardizer":
+    def fit(cls, X: Tensor) -> Standardizer:
         mean = X.mean(dim=0, dtype=torch.float64)
         std = X.to(torch.float64).std(dim=0, unbiased=False)
         scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
         return cls(mean, scale)
 
     @classmethod
-    def identity(cls, n_features: int) -> "Standardizer":
+    def identity(cls, n_features: int) -> Standardizer:
         return cls(torch.zeros(n_features, dtype=torch.float64), torch.ones(n_features, dtype=torch.float64))
 
     def transform(self, X: Tensor) -> Tensor:
@@ -432,5 +432,5 @@ class Standardizer:
         return {"mean": self.mean.cpu(), "scale": self.scale.cpu()}
 
     @classmethod
-    def from_state_dict(cls, d: dict) -> "Standardizer":
+    def from_state_dict(cls, d: dict) -> Standardizer:
         return cls(d["mean"], d["scale"])

@@ -192,7 +192,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self._inference_error = None
         self._inference = None
         if solver in EXACT_SOLVERS:
-            result = fit_exact(model, Xt, yt, solver=solver, l2=l2, l1=l1, sample_weight=wt, max_iter=int(self.max_iter), tol=float(self.tol), warn=False, check_separation=self.penalty is None)
+            result = fit_exact(model, Xt, yt, solver=solver, l2=l2, l1=l1, sample_weight=wt, max_iter=int(self.max_iter),
+                               tol=float(self.tol), warn=False, check_separation=self.penalty is None)
             n_iter = result.n_iter
             if result.stop_reason != "converged":
                 warnings.warn(

@@ -29,7 +29,6 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import functional as F
 from .layers import Linear
 
 

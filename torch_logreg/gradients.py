@@ -11,7 +11,8 @@ gradient against three independent references and reports the worst errors:
 * ``finite_difference``: central differences of the objective in float64.
 
 Errors are scale-relative: ``max|g - r| / max(max|g|, max|r|, floor)``, so exact zeros and
-saturated outputs do not produce meaningless ratios (see :data:`TOLERANCES` for the floors). Nothing here is used by the update itself.
+saturated outputs do not produce meaningless ratios (see :data:`TOLERANCES` for the floors).
+Nothing here is used by the update itself.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class GradientReport:
         }
 
     def __str__(self) -> str:
-        head = f"{'reference':<18} {'parameter':<16} {'max abs err':>12} {'max rel err':>12} {'tolerance':>10} {'checked':>11}  ok"
+        head = (f"{'reference':<18} {'parameter':<16} {'max abs err':>12} {'max rel err':>12} "
+                f"{'tolerance':>10} {'checked':>11}  ok")
         lines = [head, "-" * len(head)]
         for c in self.comparisons:
             lines.append(

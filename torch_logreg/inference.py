@@ -56,7 +56,7 @@ class SeparationWarning(UserWarning):
 class PerfectSeparationError(ValueError):
     """Inference was asked of data whose classes are (quasi-)completely separated."""
 
-    def __init__(self, separation: "Separation") -> None:
+    def __init__(self, separation: Separation) -> None:
         super().__init__(separation.message)
         self.separation = separation
 
@@ -193,7 +193,8 @@ class InferenceResult:
         blocks = [(None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
         if self.params.ndim == 2:
             blocks = [
-                (f"{self.dep_variable}={self.class_names[k + 1]}", self.params[k], self.bse[k], self.zvalues[k], self.pvalues[k], ci[k])
+                (f"{self.dep_variable}={self.class_names[k + 1]}", self.params[k], self.bse[k], self.zvalues[k],
+                 self.pvalues[k], ci[k])
                 for k in range(self.params.shape[0])
             ]
         tables = []
@@ -206,9 +207,11 @@ class InferenceResult:
             lines.append("-" * width)
             rows = []
             for j, name in enumerate(self.param_names):
-                rows.append({"name": name, "coef": par[j], "std err": se[j], "z": zv[j], "P>|z|": pv[j], "lower": c[j, 0], "upper": c[j, 1]})
+                rows.append({"name": name, "coef": par[j], "std err": se[j], "z": zv[j], "P>|z|": pv[j],
+                             "lower": c[j, 0], "upper": c[j, 1]})
                 lines.append(
-                    f"{name[:15]:<16}{_fmt(par[j]):>10}{_fmt(se[j]):>11}{zv[j]:>10.3f}{pv[j]:>10.3f}{_fmt(c[j, 0]):>11}{_fmt(c[j, 1]):>10}"
+                    f"{name[:15]:<16}{_fmt(par[j]):>10}{_fmt(se[j]):>11}{zv[j]:>10.3f}{pv[j]:>10.3f}"
+                    f"{_fmt(c[j, 0]):>11}{_fmt(c[j, 1]):>10}"
                 )
             tables.append(rows)
         lines.append("=" * width)

@@ -57,8 +57,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning as _SklearnConvergenceWarning
 from torch import Tensor
 
-from . import functional as F
 from . import fastpath, validation
+from . import functional as F
 from .devices import resolve_device, resolve_dtype
 from .layers import Linear
 

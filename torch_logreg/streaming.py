@@ -259,8 +259,9 @@ class StreamingTrainer(Trainer):
     ``"permutation"`` (same batches as the in-memory Trainer) or ``"blocks"``. ``validate``
     reads the file once up front, in budget-sized chunks, to check shapes, finiteness and
     targets. ``compute_threads`` (CPU only): torch threads for the loop while it runs, leaving
-    the rest to the reader; default one fewer than ``torch.get_num_threads()``, at least one. Validation data (``X_val``, ``y_val``) is held in memory as usual. Every other
-    keyword is the Trainer's; ``batch_size`` must be positive unless the whole file fits.
+    the rest to the reader; default one fewer than ``torch.get_num_threads()``, at least one.
+    Validation data (``X_val``, ``y_val``) is held in memory as usual. Every other keyword is the
+    Trainer's; ``batch_size`` must be positive unless the whole file fits.
     """
 
     def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",

@@ -17,8 +17,8 @@ Stopping rules, tested at each check: the gradient norm falls below ``tol`` ("co
 with validation data, the validation loss has not improved for ``patience`` epochs
 ("early_stopping", best weights restored); without it, the training loss has not improved for
 ``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback sets
-``state.stop_reason`` (which becomes the run's stop reason, e.g. "interrupted"). A non-finite training loss restores the last finite weights and raises
-:class:`TrainingDiverged`.
+``state.stop_reason`` (which becomes the run's stop reason, e.g. "interrupted"). A non-finite
+training loss restores the last finite weights and raises :class:`TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SOLVERS = ("gd", "momentum", "nesterov")
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; the model holds the last finite weights."""
 
-    def __init__(self, message: str, history: "History") -> None:
+    def __init__(self, message: str, history: History) -> None:
         super().__init__(message)
         self.history = history
 
@@ -82,7 +82,7 @@ class History:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         d = dict(d)
         d["grad_checks"] = [tuple(x) for x in d.get("grad_checks", [])]
         return cls(**d)
@@ -94,7 +94,7 @@ class TrainState:
     is a host sync, so a callback should do it only at its own logging interval."""
 
     model: torch.nn.Module
-    trainer: "Trainer"
+    trainer: Trainer
     epoch: int = 0  # epochs completed
     step: int = 0  # steps completed
     loss: Tensor | None = None  # objective on the last batch
