@@ -108,7 +108,7 @@ def test_string_data_rejected():
         ({"l2": -0.1}, ValueError, "l2 must be >= 0"),
         ({"momentum": 1.0}, ValueError, "momentum must be < 1"),
         ({"patience": -1}, ValueError, "patience must be >= 0"),
-        ({"device": "tpu"}, ValueError, "device"),
+        ({"device": "tpu"}, ValueError, "unknown device 'tpu': use 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ({"dtype": "float16"}, TypeError, "unsupported dtype 'float16'"),
         ({"X_val": np.zeros((2, 2))}, ValueError, "X_val and y_val must be given together"),
         ({"cuda_graph": True}, ValueError, "cuda_graph needs a CUDA device"),

@@ -82,6 +82,7 @@ def test_check_gradients_catches_a_wrong_gradient():
 
 
 def test_closed_form_is_skipped_for_stacked_layers():
+    torch.manual_seed(9)
     model = tl.MLP(3, [4], n_outputs=1).double()
     X = torch.randn(10, 3, dtype=torch.float64)
     y = torch.randint(0, 2, (10,))

@@ -196,8 +196,11 @@ def test_newton_converges_quadratically(cancer):
     X, y = cancer
     result = fit_exact(tl.LogisticRegression(30).double(), X, y, l2=1e-3, tol=1e-12)
     g = result.grad_norms
-    # the last steps square the error: each gradient norm is far below the previous one
-    assert g[-1] < 1e-12 and g[-2] < 1e-5
+    assert g[-1] < 1e-12 and result.n_iter <= 12  # L-BFGS needs ~100 iterations here
+    # near the optimum each step squares the error: g_{k+1} <= c g_k^2 (measured 5e-5, 4e-7, 3e-11,
+    # 1e-17: c ~ 200); a linear rate (L-BFGS, gradient descent) breaks it once g_k < 1e-3 / c
+    pairs = [(a, b) for a, b in zip(g, g[1:]) if a < 1e-3 and b > 1e-14]
+    assert pairs and all(b <= 1e3 * a * a for a, b in pairs)
     assert all(t == 1.0 for t in result.line_search_steps[-3:])
 
 

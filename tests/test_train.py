@@ -226,13 +226,23 @@ def test_callbacks_see_each_step_epoch_and_end_and_can_stop():
 
 
 def test_divergence_raises_and_keeps_last_finite_weights():
-    X = torch.randn(50, 3, dtype=torch.float64) * 1e3
-    y = torch.randn(50, dtype=torch.float64) * 1e3
+    gen = torch.Generator().manual_seed(8)
+    X = torch.randn(50, 3, generator=gen, dtype=torch.float64) * 1e3
+    y = torch.randn(50, generator=gen, dtype=torch.float64) * 1e3
     model = tl.LinearRegression(3).double()
+    finite = []
+
+    class LastFinite(tl.Callback):
+        def on_epoch_end(self, state):
+            if state.checked and math.isfinite(state.train_loss):
+                finite.append([p.detach().clone() for p in model.parameters()])
+
     with pytest.raises(tl.TrainingDiverged, match="smaller learning rate") as info:
-        tl.fit(model, X, y, lr=10.0, epochs=1000, device="cpu")
+        tl.fit(model, X, y, lr=10.0, epochs=1000, device="cpu", callbacks=[LastFinite()])
     assert info.value.history.stop_reason == "diverged"
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert len(finite) >= 2, "diverged before the weights moved"
+    assert any(p.abs().max() > 0 for p in finite[-1])
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), finite[-1]))
 
 
 def test_host_syncs_happen_only_at_checks(monkeypatch):

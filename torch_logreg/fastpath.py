@@ -233,8 +233,10 @@ class BatchStep:
     def step(self, Xb: Tensor, Tb: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
         nb = Xb.shape[0]
-        # an empty batch (a padding step of a data-parallel run) has a NaN mean, as in the reference
+        # an empty batch (a padding step of a data-parallel run) has a NaN mean loss and zero
+        # gradients (sums over no rows), as in the reference
         inv_n = 1.0 / nb if nb else math.nan
+        grad_scale = 1.0 / nb if nb else 0.0
         z = self._z[:nb]
         if b is None:
             torch.mm(Xb, W.T, out=z)
@@ -243,11 +245,11 @@ class BatchStep:
         loss = self._in_place(z, Tb, self._buf[:nb], self._zero, 1).mul_(inv_n)  # z now holds h(z) - t
         if z.shape[1] == 1:
             grad = self._grad_weight[0]
-            torch.addmv(grad, Xb.T, z[:, 0], beta=0, alpha=inv_n, out=grad)
+            torch.addmv(grad, Xb.T, z[:, 0], beta=0, alpha=grad_scale, out=grad)
         else:
-            torch.addmm(self._grad_weight, z.T, Xb, beta=0, alpha=inv_n, out=self._grad_weight)
+            torch.addmm(self._grad_weight, z.T, Xb, beta=0, alpha=grad_scale, out=self._grad_weight)
         if self._grad_bias is not None:
-            torch.sum(z, dim=0, out=self._grad_bias).mul_(inv_n)
+            torch.sum(z, dim=0, out=self._grad_bias).mul_(grad_scale)
         if l2:
             loss = loss + 0.5 * l2 * torch.vdot(W.reshape(-1), W.reshape(-1))
             self._grad_weight.add_(W, alpha=l2)
