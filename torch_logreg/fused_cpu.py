@@ -12,7 +12,7 @@ still in cache. X is read from memory once.
 
 The exponential and ``log1p`` of the binary loss are evaluated on a whole tile at a time. For
 float32 they are polynomials that the compiler vectorises (exp: range reduction by ln 2 and a
-degree-7 Taylor polynomial, within 1 ulp; log1p on [0, 1]: ``2 atanh(e / (2 + e))`` as an odd
+degree-7 Taylor polynomial, within 1.5 ulp; log1p on [0, 1]: ``2 atanh(e / (2 + e))`` as an odd
 series, within 3 ulp; tests measure both); float64 uses the C library's ``exp`` and ``log1p``.
 Sums over rows go into float64 accumulators, tile by tile.
 
