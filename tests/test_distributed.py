@@ -46,8 +46,9 @@ SCRIPT = textwrap.dedent(
     tr = DistributedTrainer(mb, X, y, lr=0.2, epochs=200, batch_size=101, patience=3, min_delta=1e-3, tol=0.0,
                             dtype="float64", seed=3)
     h = tr.run()
-    out["mb"] = {"weight": mb.linear.weight.tolist(), "epochs": h.n_epochs, "stop": h.stop_reason,
-                 "steps": tr.steps_per_epoch, "train_loss": h.train_loss}
+    out["mb"] = {"weight": mb.linear.weight.tolist(), "bias": mb.linear.bias.tolist(), "epochs": h.n_epochs,
+                 "stop": h.stop_reason, "steps": tr.steps_per_epoch, "train_loss": h.train_loss,
+                 "local_n": tr.local_n, "batch_size": tr.batch_size}
     with open(sys.argv[1] + f".{info.rank}.json", "w") as f:
         json.dump(out, f)
     cleanup()
@@ -106,13 +107,72 @@ def test_full_batch_softmax_matches_one_process(torchrun_results):
         assert _rel(r["softmax"]["bias"], ref.linear.bias.tolist()) <= 1e-10
 
 
+MB = dict(world=2, batch_size=101, lr=0.2, seed=3)  # the mini-batch run in SCRIPT
+
+
+def _replay_mini_batches(n_epochs):
+    """The distributed mini-batch run replayed in one process with torch.optim.SGD and autograd.
+
+    As DistributedTrainer does: rank r keeps rows shard_bounds(n, r, world); its Trainer clips batch_size to its
+    row count and then yields its whole shard as one batch without drawing a permutation, else draws
+    randperm(local_n) from its own generator (seeded with seed) each epoch and cuts it into batch_size runs. Every
+    epoch has as many steps as the rank with the most batches; a rank out of batches adds an empty one (weight 0).
+    Step k descends the mean loss over the union of the ranks' k-th batches (weights n_r / B). Returns the final
+    (weight, bias) and each epoch's global mean of the step losses weighted by the step's rows.
+    """
+    X, y, _ = _data()
+    n, world, b = X.shape[0], MB["world"], MB["batch_size"]
+    shards = [shard_bounds(n, r, world) for r in range(world)]
+    gens = [torch.Generator().manual_seed(MB["seed"]) for _ in range(world)]
+    steps = max(-(-(stop - start) // b) for start, stop in shards)
+    w = torch.zeros(7, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.SGD([w, bias], lr=MB["lr"])
+    epoch_losses = []
+    for _ in range(n_epochs):
+        batches = []  # per rank: its batches' global row indices, padded with empty ones
+        for (start, stop), gen in zip(shards, gens):
+            local_n = stop - start
+            if b >= local_n:
+                rows = [torch.arange(start, stop)]
+            else:
+                perm = torch.randperm(local_n, generator=gen) + start
+                rows = [perm[i : i + b] for i in range(0, local_n, b)]
+            batches.append(rows + [torch.arange(0)] * (steps - len(rows)))
+        epoch_loss = 0.0
+        for k in range(steps):
+            idx = torch.cat([rows[k] for rows in batches])
+            opt.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(X[idx] @ w + bias, y[idx].double())
+            loss.backward()
+            opt.step()
+            epoch_loss += loss.item() * len(idx) / n
+        epoch_losses.append(epoch_loss)
+    return w.detach(), bias.detach(), epoch_losses
+
+
 def test_mini_batches_keep_ranks_in_step(torchrun_results):
     r0, r1 = (r["mb"] for r in torchrun_results)
+    assert [r0["local_n"], r1["local_n"]] == [102, 101] and r0["batch_size"] == r1["batch_size"] == 101
     assert r0["steps"] == r1["steps"] == 2  # rank 1 pads its second step with an empty batch
     assert r0["stop"] == r1["stop"] == "plateau"
     assert r0["epochs"] == r1["epochs"] < 200
     assert r0["train_loss"] == r1["train_loss"]
     assert r0["weight"] == r1["weight"]
+    # Against one process: the same steps with torch.optim.SGD on autograd's gradient. Both sum the same rows in a
+    # different order and grouping (~1e-16 per step over ~30 contractive steps); a wrongly weighted or dropped
+    # batch moves the weights by > 1e-3, so 1e-10 separates the two with room on any machine.
+    w, bias, _ = _replay_mini_batches(r0["epochs"])
+    assert _rel(r0["weight"], [w.tolist()]) <= 1e-10
+    assert _rel(r0["bias"], bias.tolist()) <= 1e-10
+
+
+def test_mini_batch_epoch_loss_is_the_global_mean(torchrun_results):
+    """Rank 1's shard fits in one batch but the epoch has two steps (the second a padding step):
+    the epoch loss the stopping rules read is still the global mean over both steps."""
+    r0 = torchrun_results[0]["mb"]
+    _, _, losses = _replay_mini_batches(r0["epochs"])
+    assert _rel(r0["train_loss"], losses) <= 1e-10  # same sums as the weights above, same room
 
 
 def test_shard_bounds_cover_the_rows_once():

@@ -56,10 +56,14 @@ def test_softmax_float32_file_cast_to_float64_matches(tmp_path):
     ref = tl.SoftmaxRegression(8, 4)
     tl.Trainer(ref, X, y, **KW).run()  # X is cast to float64 in memory
     model = tl.SoftmaxRegression(8, 4)
-    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=40_000, **KW)
+    # The float32 -> float64 cast is exact, so the file-cast path must give the in-memory run's numbers bit for
+    # bit; that needs the same torch thread count in both loops (the streamed one leaves a thread to the reader).
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=40_000, compute_threads=torch.get_num_threads(),
+                               **KW)
     trainer.run()
     assert trainer.file_bytes > 40_000
     assert trainer.streamer.staging_bytes > 0  # the float32 -> float64 staging buffer is counted
+    assert isinstance(trainer.X, np.memmap) and trainer.X.dtype == np.float32  # the file is read as float32
     assert torch.equal(ref.linear.weight, model.linear.weight)
     assert torch.equal(ref.linear.bias, model.linear.bias)
 
@@ -111,20 +115,49 @@ def test_blocks_order_is_deterministic_and_reads_contiguous_batches(tmp_path):
 def test_fit_streaming_learns(tmp_path):
     X, y = _data(n=2000, d=6)
     xp, yp = _files(tmp_path, X, y)
+    kw = dict(solver="momentum", batch_size=64, lr=0.5, epochs=3, tol=0.0, seed=11, device="cpu", dtype="float64")
+    ref = tl.LogisticRegression(6)
+    ref_hist = tl.Trainer(ref, X, y, **kw).run()
     model = tl.LogisticRegression(6)
-    hist = fit_streaming(model, str(xp), str(yp), memory_budget_bytes=30_000, batch_size=64, lr=0.5, epochs=3,
-                         device="cpu", dtype="float64")
+    # string paths through fit_streaming, default compute_threads (one thread fewer than the in-memory loop)
+    hist = fit_streaming(model, str(xp), str(yp), memory_budget_bytes=30_000, **kw)
+    assert hist.n_steps == ref_hist.n_steps == 3 * int(np.ceil(2000 / 64))
+    # order="permutation" streams the in-memory run's batches; a different thread count changes only how the
+    # sums are split, ~1e-16 per step over ~100 contractive steps, so 1e-12 leaves room and still catches any
+    # wrong, missing or reordered batch (those move the weights by > 1e-4)
+    for name, p in ref.named_parameters():
+        q = dict(model.named_parameters())[name]
+        assert ((p - q).abs().max() / p.abs().max()).item() <= 1e-12, name
+    assert hist.train_loss == pytest.approx(ref_hist.train_loss, rel=1e-12)  # same reasoning as the weights
     acc = (model.predict(torch.from_numpy(X)).numpy() == y).mean()
-    assert acc > 0.9 and hist.train_loss[-1] < hist.train_loss[0]
+    assert acc > 0.9  # and it learned: the labels follow a linear rule with little noise
 
 
 def test_validation_data_and_early_stopping_work(tmp_path):
-    X, y = _data(n=1500, d=6)
-    xp, yp = _files(tmp_path, X[:1000], y[:1000])
-    model = tl.LogisticRegression(6)
-    hist = fit_streaming(model, xp, yp, memory_budget_bytes=30_000, batch_size=50, lr=0.5, epochs=50, patience=2,
-                         X_val=X[1000:], y_val=y[1000:], device="cpu", dtype="float64", tol=0.0)
-    assert len(hist.val_loss) == hist.n_epochs >= 3
+    """60 noisy training rows of 40 features overfit: the held-out loss turns up and the best weights come back."""
+    gen = torch.Generator().manual_seed(5)
+    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
+    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
+    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
+    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
+    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    xp, yp = _files(tmp_path, X.numpy(), y.numpy())
+    model = tl.LogisticRegression(40)
+    budget, patience = 2000, 5
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=15_000, batch_size=20, lr=0.1, epochs=budget,
+                               patience=patience, X_val=Xv, y_val=yv, device="cpu", dtype="float64", tol=0.0)
+    hist = trainer.run()
+    assert trainer.file_bytes > 15_000  # streamed, not held whole
+    assert hist.stop_reason == "early_stopping"
+    assert len(hist.val_loss) == hist.n_epochs < budget
+    assert hist.n_epochs == hist.best_epoch + patience  # stopped after `patience` epochs without improvement
+    best = hist.epochs.index(hist.best_epoch)
+    assert 0 < best and hist.val_loss[best] == min(hist.val_loss) < hist.val_loss[-1]
+    # the best weights are restored: the model's validation objective is the best epoch's. The check computed it on
+    # the same tensors with the same weights; 1e-12 only allows for a different reduction split, while the last
+    # epoch's weights give a val loss higher by > 1e-3
+    T = model.targets(yv, 500)
+    assert model.objective(Xv, T).item() == pytest.approx(hist.val_loss[best], rel=1e-12)
 
 
 def test_errors(tmp_path):

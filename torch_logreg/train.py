@@ -214,6 +214,8 @@ class Trainer:
         self.check_every, self.seed = check_every, seed
         n = self.X.shape[0]
         self.batch_size = n if batch_size in (0, None) or batch_size >= n else batch_size
+        #: steps in an epoch (a data-parallel subclass may pad its shard with empty batches to more)
+        self.steps_per_epoch = math.ceil(n / self.batch_size) if n else 1
         self.callbacks = list(callbacks)
 
         params = dict(self.model.named_parameters())
@@ -395,7 +397,8 @@ class Trainer:
         stop_reason = None
         try:
             with torch.no_grad():
-                one_batch = self.batch_size >= n  # full batch: the epoch's loss and gradient are the step's
+                # one step an epoch: the epoch's loss and gradient are the step's
+                one_batch = self.steps_per_epoch == 1
                 # looked up once: on small problems the loop's own Python is a fair part of a step
                 fast_step = None if self._fast is None else self._fast.step
                 batch_step = None if self._batch_step is None else self._batch_step.step
