@@ -25,6 +25,7 @@ def test_run_quick_prints_the_table(tmp_path):
     timed = [r for r in data["rows"] if r["median_s"] is not None]
     assert timed and all(r["median_s"] > 0 for r in timed)
     # the one-step agreement of hand-written and autograd weights is reported, and holds: float32
-    # steps from the same weights differ by rounding only (0 to 3e-9 measured)
+    # sums over up to 1e6 rows in another order (and another split over threads) differ by rounding
+    # only (0 to 2e-6 seen); a wrong gradient would move the weights by ~lr * |gradient| ~ 0.1
     diffs = [float(r["note"].split("=")[-1]) for r in data["rows"] if "w_autograd" in r["note"]]
-    assert diffs and all(d <= 1e-6 for d in diffs)
+    assert diffs and all(d <= 5e-5 for d in diffs)

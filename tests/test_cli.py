@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_logreg.cli import main
+from torch_logreg.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -79,15 +79,16 @@ def test_default_train_writes_a_complete_run(trained):
 def run_parts(run_dir: Path, dtype: torch.dtype | None = None):
     """The run's saved config, its final model and its data splits (the app's own preparation), on the
     CPU in ``dtype`` (default: the run's)."""
-    from torch_logreg import app
-    from torch_logreg.checkpoint import load_checkpoint
-    from torch_logreg.config import load_config
+    from torch_logreg.app.checkpoint import load_checkpoint
+    from torch_logreg.app.config import load_config
+    from torch_logreg.app.fitting import prepare
+    from torch_logreg.app.runs import model_from_checkpoint
     from torch_logreg.devices import resolve_dtype
 
     cfg = load_config(run_dir / "config.toml")
     dtype = dtype or resolve_dtype(cfg.train.dtype)
-    model = app.model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt"), torch.device("cpu"), dtype)
-    return cfg, model, app.prepare(cfg, torch.device("cpu"), dtype)
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt"), torch.device("cpu"), dtype)
+    return cfg, model, prepare(cfg, torch.device("cpu"), dtype)
 
 
 # the exact optimum of the same objective: Newton in float64 to a max-abs gradient of 1e-12 (the config's
@@ -175,12 +176,12 @@ def test_predict_applies_the_saved_standardizer(trained, tmp_path, capsys):
     assert np.array_equal(labels, (probs >= 0.5).astype(int))
     assert (labels == bunch.target[:25]).mean() >= 0.9
     # the same rows through evaluate's path give the same probabilities
-    from torch_logreg import app
-    from torch_logreg.checkpoint import load_checkpoint
-    from torch_logreg.data import Standardizer
+    from torch_logreg.app.checkpoint import load_checkpoint
+    from torch_logreg.app.data import Standardizer
+    from torch_logreg.app.runs import model_from_checkpoint
 
     payload = load_checkpoint(trained / "checkpoint.pt")
-    model = app.model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload)
     X = Standardizer.from_state_dict(payload["standardizer"]).transform(torch.from_numpy(rows)).float()
     assert np.allclose(model(X)[:, 0].detach().double().numpy(), probs, rtol=1e-6)
 
@@ -292,7 +293,7 @@ def test_help_states_defaults(capsys):
 
 
 def _weights(run_dir: Path) -> dict:
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoint.pt")["model"]
 
@@ -303,7 +304,7 @@ RESUME_SETS = ["train.epochs=400", "train.batch_size=32", "train.patience=0", "t
 
 
 def _cmd(*args):
-    return [sys.executable, "-m", "torch_logreg.cli", *map(str, args)]
+    return [sys.executable, "-m", "torch_logreg.app.cli", *map(str, args)]
 
 
 def _train_cmd(run_dir, *extra):
@@ -457,7 +458,7 @@ def test_diverging_learning_rate_keeps_last_good_checkpoint(capsys, tmp_path):
                         "--set", "train.lr=50", "--set", "train.solver=gd", "--set", "log.checkpoint_every=1",
                         "--set", "train.device=cpu", "--set", "data.standardize=false")
     assert "checkpoint.pt" in line
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     payload = load_checkpoint(run_dir / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in payload["model"].values())
@@ -514,7 +515,7 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--config", CONFIGS / "ecommerce_csv.toml", "--run-dir", run_dir, "--quiet",
                              "--set", f"data.path={path}", "--set", "train.device=cpu")
     assert code == 0, err
-    payload_schema = json.loads(json.dumps(__import__("torch_logreg.checkpoint", fromlist=["x"]).load_checkpoint(
+    payload_schema = json.loads(json.dumps(__import__("torch_logreg.app.checkpoint", fromlist=["x"]).load_checkpoint(
         run_dir / "checkpoint.pt")["schema"]))
     assert payload_schema["categorical"] == {"time_of_day": ["0", "1", "2", "3"]}
     pred_in = tmp_path / "new.csv"
@@ -529,7 +530,7 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
 
 
 def test_newton_from_the_config_matches_lbfgs(capsys, tmp_path):
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     weights = {}
     for solver in ("newton", "lbfgs"):
@@ -573,7 +574,7 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     import io
 
     import torch_logreg as tl
-    from torch_logreg.progress import Progress
+    from torch_logreg.app.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from torch_logreg.config import Config, config_from_dict, load_config
+from torch_logreg.app.config import Config, config_from_dict, load_config
 from torch_logreg.errors import UsageError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import torch_logreg as tl
-from torch_logreg.estimator import InferenceUnavailable, LogisticRegressionClassifier
+from torch_logreg.estimators.estimator import InferenceUnavailable, LogisticRegressionClassifier
 from torch_logreg.inference import SeparationWarning
 from torch_logreg.solvers import ConvergenceWarning
 

@@ -137,6 +137,8 @@ class DistributedTrainer(Trainer):
     other keyword is the Trainer's; ``device`` defaults to the process group's device.
     """
 
+    data_parallel = True
+
     def __init__(self, model, X, y, *, shard: bool = True, group=None, **kwargs) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("DistributedTrainer needs a process group: call init_distributed() first")

@@ -264,6 +264,8 @@ class StreamingTrainer(Trainer):
     Trainer's; ``batch_size`` must be positive unless the whole file fits.
     """
 
+    streams_data = True
+
     def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",
                  validate: bool = True, compute_threads: int | None = None, **kwargs) -> None:
         if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 1:

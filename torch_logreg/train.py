@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import fastpath, validation
+from . import validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
-
-SOLVERS = ("gd", "momentum", "nesterov")
+from .registry import LOOP_SOLVERS as SOLVERS
+from .steps import select
 
 
 class TrainingDiverged(FloatingPointError):
@@ -155,6 +155,11 @@ class Trainer:
     :meth:`state_dict` in checkpoints and to :meth:`load_state_dict` when resuming.
     """
 
+    #: subclasses that read batches from disk (no full batch in memory) set this
+    streams_data = False
+    #: subclasses whose :meth:`reduce` combines gradients across processes set this
+    data_parallel = False
+
     def __init__(
         self,
         model,
@@ -232,63 +237,24 @@ class Trainer:
         self.best_metric = math.inf
         self.bad_epochs = 0
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        # full batch on a single Linear layer: the same maths in one pass or on feature-major data (fastpath.py)
-        self._fast = None
-        if fast_path and not grad_check_every and isinstance(self.X, Tensor) and self.batch_size >= n \
-                and fastpath.supports(self.model):
-            self._fast = fastpath.make_step(self.model, self.X, self.T)
-            if getattr(self._fast, "flat_grad", None) is not None:
-                # the epoch's gradient is the step's: the check reads the step's own buffer
-                self._grad_flat, self.grad_mean = self._fast.flat_grad, self._fast.grads
-        # mini-batches on a single Linear layer: the same maths in buffers made once (fastpath.py),
-        # and rows gathered into preallocated buffers
-        self._batch_step = None
+        # the one decision of which step computes a batch (steps/select.py)
+        self.stepper = select.training_step(
+            self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
+            fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
+            cuda_graph=cuda_graph, data_parallel=self.data_parallel,
+            update=lambda grads: self._update(params, grads), update_key=lambda: (self.solver, self.lr, self.momentum),
+        )
+        if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
+            # the epoch's gradient is the step's: the check reads the step's own buffer
+            self._grad_flat, self.grad_mean = self.stepper.flat_grad, self.stepper.grads
+        # mini-batches of in-memory data are gathered into buffers made once
         self._gather = None
-        if fast_path and not grad_check_every and self.batch_size < n and fastpath.supports(self.model):
-            self._batch_step = fastpath.BatchStep(self.model, self.batch_size, self.dtype, self.device)
-            if isinstance(self.X, Tensor):
-                self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
-                                self.T.new_empty(self.batch_size, self.T.shape[1]))
-        # CUDA graph: the fast step and the update captured once, replayed each epoch
-        self.cuda_graph = bool(cuda_graph)
-        self._graph = None
-        self._graph_key = None
-        if self.cuda_graph:
-            if self.device.type != "cuda":
-                raise ValueError(f"cuda_graph needs a CUDA device; this run is on {self.device}")
-            if self._fast is None:
-                raise ValueError("cuda_graph needs the full-batch fast path: batch_size = 0 (full batch), "
-                                 "fast_path = True, grad_check_every = 0 and a single-Linear model")
-            if type(self).reduce is not Trainer.reduce:
-                raise ValueError("cuda_graph is not available with a Trainer that overrides reduce "
-                                 "(data-parallel training): the all-reduce cannot be captured with the step")
+        if self.stepper.name == "batch" and not self.streams_data:
+            self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
+                            self.T.new_empty(self.batch_size, self.T.shape[1]))
         self.history = History()
         self.epoch = 0
         self.step = 0
-
-    def _graphed_step(self, params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Replay the captured step + update; (re)capture when lr, momentum, l2 or the solver changed.
-
-        During capture nothing runs, so the parameters are untouched; a warm-up of the step alone
-        on a side stream (the update is not run) readies the libraries first, as capture needs.
-        Returns the graph's static loss and gradient tensors, filled by each replay.
-        """
-        key = (self.solver, self.lr, self.momentum, self.l2)
-        with torch.cuda.device(self.device):  # streams and capture on the run's GPU, not the current one
-            if self._graph is None or key != self._graph_key:
-                side = torch.cuda.Stream(self.device)
-                side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(side):
-                    for _ in range(2):
-                        self._fast.step(self.l2)
-                torch.cuda.current_stream(self.device).wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
-                    loss, grads = self._fast.step(self.l2)
-                    self._update(params, grads)
-                self._graph, self._graph_key, self._graph_out = graph, key, (loss, grads)
-            self._graph.replay()
-        return self._graph_out
 
     def _prepare(self, X, y, xname: str, yname: str) -> tuple[Tensor, Tensor]:
         X = validation.as_tensor(X, xname, dtype=self.dtype, device=self.device)
@@ -400,10 +366,10 @@ class Trainer:
                 # one step an epoch: the epoch's loss and gradient are the step's
                 one_batch = self.steps_per_epoch == 1
                 # looked up once: on small problems the loop's own Python is a fair part of a step
-                fast_step = None if self._fast is None else self._fast.step
-                batch_step = None if self._batch_step is None else self._batch_step.step
-                batch_grads = None if self._batch_step is None else self._batch_step.grads
-                objective_and_grad, reduce, update = model.objective_and_grad, self.reduce, self._update
+                step, reduce, update = self.stepper.step, self.reduce, self._update
+                includes_update = getattr(self.stepper, "includes_update", False)  # a CUDA graph
+                batch_grads = getattr(self.stepper, "grads", None)
+                batch_flat = getattr(self.stepper, "flat_grad", None)
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
                 while self.epoch < self.epochs and stop_reason is None:
                     if not one_batch:
@@ -412,14 +378,7 @@ class Trainer:
                     for Xb, Tb in self._batches():
                         if grad_check_every and self.step % grad_check_every == 0:
                             self._grad_check(Xb, Tb)
-                        if self.cuda_graph:
-                            loss, grads = self._graphed_step(params)  # the update included
-                        elif fast_step is not None:
-                            loss, grads = fast_step(self.l2)
-                        elif batch_step is not None:
-                            loss, grads = batch_step(Xb, Tb, self.l2)
-                        else:
-                            loss, grads = objective_and_grad(Xb, Tb, self.l2)
+                        loss, grads = step(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = reduce(loss, grads, nb)
                         if one_batch:
@@ -430,11 +389,11 @@ class Trainer:
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
                             if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
-                                self._grad_flat.add_(self._batch_step.flat_grad, alpha=nb / n)
+                                self._grad_flat.add_(batch_flat, alpha=nb / n)
                             else:
                                 for k, g in grads.items():
                                     self.grad_mean[k].add_(g, alpha=nb / n)
-                        if not self.cuda_graph:
+                        if not includes_update:
                             update(params, grads)
                         self.step += 1
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb

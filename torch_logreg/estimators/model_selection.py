@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from ..solvers import ConvergenceWarning
 from .estimator import LogisticRegressionClassifier
 
 SCORES = ("log_loss", "accuracy")

@@ -10,8 +10,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from ..train import Callback, TrainState
 from . import metrics as metrics_lib
-from .train import Callback, TrainState
 
 
 class TensorBoardLogger(Callback):

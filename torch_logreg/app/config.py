@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tomllib
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear")

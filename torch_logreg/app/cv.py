@@ -17,15 +17,16 @@ import statistics
 
 import torch
 
+from ..devices import resolve_dtype
+from ..errors import UsageError
+from ..estimators.model_selection import format_table
+from ..train import TrainingDiverged
 from . import data as data_lib
 from . import metrics as metrics_lib
-from .app import EXACT_SOLVERS, build_model, check_cuda_graph, fit_targets, new_run_dir, run_device
 from .config import Config, parse_value, set_value, validate
-from .devices import resolve_dtype
-from .errors import UsageError
 from .files import write_text_atomic
-from .model_selection import format_table
-from .train import Trainer, TrainingDiverged
+from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device
+from .runs import new_run_dir
 
 
 def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
@@ -50,19 +51,6 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
             parsed.append(getattr(getattr(trial, key.split(".")[0]), key.split(".")[1]))
         grid[key] = parsed
     return grid
-
-
-def _fit(cfg: Config, model, X, T) -> None:
-    t = cfg.train
-    if t.solver in EXACT_SOLVERS:
-        from .solvers import fit_exact
-
-        fit_exact(model, X, T, solver=t.solver, l2=t.l2, l1=t.l1, max_iter=t.epochs, tol=t.tol, warn=False,
-                  check_separation=False)
-        return
-    Trainer(model, X, T, solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2,
-            momentum=t.momentum, tol=t.tol, patience=t.patience, check_every=t.check_every, seed=t.seed,
-            cuda_graph=t.cuda_graph, device=model.device).run()
 
 
 def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: str | None = None,
@@ -111,7 +99,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
             Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
             try:
-                _fit(trial, model, Xtr, Ttr)
+                fit(trial, model, Xtr, Ttr)
                 m = metrics_lib.evaluate(model, Xte, Tte)
             except TrainingDiverged:
                 m = {"loss": math.nan}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .train import Callback, TrainState
+from ..train import Callback, TrainState
 
 
 class Progress(Callback):

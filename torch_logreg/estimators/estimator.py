@@ -27,16 +27,15 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import functional as F
-from .devices import resolve_device, resolve_dtype
-from .inference import infer
-from .models import LogisticRegression, SoftmaxRegression
-from .solvers import SOLVERS as EXACT_SOLVERS
-from .solvers import ConvergenceWarning, fit_exact
+from .. import functional as F
+from ..devices import resolve_device, resolve_dtype
+from ..inference import infer
+from ..models import LogisticRegression, SoftmaxRegression
+from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
+from ..solvers import ConvergenceWarning, fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
-FIRST_ORDER_SOLVERS = ("gd", "momentum", "nesterov")
-SOLVERS = ("auto", *EXACT_SOLVERS, *FIRST_ORDER_SOLVERS)
+SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
 
 #: ``solver="auto"`` uses Newton while the Hessian has at most this many rows, else L-BFGS
 AUTO_NEWTON_MAX_PARAMS = 400
@@ -204,7 +203,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
             if result.separation is not None:
-                from .inference import SeparationWarning
+                from ..solvers.separation import SeparationWarning
 
                 warnings.warn(result.separation.message, SeparationWarning, stacklevel=2)
         else:
@@ -213,7 +212,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     f"solver={solver!r} (first-order loop) does not support sample_weight or class_weight; "
                     "use solver in ['auto', 'newton', 'lbfgs']"
                 )
-            from .train import fit as first_order_fit
+            from ..train import fit as first_order_fit
 
             result = first_order_fit(
                 model, Xt, yt, solver=solver, lr=float(self.learning_rate), epochs=int(self.max_iter),
