@@ -437,7 +437,7 @@ def test_constant_feature_is_fine(capsys, tmp_path):
     "args,message",
     [
         (["--set", "train.lrr=0.1"], "did you mean 'lr'"),
-        (["--set", "train.lr=-1"], "train.lr must be > 0.0"),
+        (["--set", "train.lr=-1"], "train.lr must be a finite number > 0, got -1"),
         (["--set", "train.epochs=ten"], "train.epochs must be an integer"),
         (["--config", "/nonexistent/c.toml"], "does not exist"),
     ],

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import validation
+from . import arguments, validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
@@ -134,20 +134,6 @@ def _flat_buffer(params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     return flat, views
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        kind = "an integer" if integer else "a finite number"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-
-
 class Trainer:
     """The loop's state, so that a run can be checkpointed and resumed exactly.
 
@@ -187,21 +173,19 @@ class Trainer:
         y_val=None,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
     ) -> None:
-        _check_choice("solver", solver, SOLVERS)
-        _check_number("lr", lr, 0.0, strict=True)
-        _check_number("epochs", epochs, 1, integer=True)
-        _check_number("batch_size", batch_size, 0, integer=True)
-        _check_number("l2", l2, 0.0)
-        _check_number("momentum", momentum, 0.0)
-        if momentum >= 1:
-            raise ValueError(f"momentum must be < 1, got {momentum!r}")
-        _check_number("tol", tol, 0.0)
-        _check_number("patience", patience, 0, integer=True)
-        _check_number("min_delta", min_delta, 0.0)
-        _check_number("grad_check_every", grad_check_every, 0, integer=True)
-        _check_number("grad_check_coords", grad_check_coords, 1, integer=True)
-        _check_number("check_every", check_every, 1, integer=True)
-        _check_number("seed", seed, 0, integer=True)
+        arguments.choice("solver", solver, SOLVERS)
+        arguments.number("lr", lr, low=0, low_open=True)
+        arguments.number("epochs", epochs, low=1, integer=True)
+        arguments.number("batch_size", batch_size, low=0, integer=True)
+        arguments.number("l2", l2, low=0)
+        arguments.number("momentum", momentum, low=0, high=1, high_open=True)
+        arguments.number("tol", tol, low=0)
+        arguments.number("patience", patience, low=0, integer=True)
+        arguments.number("min_delta", min_delta, low=0)
+        arguments.number("grad_check_every", grad_check_every, low=0, integer=True)
+        arguments.number("grad_check_coords", grad_check_coords, low=1, integer=True)
+        arguments.number("check_every", check_every, low=1, integer=True)
+        arguments.number("seed", seed, low=0, integer=True)
         if (X_val is None) != (y_val is None):
             raise ValueError("X_val and y_val must be given together")
 

@@ -55,7 +55,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .. import validation
+from .. import arguments, validation
 from ..devices import resolve_device, resolve_dtype
 from ..models import single_linear
 from ..registry import EXACT_SOLVERS, L1_SOLVERS
@@ -120,14 +120,12 @@ def fit_exact(
     :class:`~torch_logreg.solvers.separation.SeparationWarning` describes it and ``result.separation``
     holds the details.
     """
-    _check_choice("solver", solver, EXACT_SOLVERS)
-    l2 = _check_number("l2", l2, 0.0)
-    l1 = _check_number("l1", l1, 0.0)
-    tol = _check_number("tol", tol, 0.0)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-    if isinstance(history_size, bool) or not isinstance(history_size, int) or history_size < 1:
-        raise ValueError(f"history_size must be a positive integer, got {history_size!r}")
+    arguments.choice("solver", solver, EXACT_SOLVERS)
+    l2 = arguments.number("l2", l2, low=0)
+    l1 = arguments.number("l1", l1, low=0)
+    tol = arguments.number("tol", tol, low=0)
+    arguments.number("max_iter", max_iter, low=1, integer=True)
+    arguments.number("history_size", history_size, low=1, integer=True)
     if l1 > 0 and solver not in L1_SOLVERS:
         raise ValueError(
             f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
@@ -195,14 +193,3 @@ def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Te
     if not bool((w > 0).any()):
         raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
     return w
-
-
-def _check_choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def _check_number(name: str, value, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
-    return float(value)
