@@ -127,7 +127,7 @@ def test_tensorboard_reads_the_events_file(trained):
     acc.Reload()
     tags = acc.Tags()
     for tag in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/auc", "lr", "grad_norm",
-                "perf/samples_per_second", "train/batch_loss"):
+                "perf/samples_per_second", "train/batch_objective", "train/objective"):
         assert tag in tags["scalars"], tag
         assert len(acc.Scalars(tag)) >= 2, tag
     steps = [e.step for e in acc.Scalars("train/loss")]
@@ -586,7 +586,8 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     tl.fit(tl.LogisticRegression(3), X, y, epochs=20, tol=0, device="cpu", callbacks=[Progress(20, stream=pipe)])
     assert "20/20" in term.getvalue() and "epoch/s" in term.getvalue() and "loss=" in term.getvalue()
     lines = pipe.getvalue().splitlines()
-    assert lines[0].startswith("epoch 1/20  loss") and lines[-1].startswith("epoch 20/20  loss")
+    assert lines[0].startswith("epoch 1/20  objective") and lines[-1].startswith("epoch 20/20  objective")
+    assert all(" loss " in line for line in lines)
     assert "\r" not in pipe.getvalue()
 
 

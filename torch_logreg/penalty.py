@@ -1,9 +1,10 @@
-"""The L2 penalty, in one place: which parameters it covers and what it adds.
+"""The penalties, in one place: which parameters they cover and what they add.
 
-    penalty(theta) = (l2 / 2) * sum over weight matrices W of ||W||^2,    gradient l2 * W
+    penalty(theta) = (l2 / 2) * sum over weight matrices W of ||W||^2   (gradient l2 * W)
+                   + l1 * sum over weight matrices W of ||W||_1          (exact solvers only)
 
-Every weight matrix is penalised and no bias is. The models, the fast steps, the exact solvers
-and the references all take the rule from here.
+Every weight matrix is penalised and no bias is. The models, the fast steps, the exact solvers,
+the loop's reports and the references all take the rule from here.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ def value(params: dict[str, Tensor], l2: float) -> Tensor | float:
         for name, p in params.items():
             if penalised(name):
                 total = total + l2_value(p.detach(), l2)
+    return total
+
+
+def l1_value(params: dict[str, Tensor], l1: float) -> Tensor | float:
+    """``l1 * sum ||W||_1`` over the penalised parameters (0.0 when ``l1`` is 0)."""
+    total: Tensor | float = 0.0
+    if l1:
+        for name, p in params.items():
+            if penalised(name):
+                total = total + l1 * p.detach().abs().sum()
     return total
 
 

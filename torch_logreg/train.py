@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import arguments, validation
+from . import arguments, penalty, validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
@@ -56,9 +56,14 @@ class GradientCheckFailed(AssertionError):
 @dataclass
 class History:
     """What happened during a run. Lists hold one entry per stopping check (by default each
-    epoch); ``epochs`` says which epoch (1-based) each entry belongs to."""
+    epoch); ``epochs`` says which epoch (1-based) each entry belongs to.
+
+    ``train_objective`` is what the steps minimised (the epoch's mean of each step's objective:
+    mean negative log-likelihood plus the L2 penalty); ``train_loss`` and ``val_loss`` are the
+    mean negative log-likelihood alone, so the two are comparable."""
 
     epochs: list[int] = field(default_factory=list)
+    train_objective: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
@@ -76,7 +81,7 @@ class History:
     def to_dict(self) -> dict:
         # shallow copies: dataclasses.asdict deep-copies, which grows with the run at every checkpoint
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("epochs", "train_loss", "val_loss", "grad_norm"):
+        for key in ("epochs", "train_objective", "train_loss", "val_loss", "grad_norm"):
             d[key] = list(d[key])
         d["grad_checks"] = [list(x) for x in self.grad_checks]
         return d
@@ -85,6 +90,8 @@ class History:
     def from_dict(cls, d: dict) -> History:
         d = dict(d)
         d["grad_checks"] = [tuple(x) for x in d.get("grad_checks", [])]
+        if "train_objective" not in d:  # saved before the two were told apart: train_loss held the objective
+            d["train_objective"] = list(d.get("train_loss", []))
         return cls(**d)
 
 
@@ -101,7 +108,8 @@ class TrainState:
     grads: dict[str, Tensor] | None = None  # gradient of the last batch
     batch_size: int = 0
     checked: bool = False  # whether this epoch ran a stopping check (metrics below are fresh)
-    train_loss: float | None = None
+    train_objective: float | None = None  # mean NLL + penalty, what the steps minimise
+    train_loss: float | None = None  # mean NLL, comparable with val_loss
     val_loss: float | None = None
     grad_norm: float | None = None
     stop_reason: str | None = None  # a callback sets this to stop the run
@@ -220,13 +228,15 @@ class Trainer:
         self.best_state: dict[str, Tensor] | None = None
         self.best_metric = math.inf
         self.bad_epochs = 0
+        self._step_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         # the one decision of which step computes a batch (steps/select.py)
         self.stepper = select.training_step(
             self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
             fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
             cuda_graph=cuda_graph, data_parallel=self.data_parallel,
-            update=lambda grads: self._update(params, grads), update_key=lambda: (self.solver, self.lr, self.momentum),
+            update=lambda grads: self._record_penalty_and_update(params, grads),
+            update_key=lambda: (self.solver, self.lr, self.momentum),
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer
@@ -355,9 +365,15 @@ class Trainer:
                 batch_grads = getattr(self.stepper, "grads", None)
                 batch_flat = getattr(self.stepper, "flat_grad", None)
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
+                # the penalty at the weights each step used, so the epoch's loss is told from its
+                # objective (a CUDA graph fills it inside the graph, before the update)
+                l2, step_penalty = self.l2, self._step_penalty
+                if not l2:
+                    step_penalty.zero_()
                 while self.epoch < self.epochs and stop_reason is None:
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+                        epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
                         self._grad_flat.zero_()
                     for Xb, Tb in self._batches():
                         if grad_check_every and self.step % grad_check_every == 0:
@@ -365,13 +381,17 @@ class Trainer:
                         loss, grads = step(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = reduce(loss, grads, nb)
+                        if l2 and not includes_update:
+                            step_penalty.copy_(penalty.value(params, l2))
                         if one_batch:
-                            epoch_loss = loss
+                            epoch_loss, epoch_penalty = loss, step_penalty
                             if grads is not self.grad_mean:
                                 for k, g in grads.items():
                                     self.grad_mean[k].copy_(g)
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
+                            if l2:
+                                epoch_penalty.add_(step_penalty, alpha=nb / n)
                             if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
                                 self._grad_flat.add_(batch_flat, alpha=nb / n)
                             else:
@@ -387,7 +407,7 @@ class Trainer:
                     state.epoch = self.epoch
                     state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
                     if state.checked:
-                        stop_reason = self._check(params, epoch_loss, state)
+                        stop_reason = self._check(params, epoch_loss, epoch_penalty, state)
                     for cb in self.callbacks:
                         cb.on_epoch_end(state)
                     if stop_reason is None and state.stop_reason:
@@ -405,14 +425,21 @@ class Trainer:
             cb.on_train_end(state)
         if stop_reason == "diverged":
             raise TrainingDiverged(
-                f"training diverged: the loss became {history.train_loss[-1]} at epoch {self.epoch} "
+                f"training diverged: the objective became {history.train_objective[-1]} at epoch {self.epoch} "
                 f"with lr={self.lr:g}; the model holds the last finite weights. "
                 "Try a smaller learning rate.",
                 history,
             )
         return history
 
-    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, state: TrainState) -> str | None:
+    def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+        """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
+        if self.l2:
+            self._step_penalty.copy_(penalty.value(params, self.l2))
+        self._update(params, grads)
+
+    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, epoch_penalty: Tensor,
+               state: TrainState) -> str | None:
         """Stopping check at the end of an epoch: the only place the loop reads the device."""
         history = self.history
         # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
@@ -421,20 +448,22 @@ class Trainer:
         for k, p in params.items():
             self._spare[k].copy_(p)
         param_sum = self._spare_flat.sum()
-        readings = [epoch_loss, grad_norm, param_sum]
+        readings = [epoch_loss, epoch_loss - epoch_penalty, grad_norm, param_sum]
         if self.X_val is not None:
             readings.append(self.model.objective(self.X_val, self.T_val))
         values = torch.stack(readings).tolist()
-        train_loss, grad_norm, param_sum = values[:3]
-        val_loss = values[3] if self.X_val is not None else None
+        train_objective, train_loss, grad_norm, param_sum = values[:4]
+        val_loss = values[4] if self.X_val is not None else None
         history.epochs.append(self.epoch)
+        history.train_objective.append(train_objective)
         history.train_loss.append(train_loss)
         history.grad_norm.append(grad_norm)
         if val_loss is not None:
             history.val_loss.append(val_loss)
-        state.train_loss, state.val_loss, state.grad_norm = train_loss, val_loss, grad_norm
+        state.train_objective, state.train_loss = train_objective, train_loss
+        state.val_loss, state.grad_norm = val_loss, grad_norm
 
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
+        if not (math.isfinite(train_objective) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
             self._restore(params, self.last_good)
             return "diverged"
         # the spare now holds these finite parameters: it becomes the last good copy
@@ -442,7 +471,7 @@ class Trainer:
         self.last_good, self._spare = self._spare, self.last_good
 
         if self.patience:
-            metric = val_loss if val_loss is not None else train_loss
+            metric = val_loss if val_loss is not None else train_objective
             if metric < self.best_metric - self.min_delta:
                 self.best_metric, self.bad_epochs = metric, 0
                 history.best_epoch = self.epoch

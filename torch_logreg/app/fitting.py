@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import penalty
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..models import LinearRegression, LogisticRegression, SoftmaxRegression
@@ -182,7 +183,8 @@ def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None
 def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):
     """Newton or L-BFGS on the analytic derivatives instead of the loop; returns a History.
 
-    Each iterate's objective goes to TensorBoard (``train/loss`` by iteration); a first Ctrl-C
+    Each iterate's objective and loss (without the penalties) go to TensorBoard
+    (``train/objective``, ``train/loss`` by iteration); a first Ctrl-C
     stops at the next iterate and saves the weights; ``resume`` then solves again from them
     (to the same optimum, though not along a bit-identical path). A convergence or separation
     warning is printed as one line.
@@ -193,8 +195,15 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
     state = TrainState(model=trainer.model, trainer=trainer)
     interrupt.on_train_begin(state)
 
+    params = dict(trainer.model.named_parameters())
+    data_losses: list[float] = []
+
     def on_iterate(n_iter: int, objective: float) -> bool:
-        writer.add_scalar("train/loss", objective, n_iter)
+        # the solvers call back with the model at the iterate
+        loss = objective - float(penalty.value(params, t.l2)) - float(penalty.l1_value(params, t.l1))
+        data_losses.append(loss)
+        writer.add_scalar("train/objective", objective, n_iter)
+        writer.add_scalar("train/loss", loss, n_iter)
         if not quiet:
             print(f"{t.solver} iteration {n_iter}  objective {objective:.10g}", file=sys.stderr, flush=True)
         return interrupt.requested
@@ -209,7 +218,8 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
         writer.add_scalar("grad_norm", g, i)
     history = trainer.history
     history.epochs = list(range(len(result.losses)))
-    history.train_loss, history.grad_norm = list(result.losses), list(result.grad_norms)
+    history.train_objective, history.grad_norm = list(result.losses), list(result.grad_norms)
+    history.train_loss = data_losses
     history.stop_reason = "interrupted" if result.stop_reason == "callback" else result.stop_reason
     history.n_epochs = history.n_steps = trainer.epoch = trainer.step = result.n_iter
     history.wall_time = result.wall_time

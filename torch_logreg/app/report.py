@@ -34,6 +34,8 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
     result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
     out = {
         **{s: result[s] for s in SPLITS},
+        # each split's "loss" is the mean NLL; this is what training minimised (with the penalties)
+        "train_objective": history.train_objective[-1] if history.train_objective else None,
         "solver": cfg.train.solver,
         "epochs": history.n_epochs,
         "steps": history.n_steps,

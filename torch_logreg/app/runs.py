@@ -87,7 +87,7 @@ class CheckpointWriter(Callback):
         return True
 
     def on_epoch_end(self, state: TrainState) -> None:
-        if state.epoch % self.every == 0 and not (state.checked and not np.isfinite(state.train_loss)):
+        if state.epoch % self.every == 0 and not (state.checked and not np.isfinite(state.train_objective)):
             self.write(state)
 
 
