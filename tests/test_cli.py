@@ -570,6 +570,30 @@ def test_cv_command_ranks_the_grid_and_logs_hparams(capsys, tmp_path):
     expect_error(capsys, "--grid expects KEY=V1,V2", "cv", "--grid", "train.l2")
 
 
+def test_cv_early_stopping_reads_a_validation_part_of_each_fold(capsys, tmp_path, monkeypatch):
+    """With patience, each fold's fit holds out a validation part of the fold's training rows (the
+    config's val share of the non-test rows), as train does; without it, the whole fold trains."""
+    from torch_logreg.app import cv, fitting
+
+    seen = []
+    real_fit = fitting.fit
+
+    def spy(cfg, model, X, T, *, X_val=None, T_val=None):
+        seen.append((cfg.train.patience, X.shape[0], None if X_val is None else X_val.shape[0]))
+        return real_fit(cfg, model, X, T, X_val=X_val, T_val=T_val)
+
+    monkeypatch.setattr(cv, "fit", spy)
+    code, _, err = run_cli(capsys, "cv", "--quiet", "--grid", "train.patience=0,5", "--folds", "3", "--run-dir",
+                           tmp_path / "cv", "--set", "train.epochs=30", "--set", "train.device=cpu")
+    assert code == 0, err
+    # breast cancer: 569 rows, 20% test, 20% validation -> a pool of 455, folds of ~303 training rows
+    without, with_val = seen[:3], seen[3:]
+    assert all(p == 0 and v is None for p, _, v in without)
+    share = 0.2 / 0.8
+    for (_, n_whole, _), (p, n_fit, n_val) in zip(without, with_val):
+        assert p == 5 and n_fit + n_val == n_whole and abs(n_val - share * n_whole) <= 1
+
+
 def test_progress_bar_on_a_terminal_and_lines_otherwise():
     import io
 
