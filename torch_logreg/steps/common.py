@@ -37,6 +37,13 @@ def fusable(model, X: Tensor) -> bool:
     )
 
 
+def bind_single_pass(model, X: Tensor, T: Tensor) -> tuple[str, object, Tensor, Tensor]:
+    """What a single-pass kernel keeps of its full batch: the layer's name and the layer, X
+    (detached, no copy) and the targets as one contiguous column in X's dtype."""
+    (prefix, layer), = model.named_children()
+    return prefix, layer, X.detach(), T.detach().reshape(-1).to(X.dtype).contiguous()
+
+
 def step_from_sums(layer, prefix: str, means: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
     """``(loss, grads)`` of a single-pass kernel from its float64 row means
     ``[X^T r / N (D), sum(r) / N, loss]``, in the layer's dtype, with the l2 term added."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .common import fusable, step_from_sums
+from .common import bind_single_pass, fusable, step_from_sums
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -234,10 +234,8 @@ class FusedStep:
                 "the fused CPU step needs numba and a single-Linear model with one sigmoid or identity "
                 "output on a contiguous float32/float64 CPU tensor"
             )
-        (self.prefix, self.layer), = model.named_children()
-        self.X = X.detach()
-        self._x = self.X.numpy()
-        self._y = T.detach().reshape(-1).to(X.dtype).contiguous().numpy()
+        self.prefix, self.layer, self.X, y = bind_single_pass(model, X, T)
+        self._x, self._y = self.X.numpy(), y.numpy()
         self._link = _LINK_CODES[(model.link, X.dtype)]
         self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))

@@ -20,7 +20,7 @@ import os
 import torch
 from torch import Tensor
 
-from .common import fusable, step_from_sums
+from .common import bind_single_pass, fusable, step_from_sums
 
 try:
     import triton
@@ -122,9 +122,7 @@ class TritonStep:
                 "the Triton step needs Triton and a single-Linear model with one sigmoid or identity output "
                 "on a contiguous float32/float64 CUDA tensor"
             )
-        (self.prefix, self.layer), = model.named_children()
-        self.X = X.detach()
-        self.y = T.detach().reshape(-1).to(X.dtype).contiguous()
+        self.prefix, self.layer, self.X, self.y = bind_single_pass(model, X, T)
         n, d = X.shape
         self._sigmoid = model.link == "sigmoid"
         programs = max(1, min(MAX_PROGRAMS, triton.cdiv(n, BLOCK_N)))
