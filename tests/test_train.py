@@ -9,7 +9,7 @@ import torch
 
 import torch_logreg as tl
 
-from helpers import make_model, make_targets
+from helpers import make_model, make_targets, overfitting_data
 
 
 def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
@@ -145,7 +145,7 @@ def test_plateau_stops_when_training_loss_stops_falling():
     assert history.n_epochs < 100_000
     # replay the rule on the recorded losses: it must fire at the last epoch and not before
     best, bad, fired = math.inf, 0, None
-    for epoch, loss in zip(history.epochs, history.train_loss):
+    for epoch, loss in zip(history.epochs, history.train_objective):
         if loss < best - 1e-9:
             best, bad = loss, 0
         else:
@@ -154,17 +154,12 @@ def test_plateau_stops_when_training_loss_stops_falling():
                 fired = epoch
                 break
     assert fired == history.n_epochs == history.epochs[-1]
-    assert history.train_loss[history.epochs.index(history.best_epoch)] == best
+    assert history.train_objective[history.epochs.index(history.best_epoch)] == best
 
 
 def test_early_stopping_restores_best_weights():
     """Overfit a tiny noisy training set; the held-out loss turns up and the best is kept."""
-    gen = torch.Generator().manual_seed(5)
-    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
-    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
-    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
-    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
-    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    X, y, Xv, yv = overfitting_data()
     model = tl.LogisticRegression(40).double()
     history = tl.fit(model, X, y, lr=0.5, epochs=5000, tol=0, patience=10, X_val=Xv, y_val=yv, device="cpu")
     assert history.stop_reason == "early_stopping"
