@@ -594,6 +594,27 @@ def test_cv_early_stopping_reads_a_validation_part_of_each_fold(capsys, tmp_path
         assert p == 5 and n_fit + n_val == n_whole and abs(n_val - share * n_whole) <= 1
 
 
+def test_a_run_saved_by_version_0_1_0_still_loads(capsys, tmp_path):
+    """tests/data/run_0_1_0: a breast-cancer run saved by release 0.1.0 after 3 of 6 epochs
+    (its History has no train_objective). evaluate reproduces the metrics that release wrote;
+    resume finishes the run."""
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "run_0_1_0", run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    code, out, err = run_cli(capsys, "evaluate", "--run", run_dir)
+    assert code == 0, err
+    for split in ("train", "val", "test"):
+        # the same float32 model on the same split; summation order may differ on another CPU
+        assert f"{split:<5} loss {saved[split]['loss']:.4f}" in out
+    code, out, err = run_cli(capsys, "resume", "--run", run_dir, "--quiet")
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 6 and metrics["stop_reason"] == "max_epochs"
+    assert metrics["train"]["loss"] < saved["train"]["loss"]
+
+
 def test_progress_bar_on_a_terminal_and_lines_otherwise():
     import io
 

@@ -114,7 +114,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
 
     # -- parameter checks --
-    def _resolve(self, n_params: int) -> tuple[str, float]:
+    def resolve_params(self, n_params: int) -> tuple[str, float]:
         """Validate the hyper-parameters; return the solver to use and the L1 share."""
         arguments.choice("penalty", self.penalty, PENALTIES)
         arguments.number("C", self.C, low=0, low_open=True)
@@ -155,7 +155,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             )
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
-        solver, l1_share = self._resolve(n_params)
+        solver, l1_share = self.resolve_params(n_params)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
 

@@ -143,7 +143,7 @@ def cross_validate_grid(
         if unknown:
             raise ValueError(f"unknown parameter(s) {sorted(unknown)} in param_grid; valid: {sorted(valid)}")
         try:
-            clone(base).set_params(**combo)._resolve(n_params_guess)
+            clone(base).set_params(**combo).resolve_params(n_params_guess)
         except ValueError as exc:
             raise ValueError(f"invalid combination {combo}: {exc}") from exc
 
