@@ -204,18 +204,18 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
 
 def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
     """One bare step of the hand-written loop: manual objective and gradient, in-place update.
-    ``fast``: the full-batch fast path the loop picks (``fastpath.make_step``: the fused single
+    ``fast``: the full-batch step the loop picks (``steps.select.full_batch``: the fused single
     pass, or the feature-major copy of X made here, once); ``step.path`` names it."""
     params = dict(model.named_parameters())
     objective_and_grad = model.objective_and_grad
     path = "reference"
     if fast:
-        from torch_logreg.fastpath import make_step
+        from torch_logreg.steps.select import full_batch
 
-        fast_step = make_step(model, X, T)
-        path = {"FusedStep": "fused single pass", "TritonStep": "fused Triton kernel"}.get(
-            type(fast_step).__name__, "feature-major")
-        objective_and_grad = lambda X, T, l2: fast_step.step(l2)  # noqa: E731
+        fast_step = full_batch(model, X, T)
+        path = {"fused_cpu": "fused single pass", "fused_triton": "fused Triton kernel"}.get(
+            fast_step.name, "feature-major")
+        objective_and_grad = fast_step.step
 
     def step():
         _, grads = objective_and_grad(X, T, l2)

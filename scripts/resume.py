@@ -2,6 +2,6 @@
 
 import sys
 
-from torch_logreg.cli import main
+from torch_logreg.app.cli import main
 
 sys.exit(main(["resume", *sys.argv[1:]]))

@@ -43,6 +43,18 @@ def scale_to_logits(model, X: torch.Tensor, target: float) -> None:
             p.mul_(factor)
 
 
+def overfitting_data(seed: int = 5):
+    """60 noisy rows of 40 features from a logistic model, and 500 held-out rows: a fit overfits,
+    so the held-out loss turns up (early stopping fires). Returns ``X, y, X_val, y_val``."""
+    gen = torch.Generator().manual_seed(seed)
+    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
+    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
+    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
+    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
+    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    return X, y, Xv, yv
+
+
 def flat_parameters(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu()
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_logreg.cli import main
+from torch_logreg.app.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -79,15 +79,16 @@ def test_default_train_writes_a_complete_run(trained):
 def run_parts(run_dir: Path, dtype: torch.dtype | None = None):
     """The run's saved config, its final model and its data splits (the app's own preparation), on the
     CPU in ``dtype`` (default: the run's)."""
-    from torch_logreg import app
-    from torch_logreg.checkpoint import load_checkpoint
-    from torch_logreg.config import load_config
+    from torch_logreg.app.checkpoint import load_checkpoint
+    from torch_logreg.app.config import load_config
+    from torch_logreg.app.fitting import prepare
+    from torch_logreg.app.runs import model_from_checkpoint
     from torch_logreg.devices import resolve_dtype
 
     cfg = load_config(run_dir / "config.toml")
     dtype = dtype or resolve_dtype(cfg.train.dtype)
-    model = app.model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt"), torch.device("cpu"), dtype)
-    return cfg, model, app.prepare(cfg, torch.device("cpu"), dtype)
+    model = model_from_checkpoint(load_checkpoint(run_dir / "checkpoint.pt"), torch.device("cpu"), dtype)
+    return cfg, model, prepare(cfg, torch.device("cpu"), dtype)
 
 
 # the exact optimum of the same objective: Newton in float64 to a max-abs gradient of 1e-12 (the config's
@@ -126,7 +127,7 @@ def test_tensorboard_reads_the_events_file(trained):
     acc.Reload()
     tags = acc.Tags()
     for tag in ("train/loss", "val/loss", "train/accuracy", "val/accuracy", "val/auc", "lr", "grad_norm",
-                "perf/samples_per_second", "train/batch_loss"):
+                "perf/samples_per_second", "train/batch_objective", "train/objective"):
         assert tag in tags["scalars"], tag
         assert len(acc.Scalars(tag)) >= 2, tag
     steps = [e.step for e in acc.Scalars("train/loss")]
@@ -175,12 +176,12 @@ def test_predict_applies_the_saved_standardizer(trained, tmp_path, capsys):
     assert np.array_equal(labels, (probs >= 0.5).astype(int))
     assert (labels == bunch.target[:25]).mean() >= 0.9
     # the same rows through evaluate's path give the same probabilities
-    from torch_logreg import app
-    from torch_logreg.checkpoint import load_checkpoint
-    from torch_logreg.data import Standardizer
+    from torch_logreg.app.checkpoint import load_checkpoint
+    from torch_logreg.app.data import Standardizer
+    from torch_logreg.app.runs import model_from_checkpoint
 
     payload = load_checkpoint(trained / "checkpoint.pt")
-    model = app.model_from_checkpoint(payload)
+    model = model_from_checkpoint(payload)
     X = Standardizer.from_state_dict(payload["standardizer"]).transform(torch.from_numpy(rows)).float()
     assert np.allclose(model(X)[:, 0].detach().double().numpy(), probs, rtol=1e-6)
 
@@ -292,7 +293,7 @@ def test_help_states_defaults(capsys):
 
 
 def _weights(run_dir: Path) -> dict:
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     return load_checkpoint(run_dir / "checkpoint.pt")["model"]
 
@@ -303,7 +304,7 @@ RESUME_SETS = ["train.epochs=400", "train.batch_size=32", "train.patience=0", "t
 
 
 def _cmd(*args):
-    return [sys.executable, "-m", "torch_logreg.cli", *map(str, args)]
+    return [sys.executable, "-m", "torch_logreg.app.cli", *map(str, args)]
 
 
 def _train_cmd(run_dir, *extra):
@@ -436,7 +437,7 @@ def test_constant_feature_is_fine(capsys, tmp_path):
     "args,message",
     [
         (["--set", "train.lrr=0.1"], "did you mean 'lr'"),
-        (["--set", "train.lr=-1"], "train.lr must be > 0.0"),
+        (["--set", "train.lr=-1"], "train.lr must be a finite number > 0, got -1"),
         (["--set", "train.epochs=ten"], "train.epochs must be an integer"),
         (["--config", "/nonexistent/c.toml"], "does not exist"),
     ],
@@ -457,7 +458,7 @@ def test_diverging_learning_rate_keeps_last_good_checkpoint(capsys, tmp_path):
                         "--set", "train.lr=50", "--set", "train.solver=gd", "--set", "log.checkpoint_every=1",
                         "--set", "train.device=cpu", "--set", "data.standardize=false")
     assert "checkpoint.pt" in line
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     payload = load_checkpoint(run_dir / "checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in payload["model"].values())
@@ -514,7 +515,7 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--config", CONFIGS / "ecommerce_csv.toml", "--run-dir", run_dir, "--quiet",
                              "--set", f"data.path={path}", "--set", "train.device=cpu")
     assert code == 0, err
-    payload_schema = json.loads(json.dumps(__import__("torch_logreg.checkpoint", fromlist=["x"]).load_checkpoint(
+    payload_schema = json.loads(json.dumps(__import__("torch_logreg.app.checkpoint", fromlist=["x"]).load_checkpoint(
         run_dir / "checkpoint.pt")["schema"]))
     assert payload_schema["categorical"] == {"time_of_day": ["0", "1", "2", "3"]}
     pred_in = tmp_path / "new.csv"
@@ -529,7 +530,7 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
 
 
 def test_newton_from_the_config_matches_lbfgs(capsys, tmp_path):
-    from torch_logreg.checkpoint import load_checkpoint
+    from torch_logreg.app.checkpoint import load_checkpoint
 
     weights = {}
     for solver in ("newton", "lbfgs"):
@@ -569,11 +570,56 @@ def test_cv_command_ranks_the_grid_and_logs_hparams(capsys, tmp_path):
     expect_error(capsys, "--grid expects KEY=V1,V2", "cv", "--grid", "train.l2")
 
 
+def test_cv_early_stopping_reads_a_validation_part_of_each_fold(capsys, tmp_path, monkeypatch):
+    """With patience, each fold's fit holds out a validation part of the fold's training rows (the
+    config's val share of the non-test rows), as train does; without it, the whole fold trains."""
+    from torch_logreg.app import cv, fitting
+
+    seen = []
+    real_fit = fitting.fit
+
+    def spy(cfg, model, X, T, *, X_val=None, T_val=None):
+        seen.append((cfg.train.patience, X.shape[0], None if X_val is None else X_val.shape[0]))
+        return real_fit(cfg, model, X, T, X_val=X_val, T_val=T_val)
+
+    monkeypatch.setattr(cv, "fit", spy)
+    code, _, err = run_cli(capsys, "cv", "--quiet", "--grid", "train.patience=0,5", "--folds", "3", "--run-dir",
+                           tmp_path / "cv", "--set", "train.epochs=30", "--set", "train.device=cpu")
+    assert code == 0, err
+    # breast cancer: 569 rows, 20% test, 20% validation -> a pool of 455, folds of ~303 training rows
+    without, with_val = seen[:3], seen[3:]
+    assert all(p == 0 and v is None for p, _, v in without)
+    share = 0.2 / 0.8
+    for (_, n_whole, _), (p, n_fit, n_val) in zip(without, with_val):
+        assert p == 5 and n_fit + n_val == n_whole and abs(n_val - share * n_whole) <= 1
+
+
+def test_a_run_saved_by_version_0_1_0_still_loads(capsys, tmp_path):
+    """tests/data/run_0_1_0: a breast-cancer run saved by release 0.1.0 after 3 of 6 epochs
+    (its History has no train_objective). evaluate reproduces the metrics that release wrote;
+    resume finishes the run."""
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "run_0_1_0", run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    code, out, err = run_cli(capsys, "evaluate", "--run", run_dir)
+    assert code == 0, err
+    for split in ("train", "val", "test"):
+        # the same float32 model on the same split; summation order may differ on another CPU
+        assert f"{split:<5} loss {saved[split]['loss']:.4f}" in out
+    code, out, err = run_cli(capsys, "resume", "--run", run_dir, "--quiet")
+    assert code == 0, err
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 6 and metrics["stop_reason"] == "max_epochs"
+    assert metrics["train"]["loss"] < saved["train"]["loss"]
+
+
 def test_progress_bar_on_a_terminal_and_lines_otherwise():
     import io
 
     import torch_logreg as tl
-    from torch_logreg.progress import Progress
+    from torch_logreg.app.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -585,7 +631,8 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     tl.fit(tl.LogisticRegression(3), X, y, epochs=20, tol=0, device="cpu", callbacks=[Progress(20, stream=pipe)])
     assert "20/20" in term.getvalue() and "epoch/s" in term.getvalue() and "loss=" in term.getvalue()
     lines = pipe.getvalue().splitlines()
-    assert lines[0].startswith("epoch 1/20  loss") and lines[-1].startswith("epoch 20/20  loss")
+    assert lines[0].startswith("epoch 1/20  objective") and lines[-1].startswith("epoch 20/20  objective")
+    assert all(" loss " in line for line in lines)
     assert "\r" not in pipe.getvalue()
 
 

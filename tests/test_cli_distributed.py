@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torch_logreg.checkpoint import load_checkpoint
+from torch_logreg.app.checkpoint import load_checkpoint
 
 SETS = ["train.device=cpu", "train.dtype=float64", "train.patience=0", "train.tol=0", "train.epochs=60",
         "train.solver=nesterov", "log.checkpoint_every=20"]
@@ -27,11 +27,11 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "torch_logreg.cli", *_args(single)], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch_logreg.app.cli", *_args(single)], check=True, capture_output=True, timeout=300)
     runs = tmp_path / "runs"
     runs.mkdir()
     multi = runs / "multi"
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "torch_logreg.cli", *_args(multi)],
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "torch_logreg.app.cli", *_args(multi)],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert [p.name for p in runs.iterdir()] == ["multi"]  # one directory, written by rank 0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from torch_logreg.config import Config, config_from_dict, load_config
+from torch_logreg.app.config import Config, config_from_dict, load_config
 from torch_logreg.errors import UsageError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -40,12 +40,12 @@ def test_defaults_match_the_documented_keys():
         ("train.lrr=1", "unknown key 'train.lrr'; did you mean 'lr'?"),
         ("trian.lr=1", "unknown section [trian]; did you mean 'train'?"),
         ("train.lr=abc", "train.lr must be a number, got 'abc'"),
-        ("train.lr=0", "train.lr must be > 0.0, got 0.0"),
+        ("train.lr=0", "--set train.lr=0: train.lr must be a finite number > 0, got 0.0"),
         ("train.epochs=2.5", "train.epochs must be an integer, got 2.5"),
-        ("train.momentum=1", "train.momentum must be >= 0.0 and < 1.0"),
-        ("train.solver=adam", "train.solver must be one of gd, momentum, nesterov"),
+        ("train.momentum=1", "train.momentum must be a finite number >= 0 and < 1, got 1.0"),
+        ("train.solver=adam", "train.solver must be one of ['gd', 'momentum', 'nesterov', 'newton', 'lbfgs'], got 'adam'"),
         ("train.device=tpu", "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-        ("train.dtype=float16", "train.dtype must be one of float32, float64"),
+        ("train.dtype=float16", "train.dtype must be one of ['float32', 'float64'], got 'float16'"),
         ("data.name=mnist", "data.name must be one of"),
         ("model.kind=probit", "model.kind must be one of"),
         ("data.test_fraction=0.9", "must be < 1"),
@@ -62,7 +62,7 @@ def test_bad_override(override, message):
 def test_bad_file_names_file_and_line(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("[train]\nlr = 0.1\n\nepochs = -3\n")
-    with pytest.raises(UsageError, match=r"c.toml, line 4: train.epochs must be >= 1, got -3"):
+    with pytest.raises(UsageError, match=r"c.toml, line 4: train.epochs must be an integer >= 1, got -3"):
         load_config(path)
     path.write_text("[train]\nlr = = 1\n")
     with pytest.raises(UsageError, match="not valid TOML"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from torch_logreg import data as D
-from torch_logreg.config import DataConfig
+from torch_logreg.app import data as D
+from torch_logreg.app.config import DataConfig
 from torch_logreg.errors import UsageError
 
 
@@ -95,7 +95,7 @@ def test_labels_encoded_in_sorted_order():
 def test_roc_auc_matches_sklearn_with_ties():
     from sklearn.metrics import roc_auc_score
 
-    from torch_logreg.metrics import roc_auc
+    from torch_logreg.app.metrics import roc_auc
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.normal(size=500), 1)  # many ties

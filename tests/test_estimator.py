@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import torch_logreg as tl
-from torch_logreg.estimator import InferenceUnavailable, LogisticRegressionClassifier
+from torch_logreg.estimators.estimator import InferenceUnavailable, LogisticRegressionClassifier
 from torch_logreg.inference import SeparationWarning
 from torch_logreg.solvers import ConvergenceWarning
 
@@ -241,13 +241,13 @@ def test_works_inside_grid_search(iris):
     [
         ({"C": 0}, ValueError, r"C must be a finite number > 0"),
         ({"C": -1.0}, ValueError, r"C must be a finite number > 0"),
-        ({"l1_ratio": 1.5, "penalty": "elasticnet"}, ValueError, r"l1_ratio must be a number in \[0, 1\]"),
-        ({"l1_ratio": -0.1}, ValueError, r"l1_ratio must be a number in \[0, 1\]"),
-        ({"penalty": "elasticnet"}, ValueError, r"penalty='elasticnet' needs l1_ratio, a number in \[0, 1\]"),
+        ({"l1_ratio": 1.5, "penalty": "elasticnet"}, ValueError, r"l1_ratio must be a finite number >= 0 and <= 1, got 1.5"),
+        ({"l1_ratio": -0.1}, ValueError, r"l1_ratio must be a finite number >= 0 and <= 1, got -0.1"),
+        ({"penalty": "elasticnet"}, ValueError, r"penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1"),
         ({"penalty": "l1", "solver": "lbfgs"}, ValueError, r"penalty='l1' .*solver in \['auto', 'newton'\], got solver='lbfgs'"),
         ({"penalty": "elasticnet", "l1_ratio": 0.5, "solver": "gd"}, ValueError,
          r"solver in \['auto', 'newton'\], got solver='gd'"),
-        ({"penalty": "l3"}, ValueError, r"penalty must be one of 'l2', 'l1', 'elasticnet' or None, got 'l3'"),
+        ({"penalty": "l3"}, ValueError, r"penalty must be one of \['l2', 'l1', 'elasticnet', None\], got 'l3'"),
         ({"solver": "saga"}, ValueError, r"solver must be one of \['auto', 'newton', 'lbfgs', 'gd', 'momentum', 'nesterov'\]"),
         ({"max_iter": 0}, ValueError, r"max_iter must be an integer >= 1"),
         ({"class_weight": "auto"}, ValueError, r"class_weight must be None, 'balanced' or a dict"),

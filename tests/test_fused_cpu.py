@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import torch_logreg as tl
-from torch_logreg import fastpath, fused_cpu
-from torch_logreg.fused_cpu import FusedStep
+from torch_logreg.steps import fused_cpu, select
+from torch_logreg.steps.feature_major import FeatureMajorStep
+from torch_logreg.steps.fused_cpu import FusedStep
 
 from helpers import make_model, make_targets, randomize, scale_to_logits
 
@@ -40,7 +41,7 @@ def _max_rel(a, b):
 def test_fused_step_equals_reference_step_float64(kind, bias, l2, n, d):
     model, X, T = _case(kind, bias, n, d, torch.float64, GRID.index((kind, bias, l2, n, d)))
     loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
-    loss, grads = FusedStep(model, X, T).step(l2)
+    loss, grads = FusedStep(model, X, T).step(X, T, l2)
     assert loss.dtype == torch.float64 and loss.dim() == 0
     assert abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item())
     assert grads.keys() == grads_ref.keys()
@@ -53,7 +54,7 @@ def test_fused_step_equals_reference_step_float64(kind, bias, l2, n, d):
 def test_fused_step_handles_large_logits_float64(logit_scale):
     model, X, T = _case("binary", True, 5000, 8, torch.float64, 3, logit_scale)
     loss_ref, grads_ref = model.objective_and_grad(X, T)
-    loss, grads = FusedStep(model, X, T).step()
+    loss, grads = FusedStep(model, X, T).step(X, T)
     assert math.isfinite(loss.item())
     assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
     for name, g in grads_ref.items():
@@ -69,7 +70,7 @@ def test_fused_float32_step_is_as_accurate_as_torch_float32(kind, logit_scale):
     loss_true, grads_true = model64.objective_and_grad(X64, T64)
     model32, X32, T32 = model64.float(), X64.float(), T64.float()
     loss_ref, grads_ref = model32.objective_and_grad(X32, T32)
-    loss, grads = FusedStep(model32, X32, T32).step()
+    loss, grads = FusedStep(model32, X32, T32).step(X32, T32)
     eps = torch.finfo(torch.float32).eps
     assert loss.dtype == torch.float32
     assert abs(loss.item() - loss_true.item()) <= abs(loss_ref.item() - loss_true.item()) + 4 * eps * abs(loss_true.item())
@@ -113,7 +114,7 @@ def test_non_finite_values_reach_the_loss(dtype, bad):
             model.linear.weight[0, 2] = float("-inf")
         else:
             X[17, 2] = float("inf")
-    loss, _ = FusedStep(model, X, T).step()
+    loss, _ = FusedStep(model, X, T).step(X, T)
     assert not torch.isfinite(loss).item()  # the loop's divergence check reads the loss
 
 
@@ -128,7 +129,7 @@ def test_result_does_not_depend_on_the_thread_count():
             torch.set_num_threads(threads)
             step = FusedStep(model, X, T)
             assert step._threads == threads and step._chunks >= 2
-            results.append(step.step(0.01))
+            results.append(step.step(X, T, 0.01))
     finally:
         torch.set_num_threads(before)
     (l1, g1), (l2, g2) = results
@@ -141,16 +142,16 @@ def test_make_step_picks_the_fused_kernel_where_it_applies():
     big = torch.randn(fused_cpu.MIN_ENTRIES // d, d)
     y = torch.randint(0, 2, (big.shape[0],))
     for model in (tl.LogisticRegression(d), tl.LinearRegression(d)):
-        step = fastpath.make_step(model, big, model.targets(y.float() if model.link == "identity" else y, big.shape[0]))
+        step = select.full_batch(model, big, model.targets(y.float() if model.link == "identity" else y, big.shape[0]))
         assert isinstance(step, FusedStep)
     small = big[:100]
-    assert isinstance(fastpath.make_step(tl.LogisticRegression(d), small, torch.zeros(100, 1)),
-                      fastpath.FeatureMajorStep)
+    assert isinstance(select.full_batch(tl.LogisticRegression(d), small, torch.zeros(100, 1)),
+                      FeatureMajorStep)
     narrow = torch.randn(fused_cpu.MIN_ENTRIES // 8, 8)  # large, but too few features to pay
-    assert isinstance(fastpath.make_step(tl.LogisticRegression(8), narrow, torch.zeros(narrow.shape[0], 1)),
-                      fastpath.FeatureMajorStep)
+    assert isinstance(select.full_batch(tl.LogisticRegression(8), narrow, torch.zeros(narrow.shape[0], 1)),
+                      FeatureMajorStep)
     softmax = tl.SoftmaxRegression(d, 3)
-    assert isinstance(fastpath.make_step(softmax, big, softmax.targets(y, big.shape[0])), fastpath.FeatureMajorStep)
+    assert isinstance(select.full_batch(softmax, big, softmax.targets(y, big.shape[0])), FeatureMajorStep)
     multilabel = tl.LogisticRegression(d, n_outputs=2)
     assert not fused_cpu.supports(multilabel, big)
     assert not fused_cpu.supports(tl.LogisticRegression(d), big.T.contiguous().T)  # not row-contiguous
@@ -170,7 +171,7 @@ def test_fit_on_the_fused_path_equals_the_reference_fit(kind):
         model = make_model(kind, d).double()
         trainer = tl.Trainer(model, X, y, solver="nesterov", lr=0.1, epochs=20, l2=0.01, tol=0, device="cpu",
                              fast_path=fast)
-        assert isinstance(trainer._fast, FusedStep) == fast
+        assert (trainer.stepper.name == "fused_cpu") == fast
         history = trainer.run()
         out.append((torch.cat([p.detach().reshape(-1) for p in model.parameters()]), history.train_loss))
     (w_fast, loss_fast), (w_ref, loss_ref) = out
@@ -193,7 +194,7 @@ def test_divergence_on_the_fused_path_keeps_the_last_finite_weights():
                 finite.append([p.detach().clone() for p in model.parameters()])
 
     trainer = tl.Trainer(model, X, y, lr=10.0, epochs=50, tol=0, device="cpu", callbacks=[LastFinite()])
-    assert isinstance(trainer._fast, FusedStep)
+    assert trainer.stepper.name == "fused_cpu"
     with pytest.raises(tl.TrainingDiverged):
         trainer.run()
     assert finite, "diverged before the first check"

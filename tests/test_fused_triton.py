@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import torch_logreg as tl
-from torch_logreg import fused_cpu
+from torch_logreg.steps import fused_triton
 
 from conftest import CUDA
 from helpers import make_model, make_targets, randomize
 
 HERE = Path(__file__).parent
 #: rows of 16 features that reach the size from which the loop takes the fused kernel
-LARGE_ROWS = fused_cpu.MIN_ENTRIES // 16
+LARGE_ROWS = fused_triton.MIN_ENTRIES // 16
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 
@@ -37,7 +37,7 @@ def test_kernel_equals_reference_in_the_interpreter():
 @pytest.mark.parametrize("kind", ["binary", "regression"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_compiled_kernel_equals_reference_on_cuda(kind, dtype):
-    from torch_logreg.fused_triton import TritonStep
+    from torch_logreg.steps.fused_triton import TritonStep
 
     gen = torch.Generator().manual_seed(0)
     model = make_model(kind, 37).double()
@@ -46,7 +46,7 @@ def test_compiled_kernel_equals_reference_on_cuda(kind, dtype):
     T = model.targets(make_targets(kind, X.shape[0], gen), X.shape[0])
     loss_true, grads_true = model.objective_and_grad(X, T, 0.01)
     model, X, T = model.to("cuda", dtype), X.to("cuda", dtype), T.to("cuda", dtype)
-    loss, grads = TritonStep(model, X, T).step(0.01)
+    loss, grads = TritonStep(model, X, T).step(X, T, 0.01)
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     assert loss.item() == pytest.approx(loss_true.item(), rel=tol)
     for k, g in grads_true.items():
@@ -60,7 +60,7 @@ def test_loop_takes_the_triton_step_for_large_cuda_data():
     X = torch.randn(LARGE_ROWS, 16, device="cuda")
     y = (X[:, 0] > 0).long()
     trainer = tl.Trainer(tl.LogisticRegression(16), X, y, epochs=3, tol=0, device="cuda")
-    assert type(trainer._fast).__name__ == "TritonStep"
+    assert trainer.stepper.name == "fused_triton"
     trainer.run()
 
 
@@ -76,7 +76,7 @@ def test_cuda_graph_with_the_triton_step_equals_the_plain_run():
         model = tl.LogisticRegression(16).double()
         trainer = tl.Trainer(model, X, y, solver="nesterov", lr=0.5, epochs=15, tol=0, device="cuda",
                              cuda_graph=graph)
-        assert type(trainer._fast).__name__ == "TritonStep"
+        assert trainer.stepper.name == ("cuda_graph(fused_triton)" if graph else "fused_triton")
         trainer.run()
         weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]).cpu())
     assert ((weights[1] - weights[0]).abs().max() / weights[0].abs().max()).item() <= 1e-12

@@ -7,8 +7,8 @@ from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from torch_logreg.estimator import LogisticRegressionClassifier
-from torch_logreg.model_selection import best_row, cross_validate_grid, expand_grid, format_table
+from torch_logreg.estimators.estimator import LogisticRegressionClassifier
+from torch_logreg.estimators.model_selection import best_row, cross_validate_grid, expand_grid, format_table
 
 
 @pytest.fixture(scope="module")

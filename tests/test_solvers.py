@@ -408,7 +408,7 @@ def test_multinomial_quasi_separation_is_reported():
         ({"solver": "sgd"}, r"solver must be one of \['newton', 'lbfgs'\], got 'sgd'"),
         ({"l2": -1.0}, r"l2 must be a finite number >= 0"),
         ({"l1": float("nan")}, r"l1 must be a finite number >= 0"),
-        ({"max_iter": 0}, r"max_iter must be a positive integer"),
+        ({"max_iter": 0}, r"max_iter must be an integer >= 1, got 0"),
         ({"sample_weight": [-1.0] + [1.0] * 9}, r"sample_weight must be non-negative, got -1.0 at sample 0"),
         ({"sample_weight": [0.0] * 10}, r"sample_weight sums to zero"),
         ({"sample_weight": [1.0] * 9}, r"sample_weight must have shape \(10,\)"),

@@ -7,6 +7,8 @@ import torch
 import torch_logreg as tl
 from torch_logreg.streaming import BatchStreamer, StreamingTrainer, fit_streaming
 
+from helpers import overfitting_data
+
 
 def _data(n=3000, d=12, k=None, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
@@ -135,12 +137,7 @@ def test_fit_streaming_learns(tmp_path):
 
 def test_validation_data_and_early_stopping_work(tmp_path):
     """60 noisy training rows of 40 features overfit: the held-out loss turns up and the best weights come back."""
-    gen = torch.Generator().manual_seed(5)
-    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
-    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
-    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
-    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
-    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    X, y, Xv, yv = overfitting_data()
     xp, yp = _files(tmp_path, X.numpy(), y.numpy())
     model = tl.LogisticRegression(40)
     budget, patience = 2000, 5

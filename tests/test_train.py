@@ -9,7 +9,7 @@ import torch
 
 import torch_logreg as tl
 
-from helpers import make_model, make_targets
+from helpers import make_model, make_targets, overfitting_data
 
 
 def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
@@ -45,7 +45,7 @@ def test_softmax_on_digits_approaches_the_exact_optimum():
     best = fit_exact(exact, X_tr, y_tr, l2=1e-4, tol=1e-10).loss
     start = math.log(10)  # the objective at zero weights
     # 300 epochs close all but ~0.8% of the gap from the start (measured); 5% leaves room for rounding
-    assert best < history.train_loss[-1] < best + 0.05 * (start - best)
+    assert best < history.train_objective[-1] < best + 0.05 * (start - best)
     acc = (model.predict(torch.as_tensor(X_te, dtype=torch.float32)).numpy() == y_te).mean()
     acc_exact = (exact.predict(torch.as_tensor(X_te)).numpy() == y_te).mean()
     assert acc >= acc_exact - 0.02 and acc >= 0.95  # within 8 of 450 test images of the optimum
@@ -145,7 +145,7 @@ def test_plateau_stops_when_training_loss_stops_falling():
     assert history.n_epochs < 100_000
     # replay the rule on the recorded losses: it must fire at the last epoch and not before
     best, bad, fired = math.inf, 0, None
-    for epoch, loss in zip(history.epochs, history.train_loss):
+    for epoch, loss in zip(history.epochs, history.train_objective):
         if loss < best - 1e-9:
             best, bad = loss, 0
         else:
@@ -154,17 +154,12 @@ def test_plateau_stops_when_training_loss_stops_falling():
                 fired = epoch
                 break
     assert fired == history.n_epochs == history.epochs[-1]
-    assert history.train_loss[history.epochs.index(history.best_epoch)] == best
+    assert history.train_objective[history.epochs.index(history.best_epoch)] == best
 
 
 def test_early_stopping_restores_best_weights():
     """Overfit a tiny noisy training set; the held-out loss turns up and the best is kept."""
-    gen = torch.Generator().manual_seed(5)
-    w_true = torch.randn(40, generator=gen, dtype=torch.float64)
-    X = torch.randn(60, 40, generator=gen, dtype=torch.float64)
-    y = (torch.rand(60, generator=gen, dtype=torch.float64) < torch.sigmoid(X @ w_true * 0.3)).long()
-    Xv = torch.randn(500, 40, generator=gen, dtype=torch.float64)
-    yv = (torch.rand(500, generator=gen, dtype=torch.float64) < torch.sigmoid(Xv @ w_true * 0.3)).long()
+    X, y, Xv, yv = overfitting_data()
     model = tl.LogisticRegression(40).double()
     history = tl.fit(model, X, y, lr=0.5, epochs=5000, tol=0, patience=10, X_val=Xv, y_val=yv, device="cpu")
     assert history.stop_reason == "early_stopping"
@@ -299,3 +294,41 @@ def test_regression_reaches_least_squares_solution():
     assert history.stop_reason == "converged"
     assert torch.allclose(model.linear.weight[0], torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), atol=1e-10)
     assert model.linear.bias.item() == pytest.approx(0.3, abs=1e-10)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest.mark.parametrize("batch_size", [0, 25])
+def test_history_tells_the_objective_from_the_loss(fast_path, batch_size):
+    """train_objective is what the steps minimised (mean NLL + l2 penalty at the weights each step
+    used); train_loss is the mean NLL alone, comparable with val_loss."""
+    gen = torch.Generator().manual_seed(11)
+    X = torch.randn(100, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (100,), generator=gen)
+    model = tl.SoftmaxRegression(4, 3).double()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.randn(3, 4, generator=gen, dtype=torch.float64))
+    start = [p.detach().clone() for p in model.parameters()]
+    T = model.targets(y, 100)
+    trainer = tl.Trainer(model, X, y, lr=0.1, epochs=1, l2=0.3, batch_size=batch_size, fast_path=fast_path,
+                         tol=0, device="cpu", X_val=X, y_val=y)
+    history = trainer.run()
+    # replay the epoch: each step's objective and loss at the weights it used, weighted by its rows
+    replay = tl.SoftmaxRegression(4, 3).double()
+    with torch.no_grad():
+        for p, q in zip(replay.parameters(), start):
+            p.copy_(q)
+    order = torch.Generator().manual_seed(0)
+    perm = torch.arange(100) if not batch_size else torch.randperm(100, generator=order)
+    objective = loss = 0.0
+    for s in range(0, 100, batch_size or 100):
+        idx = perm[s : s + (batch_size or 100)]
+        f, grads = replay.objective_and_grad(X[idx], T[idx], 0.3)
+        objective += f.item() * len(idx) / 100
+        loss += replay.objective(X[idx], T[idx]).item() * len(idx) / 100
+        with torch.no_grad():
+            for name, p in replay.named_parameters():
+                p.sub_(0.1 * grads[name])
+    assert history.train_objective[0] == pytest.approx(objective, rel=1e-12)
+    assert history.train_loss[0] == pytest.approx(loss, rel=1e-12)
+    assert history.train_objective[0] > history.train_loss[0]
+    assert history.val_loss[0] == pytest.approx(model.objective(X, T).item(), rel=1e-12)

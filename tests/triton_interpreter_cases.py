@@ -13,8 +13,8 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
 
-from torch_logreg import fused_triton  # noqa: E402
-from torch_logreg.fused_triton import TritonStep  # noqa: E402
+from torch_logreg.steps import fused_triton  # noqa: E402
+from torch_logreg.steps.fused_triton import TritonStep  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import make_model, make_targets, randomize, scale_to_logits  # noqa: E402
@@ -49,7 +49,7 @@ def main():
         seed += 1
         model, X, T = case(kind, bias, n, d, torch.float64, seed)
         loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
-        loss, grads = TritonStep(model, X, T).step(l2)
+        loss, grads = TritonStep(model, X, T).step(X, T, l2)
         name = f"float64 {kind} bias={bias} l2={l2} n={n} d={d}"
         # the reference forms softplus(z) - t z, which cancels to a few ulp of |z| when the loss
         # is far smaller than the logits; the kernel's max(z, 0) - t z + log1p(e) does not
@@ -66,8 +66,8 @@ def main():
         loss_ref, grads_ref = model.objective_and_grad(X, T, 0.01)
         step = TritonStep(model, X, T)
         check(f"programs n={n}", step._programs <= 3 and step._rows_per_program > 64, step._programs)
-        loss, grads = step.step(0.01)
-        again = step.step(0.01)
+        loss, grads = step.step(X, T, 0.01)
+        again = step.step(X, T, 0.01)
         check(f"programs n={n}", abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item()), loss.item())
         for k, g in grads_ref.items():
             check(f"programs n={n}", max_rel(grads[k], g) <= 1e-12, k)
@@ -77,7 +77,7 @@ def main():
     for scale in (30.0, 1e4):
         model, X, T = case("binary", True, 500, 6, torch.float64, 7, scale)
         loss_ref, grads_ref = model.objective_and_grad(X, T)
-        loss, grads = TritonStep(model, X, T).step()
+        loss, grads = TritonStep(model, X, T).step(X, T)
         check(f"logits {scale}", abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item()), loss.item())
         for k, g in grads_ref.items():
             check(f"logits {scale}", max_rel(grads[k], g) <= 1e-12, k)
@@ -88,7 +88,7 @@ def main():
         loss_true, grads_true = model64.objective_and_grad(X64, T64)
         model32, X32, T32 = model64.float(), X64.float(), T64.float()
         loss_ref, grads_ref = model32.objective_and_grad(X32, T32)
-        loss, grads = TritonStep(model32, X32, T32).step()
+        loss, grads = TritonStep(model32, X32, T32).step(X32, T32)
         check(f"float32 {kind}", loss.dtype == torch.float32, loss.dtype)
         err, err_ref = abs(loss.item() - loss_true.item()), abs(loss_ref.item() - loss_true.item())
         check(f"float32 {kind} loss", err <= err_ref + 8 * eps * abs(loss_true.item()), (err, err_ref))
@@ -99,7 +99,7 @@ def main():
     model, X, T = case("binary", True, 100, 4, torch.float64, 13)
     with torch.no_grad():
         model.linear.weight[0, 1] = float("nan")
-    loss, _ = TritonStep(model, X, T).step()
+    loss, _ = TritonStep(model, X, T).step(X, T)
     check("nan", not torch.isfinite(loss).item(), loss.item())
     print("ok")
 

@@ -1,67 +1,61 @@
 """torch_logreg: logistic regression in PyTorch, trained by a hand-written update loop.
 
-The layering runs one way: :mod:`functional` (maths) -> :mod:`layers` (manual backward) ->
-:mod:`models` -> :mod:`train` (the loop) and :mod:`solvers` (Newton, L-BFGS);
-:mod:`gradients` holds the references the manual gradient is checked against;
-:mod:`inference` and :mod:`estimator` explain fits and plug them into scikit-learn;
-:mod:`app` and :mod:`cli` are the training application.
+The layers, each importing only those above it in this list:
+
+    functional, layers, models, penalty, gradients,   the core: maths, manual backward, models,
+      validation, devices, errors, registry             the references the gradients are checked by
+    steps/       one batch's objective and gradient: reference, feature-major, batch, fused
+                 (numba, Triton), CUDA graph; select.py chooses
+    train.py     the hand-written loop (streaming.py, distributed.py: the same loop on files, on
+                 several processes)
+    solvers/     exact optima: Newton, proximal Newton, L-BFGS; theta helpers; separation
+    inference.py standard errors and tests of unpenalised fits
+    estimators/  the scikit-learn wing: the estimator and the cross-validation engine
+    app/         the training application: configs, data files, runs, TensorBoard, the CLI
+
+The core imports neither scikit-learn nor the app. ``import torch_logreg`` itself imports
+nothing heavy: each public name below loads its module on first use.
 """
 
-from .devices import resolve_device, resolve_dtype
-from .distributed import DistributedTrainer, fit_distributed, init_distributed, is_rank0
-from .estimator import InferenceUnavailable, LogisticRegressionClassifier
-from .gradients import GradientReport, ManualFunction, check_gradients, compare_gradients
-from .inference import InferenceResult, PerfectSeparationError, Separation, SeparationWarning, find_separation, infer
-from .layers import Linear, ReLU, Sigmoid, Tanh
-from .model_selection import best_row, cross_validate_grid, format_table
-from .models import MLP, LinearRegression, LogisticRegression, SoftmaxRegression, StackedModel
-from .solvers import ConvergenceWarning, SolverResult, fit_exact
-from .streaming import StreamingTrainer, fit_streaming
-from .train import Callback, GradientCheckFailed, History, Trainer, TrainingDiverged, TrainState, fit
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Callback",
-    "ConvergenceWarning",
-    "DistributedTrainer",
-    "GradientCheckFailed",
-    "GradientReport",
-    "History",
-    "InferenceResult",
-    "InferenceUnavailable",
-    "Linear",
-    "LinearRegression",
-    "LogisticRegression",
-    "LogisticRegressionClassifier",
-    "MLP",
-    "ManualFunction",
-    "PerfectSeparationError",
-    "ReLU",
-    "Separation",
-    "SeparationWarning",
-    "Sigmoid",
-    "SoftmaxRegression",
-    "SolverResult",
-    "StackedModel",
-    "StreamingTrainer",
-    "Tanh",
-    "TrainState",
-    "Trainer",
-    "TrainingDiverged",
-    "best_row",
-    "check_gradients",
-    "compare_gradients",
-    "cross_validate_grid",
-    "find_separation",
-    "fit",
-    "fit_distributed",
-    "fit_exact",
-    "fit_streaming",
-    "format_table",
-    "infer",
-    "init_distributed",
-    "is_rank0",
-    "resolve_device",
-    "resolve_dtype",
-]
+#: public name -> the module that defines it
+_PUBLIC = {
+    "resolve_device": "devices", "resolve_dtype": "devices",
+    "DistributedTrainer": "distributed", "fit_distributed": "distributed", "init_distributed": "distributed",
+    "is_rank0": "distributed",
+    "InferenceUnavailable": "estimators.estimator", "LogisticRegressionClassifier": "estimators.estimator",
+    "best_row": "estimators.model_selection", "cross_validate_grid": "estimators.model_selection",
+    "format_table": "estimators.model_selection",
+    "GradientReport": "gradients", "ManualFunction": "gradients", "check_gradients": "gradients",
+    "compare_gradients": "gradients",
+    "InferenceResult": "inference", "infer": "inference",
+    "PerfectSeparationError": "solvers.separation", "Separation": "solvers.separation",
+    "SeparationWarning": "solvers.separation", "find_separation": "solvers.separation",
+    "Linear": "layers", "ReLU": "layers", "Sigmoid": "layers", "Tanh": "layers",
+    "MLP": "models", "LinearRegression": "models", "LogisticRegression": "models", "SoftmaxRegression": "models",
+    "StackedModel": "models",
+    "ConvergenceWarning": "solvers", "SolverResult": "solvers", "fit_exact": "solvers",
+    "StreamingTrainer": "streaming", "fit_streaming": "streaming",
+    "Callback": "train", "GradientCheckFailed": "train", "History": "train", "Trainer": "train",
+    "TrainingDiverged": "train", "TrainState": "train", "fit": "train",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'torch_logreg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

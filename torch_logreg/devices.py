@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from . import arguments
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -15,12 +17,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        ) from exc
+    if not isinstance(device, torch.device):
+        arguments.device_name("device", device)
+    dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
@@ -36,7 +35,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
             )
         return torch.device("cuda", index)
     if dev.type not in ("cpu", "meta"):
-        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        raise ValueError(f"device must be {arguments.DEVICE_NAMES}, got {device!r}")
     return dev
 
 

@@ -137,6 +137,8 @@ class DistributedTrainer(Trainer):
     other keyword is the Trainer's; ``device`` defaults to the process group's device.
     """
 
+    data_parallel = True
+
     def __init__(self, model, X, y, *, shard: bool = True, group=None, **kwargs) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("DistributedTrainer needs a process group: call init_distributed() first")
@@ -203,16 +205,17 @@ class DistributedTrainer(Trainer):
         loss = reduced[0] / total
         return loss, {k: g / total for k, g in zip(names, reduced[1:-1])}
 
-    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, state: TrainState) -> str | None:
+    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, epoch_penalty: Tensor,
+               state: TrainState) -> str | None:
         # The loop weighted each batch by local rows / local N; reweighting by local N / global N
         # and summing gives the global epoch mean, identical on every rank.
         w = self.local_n / self.global_n
         names = list(self.grad_mean)
-        reduced = self._flat_reduce([epoch_loss * w, *(self.grad_mean[k] * w for k in names)])
-        epoch_loss = reduced[0]
-        for k, g in zip(names, reduced[1:]):
+        reduced = self._flat_reduce([epoch_loss * w, epoch_penalty * w, *(self.grad_mean[k] * w for k in names)])
+        epoch_loss, epoch_penalty = reduced[0], reduced[1]
+        for k, g in zip(names, reduced[2:]):
             self.grad_mean[k].copy_(g)
-        return super()._check(params, epoch_loss, state)
+        return super()._check(params, epoch_loss, epoch_penalty, state)
 
 
 def _group_device() -> torch.device:

@@ -19,8 +19,18 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
-from . import validation
+from . import penalty, validation
 from .layers import ACTIVATIONS, Layer, Linear
+
+
+def single_linear(model) -> Linear | None:
+    """The model's only layer when it is one :class:`Linear` followed by the link (logistic,
+    softmax and linear regression), else None: the models the exact solvers and the fast steps
+    take."""
+    children = list(model.children())
+    if len(children) == 1 and isinstance(children[0], Linear):
+        return children[0]
+    return None
 
 
 class StackedModel(nn.Module):
@@ -40,7 +50,7 @@ class StackedModel(nn.Module):
         self.link = link
         self.n_outputs = n_outputs
         self._init_args: dict = {}
-        self._link_fn, self._loss_fn = F.LINKS[link]
+        self._link_fn, self.loss_fn = F.LINKS[link]
         first = next(iter(layers.values()))
         self.n_features = first.in_features
 
@@ -121,28 +131,20 @@ class StackedModel(nn.Module):
         """
         with torch.no_grad():
             z = self.logits(X)
-            loss, grad_logits = self._loss_fn(z, T, sample_weight)
+            loss, grad_logits = self.loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
-            grads: dict[str, Tensor] = {}
-            for prefix, layer in self._modules.items():  # = named_children(), without its overhead
-                for pname, g in layer.grads.items():
-                    name = f"{prefix}.{pname}"
-                    if l2 and pname == "weight":
-                        p = layer.weight
-                        loss = loss + 0.5 * l2 * (p * p).sum()
-                        g = g + l2 * p
-                    grads[name] = g
+            layers = self._modules.items()  # = named_children(), without its overhead
+            grads = {f"{prefix}.{pname}": g for prefix, layer in layers for pname, g in layer.grads.items()}
+            if l2:
+                params = {f"{prefix}.{pname}": getattr(layer, pname) for prefix, layer in layers for pname in layer.grads}
+                loss = penalty.add(loss, grads, params, l2)
         return loss, grads
 
     def objective(self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None) -> Tensor:
         """The objective alone (no backward), from prepared targets (optionally sample-weighted)."""
         with torch.no_grad():
-            loss, _ = self._loss_fn(self.logits(X), T, sample_weight)
-            if l2:
-                for name, p in self.named_parameters():
-                    if name.endswith("weight"):
-                        loss = loss + 0.5 * l2 * (p * p).sum()
-        return loss
+            loss, _ = self.loss_fn(self.logits(X), T, sample_weight)
+            return loss + penalty.value(dict(self.named_parameters()), l2)
 
     # -- predictions --
     def predict(self, X) -> Tensor:

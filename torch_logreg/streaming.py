@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import validation
+from . import arguments, validation
 from .train import History, Trainer
 
 ORDERS = ("permutation", "blocks")
@@ -264,17 +264,15 @@ class StreamingTrainer(Trainer):
     Trainer's; ``batch_size`` must be positive unless the whole file fits.
     """
 
+    streams_data = True
+
     def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",
                  validate: bool = True, compute_threads: int | None = None, **kwargs) -> None:
-        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes < 1:
-            raise ValueError(f"memory_budget_bytes must be a positive integer, got {memory_budget_bytes!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
-        if compute_threads is not None and (isinstance(compute_threads, bool) or not isinstance(compute_threads, int)
-                                            or compute_threads < 1):
-            raise ValueError(f"compute_threads must be an integer >= 1 or None, got {compute_threads!r}")
+        arguments.number("memory_budget_bytes", memory_budget_bytes, low=1, integer=True)
+        arguments.number("prefetch", prefetch, low=1, integer=True)
+        arguments.choice("order", order, ORDERS)
+        if compute_threads is not None:
+            arguments.number("compute_threads", compute_threads, low=1, integer=True)
         self.compute_threads = compute_threads
         self.memory_budget_bytes = memory_budget_bytes
         self.order = order

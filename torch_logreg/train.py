@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import fastpath, validation
+from . import arguments, penalty, validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
-
-SOLVERS = ("gd", "momentum", "nesterov")
+from .registry import LOOP_SOLVERS as SOLVERS
+from .steps import select
 
 
 class TrainingDiverged(FloatingPointError):
@@ -56,9 +56,14 @@ class GradientCheckFailed(AssertionError):
 @dataclass
 class History:
     """What happened during a run. Lists hold one entry per stopping check (by default each
-    epoch); ``epochs`` says which epoch (1-based) each entry belongs to."""
+    epoch); ``epochs`` says which epoch (1-based) each entry belongs to.
+
+    ``train_objective`` is what the steps minimised (the epoch's mean of each step's objective:
+    mean negative log-likelihood plus the L2 penalty); ``train_loss`` and ``val_loss`` are the
+    mean negative log-likelihood alone, so the two are comparable."""
 
     epochs: list[int] = field(default_factory=list)
+    train_objective: list[float] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
@@ -76,7 +81,7 @@ class History:
     def to_dict(self) -> dict:
         # shallow copies: dataclasses.asdict deep-copies, which grows with the run at every checkpoint
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("epochs", "train_loss", "val_loss", "grad_norm"):
+        for key in ("epochs", "train_objective", "train_loss", "val_loss", "grad_norm"):
             d[key] = list(d[key])
         d["grad_checks"] = [list(x) for x in self.grad_checks]
         return d
@@ -85,6 +90,8 @@ class History:
     def from_dict(cls, d: dict) -> History:
         d = dict(d)
         d["grad_checks"] = [tuple(x) for x in d.get("grad_checks", [])]
+        if "train_objective" not in d:  # saved before the two were told apart: train_loss held the objective
+            d["train_objective"] = list(d.get("train_loss", []))
         return cls(**d)
 
 
@@ -101,7 +108,8 @@ class TrainState:
     grads: dict[str, Tensor] | None = None  # gradient of the last batch
     batch_size: int = 0
     checked: bool = False  # whether this epoch ran a stopping check (metrics below are fresh)
-    train_loss: float | None = None
+    train_objective: float | None = None  # mean NLL + penalty, what the steps minimise
+    train_loss: float | None = None  # mean NLL, comparable with val_loss
     val_loss: float | None = None
     grad_norm: float | None = None
     stop_reason: str | None = None  # a callback sets this to stop the run
@@ -134,26 +142,17 @@ def _flat_buffer(params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     return flat, views
 
 
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-
-
-def _check_number(name: str, value, low: float, *, integer: bool = False, strict: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        kind = "an integer" if integer else "a finite number"
-        raise TypeError(f"{name} must be {kind}, got {value!r}")
-    if value < low or (strict and value == low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-
-
 class Trainer:
     """The loop's state, so that a run can be checkpointed and resumed exactly.
 
     Most users call :func:`fit`; the application keeps a ``Trainer`` to save
     :meth:`state_dict` in checkpoints and to :meth:`load_state_dict` when resuming.
     """
+
+    #: subclasses that read batches from disk (no full batch in memory) set this
+    streams_data = False
+    #: subclasses whose :meth:`reduce` combines gradients across processes set this
+    data_parallel = False
 
     def __init__(
         self,
@@ -182,21 +181,19 @@ class Trainer:
         y_val=None,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
     ) -> None:
-        _check_choice("solver", solver, SOLVERS)
-        _check_number("lr", lr, 0.0, strict=True)
-        _check_number("epochs", epochs, 1, integer=True)
-        _check_number("batch_size", batch_size, 0, integer=True)
-        _check_number("l2", l2, 0.0)
-        _check_number("momentum", momentum, 0.0)
-        if momentum >= 1:
-            raise ValueError(f"momentum must be < 1, got {momentum!r}")
-        _check_number("tol", tol, 0.0)
-        _check_number("patience", patience, 0, integer=True)
-        _check_number("min_delta", min_delta, 0.0)
-        _check_number("grad_check_every", grad_check_every, 0, integer=True)
-        _check_number("grad_check_coords", grad_check_coords, 1, integer=True)
-        _check_number("check_every", check_every, 1, integer=True)
-        _check_number("seed", seed, 0, integer=True)
+        arguments.choice("solver", solver, SOLVERS)
+        arguments.number("lr", lr, low=0, low_open=True)
+        arguments.number("epochs", epochs, low=1, integer=True)
+        arguments.number("batch_size", batch_size, low=0, integer=True)
+        arguments.number("l2", l2, low=0)
+        arguments.number("momentum", momentum, low=0, high=1, high_open=True)
+        arguments.number("tol", tol, low=0)
+        arguments.number("patience", patience, low=0, integer=True)
+        arguments.number("min_delta", min_delta, low=0)
+        arguments.number("grad_check_every", grad_check_every, low=0, integer=True)
+        arguments.number("grad_check_coords", grad_check_coords, low=1, integer=True)
+        arguments.number("check_every", check_every, low=1, integer=True)
+        arguments.number("seed", seed, low=0, integer=True)
         if (X_val is None) != (y_val is None):
             raise ValueError("X_val and y_val must be given together")
 
@@ -231,64 +228,27 @@ class Trainer:
         self.best_state: dict[str, Tensor] | None = None
         self.best_metric = math.inf
         self.bad_epochs = 0
+        self._step_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        # full batch on a single Linear layer: the same maths in one pass or on feature-major data (fastpath.py)
-        self._fast = None
-        if fast_path and not grad_check_every and isinstance(self.X, Tensor) and self.batch_size >= n \
-                and fastpath.supports(self.model):
-            self._fast = fastpath.make_step(self.model, self.X, self.T)
-            if getattr(self._fast, "flat_grad", None) is not None:
-                # the epoch's gradient is the step's: the check reads the step's own buffer
-                self._grad_flat, self.grad_mean = self._fast.flat_grad, self._fast.grads
-        # mini-batches on a single Linear layer: the same maths in buffers made once (fastpath.py),
-        # and rows gathered into preallocated buffers
-        self._batch_step = None
+        # the one decision of which step computes a batch (steps/select.py)
+        self.stepper = select.training_step(
+            self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
+            fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
+            cuda_graph=cuda_graph, data_parallel=self.data_parallel,
+            update=lambda grads: self._record_penalty_and_update(params, grads),
+            update_key=lambda: (self.solver, self.lr, self.momentum),
+        )
+        if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
+            # the epoch's gradient is the step's: the check reads the step's own buffer
+            self._grad_flat, self.grad_mean = self.stepper.flat_grad, self.stepper.grads
+        # mini-batches of in-memory data are gathered into buffers made once
         self._gather = None
-        if fast_path and not grad_check_every and self.batch_size < n and fastpath.supports(self.model):
-            self._batch_step = fastpath.BatchStep(self.model, self.batch_size, self.dtype, self.device)
-            if isinstance(self.X, Tensor):
-                self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
-                                self.T.new_empty(self.batch_size, self.T.shape[1]))
-        # CUDA graph: the fast step and the update captured once, replayed each epoch
-        self.cuda_graph = bool(cuda_graph)
-        self._graph = None
-        self._graph_key = None
-        if self.cuda_graph:
-            if self.device.type != "cuda":
-                raise ValueError(f"cuda_graph needs a CUDA device; this run is on {self.device}")
-            if self._fast is None:
-                raise ValueError("cuda_graph needs the full-batch fast path: batch_size = 0 (full batch), "
-                                 "fast_path = True, grad_check_every = 0 and a single-Linear model")
-            if type(self).reduce is not Trainer.reduce:
-                raise ValueError("cuda_graph is not available with a Trainer that overrides reduce "
-                                 "(data-parallel training): the all-reduce cannot be captured with the step")
+        if self.stepper.name == "batch" and not self.streams_data:
+            self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
+                            self.T.new_empty(self.batch_size, self.T.shape[1]))
         self.history = History()
         self.epoch = 0
         self.step = 0
-
-    def _graphed_step(self, params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Replay the captured step + update; (re)capture when lr, momentum, l2 or the solver changed.
-
-        During capture nothing runs, so the parameters are untouched; a warm-up of the step alone
-        on a side stream (the update is not run) readies the libraries first, as capture needs.
-        Returns the graph's static loss and gradient tensors, filled by each replay.
-        """
-        key = (self.solver, self.lr, self.momentum, self.l2)
-        with torch.cuda.device(self.device):  # streams and capture on the run's GPU, not the current one
-            if self._graph is None or key != self._graph_key:
-                side = torch.cuda.Stream(self.device)
-                side.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(side):
-                    for _ in range(2):
-                        self._fast.step(self.l2)
-                torch.cuda.current_stream(self.device).wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)):
-                    loss, grads = self._fast.step(self.l2)
-                    self._update(params, grads)
-                self._graph, self._graph_key, self._graph_out = graph, key, (loss, grads)
-            self._graph.replay()
-        return self._graph_out
 
     def _prepare(self, X, y, xname: str, yname: str) -> tuple[Tensor, Tensor]:
         X = validation.as_tensor(X, xname, dtype=self.dtype, device=self.device)
@@ -400,41 +360,44 @@ class Trainer:
                 # one step an epoch: the epoch's loss and gradient are the step's
                 one_batch = self.steps_per_epoch == 1
                 # looked up once: on small problems the loop's own Python is a fair part of a step
-                fast_step = None if self._fast is None else self._fast.step
-                batch_step = None if self._batch_step is None else self._batch_step.step
-                batch_grads = None if self._batch_step is None else self._batch_step.grads
-                objective_and_grad, reduce, update = model.objective_and_grad, self.reduce, self._update
+                step, reduce, update = self.stepper.step, self.reduce, self._update
+                includes_update = getattr(self.stepper, "includes_update", False)  # a CUDA graph
+                batch_grads = getattr(self.stepper, "grads", None)
+                batch_flat = getattr(self.stepper, "flat_grad", None)
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
+                # the penalty at the weights each step used, so the epoch's loss is told from its
+                # objective (a CUDA graph fills it inside the graph, before the update)
+                l2, step_penalty = self.l2, self._step_penalty
+                if not l2:
+                    step_penalty.zero_()
                 while self.epoch < self.epochs and stop_reason is None:
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+                        epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
                         self._grad_flat.zero_()
                     for Xb, Tb in self._batches():
                         if grad_check_every and self.step % grad_check_every == 0:
                             self._grad_check(Xb, Tb)
-                        if self.cuda_graph:
-                            loss, grads = self._graphed_step(params)  # the update included
-                        elif fast_step is not None:
-                            loss, grads = fast_step(self.l2)
-                        elif batch_step is not None:
-                            loss, grads = batch_step(Xb, Tb, self.l2)
-                        else:
-                            loss, grads = objective_and_grad(Xb, Tb, self.l2)
+                        loss, grads = step(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = reduce(loss, grads, nb)
+                        if l2 and not includes_update:
+                            step_penalty.copy_(penalty.value(params, l2))
                         if one_batch:
-                            epoch_loss = loss
+                            epoch_loss, epoch_penalty = loss, step_penalty
                             if grads is not self.grad_mean:
                                 for k, g in grads.items():
                                     self.grad_mean[k].copy_(g)
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
+                            if l2:
+                                epoch_penalty.add_(step_penalty, alpha=nb / n)
                             if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
-                                self._grad_flat.add_(self._batch_step.flat_grad, alpha=nb / n)
+                                self._grad_flat.add_(batch_flat, alpha=nb / n)
                             else:
                                 for k, g in grads.items():
                                     self.grad_mean[k].add_(g, alpha=nb / n)
-                        if not self.cuda_graph:
+                        if not includes_update:
                             update(params, grads)
                         self.step += 1
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
@@ -444,7 +407,7 @@ class Trainer:
                     state.epoch = self.epoch
                     state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
                     if state.checked:
-                        stop_reason = self._check(params, epoch_loss, state)
+                        stop_reason = self._check(params, epoch_loss, epoch_penalty, state)
                     for cb in self.callbacks:
                         cb.on_epoch_end(state)
                     if stop_reason is None and state.stop_reason:
@@ -462,14 +425,21 @@ class Trainer:
             cb.on_train_end(state)
         if stop_reason == "diverged":
             raise TrainingDiverged(
-                f"training diverged: the loss became {history.train_loss[-1]} at epoch {self.epoch} "
+                f"training diverged: the objective became {history.train_objective[-1]} at epoch {self.epoch} "
                 f"with lr={self.lr:g}; the model holds the last finite weights. "
                 "Try a smaller learning rate.",
                 history,
             )
         return history
 
-    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, state: TrainState) -> str | None:
+    def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+        """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
+        if self.l2:
+            self._step_penalty.copy_(penalty.value(params, self.l2))
+        self._update(params, grads)
+
+    def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, epoch_penalty: Tensor,
+               state: TrainState) -> str | None:
         """Stopping check at the end of an epoch: the only place the loop reads the device."""
         history = self.history
         # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
@@ -478,20 +448,22 @@ class Trainer:
         for k, p in params.items():
             self._spare[k].copy_(p)
         param_sum = self._spare_flat.sum()
-        readings = [epoch_loss, grad_norm, param_sum]
+        readings = [epoch_loss, epoch_loss - epoch_penalty, grad_norm, param_sum]
         if self.X_val is not None:
             readings.append(self.model.objective(self.X_val, self.T_val))
         values = torch.stack(readings).tolist()
-        train_loss, grad_norm, param_sum = values[:3]
-        val_loss = values[3] if self.X_val is not None else None
+        train_objective, train_loss, grad_norm, param_sum = values[:4]
+        val_loss = values[4] if self.X_val is not None else None
         history.epochs.append(self.epoch)
+        history.train_objective.append(train_objective)
         history.train_loss.append(train_loss)
         history.grad_norm.append(grad_norm)
         if val_loss is not None:
             history.val_loss.append(val_loss)
-        state.train_loss, state.val_loss, state.grad_norm = train_loss, val_loss, grad_norm
+        state.train_objective, state.train_loss = train_objective, train_loss
+        state.val_loss, state.grad_norm = val_loss, grad_norm
 
-        if not (math.isfinite(train_loss) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
+        if not (math.isfinite(train_objective) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
             self._restore(params, self.last_good)
             return "diverged"
         # the spare now holds these finite parameters: it becomes the last good copy
@@ -499,7 +471,7 @@ class Trainer:
         self.last_good, self._spare = self._spare, self.last_good
 
         if self.patience:
-            metric = val_loss if val_loss is not None else train_loss
+            metric = val_loss if val_loss is not None else train_objective
             if metric < self.best_metric - self.min_delta:
                 self.best_metric, self.bad_epochs = metric, 0
                 history.best_epoch = self.epoch

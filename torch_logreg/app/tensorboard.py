@@ -10,14 +10,15 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from ..train import Callback, TrainState
 from . import metrics as metrics_lib
-from .train import Callback, TrainState
 
 
 class TensorBoardLogger(Callback):
-    """Scalars every ``every`` steps (``train/batch_loss``, ``grad_norm``, ``lr``,
+    """Scalars every ``every`` steps (``train/batch_objective``, ``grad_norm``, ``lr``,
     ``perf/samples_per_second``); at the first stopping check after each interval the epoch
-    metrics (``train/loss``, ``val/loss``, ``train/accuracy``, ``val/accuracy``, ``val/auc``);
+    metrics (``train/objective``: mean NLL + penalty, what the steps minimise; ``train/loss`` and
+    ``val/loss``: mean NLL, comparable; ``train/accuracy``, ``val/accuracy``, ``val/auc``);
     weight and gradient histograms every ``histograms_every`` epochs; gradient-check errors."""
 
     def __init__(self, writer: SummaryWriter, *, every: int, histograms_every: int, lr: float,
@@ -41,7 +42,7 @@ class TensorBoardLogger(Callback):
         if state.step % self.every:
             return
         w = self.writer
-        w.add_scalar("train/batch_loss", state.loss.item(), state.step)
+        w.add_scalar("train/batch_objective", state.loss.item(), state.step)
         norm = torch.sqrt(sum((g * g).sum() for g in state.grads.values()))
         w.add_scalar("grad_norm", norm.item(), state.step)
         w.add_scalar("lr", self.lr, state.step)
@@ -57,6 +58,7 @@ class TensorBoardLogger(Callback):
         w, step = self.writer, state.step
         if state.checked and self._pending_epoch_log:
             self._pending_epoch_log = False
+            w.add_scalar("train/objective", state.train_objective, step)
             w.add_scalar("train/loss", state.train_loss, step)
             if state.val_loss is not None:
                 w.add_scalar("val/loss", state.val_loss, step)

@@ -1,8 +1,10 @@
-"""``torch-logreg cv``: stratified k-fold search over config values.
+"""``torch-logreg cv``: stratified k-fold search over config values, on the cross-validation
+engine of :mod:`torch_logreg.estimators.model_selection`.
 
 ``--grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5`` tries every combination on the rows
 outside the test split, each fold standardized on its own training part, trained the way the
-config says (the loop, or newton / lbfgs), and scored on the held-out fold. The table is
+config says (the loop, or newton / lbfgs; with ``patience``, early stopping reads a validation
+part of the fold's training rows, as ``train`` does), and scored on the held-out fold. The table is
 printed best first; a run directory keeps ``results.json`` and one TensorBoard hparams trial
 per combination, so the HPARAMS dashboard compares them.
 """
@@ -13,19 +15,20 @@ import copy
 import itertools
 import json
 import math
-import statistics
 
 import torch
 
+from ..devices import resolve_dtype
+from ..errors import UsageError
+from ..estimators import model_selection
+from ..registry import EXACT_SOLVERS
+from ..train import TrainingDiverged
 from . import data as data_lib
 from . import metrics as metrics_lib
-from .app import EXACT_SOLVERS, build_model, check_cuda_graph, fit_targets, new_run_dir, run_device
 from .config import Config, parse_value, set_value, validate
-from .devices import resolve_dtype
-from .errors import UsageError
 from .files import write_text_atomic
-from .model_selection import format_table
-from .train import Trainer, TrainingDiverged
+from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device
+from .runs import new_run_dir
 
 
 def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
@@ -52,19 +55,6 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
     return grid
 
 
-def _fit(cfg: Config, model, X, T) -> None:
-    t = cfg.train
-    if t.solver in EXACT_SOLVERS:
-        from .solvers import fit_exact
-
-        fit_exact(model, X, T, solver=t.solver, l2=t.l2, l1=t.l1, max_iter=t.epochs, tol=t.tol, warn=False,
-                  check_separation=False)
-        return
-    Trainer(model, X, T, solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2,
-            momentum=t.momentum, tol=t.tol, patience=t.patience, check_every=t.check_every, seed=t.seed,
-            cuda_graph=t.cuda_graph, device=model.device).run()
-
-
 def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: str | None = None,
                    name: str = "cv", quiet: bool = False) -> tuple[list[dict], object]:
     """Score every combination of ``grid`` by ``folds``-fold cross-validation; rows best first."""
@@ -80,54 +70,58 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
                                                    cfg.train.seed, stratify=kind != "linear")
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
     X_pool, y_pool = ds.X.index_select(0, pool.to(ds.X.device)), y.index_select(0, pool.to(y.device))
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    splitter = (KFold if kind == "linear" else StratifiedKFold)(n_splits=folds, shuffle=True, random_state=cfg.train.seed)
     labels = y_pool.cpu().numpy()
-    if kind != "linear" and min(labels.tolist().count(c) for c in set(labels.tolist())) < folds:
+    stratify = kind != "linear"
+    if stratify and min(labels.tolist().count(c) for c in set(labels.tolist())) < folds:
         raise UsageError(f"a class has fewer rows than --folds={folds}; lower --folds")
-    fold_idx = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in splitter.split(labels.reshape(-1, 1), labels)]
+    splits = model_selection.folds(labels, folds, seed=cfg.train.seed, stratify=stratify)
 
     keys = list(grid)
-    rows = []
-    trials = []
+    trials = {}
     for values in itertools.product(*(grid[k] for k in keys)):  # every combination checked before any runs
         trial = copy.deepcopy(cfg)
         for k, v in zip(keys, values):
             setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], v)
         validate(trial, {})
         check_cuda_graph(trial, probe, device)
-        trials.append((values, trial))
-    for values, trial in trials:
-        scores: dict[str, list[float]] = {}
-        for tr, te in fold_idx:
-            Xtr, Xte = X_pool.index_select(0, tr.to(X_pool.device)), X_pool.index_select(0, te.to(X_pool.device))
-            std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
-                   else data_lib.Standardizer.identity(Xtr.shape[1]))
-            Xtr = std.transform(Xtr.to(device, torch.float64)).to(dtype)
-            Xte = std.transform(Xte.to(device, torch.float64)).to(dtype)
-            model = build_model(kind, Xtr.shape[1], len(classes), trial.model.bias).to(device=device, dtype=dtype)
-            ytr, yte = (y_pool.index_select(0, i.to(y_pool.device)).to(device) for i in (tr, te))
-            Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
-            Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
-            try:
-                _fit(trial, model, Xtr, Ttr)
-                m = metrics_lib.evaluate(model, Xte, Tte)
-            except TrainingDiverged:
-                m = {"loss": math.nan}
-            for metric, value in m.items():
-                scores.setdefault(metric, []).append(value)
-        row = {k: v for k, v in zip(keys, values)}
-        for metric, vals in scores.items():
-            row[f"mean_{metric}"] = statistics.fmean(vals)
-            row[f"std_{metric}"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
-        rows.append(row)
+        trials[values] = trial
+
+    def rows_of(index) -> tuple:
+        index = torch.from_numpy(index)
+        return X_pool.index_select(0, index.to(X_pool.device)), y_pool.index_select(0, index.to(y_pool.device)).to(device)
+
+    def fit_and_score(combo: dict, train, test) -> dict:
+        trial = trials[tuple(combo[k] for k in keys)]
+        (Xtr, ytr), (Xte, yte) = rows_of(train), rows_of(test)
+        std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
+               else data_lib.Standardizer.identity(Xtr.shape[1]))
+        Xtr = std.transform(Xtr.to(device, torch.float64)).to(dtype)
+        Xte = std.transform(Xte.to(device, torch.float64)).to(dtype)
+        model = build_model(kind, Xtr.shape[1], len(classes), trial.model.bias).to(device=device, dtype=dtype)
+        Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
+        Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
+        X_val = T_val = None
+        share = trial.data.val_fraction / (1 - trial.data.test_fraction)
+        if trial.train.patience and share > 0 and trial.train.solver not in EXACT_SOLVERS:
+            # early stopping reads a validation part carved from this fold's training rows, as in train
+            fit_rows, val_rows, _ = data_lib.split_indices(ytr, len(ytr), share, 0.0, trial.train.seed, stratify)
+            X_val, T_val = Xtr.index_select(0, val_rows.to(device)), Ttr.index_select(0, val_rows.to(device))
+            Xtr, Ttr = Xtr.index_select(0, fit_rows.to(device)), Ttr.index_select(0, fit_rows.to(device))
+        try:
+            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val)
+            return metrics_lib.evaluate(model, Xte, Tte)
+        except TrainingDiverged:
+            return {"loss": math.nan}
+
+    def report(row: dict) -> None:
         if not quiet:
-            done = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
-            print(f"cv {len(rows)}: {done}: held-out loss {row['mean_loss']:.5g}", flush=True)
-    rows.sort(key=lambda r: (math.isnan(r["mean_loss"]), r["mean_loss"]))
-    for rank, row in enumerate(rows, start=1):
-        row["rank"] = rank
+            done = ", ".join(f"{k}={row[k]}" for k in keys)
+            print(f"cv {list(trials).index(tuple(row[k] for k in keys)) + 1}: {done}: held-out loss "
+                  f"{row.get('mean_loss', math.nan):.5g}", flush=True)
+
+    combos = [dict(zip(keys, values)) for values in trials]
+    rows = model_selection.score_grid(combos, splits, fit_and_score, rank_by="loss", on_row=report)
+    rows.sort(key=lambda r: r["rank"])  # printed and saved best first
 
     path = new_run_dir(cfg, f"cv-{name}", run_dir)
     write_text_atomic(path / "config.toml", cfg.to_toml())
@@ -145,4 +139,4 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
 def table(rows: list[dict]) -> str:
     columns = ["rank", *[k for k in rows[0] if "." in k], *[k for k in rows[0] if k.startswith("mean_")]]
-    return format_table(rows, columns)
+    return model_selection.format_table(rows, columns)

@@ -16,7 +16,6 @@ After an unpenalised fit, ``inference_`` holds standard errors, tests and likeli
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 
@@ -27,16 +26,16 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import functional as F
-from .devices import resolve_device, resolve_dtype
-from .inference import infer
-from .models import LogisticRegression, SoftmaxRegression
-from .solvers import SOLVERS as EXACT_SOLVERS
-from .solvers import ConvergenceWarning, fit_exact
+from .. import arguments
+from .. import functional as F
+from ..devices import resolve_device, resolve_dtype
+from ..inference import infer
+from ..models import LogisticRegression, SoftmaxRegression
+from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
+from ..solvers import ConvergenceWarning, fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
-FIRST_ORDER_SOLVERS = ("gd", "momentum", "nesterov")
-SOLVERS = ("auto", *EXACT_SOLVERS, *FIRST_ORDER_SOLVERS)
+SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
 
 #: ``solver="auto"`` uses Newton while the Hessian has at most this many rows, else L-BFGS
 AUTO_NEWTON_MAX_PARAMS = 400
@@ -115,28 +114,22 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
 
     # -- parameter checks --
-    def _resolve(self, n_params: int) -> tuple[str, float]:
+    def resolve_params(self, n_params: int) -> tuple[str, float]:
         """Validate the hyper-parameters; return the solver to use and the L1 share."""
-        if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of 'l2', 'l1', 'elasticnet' or None, got {self.penalty!r}")
-        if not _is_real(self.C) or not self.C > 0 or not math.isfinite(self.C):
-            raise ValueError(f"C must be a finite number > 0 (the inverse penalty strength), got {self.C!r}")
-        if self.l1_ratio is not None and (not _is_real(self.l1_ratio) or not 0 <= self.l1_ratio <= 1):
-            raise ValueError(f"l1_ratio must be a number in [0, 1] (or None), got {self.l1_ratio!r}")
+        arguments.choice("penalty", self.penalty, PENALTIES)
+        arguments.number("C", self.C, low=0, low_open=True)
+        if self.l1_ratio is not None:
+            arguments.number("l1_ratio", self.l1_ratio, low=0, high=1)
         if self.penalty == "elasticnet" and self.l1_ratio is None:
-            raise ValueError("penalty='elasticnet' needs l1_ratio, a number in [0, 1] (0: pure L2, 1: pure L1)")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {self.solver!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
-        if not _is_real(self.tol) or not self.tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+            raise ValueError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
+        arguments.choice("solver", self.solver, SOLVERS)
+        arguments.number("max_iter", self.max_iter, low=1, integer=True)
+        arguments.number("tol", self.tol, low=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise ValueError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
-        if not _is_real(self.learning_rate) or not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
+        arguments.number("learning_rate", self.learning_rate, low=0, low_open=True)
         l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
         solver = self.solver
         if l1_share > 0 and solver not in ("auto", "newton"):
@@ -162,7 +155,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             )
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
-        solver, l1_share = self._resolve(n_params)
+        solver, l1_share = self.resolve_params(n_params)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
 
@@ -204,7 +197,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     stacklevel=2,
                 )
             if result.separation is not None:
-                from .inference import SeparationWarning
+                from ..solvers.separation import SeparationWarning
 
                 warnings.warn(result.separation.message, SeparationWarning, stacklevel=2)
         else:
@@ -213,7 +206,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     f"solver={solver!r} (first-order loop) does not support sample_weight or class_weight; "
                     "use solver in ['auto', 'newton', 'lbfgs']"
                 )
-            from .train import fit as first_order_fit
+            from ..train import fit as first_order_fit
 
             result = first_order_fit(
                 model, Xt, yt, solver=solver, lr=float(self.learning_rate), epochs=int(self.max_iter),
@@ -303,10 +296,6 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         z = self._logits(X)
         idx = (z[:, 0] > 0).to(torch.int64) if z.shape[1] == 1 else z.argmax(dim=1)
         return self.classes_[idx.cpu().numpy()]
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 def _sample_weight(sample_weight, n: int) -> np.ndarray:

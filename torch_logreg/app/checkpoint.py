@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
 from .files import atomic_write
 
 FORMAT = "torch_logreg.checkpoint/1"

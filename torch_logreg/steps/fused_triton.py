@@ -20,7 +20,7 @@ import os
 import torch
 from torch import Tensor
 
-from .fastpath import step_from_sums
+from .common import bind_single_pass, fusable, step_from_sums
 
 try:
     import triton
@@ -28,6 +28,10 @@ try:
 except ImportError:  # the CPU builds of torch do not ship Triton
     triton = None
 
+#: the selector takes the kernel from this many entries of X (16 MiB in float32). The GPU's own
+#: threshold, kept apart from the CPU kernel's (which CPU caches set); the same value until it is
+#: measured on GPUs
+MIN_ENTRIES = 1 << 22
 #: at most this many programs (rows of the partial-sums buffer) per step
 MAX_PROGRAMS = 4096
 #: rows per tile, and features per block of the inner loops
@@ -45,11 +49,9 @@ def interpreted() -> bool:
 
 
 def supports(model, X: Tensor) -> bool:
-    """:func:`fastpath.fusable` (one Linear layer, one sigmoid or identity output, a contiguous
+    """:func:`~torch_logreg.steps.common.fusable` (one Linear layer, one sigmoid or identity output, a contiguous
     float32/float64 X), X on a CUDA device (or on the CPU under Triton's interpreter), and
     Triton importable."""
-    from .fastpath import fusable
-
     on_device = X.device.type == "cuda" or (X.device.type == "cpu" and interpreted())
     return available() and on_device and fusable(model, X)
 
@@ -109,8 +111,10 @@ if triton is not None:
 
 
 class TritonStep:
-    """``step(l2) -> (loss, grads)`` on fixed full-batch data in one pass over X on the GPU,
+    """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data in one pass over X on the GPU,
     like ``objective_and_grad``; see the module docstring for where it applies."""
+
+    name = "fused_triton"
 
     def __init__(self, model, X: Tensor, T: Tensor) -> None:
         if not supports(model, X):
@@ -118,9 +122,7 @@ class TritonStep:
                 "the Triton step needs Triton and a single-Linear model with one sigmoid or identity output "
                 "on a contiguous float32/float64 CUDA tensor"
             )
-        (self.prefix, self.layer), = model.named_children()
-        self.X = X.detach()
-        self.y = T.detach().reshape(-1).to(X.dtype).contiguous()
+        self.prefix, self.layer, self.X, self.y = bind_single_pass(model, X, T)
         n, d = X.shape
         self._sigmoid = model.link == "sigmoid"
         programs = max(1, min(MAX_PROGRAMS, triton.cdiv(n, BLOCK_N)))
@@ -132,7 +134,8 @@ class TritonStep:
         self._zero_bias = X.new_zeros(1)
 
     @torch.no_grad()
-    def step(self, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Bound to the data it was built for: ``X`` and ``T`` are that data (not read again)."""
         W, b = self.layer.weight, self.layer.bias
         n, d = self.X.shape
         self._partial.zero_()

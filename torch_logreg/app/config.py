@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import tomllib
 
-from .errors import UsageError
+from .. import arguments
+from ..errors import UsageError
+from ..registry import SOLVERS
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear")
-SOLVERS = ("gd", "momentum", "nesterov", "newton", "lbfgs")  # the last two: exact solvers
-DEVICE_HINT = "'auto', 'cpu', 'cuda' or 'cuda:N'"
 
 
 @dataclass
@@ -147,29 +146,23 @@ def _coerce(key: str, value, kind: type, where: str):
 
 
 def validate(cfg: Config, sources: dict[str, str]) -> None:
+    """Every value checked by :mod:`torch_logreg.arguments` (the checks the library applies to
+    the same values), each mistake one UsageError naming where the value came from."""
+
+    def check(key: str, fn, *args, **kwargs) -> None:
+        section, name = key.split(".")
+        try:
+            fn(key, getattr(getattr(cfg, section), name), *args, **kwargs)
+        except ValueError as exc:
+            raise UsageError(f"{sources.get(key, 'config')}: {exc}") from None
+
     for key, (low, high) in RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        where = sources.get(key, "config")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"{where}: {key} must be finite, got {value!r}")
-        rules = []
-        if low is not None:
-            strict = isinstance(low, list)
-            bound = low[0] if strict else low
-            rules.append((f"> {bound}" if strict else f">= {bound}", value > bound if strict else value >= bound))
-        if high is not None:
-            strict = isinstance(high, list)
-            bound = high[0] if strict else high
-            rules.append((f"< {bound}" if strict else f"<= {bound}", value < bound if strict else value <= bound))
-        if not all(ok for _, ok in rules):
-            raise UsageError(f"{where}: {key} must be {' and '.join(r for r, _ in rules)}, got {value!r}")
+        integer = _field_types(key.split(".")[0])[key.split(".")[1]] is int
+        check(key, arguments.number, low=None if low is None else (low[0] if isinstance(low, list) else low),
+              low_open=isinstance(low, list), high=None if high is None else (high[0] if isinstance(high, list) else high),
+              high_open=isinstance(high, list), integer=integer)
     for key, options in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        where = sources.get(key, "config")
-        if value not in options:
-            raise UsageError(f"{where}: {key} must be one of {', '.join(options)}; got {value!r}")
+        check(key, arguments.choice, options)
     where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise UsageError(
@@ -180,10 +173,7 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
         where = sources.get("train.l1", "config")
         raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver = 'newton' (proximal Newton); "
                          f"train.solver is {cfg.train.solver!r}")
-    device = cfg.train.device
-    where = sources.get("train.device", "config")
-    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise UsageError(f"{where}: train.device must be {DEVICE_HINT}, got {device!r}")
+    check("train.device", arguments.device_name)
 
 
 def _line_of(text: str, section: str, name: str) -> int | None:

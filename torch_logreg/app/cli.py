@@ -13,14 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_CONFIG = "breast_cancer.toml"
 QUIET_HELP = "no progress output (default: a progress bar on a terminal, plain lines otherwise)"
 
 
 def _configs_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "configs"
+    return Path(__file__).resolve().parents[2] / "configs"
 
 
 def _load(args):
@@ -41,12 +41,12 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    from . import app
+    from . import commands
 
     cfg, name = _load(args)
     if args.device:
         cfg.train.device = args.device
-    result = app.train(cfg, run_dir=args.run_dir, quiet=args.quiet, name=name)
+    result = commands.train(cfg, run_dir=args.run_dir, quiet=args.quiet, name=name)
     return _finish(result)
 
 
@@ -65,15 +65,15 @@ def _finish(result) -> int:
 
 
 def cmd_resume(args) -> int:
-    from . import app
+    from . import commands
 
-    return _finish(app.resume(args.run, quiet=args.quiet, device=args.device))
+    return _finish(commands.resume(args.run, quiet=args.quiet, device=args.device))
 
 
 def cmd_evaluate(args) -> int:
-    from . import app
+    from . import commands
 
-    metrics = app.evaluate(args.run, args.data)
+    metrics = commands.evaluate(args.run, args.data)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -82,32 +82,32 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import app
+    from . import commands
 
-    n = app.predict(args.run, args.input, args.output)
+    n = commands.predict(args.run, args.input, args.output)
     print(f"wrote {n} predictions to {args.output}")
     return 0
 
 
 def cmd_gradcheck(args) -> int:
-    from . import app
+    from . import commands
 
     cfg, _ = _load(args)
-    report = app.gradcheck(cfg)
+    report = commands.gradcheck(cfg)
     print(report)
     return 0 if report.passed else 1
 
 
 def cmd_cv(args) -> int:
-    from . import config_search
+    from . import cv
 
     cfg, name = _load(args)
     if args.device:
         cfg.train.device = args.device
-    grid = config_search.parse_grid(args.grid, cfg)
-    rows, path = config_search.cross_validate(cfg, grid, folds=args.folds, run_dir=args.run_dir, name=name,
+    grid = cv.parse_grid(args.grid, cfg)
+    rows, path = cv.cross_validate(cfg, grid, folds=args.folds, run_dir=args.run_dir, name=name,
                                               quiet=args.quiet)
-    print(config_search.table(rows))
+    print(cv.table(rows))
     print(f"results in {path} (results.json, TensorBoard hparams)")
     return 0
 

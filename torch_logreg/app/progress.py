@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .train import Callback, TrainState
+from ..train import Callback, TrainState
 
 
 class Progress(Callback):
@@ -22,7 +22,7 @@ class Progress(Callback):
             self.bar = tqdm(total=self.total, initial=state.epoch, unit="epoch", file=self.stream, dynamic_ncols=True)
 
     def _postfix(self, state: TrainState) -> dict:
-        post = {"loss": f"{state.train_loss:.4g}"}
+        post = {"objective": f"{state.train_objective:.4g}", "loss": f"{state.train_loss:.4g}"}
         if state.val_loss is not None:
             post["val_loss"] = f"{state.val_loss:.4g}"
         return post

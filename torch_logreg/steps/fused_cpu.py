@@ -22,7 +22,7 @@ into the loss (the floating-point flags used allow reassociation, not "no NaNs")
 divergence check still sees them.
 
 numba is a runtime dependency; where it cannot be imported, :func:`available` is False and the
-loop keeps the torch fast path (``fastpath.py``).
+loop keeps the torch fast path (``feature_major.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fastpath import step_from_sums
+from .common import bind_single_pass, fusable, step_from_sums
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -67,10 +67,8 @@ def available() -> bool:
 
 
 def supports(model, X: Tensor) -> bool:
-    """True where the fused kernel applies: :func:`fastpath.fusable` (one Linear layer, one
+    """True where the fused kernel applies: :func:`~torch_logreg.steps.common.fusable` (one Linear layer, one
     sigmoid or identity output, a contiguous float32/float64 X), X on the CPU, numba importable."""
-    from .fastpath import fusable
-
     return available() and X.device.type == "cpu" and fusable(model, X)
 
 
@@ -225,8 +223,10 @@ if numba is not None:
 
 
 class FusedStep:
-    """``step(l2) -> (loss, grads)`` on fixed full-batch data in one pass over X, like
+    """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data in one pass over X, like
     ``objective_and_grad``; see the module docstring for where it applies."""
+
+    name = "fused_cpu"
 
     def __init__(self, model, X: Tensor, T: Tensor) -> None:
         if not supports(model, X):
@@ -234,10 +234,8 @@ class FusedStep:
                 "the fused CPU step needs numba and a single-Linear model with one sigmoid or identity "
                 "output on a contiguous float32/float64 CPU tensor"
             )
-        (self.prefix, self.layer), = model.named_children()
-        self.X = X.detach()
-        self._x = self.X.numpy()
-        self._y = T.detach().reshape(-1).to(X.dtype).contiguous().numpy()
+        self.prefix, self.layer, self.X, y = bind_single_pass(model, X, T)
+        self._x, self._y = self.X.numpy(), y.numpy()
         self._link = _LINK_CODES[(model.link, X.dtype)]
         self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
@@ -245,7 +243,8 @@ class FusedStep:
         self._zero_bias = np.zeros(1, dtype=self._x.dtype)
 
     @torch.no_grad()
-    def step(self, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        """Bound to the data it was built for: ``X`` and ``T`` are that data (not read again)."""
         W, b = self.layer.weight, self.layer.bias
         n = self.X.shape[0]
         numba.set_num_threads(self._threads)

@@ -1,4 +1,5 @@
-"""The feature-major full-batch fast path equals the reference path (float64, 1e-12 relative)."""
+"""The steps equal the reference step (float64, 1e-12 relative), and the selector picks them
+where they apply."""
 
 import itertools
 
@@ -6,7 +7,10 @@ import pytest
 import torch
 
 import torch_logreg as tl
-from torch_logreg.fastpath import FeatureMajorStep, supports
+from torch_logreg.models import single_linear
+from torch_logreg.steps.batch import BatchStep
+from torch_logreg.steps.common import transpose
+from torch_logreg.steps.feature_major import FeatureMajorStep
 
 from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize, train_variants
 
@@ -21,7 +25,7 @@ def test_fast_step_equals_reference_step(kind, bias, l2, n, d):
     X = torch.randn(n, d, generator=gen, dtype=torch.float64)
     T = model.targets(make_targets(kind, n, gen), n)
     loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
-    loss_fast, grads_fast = FeatureMajorStep(model, X, T).step(l2)
+    loss_fast, grads_fast = FeatureMajorStep(model, X, T).step(X, T, l2)
     assert abs(loss_fast.item() - loss_ref.item()) <= 1e-12 * max(abs(loss_ref.item()), 1e-300)
     assert grads_fast.keys() == grads_ref.keys()
     for name, g in grads_ref.items():
@@ -34,33 +38,31 @@ def test_fast_step_equals_reference_step(kind, bias, l2, n, d):
 def test_fit_with_and_without_fast_path_agree(kind, solver):
     fast, ref = train_variants(kind, [{"fast_path": True}, {"fast_path": False}], seed=1, solver=solver, lr=0.2,
                                epochs=30, l2=0.01, tol=0, device="cpu")
-    assert fast[0]._fast is not None and ref[0]._fast is None
+    assert fast[0].stepper.name == "feature_major" and ref[0].stepper.name == "reference"
     assert_same_fit(fast, ref)
 
 
 def test_fast_path_only_where_it_applies():
     X, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
-    assert tl.Trainer(tl.LogisticRegression(3), X, y, device="cpu")._fast is not None
-    assert tl.Trainer(tl.LogisticRegression(3), X, y, batch_size=10, device="cpu")._fast is None
-    assert tl.Trainer(tl.LogisticRegression(3), X, y, grad_check_every=5, device="cpu")._fast is None
-    assert tl.Trainer(tl.MLP(3, [4]), X, y, device="cpu")._fast is None
-    assert not supports(tl.MLP(3, [4]))
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, device="cpu").stepper.name == "feature_major"
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, batch_size=10, device="cpu").stepper.name == "batch"
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, grad_check_every=5, device="cpu").stepper.name == "reference"
+    assert tl.Trainer(tl.LogisticRegression(3), X, y, fast_path=False, device="cpu").stepper.name == "reference"
+    assert tl.Trainer(tl.MLP(3, [4]), X, y, device="cpu").stepper.name == "reference"
+    assert tl.Trainer(tl.MLP(3, [4]), X, y, batch_size=10, device="cpu").stepper.name == "reference"
+    assert single_linear(tl.MLP(3, [4])) is None
     with pytest.raises(TypeError, match="single Linear layer"):
         FeatureMajorStep(tl.MLP(3, [4]), X, torch.zeros(50, 1))
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (4097, 2), (10000, 7)])
 def test_blocked_transpose(shape):
-    from torch_logreg.fastpath import transpose
-
     X = torch.randn(*shape)
     assert torch.equal(transpose(X, rows=4096), X.T.contiguous())
     assert torch.equal(transpose(X, rows=3), X.T.contiguous())
 
 
 def test_transpose_leaves_room_for_extra_rows():
-    from torch_logreg.fastpath import transpose
-
     X = torch.randn(9, 4)
     out = transpose(X, rows=4, extra_rows=2)
     assert out.shape == (6, 9) and out.is_contiguous()
@@ -74,13 +76,13 @@ def test_fast_step_reuses_its_buffers_and_follows_in_place_updates(kind):
     X = torch.randn(40, 5, generator=gen, dtype=torch.float64)
     T = model.targets(make_targets(kind, 40, gen), 40)
     step = FeatureMajorStep(model, X, T)
-    _, first = step.step(0.1)
+    _, first = step.step(X, T, 0.1)
     ids = {k: g.data_ptr() for k, g in first.items()}
     for _ in range(3):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        loss, grads = step.step(0.1)
+        loss, grads = step.step(X, T, 0.1)
         assert {k: g.data_ptr() for k, g in grads.items()} == ids
         loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
         assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
@@ -93,8 +95,6 @@ BATCH_GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 64)
 
 @pytest.mark.parametrize("kind,bias,l2,nb,d", BATCH_GRID)
 def test_batch_step_equals_reference_step(kind, bias, l2, nb, d):
-    from torch_logreg.fastpath import BatchStep
-
     gen = torch.Generator().manual_seed(BATCH_GRID.index((kind, bias, l2, nb, d)))
     model = make_model(kind, d, bias=bias).double()
     randomize(model, gen)
@@ -118,14 +118,12 @@ def test_batch_step_equals_reference_step(kind, bias, l2, nb, d):
 def test_minibatch_fit_with_and_without_fast_path_agree(kind, solver):
     fast, ref = train_variants(kind, [{"fast_path": True}, {"fast_path": False}], seed=4, solver=solver, lr=0.2,
                                epochs=8, batch_size=32, l2=0.01, tol=0, device="cpu")
-    assert fast[0]._batch_step is not None and ref[0]._batch_step is None
+    assert fast[0].stepper.name == "batch" and ref[0].stepper.name == "reference"
     assert_same_fit(fast, ref)
     assert fast[2].grad_norm == pytest.approx(ref[2].grad_norm, rel=1e-10)
 
 
 def test_batch_step_on_an_empty_batch_matches_the_reference():
-    from torch_logreg.fastpath import BatchStep
-
     model = tl.LogisticRegression(3).double()
     X = torch.zeros(0, 3, dtype=torch.float64)
     T = model.targets(torch.zeros(0, dtype=torch.long), 0)

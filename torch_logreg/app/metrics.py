@@ -33,7 +33,7 @@ def evaluate(model, X: Tensor, T: Tensor) -> dict[str, float]:
     if X.shape[0] == 0:
         return {}
     logits = model.logits(X)
-    loss, _ = model._loss_fn(logits, T)
+    loss, _ = model.loss_fn(logits, T)
     out = {"loss": loss.item()}
     if model.link == "identity":
         ss_res = ((logits - T) ** 2).sum()

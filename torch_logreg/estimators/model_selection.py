@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from ..solvers import ConvergenceWarning
 from .estimator import LogisticRegressionClassifier
 
 SCORES = ("log_loss", "accuracy")
@@ -46,6 +46,45 @@ def expand_grid(param_grid: Mapping | Sequence[Mapping]) -> list[dict]:
             values.append(list(v))
         combos.extend(dict(zip(names, c)) for c in itertools.product(*values))
     return combos
+
+
+def folds(y, n_splits: int, *, seed: int = 0, shuffle: bool = True, stratify: bool = True) -> list[tuple]:
+    """``n_splits`` (train rows, held-out rows) index pairs, stratified by ``y``'s classes (or
+    plain k-fold for real targets), seeded."""
+    from sklearn.model_selection import KFold
+
+    y = np.asarray(y)
+    splitter = (StratifiedKFold if stratify else KFold)(n_splits=n_splits, shuffle=shuffle,
+                                                        random_state=seed if shuffle else None)
+    return list(splitter.split(np.zeros((len(y), 1)), y))
+
+
+def score_grid(combos: Sequence[Mapping], splits: Sequence[tuple], fit_and_score, *, rank_by: str,
+               on_row=None) -> list[dict]:
+    """The cross-validation engine: ``fit_and_score(combo, train_rows, held_out_rows)`` returns a
+    dict of held-out scores for one fit; each combination's row holds its parameters, then
+    ``split{i}_{score}``, ``mean_{score}`` and ``std_{score}`` of every score, and ``rank``
+    (1 = lowest ``mean_{rank_by}``; NaN last). Rows come back in grid order; ``on_row(row)`` is
+    called as each is done."""
+    rows: list[dict] = []
+    for combo in combos:
+        row: dict = dict(combo)
+        scores: dict[str, list[float]] = {}
+        for i, (train, test) in enumerate(splits):
+            for key, value in fit_and_score(combo, train, test).items():
+                scores.setdefault(key, []).append(value)
+                row[f"split{i}_{key}"] = value
+        for key, values in scores.items():
+            row[f"mean_{key}"] = float(np.mean(values))
+            row[f"std_{key}"] = float(np.std(values))
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    key = f"mean_{rank_by}"
+    order = sorted(range(len(rows)), key=lambda j: (math.isnan(rows[j].get(key, math.nan)), rows[j].get(key, math.nan)))
+    for rank, j in enumerate(order, start=1):
+        rows[j]["rank"] = rank
+    return rows
 
 
 def cross_validate_grid(
@@ -104,43 +143,39 @@ def cross_validate_grid(
         if unknown:
             raise ValueError(f"unknown parameter(s) {sorted(unknown)} in param_grid; valid: {sorted(valid)}")
         try:
-            clone(base).set_params(**combo)._resolve(n_params_guess)
+            clone(base).set_params(**combo).resolve_params(n_params_guess)
         except ValueError as exc:
             raise ValueError(f"invalid combination {combo}: {exc}") from exc
 
-    splits = list(StratifiedKFold(n_splits=n_splits, shuffle=shuffle, random_state=seed if shuffle else None).split(X, y))
-    rows: list[dict] = []
-    for combo in combos:
-        row: dict = dict(combo)
-        losses, accs, times, iters, n_warn = [], [], [], [], 0
-        for i, (train, test) in enumerate(splits):
-            est = clone(base).set_params(**combo)
-            fit_kwargs = {} if sw is None else {"sample_weight": sw[train]}
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                start = time.perf_counter()
-                est.fit(X[train], y[train], **fit_kwargs)
-                times.append(time.perf_counter() - start)
-            n_warn += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-            proba = est.predict_proba(X[test])
-            losses.append(float(log_loss(y[test], proba, labels=est.classes_)))
-            accs.append(float(accuracy_score(y[test], est.classes_[proba.argmax(axis=1)])))
-            iters.append(int(est.n_iter_[0]))
-            row[f"split{i}_log_loss"] = losses[-1]
-            row[f"split{i}_accuracy"] = accs[-1]
-        row.update(
-            mean_log_loss=float(np.mean(losses)),
-            std_log_loss=float(np.std(losses)),
-            mean_accuracy=float(np.mean(accs)),
-            std_accuracy=float(np.std(accs)),
-            mean_fit_time=float(np.mean(times)),
-            mean_n_iter=float(np.mean(iters)),
-            n_convergence_warnings=n_warn,
-        )
-        rows.append(row)
-    order = sorted(range(len(rows)), key=lambda j: (math.isnan(rows[j]["mean_log_loss"]), rows[j]["mean_log_loss"]))
-    for rank, j in enumerate(order, start=1):
-        rows[j]["rank"] = rank
+    def fit_and_score(combo, train, test) -> dict:
+        est = clone(base).set_params(**combo)
+        fit_kwargs = {} if sw is None else {"sample_weight": sw[train]}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            start = time.perf_counter()
+            est.fit(X[train], y[train], **fit_kwargs)
+            fit_time = time.perf_counter() - start
+        proba = est.predict_proba(X[test])
+        return {
+            "log_loss": float(log_loss(y[test], proba, labels=est.classes_)),
+            "accuracy": float(accuracy_score(y[test], est.classes_[proba.argmax(axis=1)])),
+            # bookkeeping, summarised below rather than per split
+            "fit_time": fit_time,
+            "n_iter": int(est.n_iter_[0]),
+            "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
+        }
+
+    splits = folds(y, n_splits, seed=seed, shuffle=shuffle)
+    rows = score_grid(combos, splits, fit_and_score, rank_by="log_loss")
+    for row in rows:
+        n_warn = sum(row.pop(f"split{i}_convergence_warnings") for i in range(len(splits)))
+        for key in ("fit_time", "n_iter", "convergence_warnings"):
+            for i in range(len(splits)):
+                row.pop(f"split{i}_{key}", None)
+            row.pop(f"std_{key}")
+        row.pop("mean_convergence_warnings")
+        row["n_convergence_warnings"] = n_warn
+        row["rank"] = row.pop("rank")  # last, as before
     return rows
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
 DEFAULT_NOISE = {"blobs": 1.0, "donut": 1.0, "xor": 0.0, "synthetic": 0.0}
@@ -245,7 +245,7 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool)
     return Dataset(X, np.array(y_text), schema)
 
 
-def _load_numpy(path: Path, target: str) -> Dataset:
+def load_numpy(path: Path, target: str) -> Dataset:
     try:
         if path.suffix == ".npz":
             with np.load(path) as archive:
@@ -291,7 +291,7 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         path = Path(data_cfg.path).expanduser()
         suffix = path.suffix.lower()
         if suffix in (".npy", ".npz"):
-            ds = _load_numpy(path, data_cfg.target)
+            ds = load_numpy(path, data_cfg.target)
             if data_cfg.categorical:
                 raise UsageError("data.categorical applies to CSV files only")
         elif suffix in (".csv", ".txt", ""):
@@ -353,7 +353,7 @@ def encode_labels(y, kind: str) -> tuple[Tensor, list[str]]:
         return torch.from_numpy(values), []
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise UsageError(f"the target has a non-finite value at row {int(np.nonzero(~np.isfinite(y))[0][0])}")
-    names = np.array([_label_name(v) for v in y])
+    names = np.array([label_name(v) for v in y])
     classes = sorted(set(names.tolist()), key=_category_key)
     lookup = {c: i for i, c in enumerate(classes)}
     return torch.tensor([lookup[v] for v in names], dtype=torch.int64), classes
@@ -367,7 +367,7 @@ def _is_number(v) -> bool:
         return False
 
 
-def _label_name(v) -> str:
+def label_name(v) -> str:
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
     try:

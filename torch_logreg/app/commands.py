@@ -1,0 +1,203 @@
+"""The commands: ``train``, ``resume``, ``evaluate``, ``predict`` and ``gradcheck`` (``cv`` is in
+``cv.py``). A config in, a run directory out; user mistakes raise :class:`UsageError`.
+
+``train`` prepares the data, builds the model, runs the hand-written loop (or an exact solver)
+with TensorBoard, progress and checkpoint callbacks, and writes ``config.toml``, the events file,
+``checkpoint.pt``, ``best.pt`` and ``metrics.json``. ``resume``, ``evaluate``, ``predict`` and
+``gradcheck`` work from a run directory or a config.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..devices import resolve_dtype
+from ..errors import UsageError
+from ..gradients import compare_gradients
+from ..registry import EXACT_SOLVERS
+from ..train import Callback, TrainingDiverged, TrainState
+from . import data as data_lib
+from . import metrics as metrics_lib
+from .checkpoint import save_checkpoint
+from .config import Config
+from .files import atomic_write, write_text_atomic
+from .fitting import (
+    SPLITS,
+    Prepared,
+    build_model,
+    check_cuda_graph,
+    fit_exact_run,
+    make_trainer,
+    prepare,
+    run_device,
+    start_distributed,
+    world_size,
+)
+from .inputs import labels_to_targets, read_inputs
+from .progress import Progress
+from .report import final_report
+from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
+
+
+def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks):
+    return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
+                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1)
+
+
+def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
+         resume_state: dict | None = None) -> RunResult:
+    if run_dir is None:  # a rank other than 0: train, but log and write nothing
+        trainer = _trainer(cfg, model, prep, device, dtype, [StopOnInterrupt()])
+        if resume_state is not None:
+            trainer.load_state_dict(resume_state["trainer"])
+        try:
+            history = trainer.run()
+        except TrainingDiverged as exc:
+            raise UsageError(str(exc)) from None
+        return RunResult(None, {"stop_reason": history.stop_reason, "epochs": trainer.epoch},
+                         interrupted=history.stop_reason == "interrupted")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge = resume_state["step"] + 1 if resume_state else None
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
+    if resume_state is None:
+        writer.add_text("config", "```toml\n" + cfg.to_toml() + "\n```", 0)
+    from .tensorboard import TensorBoardLogger
+
+    interrupt = StopOnInterrupt()
+    has_val = prep.X["val"].shape[0] > 0
+    logger = TensorBoardLogger(writer, every=cfg.log.every,
+                               histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
+                               lr=cfg.train.lr, train_eval=(prep.X["train"], prep.T["train"]),
+                               val_eval=(prep.X["val"], prep.T["val"]) if has_val else None)
+    ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
+    callbacks: list[Callback] = [logger, ckpt, interrupt]
+    if not quiet:
+        callbacks.append(Progress(cfg.train.epochs))
+    trainer = _trainer(cfg, model, prep, device, dtype, callbacks)
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state["trainer"])
+        torch.set_rng_state(resume_state["rng"]["torch"])
+    try:
+        if cfg.train.solver in EXACT_SOLVERS:
+            history = fit_exact_run(cfg, trainer, writer, interrupt, quiet)
+        else:
+            history = trainer.run()
+    except TrainingDiverged as exc:
+        writer.close()
+        raise UsageError(
+            f"{exc} The last good checkpoint is in {run_dir}/checkpoint.pt"
+            if (run_dir / "checkpoint.pt").exists() else str(exc)
+        ) from None
+    except KeyboardInterrupt:
+        writer.close()
+        raise
+    state = TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step)
+    interrupted = history.stop_reason == "interrupted"
+    ckpt.write(state, finished=not interrupted)
+    if interrupted:
+        writer.close()
+        return RunResult(run_dir, {"stop_reason": "interrupted", "epochs": trainer.epoch}, interrupted=True)
+    if trainer.best_state is None:  # no validation data: the final weights are the best we have
+        save_checkpoint(run_dir / "best.pt", payload(trainer, prep, cfg, True))
+    metrics = final_report(writer, model, prep, cfg, history, run_dir, device)
+    writer.close()
+    return RunResult(run_dir, metrics)
+
+
+def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: str | None = None) -> RunResult:
+    """Train from ``cfg`` into a new run directory. Under torchrun every rank trains on its
+    shard and only rank 0 creates the directory, logs and writes checkpoints."""
+    device, rank0 = start_distributed(cfg)
+    dtype = resolve_dtype(cfg.train.dtype)
+    prep = prepare(cfg, device, dtype)
+    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    check_cuda_graph(cfg, model, device)  # before the run directory exists
+    path = None
+    if rank0:
+        path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
+        write_text_atomic(path / "config.toml", cfg.to_toml())
+    return _run(cfg, path, prep, model, device, dtype, quiet)
+
+
+def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) -> RunResult:
+    path, payload, cfg = load_run(run_dir)
+    if payload.get("finished"):
+        raise UsageError(f"run {path} already finished ({payload['trainer']['history']['stop_reason']}); "
+                         "start a new one with train")
+    if device:
+        cfg.train.device = device
+    dev, rank0 = start_distributed(cfg)
+    dtype = resolve_dtype(cfg.train.dtype)
+    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    prep = prepare(cfg, dev, dtype, standardizer)
+    model = model_from_checkpoint(payload, dev, dtype)
+    return _run(cfg, path if rank0 else None, prep, model, dev, dtype, quiet, resume_state=payload)
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:
+    path, payload, cfg = load_run(run_dir)
+    dev = run_device(cfg.train.device)
+    dtype = resolve_dtype(cfg.train.dtype)
+    model = model_from_checkpoint(payload, dev, dtype)
+    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    if data_path is None:
+        prep = prepare(cfg, dev, dtype, standardizer)
+        return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
+    schema = data_lib.Schema.from_dict(payload["schema"])
+    X_raw, y_raw = read_inputs(Path(data_path), schema, need_target=True)
+    X = standardizer.transform(X_raw.to(dev)).to(dtype)
+    T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
+    return {"data": metrics_lib.evaluate(model, X, T)}
+
+
+def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
+    """Write probabilities and labels for every row of ``input_path``; returns the row count."""
+    path, payload, cfg = load_run(run_dir)
+    dev = run_device(cfg.train.device)
+    dtype = resolve_dtype(cfg.train.dtype)
+    model = model_from_checkpoint(payload, dev, dtype)
+    schema = data_lib.Schema.from_dict(payload["schema"])
+    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    X_raw, _ = read_inputs(Path(input_path), schema, need_target=False)
+    X = standardizer.transform(X_raw.to(dev)).to(dtype)
+    classes = payload["classes"]
+    with torch.no_grad():
+        out = model(X).double().cpu().numpy()
+    if model.link == "identity":
+        header, rows = ["prediction"], [[f"{v:.17g}"] for v in out[:, 0]]
+    elif model.n_outputs == 1:
+        labels = np.where(out[:, 0] >= 0.5, classes[1], classes[0])
+        header = [f"probability_{classes[1]}", "label"]
+        rows = [[f"{p:.17g}", lab] for p, lab in zip(out[:, 0], labels)]
+    else:
+        header = [f"probability_{c}" for c in classes] + ["label"]
+        rows = [[f"{p:.17g}" for p in row] + [classes[int(row.argmax())]] for row in out]
+    out_path = Path(output_path)
+    if not out_path.parent.exists():
+        raise UsageError(f"cannot write {out_path}: directory {out_path.parent} does not exist")
+    with atomic_write(out_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return len(rows)
+
+
+def gradcheck(cfg: Config, max_rows: int = 2000):
+    """The three-way gradient check on the configured data and model, at small random weights."""
+    device = run_device(cfg.train.device)
+    dtype = torch.float64
+    prep = prepare(cfg, device, dtype)
+    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    model = model.to(device=device, dtype=dtype)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
+    X, T = prep.X["train"][:max_rows], prep.T["train"][:max_rows]
+    return compare_gradients(model, X, T, cfg.train.l2, seed=cfg.train.seed)

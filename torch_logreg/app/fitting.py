@@ -1,0 +1,226 @@
+"""From a config to a fit: the data prepared on the run's device, the model built, and the one
+mapping of the ``[train]`` table onto the hand-written loop (:class:`~torch_logreg.train.Trainer`)
+or the exact solvers (:func:`~torch_logreg.solvers.fit_exact`), used by ``train``, ``resume``
+and ``cv`` alike."""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import penalty
+from ..devices import resolve_device
+from ..errors import UsageError
+from ..models import LinearRegression, LogisticRegression, SoftmaxRegression
+from ..registry import EXACT_SOLVERS
+from ..steps.select import cuda_graph_problem
+from ..train import Trainer, TrainState
+from . import data as data_lib
+from .config import Config
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Prepared:
+    """The three splits on the run's device, ready for the model, and what produced them."""
+
+    X: dict[str, Tensor]  # standardized features per split
+    T: dict[str, Tensor]  # prepared targets (N, K) per split
+    y: dict[str, Tensor]  # encoded labels (class indices) or values per split
+    plane: dict[str, np.ndarray] | None  # raw 2-D coordinates per split, for the probability map
+    schema: data_lib.Schema
+    classes: list[str]
+    standardizer: data_lib.Standardizer
+    image_shape: tuple[int, int] | None
+    true_weights: Tensor | None
+
+
+def run_device(name: str) -> torch.device:
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build_model(kind: str, n_features: int, n_classes: int, bias: bool = True):
+    if kind == "linear":
+        return LinearRegression(n_features, bias=bias)
+    if n_classes < 2:
+        raise UsageError(f"the target has only {n_classes} class; a classifier needs at least two")
+    if kind == "logistic":
+        if n_classes != 2:
+            raise UsageError(
+                f"the target has {n_classes} classes but model.kind = 'logistic' is binary; "
+                "use model.kind = 'softmax' (or 'multilabel') for K classes"
+            )
+        return LogisticRegression(n_features, bias=bias)
+    if kind == "multilabel":
+        return LogisticRegression(n_features, n_outputs=n_classes, bias=bias)
+    return SoftmaxRegression(n_features, n_classes, bias=bias)
+
+
+def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
+    """What ``fit`` takes as ``y``: indices, one-hot rows (one sigmoid per class) or values."""
+    if kind == "multilabel":
+        return torch.nn.functional.one_hot(y, n_classes)
+    return y
+
+
+def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
+            standardizer: data_lib.Standardizer | None = None) -> Prepared:
+    ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
+    kind = cfg.model.kind
+    y, classes = data_lib.encode_labels(ds.y, kind)
+    if kind != "linear" and len(classes) < 2:
+        raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
+    build_model(kind, ds.X.shape[1], len(classes))  # fail early on labels that do not fit the kind
+    n = ds.X.shape[0]
+    idx = dict(zip(SPLITS, data_lib.split_indices(y, n, cfg.data.val_fraction, cfg.data.test_fraction,
+                                                  cfg.train.seed, stratify=kind != "linear")))
+    if len(idx["train"]) == 0:
+        raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
+    X_split = {s: ds.X.index_select(0, i.to(ds.X.device)) for s, i in idx.items()}
+    y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
+    plane = None
+    if len(ds.schema.columns) == 2 and not ds.schema.categorical:
+        plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
+    if standardizer is None:
+        standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
+                        else data_lib.Standardizer.identity(ds.X.shape[1]))
+    X_out, T_out, y_out = {}, {}, {}
+    probe = build_model(kind, ds.X.shape[1], len(classes)).to(device=device, dtype=dtype)
+    for s in SPLITS:
+        X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
+        y_out[s] = y_split[s].to(device)
+        T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
+    return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
+    """Under torchrun (WORLD_SIZE > 1) join the process group: returns (device, is rank 0)."""
+    if world_size() <= 1:
+        return run_device(cfg.train.device), True
+    from ..distributed import init_distributed
+
+    if cfg.train.grad_check_every:
+        raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
+    if cfg.train.solver in EXACT_SOLVERS:
+        raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use gd, momentum or nesterov "
+                         "under torchrun")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"with several processes train.device must be auto, cpu or cuda (each rank takes "
+                         f"cuda:LOCAL_RANK), got {cfg.train.device!r}")
+    info = init_distributed(device=cfg.train.device)
+    return info.device, info.rank == 0
+
+
+def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
+    """UsageError unless ``train.cuda_graph`` is off or this run can use it."""
+    t = cfg.train
+    if not t.cuda_graph:
+        return
+    problem = cuda_graph_problem(model, device, full_batch=not t.batch_size, grad_check=bool(t.grad_check_every),
+                                 exact=t.solver in EXACT_SOLVERS, data_parallel=world_size() > 1)
+    if problem is not None:
+        raise UsageError(f"train.cuda_graph = true {problem}")
+
+
+def loop_options(cfg: Config) -> dict:
+    """The ``[train]`` table as :class:`~torch_logreg.train.Trainer` keywords: the one mapping of the
+    config onto the loop. For newton / lbfgs the Trainer only holds the prepared data and the
+    checkpoint state (solver "gd", no fast path: the exact solvers choose their own step)."""
+    t = cfg.train
+    exact = t.solver in EXACT_SOLVERS
+    return {
+        "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
+        "l2": t.l2, "momentum": t.momentum, "tol": t.tol, "patience": t.patience,
+        "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
+        "seed": t.seed, "fast_path": not exact,
+    }
+
+
+def exact_options(cfg: Config) -> dict:
+    """The ``[train]`` table as :func:`~torch_logreg.solvers.fit_exact` keywords (``epochs`` is the
+    iteration budget)."""
+    t = cfg.train
+    return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol}
+
+
+def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
+                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False) -> Trainer:
+    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard)."""
+    check_cuda_graph(cfg, model, device)
+    trainer_cls = Trainer
+    if distributed:
+        from ..distributed import DistributedTrainer as trainer_cls
+    has_val = X_val is not None and X_val.shape[0] > 0
+    return trainer_cls(model, X, T, **loop_options(cfg), device=device, dtype=dtype,
+                       X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks))
+
+
+def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None) -> None:
+    """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or newton / lbfgs
+    (no warnings, no separation check). What ``cv`` runs for each fold."""
+    if cfg.train.solver in EXACT_SOLVERS:
+        from ..solvers import fit_exact
+
+        fit_exact(model, X, T, **exact_options(cfg), warn=False, check_separation=False)
+        return
+    make_trainer(cfg, model, X, T, model.device, model.dtype, X_val=X_val, T_val=T_val).run()
+
+
+def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):
+    """Newton or L-BFGS on the analytic derivatives instead of the loop; returns a History.
+
+    Each iterate's objective and loss (without the penalties) go to TensorBoard
+    (``train/objective``, ``train/loss`` by iteration); a first Ctrl-C
+    stops at the next iterate and saves the weights; ``resume`` then solves again from them
+    (to the same optimum, though not along a bit-identical path). A convergence or separation
+    warning is printed as one line.
+    """
+    from ..solvers import fit_exact
+
+    t = cfg.train
+    state = TrainState(model=trainer.model, trainer=trainer)
+    interrupt.on_train_begin(state)
+
+    params = dict(trainer.model.named_parameters())
+    data_losses: list[float] = []
+
+    def on_iterate(n_iter: int, objective: float) -> bool:
+        # the solvers call back with the model at the iterate
+        loss = objective - float(penalty.value(params, t.l2)) - float(penalty.l1_value(params, t.l1))
+        data_losses.append(loss)
+        writer.add_scalar("train/objective", objective, n_iter)
+        writer.add_scalar("train/loss", loss, n_iter)
+        if not quiet:
+            print(f"{t.solver} iteration {n_iter}  objective {objective:.10g}", file=sys.stderr, flush=True)
+        return interrupt.requested
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_exact(trainer.model, trainer.X, trainer.T, **exact_options(cfg), callback=on_iterate)
+    interrupt.on_train_end(state)
+    for w in caught:
+        print(f"torch-logreg: warning: {w.message}", file=sys.stderr)
+    for i, g in enumerate(result.grad_norms):
+        writer.add_scalar("grad_norm", g, i)
+    history = trainer.history
+    history.epochs = list(range(len(result.losses)))
+    history.train_objective, history.grad_norm = list(result.losses), list(result.grad_norms)
+    history.train_loss = data_losses
+    history.stop_reason = "interrupted" if result.stop_reason == "callback" else result.stop_reason
+    history.n_epochs = history.n_steps = trainer.epoch = trainer.step = result.n_iter
+    history.wall_time = result.wall_time
+    return history

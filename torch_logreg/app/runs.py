@@ -1,0 +1,145 @@
+"""A run on disk: its directory, the checkpoint payload and the callbacks that write it, Ctrl-C
+handling, and loading a run back (config, model, standardizer)."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UsageError
+from ..models import MODELS
+from ..train import Callback, Trainer, TrainState
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict
+from .fitting import Prepared
+
+
+@dataclass
+class RunResult:
+    run_dir: Path | None  # None on ranks other than 0
+    metrics: dict
+    interrupted: bool = False
+
+
+def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
+    """A fresh directory: an existing run is never overwritten."""
+    if run_dir:
+        path = Path(run_dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"run directory {path} already exists and is not empty; choose another --run-dir")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    root = Path(cfg.log.dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = root / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise UsageError(f"cannot create a new run directory under {root}")
+
+
+def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weights=None) -> dict:
+    model = trainer.model
+    state = {k: v.detach().cpu().clone() for k, v in (weights or model.state_dict()).items()}
+    return {
+        "model": state,
+        "model_class": type(model).__name__,
+        "model_args": model.constructor_args(),
+        "kind": cfg.model.kind,
+        "standardizer": prep.standardizer.state_dict(),
+        "schema": prep.schema.to_dict(),
+        "classes": list(prep.classes),
+        "config": cfg.to_dict(),
+        "trainer": trainer.state_dict(),
+        "step": trainer.step,
+        "epoch": trainer.epoch,
+        "rng": {"torch": torch.get_rng_state()},
+        "finished": finished,
+    }
+
+
+class CheckpointWriter(Callback):
+    """``checkpoint.pt`` every ``every`` epochs (never with non-finite weights) and
+    ``best.pt`` whenever the validation loss has improved since the last write."""
+
+    def __init__(self, run_dir: Path, every: int, prep: Prepared, cfg: Config) -> None:
+        self.run_dir, self.every, self.prep, self.cfg = run_dir, every, prep, cfg
+        self._best_written = None
+
+    def write(self, state: TrainState, finished: bool = False) -> bool:
+        trainer = state.trainer
+        if not all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters()):
+            return False
+        save_checkpoint(self.run_dir / "checkpoint.pt", payload(trainer, self.prep, self.cfg, finished))
+        best = trainer.history.best_epoch
+        if best is not None and best != self._best_written and trainer.best_state is not None:
+            save_checkpoint(self.run_dir / "best.pt", payload(trainer, self.prep, self.cfg, finished, trainer.best_state))
+            self._best_written = best
+        return True
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch % self.every == 0 and not (state.checked and not np.isfinite(state.train_objective)):
+            self.write(state)
+
+
+class StopOnInterrupt(Callback):
+    """The first Ctrl-C ends the run at the end of the current epoch (so the checkpoint is
+    consistent); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_begin(self, state: TrainState) -> None:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if self.requested:
+            state.stop_reason = "interrupted"
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, dict, Config]:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UsageError(f"run directory {path} does not exist")
+    payload = load_checkpoint(path / which)
+    try:
+        cfg = config_from_dict(payload["config"])
+        if payload["model_class"] not in MODELS:
+            raise KeyError(payload["model_class"])
+    except (KeyError, TypeError, AttributeError, UsageError) as exc:
+        raise UsageError(f"checkpoint {path / which} is incomplete or from another program ({exc})") from None
+    return path, payload, cfg
+
+
+def model_from_checkpoint(payload: dict, device=None, dtype=None):
+    model = MODELS[payload["model_class"]](**payload["model_args"])
+    saved = next(iter(payload["model"].values()), None)
+    if isinstance(saved, Tensor) and saved.is_floating_point():
+        model.to(saved.dtype)  # load at the saved precision: float64 weights must not pass through float32
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise UsageError(f"checkpoint weights do not fit a {payload['model_class']}({payload['model_args']}): {exc}") from None
+    return model.to(device=device, dtype=dtype)

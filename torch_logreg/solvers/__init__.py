@@ -1,0 +1,195 @@
+"""Solvers that reach the exact optimum: Newton (IRLS), proximal Newton and L-BFGS.
+
+All of them minimise, for ``N`` samples with weights ``w_n`` (1 by default),
+
+    F(theta) = (1/N) sum_n w_n loss(z_n, t_n) + (l2 / 2) ||W||^2 + l1 ||W||_1
+
+over the weights ``W`` and the bias ``b`` of a model's linear layer; the bias is never
+penalised. ``loss`` is the model's negative log-likelihood (sigmoid, softmax or squared error).
+In scikit-learn's terms (``C sum_n w_n loss_n + penalty``) this is ``l2 = (1 - l1_ratio) / (C N)``
+and ``l1 = l1_ratio / (C N)``.
+
+Every derivative used by an update is analytic: the gradient is the model's manual backward
+(:meth:`~torch_logreg.models.StackedModel.objective_and_grad`) and the Hessian is the closed
+form of :mod:`torch_logreg.functional` (``X~^T S X~ / N + l2 I`` on the augmented input
+``X~ = [1, X]``). Autograd is never called.
+
+Solvers
+-------
+``newton``
+    Newton / IRLS on ``theta = [b, W]`` of shape ``(K, A)`` (``A = D + 1`` with a bias).
+    Sigmoid and identity outputs have a block-diagonal Hessian (one ``(A, A)`` block per
+    output); softmax has the full ``(KA, KA)`` Hessian ``sum_n w_n (diag p_n - p_n p_n^T) (x)
+    x~_n x~_n^T / N``. Softmax is invariant to adding the same vector to every class row, so on
+    unpenalised columns the Hessian is singular; the Newton system is solved on the complement
+    of that null space (whose directions the gradient never has) and the result is centred over
+    the classes. The step is halved until the objective decreases (Armijo, ``c = 1e-4``; a
+    change below rounding error of the objective counts as no increase).
+
+    With ``l1 > 0`` it becomes *proximal Newton*: each step minimises the quadratic model
+    ``g^T d + d^T H d / 2 + l1 ||W + d_W||_1`` by accelerated proximal gradient (FISTA with
+    restarts, on the small ``(KA, KA)`` Hessian only), whose soft-thresholding gives exact zeros;
+    the step is then halved until the composite objective decreases.
+
+``lbfgs``
+    Limited-memory BFGS (two-loop recursion, ``history_size`` pairs) with a backtracking Armijo
+    line search, on all parameters of any :class:`~torch_logreg.models.StackedModel`; smooth
+    objectives only (``l1 = 0``).
+
+Convergence is declared when the optimality measure, the largest absolute entry of the
+gradient (with ``l1 > 0``: of the minimum-norm subgradient), falls to ``tol`` or below, the
+criterion scipy's L-BFGS-B applies as ``pgtol`` and hence scikit-learn's ``tol`` for ``lbfgs``.
+Reaching ``max_iter`` first emits a :class:`ConvergenceWarning` naming the iteration count.
+
+Host synchronisation: one read of the optimality measure per outer iteration and one per
+line-search trial; the proximal Newton inner solver reads its stopping measure every 10 inner
+iterations. All tensors stay on the model's device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import torch
+from torch import Tensor
+
+from .. import arguments, validation
+from ..devices import resolve_device, resolve_dtype
+from ..models import single_linear
+from ..registry import EXACT_SOLVERS, L1_SOLVERS
+from .lbfgs import lbfgs
+from .newton import newton
+from .params import augment, get_theta, linear_layer, set_theta
+from .result import ConvergenceWarning, SolverResult
+from .separation import SeparationWarning, find_separation
+
+#: the exact solvers (the registry's names, kept here for callers of this package)
+SOLVERS = EXACT_SOLVERS
+
+__all__ = [
+    "ConvergenceWarning",
+    "L1_SOLVERS",
+    "SOLVERS",
+    "SolverResult",
+    "augment",
+    "check_sample_weight",
+    "fit_exact",
+    "get_theta",
+    "linear_layer",
+    "prepare",
+    "set_theta",
+]
+
+
+def fit_exact(
+    model,
+    X,
+    y,
+    *,
+    solver: str = "newton",
+    l2: float = 0.0,
+    l1: float = 0.0,
+    sample_weight=None,
+    max_iter: int = 100,
+    tol: float = 1e-8,
+    history_size: int = 10,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    check_separation: bool = True,
+    warn: bool = True,
+    callback=None,
+) -> SolverResult:
+    """Minimise ``(1/N) sum_n w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` exactly; model trained in place.
+
+    ``X`` ``(N, D)``, ``y`` as the model's ``targets`` accepts (labels ``(N,)`` or a target
+    matrix ``(N, K)``), ``sample_weight`` ``(N,)`` non-negative (optional). ``solver`` is
+    ``"newton"`` (Newton/IRLS; proximal Newton when ``l1 > 0``; single-``Linear`` models) or
+    ``"lbfgs"`` (``l1 = 0`` only; any model). The run starts from the model's current
+    parameters and stops when the max-abs gradient (minimum-norm subgradient with L1) is
+    ``<= tol`` or after ``max_iter`` iterations (with a :class:`ConvergenceWarning`).
+    ``device`` / ``dtype`` move the model first; otherwise the model's placement is used.
+    ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
+    with the objective as a float; returning True stops the run (``stop_reason="callback"``,
+    no warning), e.g. to stop once a target objective is reached.
+
+    After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
+    predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
+    for (quasi-)complete separation; when found, a
+    :class:`~torch_logreg.solvers.separation.SeparationWarning` describes it and ``result.separation``
+    holds the details.
+    """
+    arguments.choice("solver", solver, EXACT_SOLVERS)
+    l2 = arguments.number("l2", l2, low=0)
+    l1 = arguments.number("l1", l1, low=0)
+    tol = arguments.number("tol", tol, low=0)
+    arguments.number("max_iter", max_iter, low=1, integer=True)
+    arguments.number("history_size", history_size, low=1, integer=True)
+    if l1 > 0 and solver not in L1_SOLVERS:
+        raise ValueError(
+            f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
+            f"{list(L1_SOLVERS)} (proximal Newton)"
+        )
+    if device is not None or dtype is not None:
+        dev = resolve_device(device) if device is not None else model.device
+        model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
+    X, T, w = prepare(model, X, y, sample_weight)
+
+    start = time.perf_counter()
+    result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
+    if solver == "newton":
+        newton(model, X, T, w, l2, l1, max_iter, tol, result, callback)
+    else:
+        lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
+    result.wall_time = time.perf_counter() - start
+
+    if warn and result.stop_reason not in ("converged", "callback"):
+        if result.stop_reason == "max_iter":
+            why = f"did not converge in {result.n_iter} iterations (max_iter={max_iter})"
+        else:
+            why = f"stopped after {result.n_iter} iterations: the line search could not decrease the objective"
+        warnings.warn(
+            f"{solver}: {why}; the optimality measure max|gradient| is {result.grad_norm:.3e} > tol={tol:g}. "
+            "Increase max_iter, loosen tol, standardise the features or add a penalty.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    single = single_linear(model) is not None
+    if check_separation and single and not result.penalized and model.link in ("sigmoid", "softmax"):
+        sep = find_separation(model, X, T, w, screen=True)
+        if sep is not None:
+            result.separation = sep
+            if warn:
+                warnings.warn(sep.message, SeparationWarning, stacklevel=2)
+    return result
+
+
+def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Validate once and return ``X`` ``(N, D)``, targets ``T`` ``(N, K)`` and weights ``(N,)``
+    (or None), all on the model's device and dtype."""
+    X = validation.as_tensor(X, "X", dtype=model.dtype, device=model.device)
+    validation.check_features(X, model.n_features)
+    y = validation.as_tensor(y, "y", device=model.device)
+    T = model.targets(y, X.shape[0])
+    return X, T, check_sample_weight(sample_weight, X.shape[0], model.dtype, model.device)
+
+
+def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Tensor | None:
+    """``(N,)`` finite, non-negative weights with a positive sum, as a tensor; None passes."""
+    if sample_weight is None:
+        return None
+    w = validation.as_tensor(sample_weight, "sample_weight", dtype=dtype, device=device)
+    if w.dim() == 0:
+        w = w.expand(n).clone()
+    if w.dim() != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
+    where = validation.first_nonfinite(w)
+    if where is not None:
+        raise ValueError(f"sample_weight contains a non-finite value at sample {where[0]}")
+    if bool((w < 0).any()):
+        i = int((w < 0).nonzero()[0, 0])
+        raise ValueError(f"sample_weight must be non-negative, got {w[i].item()!r} at sample {i}")
+    if not bool((w > 0).any()):
+        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
+    return w

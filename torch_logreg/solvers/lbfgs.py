@@ -1,0 +1,102 @@
+"""Limited-memory BFGS on all parameters of any model, from the manual gradient (see the package
+docstring)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import penalty
+from ..models import single_linear
+from ..steps import select
+from .params import center, get_theta, set_theta
+from .result import ARMIJO, MAX_HALVINGS, SolverResult, record_iterate
+
+
+def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None) -> None:
+    params = dict(model.named_parameters())
+    names = list(params)
+    shapes = [params[n].shape for n in names]
+    sizes = [params[n].numel() for n in names]
+
+    def flat_params() -> Tensor:
+        return torch.cat([params[n].detach().reshape(-1) for n in names])
+
+    def assign(x: Tensor) -> None:
+        with torch.no_grad():
+            for n, chunk, shape in zip(names, torch.split(x, sizes), shapes):
+                params[n].copy_(chunk.view(shape))
+
+    # the loop's full-batch step (one fused pass on CPU for one output, class-major logits for K
+    # classes; the reference with sample weights or hidden layers): results equal objective_and_grad's
+    step = select.full_batch(model, X, T, sample_weight=w).step
+
+    def fg(x: Tensor) -> tuple[Tensor, Tensor]:
+        assign(x)
+        f, grads = step(X, T, l2)
+        return f, torch.cat([grads[n].reshape(-1) for n in names])
+
+    x = flat_params()
+    f, g = fg(x)
+    eps = torch.finfo(x.dtype).eps
+    s_hist: list[Tensor] = []
+    y_hist: list[Tensor] = []
+    rho_hist: list[Tensor] = []
+    it = 0
+    while True:
+        f_now = f.item()
+        if record_iterate(result, it, f_now, g.abs().max().item(), tol, max_iter, callback):
+            break
+        # two-loop recursion: d = -H_k g
+        q = g.clone()
+        alphas = []
+        for s, yv, rho in zip(reversed(s_hist), reversed(y_hist), reversed(rho_hist)):
+            a = rho * (s @ q)
+            q.sub_(a * yv)
+            alphas.append(a)
+        if s_hist:
+            gamma = (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1])
+            q.mul_(gamma)
+        for (s, yv, rho), a in zip(zip(s_hist, y_hist, rho_hist), reversed(alphas)):
+            b = rho * (yv @ q)
+            q.add_((a - b) * s)
+        d = -q
+        gtd = (g @ d).item()
+        if gtd >= 0:  # not a descent direction: drop the memory and follow the gradient
+            s_hist.clear(), y_hist.clear(), rho_hist.clear()
+            d = -g
+            gtd = -(g @ g).item()
+        t = 1.0 if s_hist else min(1.0, 1.0 / max(g.abs().sum().item(), eps))
+        slack = 8 * eps * abs(f_now)
+        accepted = False
+        for _ in range(MAX_HALVINGS):
+            x_new = x + t * d
+            f_new, g_new = fg(x_new)
+            if f_new.item() <= f_now + ARMIJO * t * gtd + slack:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            assign(x)
+            result.stop_reason = "line_search_failed"
+            break
+        s, yv = x_new - x, g_new - g
+        sy = s @ yv
+        if sy.item() > eps * (yv @ yv).item():
+            s_hist.append(s), y_hist.append(yv), rho_hist.append(1.0 / sy)
+            if len(s_hist) > history_size:
+                s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
+        x, f, g = x_new, f_new, g_new
+        it += 1
+        result.line_search_steps.append(t)
+    assign(x)
+    layer = single_linear(model)
+    if model.link == "softmax" and layer is not None:
+        # centre the columns the objective cannot see (bias; every column when l2 = 0)
+        theta = get_theta(layer)
+        cols = penalty.theta_mask(theta, layer.bias is not None)[0] == 0
+        set_theta(layer, center(theta, torch.ones_like(cols) if l2 == 0 else cols))
+    result.n_iter = it
+    result.loss = result.losses[-1]
+    result.grad_norm = result.grad_norms[-1]
+    result.converged = result.stop_reason == "converged"

@@ -1,0 +1,201 @@
+"""Newton / IRLS and proximal Newton on ``theta = [b, W]`` of a single ``Linear`` layer, with the
+closed-form Hessian of :mod:`torch_logreg.functional` (see the package docstring)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from .. import penalty
+from .params import augment, center, get_theta, linear_layer, set_theta, theta_grad
+from .result import ARMIJO, MAX_HALVINGS, SolverResult, record_iterate
+
+
+def soft_threshold(x: Tensor, threshold: Tensor) -> Tensor:
+    """``sign(x) max(|x| - threshold, 0)``: the proximal map of ``threshold * |x|`` (elementwise)."""
+    return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
+
+
+def l1_optimality(theta: Tensor, grad: Tensor, l1_mask: Tensor) -> Tensor:
+    """Minimum-norm subgradient of ``f + sum(l1_mask * |theta|)`` (``l1_mask`` holds ``l1`` on
+    penalised entries, 0 elsewhere): ``g + l1 sign(theta)`` off zero, ``soft(g, l1)`` at zero."""
+    at_zero = soft_threshold(grad, l1_mask)
+    off_zero = grad + l1_mask * torch.sign(theta)
+    return torch.where(theta == 0, at_zero, off_zero)
+
+
+class _Hessian:
+    """The Hessian at one point: block diagonal ``(K, A, A)`` or full ``(K, A, K, A)``.
+
+    ``solve(g)`` returns ``H^+ g`` for ``g`` of shape ``(K, A)`` (on the complement of the
+    softmax null space), ``matvec(v)`` returns ``H v`` and ``max_eigenvalue()`` bounds it.
+    """
+
+    def __init__(self, link: str, Xa: Tensor, z: Tensor, sample_weight: Tensor | None, l2_diag: Tensor, null_cols: Tensor | None):
+        self.link = link
+        k, a = l2_diag.shape
+        self.shape = (k, a)
+        if link == "softmax":
+            p = torch.softmax(z, dim=1)
+            h = F.softmax_hessian(Xa, p, sample_weight).view(k * a, k * a)
+            h.diagonal().add_(l2_diag.reshape(-1))
+            self.full = h
+            self.blocks = None
+            self.null_cols = null_cols
+        else:
+            s = F.diagonal_curvature(link, z, sample_weight)
+            blocks = F.block_diagonal_hessian(Xa, s)
+            blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
+            self.blocks = blocks
+            self.full = None
+            self.null_cols = None
+
+    def matvec(self, v: Tensor) -> Tensor:
+        if self.blocks is not None:
+            return torch.einsum("kab,kb->ka", self.blocks, v)
+        return (self.full @ v.reshape(-1)).view(self.shape)
+
+    def _projector(self) -> Tensor | None:
+        """``U U^T`` with ``U`` the orthonormal null directions ``1_K (x) e_a / sqrt(K)``."""
+        if self.null_cols is None or not bool(self.null_cols.any()):
+            return None
+        k, a = self.shape
+        ones = torch.full((k, 1), 1.0 / k, dtype=self.full.dtype, device=self.full.device)
+        col = torch.diag(self.null_cols.to(self.full.dtype))  # (A, A)
+        return torch.kron(ones @ torch.ones(1, k, dtype=ones.dtype, device=ones.device), col)
+
+    def solve(self, g: Tensor) -> Tensor:
+        if self.blocks is not None:
+            return _spd_solve(self.blocks, g[:, :, None])[:, :, 0]
+        h = self.full
+        proj = self._projector()
+        if proj is not None:
+            scale = h.diagonal().abs().max().clamp(min=torch.finfo(h.dtype).tiny)
+            h = h + scale * proj
+        return _spd_solve(h, g.reshape(-1, 1)).view(self.shape)
+
+    def max_eigenvalue(self) -> Tensor:
+        if self.blocks is not None:
+            return torch.linalg.eigvalsh(self.blocks).max()
+        return torch.linalg.eigvalsh(self.full)[-1]
+
+
+def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
+    """Solve ``h x = b`` for symmetric positive (semi-)definite ``h`` (batched): Cholesky, and
+    where that fails a least-squares solve (a singular design, e.g. collinear columns)."""
+    chol, info = torch.linalg.cholesky_ex(h)
+    if not bool((info == 0).all()):
+        return torch.linalg.lstsq(h, b, driver="gelsd" if h.device.type == "cpu" else None).solution
+    return torch.cholesky_solve(b, chol)
+
+
+def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
+    layer = linear_layer(model)
+    prefix = next(name for name, _ in model.named_children())
+    bias = layer.bias is not None
+    link = model.link
+    Xa = augment(X, bias)
+    theta = get_theta(layer)
+    mask = penalty.theta_mask(theta, bias)
+    l2_diag = l2 * mask
+    l1_mask = l1 * mask
+    null_cols = None
+    if link == "softmax":
+        null_cols = (mask[0] == 0) if l2 > 0 or l1 > 0 else torch.ones_like(mask[0], dtype=torch.bool)
+        theta = center(theta, null_cols)
+    eps = torch.finfo(theta.dtype).eps
+
+    def smooth(th: Tensor, with_grad: bool = True):
+        set_theta(layer, th)
+        if not with_grad:
+            return model.objective(X, T, l2, w), None
+        f, grads = model.objective_and_grad(X, T, l2, w)
+        return f, theta_grad(prefix, grads, bias)
+
+    def composite(th: Tensor, f_smooth: Tensor) -> Tensor:
+        return f_smooth + (l1_mask * th.abs()).sum() if l1 > 0 else f_smooth
+
+    f, g = smooth(theta)
+    F_val = composite(theta, f)
+    it = 0
+    while True:
+        opt_t = (l1_optimality(theta, g, l1_mask) if l1 > 0 else g).abs().max()
+        F_now, opt = F_val.item(), opt_t.item()
+        if record_iterate(result, it, F_now, opt, tol, max_iter, callback):
+            break
+        z = Xa @ theta.T
+        hess = _Hessian(link, Xa, z, w, l2_diag, null_cols)
+        if l1 > 0:
+            inner_tol = max(min(0.1, opt) * opt, 0.1 * tol)
+            u = _prox_quadratic(theta, g, hess, l1_mask, inner_tol)
+            d = u - theta
+            decrease = (g * d).sum() + (l1_mask * (u.abs() - theta.abs())).sum()
+        else:
+            d = -hess.solve(g)
+            if null_cols is not None:
+                d = center(d, null_cols)
+            decrease = (g * d).sum()
+        # step halving (Armijo); changes below rounding error of F count as no increase
+        t = 1.0
+        slack = 8 * eps * abs(F_now)
+        dec = decrease.item()
+        accepted = False
+        for _ in range(MAX_HALVINGS):
+            trial = theta + t * d
+            f_trial, _ = smooth(trial, with_grad=False)
+            F_trial = composite(trial, f_trial)
+            if F_trial.item() <= F_now + ARMIJO * t * min(dec, 0.0) + slack:
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            set_theta(layer, theta)
+            result.stop_reason = "line_search_failed"
+            break
+        theta = trial
+        it += 1
+        result.line_search_steps.append(t)
+        f, g = smooth(theta)
+        F_val = composite(theta, f)
+    if null_cols is not None:
+        theta = center(theta, null_cols)
+    set_theta(layer, theta)
+    result.n_iter = it
+    result.loss = result.losses[-1]
+    result.grad_norm = result.grad_norms[-1]
+    result.converged = result.stop_reason == "converged"
+
+
+def _prox_quadratic(theta: Tensor, g: Tensor, hess: _Hessian, l1_mask: Tensor, tol: float, max_iter: int = 5000) -> Tensor:
+    """``argmin_u g^T (u - theta) + (u - theta)^T H (u - theta) / 2 + sum(l1_mask |u|)``.
+
+    FISTA with the step ``1 / lambda_max(H)`` and function-free adaptive restart (momentum is
+    reset when it points against the last step); stops when the gradient mapping's max-abs entry
+    ``L |u - prox(u - grad q(u) / L)|`` is ``<= tol`` (checked every 10 iterations).
+    """
+    lip = hess.max_eigenvalue().clamp(min=torch.finfo(theta.dtype).tiny)
+    step = 1.0 / lip
+    thresh = l1_mask * step
+
+    def prox_grad(v: Tensor) -> Tensor:
+        return soft_threshold(v - step * (g + hess.matvec(v - theta)), thresh)
+
+    u = soft_threshold(theta - step * g, thresh)  # one proximal-gradient step from theta
+    v, mom = u.clone(), 1.0
+    for i in range(max_iter):
+        u_new = prox_grad(v)
+        if ((v - u_new) * (u_new - u)).sum() > 0:  # restart: momentum went the wrong way
+            mom, v_next = 1.0, u_new
+        else:
+            mom_next = 0.5 * (1 + math.sqrt(1 + 4 * mom * mom))
+            v_next = u_new + ((mom - 1) / mom_next) * (u_new - u)
+            mom = mom_next
+        u, v = u_new, v_next
+        if i % 10 == 9:
+            gm = ((u - prox_grad(u)) * lip).abs().max()
+            if gm.item() <= tol:
+                break
+    return u

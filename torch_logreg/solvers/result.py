@@ -1,0 +1,64 @@
+"""What an exact solve returns and warns, and the bookkeeping each iteration shares."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+#: Armijo's sufficient-decrease constant and the most halvings of a line search
+ARMIJO = 1e-4
+MAX_HALVINGS = 40
+
+
+class ConvergenceWarning(UserWarning):
+    """The solver stopped at ``max_iter`` (or its line search stalled) before reaching ``tol``."""
+
+
+@dataclass
+class SolverResult:
+    """What a call of :func:`fit_exact` did.
+
+    ``grad_norm`` is the final optimality measure (max absolute gradient entry, or of the
+    minimum-norm subgradient when ``l1 > 0``); ``losses`` and ``grad_norms`` hold one entry
+    per iterate, the starting point first. ``stop_reason`` is ``"converged"``, ``"max_iter"``,
+    ``"line_search_failed"`` or ``"callback"``. ``separation`` is set (a
+    :class:`~torch_logreg.solvers.separation.Separation`) when an unpenalised classification fit found
+    the classes (quasi-)completely separated.
+    """
+
+    solver: str
+    converged: bool
+    n_iter: int
+    loss: float
+    grad_norm: float
+    stop_reason: str
+    l2: float = 0.0
+    l1: float = 0.0
+    tol: float = 0.0
+    weighted: bool = False
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    line_search_steps: list[float] = field(default_factory=list)
+    wall_time: float = 0.0
+    separation: object | None = None
+
+    @property
+    def penalized(self) -> bool:
+        return self.l2 > 0 or self.l1 > 0
+
+
+def record_iterate(result: SolverResult, it: int, objective: float, optimality: float, tol: float,
+                    max_iter: int, callback) -> bool:
+    """Record iterate ``it`` in ``result``; True (with ``result.stop_reason`` set) when the run
+    must stop: converged, stopped by the callback, or out of iterations."""
+    result.losses.append(objective)
+    result.grad_norms.append(optimality)
+    if not math.isfinite(objective) or not math.isfinite(optimality):
+        raise FloatingPointError(f"{result.solver}: the objective became {objective} at iteration {it}")
+    if optimality <= tol:
+        result.stop_reason = "converged"
+    elif callback is not None and callback(it, objective):
+        result.stop_reason = "callback"
+    elif it >= max_iter:
+        result.stop_reason = "max_iter"
+    return bool(result.stop_reason)
