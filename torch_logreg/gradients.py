@@ -25,6 +25,7 @@ import torch.nn.functional as torchF
 from torch import Tensor
 
 from . import functional as F
+from . import penalty
 from .layers import Layer, Linear
 
 REFERENCES = ("closed_form", "autograd", "finite_difference")
@@ -129,7 +130,7 @@ def autograd_objective(model, X: Tensor, T: Tensor, l2: float = 0.0) -> Tensor:
     else:
         loss = 0.5 * torchF.mse_loss(z, T, reduction="sum") / n
     for name, p in model.named_parameters():
-        if l2 and name.endswith("weight"):
+        if l2 and penalty.penalised(name):  # the rule from its home; the arithmetic written anew here
             loss = loss + 0.5 * l2 * (p * p).sum()
     return loss
 

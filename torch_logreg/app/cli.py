@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..registry import EXACT_SOLVERS
 
 DEFAULT_CONFIG = "breast_cancer.toml"
 QUIET_HELP = "no progress output (default: a progress bar on a terminal, plain lines otherwise)"
@@ -58,7 +59,7 @@ def _finish(result) -> int:
               f"Continue with: torch-logreg resume --run {result.run_dir}", file=sys.stderr)
         return 130
     m = result.metrics
-    unit = "iterations" if m.get("solver") in ("newton", "lbfgs") else "epochs"
+    unit = "iterations" if m.get("solver") in EXACT_SOLVERS else "epochs"
     print(f"run {result.run_dir}: {m['epochs']} {unit}, stopped: {m['stop_reason']}, device {m['device']}")
     _print_metrics(m)
     return 0

@@ -18,7 +18,7 @@ from .. import penalty
 from ..devices import resolve_device
 from ..errors import UsageError
 from ..models import LinearRegression, LogisticRegression, SoftmaxRegression
-from ..registry import EXACT_SOLVERS
+from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..steps.select import cuda_graph_problem
 from ..train import Trainer, TrainState
 from . import data as data_lib
@@ -116,7 +116,7 @@ def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
     if cfg.train.grad_check_every:
         raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
     if cfg.train.solver in EXACT_SOLVERS:
-        raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use gd, momentum or nesterov "
+        raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use {' / '.join(LOOP_SOLVERS)} "
                          "under torchrun")
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"with several processes train.device must be auto, cpu or cuda (each rank takes "

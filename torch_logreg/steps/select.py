@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..models import single_linear
+from ..registry import LOOP_SOLVERS
 from .reference import ReferenceStep
 
 
@@ -72,7 +73,7 @@ def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_pa
     if device.type != "cuda":
         return f"needs a CUDA device; this run is on {device}"
     if not full_batch or not fast_path or grad_check or exact or data_parallel or single_linear(model) is None:
-        return ("needs full-batch training (batch_size = 0) with gd, momentum or nesterov, no gradient checks "
+        return (f"needs full-batch training (batch_size = 0) with {' / '.join(LOOP_SOLVERS)}, no gradient checks "
                 "(grad_check_every = 0), the fast path, a single-Linear model and one process")
     return None
 
