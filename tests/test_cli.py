@@ -317,8 +317,9 @@ def _train_cmd(run_dir, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,epochs",
-    [((), 400), (("train.batch_size=0", "train.epochs=1500"), 1500)],  # mini-batch; full batch (fast path)
-    ids=["minibatch", "fullbatch"],
+    [((), 400), (("train.batch_size=0", "train.epochs=1500"), 1500),  # mini-batch; full batch (fast path)
+     (("model.kind=mlp", "model.hidden=[8]", "train.epochs=250"), 250)],  # an MLP (the reference step)
+    ids=["minibatch", "fullbatch", "mlp"],
 )
 def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
     import time

@@ -116,7 +116,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     device, rank0 = start_distributed(cfg)
     dtype = resolve_dtype(cfg.train.dtype)
     prep = prepare(cfg, device, dtype)
-    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
     path = None
     if rank0:
@@ -193,7 +193,7 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
     device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
-    model = build_model(cfg.model.kind, prep.X["train"].shape[1], len(prep.classes), cfg.model.bias)
+    model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
     model = model.to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     with torch.no_grad():

@@ -15,10 +15,14 @@ import tomllib
 
 from .. import arguments
 from ..errors import UsageError
-from ..registry import SOLVERS
+from ..init import SCHEMES as INIT_SCHEMES
+from ..layers import ACTIVATIONS
+from ..registry import LOOP_SOLVERS, SOLVERS
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
-MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear")
+MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
+#: list keys whose entries are integers (the others hold strings)
+INT_LISTS = ("model.hidden",)
 
 
 @dataclass
@@ -39,8 +43,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    kind: str = "logistic"  # logistic | multilabel (one sigmoid per class) | softmax | linear
+    kind: str = "logistic"  # logistic | multilabel (one sigmoid per class) | softmax | linear | mlp
     bias: bool = True
+    hidden: list[int] = field(default_factory=list)  # mlp: hidden widths, e.g. [16, 16]
+    activation: str = "tanh"  # mlp: tanh | relu | sigmoid
+    link: str = "auto"  # mlp output: auto (sigmoid for 2 classes, softmax for more) | sigmoid | softmax | identity
+    init: str = "auto"  # mlp: auto (kaiming_uniform for relu, else xavier_uniform) or a scheme of init.py
 
 
 @dataclass
@@ -110,6 +118,9 @@ RANGES = {
 CHOICES = {
     "data.name": DATASETS,
     "model.kind": MODEL_KINDS,
+    "model.activation": tuple(ACTIVATIONS),
+    "model.link": ("auto", "sigmoid", "softmax", "identity"),
+    "model.init": ("auto", *INIT_SCHEMES),
     "train.solver": SOLVERS,
     "train.dtype": ("float32", "float64"),
 }
@@ -139,6 +150,10 @@ def _coerce(key: str, value, kind: type, where: str):
         if isinstance(value, str):
             return value
     elif kind is list:
+        if isinstance(value, list) and key in INT_LISTS:
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                return list(value)
+            raise UsageError(f"{where}: {key} must be a list of integers, got {value!r}")
         if isinstance(value, list):
             return [str(v) for v in value]
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
@@ -163,6 +178,7 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
               high_open=isinstance(high, list), integer=integer)
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
+    _validate_model(cfg, sources)
     where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise UsageError(
@@ -174,6 +190,28 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
         raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver = 'newton' (proximal Newton); "
                          f"train.solver is {cfg.train.solver!r}")
     check("train.device", arguments.device_name)
+
+
+def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
+    m, where = cfg.model, sources.get("model.kind", "config")
+    if m.kind == "mlp":
+        if not m.hidden:
+            raise UsageError(f"{sources.get('model.hidden', where)}: model.kind = 'mlp' needs model.hidden, the hidden "
+                             "widths (e.g. [16] or [16, 16])")
+        for width in m.hidden:
+            try:
+                arguments.number("each width in model.hidden", width, low=1, integer=True)
+            except ValueError as exc:
+                raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
+        if cfg.train.solver == "newton":
+            raise UsageError(f"{sources.get('train.solver', where)}: train.solver = 'newton' needs a model without hidden "
+                             "layers; an MLP trains with lbfgs or the loop "
+                             f"({', '.join(LOOP_SOLVERS)})")
+        return
+    for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto")):
+        if getattr(m, key) != default:
+            raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
+                             f"model.kind is {m.kind!r}")
 
 
 def _line_of(text: str, section: str, name: str) -> int | None:

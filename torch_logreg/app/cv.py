@@ -27,7 +27,7 @@ from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
 from .files import write_text_atomic
-from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device
+from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device, target_kind
 from .runs import new_run_dir
 
 
@@ -62,10 +62,10 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         raise UsageError(f"--folds must be at least 2, got {folds}")
     device = run_device(cfg.train.device)
     dtype = resolve_dtype(cfg.train.dtype)
-    kind = cfg.model.kind
+    kind = target_kind(cfg.model)
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)
-    probe = build_model(kind, ds.X.shape[1], len(classes))
+    probe = build_model(cfg.model, ds.X.shape[1], len(classes))
     train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
                                                    cfg.train.seed, stratify=kind != "linear")
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
@@ -97,7 +97,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
                else data_lib.Standardizer.identity(Xtr.shape[1]))
         Xtr = std.transform(Xtr.to(device, torch.float64)).to(dtype)
         Xte = std.transform(Xte.to(device, torch.float64)).to(dtype)
-        model = build_model(kind, Xtr.shape[1], len(classes), trial.model.bias).to(device=device, dtype=dtype)
+        model = build_model(trial.model, Xtr.shape[1], len(classes), trial.train.seed).to(device=device, dtype=dtype)
         Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
         Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
         X_val = T_val = None

@@ -17,12 +17,14 @@ from torch import Tensor
 from .. import penalty
 from ..devices import resolve_device
 from ..errors import UsageError
-from ..models import LinearRegression, LogisticRegression, SoftmaxRegression
+from ..init import AUTO as AUTO_INIT
+from ..init import initialize
+from ..models import MLP, LinearRegression, LogisticRegression, SoftmaxRegression
 from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..steps.select import cuda_graph_problem
 from ..train import Trainer, TrainState
 from . import data as data_lib
-from .config import Config
+from .config import Config, ModelConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -49,7 +51,21 @@ def run_device(name: str) -> torch.device:
         raise UsageError(str(exc)) from None
 
 
-def build_model(kind: str, n_features: int, n_classes: int, bias: bool = True):
+def target_kind(model_cfg: ModelConfig) -> str:
+    """How the target column is read: ``"linear"`` (real values) for linear regression and an MLP
+    with an identity output, else the model kind (class labels)."""
+    if model_cfg.kind == "linear" or (model_cfg.kind == "mlp" and model_cfg.link == "identity"):
+        return "linear"
+    return model_cfg.kind
+
+
+def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int = 0):
+    """The ``[model]`` table as a model for ``n_features`` inputs and ``n_classes`` classes. An MLP's
+    output follows the targets (``link = "auto"``: one sigmoid for two classes, a softmax for
+    more) and its layers start from the named initialisation, seeded with ``seed``."""
+    kind, bias = model_cfg.kind, model_cfg.bias
+    if kind == "mlp":
+        return _build_mlp(model_cfg, n_features, n_classes, seed)
     if kind == "linear":
         return LinearRegression(n_features, bias=bias)
     if n_classes < 2:
@@ -66,6 +82,22 @@ def build_model(kind: str, n_features: int, n_classes: int, bias: bool = True):
     return SoftmaxRegression(n_features, n_classes, bias=bias)
 
 
+def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int):
+    link = model_cfg.link
+    if link == "auto":
+        if n_classes < 2:
+            raise UsageError(f"the target has only {n_classes} class; a classifier needs at least two")
+        link = "sigmoid" if n_classes == 2 else "softmax"
+    n_outputs = n_classes if link == "softmax" else 1
+    if link == "sigmoid" and n_classes > 2:
+        raise UsageError(f"the target has {n_classes} classes but model.link = 'sigmoid' has one output; "
+                         "use model.link = 'softmax' (or 'auto')")
+    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias)
+    scheme = AUTO_INIT[model_cfg.activation] if model_cfg.init == "auto" else model_cfg.init
+    initialize(model, scheme, seed)
+    return model
+
+
 def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
     """What ``fit`` takes as ``y``: indices, one-hot rows (one sigmoid per class) or values."""
     if kind == "multilabel":
@@ -76,11 +108,11 @@ def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
 def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
             standardizer: data_lib.Standardizer | None = None) -> Prepared:
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
-    kind = cfg.model.kind
+    kind = target_kind(cfg.model)
     y, classes = data_lib.encode_labels(ds.y, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
-    build_model(kind, ds.X.shape[1], len(classes))  # fail early on labels that do not fit the kind
+    build_model(cfg.model, ds.X.shape[1], len(classes))  # fail early on labels that do not fit the kind
     n = ds.X.shape[0]
     idx = dict(zip(SPLITS, data_lib.split_indices(y, n, cfg.data.val_fraction, cfg.data.test_fraction,
                                                   cfg.train.seed, stratify=kind != "linear")))
@@ -95,7 +127,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
         standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
                         else data_lib.Standardizer.identity(ds.X.shape[1]))
     X_out, T_out, y_out = {}, {}, {}
-    probe = build_model(kind, ds.X.shape[1], len(classes)).to(device=device, dtype=dtype)
+    probe = build_model(cfg.model, ds.X.shape[1], len(classes)).to(device=device, dtype=dtype)
     for s in SPLITS:
         X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
         y_out[s] = y_split[s].to(device)

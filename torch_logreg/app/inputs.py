@@ -15,7 +15,8 @@ from .fitting import fit_targets
 
 
 def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) -> Tensor:
-    if kind == "linear":
+    if model.link == "identity":
+        kind = "linear"
         y, _ = data_lib.encode_labels(y_raw, kind)
     else:
         names = [data_lib.label_name(v) for v in (y_raw.tolist() if hasattr(y_raw, "tolist") else y_raw)]

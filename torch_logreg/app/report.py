@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import single_linear
 from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config
@@ -47,11 +48,12 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
         "grad_check_max_rel_error": history.grad_check_max_rel_error,
         "classes": prep.classes,
     }
-    if prep.true_weights is not None and model.link == "sigmoid" and model.n_outputs == 1:
+    layer = single_linear(model)  # the weights read as coefficients (None for an MLP)
+    if prep.true_weights is not None and layer is not None and model.link == "sigmoid" and model.n_outputs == 1:
         # compare with the generating model, on the standardized scale the model sees
         scale = prep.standardizer.scale.to(prep.true_weights)
         w_true = prep.true_weights[:-1] * scale
-        w = model.linear.weight.detach()[0].double().cpu()
+        w = layer.weight.detach()[0].double().cpu()
         out["true_weights_cosine"] = float(torch.dot(w, w_true) / (w.norm() * w_true.norm()))
     write_text_atomic(run_dir / "metrics.json", json.dumps(out, indent=2) + "\n")
     if writer is not None:
@@ -78,9 +80,9 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
             split = "test" if prep.plane["test"].shape[0] else "train"
             img = probability_map(predict_proba_raw(model, prep), prep.plane[split], prep.y[split].cpu().numpy())
             writer.add_image("probability_map", img, history.n_steps, dataformats="HWC")
-        if prep.image_shape is not None:
+        if prep.image_shape is not None and layer is not None:
             names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
-            for name, img in zip(names, weight_images(model.linear.weight, prep.image_shape)):
+            for name, img in zip(names, weight_images(layer.weight, prep.image_shape)):
                 writer.add_image(f"weights/class_{name}", img, history.n_steps)
         writer.flush()
     return out
