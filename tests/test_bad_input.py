@@ -99,14 +99,16 @@ def test_string_data_rejected():
 @pytest.mark.parametrize(
     "kwargs,exc,match",
     [
-        ({"solver": "adam"}, ValueError, "solver must be one of"),
+        ({"solver": "sgd"}, ValueError, "solver must be one of"),
         ({"lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
         ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
         ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
         ({"epochs": 2.5}, ValueError, "epochs must be an integer >= 1, got 2.5"),
         ({"batch_size": -1}, ValueError, "batch_size must be an integer >= 0, got -1"),
         ({"l2": -0.1}, ValueError, "l2 must be a finite number >= 0, got -0.1"),
-        ({"momentum": 1.0}, ValueError, r"momentum must be a finite number >= 0 and < 1, got 1.0"),
+        ({"solver": "momentum", "momentum": 1.0}, ValueError, r"momentum must be a finite number >= 0 and < 1, got 1.0"),
+        ({"momentum": 0.5}, ValueError, r"solver='gd' takes no momentum"),
+        ({"solver": "adam", "betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be a finite number >= 0 and < 1"),
         ({"patience": -1}, ValueError, "patience must be an integer >= 0, got -1"),
         ({"device": "tpu"}, ValueError, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         ({"dtype": "float16"}, TypeError, "unsupported dtype 'float16'"),

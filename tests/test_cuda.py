@@ -83,7 +83,7 @@ def test_auto_device_and_every_tensor_on_it(device):
     model = tl.LogisticRegression(3)
     trainer = tl.Trainer(model, torch.randn(10, 3), torch.randint(0, 2, (10,)), device=device, epochs=2)
     trainer.run()
-    tensors = [trainer.X, trainer.T, *model.parameters(), *trainer.velocity.values(), *trainer.last_good.values()]
+    tensors = [trainer.X, trainer.T, *model.parameters(), *trainer.optimizer.tensors(), *trainer.last_good.values()]
     assert all(t.device.type == torch.device(device).type for t in tensors)
     assert tl.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -1,9 +1,15 @@
 """Layers with an explicit backward pass.
 
-Each layer is an ``nn.Module`` whose ``forward`` caches what its backward needs and whose
-``backward(grad_output)`` returns ``dL/d input`` and stores the gradients of its own parameters
-in ``layer.grads`` (a dict keyed like ``named_parameters(recurse=False)``). No autograd is used:
-the maths lives in :mod:`torch_logreg.functional`, next to the forward it differentiates.
+Each layer is an ``nn.Module`` whose ``forward(x, cache=True)`` caches what its backward needs
+and whose ``backward(grad_output)`` returns ``dL/d input`` and stores the gradients of its own
+parameters in ``layer.grads`` (a dict keyed like ``named_parameters(recurse=False)``). No autograd
+is used: the maths lives in :mod:`torch_logreg.functional`, next to the forward it differentiates.
+
+The cache is kept only when a backward will read it: a layer called on its own caches (it is the
+unit of the manual backward, e.g. ``gradients.ManualFunction``), while a model passes
+``cache=False`` to its layers on every forward except the one its own manual backward follows
+(``StackedModel.objective_and_grad``). So ``model(X)`` for predictions keeps no reference to
+``X``. Under ``torch.jit.script`` the forwards never cache (a scripted module has no backward).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from . import functional as F
 class Layer(nn.Module):
     """Base of the hand-differentiated layers.
 
-    Subclasses implement ``forward(x)`` (caching what they need) and
+    Subclasses implement ``forward(x, cache=True)`` (caching what their backward needs when
+    ``cache`` is true, through :meth:`_save`) and
     ``backward(grad_output, need_input_grad=True) -> grad_input``.
     """
 
@@ -36,7 +43,7 @@ class Layer(nn.Module):
     def _cached(self) -> Tensor:
         t = self._saved.get("cache")
         if t is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise RuntimeError(f"{type(self).__name__}.backward called before a forward with cache=True")
         return t
 
     def clear_cache(self) -> None:
@@ -86,8 +93,10 @@ class Linear(Layer):
         if self.bias is not None:
             self.bias.uniform_(-bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
-        self._save(x)
+    def forward(self, x: Tensor, cache: bool = True) -> Tensor:
+        if not torch.jit.is_scripting():  # a scripted module has no manual backward: nothing to keep
+            if cache:
+                self._save(x)
         return F.linear(x, self.weight, self.bias)
 
     def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
@@ -109,9 +118,11 @@ class _Activation(Layer):
     _fn = staticmethod(torch.sigmoid)
     _backward = staticmethod(F.sigmoid_backward)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: bool = True) -> Tensor:
         y = self._fn(x)
-        self._save(y)
+        if not torch.jit.is_scripting():
+            if cache:
+                self._save(y)
         return y
 
     def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:

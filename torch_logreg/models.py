@@ -39,7 +39,15 @@ class StackedModel(nn.Module):
     ``logits(X)`` runs the layers, ``forward(X)`` applies the link, ``backward(grad_logits)``
     runs the layers' manual backward in reverse, and ``loss_and_grad`` returns the objective and
     its gradient as a dict keyed like ``named_parameters()``.
+
+    The layers cache their inputs only for a forward a manual backward follows
+    (``logits(X, cache=True)``, as :meth:`objective_and_grad` does), and :meth:`backward` drops
+    the caches once it has read them: ``model(X)`` keeps no reference to ``X``. ``forward`` and
+    ``logits`` compile with ``torch.jit.script``.
     """
+
+    # properties torch.jit.script must not compile (Python-side helpers, ``next()`` on a generator)
+    __jit_unused_properties__ = ["_reference_param", "device", "dtype", "n_classes"]
 
     def __init__(self, layers: dict[str, Layer], link: str, n_outputs: int) -> None:
         super().__init__()
@@ -72,11 +80,12 @@ class StackedModel(nn.Module):
         return dict(self._init_args)
 
     # -- forward --
-    def logits(self, X: Tensor) -> Tensor:
-        """``(N, D) -> (N, K)`` logits (or predictions, for regression). Caches for backward."""
+    def logits(self, X: Tensor, cache: bool = False) -> Tensor:
+        """``(N, D) -> (N, K)`` logits (or predictions, for regression). With ``cache=True`` the
+        layers keep what :meth:`backward` needs (the input ``X`` among it); by default nothing."""
         h = X
         for layer in self.children():
-            h = layer(h)
+            h = layer(h, cache)
         return h
 
     def forward(self, X: Tensor) -> Tensor:
@@ -84,11 +93,13 @@ class StackedModel(nn.Module):
         return self._link_fn(self.logits(X))
 
     def backward(self, grad_logits: Tensor) -> None:
-        """Manual backward from ``dL/dlogits``; fills each layer's ``grads``."""
+        """Manual backward from ``dL/dlogits`` after ``logits(X, cache=True)``; fills each
+        layer's ``grads`` and drops the layers' caches (a second backward needs a new forward)."""
         layers = list(self.children())
         g = grad_logits
         for i in range(len(layers) - 1, -1, -1):
             g = layers[i].backward(g, need_input_grad=i > 0)
+            layers[i].clear_cache()
 
     # -- targets --
     def targets(self, y, n_samples: int) -> Tensor:
@@ -130,7 +141,7 @@ class StackedModel(nn.Module):
         ``(1/N) sum_n w_n loss_n + (l2/2) sum_W ||W||^2``.
         """
         with torch.no_grad():
-            z = self.logits(X)
+            z = self.logits(X, cache=True)
             loss, grad_logits = self.loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
             layers = self._modules.items()  # = named_children(), without its overhead

@@ -1,11 +1,22 @@
 """Solver names, in one place. A new solver is a line here plus its own file.
 
-``LOOP_SOLVERS`` are the update rules of the hand-written loop (``train.py``);
+``LOOP_SOLVERS`` are the update rules of the hand-written loop (``train.py``, written out in
+``optimizers/``);
 ``EXACT_SOLVERS`` reach the optimum from analytic derivatives (``solvers/``); ``L1_SOLVERS``
 can minimise an L1 term.
 """
 
-LOOP_SOLVERS = ("gd", "momentum", "nesterov")
+#: the loop's update rules: name -> "module.Class" in torch_logreg/optimizers/
+OPTIMIZERS = {
+    "gd": "sgd.GD",
+    "momentum": "sgd.Momentum",
+    "nesterov": "sgd.Momentum",
+    "adagrad": "adagrad.Adagrad",
+    "rmsprop": "rmsprop.RMSprop",
+    "adam": "adam.Adam",
+    "adamw": "adam.AdamW",
+}
+LOOP_SOLVERS = tuple(OPTIMIZERS)
 EXACT_SOLVERS = ("newton", "lbfgs")
 L1_SOLVERS = ("newton",)
 SOLVERS = LOOP_SOLVERS + EXACT_SOLVERS

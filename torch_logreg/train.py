@@ -1,14 +1,10 @@
 """The hand-written update loop.
 
-Per step: the model's manual ``objective_and_grad`` on a batch, then an in-place update of the
-parameters under ``torch.no_grad()``. No ``torch.optim`` and no ``loss.backward()``.
-
-Update rules (``g`` the gradient of the objective, ``mu`` the momentum), as in
-``torch.optim.SGD`` so that results can be compared one for one:
-
-* ``gd``:        ``p <- p - lr g``
-* ``momentum``:  ``v <- mu v + g``;  ``p <- p - lr v``
-* ``nesterov``:  ``v <- mu v + g``;  ``p <- p - lr (g + mu v)``
+Per step: a step's objective and manual gradient on a batch (``steps/``), then an in-place
+update of the parameters under ``torch.no_grad()`` by the chosen update rule (``optimizers/``:
+gd, momentum, nesterov, adagrad, rmsprop, adam, adamw, each written out and equal to its
+``torch.optim`` namesake) at the epoch's learning rate (``schedules.py``). No ``torch.optim`` and
+no ``loss.backward()``.
 
 Host synchronisation (reading a number back from the device) happens only at stopping checks,
 every ``check_every`` epochs, and in callbacks that choose to read values; never in the step.
@@ -30,10 +26,11 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import Tensor
 
-from . import arguments, penalty, validation
+from . import arguments, optimizers, penalty, validation
 from .devices import resolve_device, resolve_dtype
 from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
+from .schedules import Schedule
 from .steps import select
 
 
@@ -107,6 +104,7 @@ class TrainState:
     loss: Tensor | None = None  # objective on the last batch
     grads: dict[str, Tensor] | None = None  # gradient of the last batch
     batch_size: int = 0
+    lr: float | None = None  # the learning rate of the current epoch (the schedule's)
     checked: bool = False  # whether this epoch ran a stopping check (metrics below are fresh)
     train_objective: float | None = None  # mean NLL + penalty, what the steps minimise
     train_loss: float | None = None  # mean NLL, comparable with val_loss
@@ -166,6 +164,15 @@ class Trainer:
         batch_size: int = 0,
         l2: float = 0.0,
         momentum: float = 0.9,
+        betas: tuple[float, float] = optimizers.DEFAULTS["betas"],
+        eps: float | None = None,
+        alpha: float = optimizers.DEFAULTS["alpha"],
+        weight_decay: float = optimizers.DEFAULTS["weight_decay"],
+        schedule: str = "constant",
+        step_size: int = 1,
+        gamma: float = 0.1,
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 1.0 / 3.0,
         tol: float = 1e-6,
         patience: int = 0,
         min_delta: float = 0.0,
@@ -186,7 +193,6 @@ class Trainer:
         arguments.number("epochs", epochs, low=1, integer=True)
         arguments.number("batch_size", batch_size, low=0, integer=True)
         arguments.number("l2", l2, low=0)
-        arguments.number("momentum", momentum, low=0, high=1, high_open=True)
         arguments.number("tol", tol, low=0)
         arguments.number("patience", patience, low=0, integer=True)
         arguments.number("min_delta", min_delta, low=0)
@@ -205,7 +211,10 @@ class Trainer:
         if X_val is not None:
             self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
 
-        self.solver, self.lr, self.epochs, self.l2, self.momentum = solver, float(lr), epochs, float(l2), float(momentum)
+        self.solver, self.lr, self.epochs, self.l2 = solver, float(lr), epochs, float(l2)
+        self.schedule = Schedule(schedule, epochs=epochs, step_size=step_size, gamma=gamma, warmup_epochs=warmup_epochs,
+                                 warmup_start_factor=warmup_start_factor)
+        self.lr_now = self.lr  # the learning rate of the current epoch
         self.tol, self.patience, self.min_delta = float(tol), patience, float(min_delta)
         self.grad_check_every, self.grad_check_coords = grad_check_every, grad_check_coords
         self.check_every, self.seed = check_every, seed
@@ -216,7 +225,8 @@ class Trainer:
         self.callbacks = list(callbacks)
 
         params = dict(self.model.named_parameters())
-        self.velocity = {k: torch.zeros_like(p) for k, p in params.items()} if solver != "gd" else {}
+        self.optimizer = optimizers.make(solver, params, momentum=momentum, betas=betas, eps=eps, alpha=alpha,
+                                         weight_decay=weight_decay)
         # the epoch's mean gradient and two copies of the parameters (the last finite ones, and a
         # spare the check fills), each one flat buffer with a view per parameter, made once
         self._grad_flat, self.grad_mean = _flat_buffer(params)
@@ -236,7 +246,7 @@ class Trainer:
             fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
             cuda_graph=cuda_graph, data_parallel=self.data_parallel,
             update=lambda grads: self._record_penalty_and_update(params, grads),
-            update_key=lambda: (self.solver, self.lr, self.momentum),
+            update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer
@@ -266,7 +276,7 @@ class Trainer:
         return {
             "epoch": self.epoch,
             "step": self.step,
-            "velocity": {k: v.detach().cpu().clone() for k, v in self.velocity.items()},
+            "optimizer": self.optimizer.state_dict(),
             "last_good": {k: v.detach().cpu().clone() for k, v in self.last_good.items()},
             "best_state": None if self.best_state is None else {k: v.cpu().clone() for k, v in self.best_state.items()},
             "best_metric": self.best_metric,
@@ -278,8 +288,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         to = {"device": self.device, "dtype": self.dtype}
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        for k, v in state["velocity"].items():
-            self.velocity[k].copy_(v.to(**to))
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif state.get("velocity"):  # saved by 0.1.0, whose momentum buffers had this name
+            self.optimizer.load_state_dict({"name": self.solver, "steps": self.step, "state": {"velocity": state["velocity"]}})
         for k, v in state["last_good"].items():
             self.last_good[k].copy_(v.to(**to))
         best = state["best_state"]
@@ -307,18 +319,7 @@ class Trainer:
                        torch.index_select(self.T, 0, idx, out=ts[:nb]))
 
     def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
-        lr, mu = self.lr, self.momentum
-        for name, p in params.items():
-            g = grads[name]
-            if self.solver == "gd":
-                p.sub_(g, alpha=lr)
-                continue
-            v = self.velocity[name]
-            v.mul_(mu).add_(g)
-            if self.solver == "momentum":
-                p.sub_(v, alpha=lr)
-            else:
-                p.sub_(g, alpha=lr).sub_(v, alpha=lr * mu)
+        self.optimizer.step(params, grads, self.lr_now)
 
     def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:
         report = compare_gradients(self.model, Xb, Tb, self.l2, fd_max_coords=self.grad_check_coords, seed=self.step)
@@ -371,6 +372,7 @@ class Trainer:
                 if not l2:
                     step_penalty.zero_()
                 while self.epoch < self.epochs and stop_reason is None:
+                    self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
                         epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)

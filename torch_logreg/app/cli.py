@@ -1,4 +1,4 @@
-"""The ``torch-logreg`` command line: train, resume, evaluate, predict, gradcheck.
+"""The ``torch-logreg`` command line: train, resume, evaluate, predict, export, gradcheck.
 
 Every user mistake prints one sentence and exits with status 2, without a traceback
 (set TORCH_LOGREG_DEBUG=1 to see one). Ctrl-C during training saves a checkpoint and exits
@@ -90,6 +90,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from . import export
+
+    meta = export.export(args.run, args.format, args.output)
+    print(f"wrote {args.format} model to {args.output}")
+    print(f"input  {meta['input']!r}: {meta['input_dtype']} (N, {len(meta['columns'])}), columns "
+          + ", ".join(meta["columns"]))
+    for column, categories in meta["categorical"].items():
+        print(f"  {column}: category index " + ", ".join(f"{i} = {c}" for i, c in enumerate(categories)))
+    print(f"output {meta['output']!r}: {meta['dtype']} (N, {len(meta['outputs'])}), columns " + ", ".join(meta["outputs"]))
+    return 0
+
+
+EXPORT_DESCRIPTION = (
+    "Write the run's model as one file that takes the raw feature columns and returns what predict's "
+    "probability columns hold: binary P(class 1) as (N, 1), K classes (N, K), regression the predictions. "
+    "The input is a float64 matrix (N, C) of the training feature columns in training order: a numeric column "
+    "as its value, a categorical column as the 0-based index of its category in the run's saved category list "
+    "(printed here). The model itself one-hot encodes categories, appends the radius feature (data.add_radius) "
+    "and applies the saved standardizer. Formats: onnx (torch.onnx dynamo exporter, needs the onnx and onnxscript "
+    "packages; dynamic batch dimension), torchscript (torch.jit.load), state_dict (a weights_only torch.save dict; "
+    "torch_logreg.app.export.load_state_dict_export rebuilds it). The run directory is only read."
+)
+
+
 def cmd_gradcheck(args) -> int:
     from . import commands
 
@@ -164,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
     p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write the model, with its input preparation, as ONNX, TorchScript or a state_dict",
+                       formatter_class=fmt, description=EXPORT_DESCRIPTION)
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory (its checkpoint.pt, as predict uses)")
+    p.add_argument("--format", metavar="FORMAT", required=True, help="onnx, torchscript or state_dict")
+    p.add_argument("--output", metavar="PATH", required=True,
+                   help="file to write (its directory must exist; an existing file outside the run is replaced)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("cv", help="k-fold cross-validation over config values", formatter_class=fmt,
                        description="Stratified k-fold search over config values on the rows outside the test "

@@ -18,11 +18,13 @@ from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
 from ..registry import LOOP_SOLVERS, SOLVERS
+from ..schedules import SCHEDULES, Schedule
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
 #: list keys whose entries are integers (the others hold strings)
 INT_LISTS = ("model.hidden",)
+FLOAT_LISTS = ("train.betas",)
 
 
 @dataclass
@@ -59,7 +61,16 @@ class TrainConfig:
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
     l1: float = 0.0  # L1 penalty l1 * ||W||_1 (proximal Newton: solver = "newton" only)
-    momentum: float = 0.9
+    momentum: float = 0.9  # momentum, nesterov
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+    eps: float = -1.0  # adagrad, rmsprop, adam, adamw; < 0 = the optimizer's default (as torch.optim's)
+    alpha: float = 0.99  # rmsprop
+    weight_decay: float = 0.01  # adamw (decoupled; l2 is the penalty every solver minimises)
+    schedule: str = "constant"  # constant | step | exponential | cosine (learning rate per epoch)
+    step_size: int = 1  # step: epochs between decays
+    gamma: float = 0.1  # step, exponential: the decay factor
+    warmup_epochs: int = 0  # a linear warm-up before the schedule; 0 = none
+    warmup_start_factor: float = 0.3333333333333333  # the warm-up's first rate over lr
     tol: float = 1e-6  # stop when the gradient norm falls below
     patience: int = 20  # early stopping / plateau, in epochs; 0 = off
     grad_check_every: int = 0  # steps; 0 = off
@@ -122,6 +133,7 @@ CHOICES = {
     "model.link": ("auto", "sigmoid", "softmax", "identity"),
     "model.init": ("auto", *INIT_SCHEMES),
     "train.solver": SOLVERS,
+    "train.schedule": SCHEDULES,
     "train.dtype": ("float32", "float64"),
 }
 
@@ -150,6 +162,10 @@ def _coerce(key: str, value, kind: type, where: str):
         if isinstance(value, str):
             return value
     elif kind is list:
+        if isinstance(value, list) and key in FLOAT_LISTS:
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return [float(v) for v in value]
+            raise UsageError(f"{where}: {key} must be a list of numbers, got {value!r}")
         if isinstance(value, list) and key in INT_LISTS:
             if all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 return list(value)
@@ -179,6 +195,7 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
     _validate_model(cfg, sources)
+    _validate_update_rule(cfg, sources)
     where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
         raise UsageError(
@@ -212,6 +229,34 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
         if getattr(m, key) != default:
             raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
                              f"model.kind is {m.kind!r}")
+
+
+def update_rule_options(t: TrainConfig) -> dict:
+    """The update rule's hyper-parameters as the loop takes them (``eps < 0``: the rule's default)."""
+    return {"momentum": t.momentum, "betas": tuple(t.betas), "eps": t.eps if t.eps >= 0 else None,
+            "alpha": t.alpha, "weight_decay": t.weight_decay}
+
+
+def schedule_options(t: TrainConfig) -> dict:
+    return {"schedule": t.schedule, "step_size": t.step_size, "gamma": t.gamma, "warmup_epochs": t.warmup_epochs,
+            "warmup_start_factor": t.warmup_start_factor}
+
+
+def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
+    """The loop's update rule and schedule, checked as the loop will check them: a hyper-parameter
+    the rule does not take (e.g. train.betas with gd) is a mistake, not ignored."""
+    from .. import optimizers
+
+    t = cfg.train
+    if t.solver not in LOOP_SOLVERS:
+        return
+    where = sources.get("train.solver", "config")
+    try:
+        optimizers.make(t.solver, {}, **update_rule_options(t))
+        Schedule(t.schedule, epochs=t.epochs, step_size=t.step_size, gamma=t.gamma, warmup_epochs=t.warmup_epochs,
+                 warmup_start_factor=t.warmup_start_factor)
+    except ValueError as exc:
+        raise UsageError(f"{where}: train.{exc}") from None
 
 
 def _line_of(text: str, section: str, name: str) -> int | None:

@@ -20,11 +20,12 @@ from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
 from ..init import initialize
 from ..models import MLP, LinearRegression, LogisticRegression, SoftmaxRegression
+from ..optimizers import optimizer_class
 from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..steps.select import cuda_graph_problem
 from ..train import Trainer, TrainState
 from . import data as data_lib
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, schedule_options, update_rule_options
 
 SPLITS = ("train", "val", "test")
 
@@ -162,8 +163,10 @@ def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
     t = cfg.train
     if not t.cuda_graph:
         return
+    exact = t.solver in EXACT_SOLVERS
     problem = cuda_graph_problem(model, device, full_batch=not t.batch_size, grad_check=bool(t.grad_check_every),
-                                 exact=t.solver in EXACT_SOLVERS, data_parallel=world_size() > 1)
+                                 exact=exact, data_parallel=world_size() > 1,
+                                 capturable=exact or optimizer_class(t.solver).capturable)
     if problem is not None:
         raise UsageError(f"train.cuda_graph = true {problem}")
 
@@ -176,9 +179,9 @@ def loop_options(cfg: Config) -> dict:
     exact = t.solver in EXACT_SOLVERS
     return {
         "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
-        "l2": t.l2, "momentum": t.momentum, "tol": t.tol, "patience": t.patience,
+        "l2": t.l2, "tol": t.tol, "patience": t.patience,
         "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
-        "seed": t.seed, "fast_path": not exact,
+        "seed": t.seed, "fast_path": not exact, **({} if exact else update_rule_options(t)), **schedule_options(t),
     }
 
 

@@ -45,7 +45,7 @@ class TensorBoardLogger(Callback):
         w.add_scalar("train/batch_objective", state.loss.item(), state.step)
         norm = torch.sqrt(sum((g * g).sum() for g in state.grads.values()))
         w.add_scalar("grad_norm", norm.item(), state.step)
-        w.add_scalar("lr", self.lr, state.step)
+        w.add_scalar("lr", self.lr if state.lr is None else state.lr, state.step)
         now = time.perf_counter()
         w.add_scalar("perf/samples_per_second", self._samples / max(now - self._clock, 1e-9), state.step)
         self._samples, self._clock = 0, now

@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from ..models import single_linear
-from ..registry import LOOP_SOLVERS
 from .reference import ReferenceStep
 
 
@@ -67,14 +66,17 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device)
 
 
 def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_path: bool = True,
-                       grad_check: bool = False, data_parallel: bool = False, exact: bool = False) -> str | None:
+                       grad_check: bool = False, data_parallel: bool = False, exact: bool = False,
+                       capturable: bool = True) -> str | None:
     """Why a CUDA graph cannot run here (the end of a sentence starting with the option's
     name), or None when it can."""
     if device.type != "cuda":
         return f"needs a CUDA device; this run is on {device}"
-    if not full_batch or not fast_path or grad_check or exact or data_parallel or single_linear(model) is None:
-        return (f"needs full-batch training (batch_size = 0) with {' / '.join(LOOP_SOLVERS)}, no gradient checks "
-                "(grad_check_every = 0), the fast path, a single-Linear model and one process")
+    if not full_batch or not fast_path or grad_check or exact or data_parallel or single_linear(model) is None \
+            or not capturable:
+        return ("needs full-batch training (batch_size = 0) with an update rule a graph can capture (one "
+                "without a bias correction that changes each step), no gradient checks (grad_check_every = 0), the "
+                "fast path, a single-Linear model and one process")
     return None
 
 
@@ -82,7 +84,7 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                   device: torch.device, fast_path: bool = True, grad_check: bool = False, in_memory: bool = True,
                   cuda_graph: bool = False, data_parallel: bool = False,
                   update: Callable[[dict[str, Tensor]], None] | None = None,
-                  update_key: Callable[[], tuple] | None = None):
+                  update_key: Callable[[], tuple] | None = None, capturable: bool = True):
     """The step the hand-written loop runs for this model, data and options (see the module
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
@@ -91,7 +93,7 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     full = batch_size >= n
     if cuda_graph:
         problem = cuda_graph_problem(model, device, full_batch=full and in_memory, fast_path=fast_path,
-                                     grad_check=grad_check, data_parallel=data_parallel)
+                                     grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
         if problem is not None:
             raise ValueError(f"cuda_graph {problem}")
     if grad_check or not fast_path:
