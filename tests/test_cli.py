@@ -318,8 +318,9 @@ def _train_cmd(run_dir, *extra):
 @pytest.mark.parametrize(
     "extra,epochs",
     [((), 400), (("train.batch_size=0", "train.epochs=1500"), 1500),  # mini-batch; full batch (fast path)
-     (("model.kind=mlp", "model.hidden=[8]", "train.epochs=250"), 250)],  # an MLP (the reference step)
-    ids=["minibatch", "fullbatch", "mlp"],
+     (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=250"), 250),  # an MLP on XOR
+     (("train.solver=adam", "train.schedule=cosine", "train.warmup_epochs=20"), 400)],  # moments, step count, schedule
+    ids=["minibatch", "fullbatch", "mlp", "adam"],
 )
 def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
     import time

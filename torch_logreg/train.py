@@ -491,8 +491,13 @@ class Trainer:
 def fit(model, X, y, **kwargs) -> History:
     """Train ``model`` on ``X (N, D)``, ``y`` with the hand-written loop; returns a History.
 
-    Keyword arguments (the names the configs use): ``solver`` ("gd" | "momentum" | "nesterov"),
-    ``lr``, ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``momentum``, ``tol``
+    Keyword arguments (the names the configs use): ``solver``, the update rule (one of
+    ``registry.LOOP_SOLVERS``: gd, momentum, nesterov, adagrad, rmsprop, adam, adamw) with its
+    hyper-parameters named as torch.optim names them (``momentum``, ``betas``, ``eps``, ``alpha``,
+    ``weight_decay``; one the rule does not take is an error), ``lr`` and its ``schedule``
+    (constant | step | exponential | cosine, with ``step_size``, ``gamma``, ``warmup_epochs``,
+    ``warmup_start_factor``: see ``schedules.py``), ``epochs``, ``batch_size`` (0 = full batch),
+    ``l2``, ``tol``
     (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
     between stopping checks, the only host syncs), ``fast_path`` (a single ``Linear``
