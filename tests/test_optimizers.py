@@ -186,3 +186,41 @@ def test_the_loop_runs_each_epoch_at_the_schedules_rate():
            tol=0, device="cpu", callbacks=[Rates()])
     schedule = Schedule("step", epochs=12, step_size=5, gamma=0.1, warmup_epochs=2)
     assert seen == [0.5 * schedule.factor(e) for e in range(12)]
+
+
+# --- mixed precision ------------------------------------------------------------------------------
+
+
+def test_bfloat16_reaches_the_float32_validation_loss_on_digits():
+    """dtype="bfloat16": float32 master weights, the products in bfloat16 under autocast. On
+    digits it ends within 1e-2 of the float32 run's validation loss (6e-4 measured)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+    X_tr, X_val, y_tr, y_val = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    loss = {}
+    for dtype in ("float32", "bfloat16"):
+        model = tl.SoftmaxRegression(64, 10)
+        trainer = tl.Trainer(model, X_tr, y_tr, solver="nesterov", lr=0.1, epochs=300, l2=1e-3, tol=0, dtype=dtype,
+                             device="cpu", X_val=X_val, y_val=y_val)
+        loss[dtype] = trainer.run().val_loss[-1]
+        assert model.linear.weight.dtype == torch.float32
+    assert trainer.stepper.name == "autocast_bfloat16(reference)"
+    assert abs(loss["bfloat16"] - loss["float32"]) <= 1e-2
+
+
+def test_bfloat16_is_refused_where_it_cannot_run(capsys, tmp_path):
+    from torch_logreg.app.cli import main
+
+    code = main(["train", "--quiet", "--run-dir", str(tmp_path / "r"), "--set", "train.dtype=bfloat16",
+                 "--set", "train.solver=newton"])
+    assert code == 2 and "train.dtype = 'bfloat16' is for the loop" in capsys.readouterr().err
+    X, y = _data("binary")
+    with pytest.raises(ValueError, match="cuda_graph runs the float32 or float64 step"):
+        tl.Trainer(tl.LogisticRegression(D), X, y, dtype="bfloat16", cuda_graph=True, device="cpu")
+    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
+        return
+    with pytest.raises(ValueError, match="needs a GPU with bfloat16 support"):  # pragma: no cover (old GPUs)
+        tl.Trainer(tl.LogisticRegression(D), X, y, dtype="bfloat16", device="cuda")

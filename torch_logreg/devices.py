@@ -39,6 +39,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+#: mixed precision: the name -> (the dtype weights and data are kept in, the dtype autocast computes in)
+MIXED = {"bfloat16": (torch.float32, torch.bfloat16)}
+
+
+def resolve_precision(dtype, default: torch.dtype = torch.float32,
+                      device: torch.device | None = None) -> tuple[torch.dtype, torch.dtype | None]:
+    """``(storage dtype, autocast dtype or None)``: ``"bfloat16"`` keeps float32 master weights and
+    data and computes the step under ``torch.autocast`` in bfloat16; every other name is
+    :func:`resolve_dtype`'s, without autocast. ``device``: refuse bfloat16 where it cannot run."""
+    if isinstance(dtype, str) and dtype in MIXED:
+        if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"dtype 'bfloat16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+                             "has none: use 'float32'")
+        return MIXED[dtype]
+    return resolve_dtype(dtype, default), None
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
     """``"float32"`` / ``"float64"`` (or the torch dtypes themselves) -> a torch dtype."""
     if dtype is None:
@@ -48,4 +65,4 @@ def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.
             return dtype
     elif isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise TypeError(f"unsupported dtype {dtype!r}: use 'float32' or 'float64'")
+    raise TypeError(f"unsupported dtype {dtype!r}: use 'float32' or 'float64' (or 'bfloat16' for the loop)")

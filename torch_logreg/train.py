@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from . import arguments, optimizers, penalty, validation
-from .devices import resolve_device, resolve_dtype
+from .devices import resolve_device, resolve_precision
 from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
@@ -204,7 +204,8 @@ class Trainer:
             raise ValueError("X_val and y_val must be given together")
 
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, default=next(model.parameters()).dtype)
+        #: the dtype of the weights and data, and the one autocast computes the step in (bfloat16) or None
+        self.dtype, self.autocast = resolve_precision(dtype, next(model.parameters()).dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.X, self.T = self._prepare(X, y, "X", "y")
         self.X_val = self.T_val = None
@@ -244,7 +245,7 @@ class Trainer:
         self.stepper = select.training_step(
             self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
             fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
-            cuda_graph=cuda_graph, data_parallel=self.data_parallel,
+            cuda_graph=cuda_graph, data_parallel=self.data_parallel, autocast=self.autocast,
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
         )

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..devices import resolve_dtype
 from ..errors import UsageError
 from ..gradients import compare_gradients
 from ..registry import EXACT_SOLVERS
@@ -35,6 +34,7 @@ from .fitting import (
     prepare,
     run_device,
     start_distributed,
+    storage_dtype,
     world_size,
 )
 from .inputs import labels_to_targets, read_inputs
@@ -114,7 +114,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     """Train from ``cfg`` into a new run directory. Under torchrun every rank trains on its
     shard and only rank 0 creates the directory, logs and writes checkpoints."""
     device, rank0 = start_distributed(cfg)
-    dtype = resolve_dtype(cfg.train.dtype)
+    dtype = storage_dtype(cfg)
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
@@ -133,7 +133,7 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) 
     if device:
         cfg.train.device = device
     dev, rank0 = start_distributed(cfg)
-    dtype = resolve_dtype(cfg.train.dtype)
+    dtype = storage_dtype(cfg)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     prep = prepare(cfg, dev, dtype, standardizer)
     model = model_from_checkpoint(payload, dev, dtype)
@@ -143,7 +143,7 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) 
 def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:
     path, payload, cfg = load_run(run_dir)
     dev = run_device(cfg.train.device)
-    dtype = resolve_dtype(cfg.train.dtype)
+    dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     if data_path is None:
@@ -160,7 +160,7 @@ def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
     """Write probabilities and labels for every row of ``input_path``; returns the row count."""
     path, payload, cfg = load_run(run_dir)
     dev = run_device(cfg.train.device)
-    dtype = resolve_dtype(cfg.train.dtype)
+    dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
     schema = data_lib.Schema.from_dict(payload["schema"])
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])

@@ -78,7 +78,7 @@ class TrainConfig:
     cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | float64 | bfloat16 (the loop: float32 weights, bfloat16 products)
 
 
 @dataclass
@@ -134,7 +134,7 @@ CHOICES = {
     "model.init": ("auto", *INIT_SCHEMES),
     "train.solver": SOLVERS,
     "train.schedule": SCHEDULES,
-    "train.dtype": ("float32", "float64"),
+    "train.dtype": ("float32", "float64", "bfloat16"),
 }
 
 
@@ -249,6 +249,9 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
 
     t = cfg.train
     if t.solver not in LOOP_SOLVERS:
+        if t.dtype == "bfloat16":
+            raise UsageError(f"{sources.get('train.dtype', 'config')}: train.dtype = 'bfloat16' is for the loop's "
+                             f"update rules; train.solver = {t.solver!r} needs float32 or float64")
         return
     where = sources.get("train.solver", "config")
     try:

@@ -18,7 +18,6 @@ import math
 
 import torch
 
-from ..devices import resolve_dtype
 from ..errors import UsageError
 from ..estimators import model_selection
 from ..registry import EXACT_SOLVERS
@@ -27,7 +26,7 @@ from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
 from .files import write_text_atomic
-from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device, target_kind
+from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device, storage_dtype, target_kind
 from .runs import new_run_dir
 
 
@@ -61,7 +60,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
     device = run_device(cfg.train.device)
-    dtype = resolve_dtype(cfg.train.dtype)
+    dtype = storage_dtype(cfg)
     kind = target_kind(cfg.model)
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)

@@ -66,7 +66,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..devices import resolve_dtype
+from ..devices import resolve_precision
 from ..errors import UsageError
 from ..models import MODELS
 from .data import Schema, Standardizer
@@ -95,7 +95,7 @@ class RawFeatureModel(nn.Module):
         super().__init__()
         if model_class not in MODELS:
             raise ValueError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
-        self.model = MODELS[model_class](**model_args).to(resolve_dtype(dtype))
+        self.model = MODELS[model_class](**model_args).to(resolve_precision(dtype)[0])
         schema = Schema(list(columns), {k: list(v) for k, v in categorical.items()}, bool(add_radius))
         n_features = len(schema.feature_names)
         if n_features != self.model.n_features:
@@ -105,7 +105,7 @@ class RawFeatureModel(nn.Module):
         self.n_categories = [len(schema.categorical[c]) if c in schema.categorical else 0 for c in columns]
         self.has_categorical = any(k > 0 for k in self.n_categories)
         self.add_radius = bool(add_radius)
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = resolve_precision(dtype)[0]
         self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
         self._args = {"model_class": model_class, "model_args": dict(model_args), "columns": list(columns),
@@ -122,7 +122,7 @@ class RawFeatureModel(nn.Module):
         schema = Schema.from_dict(payload["schema"])
         wrapper = cls(payload["model_class"], payload["model_args"], schema.columns, schema.categorical,
                       schema.add_radius, dtype)
-        model = model_from_checkpoint(payload, torch.device("cpu"), resolve_dtype(dtype))
+        model = model_from_checkpoint(payload, torch.device("cpu"), resolve_precision(dtype)[0])
         wrapper.model.load_state_dict(model.state_dict())
         standardizer = Standardizer.from_state_dict(payload["standardizer"])
         with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import penalty
-from ..devices import resolve_device
+from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
 from ..init import initialize
@@ -192,6 +192,11 @@ def exact_options(cfg: Config) -> dict:
     return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol}
 
 
+def storage_dtype(cfg: Config) -> torch.dtype:
+    """The dtype the run keeps its weights and data in (float32 under ``dtype = "bfloat16"``)."""
+    return resolve_precision(cfg.train.dtype)[0]
+
+
 def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
                  T_val: Tensor | None = None, callbacks=(), distributed: bool = False) -> Trainer:
     """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard)."""
@@ -200,7 +205,8 @@ def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_v
     if distributed:
         from ..distributed import DistributedTrainer as trainer_cls
     has_val = X_val is not None and X_val.shape[0] > 0
-    return trainer_cls(model, X, T, **loop_options(cfg), device=device, dtype=dtype,
+    # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
+    return trainer_cls(model, X, T, **loop_options(cfg), device=device, dtype=cfg.train.dtype,
                        X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks))
 
 

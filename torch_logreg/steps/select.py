@@ -9,7 +9,8 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
 * the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel for one
   sigmoid or identity output on a large X (numba on CPU, Triton on CUDA, each from its own size
   threshold), else :class:`~.feature_major.FeatureMajorStep`;
-* ``cuda_graph``: that full-batch step and the update captured as one CUDA graph.
+* ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
+* mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``.
 
 The loop (``train.py``) and L-BFGS (``solvers/lbfgs.py``) take their steps from here only.
 """
@@ -84,13 +85,20 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                   device: torch.device, fast_path: bool = True, grad_check: bool = False, in_memory: bool = True,
                   cuda_graph: bool = False, data_parallel: bool = False,
                   update: Callable[[dict[str, Tensor]], None] | None = None,
-                  update_key: Callable[[], tuple] | None = None, capturable: bool = True):
+                  update_key: Callable[[], tuple] | None = None, capturable: bool = True,
+                  autocast: torch.dtype | None = None):
     """The step the hand-written loop runs for this model, data and options (see the module
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
     a ValueError says why a graph cannot run."""
     n = X.shape[0]
     full = batch_size >= n
+    if autocast is not None:
+        if cuda_graph:
+            raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
+        from .mixed import AutocastStep
+
+        return AutocastStep(ReferenceStep(model), autocast, device)
     if cuda_graph:
         problem = cuda_graph_problem(model, device, full_batch=full and in_memory, fast_path=fast_path,
                                      grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
