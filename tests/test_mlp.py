@@ -165,3 +165,19 @@ def test_normal_initialisations_have_their_variance():
         initialize(model, scheme, seed=0)
         # 120,000 draws: the sample variance is within 2% of the target (its sd is ~0.4%)
         assert model.fc0.weight.var().item() == pytest.approx(var, rel=0.02)
+
+
+def test_mlp_run_logs_each_layers_histograms_and_the_decision_map(capsys, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    code, _, err = _cli(capsys, "train", "--config", CONFIGS / "xor_mlp.toml", "--quiet", "--run-dir", tmp_path / "r",
+                        "--set", "train.device=cpu", "--set", "train.epochs=6", "--set", "log.histograms_every=2",
+                        "--set", "model.hidden=[4, 3]", "--set", "log.every=1")
+    assert code == 0, err
+    acc = EventAccumulator(str(tmp_path / "r"), size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    names = {f"{kind}/{layer}.{p}" for kind in ("weights", "gradients") for layer in ("fc0", "fc1", "out")
+             for p in ("weight", "bias")}
+    assert names <= set(acc.Tags()["histograms"])
+    assert "probability_map" in acc.Tags()["images"]
+    assert {"train/objective", "train/loss", "val/loss", "lr"} <= set(acc.Tags()["scalars"])
