@@ -30,7 +30,7 @@ history = tl.fit(model, X_train, y_train, solver="nesterov", lr=0.5, epochs=5000
                  device="cpu", seed=0)
 
 exact = tl.LogisticRegression(n_features=X.shape[1]).double()
-tl.fit_exact(exact, X_train, y_train, solver="newton", l2=l2, tol=1e-12)
+result = tl.fit_exact(exact, X_train, y_train, solver="newton", l2=l2, tol=1e-12)
 distance = max((p - q).abs().max().item() for p, q in zip(model.parameters(), exact.parameters()))
 
 
@@ -39,7 +39,8 @@ def accuracy(m):
 
 
 print(f"gradient check: {'PASS' if report.passed else 'FAIL'} (max rel err {report.max_rel_error:.1e})")
-print(f"epochs: {history.n_epochs} ({history.stop_reason}), train loss: {history.train_loss[-1]:.4f}")
+print(f"epochs: {history.n_epochs} ({history.stop_reason})")
+print(f"train objective: {history.train_objective[-1]:.6f} (exact optimum: {result.loss:.6f})")
 print(f"test loss: {model.loss_and_grad(X_test, y_test)[0].item():.4f}")  # l2 = 0: mean negative log-likelihood
 print(f"test accuracy: {accuracy(model):.4f}")
 print(f"test accuracy of the exact optimum: {accuracy(exact):.4f}")
