@@ -102,6 +102,7 @@ def test_string_data_rejected():
         ({"solver": "sgd"}, ValueError, "solver must be one of"),
         ({"lr": 0}, ValueError, "lr must be a finite number > 0, got 0"),
         ({"lr": float("nan")}, ValueError, "lr must be a finite number > 0, got nan"),
+        ({"lr": 1e39, "dtype": "float32"}, ValueError, r"lr=1e\+39 is larger than the largest float32 \(3.4e\+38\)"),
         ({"epochs": 0}, ValueError, "epochs must be an integer >= 1, got 0"),
         ({"epochs": 2.5}, ValueError, "epochs must be an integer >= 1, got 2.5"),
         ({"batch_size": -1}, ValueError, "batch_size must be an integer >= 0, got -1"),

@@ -499,6 +499,24 @@ def test_predict_input_with_other_columns(capsys, tmp_path, trained):
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_predict_refuses_non_finite_and_damaged_numpy_inputs(capsys, tmp_path, trained):
+    """NaN or infinity used to come out as rows like "nan,0"; a truncated .npz as a traceback."""
+    X = np.random.default_rng(0).normal(size=(4, 30))
+    X[2, 5] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    expect_error(capsys, "x.npy: row 2, column 5: nan is not a finite number", "predict", "--run", trained,
+                 "--input", tmp_path / "x.npy", "--output", tmp_path / "o.csv")
+    X[2, 5] = np.inf
+    np.savez(tmp_path / "x.npz", X=X)
+    expect_error(capsys, "x.npz: row 2, column 5: inf is not a finite number", "predict", "--run", trained,
+                 "--input", tmp_path / "x.npz", "--output", tmp_path / "o.csv")
+    data = (tmp_path / "x.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    expect_error(capsys, "cut.npz is not a readable NumPy file", "predict", "--run", trained,
+                 "--input", tmp_path / "cut.npz", "--output", tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_missing_run_directory(capsys, tmp_path):
     expect_error(capsys, "does not exist", "evaluate", "--run", tmp_path / "nothing")
 

@@ -51,6 +51,7 @@ def test_csv_with_categorical_and_keep_classes(tmp_path):
         ("a,b,label\n1,x7,0\n", "line 2, column 'b': 'x7' is not a number"),
         ("a,b,label\n1,nan,0\n", "line 2, column 'b': 'nan' is not a finite number"),
         ("a,b,y\n1,2,0\n", "target column 'label' is not in the header (a, b, y)"),
+        ("a,a,label\n1,2,0\n", "line 1: column 'a' appears twice (columns 1 and 2)"),
     ],
 )
 def test_csv_errors(tmp_path, text, message):
@@ -102,3 +103,38 @@ def test_roc_auc_matches_sklearn_with_ties():
     labels = (rng.random(500) < 0.3).astype(int)
     assert roc_auc(torch.from_numpy(scores), torch.from_numpy(labels)) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
     assert np.isnan(roc_auc(torch.ones(3), torch.ones(3)))
+
+
+def test_standardizer_keeps_columns_near_the_largest_float():
+    """A column of values near 1e308 used to overflow to an infinite scale and be zeroed (its
+    weight silently 0). Its statistics equal those of the same column divided by 1e300."""
+    gen = torch.Generator().manual_seed(0)
+    small = torch.randn(50, 2, generator=gen, dtype=torch.float64)
+    X = torch.cat([small[:, :1] * 1e307, small[:, 1:]], dim=1)
+    X[0, 0] = 1.7e308
+    X[1, 0] = -1.7e308
+    std = D.Standardizer.fit(X)
+    assert torch.isfinite(std.mean).all() and torch.isfinite(std.scale).all()
+    Z = std.transform(X)
+    scaled = X.clone()
+    scaled[:, 0] /= 1e300
+    ref = D.Standardizer.fit(scaled).transform(scaled)
+    assert torch.allclose(Z, ref, rtol=1e-12, atol=1e-12)
+    ordinary = small * 3 + 7  # ordinary data: the same bits as the plain formulas
+    plain = (ordinary - ordinary.mean(0)) / ordinary.std(0, unbiased=False)
+    assert torch.equal(D.Standardizer.fit(ordinary).mean, ordinary.mean(0))
+    assert torch.allclose(D.Standardizer.fit(ordinary).transform(ordinary), plain, rtol=1e-14, atol=1e-14)
+
+
+def test_damaged_numpy_files_are_one_sentence(tmp_path):
+    """A truncated .npz used to end in zipfile's traceback; a file NumPy takes for a pickle in its
+    advice to load it unsafely."""
+    np.savez(tmp_path / "d.npz", X=np.zeros((10, 3)), y=np.arange(10) % 2)
+    data = (tmp_path / "d.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UsageError, match=r"cut.npz is not a readable NumPy file: it is truncated or damaged"):
+        D.load_dataset(DataConfig(path=str(tmp_path / "cut.npz")))
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(UsageError) as info:
+        D.load_dataset(DataConfig(path=str(tmp_path / "text.npz")))
+    assert "not an array saved by numpy.save" in str(info.value) and "allow_pickle" not in str(info.value)

@@ -206,6 +206,9 @@ class Trainer:
         self.device = resolve_device(device)
         #: the dtype of the weights and data, and the one autocast computes the step in (bfloat16) or None
         self.dtype, self.autocast = resolve_precision(dtype, next(model.parameters()).dtype, self.device)
+        if lr > torch.finfo(self.dtype).max:  # the update would multiply by infinity
+            raise ValueError(f"lr={lr:g} is larger than the largest {str(self.dtype).replace('torch.', '')} "
+                             f"({torch.finfo(self.dtype).max:.3g})")
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.X, self.T = self._prepare(X, y, "X", "y")
         self.X_val = self.T_val = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,12 @@ def read_csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
             header = [h.strip() for h in header]
             if not any(header):
                 raise UsageError(f"{path}, line 1: the header row is empty")
+            seen: dict[str, int] = {}
+            for i, name in enumerate(header, start=1):
+                if name in seen:
+                    raise UsageError(f"{path}, line 1: column {name!r} appears twice (columns {seen[name]} and {i}); "
+                                     "rename one so each column is read")
+                seen[name] = i
             rows = []
             for cells in reader:
                 if not cells or all(c.strip() == "" for c in cells):
@@ -245,6 +252,16 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool)
     return Dataset(X, np.array(y_text), schema)
 
 
+def numpy_error(exc: Exception) -> str:
+    """Why NumPy could not read a file, in words for the user: NumPy's own advice for a file it
+    takes for a pickle (to load it unsafely) is the opposite of what to do with a data file."""
+    if isinstance(exc, zipfile.BadZipFile) or isinstance(exc, EOFError):
+        return "it is truncated or damaged (not a complete .npz archive)"
+    if "pickled" in str(exc) or "allow_pickle" in str(exc):
+        return "it is not an array saved by numpy.save / numpy.savez (NumPy would have to unpickle it)"
+    return str(exc)
+
+
 def load_numpy(path: Path, target: str) -> Dataset:
     try:
         if path.suffix == ".npz":
@@ -269,8 +286,8 @@ def load_numpy(path: Path, target: str) -> Dataset:
             X = np.asarray(np.delete(arr, col, axis=1))
     except FileNotFoundError:
         raise UsageError(f"data file {path} does not exist") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{path} is not a readable NumPy file: {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path} is not a readable NumPy file: {numpy_error(exc)}") from None
     if X.ndim != 2 or X.shape[0] == 0:
         raise UsageError(f"{path}: X must be a non-empty 2-D array, got shape {X.shape}")
     if y.shape != (X.shape[0],):
@@ -407,7 +424,10 @@ def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, 
 class Standardizer:
     """``(x - mean) / scale`` with statistics from the training split only.
 
-    A constant column gets scale 1, so it maps to zeros rather than NaN.
+    A constant column gets scale 1, so it maps to zeros rather than NaN. Values up to the largest
+    float64 work: the statistics are computed on each column scaled by a power of two (exact, so
+    ordinary data gives the same bits as the plain formulas), and the transform halves both terms
+    before subtracting, so neither can overflow.
     """
 
     def __init__(self, mean: Tensor, scale: Tensor) -> None:
@@ -415,8 +435,14 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X: Tensor) -> Standardizer:
-        mean = X.mean(dim=0, dtype=torch.float64)
-        std = X.to(torch.float64).std(dim=0, unbiased=False)
+        X = X.to(torch.float64)
+        # 2^(e-1) > max |x| / 2 per column (2^e could overflow): X / 2^(e-1) lies in (-2, 2), and
+        # scaling by a power of two is exact
+        _, e = torch.frexp(X.abs().amax(dim=0))
+        unit = torch.ldexp(torch.ones_like(e, dtype=torch.float64), e - 1)
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        mean = (X / unit).mean(dim=0) * unit
+        std = (X / unit).std(dim=0, unbiased=False) * unit
         scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
         return cls(mean, scale)
 
@@ -425,8 +451,8 @@ class Standardizer:
         return cls(torch.zeros(n_features, dtype=torch.float64), torch.ones(n_features, dtype=torch.float64))
 
     def transform(self, X: Tensor) -> Tensor:
-        mean, scale = self.mean.to(X.device), self.scale.to(X.device)
-        return ((X - mean.to(X.dtype)) / scale.to(X.dtype))
+        mean, scale = self.mean.to(X.device, X.dtype), self.scale.to(X.device, X.dtype)
+        return (X * 0.5 - mean * 0.5) / (scale * 0.5)  # the halves are exact, and their difference cannot overflow
 
     def state_dict(self) -> dict:
         return {"mean": self.mean.cpu(), "scale": self.scale.cpu()}

@@ -3,12 +3,14 @@ the run's training data was."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .. import validation
 from ..errors import UsageError
 from . import data as data_lib
 from .fitting import fit_targets
@@ -38,13 +40,16 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
         else:
             try:
                 arr = np.load(path, mmap_mode="r") if suffix == ".npy" else np.load(path)["X"]
-            except (OSError, ValueError, KeyError, FileNotFoundError) as exc:
-                raise UsageError(f"{path} is not a readable NumPy file with features: {exc}") from None
-            X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
+                X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
+            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+                raise UsageError(f"{path} is not a readable NumPy file with features: {data_lib.numpy_error(exc)}") from None
             y = None
         expected = len(schema.columns)
         if X.ndim != 2 or X.shape[1] != expected:
             raise UsageError(f"{path}: expected {expected} feature columns as in training, got shape {tuple(X.shape)}")
+        where = validation.first_nonfinite(X)
+        if where is not None:  # a prediction from NaN or infinity would be written as if it meant something
+            raise UsageError(f"{path}: row {where[0]}, column {where[1]}: {X[where].item()} is not a finite number")
         if schema.add_radius:
             X = data_lib.with_radius(X)
         return X, y
