@@ -350,7 +350,10 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("signame,status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, signame, status):
+    """Ctrl-C, and SIGTERM (what kill and job schedulers send), stop at the end of the epoch, save,
+    flush TensorBoard and exit with 128 + the signal's number."""
     import signal
     import time
 
@@ -360,9 +363,9 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path):
         assert proc.poll() is None
         time.sleep(0.01)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "Traceback" not in err and "torch-logreg resume --run" in err
     assert not (run_dir / "metrics.json").exists()
     events = [p for p in run_dir.iterdir() if p.name.startswith("events")]

@@ -2,7 +2,7 @@
 
 Every user mistake prints one sentence and exits with status 2, without a traceback
 (set TORCH_LOGREG_DEBUG=1 to see one). Ctrl-C during training saves a checkpoint and exits
-with status 130.
+with status 130 (SIGTERM likewise, with 143).
 """
 
 from __future__ import annotations
@@ -53,11 +53,11 @@ def cmd_train(args) -> int:
 
 def _finish(result) -> int:
     if result.run_dir is None:  # not rank 0 of a multi-process run: rank 0 reports
-        return 130 if result.interrupted else 0
+        return 128 + int(result.signal) if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at epoch {result.metrics['epochs']}; checkpoint saved. "
               f"Continue with: torch-logreg resume --run {result.run_dir}", file=sys.stderr)
-        return 130
+        return 128 + int(result.signal)  # 130 for Ctrl-C, 143 for SIGTERM
     m = result.metrics
     unit = "iterations" if m.get("solver") in EXACT_SOLVERS else "epochs"
     print(f"run {result.run_dir}: {m['epochs']} {unit}, stopped: {m['stop_reason']}, device {m['device']}")

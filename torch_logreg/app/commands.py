@@ -51,7 +51,8 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks):
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
          resume_state: dict | None = None) -> RunResult:
     if run_dir is None:  # a rank other than 0: train, but log and write nothing
-        trainer = _trainer(cfg, model, prep, device, dtype, [StopOnInterrupt()])
+        interrupt = StopOnInterrupt()
+        trainer = _trainer(cfg, model, prep, device, dtype, [interrupt])
         if resume_state is not None:
             trainer.load_state_dict(resume_state["trainer"])
         try:
@@ -59,7 +60,7 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
         except TrainingDiverged as exc:
             raise UsageError(str(exc)) from None
         return RunResult(None, {"stop_reason": history.stop_reason, "epochs": trainer.epoch},
-                         interrupted=history.stop_reason == "interrupted")
+                         interrupted=history.stop_reason == "interrupted", signal=interrupt.signal)
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -102,7 +103,8 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
     ckpt.write(state, finished=not interrupted)
     if interrupted:
         writer.close()
-        return RunResult(run_dir, {"stop_reason": "interrupted", "epochs": trainer.epoch}, interrupted=True)
+        return RunResult(run_dir, {"stop_reason": "interrupted", "epochs": trainer.epoch}, interrupted=True,
+                         signal=interrupt.signal)
     if trainer.best_state is None:  # no validation data: the final weights are the best we have
         save_checkpoint(run_dir / "best.pt", payload(trainer, prep, cfg, True))
     metrics = final_report(writer, model, prep, cfg, history, run_dir, device)

@@ -25,6 +25,7 @@ class RunResult:
     run_dir: Path | None  # None on ranks other than 0
     metrics: dict
     interrupted: bool = False
+    signal: int = signal.SIGINT  # what interrupted it: the exit status is 128 + this, as a shell reports
 
 
 def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
@@ -92,31 +93,36 @@ class CheckpointWriter(Callback):
 
 
 class StopOnInterrupt(Callback):
-    """The first Ctrl-C ends the run at the end of the current epoch (so the checkpoint is
-    consistent); a second one interrupts at once."""
+    """The first Ctrl-C (SIGINT) or SIGTERM (what ``kill`` and job schedulers send) ends the run at
+    the end of the current epoch, so the checkpoint is consistent; a second one interrupts at once.
+    :attr:`signal` says which came."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signal = signal.SIGINT
+        self._previous: dict = {}
 
     def _handler(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
 
     def on_train_begin(self, state: TrainState) -> None:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self._previous = {}
 
     def on_epoch_end(self, state: TrainState) -> None:
         if self.requested:
             state.stop_reason = "interrupted"
 
     def on_train_end(self, state: TrainState) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
+        self._previous = {}
 
 
 def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, dict, Config]:
