@@ -638,6 +638,19 @@ def test_a_run_saved_by_version_0_1_0_still_loads(capsys, tmp_path):
     assert metrics["train"]["loss"] < saved["train"]["loss"]
 
 
+def test_cv_records_a_diverged_combination_and_writes_strict_json(capsys, tmp_path):
+    def strict(text):  # JSON has no NaN or Infinity: a strict reader refuses them
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+
+    code, out, err = run_cli(capsys, "cv", "--quiet", "--grid", "train.lr=0.1,1e6", "--folds", "2", "--run-dir",
+                             tmp_path / "cv", "--set", "train.epochs=50", "--set", "train.device=cpu")
+    assert code == 0, err
+    rows = strict((tmp_path / "cv" / "results.json").read_text())["rows"]
+    by_lr = {r["train.lr"]: r for r in rows}
+    assert by_lr[1e6]["mean_diverged"] == 1.0 and by_lr[1e6]["mean_loss"] is None and by_lr[1e6]["rank"] == 2
+    assert by_lr[0.1]["mean_diverged"] == 0.0 and by_lr[0.1]["mean_loss"] > 0 and by_lr[0.1]["rank"] == 1
+
+
 def test_progress_bar_on_a_terminal_and_lines_otherwise():
     import io
 

@@ -8,7 +8,6 @@ with status 130 (SIGTERM likewise, with 143).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -76,7 +75,9 @@ def cmd_evaluate(args) -> int:
 
     metrics = commands.evaluate(args.run, args.data)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        from .files import json_text
+
+        print(json_text(metrics), end="")
     else:
         _print_metrics(metrics)
     return 0

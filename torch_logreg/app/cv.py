@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 
 import torch
@@ -25,7 +24,7 @@ from ..train import TrainingDiverged
 from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
-from .files import write_text_atomic
+from .files import json_text, write_text_atomic
 from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device, storage_dtype, target_kind
 from .runs import new_run_dir
 
@@ -108,9 +107,9 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             Xtr, Ttr = Xtr.index_select(0, fit_rows.to(device)), Ttr.index_select(0, fit_rows.to(device))
         try:
             fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val)
-            return metrics_lib.evaluate(model, Xte, Tte)
-        except TrainingDiverged:
-            return {"loss": math.nan}
+            return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
+        except TrainingDiverged:  # recorded as such (mean_diverged: the share of folds), ranked last
+            return {"loss": math.nan, "diverged": 1.0}
 
     def report(row: dict) -> None:
         if not quiet:
@@ -124,7 +123,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
     path = new_run_dir(cfg, f"cv-{name}", run_dir)
     write_text_atomic(path / "config.toml", cfg.to_toml())
-    write_text_atomic(path / "results.json", json.dumps({"folds": folds, "grid": grid, "rows": rows}, indent=2) + "\n")
+    write_text_atomic(path / "results.json", json_text({"folds": folds, "grid": grid, "rows": rows}))
     from torch.utils.tensorboard import SummaryWriter
 
     from .tensorboard import write_hparams

@@ -37,3 +37,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_write(path, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def json_text(obj) -> str:
+    """``obj`` as strict JSON text (indented, newline-terminated): NaN and infinities, which JSON
+    has no words for, are written as null."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"

@@ -3,7 +3,6 @@ precision-recall curves, the probability map of 2-D data, the weight images of i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from ..models import single_linear
 from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config
-from .files import write_text_atomic
+from .files import json_text, write_text_atomic
 from .fitting import SPLITS, Prepared
 
 
@@ -55,7 +54,7 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
         w_true = prep.true_weights[:-1] * scale
         w = layer.weight.detach()[0].double().cpu()
         out["true_weights_cosine"] = float(torch.dot(w, w_true) / (w.norm() * w_true.norm()))
-    write_text_atomic(run_dir / "metrics.json", json.dumps(out, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json_text(out))
     if writer is not None:
         from .plots import probability_map, weight_images
         from .tensorboard import write_hparams
