@@ -75,3 +75,15 @@ def test_bad_file_names_file_and_line(tmp_path):
         load_config(path)
     with pytest.raises(UsageError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_a_byte_order_mark_and_a_home_directory_are_read(tmp_path, monkeypatch):
+    path = tmp_path / "c.toml"
+    path.write_bytes("\ufeff[train]\nlr = 0.25\n[log]\ndir = \"~/runs\"\n".encode("utf-8"))
+    cfg = load_config(path)
+    assert cfg.train.lr == 0.25
+    from torch_logreg.app.runs import new_run_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = new_run_dir(cfg, "x", None)
+    assert run.parent == tmp_path / "runs"  # ~ expanded, as in data.path

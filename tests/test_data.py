@@ -138,3 +138,13 @@ def test_damaged_numpy_files_are_one_sentence(tmp_path):
     with pytest.raises(UsageError) as info:
         D.load_dataset(DataConfig(path=str(tmp_path / "text.npz")))
     assert "not an array saved by numpy.save" in str(info.value) and "allow_pickle" not in str(info.value)
+
+
+def test_text_labels_keep_their_spelling(tmp_path):
+    """"01" and "02" used to be renamed "1" and "2", and "2" and "02" merged into one class."""
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n1,01\n2,02\n3,2\n4,01\n5,02\n6,2\n")
+    ds = D.load_dataset(DataConfig(path=str(path), target="label"))
+    y, classes = D.encode_labels(ds.y, "softmax")
+    assert classes == ["01", "02", "2"] and y.tolist() == [0, 1, 2, 0, 1, 2]
+    assert D.encode_labels(np.array([0.0, 1.0, 2.0]), "softmax")[1] == ["0", "1", "2"]  # numbers read as numbers

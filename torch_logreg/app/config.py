@@ -302,7 +302,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted, as for CSV files
         except FileNotFoundError:
             raise UsageError(f"config file {path} does not exist") from None
         except (OSError, UnicodeDecodeError) as exc:

@@ -385,12 +385,16 @@ def _is_number(v) -> bool:
 
 
 def label_name(v) -> str:
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+    """A class's name: a number as it reads (2.0 -> "2"); text exactly as written, so "02" and "2"
+    stay two classes and "01" is not renamed "1"."""
+    if isinstance(v, (str, np.str_)):
+        return str(v).strip()
+    if isinstance(v, (bool, np.bool_)):
         return str(int(v))
     try:
         f = float(v)
-        return str(int(f)) if f.is_integer() else str(v)
-    except (TypeError, ValueError):
+        return str(int(f)) if f.is_integer() else str(f)
+    except (TypeError, ValueError, OverflowError):
         return str(v)
 
 

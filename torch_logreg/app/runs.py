@@ -36,7 +36,7 @@ def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
             raise UsageError(f"run directory {path} already exists and is not empty; choose another --run-dir")
         path.mkdir(parents=True, exist_ok=True)
         return path
-    root = Path(cfg.log.dir)
+    root = Path(cfg.log.dir).expanduser()  # ~ as in data.path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = root / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
