@@ -520,6 +520,29 @@ def test_predict_refuses_non_finite_and_damaged_numpy_inputs(capsys, tmp_path, t
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_predict_output_never_replaces_what_it_should_not(capsys, tmp_path, trained):
+    """--output used to replace whatever was at the path through a rename: the input itself, the
+    run's checkpoint, a symlink, a device node. Now only a regular file, and only with --force."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    inp = tmp_path / "in.csv"
+    inp.write_text(",".join(bunch.feature_names) + "\n" + ",".join(map(str, bunch.data[0])) + "\n")
+    before = inp.read_text()
+    args = ["predict", "--run", trained, "--input", inp, "--output"]
+    expect_error(capsys, "it is this command's input", *args, inp, "--force")
+    expect_error(capsys, "is a file of the run", *args, trained / "checkpoint.pt", "--force")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "target.csv")
+    expect_error(capsys, "is a symbolic link", *args, tmp_path / "link.csv", "--force")
+    expect_error(capsys, "is not a regular file", *args, "/dev/null", "--force")
+    (tmp_path / "old.csv").write_text("keep me\n")
+    expect_error(capsys, "old.csv exists; pass --force to replace it", *args, tmp_path / "old.csv")
+    assert (tmp_path / "old.csv").read_text() == "keep me\n" and inp.read_text() == before
+    assert not (tmp_path / "target.csv").exists()
+    code, out, err = run_cli(capsys, *args, tmp_path / "old.csv", "--force")
+    assert code == 0 and (tmp_path / "old.csv").read_text().startswith("probability_1,label"), err
+
+
 def test_missing_run_directory(capsys, tmp_path):
     expect_error(capsys, "does not exist", "evaluate", "--run", tmp_path / "nothing")
 

@@ -253,7 +253,7 @@ def test_export_mistakes_get_one_sentence_and_leave_the_run_alone(exported, tmp_
     expect_error(capsys, f"directory {tmp_path / 'missing'} does not exist",
                  "export", "--run", run_dir, "--format", "torchscript", "--output", tmp_path / "missing" / "m.pt")
     expect_error(capsys, "it is a directory", "export", "--run", run_dir, "--format", "state_dict", "--output", tmp_path)
-    expect_error(capsys, "export never overwrites a run's files",
+    expect_error(capsys, "is a file of the run",
                  "export", "--run", run_dir, "--format", "state_dict", "--output", run_dir / "checkpoint.pt")
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a))

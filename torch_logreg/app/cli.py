@@ -86,7 +86,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from . import commands
 
-    n = commands.predict(args.run, args.input, args.output)
+    n = commands.predict(args.run, args.input, args.output, force=args.force)
     print(f"wrote {n} predictions to {args.output}")
     return 0
 
@@ -94,7 +94,7 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from . import export
 
-    meta = export.export(args.run, args.format, args.output)
+    meta = export.export(args.run, args.format, args.output, force=args.force)
     print(f"wrote {args.format} model to {args.output}")
     print(f"input  {meta['input']!r}: {meta['input_dtype']} (N, {len(meta['columns'])}), columns "
           + ", ".join(meta["columns"]))
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
     p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
     p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write the model, with its input preparation, as ONNX, TorchScript or a state_dict",
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory (its checkpoint.pt, as predict uses)")
     p.add_argument("--format", metavar="FORMAT", required=True, help="onnx, torchscript or state_dict")
     p.add_argument("--output", metavar="PATH", required=True,
-                   help="file to write (its directory must exist; an existing file outside the run is replaced)")
+                   help="file to write (its directory must exist)")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never a file of the run)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("cv", help="k-fold cross-validation over config values", formatter_class=fmt,

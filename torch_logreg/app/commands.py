@@ -23,7 +23,7 @@ from . import data as data_lib
 from . import metrics as metrics_lib
 from .checkpoint import save_checkpoint
 from .config import Config
-from .files import atomic_write, write_text_atomic
+from .files import atomic_write, check_output, write_text_atomic
 from .fitting import (
     SPLITS,
     Prepared,
@@ -158,9 +158,10 @@ def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:
     return {"data": metrics_lib.evaluate(model, X, T)}
 
 
-def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
+def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False) -> int:
     """Write probabilities and labels for every row of ``input_path``; returns the row count."""
     path, payload, cfg = load_run(run_dir)
+    out_path = check_output(output_path, run_dir=path, inputs=[input_path], force=force)
     dev = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
@@ -180,9 +181,6 @@ def predict(run_dir: str | Path, input_path: str, output_path: str) -> int:
     else:
         header = [f"probability_{c}" for c in classes] + ["label"]
         rows = [[f"{p:.17g}" for p in row] + [classes[int(row.argmax())]] for row in out]
-    out_path = Path(output_path)
-    if not out_path.parent.exists():
-        raise UsageError(f"cannot write {out_path}: directory {out_path.parent} does not exist")
     with atomic_write(out_path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)

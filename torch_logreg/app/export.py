@@ -70,7 +70,7 @@ from ..devices import resolve_precision
 from ..errors import UsageError
 from ..models import MODELS
 from .data import Schema, Standardizer
-from .files import atomic_write
+from .files import atomic_write, check_output
 from .runs import load_run, model_from_checkpoint
 
 FORMATS = ("onnx", "torchscript", "state_dict")
@@ -193,20 +193,6 @@ def load_state_dict_export(path: str | Path) -> RawFeatureModel:
     return wrapper.requires_grad_(False).eval()
 
 
-def _check_output(output: Path, run_dir: Path) -> None:
-    """Refuse an output the user cannot mean, before anything is written."""
-    if output.is_dir():
-        raise UsageError(f"cannot write {output}: it is a directory; give a file name for --output")
-    parent = output.parent
-    if not parent.exists():
-        raise UsageError(f"cannot write {output}: directory {parent} does not exist")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {output}: {parent} is not a directory")
-    if output.exists() and run_dir.resolve() in output.resolve().parents:
-        raise UsageError(f"{output} is a file of the run {run_dir}; export never overwrites a run's files, "
-                         "choose another --output")
-
-
 def _needs(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
@@ -243,14 +229,14 @@ def _onnx_bytes(wrapper: RawFeatureModel, meta: dict) -> bytes:
     return program.model_proto.SerializeToString()
 
 
-def export(run_dir: str | Path, fmt: str, output: str | Path) -> dict:
+def export(run_dir: str | Path, fmt: str, output: str | Path, force: bool = False) -> dict:
     """Write the run's model as ``fmt`` to ``output``; returns the metadata. Nothing is written
     unless the whole export succeeds (the file appears at once), and the run is only read."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     output = Path(output)
     path, payload, cfg = load_run(run_dir)
-    _check_output(output, path)
+    output = check_output(output, run_dir=path, force=force)
     wrapper = RawFeatureModel.from_run(payload, cfg.train.dtype)  # the dtype predict runs the model in
     meta = metadata(wrapper, list(payload["classes"]))
     if fmt == "torchscript":

@@ -55,3 +55,36 @@ def json_text(obj) -> str:
         return v
 
     return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"
+
+
+def check_output(output: str | Path, *, run_dir: str | Path | None = None, inputs=(), force: bool = False) -> Path:
+    """The one check before a command writes a file the user named (``predict``, ``export``):
+    it refuses, in one sentence and before anything is written, a path that is a directory, a
+    symbolic link or another non-regular file (a device, a FIFO), one whose directory does not
+    exist, one of the command's own inputs, a file of the run, and an existing file unless
+    ``force``. The write itself then goes through :func:`atomic_write`."""
+    import stat
+
+    from ..errors import UsageError
+
+    output = Path(output).expanduser()
+    if output.is_symlink():
+        raise UsageError(f"cannot write {output}: it is a symbolic link; give the path of a regular file")
+    if output.is_dir():
+        raise UsageError(f"cannot write {output}: it is a directory; give a file name")
+    if not output.parent.exists():
+        raise UsageError(f"cannot write {output}: directory {output.parent} does not exist")
+    if not output.parent.is_dir():
+        raise UsageError(f"cannot write {output}: {output.parent} is not a directory")
+    if output.exists():
+        if not stat.S_ISREG(output.stat().st_mode):
+            raise UsageError(f"cannot write {output}: it is not a regular file")
+        target = output.resolve()
+        for source in inputs:
+            if Path(source).expanduser().resolve() == target:
+                raise UsageError(f"cannot write {output}: it is this command's input; choose another output file")
+        if run_dir is not None and Path(run_dir).resolve() in target.parents:
+            raise UsageError(f"cannot write {output}: it is a file of the run {run_dir}, which is never overwritten")
+        if not force:
+            raise UsageError(f"{output} exists; pass --force to replace it")
+    return output
