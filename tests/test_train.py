@@ -332,3 +332,29 @@ def test_history_tells_the_objective_from_the_loss(fast_path, batch_size):
     assert history.train_loss[0] == pytest.approx(loss, rel=1e-12)
     assert history.train_objective[0] > history.train_loss[0]
     assert history.val_loss[0] == pytest.approx(model.objective(X, T).item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["binary", "softmax"])
+def test_a_logistic_objective_that_explodes_is_divergence(kind):
+    """A classifier's objective grows only linearly in the weights: with lr = 1e6 it climbs to
+    thousands without overflowing, which used to end as a normal run. Past EXPLODED times its
+    first value it is divergence: the last good weights are kept."""
+    from torch_logreg.train import EXPLODED
+
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(200, 5, generator=gen, dtype=torch.float64)
+    y = make_targets(kind, 200, gen)
+    model = make_model(kind, 5).double()
+    kept = []
+
+    class LastGood(tl.Callback):
+        def on_epoch_end(self, state):
+            if state.checked and state.train_objective <= EXPLODED * max(state.history.train_objective[0], 1):
+                kept.append([p.detach().clone() for p in model.parameters()])
+
+    with pytest.raises(tl.TrainingDiverged, match="the objective became") as info:
+        tl.fit(model, X, y, lr=1e6, epochs=100, tol=0, device="cpu", callbacks=[LastGood()])
+    history = info.value.history
+    assert history.stop_reason == "diverged" and history.n_epochs < 100
+    assert history.train_objective[-1] > EXPLODED * max(history.train_objective[0], 1)
+    assert kept and all(torch.equal(p, q) for p, q in zip(model.parameters(), kept[-1]))

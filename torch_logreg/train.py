@@ -14,7 +14,8 @@ with validation data, the validation loss has not improved for ``patience`` epoc
 ("early_stopping", best weights restored); without it, the training loss has not improved for
 ``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback sets
 ``state.stop_reason`` (which becomes the run's stop reason, e.g. "interrupted"). A non-finite
-training loss restores the last finite weights and raises :class:`TrainingDiverged`.
+objective, or one above ``EXPLODED`` times its first value (or 1), restores the last good weights
+and raises :class:`TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
 from .steps import select
+
+
+#: the objective counts as diverged above this multiple of its first value (or of 1, if larger)
+EXPLODED = 1e3
 
 
 class TrainingDiverged(FloatingPointError):
@@ -431,7 +436,7 @@ class Trainer:
             cb.on_train_end(state)
         if stop_reason == "diverged":
             raise TrainingDiverged(
-                f"training diverged: the objective became {history.train_objective[-1]} at epoch {self.epoch} "
+                f"training diverged: the objective became {history.train_objective[-1]:.6g} at epoch {self.epoch} "
                 f"with lr={self.lr:g}; the model holds the last finite weights. "
                 "Try a smaller learning rate.",
                 history,
@@ -470,6 +475,12 @@ class Trainer:
         state.val_loss, state.grad_norm = val_loss, grad_norm
 
         if not (math.isfinite(train_objective) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
+            self._restore(params, self.last_good)
+            return "diverged"
+        # an objective far above where the run started is divergence too, before it overflows: a
+        # logistic model's objective grows only linearly in the weights, so a too-large step can
+        # climb for a long time without ever reaching infinity
+        if train_objective > EXPLODED * max(history.train_objective[0], 1.0):
             self._restore(params, self.last_good)
             return "diverged"
         # the spare now holds these finite parameters: it becomes the last good copy
