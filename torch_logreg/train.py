@@ -34,7 +34,6 @@ from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
 from .steps import select
 
-
 #: the objective counts as diverged above this multiple of its first value (or of 1, if larger)
 EXPLODED = 1e3
 
