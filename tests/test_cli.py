@@ -569,7 +569,7 @@ def test_ecommerce_style_csv_with_categorical_column(capsys, tmp_path):
     assert run_cli(capsys, "predict", "--run", run_dir, "--input", pred_in, "--output", tmp_path / "p.csv")[0] == 0
     pred_in.write_text(lines[0].rsplit(",", 1)[0] + "\n1,3,2.5,0,7\n")
     expect_error(capsys, "category '7' was not seen in training", "predict", "--run", run_dir, "--input", pred_in,
-                 "--output", tmp_path / "p.csv")
+                 "--output", tmp_path / "p.csv", "--force")
 
 
 # --- exact solvers and cross-validation from the command line ---------------------------------
@@ -719,3 +719,16 @@ def test_cuda_graph_needs_cuda_and_full_batch(capsys, tmp_path):
                  "--set", "train.device=cpu")
     assert not (tmp_path / "cv").exists()
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(capsys, tmp_path):
+    """Divergence in the first epochs used to leave a directory with a config and no checkpoint,
+    which resume could not use. Now the directory is removed, and the message says so."""
+    line = expect_error(capsys, "training diverged", "train", "--quiet", "--run-dir", tmp_path / "r",
+                        "--set", "train.lr=1e6", "--set", "log.checkpoint_every=1000", "--set", "train.device=cpu")
+    assert "run directory" in line and "so it was removed" in line
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "empty").mkdir()  # a directory the user made is kept, empty as it was
+    expect_error(capsys, "what this run wrote in it was removed", "train", "--quiet", "--run-dir", tmp_path / "empty",
+                 "--set", "train.lr=1e6", "--set", "log.checkpoint_every=1000", "--set", "train.device=cpu")
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

@@ -121,10 +121,32 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
     path = None
+    existed = run_dir is not None and Path(run_dir).exists()
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
         write_text_atomic(path / "config.toml", cfg.to_toml())
-    return _run(cfg, path, prep, model, device, dtype, quiet)
+    try:
+        return _run(cfg, path, prep, model, device, dtype, quiet)
+    except (UsageError, KeyboardInterrupt, ValueError, TypeError) as exc:
+        # a run directory is complete enough to resume (it has a checkpoint) or it is removed
+        if path is None or (path / "checkpoint.pt").exists():
+            raise
+        _discard(path, keep_directory=existed)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        what = "what this run wrote in it was removed" if existed else "it was removed"
+        raise UsageError(f"{exc} (no checkpoint was written to the run directory {path}, so {what})") from None
+
+
+def _discard(path: Path, keep_directory: bool) -> None:
+    """Remove a run directory this command made (only the files in it, if it was there before)."""
+    import shutil
+
+    if not keep_directory:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for child in path.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) -> RunResult:
