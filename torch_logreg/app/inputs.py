@@ -40,7 +40,7 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
         else:
             try:
                 arr = np.load(path, mmap_mode="r") if suffix == ".npy" else np.load(path)["X"]
-                X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
+                X = torch.from_numpy(np.array(arr, dtype=np.float64))  # a copy: the memory map is read-only
             except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
                 raise UsageError(f"{path} is not a readable NumPy file with features: {data_lib.numpy_error(exc)}") from None
             y = None
