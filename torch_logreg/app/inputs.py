@@ -39,8 +39,13 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
             X, y = ds.X, ds.y
         else:
             try:
-                arr = np.load(path, mmap_mode="r") if suffix == ".npy" else np.load(path)["X"]
-                X = torch.from_numpy(np.array(arr, dtype=np.float64))  # a copy: the memory map is read-only
+                with open(path, "rb") as fh:  # our own handle: closed even when NumPy gives up half way
+                    if suffix == ".npy":
+                        arr = np.load(fh)
+                    else:
+                        with np.load(fh) as archive:
+                            arr = archive["X"]
+                X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
             except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
                 raise UsageError(f"{path} is not a readable NumPy file with features: {data_lib.numpy_error(exc)}") from None
             y = None
