@@ -265,7 +265,7 @@ def numpy_error(exc: Exception) -> str:
 def load_numpy(path: Path, target: str) -> Dataset:
     try:
         if path.suffix == ".npz":
-            with np.load(path) as archive:
+            with open(path, "rb") as fh, np.load(fh) as archive:  # our handle: closed even if NumPy fails
                 if "X" not in archive or "y" not in archive:
                     raise UsageError(f"{path}: an .npz file needs arrays named 'X' and 'y', found {', '.join(archive.files)}")
                 X, y = archive["X"], archive["y"]
