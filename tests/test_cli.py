@@ -732,3 +732,13 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_directory(capsys
     expect_error(capsys, "what this run wrote in it was removed", "train", "--quiet", "--run-dir", tmp_path / "empty",
                  "--set", "train.lr=1e6", "--set", "log.checkpoint_every=1000", "--set", "train.device=cpu")
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_a_run_directory_that_cannot_be_made_is_one_sentence(capsys, tmp_path):
+    (tmp_path / "afile").write_text("")
+    expect_error(capsys, f"{tmp_path / 'afile'} is a file, not a directory", "train", "--quiet", "--run-dir",
+                 tmp_path / "afile" / "run", "--set", "train.epochs=2", "--set", "train.device=cpu")
+    expect_error(capsys, f"{tmp_path / 'afile'} is a file, not a directory", "train", "--quiet",
+                 "--set", f"log.dir={tmp_path / 'afile'}", "--set", "train.epochs=2", "--set", "train.device=cpu")
+    expect_error(capsys, "data.path is empty; leave it out to use data.name", "train", "--quiet",
+                 "--set", "data.path=", "--set", f"log.dir={tmp_path}")

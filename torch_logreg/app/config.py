@@ -195,6 +195,9 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
     _validate_model(cfg, sources)
+    if "data.path" in sources and not cfg.data.path.strip():  # "" would silently mean the default data set
+        raise UsageError(f"{sources['data.path']}: data.path is empty; leave it out to use data.name "
+                         f"({cfg.data.name!r}), or give a file")
     _validate_update_rule(cfg, sources)
     where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:

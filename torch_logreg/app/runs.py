@@ -31,21 +31,37 @@ class RunResult:
 def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
     """A fresh directory: an existing run is never overwritten."""
     if run_dir:
-        path = Path(run_dir)
+        path = Path(run_dir).expanduser()
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise UsageError(f"run directory {path} already exists and is not empty; choose another --run-dir")
-        path.mkdir(parents=True, exist_ok=True)
+        _make_directory(path, exist_ok=True)
         return path
     root = Path(cfg.log.dir).expanduser()  # ~ as in data.path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for i in range(1000):
         path = root / (f"{name}-{stamp}" + (f"-{i}" if i else ""))
         try:
-            path.mkdir(parents=True)
+            _make_directory(path, exist_ok=False)
             return path
         except FileExistsError:
             continue
     raise UsageError(f"cannot create a new run directory under {root}")
+
+
+def _make_directory(path: Path, exist_ok: bool) -> None:
+    """``mkdir -p``, with a user's mistake (a file where a directory must go, no permission, a full
+    or read-only disk) as one sentence."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok:
+            raise
+        raise UsageError(f"cannot create run directory {path}: a file of that name is in the way") from None
+    except NotADirectoryError:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise UsageError(f"cannot create run directory {path}: {blocker} is a file, not a directory") from None
+    except OSError as exc:
+        raise UsageError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
 
 
 def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weights=None) -> dict:
