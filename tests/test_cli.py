@@ -742,3 +742,32 @@ def test_a_run_directory_that_cannot_be_made_is_one_sentence(capsys, tmp_path):
                  "--set", f"log.dir={tmp_path / 'afile'}", "--set", "train.epochs=2", "--set", "train.device=cpu")
     expect_error(capsys, "data.path is empty; leave it out to use data.name", "train", "--quiet",
                  "--set", "data.path=", "--set", f"log.dir={tmp_path}")
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda p: p.pop("standardizer"), "'standardizer'"),
+        (lambda p: p["standardizer"].update(scale=torch.zeros(30, dtype=torch.float64)), "scale that is not positive"),
+        (lambda p: p["standardizer"].update(mean=torch.zeros(3, dtype=torch.float64)), "not two vectors of one length"),
+        (lambda p: p["schema"].pop("columns"), "'columns'"),
+        (lambda p: p.update(classes=[0, 1]), "class names are not a list of strings"),
+        (lambda p: p["rng"].update(torch=torch.zeros(3)), "random-number state is not a byte tensor"),
+        (lambda p: p["trainer"].pop("history"), "'history'"),
+    ],
+)
+def test_a_checkpoint_with_a_damaged_part_is_named_before_any_work(capsys, tmp_path, damage, message):
+    """The format marker alone used to let a checkpoint through, to fail later in a traceback."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "data" / "run_0_1_0", run_dir)
+    payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    damage(payload)
+    torch.save(payload, run_dir / "checkpoint.pt")
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    for cmd in (["evaluate", "--run", run_dir], ["resume", "--run", run_dir, "--quiet"],
+                ["export", "--run", run_dir, "--format", "state_dict", "--output", tmp_path / "m.pt"]):
+        line = expect_error(capsys, "is incomplete or from another program", *cmd)
+        assert message in line
+    assert (run_dir / "checkpoint.pt").read_bytes() == before

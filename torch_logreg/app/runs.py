@@ -150,9 +150,36 @@ def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, d
         cfg = config_from_dict(payload["config"])
         if payload["model_class"] not in MODELS:
             raise KeyError(payload["model_class"])
-    except (KeyError, TypeError, AttributeError, UsageError) as exc:
+        _check_parts(payload)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, UsageError) as exc:
         raise UsageError(f"checkpoint {path / which} is incomplete or from another program ({exc})") from None
     return path, payload, cfg
+
+
+def _check_parts(payload: dict) -> None:
+    """Every part a command reads, read once here, so a damaged one is named before any work."""
+    from . import data as data_lib
+
+    schema = data_lib.Schema.from_dict(payload["schema"])
+    std = payload["standardizer"]
+    mean, scale = std["mean"], std["scale"]
+    if not (isinstance(mean, Tensor) and isinstance(scale, Tensor) and mean.dim() == 1 and mean.shape == scale.shape):
+        raise ValueError("the standardizer is not two vectors of one length")
+    if not bool(torch.isfinite(mean).all() and (scale > 0).all()):
+        raise ValueError("the standardizer holds a non-finite mean or a scale that is not positive")
+    width = len(schema.columns) + sum(len(v) - 1 for v in schema.categorical.values()) + int(schema.add_radius)
+    if mean.shape[0] not in (width, payload["model_args"]["n_features"]):
+        raise ValueError(f"the standardizer has {mean.shape[0]} columns, the model {payload['model_args']['n_features']}")
+    if not isinstance(payload["classes"], list) or not all(isinstance(c, str) for c in payload["classes"]):
+        raise ValueError("the class names are not a list of strings")
+    if not isinstance(payload["kind"], str):
+        raise ValueError("the model kind is not a name")
+    trainer = payload["trainer"]
+    for key in ("epoch", "step", "last_good", "history", "generator"):
+        trainer[key]  # noqa: B018 (a KeyError names the missing part)
+    rng = payload["rng"]["torch"]
+    if not (isinstance(rng, Tensor) and rng.dtype == torch.uint8):
+        raise ValueError("the random-number state is not a byte tensor")
 
 
 def model_from_checkpoint(payload: dict, device=None, dtype=None):
