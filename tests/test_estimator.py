@@ -271,3 +271,10 @@ def test_first_order_solver_refuses_weights(iris):
     X, y = iris
     with pytest.raises(ValueError, match="does not support sample_weight or class_weight"):
         LogisticRegressionClassifier(solver="gd", class_weight="balanced").fit(X, y)
+
+
+def test_features_whose_hessian_overflows_float32_are_a_clear_error(cancer):
+    """X * 1e20 in float32 used to end inside LAPACK (a rank error, or an internal assertion)."""
+    X, y = cancer
+    with pytest.raises(ValueError, match=r"X has values up to .*overflows float32; standardize the features or use float64"):
+        LogisticRegressionClassifier(dtype="float32").fit(X * 1e20, y)

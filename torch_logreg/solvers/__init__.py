@@ -135,6 +135,12 @@ def fit_exact(
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
     X, T, w = prepare(model, X, y, sample_weight)
+    if solver == "newton" and X.numel():
+        # the Hessian sums x_i x_j over the rows: it must not overflow the model's dtype
+        big, limit = X.abs().max().item(), torch.finfo(X.dtype).max
+        if big * big * X.shape[0] >= limit:
+            raise ValueError(f"X has values up to {big:.3g}: the Newton Hessian (sums of x_i x_j over {X.shape[0]} rows) "
+                             f"overflows {str(X.dtype).replace('torch.', '')}; standardize the features or use float64")
 
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
