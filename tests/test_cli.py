@@ -771,3 +771,11 @@ def test_a_checkpoint_with_a_damaged_part_is_named_before_any_work(capsys, tmp_p
         line = expect_error(capsys, "is incomplete or from another program", *cmd)
         assert message in line
     assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("key", ["model.kind=logistic,softmax", "data.path=a.csv,b.csv", "data.val_fraction=0.1,0.2"])
+def test_cv_refuses_a_grid_it_would_ignore(capsys, tmp_path, key):
+    """These values are read once, before the folds: every row used to come out the same."""
+    expect_error(capsys, "cv compares training settings on one data set", "cv", "--grid", key, "--run-dir",
+                 tmp_path / "cv")
+    assert not (tmp_path / "cv").exists()
