@@ -779,3 +779,18 @@ def test_cv_refuses_a_grid_it_would_ignore(capsys, tmp_path, key):
     expect_error(capsys, "cv compares training settings on one data set", "cv", "--grid", key, "--run-dir",
                  tmp_path / "cv")
     assert not (tmp_path / "cv").exists()
+
+
+def test_resume_refuses_an_edited_config(capsys, tmp_path):
+    """resume used to ignore an edited config.toml, which then no longer described the run."""
+    import shutil
+
+    run_dir = tmp_path / "old"
+    shutil.copytree(Path(__file__).parent / "data" / "run_0_1_0", run_dir)
+    text = (run_dir / "config.toml").read_text()
+    (run_dir / "config.toml").write_text(text.replace("lr = 0.1\n", "lr = 0.25\n"))
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    expect_error(capsys, "config.toml was edited after the run started (train.lr)", "resume", "--run", run_dir)
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    (run_dir / "config.toml").write_text(text)
+    assert run_cli(capsys, "resume", "--run", run_dir, "--quiet")[0] == 0

@@ -87,3 +87,13 @@ def test_a_byte_order_mark_and_a_home_directory_are_read(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     run = new_run_dir(cfg, "x", None)
     assert run.parent == tmp_path / "runs"  # ~ expanded, as in data.path
+
+
+def test_an_empty_data_path_means_the_built_in_set_in_a_file_but_not_from_set(tmp_path):
+    """A saved config.toml writes path = "" for a built-in data set, and must read back (train
+    --config runs/X/config.toml repeats a run); an empty --set data.path=$DATA is a mistake."""
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nname = "digits"\npath = ""\n')
+    assert load_config(path).data.name == "digits"
+    with pytest.raises(UsageError, match="data.path is empty"):
+        load_config(path, ["data.path="])

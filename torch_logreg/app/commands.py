@@ -154,6 +154,7 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) 
     if payload.get("finished"):
         raise UsageError(f"run {path} already finished ({payload['trainer']['history']['stop_reason']}); "
                          "start a new one with train")
+    _check_config_unchanged(path, cfg)
     if device:
         cfg.train.device = device
     dev, rank0 = start_distributed(cfg)
@@ -162,6 +163,25 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) 
     prep = prepare(cfg, dev, dtype, standardizer)
     model = model_from_checkpoint(payload, dev, dtype)
     return _run(cfg, path if rank0 else None, prep, model, dev, dtype, quiet, resume_state=payload)
+
+
+def _check_config_unchanged(path: Path, cfg: Config) -> None:
+    """resume continues the run as it started, from the config in its checkpoint: an edited
+    config.toml would no longer describe it, so it is refused rather than ignored."""
+    from .config import load_config
+
+    saved = path / "config.toml"
+    if not saved.exists():
+        return
+    try:
+        edited = load_config(saved).to_dict() != cfg.to_dict()
+    except UsageError as exc:
+        raise UsageError(f"{saved} no longer reads as this run's config ({exc}); restore it to resume") from None
+    if edited:
+        keys = [f"{s}.{k}" for s, body in cfg.to_dict().items() for k, v in body.items()
+                if load_config(saved).to_dict()[s][k] != v]
+        raise UsageError(f"{saved} was edited after the run started ({', '.join(keys)}); resume continues the run "
+                         "as it was configured: restore the file, or start a new run with train --config")
 
 
 def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:

@@ -195,7 +195,9 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
     _validate_model(cfg, sources)
-    if "data.path" in sources and not cfg.data.path.strip():  # "" would silently mean the default data set
+    # "--set data.path=$DATA" with $DATA unset would silently mean the default data set (in a file,
+    # path = "" is how a saved config.toml says "the built-in data set")
+    if sources.get("data.path", "").startswith("--set") and not cfg.data.path.strip():
         raise UsageError(f"{sources['data.path']}: data.path is empty; leave it out to use data.name "
                          f"({cfg.data.name!r}), or give a file")
     _validate_update_rule(cfg, sources)
