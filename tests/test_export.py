@@ -115,7 +115,7 @@ def encoded(csv_path: Path, meta: dict) -> np.ndarray:
     return out
 
 
-# loads each exported file in a process that has imported nothing of this session; the TorchScript and
+# loads each exported file in a new process that has imported nothing of this test run; the TorchScript and
 # ONNX files must not need torch_logreg at all
 FRESH = r"""
 import json, sys
