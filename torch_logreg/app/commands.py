@@ -174,12 +174,11 @@ def _check_config_unchanged(path: Path, cfg: Config) -> None:
     if not saved.exists():
         return
     try:
-        edited = load_config(saved).to_dict() != cfg.to_dict()
+        on_disk = load_config(saved).to_dict()
     except UsageError as exc:
         raise UsageError(f"{saved} no longer reads as this run's config ({exc}); restore it to resume") from None
-    if edited:
-        keys = [f"{s}.{k}" for s, body in cfg.to_dict().items() for k, v in body.items()
-                if load_config(saved).to_dict()[s][k] != v]
+    keys = [f"{s}.{k}" for s, body in cfg.to_dict().items() for k, v in body.items() if on_disk[s][k] != v]
+    if keys:
         raise UsageError(f"{saved} was edited after the run started ({', '.join(keys)}); resume continues the run "
                          "as it was configured: restore the file, or start a new run with train --config")
 

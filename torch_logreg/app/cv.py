@@ -42,7 +42,7 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
             raise UsageError(f"--grid expects KEY=V1,V2,... (e.g. train.l2=0,0.01), got {item!r}")
         if key in grid:
             raise UsageError(f"--grid names {key} twice")
-        if key.split(".")[0] in ("data", "log") and key != "data.standardize" or key == "model.kind":
+        if (key.split(".")[0] in ("data", "log") and key != "data.standardize") or key == "model.kind":
             raise UsageError(f"--grid {key}: cv compares training settings on one data set and one kind of model "
                              f"(train.*, model.* but kind, data.standardize); run cv once per {key} instead")
         parsed = []

@@ -3,6 +3,8 @@ parameters, and a step count), saved and restored for an exact resume."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
@@ -13,7 +15,7 @@ from .. import arguments
 DEFAULTS = {"momentum": 0.9, "betas": (0.9, 0.999), "eps": None, "alpha": 0.99, "weight_decay": 0.01}
 
 
-class Optimizer:
+class Optimizer(ABC):
     """``step(params, grads, lr)`` updates ``params`` in place from ``grads`` (both dicts keyed by
     parameter name). Subclasses declare ``defaults`` (hyper-parameter -> torch.optim's default)
     and ``buffers`` (the per-parameter state, zero at the start), and write ``update``."""
@@ -45,8 +47,9 @@ class Optimizer:
         self.steps += 1
         self.update(params, grads, lr)
 
+    @abstractmethod
     def update(self, params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
-        raise NotImplementedError
+        """One step of the rule on every parameter, in place (``self.steps`` already counts it)."""
 
     def key(self) -> tuple:
         """What a captured CUDA graph depends on besides the learning rate."""
