@@ -1,5 +1,6 @@
 """Inference against statsmodels' Logit and MNLogit on the reference data sets it ships."""
 
+import warnings
 
 import numpy as np
 import pytest
@@ -7,7 +8,14 @@ import statsmodels.api as sm
 import torch
 
 import torch_logreg as tl
-from torch_logreg.inference import PerfectSeparationError, SeparationWarning, find_separation, infer
+from torch_logreg.inference import (
+    CollinearityWarning,
+    PerfectSeparationError,
+    SeparationWarning,
+    find_separation,
+    infer,
+    rcond_bounds,
+)
 from torch_logreg.solvers import fit_exact, prepare
 
 from conftest import DEVICES
@@ -183,3 +191,155 @@ def test_inference_needs_a_logistic_model():
         infer(tl.LinearRegression(2).double(), np.zeros((3, 2)), np.zeros(3))
     with pytest.raises(ValueError, match="one binary output or a softmax"):
         infer(tl.LogisticRegression(2, n_outputs=2).double(), np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+# --- collinearity -----------------------------------------------------------------------------
+
+
+def _collinearity_data(link):
+    """300 samples of three standard-normal features; binary or 3-class responses that depend on them."""
+    rng = np.random.default_rng(1)
+    n = 300
+    X = rng.normal(size=(n, 3))
+    eta = X @ np.array([0.8, -0.6, 0.4])
+    if link == "binary":
+        return X, (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
+    P = np.exp(np.column_stack([np.zeros(n), eta, -X[:, 1]]))
+    P /= P.sum(1, keepdims=True)
+    return X, (rng.random(n)[:, None] > P.cumsum(1)).sum(1)
+
+
+def _model(link, d):
+    return tl.LogisticRegression(d) if link == "binary" else tl.SoftmaxRegression(d, 3)
+
+
+def _named_columns(message):
+    """The parameter names quoted in a collinearity message."""
+    import re
+
+    return set(re.findall(r"'([^']*)'", message.split(":", 1)[1]))
+
+
+def _rcond_and_bound(message):
+    """``(rcond, bound)`` as a collinearity message states them."""
+    rcond, bound = message.split("number ", 1)[1].split(")", 1)[0].split(" < ")
+    return float(rcond), float(bound)
+
+
+#: an extra column "e" built from a, b, c, and the columns a refusal must name
+SINGULAR_CASES = {
+    "duplicate": (lambda X: X[:, 1], {"b", "e"}),
+    "combination": (lambda X: X[:, 0] - 2 * X[:, 2], {"a", "c", "e"}),
+    "constant": (lambda X: np.full(len(X), 2.0), {"const", "e"}),
+}
+
+
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+@pytest.mark.parametrize("case", sorted(SINGULAR_CASES))
+def test_singular_design_is_refused_naming_the_columns(link, case):
+    X, y = _collinearity_data(link)
+    extra, responsible = SINGULAR_CASES[case]
+    X = np.column_stack([X, extra(X)])
+    with pytest.raises(ValueError, match=r"^the design is singular \(reciprocal condition number ") as info:
+        _fit_and_infer(_model(link, 4), X, y, feature_names=["a", "b", "c", "e"])
+    message = str(info.value)
+    assert _named_columns(message) == responsible, message
+    assert message.endswith("are collinear; drop one of them so standard errors exist")
+    rcond, bound = _rcond_and_bound(message)
+    assert rcond < 1e-14 and bound == pytest.approx(rcond_bounds(torch.float64)[0], rel=0.05)  # 1.6e-10
+
+
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+@pytest.mark.parametrize("case", ["duplicate", "constant"])
+def test_singular_design_is_refused_in_float32(link, case):
+    X, y = _collinearity_data(link)
+    extra, responsible = SINGULAR_CASES[case]
+    X = np.column_stack([X, extra(X)])
+    model = _model(link, 4).float()
+    result = fit_exact(model, X, y, tol=1e-5)
+    with pytest.raises(ValueError, match=r"^the design is singular \(reciprocal condition number ") as info:
+        infer(model, X, y, result=result, feature_names=["a", "b", "c", "e"])
+    assert _named_columns(str(info.value)) == responsible
+    rcond, bound = _rcond_and_bound(str(info.value))
+    assert rcond < 1e-14 and bound == pytest.approx(rcond_bounds(torch.float32)[0], rel=0.05)  # 4.7e-5
+
+
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+def test_empty_column_is_refused_by_name(link):
+    X, y = _collinearity_data(link)
+    X = np.column_stack([X, np.zeros(len(X))])
+    with pytest.raises(ValueError, match=r"^the design is singular: column 'e' has zero or non-finite information"):
+        _fit_and_infer(_model(link, 4), X, y, feature_names=["a", "b", "c", "e"])
+
+
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+def test_two_linear_relations_ask_for_two_columns_to_go(link):
+    X, y = _collinearity_data(link)
+    X = np.column_stack([X, X[:, 1], 3 * X[:, 0]])
+    with pytest.raises(ValueError, match=r"drop 2 of them \(one per linear relation\)") as info:
+        _fit_and_infer(_model(link, 5), X, y)
+    assert _named_columns(str(info.value)) == {"x1", "x2", "x4", "x5"}
+
+
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+def test_scaled_column_is_not_refused_and_matches_statsmodels(link):
+    """A column in units 1e6 times smaller: the unit-diagonal scaling sees the same design."""
+    X, y = _collinearity_data(link)
+    X = X * np.array([1.0, 1e6, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollinearityWarning)
+        _, res = _fit_and_infer(_model(link, 3), X, y)
+    Xc = sm.add_constant(X)
+    if link == "binary":
+        ref = sm.Logit(y, Xc).fit(disp=0, method="newton", tol=1e-12, maxiter=100)
+        params, bse = ref.params, ref.bse
+    else:
+        ref = sm.MNLogit(y, Xc).fit(disp=0, method="newton", tol=1e-12, maxiter=100)
+        params, bse = np.asarray(ref.params).T, np.asarray(ref.bse).T
+    np.testing.assert_allclose(res.params, params, rtol=1e-6)
+    np.testing.assert_allclose(res.bse, bse, rtol=1e-6)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
+
+
+def test_well_conditioned_designs_give_no_warning(spector, anes96):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollinearityWarning)
+        _fit_and_infer(tl.LogisticRegression(3), *spector[:2])
+        _fit_and_infer(tl.SoftmaxRegression(anes96[0].shape[1], 7), *anes96[:2])
+        for link in ("binary", "softmax"):
+            _fit_and_infer(_model(link, 3), *_collinearity_data(link))
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("link", ["binary", "softmax"])
+def test_nearly_collinear_design_warns_and_still_reports(link):
+    """A copy of b blurred by noise of 1e-4 its scale: rcond ~1e-9, well between the two bounds."""
+    X, y = _collinearity_data(link)
+    X = np.column_stack([X, X[:, 1] + 1e-4 * np.random.default_rng(2).normal(size=len(X))])
+    with pytest.warns(CollinearityWarning, match=r"^the design is nearly singular \(reciprocal condition number") as rec:
+        _, res = _fit_and_infer(_model(link, 4), X, y, feature_names=["a", "b", "c", "e"])
+    messages = [str(w.message) for w in rec if issubclass(w.category, CollinearityWarning)]
+    assert len(messages) == 1 and _named_columns(messages[0]) == {"b", "e"}, messages
+    rcond, bound = _rcond_and_bound(messages[0])
+    singular, collinear = rcond_bounds(torch.float64)
+    assert 4 * singular < rcond < collinear / 4 and bound == pytest.approx(collinear, rel=0.05)
+    Xc = sm.add_constant(X)
+    if link == "binary":
+        ref = sm.Logit(y, Xc).fit(disp=0, method="newton", tol=1e-12, maxiter=100)
+        bse = ref.bse
+    else:
+        ref = sm.MNLogit(y, Xc).fit(disp=0, method="newton", tol=1e-12, maxiter=100)
+        bse = np.asarray(ref.bse).T
+    assert res.bse.max() > 100  # the price of the near collinearity
+    np.testing.assert_allclose(res.bse, bse, rtol=1e-4)
+
+
+def test_estimator_names_the_collinear_columns():
+    import pandas as pd
+
+    X, y = _collinearity_data("binary")
+    frame = pd.DataFrame(X, columns=["age", "income", "height"]).assign(income_copy=X[:, 1])
+    est = tl.LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(frame, y)
+    with pytest.raises(tl.InferenceUnavailable, match="the design is singular") as info:
+        _ = est.inference_
+    assert _named_columns(str(info.value).split("fit: ", 1)[1]) == {"income", "income_copy"}

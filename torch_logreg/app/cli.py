@@ -67,13 +67,14 @@ def _finish(result) -> int:
 def cmd_resume(args) -> int:
     from . import commands
 
-    return _finish(commands.resume(args.run, quiet=args.quiet, device=args.device))
+    return _finish(commands.resume(args.run, quiet=args.quiet, device=args.device, overrides=args.set,
+                                   allow_changed_data=args.allow_changed_data))
 
 
 def cmd_evaluate(args) -> int:
     from . import commands
 
-    metrics = commands.evaluate(args.run, args.data)
+    metrics = commands.evaluate(args.run, args.data, allow_changed_data=args.allow_changed_data)
     if args.json:
         from .files import json_text
 
@@ -86,7 +87,8 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from . import commands
 
-    n = commands.predict(args.run, args.input, args.output, force=args.force)
+    n = commands.predict(args.run, args.input, args.output, force=args.force,
+                         allow_changed_data=args.allow_changed_data)
     print(f"wrote {n} predictions to {args.output}")
     return 0
 
@@ -172,8 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("resume", help="continue an interrupted run exactly", formatter_class=fmt)
+    def allow_changed(p, what):
+        p.add_argument("--allow-changed-data", action="store_true",
+                       help=f"go on when {what} (default: refuse, naming what changed)")
+
+    p = sub.add_parser("resume", help="continue an interrupted run exactly", formatter_class=fmt,
+                       description="Continue a run from its checkpoint on the same data and config. --set may change what "
+                                   "does not define the run: the epoch limit, the device, the stopping and logging "
+                                   "settings (e.g. --set train.epochs=500 continues a run that stopped at its epoch "
+                                   "limit; other keys are refused with the list); config.toml is updated to match.")
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="change a value the run may change (repeatable; default: none)")
+    allow_changed(p, "the data file differs from the one the run was trained on")
     p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     p.set_defaults(func=cmd_resume)
@@ -183,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="a CSV/.npy/.npz file with the target (default: the run's own train/val/test splits)")
     p.add_argument("--json", action="store_true", help="print JSON (default: a text table)")
+    allow_changed(p, "the run's data file or config.toml changed since training")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="write probabilities and labels for new rows", formatter_class=fmt)
@@ -190,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
     p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
     p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
+    allow_changed(p, "the run's config.toml changed since training")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write the model, with its input preparation, as ONNX, TorchScript or a state_dict",
@@ -225,12 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as exc:
-        if os.environ.get("TORCH_LOGREG_DEBUG"):
-            raise
-        print(f"torch-logreg: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as exc:
-        # the library's input checks name the problem; show them as user errors
         if os.environ.get("TORCH_LOGREG_DEBUG"):
             raise
         print(f"torch-logreg: error: {exc}", file=sys.stderr)

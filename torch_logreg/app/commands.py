@@ -21,6 +21,7 @@ from ..registry import EXACT_SOLVERS
 from ..train import Callback, TrainingDiverged, TrainState
 from . import data as data_lib
 from . import metrics as metrics_lib
+from . import sources
 from .checkpoint import save_checkpoint
 from .config import Config
 from .files import atomic_write, check_output, write_text_atomic
@@ -149,25 +150,47 @@ def _discard(path: Path, keep_directory: bool) -> None:
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
-def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None) -> RunResult:
+# what resume --set may change: how long the run goes on, where, and how it is watched; the rest
+# (data, model, solver, learning rate, penalties, seed) defines the run and stays as it started
+RESUMABLE = ("train.epochs", "train.device", "train.tol", "train.patience", "train.check_every",
+             "train.grad_check_every", "log.every", "log.checkpoint_every", "log.histograms_every")
+
+
+def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None, overrides: list[str] = (),
+           allow_changed_data: bool = False) -> RunResult:
+    """Continue a run from its checkpoint, on the same data and config; ``overrides``
+    (``key=value``, keys of :data:`RESUMABLE`) extend or re-watch it, e.g. ``train.epochs=500``
+    to go on after a run that stopped at its epoch limit. config.toml is rewritten with them."""
+    from .config import apply_overrides
+
     path, payload, cfg = load_run(run_dir)
-    if payload.get("finished"):
-        raise UsageError(f"run {path} already finished ({payload['trainer']['history']['stop_reason']}); "
-                         "start a new one with train")
-    _check_config_unchanged(path, cfg)
+    _check_config_unchanged(path, cfg, "resume")
+    changed = apply_overrides(cfg, overrides, allowed=RESUMABLE)
     if device:
         cfg.train.device = device
+    if payload.get("finished"):
+        reason = payload["trainer"]["history"]["stop_reason"]
+        more = reason == "max_epochs" and cfg.train.solver not in EXACT_SOLVERS and cfg.train.epochs > payload["epoch"]
+        if not more:
+            raise UsageError(f"run {path} already finished ({reason} at epoch {payload['epoch']}); "
+                             + ("continue it with resume --set train.epochs=N (N > the epochs done) or "
+                                if reason == "max_epochs" and cfg.train.solver not in EXACT_SOLVERS else "")
+                             + "start a new one with train")
     dev, rank0 = start_distributed(cfg)
     dtype = storage_dtype(cfg)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     prep = prepare(cfg, dev, dtype, standardizer)
+    _check_data_unchanged(path, payload, prep, allow_changed_data, "resume would continue on other data")
     model = model_from_checkpoint(payload, dev, dtype)
+    if changed and rank0:
+        write_text_atomic(path / "config.toml", cfg.to_toml())  # the file keeps describing the run
     return _run(cfg, path if rank0 else None, prep, model, dev, dtype, quiet, resume_state=payload)
 
 
-def _check_config_unchanged(path: Path, cfg: Config) -> None:
-    """resume continues the run as it started, from the config in its checkpoint: an edited
-    config.toml would no longer describe it, so it is refused rather than ignored."""
+def _check_config_unchanged(path: Path, cfg: Config, command: str, allow: bool = False) -> None:
+    """A run is used with the config in its checkpoint: an edited config.toml would no longer
+    describe it, so it is refused rather than silently ignored (``evaluate`` and ``predict`` go
+    on when ``allow``, saying so)."""
     from .config import load_config
 
     saved = path / "config.toml"
@@ -176,39 +199,70 @@ def _check_config_unchanged(path: Path, cfg: Config) -> None:
     try:
         on_disk = load_config(saved).to_dict()
     except UsageError as exc:
-        raise UsageError(f"{saved} no longer reads as this run's config ({exc}); restore it to resume") from None
-    keys = [f"{s}.{k}" for s, body in cfg.to_dict().items() for k, v in body.items() if on_disk[s][k] != v]
-    if keys:
-        raise UsageError(f"{saved} was edited after the run started ({', '.join(keys)}); resume continues the run "
-                         "as it was configured: restore the file, or start a new run with train --config")
+        keys, reason = None, f"no longer reads as this run's config ({exc})"
+    else:
+        keys = [f"{s}.{k}" for s, body in cfg.to_dict().items() for k, v in body.items() if on_disk[s][k] != v]
+        reason = f"was edited after the run started ({', '.join(keys)})"
+        if not keys:
+            return
+    if command == "resume":
+        raise UsageError(f"{saved} {reason}; resume continues the run as it was configured: restore the file "
+                         f"(change {', '.join(RESUMABLE)} with resume --set), or start a new run with train --config")
+    if not allow:
+        raise UsageError(f"{saved} {reason}; {command} uses the configuration saved in the checkpoint: restore the "
+                         "file, or pass --allow-changed-data to go on with the saved configuration")
+    _notice(f"{saved} {reason}; using the configuration saved in the checkpoint")
 
 
-def evaluate(run_dir: str | Path, data_path: str | None = None) -> dict:
+def _check_data_unchanged(path: Path, payload: dict, prep: Prepared, allow: bool, consequence: str) -> None:
+    """Refuse (or, when ``allow``, only say) that the data file differs from the one the run was
+    trained on: the same seed would split other rows."""
+    diff = sources.change(payload.get("data_fingerprint"), prep.fingerprint)
+    if diff is None:
+        return
+    what = f"data file {prep.fingerprint['path']} has changed since run {path} was trained on it ({diff})"
+    if not allow:
+        raise UsageError(f"{what}: {consequence}; restore the file, or pass --allow-changed-data to use it as it is now")
+    _notice(f"{what}; using it as it is now")
+
+
+def _notice(text: str) -> None:
+    import sys
+
+    print(f"torch-logreg: warning: {text}", file=sys.stderr)
+
+
+def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_data: bool = False) -> dict:
     path, payload, cfg = load_run(run_dir)
+    _check_config_unchanged(path, cfg, "evaluate", allow_changed_data)
     dev = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     if data_path is None:
         prep = prepare(cfg, dev, dtype, standardizer)
+        _check_data_unchanged(path, payload, prep, allow_changed_data,
+                              "its train/validation/test splits would be other rows")
         return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
     schema = data_lib.Schema.from_dict(payload["schema"])
-    X_raw, y_raw = read_inputs(Path(data_path), schema, need_target=True)
+    X_raw, y_raw = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes)
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
     return {"data": metrics_lib.evaluate(model, X, T)}
 
 
-def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False) -> int:
+def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False,
+            allow_changed_data: bool = False) -> int:
     """Write probabilities and labels for every row of ``input_path``; returns the row count."""
     path, payload, cfg = load_run(run_dir)
     out_path = check_output(output_path, run_dir=path, inputs=[input_path], force=force)
+    _check_config_unchanged(path, cfg, "predict", allow_changed_data)
     dev = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
     schema = data_lib.Schema.from_dict(payload["schema"])
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
-    X_raw, _ = read_inputs(Path(input_path), schema, need_target=False)
+    X_raw, _ = read_inputs(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes)
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     classes = payload["classes"]
     with torch.no_grad():

@@ -19,6 +19,7 @@ from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
 from ..registry import LOOP_SOLVERS, SOLVERS
 from ..schedules import SCHEDULES, Schedule
+from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
@@ -41,6 +42,7 @@ class DataConfig:
     standardize: bool = True  # fitted on the training split only, saved with the model
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    max_bytes: int = DEFAULT_MAX_BYTES  # the largest data file read (2 GiB), checked before reading
 
 
 @dataclass
@@ -109,6 +111,7 @@ SECTIONS = {f.name: f.default_factory for f in fields(Config)}
 RANGES = {
     "data.n_samples": (0, None),
     "data.n_features": (0, None),
+    "data.max_bytes": (1, None),
     "data.val_fraction": (0.0, [1.0]),
     "data.test_fraction": (0.0, [1.0]),
     "train.lr": ([0.0], None),
@@ -306,12 +309,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     sources: dict[str, str] = {}
     if path is not None:
         path = Path(path)
+        content, _ = read_bytes(path, CONFIG_MAX_BYTES, "config file", None)
         try:
-            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is accepted, as for CSV files
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read config file {path}: {exc}") from None
+            text = content.decode("utf-8-sig")  # a byte-order mark is accepted, as for CSV files
+        except UnicodeDecodeError as exc:
+            line = content[: exc.start].count(b"\n") + 1
+            raise UsageError(f"{path}, line {line}: byte {content[exc.start]:#04x} is not UTF-8 text; save the file "
+                             "as UTF-8") from None
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -326,14 +330,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
                 where = f"{path}, line {line}" if line else str(path)
                 set_value(cfg, f"{section}.{name}", value, where)
                 sources[f"{section}.{name}"] = where
-    for item in overrides:
+    sources.update(_set_items(cfg, overrides))
+    validate(cfg, sources)
+    return cfg
+
+
+def _set_items(cfg: Config, items, allowed: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Apply ``--set key=value`` items to ``cfg``; returns key -> where it was set."""
+    where = {}
+    for item in items:
         if "=" not in item:
             raise UsageError(f"--set expects key=value (e.g. train.lr=0.05), got {item!r}")
         key, _, text = item.partition("=")
-        set_value(cfg, key.strip(), parse_value(text.strip()), f"--set {item}")
-        sources[key.strip()] = f"--set {item}"
-    validate(cfg, sources)
-    return cfg
+        key = key.strip()
+        if allowed is not None and key not in allowed:
+            raise UsageError(f"--set {item}: {key} cannot change in a run that has started; "
+                             f"these can: {', '.join(allowed)}")
+        set_value(cfg, key, parse_value(text.strip()), f"--set {item}")
+        where[key] = f"--set {item}"
+    return where
+
+
+def apply_overrides(cfg: Config, items, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """``--set`` items applied to an existing ``cfg`` (only keys in ``allowed``, when given) and
+    validated; returns the keys whose value changed."""
+    before = cfg.to_dict()
+    where = _set_items(cfg, items, allowed)
+    validate(cfg, where)
+    after = cfg.to_dict()
+    return [f"{s}.{k}" for s, body in after.items() for k, v in body.items() if before[s][k] != v]
 
 
 def config_from_dict(d: dict) -> Config:

@@ -8,6 +8,7 @@ lists and tensors so it can be saved in a checkpoint and loaded with ``weights_o
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zipfile
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
+from . import sources
 
 DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
 DEFAULT_NOISE = {"blobs": 1.0, "donut": 1.0, "xor": 0.0, "synthetic": 0.0}
@@ -60,6 +62,7 @@ class Dataset:
     schema: Schema
     image_shape: tuple[int, int] | None = None  # digits: (8, 8)
     true_weights: Tensor | None = None  # synthetic: the logistic model the labels came from
+    fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (sources.fingerprint)
 
 
 # --- radius feature ---------------------------------------------------------------------------
@@ -142,47 +145,57 @@ def _parse_float(text: str, path: Path, line: int, column: str):
     return value
 
 
-def read_csv_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, cells) rows; ragged rows and empty files are errors."""
+def read_csv_table(path: Path, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> tuple[list[str], list[tuple[int, list[str]]], dict]:
+    """Header, (line number, cells) rows and the file's fingerprint; ragged rows, a quote that is
+    never closed, bytes that are not UTF-8 and empty files are errors that name the line."""
+    content, print_ = sources.read_bytes(path, max_bytes)
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise UsageError(f"{path} is empty") from None
-            header = [h.strip() for h in header]
-            if not any(header):
-                raise UsageError(f"{path}, line 1: the header row is empty")
-            seen: dict[str, int] = {}
-            for i, name in enumerate(header, start=1):
-                if name in seen:
-                    raise UsageError(f"{path}, line 1: column {name!r} appears twice (columns {seen[name]} and {i}); "
-                                     "rename one so each column is read")
-                seen[name] = i
-            rows = []
-            for cells in reader:
-                if not cells or all(c.strip() == "" for c in cells):
-                    continue
-                if len(cells) != len(header):
-                    raise UsageError(
-                        f"{path}, line {reader.line_num}: expected {len(header)} columns as in the header, "
-                        f"found {len(cells)}"
-                    )
-                rows.append((reader.line_num, cells))
-    except FileNotFoundError:
-        raise UsageError(f"data file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"data file {path} is a directory") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path} is not a text CSV file (it is not valid UTF-8)") from None
-    except csv.Error as exc:
-        raise UsageError(f"{path}: not a valid CSV file: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        text = content.decode("utf-8-sig")  # a byte-order mark is accepted
+    except UnicodeDecodeError as exc:
+        line = content[: exc.start].count(b"\n") + 1
+        raise UsageError(f"{path}, line {line}: byte {content[exc.start]:#04x} is not UTF-8 text; save the file "
+                         "as UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    first = 1  # the line where the record being read starts
+
+    def record():
+        nonlocal first
+        first = reader.line_num + 1
+        try:
+            return next(reader)
+        except csv.Error as exc:
+            if reader.line_num > first or "EOF" in str(exc) or "end of data" in str(exc):
+                raise UsageError(f"{path}, line {first}: a quoted cell opened on this line is never closed") from None
+            raise UsageError(f"{path}, line {reader.line_num}: not valid CSV: {exc}") from None
+
+    try:
+        header = record()
+    except StopIteration:
+        raise UsageError(f"{path} is empty") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise UsageError(f"{path}, line 1: the header row is empty")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise UsageError(f"{path}, line 1: column {name!r} appears twice (columns {seen[name]} and {i}); "
+                             "rename one so each column is read")
+        seen[name] = i
+    rows = []
+    while True:
+        try:
+            cells = record()
+        except StopIteration:
+            break
+        if not cells or all(c.strip() == "" for c in cells):
+            continue
+        if len(cells) != len(header):
+            where = f"line {first}" if reader.line_num == first else f"lines {first}-{reader.line_num} (a quoted cell spans them)"
+            raise UsageError(f"{path}, {where}: expected {len(header)} columns as in the header, found {len(cells)}")
+        rows.append((first, cells))
     if not rows:
         raise UsageError(f"{path} has a header but no data rows")
-    return header, rows
+    return header, rows, print_
 
 
 def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
@@ -221,8 +234,8 @@ def _category_key(v: str):
         return (1, 0.0, v)
 
 
-def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool) -> Dataset:
-    header, rows = read_csv_table(path)
+def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool, max_bytes: int) -> Dataset:
+    header, rows, print_ = read_csv_table(path, max_bytes)
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {', '.join(header)})")
     if target not in header:
@@ -249,7 +262,7 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool)
         if v == "":
             raise UsageError(f"{path}, line {line}, column {target!r}: empty target cell")
         y_text.append(v)
-    return Dataset(X, np.array(y_text), schema)
+    return Dataset(X, np.array(y_text), schema, fingerprint=print_)
 
 
 def numpy_error(exc: Exception) -> str:
@@ -262,10 +275,23 @@ def numpy_error(exc: Exception) -> str:
     return str(exc)
 
 
-def load_numpy(path: Path, target: str) -> Dataset:
+def open_npz(fh, path: Path, max_bytes: int):
+    """``np.load`` of an open .npz whose arrays, unpacked, stay within ``max_bytes`` (a small
+    compressed archive can unpack to any size)."""
+    archive = np.load(fh)
+    unpacked = sum(info.file_size for info in archive.zip.infolist())
+    if unpacked > max_bytes:
+        archive.close()
+        raise UsageError(f"{path} unpacks to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
+                         "data.max_bytes if this machine has the memory for it")
+    return archive
+
+
+def load_numpy(path: Path, target: str, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> Dataset:
+    print_ = sources.fingerprint(path, max_bytes)
     try:
-        if path.suffix == ".npz":
-            with open(path, "rb") as fh, np.load(fh) as archive:  # our handle: closed even if NumPy fails
+        if path.suffix.lower() == ".npz":
+            with open(path, "rb") as fh, open_npz(fh, path, max_bytes) as archive:  # our handle: closed if NumPy fails
                 if "X" not in archive or "y" not in archive:
                     raise UsageError(f"{path}: an .npz file needs arrays named 'X' and 'y', found {', '.join(archive.files)}")
                 X, y = archive["X"], archive["y"]
@@ -299,7 +325,7 @@ def load_numpy(path: Path, target: str) -> Dataset:
     if bool(bad.any()):
         r, c = (int(i) for i in bad.nonzero()[0])
         raise UsageError(f"{path}: X has a non-finite value at row {r}, column {c}")
-    return Dataset(X, y, Schema([f"x{i + 1}" for i in range(X.shape[1])]))
+    return Dataset(X, y, Schema([f"x{i + 1}" for i in range(X.shape[1])]), fingerprint=print_)
 
 
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
@@ -308,11 +334,11 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         path = Path(data_cfg.path).expanduser()
         suffix = path.suffix.lower()
         if suffix in (".npy", ".npz"):
-            ds = load_numpy(path, data_cfg.target)
+            ds = load_numpy(path, data_cfg.target, data_cfg.max_bytes)
             if data_cfg.categorical:
                 raise UsageError("data.categorical applies to CSV files only")
         elif suffix in (".csv", ".txt", ""):
-            ds = _load_csv(path, data_cfg.target, list(data_cfg.categorical), False)
+            ds = _load_csv(path, data_cfg.target, list(data_cfg.categorical), False, data_cfg.max_bytes)
         else:
             raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .npy or .npz")
     elif data_cfg.name in ("breast_cancer", "digits", "iris", "wine"):

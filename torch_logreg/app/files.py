@@ -4,6 +4,7 @@ crash at any moment leaves either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +20,10 @@ def _umask() -> int:
 def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
     """``with atomic_write(path, "wb") as fh: ...`` writes ``path`` all at once or not at all."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, mode, **open_kwargs) as fh:
@@ -27,10 +31,23 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE:
+            raise _cannot_write(path, exc) from None
         raise
+
+
+# a full disk or quota, a read-only file system, a permission: the user's to fix, not a bug
+_USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _cannot_write(path: Path, exc: OSError):
+    from ..errors import UsageError
+
+    kept = "the previous file is kept unchanged" if path.exists() else "nothing was written"
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}; {kept}")
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

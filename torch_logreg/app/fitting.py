@@ -43,6 +43,7 @@ class Prepared:
     standardizer: data_lib.Standardizer
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
+    fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
 
 
 def run_device(name: str) -> torch.device:
@@ -133,7 +134,8 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
         X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
         y_out[s] = y_split[s].to(device)
         T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
-    return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights)
+    return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
+                    ds.fingerprint)
 
 
 def world_size() -> int:

@@ -13,6 +13,7 @@ from torch import Tensor
 from .. import validation
 from ..errors import UsageError
 from . import data as data_lib
+from . import sources
 from .fitting import fit_targets
 
 
@@ -30,20 +31,23 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
     return model.targets(fit_targets(kind, y, len(classes)), len(y))
 
 
-def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
-    """Features (and the target, if present) of a CSV / .npy / .npz file, encoded like training."""
+def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_bytes: int):
+    """Features (and the target, if present) of a CSV / .npy / .npz file, encoded like training;
+    no file larger than ``max_bytes`` (the run's data.max_bytes) is read."""
+    path = path.expanduser()
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         if suffix == ".npz" and need_target:
-            ds = data_lib.load_numpy(path, "")
+            ds = data_lib.load_numpy(path, "", max_bytes)
             X, y = ds.X, ds.y
         else:
+            sources.check_source(path, max_bytes, "input file")
             try:
                 with open(path, "rb") as fh:  # our own handle: closed even when NumPy gives up half way
                     if suffix == ".npy":
                         arr = np.load(fh)
                     else:
-                        with np.load(fh) as archive:
+                        with data_lib.open_npz(fh, path, max_bytes) as archive:
                             arr = archive["X"]
                 X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
             except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
@@ -58,7 +62,7 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool):
         if schema.add_radius:
             X = data_lib.with_radius(X)
         return X, y
-    header, rows = data_lib.read_csv_table(path)
+    header, rows, _ = data_lib.read_csv_table(path, max_bytes)
     allowed = set(schema.columns) | ({schema.target} if schema.target else set())
     extra = [c for c in header if c not in allowed]
     if extra:

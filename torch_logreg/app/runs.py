@@ -76,6 +76,7 @@ def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weigh
         "schema": prep.schema.to_dict(),
         "classes": list(prep.classes),
         "config": cfg.to_dict(),
+        "data_fingerprint": prep.fingerprint,
         "trainer": trainer.state_dict(),
         "step": trainer.step,
         "epoch": trainer.epoch,
