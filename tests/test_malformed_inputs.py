@@ -12,6 +12,7 @@ import io
 import itertools
 import math
 import pickle
+import struct
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from torch_logreg.app.cli import main
@@ -274,6 +275,8 @@ def mutate_csv(mutations) -> bytes:
 
 @settings(max_examples=250, **SETTINGS)
 @given(mutations=st.lists(CSV_MUTATIONS, min_size=1, max_size=3))
+@example(mutations=[("head", 6)])  # 3 rows of each class: too few for a stratified split
+@example(mutations=[("cell", 0, 3, '"x\ny"')])  # a header name with a line break, and no target column
 def test_malformed_csv(reference, mutations):
     work = reference.fresh()
     data_path = work / "data.csv"
@@ -430,6 +433,8 @@ def data_path_in(content: bytes) -> list[Path]:
 
 @settings(max_examples=200, **SETTINGS)
 @given(mutations=st.lists(CONFIG_MUTATIONS, min_size=1, max_size=3))
+@example(mutations=[("empty",), ("set", "train.momentum", "0")])  # a value the default solver does not take
+@example(mutations=[("set", "train.seed", "4294967296")])  # a seed past 32 bits
 def test_malformed_config(reference, mutations):
     work = reference.fresh()
     config = work / "config.toml"
@@ -600,8 +605,26 @@ def numpy_file(draw) -> tuple[str, bytes]:
     return suffix, foreign_zip({"X.npy": member, "y.npy": _npy_bytes(BASE_Y)})
 
 
+def broken_deflate() -> bytes:
+    """A compressed .npz whose deflate stream for X starts with an invalid block type."""
+    data = bytearray(_npz_bytes({"X": BASE_X, "y": BASE_Y}, compressed=True))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        offset = archive.getinfo("X.npy").header_offset
+    name_length, extra_length = struct.unpack("<HH", data[offset + 26 : offset + 30])
+    data[offset + 30 + name_length + extra_length] = 0xFF
+    return bytes(data)
+
+
 @settings(max_examples=250, **SETTINGS)
 @given(file=numpy_file())
+@example(file=(".npz", foreign_zip({"X.npy": b"garbage", "y.npy": b"garbage"})))  # zip members that are not arrays
+@example(file=(".npy", foreign_zip({"X.npy": b"garbage", "y.npy": b"garbage"})))  # an archive named .npy
+@example(file=(".npz", broken_deflate()))
+@example(file=(".npy", _npy_bytes(BASE_X + 1j)))  # complex features
+@example(file=(".npy", npy_of({"X": BASE_X, "y": BASE_Y})))  # a plain .npy, also as evaluate's labelled data
+@example(file=(".npz", _npz_bytes(changed_base([("x_shape", (40, 0))]))))  # no feature columns
+@example(file=(".npz", _npz_bytes(changed_base([("y_value", 0, math.nan)]))))  # a NaN label
+@example(file=(".npz", _npz_bytes(changed_base([("x_value", 0, 6, 1e308)]))))  # a finite value too large for float32
 def test_malformed_numpy_file(reference, file):
     suffix, content = file
     work = reference.fresh()

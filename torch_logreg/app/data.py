@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,22 @@ def _generated(name: str, n: int, noise: float, n_features: int, seed: int, devi
     else:
         return _synthetic(n, n_features, seed, device)
     return Dataset(torch.from_numpy(np.asarray(X, np.float64)), y, Schema(["x1", "x2"]))
+
+
+def _memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _check_fits(n: int, d: int, device: torch.device) -> None:
+    """Refuse a generated set that cannot fit in memory before allocating any of it: its features
+    and labels take at least ``8 (d + 1)`` bytes a row (the split copies take as much again)."""
+    need, have = 8 * n * (d + 1), _memory(device)
+    if need > have:
+        raise UsageError(f"data.n_samples = {n} rows of {d} features need at least {sources.size_text(need)} of "
+                         f"memory, more than this {device.type.upper()} device has ({sources.size_text(have)}); "
+                         "lower data.n_samples")
 
 
 def _synthetic(n: int, d: int, seed: int, device: torch.device, chunk: int = 1 << 18) -> Dataset:
@@ -346,6 +363,7 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
     else:
         n = data_cfg.n_samples or DEFAULT_SIZES[data_cfg.name]
         noise = data_cfg.noise if data_cfg.noise >= 0 else DEFAULT_NOISE[data_cfg.name]
+        _check_fits(n, data_cfg.n_features or 20 if data_cfg.name == "synthetic" else 2, torch.device(device))
         ds = _generated(data_cfg.name, n, noise, data_cfg.n_features or 20, seed, torch.device(device))
     if data_cfg.keep_classes:
         ds = _keep_classes(ds, [str(c) for c in data_cfg.keep_classes])

@@ -23,7 +23,7 @@ CONFIG_MAX_BYTES = 1 << 20  # a config file is a few hundred bytes; one of a meg
 CHUNK = 1 << 20
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -49,7 +49,7 @@ def check_source(path: Path, max_bytes: int, what: str = "data file",
         raise UsageError(f"{what} {path} is not a regular file (a device, FIFO or socket), which could be read "
                          "without end; give the path of a file")
     if st.st_size > max_bytes:
-        raise UsageError(f"{what} {path} is {_size(st.st_size)}, more than the limit of {_size(max_bytes)}"
+        raise UsageError(f"{what} {path} is {size_text(st.st_size)}, more than the limit of {size_text(max_bytes)}"
                          + (f" ({limit_key}); raise {limit_key} if this machine has the memory for it" if limit_key
                             else f" for a {what}"))
     if not os.access(path, os.R_OK):
@@ -67,7 +67,7 @@ def read_bytes(path: Path, max_bytes: int, what: str = "data file",
     except OSError as exc:
         raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     if len(content) > max_bytes:
-        raise UsageError(f"{what} {path} grew past the limit of {_size(max_bytes)} while it was read")
+        raise UsageError(f"{what} {path} grew past the limit of {size_text(max_bytes)} while it was read")
     return content, {"path": str(path), "size": len(content), "mtime_ns": st.st_mtime_ns,
                      "sha256": hashlib.sha256(content).hexdigest()}
 
