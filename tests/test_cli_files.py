@@ -261,3 +261,28 @@ def test_truncated_npz_input_to_predict(capsys, run, tmp_path):
     assert not zipfile.is_zipfile(path)
     expect_error(capsys, "truncated or damaged", "predict", "--run", run_dir, "--input", path,
                  "--output", tmp_path / "p.csv")
+
+
+def test_rare_class_is_named_by_its_label(capsys, tmp_path):
+    data = tmp_path / "d.csv"
+    rows = [f"{i},{i % 7},{'cat' if i % 2 else 'dog'}" for i in range(40)] + ["99,1,bird", "98,2,bird"]
+    data.write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    expect_error(capsys, "class 'bird' has only 2 row(s)", *train_args(data, tmp_path / "r", "model.kind=softmax"))
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "resume"])
+def test_checkpoint_with_code_is_refused_without_running_it(capsys, tmp_path, command):
+    run_dir, marker = tmp_path / "run", tmp_path / "ran"
+    run_dir.mkdir()
+    torch.save({"format": "torch_logreg.checkpoint/1", "model": _Payload(marker)}, run_dir / "checkpoint.pt")
+    message = expect_error(capsys, "holds Python objects", command, "--run", run_dir)
+    assert "it was not loaded, because unpickling it could run code" in message
+    assert "weights_only=False" not in message and not marker.exists()

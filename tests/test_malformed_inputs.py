@@ -11,12 +11,14 @@ import hashlib
 import io
 import itertools
 import math
+import os
 import pickle
 import struct
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -94,7 +96,9 @@ class Result:
 
 def run_cli(*args) -> Result:
     out, err = io.StringIO(), io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          mock.patch.dict(os.environ)):
+        os.environ.pop("TORCH_LOGREG_DEBUG", None)  # which would turn an error into a traceback on purpose
         # what a plain `python` shows: every warning but the deprecation, import and resource ones
         warnings.simplefilter("always")
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -30,7 +31,15 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged or foreign files
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        text = str(exc)
+        if "Weights only load failed" in text:
+            # torch's own advice here (load it with weights_only=False) is what must not be done with
+            # a file of unknown origin: say what the file holds instead
+            found = re.search(r"(?:unsupported|Unsupported) (?:global|GLOBAL):? ?(?:GLOBAL )?([\w.]+)", text)
+            what = f" ({found.group(1)})" if found else ""
+            raise UsageError(f"checkpoint {path} holds Python objects{what} besides tensors and plain values, which "
+                             "torch_logreg never writes; it was not loaded, because unpickling it could run code") from None
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
         raise UsageError(f"checkpoint {path} cannot be read (truncated, corrupt or not a PyTorch file): {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UsageError(f"checkpoint {path} was not written by torch_logreg (no {FORMAT!r} marker)")

@@ -68,7 +68,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     y, classes = data_lib.encode_labels(ds.y, kind)
     probe = build_model(cfg.model, ds.X.shape[1], len(classes))
     train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
-                                                   cfg.train.seed, stratify=kind != "linear")
+                                                   cfg.train.seed, stratify=kind != "linear", classes=classes)
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
     X_pool, y_pool = ds.X.index_select(0, pool.to(ds.X.device)), y.index_select(0, pool.to(y.device))
     labels = y_pool.cpu().numpy()
@@ -105,7 +105,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         share = trial.data.val_fraction / (1 - trial.data.test_fraction)
         if trial.train.patience and share > 0 and trial.train.solver not in EXACT_SOLVERS:
             # early stopping reads a validation part carved from this fold's training rows, as in train
-            fit_rows, val_rows, _ = data_lib.split_indices(ytr, len(ytr), share, 0.0, trial.train.seed, stratify)
+            fit_rows, val_rows, _ = data_lib.split_indices(ytr, len(ytr), share, 0.0, trial.train.seed, stratify,
+                                                                classes=classes)
             X_val, T_val = Xtr.index_select(0, val_rows.to(device)), Ttr.index_select(0, val_rows.to(device))
             Xtr, Ttr = Xtr.index_select(0, fit_rows.to(device)), Ttr.index_select(0, fit_rows.to(device))
         try:

@@ -442,8 +442,10 @@ def label_name(v) -> str:
         return str(v)
 
 
-def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, seed: int, stratify: bool):
-    """Seeded train / val / test row indices; stratified by class when ``stratify``."""
+def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, seed: int, stratify: bool,
+                  classes: list[str] | None = None):
+    """Seeded train / val / test row indices; stratified by class when ``stratify`` (``classes``
+    names the class indices in messages)."""
     if n < 3 and (val_fraction or test_fraction):
         raise UsageError(f"the data has only {n} rows: too few to split into train, validation and test sets")
     if not stratify or n > 2_000_000:
@@ -457,7 +459,9 @@ def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, 
     counts = np.bincount(labels)
     if counts.min() < 3 and (val_fraction or test_fraction):
         rare = int(np.argmin(counts))
-        raise UsageError(f"class {rare} has only {counts.min()} row(s): too few for a stratified train/validation/test split")
+        name = repr(classes[rare]) if classes else str(rare)
+        raise UsageError(f"class {name} has only {counts.min()} row(s): too few for a stratified train/validation/test "
+                         "split; drop its rows (data.keep_classes) or add more")
     idx = np.arange(n)
     rest, test = (idx, idx[:0]) if not test_fraction else train_test_split(
         idx, test_size=test_fraction, stratify=labels, random_state=seed)

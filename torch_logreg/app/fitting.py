@@ -117,7 +117,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     build_model(cfg.model, ds.X.shape[1], len(classes))  # fail early on labels that do not fit the kind
     n = ds.X.shape[0]
     idx = dict(zip(SPLITS, data_lib.split_indices(y, n, cfg.data.val_fraction, cfg.data.test_fraction,
-                                                  cfg.train.seed, stratify=kind != "linear")))
+                                                  cfg.train.seed, stratify=kind != "linear", classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     X_split = {s: ds.X.index_select(0, i.to(ds.X.device)) for s, i in idx.items()}
