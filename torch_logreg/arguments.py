@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from .errors import UsageError
+
 
 def describe(*, low=None, high=None, low_open: bool = False, high_open: bool = False, integer: bool = False) -> str:
     """``"a finite number > 0"``, ``"an integer >= 1"``, ``"a finite number >= 0 and < 1"``."""
@@ -37,14 +39,14 @@ def number(name: str, value, *, low=None, high=None, low_open: bool = False, hig
     ok = ok and (high is None or (value < high if high_open else value <= high))
     if not ok:
         what = describe(low=low, high=high, low_open=low_open, high_open=high_open, integer=integer)
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+        raise UsageError(f"{name} must be {what}, got {value!r}")
     return int(value) if integer else float(value)
 
 
 def choice(name: str, value, choices):
     """``value`` if it is one of ``choices``; else ValueError ``"{name} must be one of [...], got ..."``."""
     if value not in tuple(choices):
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        raise UsageError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
 
 
@@ -56,5 +58,5 @@ def device_name(name: str, value) -> str:
     """``value`` if it reads as a device name (:data:`DEVICE_NAMES`), else ValueError."""
     ok = isinstance(value, str) and (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()))
     if not ok:
-        raise ValueError(f"{name} must be {DEVICE_NAMES}, got {value!r}")
+        raise UsageError(f"{name} must be {DEVICE_NAMES}, got {value!r}")
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import arguments
+from .errors import UsageError
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -22,20 +23,20 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise UsageError(
                 f"device {device!r} was requested but no CUDA GPU is available "
                 "(torch.cuda.is_available() is False); use device='cpu' or 'auto'"
             )
         count = torch.cuda.device_count()
         index = 0 if dev.index is None else dev.index
         if index >= count:
-            raise ValueError(
+            raise UsageError(
                 f"device {device!r} was requested but this machine has {count} CUDA "
                 f"device(s): cuda:0 .. cuda:{count - 1}"
             )
         return torch.device("cuda", index)
     if dev.type not in ("cpu", "meta"):
-        raise ValueError(f"device must be {arguments.DEVICE_NAMES}, got {device!r}")
+        raise UsageError(f"device must be {arguments.DEVICE_NAMES}, got {device!r}")
     return dev
 
 
@@ -50,7 +51,7 @@ def resolve_precision(dtype, default: torch.dtype = torch.float32,
     :func:`resolve_dtype`'s, without autocast. ``device``: refuse bfloat16 where it cannot run."""
     if isinstance(dtype, str) and dtype in MIXED:
         if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(f"dtype 'bfloat16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
+            raise UsageError(f"dtype 'bfloat16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
                              "has none: use 'float32'")
         return MIXED[dtype]
     return resolve_dtype(dtype, default), None

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .errors import UsageError
 from .train import History, Trainer, TrainState
 
 
@@ -150,7 +151,7 @@ class DistributedTrainer(Trainer):
         if shard:
             X, y = shard_rows(X, self.rank, self.world_size), shard_rows(y, self.rank, self.world_size)
         if kwargs.get("grad_check_every", 0):
-            raise ValueError("grad_check_every is not supported by DistributedTrainer; check gradients in one process")
+            raise UsageError("grad_check_every is not supported by DistributedTrainer; check gradients in one process")
         super().__init__(model, X, y, **kwargs)
         self.local_n = int(self.X.shape[0])
         counts = torch.tensor([self.local_n, math.ceil(self.local_n / self.batch_size)], dtype=torch.float64,

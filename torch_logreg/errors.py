@@ -1,6 +1,9 @@
-"""The error a user can cause and fix: the command line prints its message and exits with 2."""
+"""The one error type for mistakes a user can cause and fix."""
 
 
-class UsageError(Exception):
-    """A user mistake (bad file, bad value, bad option). The message is one plain sentence that
-    names the file, line, column and value where they apply."""
+class UsageError(ValueError):
+    """A user mistake (bad file, bad value, bad option), raised where the value enters. The
+    message is one plain sentence that names the file, line, column, key or label where they
+    apply. It is a ``ValueError``, as Python and scikit-learn expect of a bad argument; the
+    command line prints it and exits with status 2, and shows any other exception as the bug
+    it is."""

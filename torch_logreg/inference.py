@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
+from .errors import UsageError
 from .solvers import prepare
 from .solvers.params import augment, get_theta, linear_layer
 from .solvers.separation import (  # noqa: F401  (re-exported: the public home of these names)
@@ -170,7 +171,7 @@ class InferenceResult:
     def conf_int(self, alpha: float = 0.05) -> np.ndarray:
         """``params -+ z_{1 - alpha/2} bse``: shape ``params.shape + (2,)`` (lower, upper)."""
         if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+            raise UsageError(f"alpha must be in (0, 1), got {alpha!r}")
         q = math.sqrt(2.0) * float(torch.special.erfinv(torch.tensor(1.0 - alpha, dtype=torch.float64)))
         return np.stack([self.params - q * self.bse, self.params + q * self.bse], axis=-1)
 
@@ -269,22 +270,22 @@ def infer(
     indices.
     """
     if result is not None and getattr(result, "penalized", False):
-        raise ValueError(
+        raise UsageError(
             f"inference needs an unpenalised fit, but this model was fit with l2={result.l2:g}, "
             f"l1={result.l1:g}: penalised coefficients are biased and their standard errors are not "
             "valid. Refit with l2=0 and l1=0 (estimator: penalty=None)."
         )
     layer = linear_layer(model)
     if model.link == "sigmoid" and model.n_outputs != 1:
-        raise ValueError(f"inference supports one binary output or a softmax; this model has {model.n_outputs} sigmoid outputs")
+        raise UsageError(f"inference supports one binary output or a softmax; this model has {model.n_outputs} sigmoid outputs")
     if model.link not in ("sigmoid", "softmax"):
-        raise ValueError(f"inference is for logistic models (link 'sigmoid' or 'softmax'), not {model.link!r}")
+        raise UsageError(f"inference is for logistic models (link 'sigmoid' or 'softmax'), not {model.link!r}")
     X, T, w = prepare(model, X, y, sample_weight)
     bias = layer.bias is not None
     d = X.shape[1]
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(d)]
     if len(names) != d:
-        raise ValueError(f"feature_names has {len(names)} entries but X has {d} features")
+        raise UsageError(f"feature_names has {len(names)} entries but X has {d} features")
     if bias:
         names = ["const", *names]
     sep = find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
@@ -321,7 +322,7 @@ def infer(
         collinearity = check_conditioning(info, names, n_contrasts)
         chol, status = torch.linalg.cholesky_ex(info)
         if int(status) != 0:
-            raise ValueError(_SINGULAR)
+            raise UsageError(_SINGULAR)
         cov = torch.cholesky_inverse(chol)
         bse = torch.sqrt(cov.diagonal()).view(params.shape)
         zval = params / bse
@@ -336,7 +337,7 @@ def infer(
         )
         grad_v = grad.item() / float(nobs)
     if grad_v > grad_tol:
-        raise ValueError(
+        raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
             f"log-likelihood has max |entry| {grad_v:.3e} > grad_tol={grad_tol:g}. Inference needs an "
             "unpenalised fit run to convergence (fit_exact(..., l2=0, l1=0) or penalty=None)."
@@ -392,7 +393,7 @@ def check_conditioning(info: Tensor, names: list[str], n_contrasts: int = 1) -> 
     empty = (~torch.isfinite(diag) | (diag <= 0)).view(n_contrasts, a).any(0)
     if bool(empty.any()):
         cols = [names[j] for j in empty.nonzero()[:, 0].tolist()]
-        raise ValueError(
+        raise UsageError(
             f"the design is singular: {_columns(cols)} {'has' if len(cols) == 1 else 'have'} zero or non-finite "
             f"information (zero for every sample with positive weight, or too large for {dtype_name}); "
             f"drop {'it' if len(cols) == 1 else 'them'} so standard errors exist"
@@ -400,7 +401,7 @@ def check_conditioning(info: Tensor, names: list[str], n_contrasts: int = 1) -> 
     scale = diag.rsqrt()
     scaled = scale[:, None] * info * scale[None, :]
     if not bool(torch.isfinite(scaled).all()):
-        raise ValueError(_SINGULAR)
+        raise UsageError(_SINGULAR)
     size = torch.linalg.eigvalsh(scaled).abs()
     rcond = float(size.min() / size.max())
     if rcond >= collinear:
@@ -421,7 +422,7 @@ def check_conditioning(info: Tensor, names: list[str], n_contrasts: int = 1) -> 
         else:
             todo = "drop one of them" if relations == 1 else f"drop {relations} of them (one per linear relation)"
             what = f"{_columns(cols)} are collinear"
-        raise ValueError(
+        raise UsageError(
             f"the design is singular (reciprocal condition number {rcond:.2g} < {singular:.2g}): {what}; "
             f"{todo} so standard errors exist"
         )

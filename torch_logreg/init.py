@@ -23,6 +23,7 @@ import math
 
 import torch
 
+from .errors import UsageError
 from .layers import Linear
 
 SCHEMES = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "uniform", "zeros")
@@ -46,7 +47,7 @@ def initialize(model, scheme: str, seed: int) -> None:
     """Set every ``Linear`` layer of ``model`` by ``scheme`` (one of :data:`SCHEMES`), drawn from a
     generator seeded with ``seed``."""
     if scheme not in SCHEMES:
-        raise ValueError(f"init must be one of {list(SCHEMES)}, got {scheme!r}")
+        raise UsageError(f"init must be one of {list(SCHEMES)}, got {scheme!r}")
     gen = torch.Generator().manual_seed(seed)
     for layer in model.modules():
         if not isinstance(layer, Linear):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as F
+from .errors import UsageError
 
 
 class Layer(nn.Module):
@@ -71,9 +72,9 @@ class Linear(Layer):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Linear: {name} must be a positive integer, got {value!r}")
+                raise UsageError(f"Linear: {name} must be a positive integer, got {value!r}")
         if init not in ("uniform", "zeros"):
-            raise ValueError(f"Linear: init must be 'uniform' or 'zeros', got {init!r}")
+            raise UsageError(f"Linear: init must be 'uniform' or 'zeros', got {init!r}")
         self.in_features = in_features
         self.out_features = out_features
         factory = {"device": device, "dtype": dtype}

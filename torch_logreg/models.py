@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from . import functional as F
 from . import penalty, validation
+from .errors import UsageError
 from .layers import ACTIVATIONS, Layer, Linear
 
 
@@ -52,7 +53,7 @@ class StackedModel(nn.Module):
     def __init__(self, layers: dict[str, Layer], link: str, n_outputs: int) -> None:
         super().__init__()
         if link not in F.LINKS:
-            raise ValueError(f"link must be one of {sorted(F.LINKS)}, got {link!r}")
+            raise UsageError(f"link must be one of {sorted(F.LINKS)}, got {link!r}")
         for name, layer in layers.items():
             self.add_module(name, layer)
         self.link = link
@@ -193,7 +194,7 @@ class SoftmaxRegression(StackedModel):
 
     def __init__(self, n_features: int, n_classes: int, bias: bool = True) -> None:
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"SoftmaxRegression needs n_classes >= 2, got {n_classes!r}")
+            raise UsageError(f"SoftmaxRegression needs n_classes >= 2, got {n_classes!r}")
         super().__init__({"linear": Linear(n_features, n_classes, bias=bias, init="zeros")}, "softmax", n_classes)
         self._init_args = {"n_features": n_features, "n_classes": n_classes, "bias": bias}
 
@@ -227,7 +228,7 @@ class MLP(StackedModel):
         bias: bool = True,
     ) -> None:
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise UsageError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         widths = [n_features, *hidden]
         layers: dict[str, Layer] = {}
         for i in range(len(hidden)):

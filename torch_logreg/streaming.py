@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import arguments, validation
+from .errors import UsageError
 from .train import History, Trainer
 
 ORDERS = ("permutation", "blocks")
@@ -284,7 +285,7 @@ class StreamingTrainer(Trainer):
         n_slots = min(prefetch + 1, (memory_budget_bytes - staging) // slot if memory_budget_bytes > staging else 0)
         if n_slots < 2:
             need = 2 * slot + staging
-            raise ValueError(
+            raise UsageError(
                 f"memory_budget_bytes={memory_budget_bytes:,} is too small for batches of {self.batch_size} rows "
                 f"of {self.X.shape[1]} features: two batch buffers need {need:,} bytes; "
                 "lower batch_size or raise the budget"
@@ -309,16 +310,16 @@ class StreamingTrainer(Trainer):
         X = open_array(X, xname)
         y = open_array(y, yname)
         if X.ndim != 2:
-            raise ValueError(f"{xname} must be 2-D (n_samples, n_features), got shape {X.shape}")
+            raise UsageError(f"{xname} must be 2-D (n_samples, n_features), got shape {X.shape}")
         if X.shape[0] == 0:
-            raise ValueError(f"{xname} is empty: it has 0 samples (shape {X.shape})")
+            raise UsageError(f"{xname} is empty: it has 0 samples (shape {X.shape})")
         if X.shape[1] != self.model.n_features:
-            raise ValueError(f"{xname} has {X.shape[1]} features but the model expects {self.model.n_features} "
+            raise UsageError(f"{xname} has {X.shape[1]} features but the model expects {self.model.n_features} "
                              f"(shape {X.shape})")
         if X.dtype.kind != "f":
             raise TypeError(f"{xname} must be a floating-point array, got dtype {X.dtype}")
         if y.shape[0] != X.shape[0]:
-            raise ValueError(f"{yname} has {y.shape[0]} samples but {xname} has {X.shape[0]}")
+            raise UsageError(f"{yname} has {y.shape[0]} samples but {xname} has {X.shape[0]}")
         if self._validate:
             self._validate_chunks(X, y, xname, yname)
         self.y = y
@@ -331,12 +332,12 @@ class StreamingTrainer(Trainer):
             xs = torch.from_numpy(np.array(X[start : start + rows]))
             where = validation.first_nonfinite(xs)
             if where is not None:
-                raise ValueError(f"{xname} contains a non-finite value {xs[where].item()} at row {start + where[0]}, "
+                raise UsageError(f"{xname} contains a non-finite value {xs[where].item()} at row {start + where[0]}, "
                                  f"column {where[1]}")
             try:
                 host_targets(self.model, y[start : start + rows], self.dtype)
             except ValueError as exc:
-                raise ValueError(f"{yname} (rows from {start}): {exc}") from exc
+                raise UsageError(f"{yname} (rows from {start}): {exc}") from exc
 
     def _plan(self) -> list:
         n, b = self.n_samples, self.batch_size

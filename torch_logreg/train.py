@@ -29,6 +29,7 @@ from torch import Tensor
 
 from . import arguments, optimizers, penalty, validation
 from .devices import resolve_device, resolve_precision
+from .errors import UsageError
 from .gradients import compare_gradients
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
@@ -205,13 +206,13 @@ class Trainer:
         arguments.number("check_every", check_every, low=1, integer=True)
         arguments.number("seed", seed, low=0, integer=True)
         if (X_val is None) != (y_val is None):
-            raise ValueError("X_val and y_val must be given together")
+            raise UsageError("X_val and y_val must be given together")
 
         self.device = resolve_device(device)
         #: the dtype of the weights and data, and the one autocast computes the step in (bfloat16) or None
         self.dtype, self.autocast = resolve_precision(dtype, next(model.parameters()).dtype, self.device)
         if lr > torch.finfo(self.dtype).max:  # the update would multiply by infinity
-            raise ValueError(f"lr={lr:g} is larger than the largest {str(self.dtype).replace('torch.', '')} "
+            raise UsageError(f"lr={lr:g} is larger than the largest {str(self.dtype).replace('torch.', '')} "
                              f"({torch.finfo(self.dtype).max:.3g})")
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.X, self.T = self._prepare(X, y, "X", "y")
@@ -275,7 +276,7 @@ class Trainer:
         try:
             T = self.model.targets(y, X.shape[0])
         except ValueError as exc:
-            raise ValueError(f"{yname}: {exc}") from exc
+            raise UsageError(f"{yname}: {exc}") from exc
         return X, T
 
     # -- checkpointing --

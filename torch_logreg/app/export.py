@@ -94,12 +94,12 @@ class RawFeatureModel(nn.Module):
                  add_radius: bool, dtype: str = "float32") -> None:
         super().__init__()
         if model_class not in MODELS:
-            raise ValueError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
+            raise UsageError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
         self.model = MODELS[model_class](**model_args).to(resolve_precision(dtype)[0])
         schema = Schema(list(columns), {k: list(v) for k, v in categorical.items()}, bool(add_radius))
         n_features = len(schema.feature_names)
         if n_features != self.model.n_features:
-            raise ValueError(f"the schema gives {n_features} features but {model_class} takes {self.model.n_features}")
+            raise UsageError(f"the schema gives {n_features} features but {model_class} takes {self.model.n_features}")
         self.n_columns = len(columns)
         # per raw column: its number of categories, 0 for a numeric column
         self.n_categories = [len(schema.categorical[c]) if c in schema.categorical else 0 for c in columns]
@@ -133,7 +133,7 @@ class RawFeatureModel(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """Raw columns ``(N, C)`` -> standardized model features ``(N, D)`` in float64."""
         if x.dim() != 2 or x.shape[1] != self.n_columns:
-            raise ValueError("expected raw features of shape (N, " + str(self.n_columns) + "), got "
+            raise UsageError("expected raw features of shape (N, " + str(self.n_columns) + "), got "
                              + str(list(x.shape)))
         x = x.to(torch.float64)
         if self.has_categorical:
@@ -187,7 +187,7 @@ def load_state_dict_export(path: str | Path) -> RawFeatureModel:
     """Rebuild the :class:`RawFeatureModel` of a ``state_dict`` export (read with weights_only=True)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path} is not a torch_logreg state_dict export (no {EXPORT_FORMAT!r} marker)")
+        raise UsageError(f"{path} is not a torch_logreg state_dict export (no {EXPORT_FORMAT!r} marker)")
     wrapper = RawFeatureModel(**payload["wrapper_args"])
     wrapper.load_state_dict(payload["state_dict"])
     return wrapper.requires_grad_(False).eval()

@@ -15,6 +15,7 @@ import math
 from torch import Tensor
 
 from .. import arguments
+from ..errors import UsageError
 from .base import Optimizer
 
 
@@ -25,7 +26,7 @@ class Adam(Optimizer):
     def check(self, hyper: dict) -> None:
         betas = hyper["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
+            raise UsageError(f"betas must be two numbers (beta1, beta2), got {betas!r}")
         hyper["betas"] = tuple(arguments.number(f"betas[{i}]", b, low=0, high=1, high_open=True)
                                for i, b in enumerate(betas))
         for k in set(hyper) - {"betas"}:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import arguments
+from ..errors import UsageError
 
 #: each hyper-parameter's default where several optimizers take it (torch.optim's); ``eps``
 #: differs (Adagrad 1e-10, the others 1e-8): None means the optimizer's own
@@ -30,7 +31,7 @@ class Optimizer(ABC):
         unknown = [k for k, v in given.items()
                    if k not in self.defaults and v is not None and _differs(v, DEFAULTS.get(k))]
         if unknown:
-            raise ValueError(f"solver={name!r} takes no {unknown[0]} (its hyper-parameters: "
+            raise UsageError(f"solver={name!r} takes no {unknown[0]} (its hyper-parameters: "
                              f"{', '.join(self.defaults) or 'none but lr'})")
         self.hyper = {k: (given[k] if given.get(k) is not None else v) for k, v in self.defaults.items()}
         self.check(self.hyper)
@@ -64,7 +65,7 @@ class Optimizer(ABC):
 
     def load_state_dict(self, d: dict) -> None:
         if d.get("name", self.name) != self.name:
-            raise ValueError(f"the saved optimizer state is {d['name']!r}'s, not {self.name!r}'s")
+            raise UsageError(f"the saved optimizer state is {d['name']!r}'s, not {self.name!r}'s")
         self.steps = int(d["steps"])
         for b, buf in d["state"].items():
             for k, t in buf.items():
