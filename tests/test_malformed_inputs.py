@@ -625,10 +625,11 @@ def broken_deflate() -> bytes:
 @example(file=(".npy", foreign_zip({"X.npy": b"garbage", "y.npy": b"garbage"})))  # an archive named .npy
 @example(file=(".npz", broken_deflate()))
 @example(file=(".npy", _npy_bytes(BASE_X + 1j)))  # complex features
-@example(file=(".npy", npy_of({"X": BASE_X, "y": BASE_Y})))  # a plain .npy, also as evaluate's labelled data
+@example(file=(".npy", _npy_bytes(BASE_X)))  # three columns: the run's features, but no labels for evaluate
 @example(file=(".npz", _npz_bytes(changed_base([("x_shape", (40, 0))]))))  # no feature columns
 @example(file=(".npz", _npz_bytes(changed_base([("y_value", 0, math.nan)]))))  # a NaN label
 @example(file=(".npz", _npz_bytes(changed_base([("x_value", 0, 6, 1e308)]))))  # a finite value too large for float32
+@example(file=(".npy", _npy_bytes(np.frombuffer(b"\x01\x00\x80\x7f" * 3, dtype="<f4").reshape(1, 3))))  # signalling NaNs
 def test_malformed_numpy_file(reference, file):
     suffix, content = file
     work = reference.fresh()

@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         if os.environ.get("TORCH_LOGREG_DEBUG"):
             raise
-        print(f"torch-logreg: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a value held
+        print(f"torch-logreg: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("torch-logreg: interrupted", file=sys.stderr)

@@ -67,6 +67,14 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
 
     purge = resume_state["step"] + 1 if resume_state else None
     writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
+    try:  # the events file is closed however the run ends (its writer thread must not outlive the run)
+        return _logged_run(cfg, run_dir, prep, model, device, dtype, quiet, resume_state, writer)
+    finally:
+        writer.close()
+
+
+def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,
+                resume_state: dict | None, writer) -> RunResult:
     if resume_state is None:
         writer.add_text("config", "```toml\n" + cfg.to_toml() + "\n```", 0)
     from .tensorboard import TensorBoardLogger
@@ -91,25 +99,19 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
         else:
             history = trainer.run()
     except TrainingDiverged as exc:
-        writer.close()
         raise UsageError(
             f"{exc} The last good checkpoint is in {run_dir}/checkpoint.pt"
             if (run_dir / "checkpoint.pt").exists() else str(exc)
         ) from None
-    except KeyboardInterrupt:
-        writer.close()
-        raise
     state = TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step)
     interrupted = history.stop_reason == "interrupted"
     ckpt.write(state, finished=not interrupted)
     if interrupted:
-        writer.close()
         return RunResult(run_dir, {"stop_reason": "interrupted", "epochs": trainer.epoch}, interrupted=True,
                          signal=interrupt.signal)
     if trainer.best_state is None:  # no validation data: the final weights are the best we have
         save_checkpoint(run_dir / "best.pt", payload(trainer, prep, cfg, True))
     metrics = final_report(writer, model, prep, cfg, history, run_dir, device)
-    writer.close()
     return RunResult(run_dir, metrics)
 
 
@@ -128,12 +130,12 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
         write_text_atomic(path / "config.toml", cfg.to_toml())
     try:
         return _run(cfg, path, prep, model, device, dtype, quiet)
-    except (UsageError, KeyboardInterrupt, ValueError, TypeError) as exc:
+    except BaseException as exc:
         # a run directory is complete enough to resume (it has a checkpoint) or it is removed
         if path is None or (path / "checkpoint.pt").exists():
             raise
         _discard(path, keep_directory=existed)
-        if isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, UsageError):  # Ctrl-C, or a bug: shown as what it is
             raise
         what = "what this run wrote in it was removed" if existed else "it was removed"
         raise UsageError(f"{exc} (no checkpoint was written to the run directory {path}, so {what})") from None

@@ -124,7 +124,7 @@ RANGES = {
     "train.patience": (0, None),
     "train.grad_check_every": (0, None),
     "train.check_every": (1, None),
-    "train.seed": (0, None),
+    "train.seed": (0, 2**32 - 1),  # what NumPy and scikit-learn take as a seed
     "log.every": (1, None),
     "log.checkpoint_every": (1, None),
     "log.histograms_every": (0, None),
@@ -267,7 +267,9 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
         Schedule(t.schedule, epochs=t.epochs, step_size=t.step_size, gamma=t.gamma, warmup_epochs=t.warmup_epochs,
                  warmup_start_factor=t.warmup_start_factor)
     except ValueError as exc:
-        raise UsageError(f"{where}: train.{exc}") from None
+        # name where the offending value was set (e.g. momentum in the file), else where the solver was
+        named = [k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in str(exc)]
+        raise UsageError(f"{sources[named[0]] if named else where}: train.{exc}") from None
 
 
 def _line_of(text: str, section: str, name: str) -> int | None:

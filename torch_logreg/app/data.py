@@ -12,6 +12,7 @@ import io
 import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class Dataset:
     image_shape: tuple[int, int] | None = None  # digits: (8, 8)
     true_weights: Tensor | None = None  # synthetic: the logistic model the labels came from
     fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (sources.fingerprint)
+
+
+def listed(items) -> str:
+    """Names for a one-line message: as written, or quoted with escapes when not printable."""
+    return ", ".join(v if v.isprintable() else repr(v) for v in map(str, items))
 
 
 # --- radius feature ---------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
     if missing:
         raise UsageError(
             f"{path}: column {missing[0]!r} used in training is missing; expected columns "
-            f"{', '.join(schema.columns)}"
+            f"{listed(schema.columns)}"
         )
     index = {c: header.index(c) for c in schema.columns}
     out = np.empty((len(rows), len(schema.feature_names) - int(schema.add_radius)), dtype=np.float64)
@@ -233,7 +239,7 @@ def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
                 cats = schema.categorical[c]
                 if text not in cats:
                     raise UsageError(f"{path}, line {line}, column {c!r}: category {text!r} was not seen in training "
-                                     f"(known: {', '.join(cats)})")
+                                     f"(known: {listed(cats)})")
                 out[r, j : j + len(cats)] = 0.0
                 out[r, j + cats.index(text)] = 1.0
                 j += len(cats)
@@ -254,12 +260,12 @@ def _category_key(v: str):
 def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool, max_bytes: int) -> Dataset:
     header, rows, print_ = read_csv_table(path, max_bytes)
     if not target:
-        raise UsageError(f"{path}: set data.target to the name of the target column (one of {', '.join(header)})")
+        raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
-        raise UsageError(f"{path}: target column {target!r} is not in the header ({', '.join(header)})")
+        raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
     for c in categorical:
         if c not in header:
-            raise UsageError(f"{path}: categorical column {c!r} is not in the header ({', '.join(header)})")
+            raise UsageError(f"{path}: categorical column {c!r} is not in the header ({listed(header)})")
         if c == target:
             raise UsageError(f"{path}: the target column {c!r} cannot also be categorical")
     columns = [c for c in header if c != target]
@@ -285,17 +291,19 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool,
 def numpy_error(exc: Exception) -> str:
     """Why NumPy could not read a file, in words for the user: NumPy's own advice for a file it
     takes for a pickle (to load it unsafely) is the opposite of what to do with a data file."""
-    if isinstance(exc, zipfile.BadZipFile) or isinstance(exc, EOFError):
-        return "it is truncated or damaged (not a complete .npz archive)"
+    if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
+        return "it is truncated or damaged (not a complete .npy / .npz file)"
     if "pickled" in str(exc) or "allow_pickle" in str(exc):
         return "it is not an array saved by numpy.save / numpy.savez (NumPy would have to unpickle it)"
-    return str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def open_npz(fh, path: Path, max_bytes: int):
     """``np.load`` of an open .npz whose arrays, unpacked, stay within ``max_bytes`` (a small
     compressed archive can unpack to any size)."""
     archive = np.load(fh)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UsageError(f"{path} is a single array, not an .npz archive; name it .npy")
     unpacked = sum(info.file_size for info in archive.zip.infolist())
     if unpacked > max_bytes:
         archive.close()
@@ -304,44 +312,77 @@ def open_npz(fh, path: Path, max_bytes: int):
     return archive
 
 
-def load_numpy(path: Path, target: str, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> Dataset:
-    print_ = sources.fingerprint(path, max_bytes)
+def read_numpy(path: Path, max_bytes: int, need_y: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The arrays of a .npy file (``(array, None)``) or of an .npz archive (``(X, y)``; ``y`` may
+    be absent unless ``need_y``), checked to be numeric arrays; every failure names the file."""
+    sources.check_source(path, max_bytes)
+    npz = path.suffix.lower() == ".npz"
     try:
-        if path.suffix.lower() == ".npz":
-            with open(path, "rb") as fh, open_npz(fh, path, max_bytes) as archive:  # our handle: closed if NumPy fails
-                if "X" not in archive or "y" not in archive:
-                    raise UsageError(f"{path}: an .npz file needs arrays named 'X' and 'y', found {', '.join(archive.files)}")
-                X, y = archive["X"], archive["y"]
-        else:
-            arr = np.load(path, mmap_mode="r")
-            if arr.ndim != 2 or arr.shape[1] < 2:
-                raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {arr.shape}")
-            col = arr.shape[1] - 1
-            if target:
-                try:
-                    col = int(target)
-                except ValueError:
-                    raise UsageError(f"{path}: for a .npy file data.target is a column index, got {target!r}") from None
-                if not -arr.shape[1] <= col < arr.shape[1]:
-                    raise UsageError(f"{path}: target column {col} is outside the array's {arr.shape[1]} columns")
-                col %= arr.shape[1]
-            y = np.asarray(arr[:, col])
-            X = np.asarray(np.delete(arr, col, axis=1))
-    except FileNotFoundError:
-        raise UsageError(f"data file {path} does not exist") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        with open(path, "rb") as fh:  # our own handle: closed even when NumPy gives up half way
+            if npz:
+                with open_npz(fh, path, max_bytes) as archive:
+                    missing = [k for k in ("X", "y") if k not in archive.files and (k == "X" or need_y)]
+                    if missing:
+                        raise UsageError(f"{path}: an .npz file needs arrays named 'X'" + (" and 'y'" if need_y else "")
+                                         + f", found {listed(archive.files) or 'none'}")
+                    X = archive["X"]
+                    y = archive["y"] if "y" in archive.files else None
+            else:
+                X, y = np.load(fh), None
+                if isinstance(X, np.lib.npyio.NpzFile):
+                    X.close()
+                    raise UsageError(f"{path} is an .npz archive, not a single array; name it .npz")
+    except UsageError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError) as exc:
         raise UsageError(f"{path} is not a readable NumPy file: {numpy_error(exc)}") from None
-    if X.ndim != 2 or X.shape[0] == 0:
-        raise UsageError(f"{path}: X must be a non-empty 2-D array, got shape {X.shape}")
-    if y.shape != (X.shape[0],):
-        raise UsageError(f"{path}: y must have shape ({X.shape[0]},), got {y.shape}")
-    if X.dtype.kind not in "fiub":
-        raise UsageError(f"{path}: X must be numeric, got dtype {X.dtype}")
-    X = torch.from_numpy(np.asarray(X, dtype=np.float64))
+    for name, arr in (("X", X), ("y", y)):
+        if arr is None:
+            continue
+        what = "the array" if not npz else f"{name!r}"
+        if not isinstance(arr, np.ndarray):
+            raise UsageError(f"{path}: {what} is not a NumPy array (not saved by numpy.save / numpy.savez)")
+        if arr.dtype.kind not in "fiub" and not (name == "y" and arr.dtype.kind in "US"):
+            raise UsageError(f"{path}: {what} must be numeric, got dtype {arr.dtype}")
+    return X, y
+
+
+def as_features(X: np.ndarray, path: Path) -> Tensor:
+    """A numeric 2-D array as float64 features, every value finite."""
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise UsageError(f"{path}: the features must be a 2-D array with at least one row and one column, "
+                         f"got shape {X.shape}")
+    with np.errstate(invalid="ignore", over="ignore"):  # a signalling NaN or an overflow is reported below
+        X = torch.from_numpy(np.asarray(X, dtype=np.float64))
     bad = ~torch.isfinite(X)
     if bool(bad.any()):
         r, c = (int(i) for i in bad.nonzero()[0])
-        raise UsageError(f"{path}: X has a non-finite value at row {r}, column {c}")
+        raise UsageError(f"{path}: row {r}, column {c}: {X[r, c].item()} is not a finite number")
+    return X
+
+
+def load_numpy(path: Path, target: str, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> Dataset:
+    """A .npz with arrays X and y, or a .npy whose target is column ``target`` (default: the last)."""
+    print_ = sources.fingerprint(path, max_bytes)
+    X, y = read_numpy(path, max_bytes, need_y=True)
+    if y is None:
+        if X.ndim != 2 or X.shape[1] < 2:
+            raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {X.shape}")
+        col = X.shape[1] - 1
+        if target:
+            try:
+                col = int(target)
+            except ValueError:
+                raise UsageError(f"{path}: for a .npy file data.target is a column index, got {target!r}") from None
+            if not -X.shape[1] <= col < X.shape[1]:
+                raise UsageError(f"{path}: target column {col} is outside the array's {X.shape[1]} columns")
+            col %= X.shape[1]
+        y, X = np.asarray(X[:, col]), np.delete(X, col, axis=1)
+    X = as_features(X, path)
+    if y.shape != (X.shape[0],):
+        raise UsageError(f"{path}: y must have shape ({X.shape[0]},), got {y.shape}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise UsageError(f"{path}: the target has a non-finite value at row {int(np.nonzero(~np.isfinite(y))[0][0])}")
     return Dataset(X, y, Schema([f"x{i + 1}" for i in range(X.shape[1])]), fingerprint=print_)
 
 
@@ -385,7 +426,7 @@ def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
     labels = np.array([str(v) for v in y])
     mask = np.array([any(_same_label(v, k) for k in keep) for v in labels])
     if not mask.any():
-        raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {', '.join(sorted(set(labels))[:10])})")
+        raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {listed(sorted(set(labels))[:10])})")
     idx = torch.from_numpy(np.nonzero(mask)[0]).to(ds.X.device)
     ds.X = ds.X.index_select(0, idx)
     ds.y = y[mask]
@@ -463,13 +504,18 @@ def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, 
         raise UsageError(f"class {name} has only {counts.min()} row(s): too few for a stratified train/validation/test "
                          "split; drop its rows (data.keep_classes) or add more")
     idx = np.arange(n)
-    rest, test = (idx, idx[:0]) if not test_fraction else train_test_split(
-        idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    if val_fraction:
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
-                                      random_state=seed + 1)
-    else:
-        train, val = rest, rest[:0]
+    try:
+        rest, test = (idx, idx[:0]) if not test_fraction else train_test_split(
+            idx, test_size=test_fraction, stratify=labels, random_state=seed)
+        if val_fraction:
+            train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
+                                          random_state=seed + 1)
+        else:
+            train, val = rest, rest[:0]
+    except ValueError:  # a split smaller than the number of classes cannot hold one row of each
+        raise UsageError(f"the data has {n} rows in {len(counts)} classes: too few for a stratified split with "
+                         f"data.val_fraction = {val_fraction:g} and data.test_fraction = {test_fraction:g} (each part "
+                         "needs a row of every class); add rows or set the fractions to 0") from None
     return (torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test)))
 
 

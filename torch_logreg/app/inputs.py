@@ -3,7 +3,6 @@ the run's training data was."""
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from torch import Tensor
 from .. import validation
 from ..errors import UsageError
 from . import data as data_lib
-from . import sources
 from .fitting import fit_targets
 
 
@@ -25,7 +23,7 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
         names = [data_lib.label_name(v) for v in (y_raw.tolist() if hasattr(y_raw, "tolist") else y_raw)]
         unknown = sorted(set(names) - set(classes))
         if unknown:
-            raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {', '.join(classes)})")
+            raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {data_lib.listed(classes)})")
         y = torch.tensor([classes.index(v) for v in names], dtype=torch.int64)
     y = y.to(model.device)
     return model.targets(fit_targets(kind, y, len(classes)), len(y))
@@ -37,22 +35,12 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
     path = path.expanduser()
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
-        if suffix == ".npz" and need_target:
+        if need_target:  # as train reads it: an .npz with X and y, or a .npy with the target in its last column
             ds = data_lib.load_numpy(path, "", max_bytes)
             X, y = ds.X, ds.y
         else:
-            sources.check_source(path, max_bytes, "input file")
-            try:
-                with open(path, "rb") as fh:  # our own handle: closed even when NumPy gives up half way
-                    if suffix == ".npy":
-                        arr = np.load(fh)
-                    else:
-                        with data_lib.open_npz(fh, path, max_bytes) as archive:
-                            arr = archive["X"]
-                X = torch.from_numpy(np.asarray(arr, dtype=np.float64))
-            except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-                raise UsageError(f"{path} is not a readable NumPy file with features: {data_lib.numpy_error(exc)}") from None
-            y = None
+            arr, _ = data_lib.read_numpy(path, max_bytes, need_y=False)
+            X, y = data_lib.as_features(arr, path), None
         expected = len(schema.columns)
         if X.ndim != 2 or X.shape[1] != expected:
             raise UsageError(f"{path}: expected {expected} feature columns as in training, got shape {tuple(X.shape)}")
@@ -67,7 +55,7 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
     extra = [c for c in header if c not in allowed]
     if extra:
         raise UsageError(f"{path}: column {extra[0]!r} was not used in training; expected columns "
-                         f"{', '.join(schema.columns)}")
+                         f"{data_lib.listed(schema.columns)}")
     X = data_lib.encode_rows(schema, header, rows, path)
     y = None
     if schema.target and schema.target in header:
