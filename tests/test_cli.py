@@ -170,8 +170,9 @@ def test_predict_applies_the_saved_standardizer(trained, tmp_path, capsys):
     assert code == 0 and "25 predictions" in out
     with open(out_path) as fh:
         table = list(csv.DictReader(fh))
-    assert list(table[0]) == ["probability_1", "label"]
-    probs = np.array([float(r["probability_1"]) for r in table])
+    assert list(table[0]) == ["p_0", "p_1", "label"]
+    probs = np.array([float(r["p_1"]) for r in table])
+    assert np.allclose(probs + np.array([float(r["p_0"]) for r in table]), 1.0, atol=1e-6)
     labels = np.array([int(r["label"]) for r in table])
     assert np.array_equal(labels, (probs >= 0.5).astype(int))
     assert (labels == bunch.target[:25]).mean() >= 0.9
@@ -540,7 +541,7 @@ def test_predict_output_never_replaces_what_it_should_not(capsys, tmp_path, trai
     assert (tmp_path / "old.csv").read_text() == "keep me\n" and inp.read_text() == before
     assert not (tmp_path / "target.csv").exists()
     code, out, err = run_cli(capsys, *args, tmp_path / "old.csv", "--force")
-    assert code == 0 and (tmp_path / "old.csv").read_text().startswith("probability_1,label"), err
+    assert code == 0 and (tmp_path / "old.csv").read_text().startswith("p_0,p_1,label"), err
 
 
 def test_missing_run_directory(capsys, tmp_path):

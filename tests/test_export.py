@@ -92,11 +92,13 @@ def train_run(directory: Path, kind: str) -> Path:
     return run_dir
 
 
-def predicted(path: Path) -> np.ndarray:
-    """The probability (or prediction) columns of a ``predict`` CSV, as float64."""
+def predicted(path: Path, outputs: list[str]) -> np.ndarray:
+    """The columns of a ``predict`` CSV that hold the export's ``outputs`` (``probability_<c>`` is
+    predict's ``p_<c>``), as float64."""
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    columns = [i for i, name in enumerate(rows[0]) if name.startswith(("probability_", "prediction"))]
+    names = [name.replace("probability_", "p_", 1) for name in outputs]
+    columns = [rows[0].index(name) for name in names]
     return np.array([[float(r[i]) for i in columns] for r in rows[1:]])
 
 
@@ -159,7 +161,8 @@ def exported(tmp_path_factory):
             jobs.append((fmt, str(out), str(root / f"{kind}.x.npy"), str(root / f"{kind}.{fmt}.out.npz")))
         meta = torch.load(root / f"{kind}.state_dict", weights_only=True)["metadata"]
         np.save(root / f"{kind}.x.npy", encoded(rows, meta))
-        results[kind] = {"predict": predicted(root / f"{kind}.pred.csv"), "meta": meta, "run_dir": run_dir}
+        results[kind] = {"predict": predicted(root / f"{kind}.pred.csv", meta["outputs"]), "meta": meta,
+                         "run_dir": run_dir}
     subprocess.run([sys.executable, "-c", FRESH, json.dumps(jobs)], check=True, cwd=root, timeout=300)
     for fmt, _, _, out_path in jobs:
         kind = Path(out_path).name.split(".")[0]

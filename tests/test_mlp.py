@@ -113,7 +113,7 @@ def test_mlp_run_gradchecks_evaluates_predicts_and_cross_validates(capsys, tmp_p
     code, _, err = _cli(capsys, "predict", "--run", tmp_path / "r", "--input", rows, "--output", tmp_path / "p.csv")
     assert code == 0, err
     table = list(csv.DictReader(open(tmp_path / "p.csv")))
-    assert len(table) == 2 and all(0 <= float(r["probability_1"]) <= 1 for r in table)
+    assert len(table) == 2 and all(0 <= float(r["p_1"]) <= 1 for r in table)
     code, out, err = _cli(capsys, "cv", "--config", CONFIGS / "xor_mlp.toml", "--quiet", "--grid", "train.lr=0.1,0.3",
                           "--folds", "2", "--run-dir", tmp_path / "cv", *sets)
     assert code == 0 and "mean_loss" in out, err

@@ -87,8 +87,9 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from . import commands
 
+    keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep else []
     n = commands.predict(args.run, args.input, args.output, force=args.force,
-                         allow_changed_data=args.allow_changed_data)
+                         allow_changed_data=args.allow_changed_data, keep=keep, threshold=args.threshold)
     print(f"wrote {n} predictions to {args.output}")
     return 0
 
@@ -202,7 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="write probabilities and labels for new rows", formatter_class=fmt)
     p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
     p.add_argument("--input", metavar="PATH", required=True, help="CSV with the training feature columns (or .npy/.npz)")
-    p.add_argument("--output", metavar="PATH", required=True, help="CSV to write")
+    p.add_argument("--output", metavar="PATH", required=True,
+                   help="file to write: .csv, or .parquet (needs pyarrow); columns: the --keep columns, p_<class> for "
+                        "each class and label (regression: prediction)")
+    p.add_argument("--keep", metavar="COL,...", default=None,
+                   help="CSV input columns to copy to the output as written, e.g. an id (default: none)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="binary classifiers: the label is the second class when its probability is at least this "
+                        "(default: 0.5)")
     p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
     allow_changed(p, "the run's config.toml changed since training")
     p.set_defaults(func=cmd_predict)

@@ -9,7 +9,6 @@ with TensorBoard, progress and checkpoint callbacks, and writes ``config.toml``,
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from . import metrics as metrics_lib
 from . import sources
 from .checkpoint import save_checkpoint
 from .config import Config
-from .files import atomic_write, check_output, write_text_atomic
+from .files import check_output, write_text_atomic
 from .fitting import (
     SPLITS,
     Prepared,
@@ -247,42 +246,43 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
                               "its train/validation/test splits would be other rows")
         return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
     schema = data_lib.Schema.from_dict(payload["schema"])
-    X_raw, y_raw = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes)
+    new = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
+    X_raw, y_raw = new.X, new.y
+    if cfg.data.keep_classes and model.link != "identity":  # the rows training kept, and only those
+        mask = data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes])
+        if not mask.any():
+            raise UsageError(f"{data_path}: no row has a label of data.keep_classes ({data_lib.listed(cfg.data.keep_classes)})")
+        if not mask.all():
+            _notice(f"{data_path}: {int((~mask).sum())} of {len(mask)} rows have labels outside data.keep_classes "
+                    f"({data_lib.listed(cfg.data.keep_classes)}) and are left out, as in training")
+        X_raw, y_raw = X_raw[torch.from_numpy(mask)], np.asarray(y_raw)[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
     return {"data": metrics_lib.evaluate(model, X, T)}
 
 
 def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False,
-            allow_changed_data: bool = False) -> int:
-    """Write probabilities and labels for every row of ``input_path``; returns the row count."""
+            allow_changed_data: bool = False, keep: list[str] = (), threshold: float | None = None) -> int:
+    """Write class probabilities (``p_<class>``) and labels, or regression predictions, for every
+    row of ``input_path``, after the ``keep`` columns copied from it; returns the row count."""
+    from . import predictions
+
     path, payload, cfg = load_run(run_dir)
     out_path = check_output(output_path, run_dir=path, inputs=[input_path], force=force)
+    predictions.check_format(out_path)
     _check_config_unchanged(path, cfg, "predict", allow_changed_data)
     dev = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
+    predictions.check_threshold(threshold, model.link, model.n_outputs)
     schema = data_lib.Schema.from_dict(payload["schema"])
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
-    X_raw, _ = read_inputs(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes)
-    X = standardizer.transform(X_raw.to(dev)).to(dtype)
-    classes = payload["classes"]
+    new = read_inputs(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes, keep=list(keep))
+    X = standardizer.transform(new.X.to(dev)).to(dtype)
     with torch.no_grad():
-        out = model(X).double().cpu().numpy()
-    if model.link == "identity":
-        header, rows = ["prediction"], [[f"{v:.17g}"] for v in out[:, 0]]
-    elif model.n_outputs == 1:
-        labels = np.where(out[:, 0] >= 0.5, classes[1], classes[0])
-        header = [f"probability_{classes[1]}", "label"]
-        rows = [[f"{p:.17g}", lab] for p, lab in zip(out[:, 0], labels)]
-    else:
-        header = [f"probability_{c}" for c in classes] + ["label"]
-        rows = [[f"{p:.17g}" for p in row] + [classes[int(row.argmax())]] for row in out]
-    with atomic_write(out_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-    return len(rows)
+        out = model(X).float().cpu().numpy() if dtype != torch.float64 else model(X).cpu().numpy()
+    columns = predictions.table(out, model.link, payload["classes"], threshold, out.dtype)
+    return predictions.write(out_path, new.kept, columns)
 
 
 def gradcheck(cfg: Config, max_rows: int = 2000):

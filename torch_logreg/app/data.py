@@ -93,7 +93,8 @@ def _sklearn_set(name: str) -> Dataset:
     bunch = loader()
     names = [str(n) for n in bunch.feature_names]
     shape = (8, 8) if name == "digits" else None
-    return Dataset(torch.from_numpy(bunch.data.astype(np.float64)), bunch.target, Schema(names), shape)
+    # the target is named as scikit-learn's as_frame=True names it, so a CSV of the set reads back
+    return Dataset(torch.from_numpy(bunch.data.astype(np.float64)), bunch.target, Schema(names, target="target"), shape)
 
 
 def _generated(name: str, n: int, noise: float, n_features: int, seed: int, device: torch.device) -> Dataset:
@@ -421,10 +422,16 @@ def _same_label(a: str, b: str) -> bool:
         return a == b
 
 
+def keep_mask(y, keep: list[str]) -> np.ndarray:
+    """Which rows data.keep_classes keeps: those whose label is one of ``keep`` (2 and 2.0 alike)."""
+    labels = [str(v) for v in (y.cpu().numpy() if isinstance(y, Tensor) else np.asarray(y))]
+    return np.array([any(_same_label(v, k) for k in keep) for v in labels], dtype=bool)
+
+
 def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
     y = ds.y.cpu().numpy() if isinstance(ds.y, Tensor) else ds.y
     labels = np.array([str(v) for v in y])
-    mask = np.array([any(_same_label(v, k) for k in keep) for v in labels])
+    mask = keep_mask(y, keep)
     if not mask.any():
         raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {listed(sorted(set(labels))[:10])})")
     idx = torch.from_numpy(np.nonzero(mask)[0]).to(ds.X.device)

@@ -3,13 +3,13 @@ the run's training data was."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .. import validation
 from ..errors import UsageError
 from . import data as data_lib
 from .fitting import fit_targets
@@ -29,12 +29,32 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
     return model.targets(fit_targets(kind, y, len(classes)), len(y))
 
 
-def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_bytes: int):
-    """Features (and the target, if present) of a CSV / .npy / .npz file, encoded like training;
-    no file larger than ``max_bytes`` (the run's data.max_bytes) is read."""
+@dataclass
+class NewData:
+    """Rows of a file for ``evaluate`` or ``predict``, encoded like the training data."""
+
+    X: Tensor  # (N, D) float64 features, before the standardizer
+    y: np.ndarray | None  # the raw target, when the file has it
+    kept: dict[str, list[str]] = field(default_factory=dict)  # columns copied to predict's output, as written
+
+
+def target_name(schema: data_lib.Schema) -> str:
+    """The target column's name in a CSV: the training file's, or "target" for a built-in set
+    (as scikit-learn's ``as_frame=True`` names it)."""
+    return schema.target or "target"
+
+
+def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_bytes: int, keep: list[str] = (),
+                ignore_extra: bool = False) -> NewData:
+    """Features (and the target, if present) of a CSV / .npy / .npz file, encoded like training,
+    with the ``keep`` columns (CSV only) as written; no file larger than ``max_bytes`` is read.
+    A CSV column the model does not use is refused (predict: it may be meant for ``--keep``)
+    unless ``ignore_extra`` (evaluate, whose output is the metrics alone)."""
     path = path.expanduser()
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
+        if keep:
+            raise UsageError(f"{path}: --keep names CSV columns; a NumPy file has none")
         if need_target:  # as train reads it: an .npz with X and y, or a .npy with the target in its last column
             ds = data_lib.load_numpy(path, "", max_bytes)
             X, y = ds.X, ds.y
@@ -44,23 +64,25 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
         expected = len(schema.columns)
         if X.ndim != 2 or X.shape[1] != expected:
             raise UsageError(f"{path}: expected {expected} feature columns as in training, got shape {tuple(X.shape)}")
-        where = validation.first_nonfinite(X)
-        if where is not None:  # a prediction from NaN or infinity would be written as if it meant something
-            raise UsageError(f"{path}: row {where[0]}, column {where[1]}: {X[where].item()} is not a finite number")
         if schema.add_radius:
             X = data_lib.with_radius(X)
-        return X, y
+        return NewData(X, y)
     header, rows, _ = data_lib.read_csv_table(path, max_bytes)
-    allowed = set(schema.columns) | ({schema.target} if schema.target else set())
+    target = target_name(schema)
+    missing = [c for c in keep if c not in header]
+    if missing:
+        raise UsageError(f"{path}: --keep column {missing[0]!r} is not in the header ({data_lib.listed(header)})")
+    allowed = set(schema.columns) | {target} | set(keep)
     extra = [c for c in header if c not in allowed]
-    if extra:
-        raise UsageError(f"{path}: column {extra[0]!r} was not used in training; expected columns "
-                         f"{data_lib.listed(schema.columns)}")
+    if extra and not ignore_extra:
+        raise UsageError(f"{path}: column {extra[0]!r} was not used in training; pass --keep {extra[0]} to copy it to the "
+                         f"output, or remove it (the model's columns: {data_lib.listed(schema.columns)})")
     X = data_lib.encode_rows(schema, header, rows, path)
     y = None
-    if schema.target and schema.target in header:
-        ti = header.index(schema.target)
+    if target in header:
+        ti = header.index(target)
         y = np.array([cells[ti].strip() for _, cells in rows])
     elif need_target:
-        raise UsageError(f"{path}: the target column {schema.target or '(none)'!r} is needed to evaluate")
-    return X, y
+        raise UsageError(f"{path}: the target column {target!r} is needed to evaluate (columns: {data_lib.listed(header)})")
+    kept = {c: [cells[header.index(c)] for _, cells in rows] for c in keep}
+    return NewData(X, y, kept)
