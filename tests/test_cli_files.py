@@ -286,3 +286,28 @@ def test_checkpoint_with_code_is_refused_without_running_it(capsys, tmp_path, co
     message = expect_error(capsys, "holds Python objects", command, "--run", run_dir)
     assert "it was not loaded, because unpickling it could run code" in message
     assert "weights_only=False" not in message and not marker.exists()
+
+
+@pytest.mark.parametrize("when", ["preparing", "run directory made"])
+def test_sigterm_before_training_leaves_nothing(capsys, tmp_path, monkeypatch, when):
+    """SIGTERM in the first seconds (reading data, before the loop takes the signal over) exits
+    with 143 and leaves no run directory without a checkpoint."""
+    import signal
+
+    from torch_logreg.app import commands
+
+    target = "prepare" if when == "preparing" else "_run"
+    real = getattr(commands, target)
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)  # not reached: the handler raises on delivery
+
+    monkeypatch.setattr(commands, target, terminated)
+    data = write_csv(tmp_path / "d.csv")
+    code, out, err = run_cli(capsys, *train_args(data, tmp_path / "r"))
+    assert code == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+    from torch_logreg.app import cli
+
+    assert signal.getsignal(signal.SIGTERM) is not cli._terminate  # the handler is the caller's again

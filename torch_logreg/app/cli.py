@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -243,8 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM before training has taken the signal over (reading data, preparing): unwinds like
+    Ctrl-C, so a run directory without a checkpoint is removed, and exits with 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave the signal alone
+        pass
     try:
         return args.func(args)
     except UsageError as exc:
@@ -253,9 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a value held
         print(f"torch-logreg: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("torch-logreg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        term = isinstance(exc, Terminated)
+        print(f"torch-logreg: {'terminated (SIGTERM)' if term else 'interrupted'}; what was written is whole (a run "
+              "directory keeps its last checkpoint, one without a checkpoint is removed)", file=sys.stderr)
+        return 143 if term else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,10 @@ def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, d
         if payload["model_class"] not in MODELS:
             raise KeyError(payload["model_class"])
         _check_parts(payload)
-    except (KeyError, TypeError, AttributeError, ValueError, IndexError, UsageError) as exc:
+    except KeyError as exc:
+        raise UsageError(f"checkpoint {path / which} is incomplete or from another program (its part {exc.args[0]!r} "
+                         "is missing)") from None
+    except (TypeError, AttributeError, ValueError, IndexError) as exc:
         raise UsageError(f"checkpoint {path / which} is incomplete or from another program ({exc})") from None
     return path, payload, cfg
 
