@@ -1,6 +1,7 @@
 """LogisticRegressionClassifier: scikit-learn's own estimator checks, parity with scikit-learn's
 LogisticRegression, inference_ against statsmodels, and the parameter errors."""
 
+import re
 import warnings
 
 import numpy as np
@@ -273,8 +274,60 @@ def test_first_order_solver_refuses_weights(iris):
         LogisticRegressionClassifier(solver="gd", class_weight="balanced").fit(X, y)
 
 
-def test_features_whose_hessian_overflows_float32_are_a_clear_error(cancer):
-    """X * 1e20 in float32 used to end inside LAPACK (a rank error, or an internal assertion)."""
+# --- features too large for the dtype ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["auto", "newton", "lbfgs", "gd"])
+@pytest.mark.parametrize("penalty", ["l2", None])
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_features_whose_squares_overflow_float32_are_refused(cancer, solver, penalty, data_dtype):
+    """X * 1e20 fit in float32 (the Hessian sums squares of 1e21) is a one-sentence ValueError
+    naming the column, whatever the solver, not an error from inside LAPACK."""
     X, y = cancer
-    with pytest.raises(ValueError, match=r"X has values up to .*overflows float32; standardize the features or use float64"):
-        LogisticRegressionClassifier(dtype="float32").fit(X * 1e20, y)
+    X = X.astype(data_dtype) * data_dtype(1e20)
+    clf = LogisticRegressionClassifier(dtype="float32", solver=solver, penalty=penalty)
+    with pytest.raises(ValueError) as info:
+        clf.fit(X, y)
+    message = str(info.value)
+    first = f"{float(np.abs(X[:, 0]).max()):.3g}"
+    assert message == (f"X column 0 (and 29 more columns) has values of magnitude up to {first}, whose squares overflow "
+                       "float32; rescale those columns or pass dtype='float64'")
+    assert not hasattr(clf, "coef_")
+
+
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_one_large_column_is_named(cancer, data_dtype):
+    X, y = cancer
+    X = X.astype(data_dtype)
+    X[:, 3] *= data_dtype(1e20)
+    big = float(np.abs(X[:, 3]).max())
+    with pytest.raises(ValueError, match=rf"^X column 3 has values of magnitude up to {re.escape(f'{big:.3g}')}, whose "
+                                         r"squares overflow float32; rescale the column or pass dtype='float64'$"):
+        LogisticRegressionClassifier(dtype="float32").fit(X, y)
+
+
+def test_float64_limit_is_its_own(cancer):
+    X, y = cancer
+    with pytest.raises(ValueError, match=r"whose squares overflow float64; rescale those columns$"):
+        LogisticRegressionClassifier().fit(X * 1e160, y)
+
+
+@pytest.mark.parametrize(
+    "data_dtype,dtype,scale,rtol",
+    [(data_dtype, "float64", scale, 1e-7) for data_dtype in (np.float32, np.float64) for scale in (1e20, 1e30)]
+    + [(np.float64, "float64", 1e150, 1e-7)]
+    + [(data_dtype, "float32", scale, 1e-3) for data_dtype in (np.float32, np.float64) for scale in (1e4, 1e15)],
+)
+def test_large_features_within_the_limit_fit_correctly(cancer, data_dtype, dtype, scale, rtol):
+    """Below the squares' limit the fit is not refused and it is right: unpenalised coefficients of
+    ``X * s`` are those of ``X`` divided by ``s``."""
+    X, y = cancer
+    big = X[:, :6].astype(data_dtype) * data_dtype(scale)
+    small = big.astype(np.float64) / scale  # the same data (up to float64 rounding) at the usual scale
+    ref = LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(small, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tol is absolute and the gradient scales with X
+        clf = LogisticRegressionClassifier(penalty=None, dtype=dtype, tol=0.0, max_iter=30).fit(big, y)
+    np.testing.assert_allclose(clf.coef_ * scale, ref.coef_, rtol=rtol)
+    np.testing.assert_allclose(clf.intercept_, ref.intercept_, rtol=rtol)
+    assert clf.score(big, y) == ref.score(small, y)

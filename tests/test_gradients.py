@@ -7,11 +7,15 @@ import torch
 
 import torch_logreg as tl
 from torch_logreg.gradients import (
+    TOLERANCES,
     ManualFunction,
     autograd_gradient,
     autograd_objective,
     closed_form_gradient,
+    compare_gradients,
+    rounding_scale,
 )
+from torch_logreg.solvers import fit_exact
 
 from helpers import KINDS, make_model, make_targets, randomize, scale_to_logits
 
@@ -99,6 +103,136 @@ def test_float32_report_uses_float32_tolerances():
     report = tl.check_gradients(model, X, torch.randint(0, 4, (50,), generator=gen))
     assert report.passed, str(report)
     assert all(c.tolerance >= 1e-4 for c in report.comparisons)
+
+
+# --- near an optimum: an entry is a tiny sum of terms of size ~1 ---------------------------------
+
+
+def at_optimum(kind: str, sort: bool = False, offset: float = 0.0, n: int = 2000):
+    """A float64 model fit by Newton to a max-abs gradient of 1e-13, then every parameter moved by
+    ``offset``; its data ``X`` and prepared targets ``T`` (rows sorted by target when ``sort``: long
+    runs of residuals of one sign, the hardest order for a sum)."""
+    gen = torch.Generator().manual_seed(21)
+    X = torch.randn(n, 5, generator=gen, dtype=torch.float64) * 2 + 1
+    y = make_targets(kind, n, gen)
+    if sort:
+        order = (y if y.dim() == 1 else y[:, 0]).argsort(stable=True)
+        X, y = X[order], y[order]
+    model = make_model(kind, 5).double()
+    fit_exact(model, X, y, solver="newton", tol=1e-13, warn=False, check_separation=False)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(offset)
+    T = model.targets(y, n)
+    return model, X, T
+
+
+def max_gradient(model, X, T, l2: float = 0.0) -> float:
+    _, grads = model.objective_and_grad(X, T, l2)
+    return max(g.abs().max().item() for g in grads.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("offset,largest", [(1e-9, 1e-7), (0.0, 1e-13)])
+@pytest.mark.parametrize("sort", [False, True])
+def test_float64_check_passes_near_the_optimum(kind, offset, largest, sort):
+    """Near the optimum a gradient entry is ~1e-9 or less, the cancelled sum of N terms of size
+    ~1/N: the closed form and autograd sum them in another order, which changes that tiny result by
+    a large fraction of itself. The check allows each entry the rounding of its terms instead."""
+    model, X, T = at_optimum(kind, sort, offset)
+    assert max_gradient(model, X, T) <= largest
+    report = compare_gradients(model, X, T)
+    assert report.passed, str(report)
+    assert {c.reference for c in report.comparisons} == {"closed_form", "autograd", "finite_difference"}
+
+
+def test_grad_check_every_does_not_fail_near_the_optimum():
+    model, X, T = at_optimum("softmax")
+    history = tl.fit(model, X, T, solver="gd", lr=0.1, epochs=4, tol=0.0, grad_check_every=1, device="cpu")
+    assert [s for s, _ in history.grad_checks] == [0, 1, 2, 3]
+    assert max(e for _, e in history.grad_checks) <= TOLERANCES[torch.float64]["finite_difference"]
+
+
+def _offset_backward(model, name: str, offset: torch.Tensor) -> None:
+    """Make the model's manual backward return its gradient plus ``offset`` for ``name``."""
+    original = model.linear.backward
+
+    def backward(grad_output, need_input_grad=True):
+        out = original(grad_output, need_input_grad)
+        model.linear.grads[name] = model.linear.grads[name] + offset
+        return out
+
+    model.linear.backward = backward
+
+
+@pytest.mark.parametrize("kind", ["binary", "softmax"])
+@pytest.mark.parametrize("name", ["weight", "bias"])
+def test_rounding_sized_difference_passes_and_a_real_error_fails_near_the_optimum(kind, name):
+    """Deterministic, whatever the machine's rounding: a difference of a few eps times the summed
+    size of the terms (what another summation order may give) passes although it is many times the
+    gradient itself, and an error of 1e-6 of the terms' size (each term off by 1e-6 relative) fails."""
+    model, X, T = at_optimum(kind, offset=1e-9)
+    eps = torch.finfo(torch.float64).eps
+    terms = rounding_scale(model, X, T)[f"linear.{name}"]
+    _, grads = model.objective_and_grad(X, T)
+    gradient = grads[f"linear.{name}"].abs().max().item()
+
+    rounding = 4 * eps * terms
+    # a relative test against the result (floor 1e-12) would call this a failure
+    assert rounding.max().item() > 10 * TOLERANCES[torch.float64]["autograd"] * max(gradient, 1e-12)
+    _offset_backward(model, name, rounding)
+    report = compare_gradients(model, X, T, references=("closed_form", "autograd"))
+    assert report.passed, str(report)
+
+    model, X, T = at_optimum(kind, offset=1e-9)
+    _offset_backward(model, name, 1e-6 * terms)
+    report = compare_gradients(model, X, T, references=("closed_form", "autograd"))
+    assert not report.passed
+    failed = {(c.reference, c.parameter) for c in report.comparisons if not c.passed}
+    assert failed == {("closed_form", f"linear.{name}"), ("autograd", f"linear.{name}")}
+
+
+def test_a_relative_error_is_still_caught_away_from_the_optimum():
+    gen = torch.Generator().manual_seed(8)
+    model = tl.SoftmaxRegression(4, 3).double()
+    randomize(model, gen)
+    X = torch.randn(500, 4, generator=gen, dtype=torch.float64)
+    T = model.targets(torch.randint(0, 3, (500,), generator=gen), 500)
+    _, grads = model.objective_and_grad(X, T)
+    _offset_backward(model, "weight", 1e-6 * grads["linear.weight"])
+    report = compare_gradients(model, X, T, references=("closed_form", "autograd"))
+    assert not report.passed and report.worst().parameter == "linear.weight"
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "mlp"])
+@pytest.mark.parametrize("l2", [0.0, 0.1])
+def test_rounding_scale_bounds_the_gradient(kind, l2):
+    """The summed size of the terms is at least the size of their sum, entry by entry."""
+    gen = torch.Generator().manual_seed(13)
+    model = (tl.MLP(4, [6, 5], n_outputs=3) if kind == "mlp" else make_model(kind, 4)).double()
+    randomize(model, gen)
+    X = torch.randn(50, 4, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets("multilabel" if kind == "mlp" else kind, 50, gen), 50)
+    _, grads = model.objective_and_grad(X, T, l2)
+    scale = rounding_scale(model, X, T, l2)
+    assert set(scale) == set(grads)
+    for name, g in grads.items():
+        assert scale[name].shape == g.shape
+        assert bool((scale[name] >= g.abs()).all()), name
+
+
+def test_rounding_scale_of_a_logistic_model():
+    gen = torch.Generator().manual_seed(14)
+    model = tl.LogisticRegression(3).double()
+    randomize(model, gen)
+    X = torch.randn(20, 3, generator=gen, dtype=torch.float64)
+    T = model.targets(torch.randint(0, 2, (20,), generator=gen), 20)
+    W, b = model.linear.weight, model.linear.bias
+    z_size = X.abs() @ W.abs().T + b.abs()
+    per_row = (torch.sigmoid(X @ W.T + b) + T + z_size) / 20
+    scale = rounding_scale(model, X, T, l2=0.5)
+    torch.testing.assert_close(scale["linear.weight"], per_row.T @ X.abs() + 0.5 * W.abs())
+    torch.testing.assert_close(scale["linear.bias"], per_row.sum(0))
 
 
 @pytest.mark.parametrize("bias", [True, False])

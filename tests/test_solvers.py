@@ -2,6 +2,9 @@
 against autograd, monotone steps, penalties, weights, warnings and bad input."""
 
 import copy
+import math
+import re
+import sys
 import warnings
 
 import numpy as np
@@ -14,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 import torch_logreg as tl
 from torch_logreg import functional as F
 from torch_logreg.inference import SeparationWarning
-from torch_logreg.solvers import ConvergenceWarning, augment, fit_exact, get_theta
+from torch_logreg.solvers import ConvergenceWarning, NonFiniteError, augment, fit_exact, get_theta
 
 from conftest import CUDA_ONLY
 from helpers import l1_optimality, max_gradient, model_at
@@ -424,6 +427,104 @@ def test_bad_arguments_name_the_parameter(kwargs, match):
 def test_newton_needs_a_single_linear_layer():
     with pytest.raises(TypeError, match="solver='newton' needs a model with a single Linear layer"):
         fit_exact(tl.MLP(2, [3]).double(), np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+# --- features, weights and parameters too large for the dtype ------------------------------------
+
+SQUARES = r"whose squares overflow float32; rescale the column or pass dtype='float64'$"
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("kind", ["binary", "softmax"])
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64])
+def test_column_whose_squares_overflow_the_dtype_is_refused(iris, solver, kind, data_dtype):
+    """The Hessian and L-BFGS's curvature pairs sum products of two columns: a column whose square
+    overflows float32 is named before the first iteration, on the values as passed."""
+    X, y = iris
+    X = X.astype(data_dtype)
+    X[:, 2] *= data_dtype(1e20)
+    model = tl.LogisticRegression(4) if kind == "binary" else tl.SoftmaxRegression(4, 3)
+    y = y % 2 if kind == "binary" else y
+    before = copy.deepcopy(model.state_dict())
+    big = float(np.abs(X[:, 2]).max())
+    with pytest.raises(ValueError, match=rf"^X column 2 has values of magnitude up to {re.escape(f'{big:.3g}')}, " + SQUARES):
+        fit_exact(model, X, y, solver=solver)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+
+
+def test_values_beyond_float32_are_refused_before_the_conversion_turns_them_infinite(iris):
+    X, y = iris
+    X = X.copy()
+    X[:, 1] *= 1e300  # finite in float64, infinite once converted to the model's float32
+    with pytest.raises(ValueError, match=r"^X column 1 has values of magnitude up to .*e\+300, " + SQUARES):
+        fit_exact(tl.SoftmaxRegression(4, 3), X, y)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_large_columns_whose_squares_fit_give_the_scaled_answer(cancer, solver):
+    """Up to the squares' limit the fit is exact: the coefficients of ``X * s`` are those of ``X``
+    divided by ``s`` (unpenalised, so the objective is invariant)."""
+    X, y = cancer
+    X = X[:, :6]
+    ref = tl.LogisticRegression(6).double()
+    fit_exact(ref, X, y, solver="newton", tol=1e-12)
+    scale = 1e150 if solver == "newton" else 1e6  # L-BFGS's backtracking needs ~log2(scale) halvings at the start
+    model = tl.LogisticRegression(6).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the absolute tol scales with the gradient
+        fit_exact(model, X * scale, y, solver=solver, tol=0.0, max_iter=300 if solver == "lbfgs" else 30)
+    torch.testing.assert_close(model.linear.weight * scale, ref.linear.weight, rtol=1e-6, atol=0)
+    torch.testing.assert_close(model.linear.bias, ref.linear.bias, rtol=1e-6, atol=0)
+
+
+def _large_weights():
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 3, generator=gen)
+    X[:, 0] *= 1e18  # squares fit float32 (1e36), but 1e4 times them do not
+    return X, torch.randint(0, 2, (50,), generator=gen), torch.full((50,), 1e4)
+
+
+@pytest.mark.parametrize(
+    "solver,match",
+    [
+        ("newton", r"newton: the Hessian .* has a non-finite entry at iteration 0; .*too large for the model's dtype"),
+        ("lbfgs", r"lbfgs: the squared norm of the gradient overflows at iteration 0; .*too large for the model's dtype"),
+    ],
+)
+def test_non_finite_curvature_is_a_value_error(solver, match):
+    """Large sample weights overflow the Hessian (L-BFGS: the gradient's squared norm): a clear
+    ValueError, never LAPACK's internal assertion on a matrix holding inf or NaN."""
+    X, y, w = _large_weights()
+    with pytest.raises(NonFiniteError, match=match) as info:
+        fit_exact(tl.LogisticRegression(3), X, y, solver=solver, sample_weight=w, warn=False)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FloatingPointError)
+    assert "\n" not in str(info.value)
+
+
+def test_newton_solve_of_a_non_finite_system_is_a_value_error():
+    """Cholesky fails on inf or NaN, and the least-squares fallback must not be handed them."""
+    newton_module = sys.modules["torch_logreg.solvers.newton"]
+    for bad in (math.inf, math.nan):
+        h = torch.eye(3, dtype=torch.float64)
+        h[0, 1] = h[1, 0] = bad
+        with pytest.raises(NonFiniteError, match="the Newton system has a non-finite entry"):
+            newton_module._spd_solve(h, torch.ones(3, 1, dtype=torch.float64))
+    h = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # singular but finite: least squares
+    x = newton_module._spd_solve(h, torch.ones(2, 1, dtype=torch.float64))
+    torch.testing.assert_close(h @ x, torch.ones(2, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_objective_at_the_start_is_a_value_error(solver, dtype):
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(20, 3, generator=gen, dtype=dtype)
+    model = tl.LogisticRegression(3).to(dtype)
+    with torch.no_grad():
+        model.linear.weight.fill_(torch.finfo(dtype).max)
+    with pytest.raises(NonFiniteError, match=rf"^{solver}: the objective became nan at iteration 0; "):
+        fit_exact(model, X, torch.randint(0, 2, (20,), generator=gen), solver=solver)
 
 
 # --- devices and dtypes ---------------------------------------------------------------------------

@@ -6,6 +6,8 @@ run, never inside the per-step path.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -65,6 +67,41 @@ def check_features(x: Tensor, n_features: int | None = None, name: str = "X") ->
                 f"{name} contains a non-finite value {x[where].item()} at row {where[0]}, "
                 f"column {where[1]}"
             )
+
+
+def check_square_range(x: Tensor, dtype: torch.dtype | None = None, name: str = "X") -> None:
+    """Every column's largest square must be finite in ``dtype`` (``x``'s own by default).
+
+    Second-order quantities are sums over the rows of products of two columns: the Hessian
+    ``X~^T S X~`` of Newton and of the inference (``S`` the per-row curvature, at most 1, times the
+    sample weight, divided by N), L-BFGS's curvature pairs ``y^T y``. An entry is bounded by
+    ``max|x_i| max|x_j|`` times the mean weight, so it stays finite while the squares do; a column
+    whose square overflows makes it infinite and the linear algebra fails (LAPACK refuses such
+    input). Checked on ``x`` as given, before any conversion to ``dtype``, so the message shows the
+    values the caller passed. Non-finite entries are left to :func:`check_features`.
+    """
+    if x.dim() != 2 or x.numel() == 0 or x.dtype == torch.bool or x.is_complex() or x.device.type == "meta":
+        return
+    dtype = dtype if dtype is not None else x.dtype
+    if not dtype.is_floating_point:
+        return
+    limit = math.sqrt(torch.finfo(dtype).max)
+    col_max = torch.maximum(x.amax(dim=0), -x.amin(dim=0)).to(torch.float64)  # max |x| per column, no copy of x
+    bad = (col_max > limit) & torch.isfinite(col_max)
+    if not bool(bad.any()):
+        return
+    cols = bad.nonzero()[:, 0].tolist()
+    j = cols[0]
+    dtype_name = str(dtype).replace("torch.", "")
+    which, remedy = f"{name} column {j}", "rescale the column"
+    if len(cols) > 1:
+        which += f" (and {len(cols) - 1} more column{'s' if len(cols) > 2 else ''})"
+        remedy = "rescale those columns"
+    if dtype != torch.float64:
+        remedy += " or pass dtype='float64'"
+    raise ValueError(
+        f"{which} has values of magnitude up to {col_max[j].item():.3g}, whose squares overflow {dtype_name}; {remedy}"
+    )
 
 
 def check_same_placement(model_param: Tensor, **tensors: Tensor) -> None:

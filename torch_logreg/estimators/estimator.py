@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .. import arguments
+from .. import arguments, validation
 from .. import functional as F
 from ..devices import resolve_device, resolve_dtype
 from ..inference import infer
@@ -75,6 +75,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     device : str, default "cpu"
         "cpu", "cuda", "cuda:N" or "auto" (a GPU when there is one).
     dtype : {"float64", "float32"}, default "float64"
+        The precision of the fit. ``X`` must have columns whose squares are finite in it (the
+        Hessian sums products of two columns): a larger column is refused with a ``ValueError``.
     learning_rate : float > 0, default 0.1
         Step size of the first-order loops; ignored by the exact solvers.
 
@@ -178,7 +180,11 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         bias = bool(self.fit_intercept)
         model = LogisticRegression(d, bias=bias) if k == 2 else SoftmaxRegression(d, k, bias=bias)
         model = model.to(device=device, dtype=dtype)
-        Xt = _to_tensor(X, dtype, device)
+        # the exact solvers and inference_ form X~^T S X~: refuse columns whose squares overflow
+        # dtype here, on X as passed, before a conversion could turn large values into infinities
+        Xt = _to_tensor(X, None, torch.device("cpu"))
+        validation.check_square_range(Xt, dtype)
+        Xt = Xt.to(device=device, dtype=dtype)
         yt = torch.as_tensor(y_index, device=device)
         wt = _to_tensor(sw, dtype, device) if weighted else None
 
@@ -316,7 +322,9 @@ def _sample_weight(sample_weight, n: int) -> np.ndarray:
     return w
 
 
-def _to_tensor(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _to_tensor(a: np.ndarray, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
+    """A C-contiguous, writable view of ``a`` as a tensor (copied only when needed), then moved to
+    ``device`` and ``dtype`` (``None``: ``a``'s own)."""
     a = np.asarray(a)
     if not a.flags.writeable or not a.flags.c_contiguous:
         a = np.array(a, order="C", copy=True)

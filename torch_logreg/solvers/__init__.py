@@ -41,9 +41,14 @@ gradient (with ``l1 > 0``: of the minimum-norm subgradient), falls to ``tol`` or
 criterion scipy's L-BFGS-B applies as ``pgtol`` and hence scikit-learn's ``tol`` for ``lbfgs``.
 Reaching ``max_iter`` first emits a :class:`ConvergenceWarning` naming the iteration count.
 
+A non-finite objective, gradient, Hessian or step raises :class:`NonFiniteError` (a
+``ValueError``) naming the iteration, never reaching LAPACK; features whose squares overflow the
+dtype are refused before the first iteration (:func:`prepare`).
+
 Host synchronisation: one read of the optimality measure per outer iteration and one per
-line-search trial; the proximal Newton inner solver reads its stopping measure every 10 inner
-iterations. All tensors stay on the model's device and dtype.
+line-search trial, and for Newton one finiteness check of the Hessian per iteration; the
+proximal Newton inner solver reads its stopping measure every 10 inner iterations. All tensors
+stay on the model's device and dtype.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from ..registry import EXACT_SOLVERS, L1_SOLVERS
 from .lbfgs import lbfgs
 from .newton import newton
 from .params import augment, get_theta, linear_layer, set_theta
-from .result import ConvergenceWarning, SolverResult
+from .result import ConvergenceWarning, NonFiniteError, SolverResult
 from .separation import SeparationWarning, find_separation
 
 #: the exact solvers (the registry's names, kept here for callers of this package)
@@ -71,6 +76,7 @@ SOLVERS = EXACT_SOLVERS
 __all__ = [
     "ConvergenceWarning",
     "L1_SOLVERS",
+    "NonFiniteError",
     "SOLVERS",
     "SolverResult",
     "augment",
@@ -135,12 +141,6 @@ def fit_exact(
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
     X, T, w = prepare(model, X, y, sample_weight)
-    if solver == "newton" and X.numel():
-        # the Hessian sums x_i x_j over the rows: it must not overflow the model's dtype
-        big, limit = X.abs().max().item(), torch.finfo(X.dtype).max
-        if big * big * X.shape[0] >= limit:
-            raise ValueError(f"X has values up to {big:.3g}: the Newton Hessian (sums of x_i x_j over {X.shape[0]} rows) "
-                             f"overflows {str(X.dtype).replace('torch.', '')}; standardize the features or use float64")
 
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
@@ -173,8 +173,15 @@ def fit_exact(
 
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Validate once and return ``X`` ``(N, D)``, targets ``T`` ``(N, K)`` and weights ``(N,)``
-    (or None), all on the model's device and dtype."""
-    X = validation.as_tensor(X, "X", dtype=model.dtype, device=model.device)
+    (or None), all on the model's device and dtype.
+
+    ``X`` must also have squares that are finite in the model's dtype
+    (:func:`~torch_logreg.validation.check_square_range`): the Hessian and L-BFGS's curvature
+    pairs sum products of two columns. This is checked on ``X`` as given, before the conversion.
+    """
+    X = validation.as_tensor(X, "X")
+    validation.check_square_range(X, model.dtype)
+    X = X.to(device=model.device, dtype=model.dtype)
     validation.check_features(X, model.n_features)
     y = validation.as_tensor(y, "y", device=model.device)
     T = model.targets(y, X.shape[0])

@@ -3,6 +3,8 @@ docstring)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -10,7 +12,7 @@ from .. import penalty
 from ..models import single_linear
 from ..steps import select
 from .params import center, get_theta, set_theta
-from .result import ARMIJO, MAX_HALVINGS, SolverResult, record_iterate
+from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 
 def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None) -> None:
@@ -62,10 +64,12 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
             q.add_((a - b) * s)
         d = -q
         gtd = (g @ d).item()
-        if gtd >= 0:  # not a descent direction: drop the memory and follow the gradient
+        if not (gtd < 0 and math.isfinite(gtd)):  # not a (finite) descent direction: drop the memory, follow -g
             s_hist.clear(), y_hist.clear(), rho_hist.clear()
             d = -g
             gtd = -(g @ g).item()
+            if not math.isfinite(gtd):
+                raise NonFiniteError(f"lbfgs: the squared norm of the gradient overflows at iteration {it}; {NON_FINITE_HINT}")
         t = 1.0 if s_hist else min(1.0, 1.0 / max(g.abs().sum().item(), eps))
         slack = 8 * eps * abs(f_now)
         accepted = False

@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import functional as F
 from .. import penalty
 from .params import augment, center, get_theta, linear_layer, set_theta, theta_grad
-from .result import ARMIJO, MAX_HALVINGS, SolverResult, record_iterate
+from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 
 def soft_threshold(x: Tensor, threshold: Tensor) -> Tensor:
@@ -53,6 +53,10 @@ class _Hessian:
             self.full = None
             self.null_cols = None
 
+    def is_finite(self) -> bool:
+        """Whether every entry is finite (one host read): LAPACK must never see inf or NaN."""
+        return bool(torch.isfinite(self.blocks if self.blocks is not None else self.full).all())
+
     def matvec(self, v: Tensor) -> Tensor:
         if self.blocks is not None:
             return torch.einsum("kab,kb->ka", self.blocks, v)
@@ -85,9 +89,15 @@ class _Hessian:
 
 def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
     """Solve ``h x = b`` for symmetric positive (semi-)definite ``h`` (batched): Cholesky, and
-    where that fails a least-squares solve (a singular design, e.g. collinear columns)."""
+    where that fails a least-squares solve (a singular design, e.g. collinear columns).
+
+    A non-finite ``h`` or ``b`` (Cholesky fails on it too) raises :class:`NonFiniteError`: LAPACK's
+    least squares rejects such input with an internal assertion instead of an error message.
+    """
     chol, info = torch.linalg.cholesky_ex(h)
     if not bool((info == 0).all()):
+        if not bool(torch.isfinite(h).all() & torch.isfinite(b).all()):
+            raise NonFiniteError(f"newton: the Newton system has a non-finite entry; {NON_FINITE_HINT}")
         return torch.linalg.lstsq(h, b, driver="gelsd" if h.device.type == "cpu" else None).solution
     return torch.cholesky_solve(b, chol)
 
@@ -128,6 +138,9 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
             break
         z = Xa @ theta.T
         hess = _Hessian(link, Xa, z, w, l2_diag, null_cols)
+        if not hess.is_finite():
+            raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
+                                 f"iteration {it}; {NON_FINITE_HINT}")
         if l1 > 0:
             inner_tol = max(min(0.1, opt) * opt, 0.1 * tol)
             u = _prox_quadratic(theta, g, hess, l1_mask, inner_tol)
@@ -142,6 +155,8 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         t = 1.0
         slack = 8 * eps * abs(F_now)
         dec = decrease.item()
+        if not math.isfinite(dec):  # the step itself overflowed (or the solve returned NaN)
+            raise NonFiniteError(f"newton: the Newton step has a non-finite entry at iteration {it}; {NON_FINITE_HINT}")
         accepted = False
         for _ in range(MAX_HALVINGS):
             trial = theta + t * d

@@ -14,6 +14,19 @@ class ConvergenceWarning(UserWarning):
     """The solver stopped at ``max_iter`` (or its line search stalled) before reaching ``tol``."""
 
 
+class NonFiniteError(ValueError, FloatingPointError):
+    """A solver met an infinite or NaN objective, gradient, Hessian or step.
+
+    A ``ValueError`` (the scale of the input is what the caller can change) that is also a
+    ``FloatingPointError``.
+    """
+
+
+#: what a non-finite intermediate most often means, and what to do about it
+NON_FINITE_HINT = ("the features, sample weights or starting parameters are too large for the model's dtype; "
+                   "rescale them or compute in float64")
+
+
 @dataclass
 class SolverResult:
     """What a call of :func:`fit_exact` did.
@@ -54,7 +67,11 @@ def record_iterate(result: SolverResult, it: int, objective: float, optimality: 
     result.losses.append(objective)
     result.grad_norms.append(optimality)
     if not math.isfinite(objective) or not math.isfinite(optimality):
-        raise FloatingPointError(f"{result.solver}: the objective became {objective} at iteration {it}")
+        if math.isfinite(objective):
+            what = f"the largest gradient entry became {optimality}"
+        else:
+            what = f"the objective became {objective}"
+        raise NonFiniteError(f"{result.solver}: {what} at iteration {it}; {NON_FINITE_HINT}")
     if optimality <= tol:
         result.stop_reason = "converged"
     elif callback is not None and callback(it, objective):
