@@ -3,11 +3,13 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 import torch
 
 import torch_logreg as tl
+from torch_logreg.errors import UsageError
 from torch_logreg.inference import (
     CollinearityWarning,
     PerfectSeparationError,
@@ -18,7 +20,7 @@ from torch_logreg.inference import (
 )
 from torch_logreg.solvers import fit_exact, prepare
 
-from conftest import DEVICES
+from conftest import CUDA_ONLY, DEVICES
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +345,418 @@ def test_estimator_names_the_collinear_columns():
     with pytest.raises(tl.InferenceUnavailable, match="the design is singular") as info:
         _ = est.inference_
     assert _named_columns(str(info.value).split("fit: ", 1)[1]) == {"income", "income_copy"}
+
+
+# --- robust covariance ------------------------------------------------------------------------
+
+SPECTOR_NAMES = ["GPA", "TUCE", "PSI"]
+SM_FIT = dict(disp=0, method="newton", tol=1e-12, maxiter=100)
+
+
+def _spector_groups(kind, X):
+    """Cluster labels for the 32 students: 8 blocks of 4 consecutive rows, or PSI (2 clusters), as strings."""
+    return np.array([f"g{i // 4}" for i in range(len(X))]) if kind == "blocks" else X[:, 2]
+
+
+def _sm_kwargs(cov_type, groups):
+    return dict(cov_type=cov_type) if groups is None else dict(cov_type=cov_type, cov_kwds=dict(groups=groups))
+
+
+@pytest.mark.parametrize("cov_type,grouping", [("HC0", None), ("cluster", "blocks"), ("cluster", "PSI")])
+def test_logit_robust_cov_matches_statsmodels(spector, cov_type, grouping):
+    X, y, _ = spector
+    groups = None if grouping is None else _spector_groups(grouping, X)
+    ref = sm.Logit(y, sm.add_constant(X)).fit(**SM_FIT, **_sm_kwargs(cov_type, groups))
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, cov_type=cov_type, groups=groups,
+                            feature_names=SPECTOR_NAMES, dep_variable="GRADE")
+    assert res.cov_type == cov_type == ref.cov_type
+    np.testing.assert_allclose(res.cov_params(), ref.cov_params(), rtol=1e-9, atol=1e-12 * np.abs(ref.cov_params()).max())
+    for name in ("params", "bse", "tvalues", "pvalues"):
+        np.testing.assert_allclose(getattr(res, name), getattr(ref, name), rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(res.conf_int(0.1), ref.conf_int(0.1), rtol=1e-9)
+    assert res.n_groups == (None if groups is None else len(np.unique(groups)))
+    text = str(res.summary())
+    assert f"Covariance Type:{cov_type:>22}" in text and "GRADE" in text
+    assert f"{ref.bse[1]:.4f}" in text
+
+
+def _numpy_hc(X, y, beta, cov_type, w=None, kind="freq_weights"):
+    """HC1-HC3 of a weighted logistic fit written out in NumPy: bread (X^T W X)^-1, scores, IRLS leverage."""
+    w = np.ones(len(y)) if w is None else np.asarray(w, float)
+    Xa = sm.add_constant(X)
+    p = 1 / (1 + np.exp(-Xa @ beta))
+    bread = np.linalg.inv(Xa.T @ (Xa * (w * p * (1 - p))[:, None]))
+    c = p * (1 - p) * (w if kind == "var_weights" else 1)
+    h = c * np.einsum("ni,ij,nj->n", Xa, bread, Xa)
+    u2 = (y - p) ** 2 * (w**2 if kind == "var_weights" else w)
+    u2 = {"HC1": u2, "HC2": u2 / (1 - h), "HC3": u2 / (1 - h) ** 2}[cov_type]
+    cov = bread @ (Xa.T @ (Xa * u2[:, None])) @ bread
+    nobs, k = (w.sum() if kind == "freq_weights" else len(y)), Xa.shape[1]
+    return cov * nobs / (nobs - k) if cov_type == "HC1" else cov
+
+
+@pytest.mark.parametrize("cov_type", ["HC1", "HC2", "HC3"])
+def test_hc1_to_hc3_follow_their_formulas(spector, cov_type):
+    """statsmodels accepts HC1-HC3 for Logit but returns HC0 for all of them; ours are MacKinnon & White's."""
+    X, y, ref = spector
+    hc0 = sm.Logit(y, sm.add_constant(X)).fit(**SM_FIT, cov_type="HC0")
+    same = sm.Logit(y, sm.add_constant(X)).fit(**SM_FIT, cov_type=cov_type)
+    np.testing.assert_allclose(same.cov_params(), hc0.cov_params(), rtol=1e-12)
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, cov_type=cov_type)
+    expected = _numpy_hc(X, y, ref.params, cov_type)
+    np.testing.assert_allclose(res.cov_params(), expected, rtol=1e-9)
+    np.testing.assert_allclose(res.bse, np.sqrt(np.diag(expected)), rtol=1e-9)
+    assert res.cov_type == cov_type
+    # the corrections only ever widen HC0
+    assert (res.bse > hc0.bse).all()
+
+
+@pytest.mark.parametrize("cov_type", ["HC0", "HC1", "HC2", "HC3", "cluster"])
+def test_robust_cov_with_frequency_weights_equals_repeated_rows(spector, cov_type):
+    X, y, _ = spector
+    w = np.random.default_rng(0).integers(1, 4, len(y))
+    w[[3, 17]] = 0  # dropped rows
+    groups = np.arange(len(y)) // 4 if cov_type == "cluster" else None
+    model = tl.LogisticRegression(3).double()
+    result = fit_exact(model, X, y, sample_weight=w, tol=1e-10)
+    weighted = infer(model, X, y, w, result=result, cov_type=cov_type, groups=groups)
+    _, repeated = _fit_and_infer(tl.LogisticRegression(3), np.repeat(X, w, 0), np.repeat(y, w), cov_type=cov_type,
+                                 groups=None if groups is None else np.repeat(groups, w))
+    np.testing.assert_allclose(weighted.cov_params(), repeated.cov_params(), rtol=1e-8)
+    if cov_type in ("HC0", "cluster"):  # against statsmodels' Logit of the repeated rows
+        ref = sm.Logit(np.repeat(y, w), sm.add_constant(np.repeat(X, w, 0))).fit(
+            **SM_FIT, **_sm_kwargs(cov_type, None if groups is None else np.repeat(groups, w)))
+        np.testing.assert_allclose(weighted.bse, ref.bse, rtol=1e-8)
+    else:
+        np.testing.assert_allclose(weighted.cov_params(), _numpy_hc(X, y, weighted.params, cov_type, w), rtol=1e-8)
+
+
+@pytest.mark.filterwarnings("ignore:cov_type not fully supported with var_weights")
+@pytest.mark.parametrize("kind", ["freq_weights", "var_weights"])
+def test_weights_follow_statsmodels_glm(spector, kind):
+    X, y, _ = spector
+    w = np.random.default_rng(0).integers(1, 4, len(y)).astype(float)
+    glm = sm.GLM(y, sm.add_constant(X), family=sm.families.Binomial(), **{kind: w})
+    ref = glm.fit(tol=1e-12)
+    model = tl.LogisticRegression(3).double()
+    result = fit_exact(model, X, y, sample_weight=w, tol=1e-10)
+    res = infer(model, X, y, w, result=result, weights_kind=kind)
+    assert res.weights_kind == kind
+    for name in ("params", "bse", "pvalues"):
+        np.testing.assert_allclose(getattr(res, name), getattr(ref, name), rtol=1e-8, err_msg=name)
+    for name in ("llf", "llnull", "aic", "df_resid", "df_model"):
+        np.testing.assert_allclose(getattr(res, name), getattr(ref, name), rtol=1e-10, err_msg=name)
+    # GLM's nobs counts rows and its wnobs the weighted observations; its BIC of the log-likelihood uses wnobs
+    np.testing.assert_allclose(res.nobs, glm.wnobs if kind == "freq_weights" else ref.nobs)
+    np.testing.assert_allclose(res.bic, ref.bic_llf, rtol=1e-10)
+    robust = [("HC0", None)] + ([("cluster", np.arange(len(y)) // 4)] if kind == "var_weights" else [])
+    for cov_type, groups in robust:
+        rob = infer(model, X, y, w, result=result, weights_kind=kind, cov_type=cov_type, groups=groups)
+        np.testing.assert_allclose(rob.bse, glm.fit(tol=1e-12, **_sm_kwargs(cov_type, groups)).bse, rtol=1e-8)
+    if kind == "var_weights":
+        expected = _numpy_hc(X, y, ref.params, "HC3", w, kind)
+        rob = infer(model, X, y, w, result=result, weights_kind=kind, cov_type="HC3")
+        np.testing.assert_allclose(rob.cov_params(), expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize("cov_type", ["HC0", "cluster"])
+def test_mnlogit_robust_cov_matches_statsmodels(anes96, cov_type):
+    X, y, _ = anes96
+    groups = np.arange(len(y)) % 37 if cov_type == "cluster" else None
+    ref = sm.MNLogit(y, sm.add_constant(X)).fit(**SM_FIT, **_sm_kwargs(cov_type, groups))
+    _, res = _fit_and_infer(tl.SoftmaxRegression(X.shape[1], 7), X, y, cov_type=cov_type, groups=groups)
+    cov = np.asarray(ref.cov_params())
+    np.testing.assert_allclose(res.cov_params(), cov, rtol=1e-8, atol=1e-12 * np.abs(cov).max())
+    np.testing.assert_allclose(res.bse, np.asarray(ref.bse).T, rtol=1e-9)
+    np.testing.assert_allclose(res.pvalues, np.asarray(ref.pvalues).T, rtol=1e-8)
+    assert f"Covariance Type:{cov_type:>22}" in str(res.summary())
+
+
+def test_robust_cov_refusals(spector, anes96):
+    X, y, _ = spector
+    model = tl.LogisticRegression(3).double()
+    result = fit_exact(model, X, y, tol=1e-10)
+    cases = [
+        (dict(cov_type="HC4"), r"^cov_type must be one of 'nonrobust', 'HC0', .*got 'HC4'$"),
+        (dict(cov_type="cluster"), r"^cov_type='cluster' needs groups"),
+        (dict(cov_type="HC0", groups=np.zeros(32)), r"^groups are used by cov_type='cluster' only"),
+        (dict(cov_type="cluster", groups=np.zeros(31)), r"^groups must be one label per sample, shape \(32,\)"),
+        (dict(cov_type="cluster", groups=np.zeros(32)), r"needs at least 2 groups"),
+        (dict(cov_type="cluster", groups=np.r_[np.nan, np.zeros(31)]), r"missing or non-finite label at sample 0"),
+        (dict(weights_kind="analytic"), r"^weights_kind must be one of 'freq_weights', 'var_weights'"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(UsageError, match=message):
+            infer(model, X, y, result=result, **kwargs)
+    assert infer(model, X, y, result=result, cov_type="hc0").cov_type == "HC0"
+    X, y, _ = anes96
+    model = tl.SoftmaxRegression(X.shape[1], 7).double()
+    for cov_type in ("HC2", "HC3"):
+        with pytest.raises(ValueError, match=rf"cov_type='{cov_type}' .*binary models only; use 'HC0', 'HC1'"):
+            infer(model, X, y, cov_type=cov_type)
+
+
+# --- Wald and likelihood-ratio tests ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC0"])
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        ("GPA = TUCE = 0", "GPA = TUCE = 0"),
+        ("(GPA = 0), (TUCE = 0)", "(GPA = 0), (TUCE = 0)"),
+        ("GPA - 2 * TUCE = 1", "GPA - 2 * TUCE = 1"),
+        ("GPA + TUCE = PSI, const = -10", "GPA + TUCE = PSI, const = -10"),
+        ("(GPA + TUCE) / 2 = PSI", "0.5 * GPA + 0.5 * TUCE - PSI = 0"),
+        ("PSI", "PSI = 0"),
+    ],
+)
+def test_wald_test_matches_statsmodels(spector, ours, theirs, cov_type):
+    X, y, _ = spector
+    frame = sm.datasets.spector.load_pandas().exog
+    ref = sm.Logit(y, sm.add_constant(frame)).fit(**SM_FIT, cov_type=cov_type)
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES, cov_type=cov_type)
+    test = res.wald_test(ours)
+    expected = ref.wald_test(theirs, scalar=True, use_f=False)
+    np.testing.assert_allclose(test.statistic, expected.statistic, rtol=1e-9)
+    np.testing.assert_allclose(test.pvalue, expected.pvalue, rtol=1e-9)
+    assert test.df == expected.df_denom and test.test == "Wald"
+    assert str(test).startswith("<Wald test (chi2): statistic=")
+
+
+def test_wald_test_with_a_matrix(spector, anes96):
+    X, y, ref = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y)
+    R = np.array([[0, 1, 0, 0], [0, 0, 1, -1.0]])
+    test = res.wald_test(R, q=[1, 0])
+    expected = ref.wald_test((R, np.array([1, 0])), scalar=True, use_f=False)
+    np.testing.assert_allclose([test.statistic, test.pvalue], [expected.statistic, expected.pvalue], rtol=1e-9)
+    single = res.wald_test([0, 0, 0, 1.0])
+    np.testing.assert_allclose(single.statistic, res.zvalues[3] ** 2, rtol=1e-12)
+    # K classes: the flattened contrasts, class-major, named "<class>:<name>"
+    X, y, ref = anes96
+    _, res = _fit_and_infer(tl.SoftmaxRegression(X.shape[1], 7), X, y)
+    assert res.flat_param_names[:7] == ["1:const", "1:x1", "1:x2", "1:x3", "1:x4", "1:x5", "2:const"]
+    R = np.zeros((2, res.k_params))
+    R[0, 1], R[0, 7], R[1, 8] = 1, -1, 1
+    expected = ref.wald_test(R, scalar=True, use_f=False)
+    for test in (res.wald_test(R), res.wald_test("1:x1 = 2:x1, 2:x2 = 0")):
+        np.testing.assert_allclose([test.statistic, test.pvalue], [expected.statistic, expected.pvalue], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "restriction,message",
+    [
+        ("GPA = SAT", r"'SAT' is not a parameter name \(const, GPA, TUCE, PSI\)"),
+        ("GPA * TUCE = 0", "a product of two parameters is not linear"),
+        ("GPA / TUCE = 0", "only division by a non-zero constant is linear"),
+        ("(GPA = 0", "a parenthesis is not closed"),
+        ("GPA = ", "it ends too early"),
+        ("GPA = 0, GPA = 1 = 2", "involve at least one parameter"),
+        ("GPA = 0, 2 * GPA = 1", "linearly dependent"),
+        ("GPA = 0 TUCE", "unexpected"),
+    ],
+)
+def test_wald_test_refuses_unreadable_restrictions(spector, restriction, message):
+    X, y, _ = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES)
+    with pytest.raises(ValueError, match=message):
+        res.wald_test(restriction)
+
+
+def test_wald_test_refuses_bad_matrices(spector):
+    X, y, _ = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES)
+    with pytest.raises(ValueError, match=r"needs R with 4 columns"):
+        res.wald_test(np.eye(3))
+    with pytest.raises(ValueError, match="takes q only with a matrix"):
+        res.wald_test("GPA = 0", q=1)
+    with pytest.raises(ValueError, match="finite"):
+        res.wald_test([0, np.nan, 0, 0])
+
+
+def test_lr_test_matches_statsmodels(spector):
+    from scipy.stats import chi2
+
+    X, y, ref = spector
+    restricted_ref = sm.Logit(y, sm.add_constant(X[:, 2:])).fit(**SM_FIT)
+    _, full = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES)
+    _, restricted = _fit_and_infer(tl.LogisticRegression(1), X[:, 2:], y, feature_names=["PSI"])
+    test = full.lr_test(restricted)
+    statistic = 2 * (ref.llf - restricted_ref.llf)
+    np.testing.assert_allclose(test.statistic, statistic, rtol=1e-9)
+    np.testing.assert_allclose(test.pvalue, chi2.sf(statistic, 2), rtol=1e-9)
+    assert test.df == 2 and test.test == "LR"
+    # against the intercept-only model it is statsmodels' llr
+    _, null = _fit_and_infer(tl.LogisticRegression(1, bias=False), np.ones((32, 1)), y)
+    np.testing.assert_allclose(full.lr_test(null).statistic, ref.llr, rtol=1e-9)
+    np.testing.assert_allclose(full.lr_test(null).pvalue, ref.llr_pvalue, rtol=1e-9)
+
+
+def test_lr_test_refusals(spector, anes96):
+    X, y, _ = spector
+    _, full = _fit_and_infer(tl.LogisticRegression(3), X, y)
+    _, small = _fit_and_infer(tl.LogisticRegression(1), X[:, 2:], y)
+    with pytest.raises(ValueError, match="must have fewer parameters than this one, but it has 4 against 2"):
+        small.lr_test(full)
+    with pytest.raises(ValueError, match="must have fewer parameters"):
+        full.lr_test(full)
+    _, fewer_rows = _fit_and_infer(tl.LogisticRegression(1), X[:30, 2:], y[:30])
+    with pytest.raises(ValueError, match="same data, but they have nobs 32 and 30"):
+        full.lr_test(fewer_rows)
+    y_other = np.r_[np.ones(31), 0.0]  # a fit to other data with the higher log-likelihood
+    _, other = _fit_and_infer(tl.LogisticRegression(1, bias=False), np.ones((32, 1)), y_other)
+    with pytest.raises(ValueError, match="restricted fit has the higher log-likelihood"):
+        full.lr_test(other)
+    with pytest.raises(ValueError, match="InferenceResult of the restricted fit"):
+        full.lr_test(-12.0)
+    X, y, _ = anes96
+    _, multi = _fit_and_infer(tl.SoftmaxRegression(X.shape[1], 7), X[:32], np.arange(32) % 7)
+    with pytest.raises(ValueError, match="same kind of model"):
+        multi.lr_test(small)
+
+
+# --- odds ratios and marginal effects ---------------------------------------------------------
+
+
+def test_odds_ratios(spector, anes96):
+    X, y, ref = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES, cov_type="HC0")
+    table = res.odds_ratios(alpha=0.1)
+    assert table.columns == ["odds_ratio", "lower", "upper"]
+    assert table.index == ["const", *SPECTOR_NAMES]
+    ref = sm.Logit(y, sm.add_constant(X)).fit(**SM_FIT, cov_type="HC0")
+    np.testing.assert_allclose(table["odds_ratio"], np.exp(ref.params), rtol=1e-9)
+    np.testing.assert_allclose(table[["lower", "upper"]], np.exp(ref.conf_int(0.1)), rtol=1e-9)
+    frame = pd.DataFrame(table.values, index=table.index, columns=table.columns)
+    np.testing.assert_allclose(frame.loc["GPA", "odds_ratio"], np.exp(ref.params[1]), rtol=1e-9)
+    assert "odds_ratio" in str(table) and "TUCE" in str(table) and list(table.to_dict()) == table.columns
+    with pytest.raises(KeyError, match="no column 'ratio'; the columns are odds_ratio, lower, upper"):
+        table["ratio"]
+    X, y, ref = anes96
+    _, res = _fit_and_infer(tl.SoftmaxRegression(X.shape[1], 7), X, y)
+    table = res.odds_ratios()
+    assert table.shape == (36, 3) and table.index[6] == "2:const"
+    np.testing.assert_allclose(table["odds_ratio"], np.exp(np.asarray(ref.params).T.reshape(-1)), rtol=1e-8)
+
+
+@pytest.mark.parametrize("at", ["overall", "mean"])
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC0", "cluster"])
+def test_logit_marginal_effects_match_statsmodels(spector, at, cov_type):
+    X, y, _ = spector
+    groups = np.arange(len(y)) // 4 if cov_type == "cluster" else None
+    frame = sm.datasets.spector.load_pandas()
+    ref = sm.Logit(frame.endog, sm.add_constant(frame.exog)).fit(**SM_FIT, **_sm_kwargs(cov_type, groups))
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES, cov_type=cov_type,
+                            groups=groups, dep_variable="GRADE")
+    me, expected = res.get_margeff(at=at), ref.get_margeff(at=at)
+    np.testing.assert_allclose(me.margeff, expected.margeff, rtol=1e-9)
+    np.testing.assert_allclose(me.margeff_se, expected.margeff_se, rtol=1e-9)
+    np.testing.assert_allclose(me.margeff_cov, expected.margeff_cov, rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(me.zvalues, expected.tvalues, rtol=1e-9)
+    np.testing.assert_allclose(me.pvalues, expected.pvalues, rtol=1e-8)
+    np.testing.assert_allclose(me.conf_int(), expected.conf_int(), rtol=1e-9)
+    frame_ours, frame_ref = me.summary_frame(), expected.summary_frame()
+    assert frame_ours.columns == list(frame_ref.columns) and frame_ours.index == list(frame_ref.index)
+    np.testing.assert_allclose(frame_ours.values, frame_ref.to_numpy(), rtol=1e-8)
+    text = str(me.summary())
+    for piece in ("Logit Marginal Effects", "GRADE", f"At:{at:>34}", "dy/dx", "GPA", f"{expected.margeff[0]:.4f}"):
+        assert piece in text, piece
+
+
+@pytest.mark.parametrize("at", ["overall", "mean"])
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC0", "cluster"])
+def test_mnlogit_marginal_effects_match_statsmodels(anes96, at, cov_type):
+    X, y, _ = anes96
+    groups = np.arange(len(y)) % 37 if cov_type == "cluster" else None
+    ref = sm.MNLogit(y, sm.add_constant(X)).fit(**SM_FIT, **_sm_kwargs(cov_type, groups))
+    _, res = _fit_and_infer(tl.SoftmaxRegression(X.shape[1], 7), X, y, cov_type=cov_type, groups=groups)
+    me, expected = res.get_margeff(at=at), ref.get_margeff(at=at)
+    # statsmodels lays the effects out (D, K); ours are (K, D), one row per class including class 0
+    assert me.margeff.shape == (7, 5)
+    np.testing.assert_allclose(me.margeff, expected.margeff.T, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(me.margeff_se, expected.margeff_se.T, rtol=1e-9)
+    np.testing.assert_allclose(me.margeff_cov, expected.margeff_cov, rtol=1e-7, atol=1e-13 * np.abs(expected.margeff_cov).max())
+    np.testing.assert_allclose(me.conf_int(), np.moveaxis(expected.conf_int(), 2, 0), rtol=1e-8, atol=1e-15)
+    frame_ours, frame_ref = me.summary_frame(), expected.summary_frame()
+    np.testing.assert_allclose(frame_ours.values, frame_ref.to_numpy(), rtol=1e-7, atol=1e-15)
+    frame = pd.DataFrame(frame_ours.values, index=pd.MultiIndex.from_tuples(frame_ours.index, names=frame_ours.index_names),
+                         columns=frame_ours.columns)
+    pd.testing.assert_index_equal(frame.index, frame_ref.index)
+    assert frame.columns.equals(frame_ref.columns)
+
+
+def test_marginal_effects_with_frequency_weights_equal_repeated_rows(spector):
+    X, y, _ = spector
+    w = np.random.default_rng(0).integers(1, 4, len(y))
+    model = tl.LogisticRegression(3).double()
+    weighted = infer(model, X, y, w, result=fit_exact(model, X, y, sample_weight=w, tol=1e-10))
+    _, repeated = _fit_and_infer(tl.LogisticRegression(3), np.repeat(X, w, 0), np.repeat(y, w))
+    for at in ("overall", "mean"):
+        a, b = weighted.get_margeff(at), repeated.get_margeff(at)
+        np.testing.assert_allclose(a.margeff, b.margeff, rtol=1e-8)
+        np.testing.assert_allclose(a.margeff_se, b.margeff_se, rtol=1e-8)
+
+
+def test_marginal_effects_without_intercept_skip_constant_columns(spector):
+    """With a constant column of the user's own (no bias), statsmodels leaves it out of the effects too."""
+    X, y, _ = spector
+    Xc = sm.add_constant(X)
+    ref = sm.Logit(y, Xc).fit(**SM_FIT)
+    _, res = _fit_and_infer(tl.LogisticRegression(4, bias=False), Xc, y)
+    me, expected = res.get_margeff(), ref.get_margeff()
+    assert me.names == ["x2", "x3", "x4"]
+    np.testing.assert_allclose(me.margeff, expected.margeff, rtol=1e-9)
+    np.testing.assert_allclose(me.margeff_se, expected.margeff_se, rtol=1e-9)
+
+
+def test_marginal_effects_refusals(spector):
+    X, y, _ = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y)
+    with pytest.raises(ValueError, match="method='dydx' only, got 'eyex'"):
+        res.get_margeff(method="eyex")
+    with pytest.raises(ValueError, match="at='overall' or at='mean', got 'median'"):
+        res.get_margeff(at="median")
+
+
+@pytest.mark.parametrize("cov_type", ["HC2", "cluster"])
+def test_chunked_sums_equal_one_pass(cov_type):
+    """The meat and the marginal-effect Jacobian are sums over chunks of rows: the chunking must not matter."""
+    from torch_logreg.inference import _margeff_terms, _sandwich
+
+    rng = np.random.default_rng(4)
+    n, a, k = 50, 4, 3
+    Xa = torch.as_tensor(np.column_stack([np.ones(n), rng.normal(size=(n, a - 1))]))
+    B = torch.as_tensor(np.vstack([np.zeros(a), rng.normal(size=(k - 1, a))]))
+    omega = torch.as_tensor(rng.random(n))
+    one = _margeff_terms(Xa, B, omega)
+    for chunk in (1, 7):
+        for x, y in zip(one, _margeff_terms(Xa, B, omega, chunk_size=chunk), strict=True):
+            torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-14)
+    p = torch.sigmoid(Xa @ B[1])
+    bread = torch.linalg.inv(Xa.T @ (Xa * (p * (1 - p))[:, None]))
+    resid = (torch.as_tensor(rng.random(n) < 0.5, dtype=torch.float64) - p)[:, None]
+    codes = torch.as_tensor(np.arange(n) % 6)
+    groups = (codes, 6) if cov_type == "cluster" else (None, None)
+    args = (bread, Xa, resid, omega, cov_type, "var_weights", *groups, float(n), a, p * (1 - p))
+    torch.testing.assert_close(_sandwich(*args, chunk_size=3), _sandwich(*args), rtol=1e-12, atol=1e-14)
+
+
+# --- CUDA against the CPU ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", CUDA_ONLY)
+@pytest.mark.parametrize("link,cov_type", [("binary", "HC3"), ("binary", "cluster"), ("softmax", "HC1"), ("softmax", "cluster")])
+def test_robust_inference_on_cuda_matches_cpu(device, link, cov_type):
+    X, y = _collinearity_data(link)
+    groups = np.arange(len(y)) % 11 if cov_type == "cluster" else None
+    w = np.random.default_rng(3).integers(1, 4, len(y)).astype(float)
+    results = {}
+    for dev in ("cpu", device):
+        model = _model(link, 3).double().to(dev)
+        fit = fit_exact(model, X, y, sample_weight=w, tol=1e-10)
+        results[dev] = infer(model, X, y, w, result=fit, cov_type=cov_type, groups=groups)
+    cpu, gpu = results["cpu"], results[device]
+    np.testing.assert_allclose(gpu.cov_params(), cpu.cov_params(), rtol=1e-8, atol=1e-14)
+    for at in ("overall", "mean"):
+        np.testing.assert_allclose(gpu.get_margeff(at).margeff_se, cpu.get_margeff(at).margeff_se, rtol=1e-8)
