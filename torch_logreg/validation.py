@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .errors import UsageError
+
 
 def as_tensor(
     data, name: str, dtype: torch.dtype | None = None, device: torch.device | None = None
@@ -50,11 +52,11 @@ def check_features(x: Tensor, n_features: int | None = None, name: str = "X") ->
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(x.shape)}")
+        raise UsageError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(x.shape)}")
     if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has 0 samples (shape {tuple(x.shape)})")
+        raise UsageError(f"{name} is empty: it has 0 samples (shape {tuple(x.shape)})")
     if n_features is not None and x.shape[1] != n_features:
-        raise ValueError(
+        raise UsageError(
             f"{name} has {x.shape[1]} features but the model expects {n_features} "
             f"(shape {tuple(x.shape)})"
         )
@@ -63,7 +65,7 @@ def check_features(x: Tensor, n_features: int | None = None, name: str = "X") ->
     if x.device.type != "meta":
         where = first_nonfinite(x)
         if where is not None:
-            raise ValueError(
+            raise UsageError(
                 f"{name} contains a non-finite value {x[where].item()} at row {where[0]}, "
                 f"column {where[1]}"
             )
@@ -99,7 +101,7 @@ def check_square_range(x: Tensor, dtype: torch.dtype | None = None, name: str = 
         remedy = "rescale those columns"
     if dtype != torch.float64:
         remedy += " or pass dtype='float64'"
-    raise ValueError(
+    raise UsageError(
         f"{which} has values of magnitude up to {col_max[j].item():.3g}, whose squares overflow {dtype_name}; {remedy}"
     )
 
@@ -108,7 +110,7 @@ def check_same_placement(model_param: Tensor, **tensors: Tensor) -> None:
     """Every tensor must share the model's device and dtype (floating tensors only for dtype)."""
     for name, t in tensors.items():
         if t.device != model_param.device:
-            raise ValueError(
+            raise UsageError(
                 f"{name} is on device {t.device} but the model is on {model_param.device}; "
                 f"move it with .to({str(model_param.device)!r})"
             )
@@ -130,11 +132,11 @@ def binary_targets(y: Tensor, n_samples: int, n_outputs: int, dtype: torch.dtype
     if t.device.type != "meta":
         where = first_nonfinite(t)
         if where is not None:
-            raise ValueError(f"y contains a non-finite value at position {where}")
+            raise UsageError(f"y contains a non-finite value at position {where}")
         bad = (t != 0) & (t != 1)
         if bool(bad.any()):
             pos = _first_where(bad)
-            raise ValueError(
+            raise UsageError(
                 f"binary targets must be 0 or 1, got {t[pos].item()!r} at "
                 f"{_describe(pos, n_outputs)}"
             )
@@ -147,20 +149,20 @@ def class_targets(y: Tensor, n_samples: int, n_classes: int, dtype: torch.dtype)
         y = y[:, 0]
     if y.dim() == 1:
         if y.shape[0] != n_samples:
-            raise ValueError(f"y has {y.shape[0]} entries but X has {n_samples} samples")
+            raise UsageError(f"y has {y.shape[0]} entries but X has {n_samples} samples")
         if y.is_floating_point():
             where = first_nonfinite(y)
             if where is not None:
-                raise ValueError(f"y contains a non-finite value at sample {where[0]}")
+                raise UsageError(f"y contains a non-finite value at sample {where[0]}")
             frac = y != torch.round(y)
             if bool(frac.any()):
                 i = _first_where(frac)[0]
-                raise ValueError(f"class indices must be integers, got {y[i].item()!r} at sample {i}")
+                raise UsageError(f"class indices must be integers, got {y[i].item()!r} at sample {i}")
         idx = y.to(torch.int64)
         bad = (idx < 0) | (idx >= n_classes)
         if bool(bad.any()):
             i = _first_where(bad)[0]
-            raise ValueError(
+            raise UsageError(
                 f"class index {int(idx[i])} at sample {i} is outside [0, {n_classes}) "
                 f"for a model with {n_classes} classes"
             )
@@ -170,14 +172,14 @@ def class_targets(y: Tensor, n_samples: int, n_classes: int, dtype: torch.dtype)
     t = _reshape_targets(y, n_samples, n_classes).to(dtype)
     where = first_nonfinite(t)
     if where is not None:
-        raise ValueError(f"y contains a non-finite value at position {where}")
+        raise UsageError(f"y contains a non-finite value at position {where}")
     if bool((t < 0).any()):
         pos = _first_where(t < 0)
-        raise ValueError(f"one-hot targets must be non-negative, got {t[pos].item()!r} at {_describe(pos, n_classes)}")
+        raise UsageError(f"one-hot targets must be non-negative, got {t[pos].item()!r} at {_describe(pos, n_classes)}")
     off = (t.sum(dim=1) - 1).abs() > 1e-6
     if bool(off.any()):
         i = _first_where(off)[0]
-        raise ValueError(f"one-hot target rows must sum to 1, row {i} sums to {t[i].sum().item()!r}")
+        raise UsageError(f"one-hot target rows must sum to 1, row {i} sums to {t[i].sum().item()!r}")
     return t
 
 
@@ -186,7 +188,7 @@ def real_targets(y: Tensor, n_samples: int, n_outputs: int, dtype: torch.dtype) 
     t = _reshape_targets(y, n_samples, n_outputs).to(dtype)
     where = first_nonfinite(t)
     if where is not None:
-        raise ValueError(f"y contains a non-finite value at {_describe(where, n_outputs)}")
+        raise UsageError(f"y contains a non-finite value at {_describe(where, n_outputs)}")
     return t
 
 
@@ -195,9 +197,9 @@ def _reshape_targets(y: Tensor, n_samples: int, n_outputs: int) -> Tensor:
         y = y[:, None]
     if y.dim() != 2 or y.shape[1] != n_outputs:
         expected = f"({n_samples},) or ({n_samples}, 1)" if n_outputs == 1 else f"({n_samples}, {n_outputs})"
-        raise ValueError(f"y has shape {tuple(y.shape)} but the model expects {expected}")
+        raise UsageError(f"y has shape {tuple(y.shape)} but the model expects {expected}")
     if y.shape[0] != n_samples:
-        raise ValueError(f"y has {y.shape[0]} samples but X has {n_samples}")
+        raise UsageError(f"y has {y.shape[0]} samples but X has {n_samples}")
     return y
 
 

@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import arguments, validation
 from .. import functional as F
 from ..devices import resolve_device, resolve_dtype
+from ..errors import UsageError
 from ..inference import infer
 from ..models import LogisticRegression, SoftmaxRegression
 from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
@@ -123,19 +124,19 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         if self.l1_ratio is not None:
             arguments.number("l1_ratio", self.l1_ratio, low=0, high=1)
         if self.penalty == "elasticnet" and self.l1_ratio is None:
-            raise ValueError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
+            raise UsageError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
         arguments.choice("solver", self.solver, SOLVERS)
         arguments.number("max_iter", self.max_iter, low=1, integer=True)
         arguments.number("tol", self.tol, low=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
-            raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+            raise UsageError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise ValueError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
+            raise UsageError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
         arguments.number("learning_rate", self.learning_rate, low=0, low_open=True)
         l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
         solver = self.solver
         if l1_share > 0 and solver not in ("auto", "newton"):
-            raise ValueError(
+            raise UsageError(
                 f"penalty={self.penalty!r} (an L1 term) needs a solver that handles it: solver in "
                 f"['auto', 'newton'], got solver={solver!r}"
             )
@@ -151,7 +152,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, y_index = np.unique(y, return_inverse=True)
         k = len(self.classes_)
         if k < 2:
-            raise ValueError(
+            raise UsageError(
                 f"y contains only one class ({self.classes_[0]}); LogisticRegressionClassifier needs "
                 "samples of at least 2 classes"
             )
@@ -167,7 +168,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             sw = sw * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sw)[y_index]
         per_class = np.bincount(y_index, weights=sw, minlength=k)
         if (per_class > 0).sum() < 2:
-            raise ValueError(
+            raise UsageError(
                 "after sample_weight and class_weight only one class has a positive total weight "
                 f"(classes {list(self.classes_)}, weights {per_class.tolist()}); at least 2 classes are needed"
             )
@@ -208,7 +209,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn(result.separation.message, SeparationWarning, stacklevel=2)
         else:
             if weighted:
-                raise ValueError(
+                raise UsageError(
                     f"solver={solver!r} (first-order loop) does not support sample_weight or class_weight; "
                     "use solver in ['auto', 'newton', 'lbfgs']"
                 )
@@ -312,13 +313,13 @@ def _sample_weight(sample_weight, n: int) -> np.ndarray:
         return np.full(n, float(sample_weight))
     w = np.asarray(sample_weight, dtype=np.float64)
     if w.ndim != 1 or w.shape[0] != n:
-        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+        raise UsageError(f"sample_weight must have shape ({n},), got {w.shape}")
     if not np.all(np.isfinite(w)):
-        raise ValueError("sample_weight contains NaN or infinity")
+        raise UsageError("sample_weight contains NaN or infinity")
     if np.any(w < 0):
-        raise ValueError(f"sample_weight must be non-negative, got {w[w < 0][0]!r} at sample {int(np.argmax(w < 0))}")
+        raise UsageError(f"sample_weight must be non-negative, got {w[w < 0][0]!r} at sample {int(np.argmax(w < 0))}")
     if not np.any(w > 0):
-        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
+        raise UsageError("sample_weight sums to zero: at least one sample needs a positive weight")
     return w
 
 

@@ -24,6 +24,7 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, log_loss
 from sklearn.model_selection import StratifiedKFold
 
+from ..errors import UsageError
 from ..solvers import ConvergenceWarning
 from .estimator import LogisticRegressionClassifier
 
@@ -42,7 +43,7 @@ def expand_grid(param_grid: Mapping | Sequence[Mapping]) -> list[dict]:
         for name in names:
             v = grid[name]
             if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) == 0:
-                raise ValueError(f"param_grid[{name!r}] must be a non-empty list of values, got {v!r}")
+                raise UsageError(f"param_grid[{name!r}] must be a non-empty list of values, got {v!r}")
             values.append(list(v))
         combos.extend(dict(zip(names, c)) for c in itertools.product(*values))
     return combos
@@ -117,19 +118,19 @@ def cross_validate_grid(
     ``n_convergence_warnings`` and ``rank`` (1 = lowest mean held-out log-loss).
     """
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
-        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        raise UsageError(f"n_splits must be an integer >= 2, got {n_splits!r}")
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+        raise UsageError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape ({X.shape[0]},), got {y.shape}")
+        raise UsageError(f"y must have shape ({X.shape[0]},), got {y.shape}")
     sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise ValueError(f"y contains only one class ({classes[0]}); cross-validation needs at least 2 classes")
+        raise UsageError(f"y contains only one class ({classes[0]}); cross-validation needs at least 2 classes")
     if counts.min() < n_splits:
-        raise ValueError(
+        raise UsageError(
             f"the smallest class ({classes[counts.argmin()]}) has {counts.min()} samples, fewer than "
             f"n_splits={n_splits}: each fold needs at least one sample of every class"
         )
@@ -141,11 +142,11 @@ def cross_validate_grid(
     for combo in combos:
         unknown = set(combo) - valid
         if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)} in param_grid; valid: {sorted(valid)}")
+            raise UsageError(f"unknown parameter(s) {sorted(unknown)} in param_grid; valid: {sorted(valid)}")
         try:
             clone(base).set_params(**combo).resolve_params(n_params_guess)
         except ValueError as exc:
-            raise ValueError(f"invalid combination {combo}: {exc}") from exc
+            raise UsageError(f"invalid combination {combo}: {exc}") from exc
 
     def fit_and_score(combo, train, test) -> dict:
         est = clone(base).set_params(**combo)
@@ -182,7 +183,7 @@ def cross_validate_grid(
 def best_row(rows: Sequence[Mapping]) -> dict:
     """The row ranked 1 (lowest mean held-out log-loss)."""
     if not rows:
-        raise ValueError("no rows: the grid was empty")
+        raise UsageError("no rows: the grid was empty")
     return dict(min(rows, key=lambda r: r["rank"]))
 
 

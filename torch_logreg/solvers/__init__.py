@@ -62,6 +62,7 @@ from torch import Tensor
 
 from .. import arguments, validation
 from ..devices import resolve_device, resolve_dtype
+from ..errors import UsageError
 from ..models import single_linear
 from ..registry import EXACT_SOLVERS, L1_SOLVERS
 from .lbfgs import lbfgs
@@ -133,7 +134,7 @@ def fit_exact(
     arguments.number("max_iter", max_iter, low=1, integer=True)
     arguments.number("history_size", history_size, low=1, integer=True)
     if l1 > 0 and solver not in L1_SOLVERS:
-        raise ValueError(
+        raise UsageError(
             f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
             f"{list(L1_SOLVERS)} (proximal Newton)"
         )
@@ -196,13 +197,13 @@ def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Te
     if w.dim() == 0:
         w = w.expand(n).clone()
     if w.dim() != 1 or w.shape[0] != n:
-        raise ValueError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
+        raise UsageError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
     where = validation.first_nonfinite(w)
     if where is not None:
-        raise ValueError(f"sample_weight contains a non-finite value at sample {where[0]}")
+        raise UsageError(f"sample_weight contains a non-finite value at sample {where[0]}")
     if bool((w < 0).any()):
         i = int((w < 0).nonzero()[0, 0])
-        raise ValueError(f"sample_weight must be non-negative, got {w[i].item()!r} at sample {i}")
+        raise UsageError(f"sample_weight must be non-negative, got {w[i].item()!r} at sample {i}")
     if not bool((w > 0).any()):
-        raise ValueError("sample_weight sums to zero: at least one sample needs a positive weight")
+        raise UsageError("sample_weight sums to zero: at least one sample needs a positive weight")
     return w

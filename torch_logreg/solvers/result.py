@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
+
 #: Armijo's sufficient-decrease constant and the most halvings of a line search
 ARMIJO = 1e-4
 MAX_HALVINGS = 40
@@ -14,11 +16,11 @@ class ConvergenceWarning(UserWarning):
     """The solver stopped at ``max_iter`` (or its line search stalled) before reaching ``tol``."""
 
 
-class NonFiniteError(ValueError, FloatingPointError):
+class NonFiniteError(UsageError, FloatingPointError):
     """A solver met an infinite or NaN objective, gradient, Hessian or step.
 
-    A ``ValueError`` (the scale of the input is what the caller can change) that is also a
-    ``FloatingPointError``.
+    A :class:`UsageError` (so a ``ValueError``: the scale of the input is what the caller can
+    change) that is also a ``FloatingPointError``.
     """
 
 
