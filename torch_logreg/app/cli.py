@@ -35,10 +35,19 @@ def _load(args):
 
 
 def _print_metrics(metrics: dict) -> None:
+    """One line of summary metrics per split, then the per-class ones (``f1[label]``) on the next."""
     for split in ("train", "val", "test", "data"):
         if metrics.get(split):
-            text = "  ".join(f"{k} {v:.4f}" for k, v in metrics[split].items())
-            print(f"{split:<5} {text}")
+            values = metrics[split]
+            summary = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" not in k)
+            print(f"{split:<5} {summary}")
+            per_class = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" in k)
+            if per_class:
+                print(f"{'':<5} {per_class}")
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def cmd_train(args) -> int:

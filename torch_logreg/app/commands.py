@@ -29,6 +29,7 @@ from .fitting import (
     Prepared,
     build_model,
     check_cuda_graph,
+    check_standardized,
     fit_exact_run,
     make_trainer,
     prepare,
@@ -39,7 +40,7 @@ from .fitting import (
 )
 from .inputs import labels_to_targets, read_inputs
 from .progress import Progress
-from .report import final_report
+from .report import epoch_pictures, final_report
 from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
 
 
@@ -83,7 +84,8 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
     logger = TensorBoardLogger(writer, every=cfg.log.every,
                                histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
                                lr=cfg.train.lr, train_eval=(prep.X["train"], prep.T["train"]),
-                               val_eval=(prep.X["val"], prep.T["val"]) if has_val else None)
+                               val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
+                               pictures=epoch_pictures(prep), pictures_every=cfg.log.checkpoint_every)
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
     callbacks: list[Callback] = [logger, ckpt, interrupt]
     if not quiet:
@@ -244,7 +246,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         prep = prepare(cfg, dev, dtype, standardizer)
         _check_data_unchanged(path, payload, prep, allow_changed_data,
                               "its train/validation/test splits would be other rows")
-        return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
+        return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], payload["classes"] or None) for s in SPLITS}
     schema = data_lib.Schema.from_dict(payload["schema"])
     new = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
     X_raw, y_raw = new.X, new.y
@@ -257,8 +259,9 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
                     f"({data_lib.listed(cfg.data.keep_classes)}) and are left out, as in training")
         X_raw, y_raw = X_raw[torch.from_numpy(mask)], np.asarray(y_raw)[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
+    check_standardized(X, X_raw, data_path, schema.feature_names)
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
-    return {"data": metrics_lib.evaluate(model, X, T)}
+    return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None)}
 
 
 def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False,
@@ -279,6 +282,7 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
     new = read_inputs(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes, keep=list(keep))
     X = standardizer.transform(new.X.to(dev)).to(dtype)
+    check_standardized(X, new.X, input_path, schema.feature_names)
     with torch.no_grad():
         out = model(X).float().cpu().numpy() if dtype != torch.float64 else model(X).cpu().numpy()
     columns = predictions.table(out, model.link, payload["classes"], threshold, out.dtype)

@@ -17,7 +17,7 @@ from .. import arguments
 from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
-from ..registry import LOOP_SOLVERS, SOLVERS
+from ..registry import LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
 from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
@@ -78,6 +78,7 @@ class TrainConfig:
     grad_check_every: int = 0  # steps; 0 = off
     check_every: int = 1  # epochs between stopping checks
     cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
+    step: str = "auto"  # auto (measure once, keep the fastest) | rule | reference | feature_major | row_major | fused
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # float32 | float64 | bfloat16 (the loop: float32 weights, bfloat16 products)
@@ -137,6 +138,7 @@ CHOICES = {
     "model.init": ("auto", *INIT_SCHEMES),
     "train.solver": SOLVERS,
     "train.schedule": SCHEDULES,
+    "train.step": STEPS,
     "train.dtype": ("float32", "float64", "bfloat16"),
 }
 

@@ -130,12 +130,13 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     write_text_atomic(path / "results.json", json_text({"folds": folds, "grid": grid, "rows": rows}))
     from torch.utils.tensorboard import SummaryWriter
 
-    from .tensorboard import write_hparams
+    from .tensorboard import config_hparams, write_hparams
 
     for i, row in enumerate(rows):
         with SummaryWriter(log_dir=str(path / f"trial-{i:03d}")) as writer:
-            hp = {k: row[k] for k in keys}
-            write_hparams(writer, hp, {k: v for k, v in row.items() if k.startswith("mean_")})
+            trial = trials[tuple(row[k] for k in keys)]
+            means = {k.removeprefix("mean_"): v for k, v in row.items() if k.startswith("mean_")}
+            write_hparams(writer, config_hparams(trial, f"{folds}-fold cv"), means)
     return rows, path
 
 

@@ -132,25 +132,26 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     probe = build_model(cfg.model, ds.X.shape[1], len(classes)).to(device=device, dtype=dtype)
     for s in SPLITS:
         X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
-        _check_standardized(X_out[s], X_split[s], idx[s], ds.schema, cfg)
+        check_standardized(X_out[s], X_split[s], cfg.data.path or f"data set {cfg.data.name!r}", ds.schema.feature_names,
+                           idx[s])
         y_out[s] = y_split[s].to(device)
         T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
     return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
                     ds.fingerprint)
 
 
-def _check_standardized(X: Tensor, raw: Tensor, rows: Tensor, schema: data_lib.Schema, cfg: Config) -> None:
+def check_standardized(X: Tensor, raw: Tensor, source: str, names: list[str], rows: Tensor | None = None) -> None:
     """A finite value whose standardized form the storage dtype cannot hold (far outside the
-    training rows' range) is the data's problem, named here, not an infinity in the loop."""
+    training rows' range) is the data's problem, named here, not an infinity in the model."""
     bad = ~torch.isfinite(X)
     if not bool(bad.any()):
         return
     r, c = (int(i) for i in bad.nonzero()[0])
-    source = cfg.data.path or f"data set {cfg.data.name!r}"
     dtype = str(X.dtype).replace("torch.", "")
-    raise UsageError(f"{source}: row {int(rows[r])}, column {schema.feature_names[c]!r}: {raw[r, c].item():g} is so far "
-                     f"from the training rows' values that, standardized, it exceeds what {dtype} can hold; check "
-                     "the value" + (", or set train.dtype = 'float64'" if dtype != "float64" else ""))
+    row = int(rows[r]) if rows is not None else r
+    raise UsageError(f"{source}: row {row}, column {names[c]!r}: {raw[r, c].item():g} is so far from the training "
+                     f"rows' values that, standardized, it exceeds what {dtype} can hold; check the value"
+                     + (", or set train.dtype = 'float64'" if dtype != "float64" else ""))
 
 
 def world_size() -> int:
@@ -198,7 +199,8 @@ def loop_options(cfg: Config) -> dict:
         "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
         "l2": t.l2, "tol": t.tol, "patience": t.patience,
         "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
-        "seed": t.seed, "fast_path": not exact, **({} if exact else update_rule_options(t)), **schedule_options(t),
+        "seed": t.seed, "fast_path": not exact, "step": "rule" if exact else t.step,
+        **({} if exact else update_rule_options(t)), **schedule_options(t),
     }
 
 

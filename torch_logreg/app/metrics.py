@@ -1,7 +1,17 @@
-"""Evaluation metrics on a split: loss, accuracy, ROC AUC (binary), R^2 (regression)."""
+"""Evaluation metrics on a split.
+
+:func:`evaluate` is what a finished run reports: ``loss`` (the mean NLL the model minimised), then
+for a classifier scikit-learn's accuracy, ROC AUC, log-loss, Brier score and precision, recall and
+F1 (macro, and per class named by its label); for regression, R^2. :func:`training_metrics` is
+the cheap subset the TensorBoard logger reads during training, computed on the run's device.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,13 +32,103 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-@torch.no_grad()
-def evaluate(model, X: Tensor, T: Tensor) -> dict[str, float]:
-    """Metrics of ``model`` on features ``X`` and prepared targets ``T`` (N, K).
+@dataclass
+class Predictions:
+    """A classifier's predictions on a split, on the host in float64.
 
-    ``loss`` is the data term of the objective (no penalty). Classification adds ``accuracy``
-    (argmax for softmax and one-sigmoid-per-class, p >= 0.5 for a single sigmoid) and, for a
-    single sigmoid, ``auc``; regression adds ``r2``.
+    ``y``: true class indices (N,); ``pred``: predicted indices (N,) (argmax of the logits, logit
+    >= 0 for a single sigmoid); ``proba``: (N, K) class probabilities whose rows sum to 1 (a single
+    sigmoid gives [1 - p, p]; one sigmoid per class is normalised over the classes, as scikit-learn's
+    one-vs-rest ``predict_proba`` does); ``scores``: what ROC AUC ranks (the logit of a single
+    sigmoid, each class's own sigmoid of a one-per-class model, the softmax probabilities).
+    """
+
+    y: np.ndarray
+    pred: np.ndarray
+    proba: np.ndarray
+    scores: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return self.proba.shape[1]
+
+
+@torch.no_grad()
+def predictions(model, X: Tensor, T: Tensor, logits: Tensor | None = None) -> Predictions:
+    """The :class:`Predictions` of a classifier ``model`` on features ``X`` and prepared targets
+    ``T`` (N, K); ``logits`` when already computed."""
+    z = (model.logits(X) if logits is None else logits).detach().to(device="cpu", dtype=torch.float64)
+    truth = T.detach().cpu()
+    if model.n_outputs == 1:
+        p = torch.sigmoid(z[:, 0])
+        return Predictions(truth[:, 0].long().numpy(), (z[:, 0] >= 0).long().numpy(),
+                           torch.stack([1 - p, p], dim=1).numpy(), z[:, 0].numpy())
+    y, pred = truth.argmax(dim=1).numpy(), z.argmax(dim=1).numpy()
+    if model.link == "softmax":
+        proba = torch.softmax(z, dim=1)
+        return Predictions(y, pred, proba.numpy(), proba.numpy())
+    p = torch.sigmoid(z)
+    return Predictions(y, pred, (p / p.sum(dim=1, keepdim=True).clamp_min(1e-300)).numpy(), p.numpy())
+
+
+def classification_metrics(P: Predictions, classes: list[str] | None = None) -> dict[str, float]:
+    """scikit-learn's scores of ``P``, every value a float.
+
+    ``accuracy``; ``auc``: ROC AUC (binary), or the macro mean of the one-vs-rest AUCs of the
+    classes that occur in ``y`` with both outcomes (K classes; NaN when none does); ``log_loss``;
+    ``brier``: binary, the mean of (p - y)^2 (scikit-learn's ``brier_score_loss``); K classes, the
+    mean over samples of the sum over classes of (p_k - y_k)^2 against the one-hot truth, as
+    scikit-learn >= 1.7 defines the multi-class Brier score (0 best, 2 worst);
+    ``precision_macro``, ``recall_macro``, ``f1_macro``: unweighted means over the classes that
+    occur in the labels or the predictions; with ``classes`` (the labels in output order), also
+    ``precision[<label>]``, ``recall[<label>]`` and ``f1[<label>]`` per class. A class with no
+    prediction (or no sample) scores 0 precision (recall), not NaN.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        brier_score_loss,
+        log_loss,
+        mean_squared_error,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    k = P.n_classes
+    labels = list(range(k))
+    out = {"accuracy": float(accuracy_score(P.y, P.pred))}
+    if k == 2:
+        both = 0 < int(P.y.sum()) < len(P.y)
+        out["auc"] = float(roc_auc_score(P.y, P.scores)) if both else math.nan
+    else:
+        onehot = np.eye(k)[P.y]
+        present = [c for c in labels if 0 < onehot[:, c].sum() < len(P.y)]
+        out["auc"] = float(roc_auc_score(onehot[:, present], P.scores[:, present], average="macro")) if present else math.nan
+    out["log_loss"] = float(log_loss(P.y, P.proba, labels=labels))
+    if k == 2:
+        out["brier"] = float(brier_score_loss(P.y, P.proba[:, 1], pos_label=1))
+    else:
+        out["brier"] = float(mean_squared_error(np.eye(k)[P.y], P.proba, multioutput="raw_values").sum())
+    precision, recall, f1, _ = precision_recall_fscore_support(P.y, P.pred, average="macro", zero_division=0)
+    out.update(precision_macro=float(precision), recall_macro=float(recall), f1_macro=float(f1))
+    if classes is not None:
+        if len(classes) != k:
+            raise ValueError(f"{len(classes)} class labels for a model with {k} classes")
+        precision, recall, f1, _ = precision_recall_fscore_support(P.y, P.pred, labels=labels, average=None,
+                                                                   zero_division=0)
+        for i, name in enumerate(classes):
+            out.update({f"precision[{name}]": float(precision[i]), f"recall[{name}]": float(recall[i]),
+                        f"f1[{name}]": float(f1[i])})
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, X: Tensor, T: Tensor, classes: list[str] | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on features ``X`` and prepared targets ``T`` (N, K), flat scalars.
+
+    ``loss`` is the data term of the objective (no penalty). Regression adds ``r2``; a classifier
+    adds :func:`classification_metrics` (``accuracy``, ``auc``, ``log_loss``, ``brier``,
+    ``precision_macro``, ``recall_macro``, ``f1_macro``, and with ``classes`` the per-class
+    ``precision[<label>]``, ``recall[<label>]``, ``f1[<label>]``). An empty split gives ``{}``.
     """
     if X.shape[0] == 0:
         return {}
@@ -36,11 +136,25 @@ def evaluate(model, X: Tensor, T: Tensor) -> dict[str, float]:
     loss, _ = model.loss_fn(logits, T)
     out = {"loss": loss.item()}
     if model.link == "identity":
-        ss_res = ((logits - T) ** 2).sum()
-        ss_tot = ((T - T.mean(dim=0)) ** 2).sum()
-        out["r2"] = (1 - ss_res / ss_tot).item() if ss_tot > 0 else float("nan")
+        out["r2"] = _r2(logits, T)
         return out
-    if model.n_outputs == 1:
+    out.update(classification_metrics(predictions(model, X, T, logits), classes))
+    return out
+
+
+@torch.no_grad()
+def training_metrics(model, X: Tensor, T: Tensor) -> dict[str, float]:
+    """The cheap metrics read during training, on the run's device: ``loss``, then ``accuracy``
+    (argmax for softmax and one-sigmoid-per-class, logit >= 0 for a single sigmoid) and, for a
+    single sigmoid, ``auc``; regression ``r2``. The same values :func:`evaluate` reports."""
+    if X.shape[0] == 0:
+        return {}
+    logits = model.logits(X)
+    loss, _ = model.loss_fn(logits, T)
+    out = {"loss": loss.item()}
+    if model.link == "identity":
+        out["r2"] = _r2(logits, T)
+    elif model.n_outputs == 1:
         pred = (logits[:, 0] >= 0).long()
         truth = T[:, 0].long()
         out["accuracy"] = (pred == truth).double().mean().item()
@@ -48,3 +162,9 @@ def evaluate(model, X: Tensor, T: Tensor) -> dict[str, float]:
     else:
         out["accuracy"] = (logits.argmax(dim=1) == T.argmax(dim=1)).double().mean().item()
     return out
+
+
+def _r2(outputs: Tensor, T: Tensor) -> float:
+    ss_res = ((outputs - T) ** 2).sum()
+    ss_tot = ((T - T.mean(dim=0)) ** 2).sum()
+    return (1 - ss_res / ss_tot).item() if ss_tot > 0 else float("nan")

@@ -1,8 +1,11 @@
 """What a finished run reports: metrics.json, and the final TensorBoard entries (hyper-parameters,
-precision-recall curves, the probability map of 2-D data, the weight images of image data)."""
+precision-recall curves, a confusion matrix and a reliability diagram of the held-out split, the
+probability map of 2-D data, the weight images of image data); and the probability map drawn
+during training (:func:`epoch_pictures`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,41 @@ def predict_proba_raw(model, prep: Prepared):
     return fn
 
 
+def held_out_split(prep: Prepared) -> str:
+    """The split a run's scores for the HPARAMS dashboard and its final pictures come from: the test
+    split, else the validation split, else the training split."""
+    return next((s for s in ("test", "val") if prep.X[s].shape[0]), "train")
+
+
+def _log_probability_map(writer, model, prep: Prepared, step: int, title: str) -> None:
+    from .plots import probability_map
+
+    split = held_out_split(prep)
+    img = probability_map(predict_proba_raw(model, prep), prep.plane[split], prep.y[split].cpu().numpy(), prep.classes,
+                          prep.schema.columns[:2], title=title)
+    writer.add_image("probability_map", img, step, dataformats="HWC")
+
+
+def epoch_pictures(prep: Prepared) -> Callable | None:
+    """For :class:`~torch_logreg.app.tensorboard.TensorBoardLogger` ``pictures``: the probability
+    map of 2-D data (tag ``probability_map``, the held-out split's points) at the training step it
+    is called at, so the decision boundary can be watched as it moves; None for other data."""
+    if prep.plane is None:
+        return None
+
+    def draw(writer, state) -> None:
+        if state.model.link != "identity":
+            _log_probability_map(writer, state.model, prep, state.step, f"epoch {state.epoch}")
+
+    return draw
+
+
 def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device) -> dict:
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s]) for s in SPLITS}
+    """Write metrics.json (every split's :func:`~torch_logreg.app.metrics.evaluate`, per-class
+    scores named by the class labels, and how the run went) and, with a ``writer``, the final
+    TensorBoard entries; returns what metrics.json holds."""
+    classes = prep.classes if model.link != "identity" else None
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in SPLITS}
     out = {
         **{s: result[s] for s in SPLITS},
         # each split's "loss" is the mean NLL; this is what training minimised (with the penalties)
@@ -56,32 +92,37 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
         out["true_weights_cosine"] = float(torch.dot(w, w_true) / (w.norm() * w_true.norm()))
     write_text_atomic(run_dir / "metrics.json", json_text(out))
     if writer is not None:
-        from .plots import probability_map, weight_images
-        from .tensorboard import write_hparams
-
-        final = {f"{s}/{k}": v for s in SPLITS for k, v in result[s].items()}
-        hp = {f"{sec}.{k}": v for sec, body in cfg.to_dict().items() if sec in ("model", "train") for k, v in body.items()}
-        hp["data"] = cfg.data.path or cfg.data.name
-        write_hparams(writer, hp, final, history.n_steps)
-        X_test = prep.X["test"] if prep.X["test"].shape[0] else prep.X["train"]
-        T_test = prep.T["test"] if prep.X["test"].shape[0] else prep.T["train"]
-        if model.link != "identity":
-            with torch.no_grad():
-                probs = model(X_test).cpu()
-            truth = T_test.cpu()
-            if model.n_outputs == 1:
-                writer.add_pr_curve("test/pr_curve", truth[:, 0].long(), probs[:, 0], history.n_steps)
-            else:
-                for k in range(min(model.n_outputs, 10)):
-                    writer.add_pr_curve(f"test/pr_curve/class_{prep.classes[k]}", truth[:, k].long(), probs[:, k],
-                                        history.n_steps)
-        if prep.plane is not None and model.link != "identity":
-            split = "test" if prep.plane["test"].shape[0] else "train"
-            img = probability_map(predict_proba_raw(model, prep), prep.plane[split], prep.y[split].cpu().numpy())
-            writer.add_image("probability_map", img, history.n_steps, dataformats="HWC")
-        if prep.image_shape is not None and layer is not None:
-            names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
-            for name, img in zip(names, weight_images(layer.weight, prep.image_shape)):
-                writer.add_image(f"weights/class_{name}", img, history.n_steps)
-        writer.flush()
+        _log_final(writer, model, prep, cfg, history, result, layer)
     return out
+
+
+def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict, layer) -> None:
+    from .plots import confusion_matrix_image, reliability_image, weight_images
+    from .tensorboard import HPARAM_METRICS, config_hparams, write_hparams
+
+    step = history.n_steps
+    split = held_out_split(prep)
+    scores = {m: result[split][m] for m in HPARAM_METRICS if m in result[split]}
+    scores.update({f"{s}/{m}": result[s][m] for s in SPLITS for m in HPARAM_METRICS if m in result[s]})
+    write_hparams(writer, config_hparams(cfg, split), scores, step)
+    if model.link != "identity":
+        P = metrics_lib.predictions(model, prep.X[split], prep.T[split])
+        if model.n_outputs == 1:
+            writer.add_pr_curve(f"{split}/pr_curve", torch.from_numpy((P.y == 1).astype(np.int64)),
+                                torch.from_numpy(P.proba[:, 1]), step)
+        else:
+            for k in range(min(model.n_outputs, 10)):
+                writer.add_pr_curve(f"{split}/pr_curve/class_{prep.classes[k]}", torch.from_numpy((P.y == k).astype(np.int64)),
+                                    torch.from_numpy(P.scores[:, k]), step)
+        title = f"{split} split, {len(P.y)} samples"
+        writer.add_image(f"{split}/confusion_matrix", confusion_matrix_image(P.y, P.pred, prep.classes, title), step,
+                         dataformats="HWC")
+        writer.add_image(f"{split}/reliability", reliability_image(P.y, P.proba, prep.classes, title=f"reliability, {title}"),
+                         step, dataformats="HWC")
+        if prep.plane is not None:
+            _log_probability_map(writer, model, prep, step, f"epoch {history.n_epochs}")
+    if prep.image_shape is not None and layer is not None:
+        names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
+        for name, img in zip(names, weight_images(layer.weight, prep.image_shape, names)):
+            writer.add_image(f"weights/class_{name}", img, step, dataformats="HWC")
+    writer.flush()
