@@ -311,3 +311,27 @@ def test_sigterm_before_training_leaves_nothing(capsys, tmp_path, monkeypatch, w
     from torch_logreg.app import cli
 
     assert signal.getsignal(signal.SIGTERM) is not cli._terminate  # the handler is the caller's again
+
+
+def test_full_disk_met_by_the_events_writer_is_one_sentence(capsys, tmp_path, monkeypatch):
+    """TensorBoard writes its events from a thread; a full disk there is reported like one met by a
+    checkpoint: one sentence, exit 2, the last checkpoint kept, no thread traceback."""
+    from tensorboard.summary.writer import record_writer
+
+    real = record_writer.RecordWriter.write
+    calls = {"n": 0}
+
+    def write(self, data):
+        calls["n"] += 1
+        if calls["n"] > 300:  # after the first checkpoints
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    data = write_csv(tmp_path / "d.csv")
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *train_args(data, run_dir, "train.epochs=400", "log.every=1"))
+    assert code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot write the TensorBoard events" in lines[0] and "No space left" in lines[0]
+    assert "is whole; resume from it" in lines[0] and (run_dir / "checkpoint.pt").exists()

@@ -11,6 +11,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..errors import UsageError
@@ -262,8 +263,20 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _thread_exception(args) -> None:
+    """TensorBoard's writer thread re-raises a write error (a full disk) in the main thread, which
+    reports it in one sentence; its own traceback on the way out is noise."""
+    if issubclass(args.exc_type, OSError) and type(args.thread).__name__ == "_AsyncWriterThread":
+        return
+    _default_thread_hook(args)
+
+
+_default_thread_hook = threading.excepthook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    threading.excepthook = _thread_exception
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -283,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
               "directory keeps its last checkpoint, one without a checkpoint is removed)", file=sys.stderr)
         return 143 if term else 130
     finally:
+        threading.excepthook = _default_thread_hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -9,6 +9,7 @@ with TensorBoard, progress and checkpoint callbacks, and writes ``config.toml``,
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from . import metrics as metrics_lib
 from . import sources
 from .checkpoint import save_checkpoint
 from .config import Config
-from .files import check_output, write_text_atomic
+from .files import USER_FIXABLE, check_output, write_text_atomic
 from .fitting import (
     SPLITS,
     Prepared,
@@ -67,10 +68,29 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
 
     purge = resume_state["step"] + 1 if resume_state else None
     writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge)
-    try:  # the events file is closed however the run ends (its writer thread must not outlive the run)
-        return _logged_run(cfg, run_dir, prep, model, device, dtype, quiet, resume_state, writer)
-    finally:
+    # the events file is closed however the run ends (its writer thread must not outlive the run);
+    # a full disk met by TensorBoard's writer is reported like one met by a checkpoint
+    try:
+        result = _logged_run(cfg, run_dir, prep, model, device, dtype, quiet, resume_state, writer)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            writer.close()
+        if isinstance(exc, OSError) and exc.errno in USER_FIXABLE:
+            raise _events_failure(run_dir, exc) from None
+        raise
+    try:
         writer.close()
+    except OSError as exc:
+        if exc.errno not in USER_FIXABLE:
+            raise
+        raise _events_failure(run_dir, exc) from None
+    return result
+
+
+def _events_failure(run_dir: Path, exc: OSError) -> UsageError:
+    kept = (f"the last checkpoint {run_dir / 'checkpoint.pt'} is whole; resume from it once the problem is fixed"
+            if (run_dir / "checkpoint.pt").exists() else "no checkpoint was written")
+    return UsageError(f"cannot write the TensorBoard events in {run_dir}: {exc.strerror or exc}; {kept}")
 
 
 def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,

@@ -23,7 +23,7 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise _cannot_write(path, exc) from None
+        raise cannot_write(path, exc) from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, mode, **open_kwargs) as fh:
@@ -34,16 +34,17 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs):
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE:
-            raise _cannot_write(path, exc) from None
+        if isinstance(exc, OSError) and exc.errno in USER_FIXABLE:
+            raise cannot_write(path, exc) from None
         raise
 
 
 # a full disk or quota, a read-only file system, a permission: the user's to fix, not a bug
-_USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
-def _cannot_write(path: Path, exc: OSError):
+def cannot_write(path: Path, exc: OSError):
+    """The :class:`UsageError` for a write to ``path`` that failed with ``exc`` (a full disk...)."""
     from ..errors import UsageError
 
     kept = "the previous file is kept unchanged" if path.exists() else "nothing was written"
