@@ -1,5 +1,6 @@
 """LogisticRegressionClassifier: scikit-learn's own estimator checks, parity with scikit-learn's
-LogisticRegression, inference_ against statsmodels, and the parameter errors."""
+LogisticRegression, inference_ against statsmodels (default settings, robust and clustered covariances),
+convergence, and the parameter errors."""
 
 import re
 import warnings
@@ -8,15 +9,17 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 import torch
-from sklearn.datasets import load_iris
+from sklearn.datasets import load_breast_cancer, load_iris
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import torch_logreg as tl
+from torch_logreg.errors import UsageError
 from torch_logreg.estimators.estimator import InferenceUnavailable, LogisticRegressionClassifier
-from torch_logreg.inference import SeparationWarning
+from torch_logreg.inference import CollinearityWarning, SeparationWarning
 from torch_logreg.solvers import ConvergenceWarning
 
 from helpers import l1_optimality, model_at
@@ -28,6 +31,17 @@ CUDA = torch.cuda.is_available()
 def iris():
     X, y = load_iris(return_X_y=True)
     return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def spector():
+    """Spector & Mazzeo's 32 students: the features GPA, TUCE, PSI as a DataFrame, GRADE as a named Series."""
+    data = sm.datasets.spector.load_pandas()
+    return data.exog.copy(), data.endog.copy()
+
+
+#: statsmodels run to its own rounding floor: the reference the default fits are held to
+SM_FIT = dict(disp=0, method="newton", tol=1e-12, maxiter=100)
 
 
 @parametrize_with_checks([LogisticRegressionClassifier(device="cpu", dtype="float64")])
@@ -162,6 +176,180 @@ def test_separated_data_warns_and_refuses_inference():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LogisticRegressionClassifier(C=1.0).fit(X, y)
+
+
+# --- unpenalised fits reach the maximum-likelihood estimate by default ---------------------------
+
+
+def test_default_unpenalised_fit_is_the_mle(spector):
+    """With the default tol and solver an unpenalised fit is Newton's, run to the rounding floor of the
+    gradient: statsmodels' own Newton fit agrees to ~1e-14 (asserted: 1e-8 in params, 1e-6 in bse)."""
+    X, y = spector
+    ref = sm.Logit(y.to_numpy(), sm.add_constant(X.to_numpy())).fit(**SM_FIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LogisticRegressionClassifier(penalty=None).fit(X, y)
+    res = est.inference_
+    assert est.result_.solver == "newton" and est.result_.converged
+    assert est.tol_ == 1e-10 and est.grad_norm_ <= est.tol_
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-8)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(res.pvalues, ref.pvalues, rtol=1e-6)
+    assert re.search(r"Converged:\s+True", str(res.summary()))
+
+
+def test_default_unpenalised_fit_with_unscaled_columns():
+    """Four raw breast-cancer columns (mean radius, texture, perimeter, area: up to ~2500): no refusal,
+    statsmodels' estimates and standard errors."""
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X[:, :4]
+    assert X.max() > 2000
+    ref = sm.Logit(y, sm.add_constant(X)).fit(**SM_FIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = LogisticRegressionClassifier(penalty=None).fit(X, y)
+    res = est.inference_
+    np.testing.assert_allclose(res.params, ref.params, rtol=1e-8)
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-12)
+
+
+def test_truncated_fit_warns_with_its_gradient_and_refuses_inference(spector):
+    X, y = spector
+    match = r"lbfgs did not converge in 1 iterations \(max_iter=1\); max\|gradient\| = "
+    with pytest.warns(ConvergenceWarning, match=match) as rec:
+        est = LogisticRegressionClassifier(penalty=None, solver="lbfgs", max_iter=1).fit(X, y)
+    warning = next(w for w in rec if issubclass(w.category, ConvergenceWarning))
+    assert issubclass(warning.category, SklearnConvergenceWarning)  # scikit-learn's class as well
+    gradient = f"{est.grad_norm_:.3e}"
+    assert f"max|gradient| = {gradient} > tol=1e-10" in str(warning.message)
+    with pytest.raises(InferenceUnavailable, match=rf"gradient of the objective is {re.escape(gradient)}, above the "
+                                                   r"1\.000e-08 that standard errors need; refit with a smaller tol.*"
+                                                   r"a larger max_iter or solver='newton'$"):
+        _ = est.inference_
+
+
+def test_loose_tol_is_no_silent_approximation(spector):
+    """L-BFGS stopped at an explicit tol=1e-4 converged by its own test, but its estimates are ~1e-4 off
+    the MLE: inference_ is refused rather than reported, and says what to change."""
+    X, y = spector
+    est = LogisticRegressionClassifier(penalty=None, solver="lbfgs", tol=1e-4).fit(X, y)
+    assert est.result_.converged and 1e-8 < est.grad_norm_ <= 1e-4
+    with pytest.raises(InferenceUnavailable, match=r"stopped short of the maximum-likelihood estimate.*smaller tol"):
+        _ = est.inference_
+    # the same solver with the default tol reaches it
+    est = LogisticRegressionClassifier(penalty=None, solver="lbfgs").fit(X, y)
+    ref = sm.Logit(y.to_numpy(), sm.add_constant(X.to_numpy())).fit(**SM_FIT)
+    np.testing.assert_allclose(est.inference_.params, ref.params, rtol=1e-6)
+
+
+def test_converged_line_reports_the_solver(spector):
+    """tol=0 cannot be met: Newton stops at max_iter with a ConvergenceWarning, at the rounding floor, so
+    inference_ is given and its summary says ``Converged: False``."""
+    X, y = spector
+    with pytest.warns(ConvergenceWarning, match=r"newton did not converge in 12 iterations"):
+        est = LogisticRegressionClassifier(penalty=None, tol=0.0, max_iter=12).fit(X, y)
+    assert est.grad_norm_ < 1e-12
+    text = str(est.inference_.summary())
+    assert re.search(r"Converged:\s+False", text) and re.search(r"Iterations:\s+12", text)
+
+
+def test_default_tol_follows_the_penalty_and_the_units(cancer):
+    X, y = cancer
+    assert LogisticRegressionClassifier().fit(X, y).tol_ == 1e-4
+    raw = load_breast_cancer().data[:, :6] * 1e6  # columns in the hundreds of millions
+    est = LogisticRegressionClassifier(penalty=None).fit(raw, y)
+    scale = np.abs(raw).mean(axis=0).max()
+    assert est.tol_ == pytest.approx(100 * np.finfo(np.float64).eps * scale) and est.tol_ > 1e-10
+    assert est.result_.converged and est.inference_.bse.shape == (7,)
+
+
+def test_float32_unpenalised_default(spector):
+    X, y = spector
+    ref = sm.Logit(y.to_numpy(), sm.add_constant(X.to_numpy())).fit(**SM_FIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = LogisticRegressionClassifier(penalty=None, dtype="float32").fit(X, y)
+    np.testing.assert_allclose(est.inference_.params, ref.params, rtol=1e-3)
+    np.testing.assert_allclose(est.inference_.bse, ref.bse, rtol=1e-3)
+
+
+def test_auto_solver_prefers_newton_for_unpenalised_fits():
+    assert LogisticRegressionClassifier(penalty=None).resolve_params(1000) == ("newton", 0.0)
+    assert LogisticRegressionClassifier(penalty=None).resolve_params(1001) == ("lbfgs", 0.0)
+    assert LogisticRegressionClassifier().resolve_params(400) == ("newton", 0.0)
+    assert LogisticRegressionClassifier().resolve_params(401) == ("lbfgs", 0.0)
+
+
+# --- inference options: covariance type, clusters, weights, names ------------------------------
+
+
+@pytest.mark.parametrize("cov_type,grouping", [("HC0", None), ("cluster", "PSI"), ("cluster", "blocks")])
+def test_robust_and_cluster_covariance_match_statsmodels(spector, cov_type, grouping):
+    X, y = spector
+    groups = {None: None, "PSI": X["PSI"].to_numpy(), "blocks": np.repeat([f"b{i}" for i in range(8)], 4)}[grouping]
+    kwds = {} if groups is None else {"cov_kwds": {"groups": np.unique(groups, return_inverse=True)[1]}}
+    ref = sm.Logit(y.to_numpy(), sm.add_constant(X.to_numpy())).fit(**SM_FIT, cov_type=cov_type, **kwds)
+    est = LogisticRegressionClassifier(penalty=None, cov_type=cov_type).fit(X, y, groups=groups)
+    assert est.cov_type == cov_type  # stored as given
+    res = est.inference_
+    assert res.cov_type == cov_type
+    assert res.n_groups == (None if groups is None else len(np.unique(groups)))
+    np.testing.assert_allclose(res.bse, ref.bse, rtol=1e-6)
+    np.testing.assert_allclose(res.pvalues, ref.pvalues, rtol=1e-6)
+    assert f"Covariance Type:{cov_type:>22}" in str(res.summary())
+
+
+def test_dep_variable_and_feature_names_reach_the_summary(spector):
+    X, y = spector
+    assert y.name == "GRADE"
+    res = LogisticRegressionClassifier(penalty=None).fit(X, y).inference_
+    assert res.dep_variable == "GRADE" and res.param_names == ["const", "GPA", "TUCE", "PSI"]
+    assert re.search(r"Dep. Variable:\s+GRADE", str(res.summary()))
+    plain = LogisticRegressionClassifier(penalty=None).fit(X.to_numpy(), y.to_numpy()).inference_
+    assert plain.dep_variable == "y" and plain.param_names == ["const", "x1", "x2", "x3"]
+    unnamed = LogisticRegressionClassifier(penalty=None).fit(X, y.rename(None)).inference_
+    assert unnamed.dep_variable == "y"
+
+
+@pytest.mark.parametrize("weights_kind", ["freq_weights", "var_weights"])
+def test_weights_kind_is_forwarded(spector, weights_kind):
+    X, y = spector
+    w = np.random.default_rng(0).integers(1, 4, len(y)).astype(float)
+    est = LogisticRegressionClassifier(penalty=None, weights_kind=weights_kind).fit(X, y, sample_weight=w)
+    res = est.inference_
+    assert res.weights_kind == weights_kind
+    assert res.nobs == (w.sum() if weights_kind == "freq_weights" else len(y))
+
+
+@pytest.mark.parametrize(
+    "params,fit_kwargs,match",
+    [
+        ({"cov_type": "HC9"}, {}, r"^cov_type must be one of \['nonrobust', 'HC0', 'HC1', 'HC2', 'HC3', 'cluster'\], got 'HC9'$"),
+        ({"cov_type": "cluster"}, {}, r"^cov_type='cluster' needs groups, the cluster label of each sample"),
+        ({"cov_type": "cluster"}, {"groups": np.arange(31) % 4},
+         r"^groups must hold one label per row of X, shape \(32,\), got shape \(31,\)$"),
+        ({"cov_type": "cluster"}, {"groups": np.where(np.arange(32) == 5, np.nan, np.arange(32) % 4)},
+         r"^groups has a missing or non-finite label at sample 5$"),
+        ({"cov_type": "cluster"}, {"groups": np.array(["a", None] * 16, dtype=object)},
+         r"^groups has a missing or non-finite label at sample 1$"),
+        ({"cov_type": "cluster"}, {"groups": np.zeros(32)}, r"^cov_type='cluster' needs at least 2 groups"),
+        ({"cov_type": "HC0"}, {"groups": np.arange(32) % 4}, r"^groups are used by cov_type='cluster' only, but cov_type='HC0'"),
+        ({"weights_kind": "counts"}, {}, r"^weights_kind must be one of \['freq_weights', 'var_weights'\], got 'counts'$"),
+    ],
+)
+def test_bad_inference_options_fail_at_fit(spector, params, fit_kwargs, match):
+    X, y = spector
+    est = LogisticRegressionClassifier(penalty=None, **params)
+    with pytest.raises(UsageError, match=match):
+        est.fit(X, y, **fit_kwargs)
+    assert not hasattr(est, "coef_")
+
+
+def test_leverage_covariance_of_a_multinomial_fit_fails_at_fit(iris):
+    X, y = iris
+    with pytest.raises(UsageError, match=r"^cov_type='HC3' \(leverage-corrected\) is available for binary models only"):
+        LogisticRegressionClassifier(penalty=None, cov_type="HC3").fit(X, y)
 
 
 # --- solvers, devices -------------------------------------------------------------------------
@@ -327,6 +515,8 @@ def test_large_features_within_the_limit_fit_correctly(cancer, data_dtype, dtype
     ref = LogisticRegressionClassifier(penalty=None, tol=1e-10).fit(small, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # tol is absolute and the gradient scales with X
+        # in float32 the information of radius and perimeter (columns 0 and 2) is nearly singular
+        warnings.simplefilter("ignore", CollinearityWarning)
         clf = LogisticRegressionClassifier(penalty=None, dtype=dtype, tol=0.0, max_iter=30).fit(big, y)
     np.testing.assert_allclose(clf.coef_ * scale, ref.coef_, rtol=rtol)
     np.testing.assert_allclose(clf.intercept_, ref.intercept_, rtol=rtol)

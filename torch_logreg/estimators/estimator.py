@@ -11,35 +11,67 @@ divided by ``C N``, is :func:`torch_logreg.solvers.fit_exact`'s objective with
 ``l1_ratio = 0``, ``"l1"`` is ``l1_ratio = 1`` and ``None`` drops the penalty.
 
 After an unpenalised fit, ``inference_`` holds standard errors, tests and likelihood statistics
-(:class:`torch_logreg.inference.InferenceResult`, statsmodels' names).
+(:class:`torch_logreg.inference.InferenceResult`, statsmodels' names), with the covariance type
+``cov_type`` (clusters: ``fit(..., groups=...)``) and the reading of the weights ``weights_kind``.
+
+An unpenalised fit is run to the maximum-likelihood estimate, not to scikit-learn's loose default.
+With ``tol=None`` it stops when the largest gradient entry is at most
+``max(1e-10 w, 100 eps s)``, and ``inference_`` is given only when it is at most
+``max(1e-8 w, 1000 eps s)``, whatever ``tol`` and the solver were. Here ``w`` is the mean sample
+weight (1 without weights), ``eps`` the machine epsilon of ``dtype`` and ``s = max_j (1/N) sum_n
+w_n |x~_nj|`` over the columns of ``X~ = [1, X]``, the largest value a gradient entry can take:
+rounding leaves the gradient at the optimum near ``eps s``, so columns in large units (values in
+the thousands or millions) do not make the levels unreachable. Newton, the default solver of such
+fits, converges quadratically and lands at the rounding floor, far below both levels.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+import types
 import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import Tensor
 
 from .. import arguments, validation
 from .. import functional as F
 from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
-from ..inference import infer
+from ..inference import COV_TYPES, WEIGHTS_KINDS, infer
 from ..models import LogisticRegression, SoftmaxRegression
 from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
-from ..solvers import ConvergenceWarning, fit_exact
+from ..solvers import ConvergenceWarning as SolverConvergenceWarning
+from ..solvers import fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
 SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
 
 #: ``solver="auto"`` uses Newton while the Hessian has at most this many rows, else L-BFGS
 AUTO_NEWTON_MAX_PARAMS = 400
+#: the same bound for an unpenalised fit: its ``inference_`` forms and factorises that Hessian anyway, and
+#: L-BFGS approaches an unpenalised optimum (no ``l2`` to bound the curvature from below) slowly
+AUTO_NEWTON_MAX_PARAMS_UNPENALISED = 1000
+#: ``tol=None``: the gradient level of a penalised fit (scikit-learn's default), absolute
+PENALISED_TOL = 1e-4
+#: ``tol=None`` of an unpenalised fit, ``max(UNPENALISED_TOL w, UNPENALISED_ROUNDING eps s)`` (module docstring):
+#: an absolute level and a multiple of the rounding floor of the gradient (measured on the test data: 1e-18 s to
+#: 1e-15 s in float64, 1e-9 s to 1e-7 s in float32)
+UNPENALISED_TOL, UNPENALISED_ROUNDING = 1e-10, 100
+#: ``inference_`` needs the largest gradient entry at most ``max(INFERENCE_TOL w, INFERENCE_ROUNDING eps s)``
+INFERENCE_TOL, INFERENCE_ROUNDING = 1e-8, 1000
+
+
+class ConvergenceWarning(SolverConvergenceWarning, SklearnConvergenceWarning):
+    """The fit stopped before its gradient reached ``tol``: both :class:`torch_logreg.solvers.ConvergenceWarning`
+    and scikit-learn's ``ConvergenceWarning``, so either class filters or catches it."""
 
 
 class InferenceUnavailable(AttributeError, ValueError):
@@ -60,15 +92,19 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     solver : {"auto", "newton", "lbfgs", "gd", "momentum", "nesterov"}, default "auto"
         ``"newton"``: Newton/IRLS (proximal Newton with an L1 term). ``"lbfgs"``: L-BFGS (no L1).
         ``"auto"``: Newton when L1 is present or the Hessian has at most
-        ``AUTO_NEWTON_MAX_PARAMS`` rows, L-BFGS otherwise. The first-order loops
+        ``AUTO_NEWTON_MAX_PARAMS`` rows (400; unpenalised: ``AUTO_NEWTON_MAX_PARAMS_UNPENALISED``,
+        1000), L-BFGS otherwise. The first-order loops
         ``"gd" | "momentum" | "nesterov"`` (:func:`torch_logreg.fit`, full batch) take
         ``learning_rate``; they support the L2 penalty or none, and no sample or class weights.
     max_iter : int >= 1, default 100
         Iterations of the solver (epochs for the first-order loops).
-    tol : float >= 0, default 1e-4
+    tol : float >= 0 or None, default None
         Stop when the largest absolute entry of the gradient of the objective divided by
         ``C N`` (of the minimum-norm subgradient with L1) is at most ``tol``; the first-order
-        loops use the Euclidean norm.
+        loops use the Euclidean norm. ``None``: ``1e-4`` for a penalised fit (scikit-learn's
+        default); for ``penalty=None``, ``max(1e-10 w, 100 eps s)`` (module docstring: ``1e-10``
+        unless the columns are in large units), the maximum-likelihood estimate to about rounding
+        level. The value used is ``tol_``.
     fit_intercept : bool, default True
     class_weight : dict, "balanced" or None, default None
         Multiplies the sample weights per class; "balanced" is ``sum(w) / (K * sum of w in the
@@ -80,11 +116,24 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Hessian sums products of two columns): a larger column is refused with a ``ValueError``.
     learning_rate : float > 0, default 0.1
         Step size of the first-order loops; ignored by the exact solvers.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster"}, default "nonrobust"
+        The covariance of ``inference_`` (statsmodels' names; :mod:`torch_logreg.inference`).
+        ``"cluster"`` needs ``fit(..., groups=...)``; ``"HC2"`` and ``"HC3"`` binary models only.
+    weights_kind : {"freq_weights", "var_weights"}, default "freq_weights"
+        How ``inference_`` reads the sample weights (times the class weights): as frequencies
+        (``nobs = sum w``) or as variance weights (``nobs = N``), statsmodels' GLM names.
+
+    Non-convergence (the gradient above ``tol`` after ``max_iter`` iterations or a stalled line
+    search) is a :class:`ConvergenceWarning` that states the gradient reached (with separated classes
+    the :class:`~torch_logreg.solvers.separation.SeparationWarning` takes its place: the optimum does not exist).
 
     Attributes
     ----------
     classes_ : (K,) array; coef_ : (1, D) binary or (K, D); intercept_ : (1,) or (K,);
     n_iter_ : (1,) int array; n_features_in_, feature_names_in_ (when X has column names);
+    tol_ : the stopping level used (``tol``, or what ``None`` resolved to);
+    grad_norm_ : at the result, the largest absolute entry of the gradient of the objective divided by ``C N``
+    (of the minimum-norm subgradient with L1), the measure the exact solvers' ``tol`` and ``inference_`` test;
     model_ : the fitted torch model; result_ : the solver's
     :class:`~torch_logreg.solvers.SolverResult` (exact solvers) or ``History`` (first-order);
     inference_ : :class:`~torch_logreg.inference.InferenceResult` after an unpenalised fit.
@@ -97,12 +146,14 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         l1_ratio=None,
         solver="auto",
         max_iter=100,
-        tol=1e-4,
+        tol=None,
         fit_intercept=True,
         class_weight=None,
         device="cpu",
         dtype="float64",
         learning_rate=0.1,
+        cov_type="nonrobust",
+        weights_kind="freq_weights",
     ):
         self.penalty = penalty
         self.C = C
@@ -115,6 +166,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.learning_rate = learning_rate
+        self.cov_type = cov_type
+        self.weights_kind = weights_kind
 
     # -- parameter checks --
     def resolve_params(self, n_params: int) -> tuple[str, float]:
@@ -127,12 +180,17 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             raise UsageError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
         arguments.choice("solver", self.solver, SOLVERS)
         arguments.number("max_iter", self.max_iter, low=1, integer=True)
-        arguments.number("tol", self.tol, low=0)
+        if self.tol is not None:
+            arguments.number("tol", self.tol, low=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise UsageError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise UsageError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
         arguments.number("learning_rate", self.learning_rate, low=0, low_open=True)
+        if not isinstance(self.cov_type, str) or self.cov_type not in COV_TYPES:
+            raise UsageError(f"cov_type must be one of {list(COV_TYPES)}, got {self.cov_type!r}")
+        if not isinstance(self.weights_kind, str) or self.weights_kind not in WEIGHTS_KINDS:
+            raise UsageError(f"weights_kind must be one of {list(WEIGHTS_KINDS)}, got {self.weights_kind!r}")
         l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
         solver = self.solver
         if l1_share > 0 and solver not in ("auto", "newton"):
@@ -141,12 +199,55 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                 f"['auto', 'newton'], got solver={solver!r}"
             )
         if solver == "auto":
-            solver = "newton" if l1_share > 0 or n_params <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+            limit = AUTO_NEWTON_MAX_PARAMS_UNPENALISED if self.penalty is None else AUTO_NEWTON_MAX_PARAMS
+            solver = "newton" if l1_share > 0 or n_params <= limit else "lbfgs"
         return solver, float(l1_share)
 
+    def _check_groups(self, groups, n: int, n_classes: int) -> np.ndarray | None:
+        """``groups`` against ``cov_type`` and ``X``: ``(N,)`` integer cluster codes, or None without clusters."""
+        if self.cov_type in ("HC2", "HC3") and n_classes > 2:
+            raise UsageError(
+                f"cov_type={self.cov_type!r} (leverage-corrected) is available for binary models only, but y has "
+                f"{n_classes} classes; use 'HC0', 'HC1' or 'cluster'"
+            )
+        if self.cov_type != "cluster":
+            if groups is not None:
+                raise UsageError(
+                    f"groups are used by cov_type='cluster' only, but cov_type={self.cov_type!r}: set cov_type='cluster' "
+                    "or leave groups out"
+                )
+            return None
+        if groups is None:
+            raise UsageError("cov_type='cluster' needs groups, the cluster label of each sample: fit(X, y, groups=labels)")
+        labels = np.asarray(groups.detach().cpu() if isinstance(groups, torch.Tensor) else groups)
+        if labels.ndim != 1 or labels.shape[0] != n:
+            raise UsageError(f"groups must hold one label per row of X, shape ({n},), got shape {labels.shape}")
+        if labels.dtype.kind in "fc":
+            missing = ~np.isfinite(labels)
+        elif labels.dtype.kind == "O":
+            missing = np.array([v is None or (isinstance(v, numbers.Number) and v != v) for v in labels], dtype=bool)
+        else:
+            missing = np.zeros(n, dtype=bool)
+        if missing.any():
+            raise UsageError(f"groups has a missing or non-finite label at sample {int(np.flatnonzero(missing)[0])}")
+        try:
+            uniques, codes = np.unique(labels, return_inverse=True)
+        except TypeError:
+            raise UsageError("groups must hold labels of one comparable type (numbers or strings), not a mixture") from None
+        if len(uniques) < 2:
+            raise UsageError(f"cov_type='cluster' needs at least 2 groups, but groups holds the single label {uniques[0]!r}")
+        return codes.reshape(-1)
+
     # -- fitting --
-    def fit(self, X, y, sample_weight=None):
-        """Fit on ``X`` (N, D) and labels ``y`` (N,); ``sample_weight`` (N,) optional."""
+    def fit(self, X, y, sample_weight=None, groups=None):
+        """Fit on ``X`` (N, D) and labels ``y`` (N,); ``sample_weight`` (N,) optional; ``groups`` (N,), the
+        cluster of each row of ``X``, for ``cov_type="cluster"`` only.
+
+        ``inference_`` names the parameters after ``X``'s columns (a DataFrame's) and the response after
+        ``y`` (a named pandas Series; else ``"y"``).
+        """
+        name = None if isinstance(y, np.ndarray) else getattr(y, "name", None)
+        dep_variable = str(name) if name is not None and str(name) else "y"
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
@@ -159,6 +260,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
         solver, l1_share = self.resolve_params(n_params)
+        codes = self._check_groups(groups, n, k)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
 
@@ -188,25 +290,27 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Xt = Xt.to(device=device, dtype=dtype)
         yt = torch.as_tensor(y_index, device=device)
         wt = _to_tensor(sw, dtype, device) if weighted else None
+        eps, mean_w, scale = torch.finfo(dtype).eps, float(sw.mean()), _gradient_scale(X, sw)
+        ml_tol = max(UNPENALISED_TOL * mean_w, UNPENALISED_ROUNDING * eps * scale)
+        if self.tol is not None:
+            tol = float(self.tol)
+        else:
+            tol = PENALISED_TOL if self.penalty is not None else ml_tol
 
         self._inference_error = None
         self._inference = None
+        separated = False
         if solver in EXACT_SOLVERS:
             result = fit_exact(model, Xt, yt, solver=solver, l2=l2, l1=l1, sample_weight=wt, max_iter=int(self.max_iter),
-                               tol=float(self.tol), warn=False, check_separation=self.penalty is None)
-            n_iter = result.n_iter
-            if result.stop_reason != "converged":
-                warnings.warn(
-                    f"{solver} did not converge in {result.n_iter} iterations (max_iter={self.max_iter}); "
-                    f"max|gradient| = {result.grad_norm:.3e} > tol={self.tol:g}. Increase max_iter, "
-                    "scale the features, or loosen tol.",
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
+                               tol=tol, warn=False, check_separation=self.penalty is None)
+            n_iter, grad_norm, stop_reason = result.n_iter, result.grad_norm, result.stop_reason
+            gradient = f"max|gradient| = {grad_norm:.3e}"
+            summary_result = result
             if result.separation is not None:
                 from ..solvers.separation import SeparationWarning
 
                 warnings.warn(result.separation.message, SeparationWarning, stacklevel=2)
+                separated = True
         else:
             if weighted:
                 raise UsageError(
@@ -217,20 +321,20 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
 
             result = first_order_fit(
                 model, Xt, yt, solver=solver, lr=float(self.learning_rate), epochs=int(self.max_iter),
-                l2=l2, tol=float(self.tol), device=device, dtype=dtype,
+                l2=l2, tol=tol, device=device, dtype=dtype,
             )
-            n_iter = result.n_epochs
-            if result.stop_reason != "converged":
-                warnings.warn(
-                    f"{solver} did not converge in {n_iter} epochs (max_iter={self.max_iter}); stop reason "
-                    f"{result.stop_reason!r}. Increase max_iter or learning_rate.",
-                    ConvergenceWarning,
-                    stacklevel=2,
-                )
+            n_iter, stop_reason = result.n_epochs, result.stop_reason
+            grad_norm, euclidean = _gradient_norms(model, Xt, yt, wt, l2)
+            gradient = f"|gradient| = {euclidean:.3e} (Euclidean; max|gradient| = {grad_norm:.3e})"
+            summary_result = types.SimpleNamespace(solver=solver, converged=stop_reason == "converged", n_iter=n_iter)
+        if stop_reason != "converged" and not separated:
+            self._warn_not_converged(solver, n_iter, stop_reason, gradient, tol)
 
         self.model_ = model
         self.result_ = result
         self.n_iter_ = np.array([n_iter], dtype=np.int32)
+        self.tol_ = tol
+        self.grad_norm_ = float(grad_norm)
         W = model.linear.weight.detach().to("cpu", torch.float64).numpy()
         self.coef_ = W.copy()
         if bias:
@@ -240,15 +344,52 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
 
         if self.penalty is None:
             names = [str(c) for c in getattr(self, "feature_names_in_", [])] or None
-            try:
-                self._inference = infer(
-                    model, Xt, yt, wt, result=result if solver in EXACT_SOLVERS else None,
-                    grad_tol=max(10 * float(self.tol), 1e-4), feature_names=names,
-                    class_names=[str(c) for c in self.classes_],
+            # grad_tol=inf: the gradient is checked below, after infer's checks for separation and a singular
+            # design, which explain a fit that cannot reach the optimum better than its gradient; infer's
+            # warnings (collinearity) are passed on only with a result
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    self._inference = infer(
+                        model, Xt, yt, wt, result=summary_result, grad_tol=math.inf, feature_names=names,
+                        class_names=[str(c) for c in self.classes_], dep_variable=dep_variable, cov_type=self.cov_type,
+                        groups=codes, weights_kind=self.weights_kind,
+                    )
+                except ValueError as exc:
+                    self._inference_error = str(exc)
+            needed = max(INFERENCE_TOL * mean_w, INFERENCE_ROUNDING * eps * scale)
+            if self._inference is not None and not grad_norm <= needed:
+                self._inference = None
+                remedies = [f"a smaller tol (tol=None stops at {ml_tol:.3e})", "a larger max_iter"]
+                remedies += ["solver='newton'"] if solver != "newton" else []
+                self._inference_error = (
+                    f"the fit stopped short of the maximum-likelihood estimate: the largest entry of the gradient of the "
+                    f"objective is {grad_norm:.3e}, above the {needed:.3e} that standard errors need; refit with "
+                    f"{_one_of(remedies)}"
                 )
-            except ValueError as exc:
-                self._inference_error = str(exc)
+            for caught_warning in caught if self._inference is not None else []:
+                warnings.warn(caught_warning.message, stacklevel=2)
         return self
+
+    def _warn_not_converged(self, solver: str, n_iter: int, stop_reason: str, gradient: str, tol: float) -> None:
+        """The :class:`ConvergenceWarning` of a fit that stopped with ``gradient`` (its text) above ``tol``."""
+        unit = "iterations" if solver in EXACT_SOLVERS else "epochs"
+        if stop_reason in ("max_iter", "max_epochs"):
+            why = f"did not converge in {n_iter} {unit} (max_iter={self.max_iter})"
+        elif stop_reason == "line_search_failed":
+            why = f"stopped after {n_iter} {unit}: the line search could not decrease the objective"
+        else:
+            why = f"stopped after {n_iter} {unit} ({stop_reason})"
+        if solver in EXACT_SOLVERS:
+            advice = ["increase max_iter", *(["use solver='newton'"] if solver != "newton" else []), "scale the features"]
+            advice += ["loosen tol"] if self.penalty is not None else []
+        else:
+            advice = ["increase max_iter", "raise learning_rate", "use solver='newton'"]
+        warnings.warn(
+            f"{solver} {why}; {gradient} > tol={tol:.3g}: {_one_of(advice)}.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
     @property
     def inference_(self):
@@ -321,6 +462,26 @@ def _sample_weight(sample_weight, n: int) -> np.ndarray:
     if not np.any(w > 0):
         raise UsageError("sample_weight sums to zero: at least one sample needs a positive weight")
     return w
+
+
+def _one_of(items: list[str]) -> str:
+    """``"a, b or c"``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _gradient_scale(X: np.ndarray, sw: np.ndarray) -> float:
+    """``max_j (1/N) sum_n w_n |x~_nj|`` over the columns of ``[1, X]``: the largest value an entry of the gradient of
+    ``(1/N) sum_n w_n loss_n`` can take (``|p - t| <= 1``), the scale of its rounding error."""
+    n = X.shape[0]
+    return float(max(sw.sum() / n, (sw @ np.abs(X.astype(np.float64, copy=False))).max(initial=0.0) / n))
+
+
+def _gradient_norms(model, X: Tensor, y: Tensor, w: Tensor | None, l2: float) -> tuple[float, float]:
+    """The largest absolute entry and the Euclidean norm of the gradient of ``(1/N) sum_n w_n loss_n + (l2/2) ||W||^2``
+    at the model's parameters."""
+    _, grads = model.objective_and_grad(X, model.targets(y, X.shape[0]), l2, w)
+    flat = torch.cat([g.reshape(-1) for g in grads.values()])
+    return flat.abs().max().item(), torch.linalg.vector_norm(flat).item()
 
 
 def _to_tensor(a: np.ndarray, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
