@@ -1,5 +1,5 @@
 """Shared helpers of the benchmarks: timing, synthetic data, the autograd reference loop,
-the bandwidth floor and the machine description.
+the bandwidth floor and the machine description (CPU model, SIMD level, BLAS).
 
 Timing uses only ``time.perf_counter`` and, on CUDA, ``torch.cuda.synchronize`` around each
 sample, so a sample is the wall time of finished work. Every measurement is warmed up first and
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -202,19 +203,26 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
     return model.to(device=device, dtype=dtype)
 
 
+#: how the tables name each step
+PATHS = {"fused_cpu": "fused single pass", "fused_triton": "fused Triton kernel", "feature_major": "feature-major",
+         "row_major": "row-major", "batch": "row-major", "reference": "reference"}
+#: the ``step`` the benchmarks give the loop: the selector measures the steps once and keeps the fastest
+STEP = "auto"
+
+
 def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
     """One bare step of the hand-written loop: manual objective and gradient, in-place update.
-    ``fast``: the full-batch step the loop picks (``steps.select.full_batch``: the fused single
-    pass, or the feature-major copy of X made here, once); ``step.path`` names it."""
+    ``fast``: the full-batch step the loop's selector picks (``steps.select.full_batch`` with
+    ``step="auto"``: measured once per shape class, then cached); ``step.path`` names it and
+    ``step.selection`` says how it was chosen (None for the reference path)."""
     params = dict(model.named_parameters())
     objective_and_grad = model.objective_and_grad
-    path = "reference"
+    path, selection = "reference", None
     if fast:
         from torch_logreg.steps.select import full_batch
 
-        fast_step = full_batch(model, X, T)
-        path = {"fused_cpu": "fused single pass", "fused_triton": "fused Triton kernel"}.get(
-            fast_step.name, "feature-major")
+        fast_step = full_batch(model, X, T, step=STEP)
+        path, selection = PATHS.get(fast_step.name, fast_step.name), fast_step.selection
         objective_and_grad = fast_step.step
 
     def step():
@@ -224,6 +232,7 @@ def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
                 p.sub_(grads[name], alpha=lr)
 
     step.path = path
+    step.selection = selection
     return step
 
 
@@ -278,10 +287,11 @@ def max_weight_difference(model, ref: AutogradReference) -> float:
 
 
 def fit_trainer(model, X, y, *, epochs: int, lr: float, batch_size: int = 0, device="cpu", dtype=torch.float32, seed=0):
-    """A Trainer for ``epochs`` epochs with every early stop off (tol=0, patience=0)."""
+    """A Trainer for ``epochs`` epochs with every early stop off (tol=0, patience=0), on the step
+    the selector chooses (``STEP``); ``trainer.stepper.selection`` says which and how."""
     return Trainer(
         model, X, y, solver="gd", lr=lr, epochs=epochs, batch_size=batch_size, tol=0.0, patience=0,
-        seed=seed, device=device, dtype=dtype,
+        seed=seed, device=device, dtype=dtype, step=STEP,
     )
 
 
@@ -291,15 +301,16 @@ def fit_cases(
     """Per-epoch cost of the full loop, as two cases for :func:`measure_interleaved`.
 
     ``fit`` times ``torch_logreg.fit(..., epochs=E) / E`` (input checks and target preparation
-    included); ``run`` times only ``Trainer.run() / E`` on a Trainer built beforehand, untimed
-    (the loop itself: batching, steps, reduce hook, stopping checks). tol=0 and patience=0, so
+    included, and the selector's choice, which after the first fit of a shape comes from its
+    cache); ``run`` times only ``Trainer.run() / E`` on a Trainer built beforehand, untimed (the
+    loop itself: batching, steps, reduce hook, stopping checks). tol=0 and patience=0, so
     exactly E epochs run.
     """
 
     def do_fit():
         torch_logreg.fit(
             hand_model(d, k, device=device, dtype=dtype), X, y, solver="gd", lr=lr, epochs=epochs,
-            batch_size=batch_size, tol=0.0, patience=0, device=device, dtype=dtype,
+            batch_size=batch_size, tol=0.0, patience=0, device=device, dtype=dtype, step=STEP,
         )
 
     def build():
@@ -331,12 +342,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_capability() -> str:
+    """The SIMD level torch's CPU kernels use here (``torch.backends.cpu.get_cpu_capability()``:
+    DEFAULT, AVX2, AVX512, ...)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # older torch
+        return "unknown"
+
+
+def blas_info() -> str:
+    """The BLAS torch was built with, from ``torch.__config__.show()``: ``BLAS_INFO`` and the
+    library's own line where there is one (MKL, OpenBLAS)."""
+    text = torch.__config__.show()
+    found = re.search(r"BLAS_INFO=([^,\s]+)", text)
+    blas = found.group(1) if found else "unknown"
+    for line in text.splitlines():
+        line = line.strip(" -")
+        if "Math Kernel Library" in line or "OpenBLAS" in line:
+            return f"{blas} ({line})"
+    return blas
+
+
 def machine_info(device: torch.device | str) -> dict:
     device = torch.device(device)
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": cpu_model(),
+        "cpu_capability": cpu_capability(),
+        "blas": blas_info(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -353,6 +388,7 @@ def describe_machine(info: dict) -> str:
     lines = [
         f"platform: {info['platform']} (python {info['python']})",
         f"cpu: {info['cpu']}, {info['cpu_count']} logical cores, torch threads {info['torch_threads']}",
+        f"simd: {info['cpu_capability']}, blas: {info['blas']}",
         f"torch: {info['torch']}, device: {info['device']}" + (f" ({info['gpu']}, CUDA {info['cuda']})" if "gpu" in info else ""),
     ]
     if info.get("load_average"):

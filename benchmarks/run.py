@@ -1,6 +1,13 @@
 """The benchmark suite: one table of medians and ratios, everything measured in this process.
 
-    python benchmarks/run.py [--quick] [--json out.json] [--device cpu|cuda]
+    python benchmarks/run.py [--quick] [--json out.json] [--device cpu|cuda] [--no-step-cache]
+
+The header names the machine: CPU model, SIMD level (``torch.backends.cpu.get_cpu_capability()``),
+the BLAS torch was built with, torch and the device. The loop runs with ``step="auto"``: its
+selector measures the steps that apply once per shape class and keeps the fastest (cached in the
+process and in ``~/.cache/torch_logreg/steps.json``; ``--no-step-cache`` measures afresh and
+leaves that file alone). Each case prints the step chosen and how (measured, cached, or the size
+rule for problems too small to measure).
 
 Sections (see benchmarks/README.md for what each row means):
 
@@ -33,6 +40,7 @@ import numpy as np
 import torch
 
 from common import (
+    STEP,
     AutogradReference,
     Case,
     Timing,
@@ -55,12 +63,22 @@ LR = 0.5
 
 
 class Table:
-    """Rows of (section, case, timing, x floor, compared-with, ratio)."""
+    """Rows of (section, case, timing, x floor, compared-with, ratio), and the step the selector
+    chose for each case."""
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.notes: list[str] = []
-        self.extra: dict = {}
+        self.extra: dict = {"selector": []}
+
+    def chose(self, section: str, case: str, selection) -> None:
+        """Print and keep the step the loop's selector chose for a case."""
+        if selection is None:
+            return
+        self.extra["selector"].append({"section": section, "case": case, "step": selection.step,
+                                       "source": selection.source, "seconds": selection.seconds,
+                                       "reason": selection.reason})
+        print(f"step [{section}] {case}: {selection.describe()}", flush=True)
 
     def add(self, section: str, case: str, t: Timing | None, *, floor: Timing | None = None,
             vs: str = "", other: Timing | float | None = None, note: str = "") -> None:
@@ -122,6 +140,7 @@ def full_batch(table: Table, section: str, X, y, k: int, device, repeats: int, e
 
     step = hand_step(model, X, T, LR)
     fast = hand_step(model, X, T, LR, fast=True)
+    table.chose(section, f"full batch {n:,} x {d} x {k} {str(dtype).removeprefix('torch.')}", fast.selection)
     auto = lambda: ref.step(X, t_ref)  # noqa: E731
     small = n * d < 10**6
     cases = {
@@ -175,6 +194,7 @@ def mini_batches(table: Table, section: str, X, y, k: int, device, sizes, repeat
     for b in sizes:
         trainer = fit_trainer(hand_model(d, k, device=device, dtype=X.dtype), X, y, epochs=1, lr=0.05,
                               batch_size=b, device=device, dtype=X.dtype)
+        table.chose(section, f"B={b}, {d} x {k}", trainer.stepper.selection)
         trainer.run()
         ref = AutogradReference(d, k, lr=0.05, device=device, dtype=X.dtype)
         t_ref = ref.targets(y)
@@ -244,6 +264,7 @@ def scaling(table: Table, X_all, y_all, ns, device, repeats: int) -> None:
         epochs = max(1, min(50, 10**7 // (n * d) * 5))
         trainer = fit_trainer(hand_model(d, 1, device=device, dtype=X.dtype), X, y, epochs=1, lr=LR,
                               device=device, dtype=X.dtype)
+        table.chose(section, f"N={n:.0e} x {d}", trainer.stepper.selection)
         trainer.run()
         ref = AutogradReference(d, 1, lr=LR, device=device, dtype=X.dtype)
         t_ref = ref.targets(y)
@@ -297,6 +318,7 @@ def out_of_core(table: Table, X, y, device, batch_size: int, repeats: int) -> No
         budget = max(file_bytes // 10, 4 * batch_size * d * X.element_size() + (1 << 20))
         memory = fit_trainer(hand_model(d, device=device), X, y, epochs=1, lr=LR, batch_size=batch_size,
                              device=device)
+        table.chose(section, f"in memory, B={batch_size}, {d} x 1", memory.stepper.selection)
         streamed = {
             order: StreamingTrainer(hand_model(d, device=device), f"{tmp}/X.npy", f"{tmp}/y.npy", order=order,
                                     memory_budget_bytes=int(budget), solver="gd", lr=LR, epochs=1,
@@ -329,6 +351,8 @@ def tiny(table: Table, device, repeats: int) -> None:
     step = hand_step(model, X, T, LR)
     auto = lambda: ref.step(X, t_ref)  # noqa: E731
     E = 200
+    trainer = fit_trainer(hand_model(10, device=device), X, y, epochs=1, lr=LR, device=device)
+    table.chose(section, "full batch 100 x 10 x 1", trainer.stepper.selection)
     cases = {
         "hand": Case(step, inner=auto_inner(step, device)),
         "auto": Case(auto, inner=auto_inner(auto, device)),
@@ -360,13 +384,23 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under a minute)")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the machine description as JSON")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--no-step-cache", action="store_true",
+                   help="measure the loop's steps afresh: neither read nor write the selector's disk cache")
     args = p.parse_args(argv)
+    if args.no_step_cache:
+        os.environ["TORCH_LOGREG_CACHE"] = ""
     device = resolve_bench_device(args.device)
     torch.manual_seed(0)
     q = args.quick
     started = time.perf_counter()
     info = machine_info(device)
+    from torch_logreg.steps.measure import cache_file
+
+    cache = cache_file()
+    info["step"] = STEP
+    info["step_cache"] = None if cache is None else str(cache)
     print(describe_machine(info), flush=True)
+    print(f"loop step: {STEP!r} (measured once per shape class and kept; disk cache: {cache or 'off'})", flush=True)
 
     table = Table()
     n_max = 10**6 if q else 10**7
@@ -415,6 +449,9 @@ def main(argv=None) -> int:
     print(table.render())
     for note in table.notes:
         print(note)
+    print(f"steps the selector chose (step={STEP!r}):")
+    for c in table.extra["selector"]:
+        print(f"  {c['section']:<12} {c['case']}: {c['step']} ({'; '.join(p for p in (c['source'], c['reason']) if p)})")
     print("'x floor' = median / median of X.sum() on the same data (one read of the features); "
           "ratio = compared-with / this, above 1 means this row is faster.")
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None

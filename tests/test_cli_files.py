@@ -335,3 +335,29 @@ def test_full_disk_met_by_the_events_writer_is_one_sentence(capsys, tmp_path, mo
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot write the TensorBoard events" in lines[0] and "No space left" in lines[0]
     assert "is whole; resume from it" in lines[0] and (run_dir / "checkpoint.pt").exists()
+
+
+def test_resume_keeps_the_step_the_run_chose(capsys, tmp_path, monkeypatch):
+    """train.step = "auto" measures once; a resumed run continues with the step it began with,
+    whatever a new measurement would say, so it ends as an uninterrupted run would."""
+    from torch_logreg.app import commands
+
+    data = write_csv(tmp_path / "d.csv")
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *train_args(data, run_dir, "train.epochs=10", "train.tol=0"))[0] == 0
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert saved["step_choice"] in ("auto", "rule", "reference", "feature_major", "row_major", "fused")
+    saved["step_choice"], saved["finished"] = "reference", False
+    torch.save(saved, run_dir / "checkpoint.pt")
+    seen = []
+    real = commands.make_trainer
+
+    def spy(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        seen.append((kwargs.get("step"), trainer.stepper.selection.step))
+        return trainer
+
+    monkeypatch.setattr(commands, "make_trainer", spy)
+    code, _, err = run_cli(capsys, "resume", "--run", run_dir, "--quiet", "--set", "train.epochs=12")
+    assert code == 0, err
+    assert seen == [("reference", "reference")]

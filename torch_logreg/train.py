@@ -186,6 +186,7 @@ class Trainer:
         check_every: int = 1,
         fast_path: bool = True,
         cuda_graph: bool = False,
+        step: str = "rule",
         seed: int = 0,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = None,
@@ -256,6 +257,7 @@ class Trainer:
             cuda_graph=cuda_graph, data_parallel=self.data_parallel, autocast=self.autocast,
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
+            step=step,
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer
@@ -520,7 +522,10 @@ def fit(model, X, y, **kwargs) -> History:
     (numba on CPU, Triton on CUDA), else a feature-major copy of X; for mini-batches, buffers
     made once; False = the reference path), ``cuda_graph`` (CUDA, full batch on the fast path:
     capture the step and the update once as a CUDA graph and replay it each epoch, which removes
-    the per-kernel launch cost that dominates small problems), ``seed``, ``device`` ("auto" |
+    the per-kernel launch cost that dominates small problems), ``step`` ("rule", the default: the
+    fixed size rule above; "auto": measure the steps that apply once per shape and keep the
+    fastest; or "reference" | "feature_major" | "row_major" | "fused" to force one: see
+    ``steps/select.py``), ``seed``, ``device`` ("auto" |
     "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
     "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
     ``callbacks``.

@@ -45,16 +45,17 @@ from .report import epoch_pictures, final_report
 from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
 
 
-def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks):
+def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
+    step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
-                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1)
+                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
          resume_state: dict | None = None) -> RunResult:
     if run_dir is None:  # a rank other than 0: train, but log and write nothing
         interrupt = StopOnInterrupt()
-        trainer = _trainer(cfg, model, prep, device, dtype, [interrupt])
+        trainer = _trainer(cfg, model, prep, device, dtype, [interrupt], resume_state)
         if resume_state is not None:
             trainer.load_state_dict(resume_state["trainer"])
         try:
@@ -110,7 +111,7 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
     callbacks: list[Callback] = [logger, ckpt, interrupt]
     if not quiet:
         callbacks.append(Progress(cfg.train.epochs))
-    trainer = _trainer(cfg, model, prep, device, dtype, callbacks)
+    trainer = _trainer(cfg, model, prep, device, dtype, callbacks, resume_state)
     if resume_state is not None:
         trainer.load_state_dict(resume_state["trainer"])
         torch.set_rng_state(resume_state["rng"]["torch"])

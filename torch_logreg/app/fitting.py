@@ -217,15 +217,19 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 
 def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False) -> Trainer:
-    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard)."""
+                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None) -> Trainer:
+    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard;
+    ``step``: the step a resumed run chose when it started, kept so it continues as it began)."""
     check_cuda_graph(cfg, model, device)
     trainer_cls = Trainer
     if distributed:
         from ..distributed import DistributedTrainer as trainer_cls
     has_val = X_val is not None and X_val.shape[0] > 0
+    options = loop_options(cfg)
+    if step and options["step"] == "auto":
+        options["step"] = step
     # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
-    return trainer_cls(model, X, T, **loop_options(cfg), device=device, dtype=cfg.train.dtype,
+    return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
                        X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks))
 
 

@@ -77,6 +77,8 @@ def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weigh
         "classes": list(prep.classes),
         "config": cfg.to_dict(),
         "data_fingerprint": prep.fingerprint,
+        # the step train.step = "auto" chose: a resumed run keeps it, so it continues bit for bit
+        "step_choice": getattr(getattr(trainer.stepper, "selection", None), "step", None),
         "trainer": trainer.state_dict(),
         "step": trainer.step,
         "epoch": trainer.epoch,

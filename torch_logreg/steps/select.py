@@ -1,18 +1,35 @@
 """The one place that decides which step computes a batch's objective and gradient.
 
 Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads`` keyed like
-``named_parameters()``) and a ``name``. What applies, best first:
+``named_parameters()``) and a ``name``. What applies:
 
 * gradient checks, ``fast_path=False`` or a model that is not a single ``Linear``: the
   reference step (the model's own manual backward);
-* mini-batches of a single-``Linear`` model: :class:`~.batch.BatchStep`;
+* mini-batches of a single-``Linear`` model: :class:`~.batch.BatchStep` (the row layout in
+  buffers made once), or the reference step;
 * the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel for one
-  sigmoid or identity output on a large X (numba on CPU, Triton on CUDA, each from its own size
-  threshold), else :class:`~.feature_major.FeatureMajorStep`;
+  sigmoid or identity output (numba on CPU, Triton on CUDA), :class:`~.feature_major.FeatureMajorStep`,
+  :class:`~.row_major.RowMajorStep` or the reference step;
 * ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
 * mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``.
 
-The loop (``train.py``) and L-BFGS (``solvers/lbfgs.py``) take their steps from here only.
+Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
+
+* ``"rule"`` (the library's default): a fixed rule from sizes alone: for the full batch, the fused
+  kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
+  ``fused_triton.MIN_ENTRIES``), else the feature-major step; for mini-batches, ``BatchStep``;
+* ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
+  process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
+  the cost is bounded, the choice is cached in the process and on disk). Streamed data and runs
+  of several processes (each would measure apart, and might choose differently) keep the rule;
+* ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
+  ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
+  says why in one sentence.
+
+Every step but the CUDA graph computes the objective and the gradient only, and tests pin each to
+the reference step, so the choice changes results only within those tolerances. The returned step
+carries a :class:`~.measure.Selection` as ``selection``: how it was chosen. The loop
+(``train.py``) and L-BFGS (``solvers/lbfgs.py``) take their steps from here only.
 """
 
 from __future__ import annotations
@@ -23,17 +40,90 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .. import arguments
+from ..errors import UsageError
 from ..models import single_linear
+from ..registry import STEPS
+from . import measure
+from .measure import Selection
 from .reference import ReferenceStep
 
+#: the step names the selector reports, by a step's ``name``
+_USER_NAMES = {"fused_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
+#: why "auto" does not measure a run of several processes
+_DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
 
-def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
-    """The fastest step bound to the full batch ``X``, ``T``. For one sigmoid or identity output on
-    a large X: the single-pass fused kernel, compiled with numba on CPU or with Triton on CUDA
-    (compiled here by a first step; if that fails, a warning says why and the torch path is used).
-    Otherwise the feature-major torch step; sample weights and other models get the reference."""
-    if sample_weight is not None or single_linear(model) is None:
-        return ReferenceStep(model, sample_weight)
+
+def _tag(step, source: str, reason: str = "", name: str | None = None):
+    name = name or _USER_NAMES.get(step.name, step.name)
+    step.selection = Selection(name, source, reason=reason)
+    if source == "rule" and name == "fused":
+        measure.mark_warm(name)
+    return step
+
+
+def _fused_problem(model, X: Tensor) -> str | None:
+    """Why the fused kernel cannot run on ``X`` (the end of a sentence), or None."""
+    if X.device.type not in ("cpu", "cuda"):
+        return f"runs on the CPU (numba) or on CUDA (Triton), not on {X.device}"
+    if model.n_outputs != 1 or model.link not in ("sigmoid", "identity"):
+        return (f"needs one sigmoid or identity output; this model has {model.n_outputs} {model.link} "
+                f"output{'s' if model.n_outputs != 1 else ''}")
+    if X.dtype not in (torch.float32, torch.float64):
+        return f"needs float32 or float64 data, not {str(X.dtype).removeprefix('torch.')}"
+    if X.dim() != 2 or not X.is_contiguous():
+        return "needs X as one contiguous 2-D tensor"
+    if X.device.type == "cpu":
+        from . import fused_cpu
+
+        return None if fused_cpu.available() else "needs numba, which cannot be imported here"
+    from . import fused_triton
+
+    return None if fused_triton.available() else "needs Triton, which cannot be imported here"
+
+
+def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, sample_weight: Tensor | None = None,
+            fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
+            cuda_graph: bool = False) -> str | None:
+    """Why the forced ``step`` (a name of ``registry.STEPS`` other than "auto" and "rule") cannot
+    run here (the end of a sentence starting with ``step='name'``), or None when it can."""
+    if step == "reference":
+        return "cannot be captured by cuda_graph, which replays a fast full-batch step" if cuda_graph else None
+    if autocast is not None:
+        return (f"does not run under dtype '{str(autocast).removeprefix('torch.')}', which computes the reference "
+                "step under autocast")
+    if not fast_path:
+        return "needs the fast path (fast_path=True)"
+    if grad_check:
+        return "cannot run with gradient checks (grad_check_every > 0), which train on the reference step"
+    if sample_weight is not None:
+        return "does not take sample weights; the reference step does"
+    if single_linear(model) is None:
+        return (f"needs a model that is one Linear layer (logistic, softmax or linear regression), not "
+                f"{type(model).__name__}")
+    if step in ("feature_major", "fused") and not full:
+        return "needs full-batch training (batch_size = 0)"
+    if full and not in_memory:
+        return "needs the data in memory; a streamed full batch runs the reference step"
+    if step == "fused":
+        return _fused_problem(model, X)
+    return None
+
+
+def _fused_step(model, X: Tensor, T: Tensor):
+    if X.device.type == "cpu":
+        from . import fused_cpu
+
+        return fused_cpu.FusedStep(model, X, T)
+    from . import fused_triton
+
+    return fused_triton.TritonStep(model, X, T)
+
+
+def _rule_full_batch(model, X: Tensor, T: Tensor):
+    """The fixed rule: for one sigmoid or identity output on a large X, the single-pass fused
+    kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first step; if
+    that fails, a warning says why and the torch path is used); otherwise the feature-major step."""
     from .feature_major import FeatureMajorStep
 
     if X.device.type == "cpu":
@@ -52,18 +142,100 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None)
                 return step
         except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
             warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
-                          "using the torch fast path", RuntimeWarning, stacklevel=2)
+                          "using the torch fast path", RuntimeWarning, stacklevel=3)
     return FeatureMajorStep(model, X, T)
 
 
-def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device):
-    """A step for batches of up to ``batch_size`` rows: buffers made once for a single ``Linear``,
-    else the reference."""
-    if single_linear(model) is None:
-        return ReferenceStep(model)
+def _rule_name(model, X: Tensor) -> str:
+    """The name of the step :func:`_rule_full_batch` takes (before any fallback)."""
+    if X.device.type == "cpu":
+        from . import fused_cpu
+
+        if X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
+            return "fused"
+    elif X.device.type == "cuda":
+        from . import fused_triton
+
+        if X.numel() >= fused_triton.MIN_ENTRIES and fused_triton.supports(model, X):
+            return "fused"
+    return "feature_major"
+
+
+def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -> dict[str, Callable[[], object]]:
+    """The full-batch steps that apply to a single-``Linear`` model on ``X``, by name, as
+    builders: the rule's choice first, then the others, likelier winners first. The
+    feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
+    rule's; the reference step is left out for a CUDA graph (``graph``)."""
+    from .feature_major import FeatureMajorStep
+    from .row_major import RowMajorStep
+
+    builders: dict[str, Callable[[], object]] = {}
+    rule = _rule_name(model, X)
+    if rule == "feature_major" or measure.room_for(X.nbytes, X.device):
+        builders["feature_major"] = lambda: FeatureMajorStep(model, X, T)
+    if _fused_problem(model, X) is None:
+        builders["fused"] = lambda: _fused_step(model, X, T)
+    builders["row_major"] = lambda: RowMajorStep(model, X, T)
+    if not graph:
+        builders["reference"] = lambda: ReferenceStep(model)
+    return {rule: builders.pop(rule), **builders}
+
+
+def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
+    if step == "reference":
+        return _tag(ReferenceStep(model, sample_weight), "forced")
+    if step == "feature_major":
+        from .feature_major import FeatureMajorStep
+
+        return _tag(FeatureMajorStep(model, X, T), "forced")
+    if step == "row_major":
+        from .row_major import RowMajorStep
+
+        return _tag(RowMajorStep(model, X, T), "forced")
+    return _tag(_fused_step(model, X, T), "forced")
+
+
+def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
+               measure_reason: str = "", graph: bool = False):
+    """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
+    Sample weights and models that are not one ``Linear`` take the reference step.
+    ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
+    the step is for a CUDA graph (which replays the fast steps only)."""
+    arguments.choice("step", step, STEPS)
+    if step not in ("auto", "rule"):
+        why = problem(step, model, X, full=True, sample_weight=sample_weight)
+        if why is not None:
+            raise UsageError(f"step={step!r} {why}")
+        return _forced_full_batch(step, model, X, T, sample_weight)
+    if sample_weight is not None or single_linear(model) is None:
+        return _tag(ReferenceStep(model, sample_weight), "rule")
+    if step == "rule":
+        return _tag(_rule_full_batch(model, X, T), "rule")
+    if measure_reason:
+        return _tag(_rule_full_batch(model, X, T), "rule", measure_reason)
+    candidates = full_batch_candidates(model, X, T, graph=graph)
+    key = measure.shape_key("full", model, X, X.shape[0], candidates)
+    return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs))
+
+
+def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
+               X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = ""):
+    """A step for batches of up to ``batch_size`` rows: buffers made once for a single ``Linear``
+    (``BatchStep``), else the reference. ``step="auto"`` measures the two on the first
+    ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is."""
+    if single_linear(model) is None or step == "reference":
+        return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
     from .batch import BatchStep
 
-    return BatchStep(model, batch_size, dtype, device)
+    def batch_step():
+        return BatchStep(model, batch_size, dtype, device)
+
+    if step != "auto" or X is None or T is None or measure_reason:
+        return _tag(batch_step(), "forced" if step == "row_major" else "rule", measure_reason)
+    rows = min(batch_size, X.shape[0])
+    candidates = {"row_major": batch_step, "reference": lambda: ReferenceStep(model)}
+    key = measure.shape_key("mini", model, X, rows, candidates)
+    return measure.choose(key, candidates, X[:rows], T[:rows], work=rows * X.shape[1] * int(model.n_outputs))
 
 
 def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_path: bool = True,
@@ -86,33 +258,47 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                   cuda_graph: bool = False, data_parallel: bool = False,
                   update: Callable[[dict[str, Tensor]], None] | None = None,
                   update_key: Callable[[], tuple] | None = None, capturable: bool = True,
-                  autocast: torch.dtype | None = None):
+                  autocast: torch.dtype | None = None, step: str = "rule"):
     """The step the hand-written loop runs for this model, data and options (see the module
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
-    a ValueError says why a graph cannot run."""
+    a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
+    (a UsageError says why a forced step cannot run here)."""
+    arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
+    if autocast is not None and cuda_graph:
+        raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
+    if cuda_graph:
+        problem_ = cuda_graph_problem(model, device, full_batch=full and in_memory, fast_path=fast_path,
+                                      grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
+        if problem_ is not None:
+            raise ValueError(f"cuda_graph {problem_}")
+    forced = step not in ("auto", "rule")
+    if forced:
+        why = problem(step, model, X, full=full, in_memory=in_memory, fast_path=fast_path, grad_check=grad_check,
+                      autocast=autocast, cuda_graph=cuda_graph)
+        if why is not None:
+            raise UsageError(f"step={step!r} {why}")
     if autocast is not None:
-        if cuda_graph:
-            raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
         from .mixed import AutocastStep
 
-        return AutocastStep(ReferenceStep(model), autocast, device)
-    if cuda_graph:
-        problem = cuda_graph_problem(model, device, full_batch=full and in_memory, fast_path=fast_path,
-                                     grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
-        if problem is not None:
-            raise ValueError(f"cuda_graph {problem}")
+        return _tag(AutocastStep(ReferenceStep(model), autocast, device), "forced" if forced else "rule",
+                    name="reference")
     if grad_check or not fast_path:
-        return ReferenceStep(model)
+        return _tag(ReferenceStep(model), "forced" if forced else "rule")
+    reason = _DATA_PARALLEL if data_parallel else ""
     if not full:
-        return mini_batch(model, batch_size, dtype, device)
+        if not in_memory:
+            reason = "streamed data"
+        return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason)
     if not in_memory:
-        return ReferenceStep(model)
-    step = full_batch(model, X, T)
+        return _tag(ReferenceStep(model), "forced" if forced else "rule")
+    inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph)
     if cuda_graph:
         from .cuda_graph import GraphedStep
 
-        return GraphedStep(step, update, update_key, device)
-    return step
+        graphed = GraphedStep(inner, update, update_key, device)
+        graphed.selection = inner.selection
+        return graphed
+    return inner

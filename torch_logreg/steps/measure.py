@@ -1,0 +1,341 @@
+"""Choosing a step by measuring it, once per process and shape class (like cuDNN's benchmark mode).
+
+Which step is fastest depends on the CPU (AVX-512 or AVX2), its BLAS, the GPU and the shape, so
+fixed size thresholds cannot be right everywhere. For ``step = "auto"`` the selector hands this
+module the steps that apply, the fixed rule's choice first, and :func:`choose`:
+
+1. skips measuring where it cannot pay: a tiny problem (fewer than :data:`TINY_WORK` entries of
+   X times outputs), or a rule step that takes under :data:`MIN_STEP_SECONDS` once warm. Any
+   choice is fine there; the rule's is kept;
+2. otherwise builds each candidate on the real X and T and runs it once to warm it up, then times
+   it (``time.perf_counter``; ``torch.cuda.synchronize`` around each call on CUDA): the rule's
+   step twice, a challenger once (not at all when its warm-up call already took :data:`SLOW`
+   times the best), and a second time when it comes within :data:`CLOSE` of the best. A step's
+   time is the fastest of its timed calls;
+3. keeps the fastest, unless it beats the rule's step by less than :data:`MARGIN` (within the
+   noise of a shared machine the rule's choice stays);
+4. remembers the choice for the process, keyed by :func:`shape_key` (device, dtype, link,
+   outputs, bias, log2 of the rows and of the features, the candidates, threads, torch
+   version), and on disk (:func:`cache_file`), keyed also by the CPU model, so a second fit of
+   the same shape class, in this process or a later one, measures nothing.
+
+Cost: beyond the rule step's build and first call (which a run without measuring pays too),
+measuring, the challengers' builds and warm-ups included, starts no new candidate once another
+would take it past :data:`BUDGET_STEPS` times the rule's step, so it costs about that many steps
+(epochs, for the full batch) at most, once per machine and shape class. A JIT-compiled candidate not yet
+run in this process (the fused kernels: numba loads or compiles, Triton compiles) is left out
+when the budget cannot cover its first call. Steps compute the objective and the gradient only (none updates the parameters; a
+CUDA graph, which includes the update, wraps the chosen step afterwards), so measuring leaves the
+model as it was. Every path is pinned to the reference step by the tests, so the choice changes
+the results only within those tolerances. The choice and the timings are logged at DEBUG on the
+``torch_logreg`` logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+LOG = logging.getLogger("torch_logreg")
+
+#: below this many entries of X times outputs a step costs well under a millisecond: not measured
+TINY_WORK = 1 << 21
+#: a rule step faster than this (warm) is kept without measuring the others
+MIN_STEP_SECONDS = 1e-3
+#: measuring starts no new candidate that would take it past this many times the rule's step
+#: (counted from after the rule step's first call, which a run without measuring pays too)
+BUDGET_STEPS = 10
+#: a challenger within this factor of the best after one timed call is timed a second time
+CLOSE = 1.25
+#: a challenger whose warm-up call takes this many times the best step is not timed further
+SLOW = 2.0
+#: a challenger replaces the rule's choice only when it is faster by more than this fraction
+MARGIN = 0.05
+#: what the first call of a JIT-compiled candidate costs at least, by device type (numba loads
+#: its kernel from its on-disk cache; Triton compiles): skipped when the budget cannot cover it
+FIRST_CALL_SECONDS = {"cpu": 0.2, "cuda": 2.0}
+#: candidates compiled on their first call in a process
+JIT_COMPILED = ("fused",)
+#: the disk cache's format; a file of another version is ignored (and replaced on the next write)
+CACHE_VERSION = 1
+#: entries the disk cache keeps (the most recently written)
+MAX_DISK_ENTRIES = 512
+
+clock = time.perf_counter
+
+
+@dataclass
+class Selection:
+    """How a step was chosen: ``step`` (a name of ``registry.STEPS``), ``source`` ("measured",
+    "cache" (this process), "disk", "rule" (not measured; ``reason`` says why) or "forced"),
+    ``seconds`` (per candidate measured, its fastest timed call, or its warm-up call where that
+    was already far slower than the best) and the key."""
+
+    step: str
+    source: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    key: tuple = ()
+    reason: str = ""
+
+    def describe(self) -> str:
+        """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"``, with the
+        reason after another semicolon where there is one."""
+        times = ", ".join(f"{name} {format_seconds(s)}" for name, s in self.seconds.items())
+        return f"{self.step} ({'; '.join(part for part in (self.source, times, self.reason) if part)})"
+
+
+#: the choices made in this process, by :func:`shape_key`
+_choices: dict[tuple, Selection] = {}
+#: names of the steps run in this process (a JIT-compiled one costs its compile only once)
+_warm: set[str] = set()
+
+
+def clear_cache() -> None:
+    """Forget the choices made in this process (the disk cache stays)."""
+    _choices.clear()
+
+
+def mark_warm(name: str) -> None:
+    """``name``, a candidate's name, has run (or will, first) in this process."""
+    _warm.add(name)
+
+
+def format_seconds(s: float) -> str:
+    return f"{s * 1e3:.2f} ms" if s >= 1e-4 else f"{s * 1e6:.1f} us"
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+def _log2(n: int) -> int:
+    return round(math.log2(n)) if n > 0 else -1
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name for a CUDA device, else the device type."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.get_device_name(device)
+        except Exception:  # a device that cannot be queried still gets a key
+            return "cuda"
+    return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def shape_key(mode: str, model, X: Tensor, rows: int, candidates) -> tuple:
+    """The process cache's key: ``mode`` ("full" or "mini"), device, dtype, link, outputs, bias,
+    rounded log2 of ``rows`` and of the features, the candidates, threads and torch version."""
+    (_, layer), = model.named_children()
+    return (mode, device_name(X.device), str(X.dtype).removeprefix("torch."), model.link, int(model.n_outputs),
+            layer.bias is not None, _log2(rows), _log2(X.shape[1]), ",".join(candidates), torch.get_num_threads(),
+            torch.__version__)
+
+
+def disk_key(key: tuple) -> str:
+    """The disk cache's key: the process key with the CPU model and the machine type."""
+    return "|".join(str(part) for part in (*key, cpu_model(), platform.machine()))
+
+
+# --- the disk cache ------------------------------------------------------------------------------
+
+
+def cache_file() -> Path | None:
+    """``$TORCH_LOGREG_CACHE/steps.json`` (an empty value turns the disk cache off), else
+    ``$XDG_CACHE_HOME/torch_logreg/steps.json`` or ``~/.cache/torch_logreg/steps.json``."""
+    env = os.environ.get("TORCH_LOGREG_CACHE")
+    if env is not None:
+        return Path(env).expanduser() / "steps.json" if env.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "torch_logreg" / "steps.json"
+
+
+def read_disk(path: Path) -> dict[str, dict]:
+    """The entries of the cache file; none where it is missing, unreadable or damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        LOG.debug("ignoring the step cache %s: %s", path, exc)
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) and data.get("version") == CACHE_VERSION else None
+    if not isinstance(entries, dict):
+        LOG.debug("ignoring the step cache %s: not a version %d cache", path, CACHE_VERSION)
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("step"), str)}
+
+
+def write_disk(path: Path, key: str, entry: dict) -> None:
+    """Add ``entry`` under ``key`` to the cache file, atomically (a temporary file in the same
+    folder, then ``os.replace``); a file that cannot be written is left alone."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = read_disk(path)
+        entries.pop(key, None)
+        entries[key] = entry
+        entries = dict(list(entries.items())[-MAX_DISK_ENTRIES:])
+        fd, tmp = tempfile.mkstemp(prefix=".steps-", suffix=".json", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": CACHE_VERSION, "entries": entries}, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        LOG.debug("could not write the step cache %s: %s", path, exc)
+
+
+def room_for(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` more take at most half of the device's free memory (True where unknown)."""
+    try:
+        if device.type == "cuda":
+            free = torch.cuda.mem_get_info(device)[0]
+        elif device.type == "cpu":
+            with open("/proc/meminfo") as f:
+                free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        else:
+            return True
+    except (OSError, StopIteration, ValueError, RuntimeError):
+        return True
+    return nbytes <= free // 2
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(step, X: Tensor, T: Tensor) -> float:
+    """Seconds of one ``step.step(X, T, 0)``, finished work on CUDA."""
+    _synchronize(X.device)
+    start = clock()
+    step.step(X, T, 0.0)
+    _synchronize(X.device)
+    return clock() - start
+
+
+def _tagged(step, selection: Selection):
+    step.selection = selection
+    mark_warm(selection.step)
+    return step
+
+
+def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor) -> tuple[object | None, float]:
+    """The candidate, built and warmed up by one call, and that call's seconds; None where a
+    JIT-compiled one fails (a broken Triton install or a driver mismatch must not stop
+    training) or device memory runs out."""
+    try:
+        step = build()
+        return step, time_call(step, X, T)
+    except torch.OutOfMemoryError as exc:
+        LOG.debug("step %s left out: %s", name, exc)
+    except Exception as exc:
+        if name not in JIT_COMPILED:
+            raise
+        warnings.warn(f"the fused kernel could not run ({type(exc).__name__}: {exc}); using the torch fast path",
+                      RuntimeWarning, stacklevel=2)
+    return None, math.inf
+
+
+def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
+    """Build, warm up and time the candidates (see the module docstring); returns the chosen
+    name, its built step, the seconds per step measured, and why measuring stopped early ('')."""
+    names = list(candidates)
+    base = base_step = None
+    while names and base_step is None:  # the rule's step, or the next one if it fails
+        base = names.pop(0)
+        base_step, _ = _try_build(base, candidates[base], X, T)
+    if base_step is None:  # pragma: no cover - the reference step always runs
+        raise RuntimeError("no step could run")
+    start = clock()  # the rule's build and first call are what the run costs without measuring
+    first = time_call(base_step, X, T)
+    seconds = {base: first}
+    if first < MIN_STEP_SECONDS:
+        return base, base_step, seconds, f"a step takes under {format_seconds(MIN_STEP_SECONDS)}"
+    seconds[base] = min(first, time_call(base_step, X, T))
+    budget = BUDGET_STEPS * seconds[base]
+    best, best_step, stopped = base, base_step, ""
+    for i, name in enumerate(names):
+        spent = clock() - start
+        if spent + 2 * seconds[base] > budget:  # a challenger costs at least a warm-up and a timed call
+            stopped = f"budget of {BUDGET_STEPS} steps spent before {', '.join(names[i:])}"
+            break
+        if name in JIT_COMPILED and name not in _warm and spent + FIRST_CALL_SECONDS.get(X.device.type, 0.0) > budget:
+            LOG.debug("step %s left out: its first call in this process would pass the budget", name)
+            continue
+        step, warm_up = _try_build(name, candidates[name], X, T)
+        if step is None:
+            continue
+        mark_warm(name)
+        if name not in JIT_COMPILED and warm_up > SLOW * seconds[best]:
+            seconds[name] = warm_up  # far slower even on its first call, whose extra costs are small here
+            continue
+        t = time_call(step, X, T)
+        if t < CLOSE * seconds[best]:
+            t = min(t, time_call(step, X, T))
+        seconds[name] = t
+        if t < seconds[best]:
+            best, best_step = name, step
+        del step  # a slower challenger's buffers (a copy of X, for the feature-major step) go now
+    if best != base and seconds[best] > (1.0 - MARGIN) * seconds[base]:
+        best, best_step = base, base_step
+    return best, best_step, seconds, stopped
+
+
+def choose(key: tuple, candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor, *, work: int,
+           skip: str = ""):
+    """The step to run, ``candidates[name]()`` for the chosen name (the rule's choice first),
+    with a :class:`Selection` as its ``selection`` attribute. ``work``: entries of X times
+    outputs per step (tiny problems are not measured); ``skip``: a reason not to measure."""
+    rule = next(iter(candidates))
+    if not skip and work < TINY_WORK:
+        skip = f"tiny problem ({work:,} entries x outputs)"
+    if skip:
+        return _tagged(candidates[rule](), Selection(rule, "rule", key=key, reason=skip))
+    known = _choices.get(key)
+    if known is not None and known.step in candidates:
+        LOG.debug("step for %s: %s (chosen before in this process)", key, known.step)
+        return _tagged(candidates[known.step](), Selection(known.step, "cache", known.seconds, key, known.reason))
+    path = cache_file()
+    if path is not None:
+        entry = read_disk(path).get(disk_key(key))
+        if entry is not None and entry["step"] in candidates:
+            seconds = entry.get("seconds") if isinstance(entry.get("seconds"), dict) else {}
+            seconds = {k: v for k, v in seconds.items() if isinstance(v, (int, float))}
+            selection = _choices[key] = Selection(entry["step"], "disk", seconds, key)
+            LOG.debug("step for %s: %s (from %s)", key, selection.step, path)
+            return _tagged(candidates[selection.step](), selection)
+    name, step, seconds, stopped = _measure(candidates, X, T)
+    selection = _choices[key] = Selection(name, "measured", seconds, key, stopped)
+    LOG.debug("step for %s: %s; measured %s%s", key, name,
+              ", ".join(f"{n} {format_seconds(s)}" for n, s in seconds.items()), f" ({stopped})" if stopped else "")
+    if path is not None and len(seconds) > 1:
+        write_disk(path, disk_key(key), {"step": name, "seconds": seconds, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return _tagged(step, selection)
