@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:  # running `python benchmarks/x.py` from a plain c
 
 import torch_logreg  # noqa: E402
 from torch_logreg import LogisticRegression, SoftmaxRegression, Trainer  # noqa: E402
+from torch_logreg.steps.measure import cpu_model  # noqa: E402  (the selector keys its disk cache by it)
 
 # --- timing ------------------------------------------------------------------------------------
 
@@ -331,15 +332,6 @@ def bandwidth_floor(X, *, device="cpu", repeats: int = 10, warmup: int = 2, max_
 # --- machine -----------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_capability() -> str:

@@ -158,8 +158,10 @@ def block_diagonal_hessian(x: Tensor, s: Tensor) -> Tensor:
     """``H_k = x^T diag(s[:, k]) x`` for each output k: x ``(N, A)``, s ``(N, K)`` -> ``(K, A, A)``.
 
     The Hessian of a sigmoid/identity loss on ``z = x Theta^T``, one ``(A, A)`` block per output
-    (:func:`diagonal_curvature` gives ``s``).
+    (:func:`diagonal_curvature` gives ``s``). A CSR ``x`` takes :func:`weighted_gram`'s sparse product.
     """
+    if x.layout != torch.strided:
+        return torch.stack([weighted_gram(x, s[:, k]) for k in range(s.shape[1])])
     return torch.stack([x.T @ (x * s[:, k : k + 1]) for k in range(s.shape[1])])
 
 
@@ -172,13 +174,24 @@ def softmax_hessian(
     and ``p = softmax(z)`` ``(N, K)``; returned as ``(K, A, K, A)``. The rank-one part
     ``sum_n (p_n (x) x_n)(p_n (x) x_n)^T`` is one ``(KA, KA)`` matrix product per chunk of rows
     (``chunk_size`` rows at a time, chosen so the ``(chunk, K*A)`` buffer stays near 16M entries).
-    Cost ``O(N K^2 A^2)``.
+    Cost ``O(N K^2 A^2)``. A CSR ``x`` is never densified: each block ``(k, l)``, ``l >= k``, is
+    :func:`weighted_gram` of the weights ``w (p_k delta_kl - p_k p_l)``.
     """
     n, a = x.shape
     k = p.shape[1]
     w = p.new_full((n,), 1.0 / n) if sample_weight is None else sample_weight / n
     pw = p * w[:, None]
     h = torch.zeros(k, a, k, a, dtype=x.dtype, device=x.device)
+    if x.layout != torch.strided:
+        # sparse x: block (j, l) is x^T diag(w (p_j delta_jl - p_j p_l)) x, a sparse product each
+        xt = csr_transpose(x)
+        for j in range(k):
+            for m in range(j, k):
+                v = pw[:, j] * ((1.0 if j == m else 0.0) - p[:, m])
+                h[j, :, m, :] = weighted_gram(x, v, xt)
+                if m != j:
+                    h[m, :, j, :] = h[j, :, m, :].T
+        return h
     for j in range(k):
         h[j, :, j, :] = x.T @ (x * pw[:, j : j + 1])
     if chunk_size is None:
@@ -189,6 +202,72 @@ def softmax_hessian(
         u = (ps[:, :, None] * xs[:, None, :]).reshape(xs.shape[0], k * a)
         flat.sub_((u * ws[:, None]).T @ u)
     return h
+
+
+# --- sparse CSR helpers (int64 indices, as validation.as_sparse_csr makes them) ----------------
+
+
+def csr_row_indices(x: Tensor) -> Tensor:
+    """The row of each stored entry of the CSR tensor ``x``, ``(nnz,)`` int64 (no host sync)."""
+    crow = x.crow_indices()
+    counts = crow[1:] - crow[:-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    return torch.repeat_interleave(rows, counts, output_size=x.values().shape[0])
+
+
+def csr_transpose(x: Tensor) -> Tensor:
+    """``x^T`` ``(D, N)`` as a CSR tensor (the CSC view of ``x``, converted once)."""
+    return x.t().to_sparse_csr()
+
+
+def csr_scale_rows(x: Tensor, v: Tensor) -> Tensor:
+    """``diag(v) x`` for a CSR ``x`` ``(N, D)`` and ``v`` ``(N,)``: the same pattern, scaled values."""
+    values = x.values() * v[csr_row_indices(x)]
+    return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, size=x.shape, check_invariants=False)
+
+
+def csr_rows(x: Tensor, index: Tensor) -> Tensor:
+    """The rows ``index`` ``(B,)`` of a CSR ``x`` as a ``(B, D)`` CSR tensor, in that order (torch has
+    no ``index_select`` for CSR): each row's slice of ``col_indices`` and ``values`` gathered.
+    Reads the batch's entry count back from the device once."""
+    crow = x.crow_indices()
+    starts, counts = crow[:-1][index], (crow[1:] - crow[:-1])[index]
+    new_crow = torch.zeros(index.shape[0] + 1, dtype=crow.dtype, device=x.device)
+    torch.cumsum(counts, 0, out=new_crow[1:])
+    nnz = int(new_crow[-1])
+    # entry e of output row i sits at starts[i] + (e - new_crow[i]) in x
+    pos = torch.repeat_interleave(starts - new_crow[:-1], counts, output_size=nnz) + torch.arange(nnz, device=x.device)
+    size = (index.shape[0], x.shape[1])
+    return torch.sparse_csr_tensor(new_crow, x.col_indices()[pos], x.values()[pos], size=size, check_invariants=False)
+
+
+def csr_prepend_ones(x: Tensor) -> Tensor:
+    """``[1, x]`` ``(N, D + 1)`` for a CSR ``x``: a stored 1 at the start of each row, the columns
+    shifted by one (the augmented input of the exact solvers, still sparse)."""
+    n = x.shape[0]
+    crow, col, values = x.crow_indices(), x.col_indices(), x.values()
+    new_crow = crow + torch.arange(n + 1, dtype=crow.dtype, device=x.device)
+    size = values.shape[0] + n
+    ones_at = new_crow[:-1]
+    rest = torch.ones(size, dtype=torch.bool, device=x.device)
+    rest[ones_at] = False
+    new_col = torch.zeros(size, dtype=col.dtype, device=x.device)
+    new_col[rest] = col + 1
+    new_values = torch.ones(size, dtype=values.dtype, device=x.device)
+    new_values[rest] = values
+    return torch.sparse_csr_tensor(new_crow, new_col, new_values, size=(n, x.shape[1] + 1), check_invariants=False)
+
+
+def weighted_gram(x: Tensor, v: Tensor, xt: Tensor | None = None) -> Tensor:
+    """``x^T diag(v) x`` ``(A, A)``, dense, for x ``(N, A)`` dense or CSR and ``v`` ``(N,)``.
+
+    For a CSR ``x`` it is the sparse product ``x^T (diag(v) x)`` (``xt``: ``csr_transpose(x)``
+    if already made), densified only as the ``(A, A)`` result."""
+    if x.layout == torch.strided:
+        return x.T @ (x * v[:, None])
+    if xt is None:
+        xt = csr_transpose(x)
+    return torch.sparse.mm(xt, csr_scale_rows(x, v)).to_dense()
 
 
 # --- layer maths (forward and backward side by side) -----------------------------------------
@@ -209,7 +288,9 @@ def linear_backward(
     Returns ``(dL/dx = g W, dL/dW = g^T x, dL/db = sum_n g)``; ``dL/dx`` is skipped (None) when
     not needed, which for the first layer saves an (N, D) product.
     """
-    if grad_output.shape[1] == 1:  # one output: a matrix-vector product reads x a little faster
+    if x.layout != torch.strided:  # sparse x (CSR): a dense-sparse product, no strided view of x
+        grad_weight = grad_output.T @ x
+    elif grad_output.shape[1] == 1:  # one output: a matrix-vector product reads x a little faster
         grad_weight = torch.mv(x.T, grad_output[:, 0])[None, :]
     else:
         grad_weight = grad_output.T @ x

@@ -632,6 +632,9 @@ def infer(
     if weights_kind not in WEIGHTS_KINDS:
         raise UsageError(f"weights_kind must be one of {', '.join(map(repr, WEIGHTS_KINDS))}, got {weights_kind!r}")
     X, T, w = prepare(model, X, y, sample_weight)
+    if X.layout != torch.strided:
+        raise UsageError("inference needs dense X (its leverages, sandwiches and marginal effects read the rows); "
+                         "pass X.toarray() or a dense tensor")
     bias = layer.bias is not None
     d = X.shape[1]
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(d)]

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import arguments, optimizers, penalty, validation
+from . import functional as F
 from .devices import resolve_device, resolve_precision
 from .errors import UsageError
 from .gradients import compare_gradients
@@ -321,7 +322,9 @@ class Trainer:
         perm = torch.randperm(n, generator=self.generator, device=self.device)
         for start in range(0, n, self.batch_size):
             idx = perm[start : start + self.batch_size]
-            if self._gather is None:
+            if self.X.layout != torch.strided:  # sparse CSR rows
+                yield F.csr_rows(self.X, idx), self.T.index_select(0, idx)
+            elif self._gather is None:
                 yield self.X.index_select(0, idx), self.T.index_select(0, idx)
             else:  # into the same two buffers each step: the batch is used before the next is gathered
                 xs, ts = self._gather
@@ -507,6 +510,10 @@ class Trainer:
 
 def fit(model, X, y, **kwargs) -> History:
     """Train ``model`` on ``X (N, D)``, ``y`` with the hand-written loop; returns a History.
+
+    ``X`` may be sparse (``scipy.sparse`` CSR/CSC/COO matrix or array, torch sparse COO/CSR
+    tensor): it becomes a torch sparse CSR tensor, never densified, and a single-``Linear`` model
+    trains on the sparse step (``steps/sparse.py``); other models are refused.
 
     Keyword arguments (the names the configs use): ``solver``, the update rule (one of
     ``registry.LOOP_SOLVERS``: gd, momentum, nesterov, adagrad, rmsprop, adam, adamw) with its

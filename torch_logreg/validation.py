@@ -2,11 +2,16 @@
 
 These checks read values back from the device, so they run once, when data enters a model or a
 run, never inside the per-step path.
+
+Sparse features (``scipy.sparse`` CSR/CSC/COO/... matrices and arrays, torch sparse COO/CSR/CSC
+tensors) enter here too: :func:`as_tensor` turns them into a torch sparse CSR tensor (int64
+indices, duplicates summed) without densifying, and the checks read their stored ``values()``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -15,10 +20,54 @@ from torch import Tensor
 from .errors import UsageError
 
 
+def is_sparse(data) -> bool:
+    """True for a torch sparse tensor (any layout but strided) and for a ``scipy.sparse`` matrix or
+    array (told by its module, so scipy is not imported to ask)."""
+    if isinstance(data, Tensor):
+        return data.layout != torch.strided
+    return type(data).__module__.startswith("scipy.sparse")
+
+
+def as_sparse_csr(
+    data, name: str, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> Tensor:
+    """A scipy sparse matrix/array or a torch sparse tensor as a 2-D torch sparse CSR tensor with
+    int64 ``crow_indices`` / ``col_indices`` (no copy of the values when they are already such a
+    tensor of the right dtype and device; never densified)."""
+    shape = tuple(data.shape)
+    if len(shape) != 2:
+        raise UsageError(f"{name} must be 2-D (n_samples, n_features), got a sparse {name} of shape {shape}")
+    if isinstance(data, Tensor):
+        if data.layout == torch.sparse_coo:
+            data = data.coalesce()
+        csr = data if data.layout == torch.sparse_csr else data.to_sparse_csr()
+        crow, col, values = csr.crow_indices(), csr.col_indices(), csr.values()
+    else:
+        matrix = data.tocsr()
+        if not matrix.has_canonical_format:  # duplicates or unsorted columns: summed and sorted on a copy
+            matrix = matrix.copy() if matrix is data else matrix
+            matrix.sum_duplicates()
+        if matrix.dtype == object or matrix.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be numeric, got a sparse matrix of dtype {matrix.dtype}")
+        crow, col = torch.from_numpy(matrix.indptr), torch.from_numpy(matrix.indices)
+        values = torch.from_numpy(np.ascontiguousarray(matrix.data))
+    if crow.dtype != torch.int64:
+        crow, col = crow.to(torch.int64), col.to(torch.int64)
+    with warnings.catch_warnings():  # torch's once-per-process notice that its CSR support is in beta
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        tensor = torch.sparse_csr_tensor(crow, col, values, size=shape, check_invariants=True)
+    if dtype is not None or device is not None:
+        tensor = tensor.to(device=device, dtype=dtype)
+    return tensor
+
+
 def as_tensor(
     data, name: str, dtype: torch.dtype | None = None, device: torch.device | None = None
 ) -> Tensor:
-    """Turn an array-like into a tensor (no copy when it already is one of the right kind)."""
+    """Turn an array-like into a tensor (no copy when it already is one of the right kind); sparse
+    data becomes a torch sparse CSR tensor (:func:`as_sparse_csr`)."""
+    if is_sparse(data):
+        return as_sparse_csr(data, name, dtype, device)
     if isinstance(data, Tensor):
         tensor = data
     else:
@@ -62,7 +111,18 @@ def check_features(x: Tensor, n_features: int | None = None, name: str = "X") ->
         )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.device.type != "meta":
+    if x.layout != torch.strided:
+        if x.layout != torch.sparse_csr:
+            raise UsageError(f"{name} is a sparse tensor of layout {x.layout}; pass it through as_tensor (CSR)")
+        where = first_nonfinite(x.values())
+        if where is not None:
+            k = where[0]
+            row = int(torch.searchsorted(x.crow_indices(), k, right=True)) - 1
+            raise UsageError(
+                f"{name} contains a non-finite value {x.values()[k].item()} at row {row}, "
+                f"column {int(x.col_indices()[k])}"
+            )
+    elif x.device.type != "meta":
         where = first_nonfinite(x)
         if where is not None:
             raise UsageError(
@@ -88,7 +148,11 @@ def check_square_range(x: Tensor, dtype: torch.dtype | None = None, name: str = 
     if not dtype.is_floating_point:
         return
     limit = math.sqrt(torch.finfo(dtype).max)
-    col_max = torch.maximum(x.amax(dim=0), -x.amin(dim=0)).to(torch.float64)  # max |x| per column, no copy of x
+    if x.layout == torch.sparse_csr:  # the stored values, per column (an absent entry is a zero)
+        col_max = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device).scatter_reduce_(
+            0, x.col_indices(), x.values().abs().to(torch.float64), "amax")
+    else:
+        col_max = torch.maximum(x.amax(dim=0), -x.amin(dim=0)).to(torch.float64)  # max |x| per column, no copy of x
     bad = (col_max > limit) & torch.isfinite(col_max)
     if not bool(bad.any()):
         return

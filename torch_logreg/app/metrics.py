@@ -130,16 +130,23 @@ def evaluate(model, X: Tensor, T: Tensor, classes: list[str] | None = None) -> d
     ``precision_macro``, ``recall_macro``, ``f1_macro``, and with ``classes`` the per-class
     ``precision[<label>]``, ``recall[<label>]``, ``f1[<label>]``). An empty split gives ``{}``.
     """
+    logits, out = _loss(model, X, T)
+    if logits is None or model.link == "identity":
+        return out
+    out.update(classification_metrics(predictions(model, X, T, logits), classes))
+    return out
+
+
+def _loss(model, X: Tensor, T: Tensor) -> tuple[Tensor | None, dict[str, float]]:
+    """The logits and ``{"loss": ..., "r2": ... (regression)}``; ``(None, {})`` for no rows."""
     if X.shape[0] == 0:
-        return {}
+        return None, {}
     logits = model.logits(X)
     loss, _ = model.loss_fn(logits, T)
     out = {"loss": loss.item()}
     if model.link == "identity":
         out["r2"] = _r2(logits, T)
-        return out
-    out.update(classification_metrics(predictions(model, X, T, logits), classes))
-    return out
+    return logits, out
 
 
 @torch.no_grad()
@@ -147,14 +154,10 @@ def training_metrics(model, X: Tensor, T: Tensor) -> dict[str, float]:
     """The cheap metrics read during training, on the run's device: ``loss``, then ``accuracy``
     (argmax for softmax and one-sigmoid-per-class, logit >= 0 for a single sigmoid) and, for a
     single sigmoid, ``auc``; regression ``r2``. The same values :func:`evaluate` reports."""
-    if X.shape[0] == 0:
-        return {}
-    logits = model.logits(X)
-    loss, _ = model.loss_fn(logits, T)
-    out = {"loss": loss.item()}
-    if model.link == "identity":
-        out["r2"] = _r2(logits, T)
-    elif model.n_outputs == 1:
+    logits, out = _loss(model, X, T)
+    if logits is None or model.link == "identity":
+        return out
+    if model.n_outputs == 1:
         pred = (logits[:, 0] >= 0).long()
         truth = T[:, 0].long()
         out["accuracy"] = (pred == truth).double().mean().item()

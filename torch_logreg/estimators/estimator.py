@@ -52,6 +52,8 @@ from ..solvers import ConvergenceWarning as SolverConvergenceWarning
 from ..solvers import fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
+#: the scipy.sparse formats ``fit`` and the predictions take as they are (others are converted to CSR)
+SPARSE_FORMATS = ("csr", "csc")
 SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
 
 #: ``solver="auto"`` uses Newton while the Hessian has at most this many rows, else L-BFGS
@@ -169,6 +171,11 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.cov_type = cov_type
         self.weights_kind = weights_kind
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy.sparse X is fitted and predicted on without densifying
+        return tags
+
     # -- parameter checks --
     def resolve_params(self, n_params: int) -> tuple[str, float]:
         """Validate the hyper-parameters; return the solver to use and the L1 share."""
@@ -243,12 +250,15 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         """Fit on ``X`` (N, D) and labels ``y`` (N,); ``sample_weight`` (N,) optional; ``groups`` (N,), the
         cluster of each row of ``X``, for ``cov_type="cluster"`` only.
 
+        ``X`` may be a ``scipy.sparse`` matrix or array: it is fitted as a sparse tensor, never densified;
+        ``inference_`` then is not available (it reads dense rows).
+
         ``inference_`` names the parameters after ``X``'s columns (a DataFrame's) and the response after
         ``y`` (a named pandas Series; else ``"y"``).
         """
         name = None if isinstance(y, np.ndarray) else getattr(y, "name", None)
         dep_variable = str(name) if name is not None and str(name) else "y"
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1, accept_sparse=SPARSE_FORMATS)
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         k = len(self.classes_)
@@ -285,7 +295,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         model = model.to(device=device, dtype=dtype)
         # the exact solvers and inference_ form X~^T S X~: refuse columns whose squares overflow
         # dtype here, on X as passed, before a conversion could turn large values into infinities
-        Xt = _to_tensor(X, None, torch.device("cpu"))
+        Xt = validation.as_tensor(X, "X") if validation.is_sparse(X) else _to_tensor(X, None, torch.device("cpu"))
         validation.check_square_range(Xt, dtype)
         Xt = Xt.to(device=device, dtype=dtype)
         yt = torch.as_tensor(y_index, device=device)
@@ -409,9 +419,12 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     # -- predictions --
     def _logits(self, X) -> torch.Tensor:
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=SPARSE_FORMATS)
         layer = self.model_.linear
-        Xt = _to_tensor(X, layer.weight.dtype, layer.weight.device)
+        if validation.is_sparse(X):
+            Xt = validation.as_tensor(X, "X", dtype=layer.weight.dtype, device=layer.weight.device)
+        else:
+            Xt = _to_tensor(X, layer.weight.dtype, layer.weight.device)
         with torch.no_grad():
             return F.linear(Xt, layer.weight, layer.bias)
 
@@ -473,7 +486,11 @@ def _gradient_scale(X: np.ndarray, sw: np.ndarray) -> float:
     """``max_j (1/N) sum_n w_n |x~_nj|`` over the columns of ``[1, X]``: the largest value an entry of the gradient of
     ``(1/N) sum_n w_n loss_n`` can take (``|p - t| <= 1``), the scale of its rounding error."""
     n = X.shape[0]
-    return float(max(sw.sum() / n, (sw @ np.abs(X.astype(np.float64, copy=False))).max(initial=0.0) / n))
+    if validation.is_sparse(X):
+        col_sums = np.asarray(abs(X).astype(np.float64).T @ sw).reshape(-1)
+    else:
+        col_sums = sw @ np.abs(X.astype(np.float64, copy=False))
+    return float(max(sw.sum() / n, col_sums.max(initial=0.0) / n))
 
 
 def _gradient_norms(model, X: Tensor, y: Tensor, w: Tensor | None, l2: float) -> tuple[float, float]:

@@ -12,7 +12,9 @@ and ``l1 = l1_ratio / (C N)``.
 Every derivative used by an update is analytic: the gradient is the model's manual backward
 (:meth:`~torch_logreg.models.StackedModel.objective_and_grad`) and the Hessian is the closed
 form of :mod:`torch_logreg.functional` (``X~^T S X~ / N + l2 I`` on the augmented input
-``X~ = [1, X]``). Autograd is never called.
+``X~ = [1, X]``). Autograd is never called. Sparse X (a CSR tensor) stays sparse: ``X~`` is a CSR
+tensor too, each Hessian block the sparse product ``X~^T (S X~)`` densified only as its ``(A, A)``
+result, and L-BFGS takes the sparse step.
 
 Solvers
 -------
@@ -110,7 +112,8 @@ def fit_exact(
 ) -> SolverResult:
     """Minimise ``(1/N) sum_n w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` exactly; model trained in place.
 
-    ``X`` ``(N, D)``, ``y`` as the model's ``targets`` accepts (labels ``(N,)`` or a target
+    ``X`` ``(N, D)`` dense or sparse (``scipy.sparse`` or a torch sparse tensor: a CSR tensor, never
+    densified; single-``Linear`` models), ``y`` as the model's ``targets`` accepts (labels ``(N,)`` or a target
     matrix ``(N, K)``), ``sample_weight`` ``(N,)`` non-negative (optional). ``solver`` is
     ``"newton"`` (Newton/IRLS; proximal Newton when ``l1 > 0``; single-``Linear`` models) or
     ``"lbfgs"`` (``l1 = 0`` only; any model). The run starts from the model's current
@@ -181,6 +184,10 @@ def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | N
     pairs sum products of two columns. This is checked on ``X`` as given, before the conversion.
     """
     X = validation.as_tensor(X, "X")
+    if X.layout != torch.strided:
+        from ..steps.sparse import check_model
+
+        check_model(model)
     validation.check_square_range(X, model.dtype)
     X = X.to(device=model.device, dtype=model.dtype)
     validation.check_features(X, model.n_features)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import functional as F
 from .. import models
 from ..layers import Linear
 
@@ -22,9 +23,11 @@ def linear_layer(model) -> Linear:
 
 
 def augment(X: Tensor, bias: bool) -> Tensor:
-    """``X~ = [1, X]`` ``(N, D + 1)`` when the model has a bias, else ``X`` itself."""
+    """``X~ = [1, X]`` ``(N, D + 1)`` when the model has a bias, else ``X`` itself (sparse CSR stays sparse)."""
     if not bias:
         return X
+    if X.layout != torch.strided:
+        return F.csr_prepend_ones(X)
     return torch.cat([torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device), X], dim=1)
 
 

@@ -101,6 +101,8 @@ def find_separation(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = 
         sep.message = _separation_message(sep, binary)
         return sep
 
+    if X.layout != torch.strided:  # the LP reads dense rows; it runs on at most LP_MAX_ROWS of them
+        X = X.to_dense()
     Xa = augment(X, bias)[keep].detach().to("cpu", torch.float64).numpy()
     lab = labels[keep].cpu().numpy()
     index = keep.nonzero()[:, 0].cpu().numpy()

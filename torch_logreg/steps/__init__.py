@@ -4,5 +4,6 @@
 pinned to; ``feature_major.py`` (full batch, class-major logits) and ``batch.py`` (mini-batches
 in buffers made once) are the same maths in faster layouts; ``fused_cpu.py`` (numba) and
 ``fused_triton.py`` (CUDA) read X once per step; ``cuda_graph.py`` wraps a step and the update in
-one CUDA graph. ``select.py`` is the one place that chooses among them.
+one CUDA graph; ``sparse.py`` is the step on sparse CSR X. ``select.py`` is the one place that chooses
+among them.
 """

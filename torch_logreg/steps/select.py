@@ -11,7 +11,11 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
   sigmoid or identity output (numba on CPU, Triton on CUDA), :class:`~.feature_major.FeatureMajorStep`,
   :class:`~.row_major.RowMajorStep` or the reference step;
 * ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
-* mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``.
+* mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``;
+* sparse X (a torch sparse CSR tensor): :class:`~.sparse.SparseStep` for a single ``Linear``, full
+  batch or mini-batches (nothing is measured: the dense candidates do not apply), or the forced
+  reference step; other models, forced dense steps, gradient checks, autocast and CUDA graphs are
+  refused with a :class:`~torch_logreg.errors.UsageError`.
 
 Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
 
@@ -195,13 +199,42 @@ def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Te
     return _tag(_fused_step(model, X, T), "forced")
 
 
+#: why "auto" does not measure on sparse X
+_SPARSE = "sparse X (the dense steps do not apply)"
+
+
+def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tensor | None = None, *, step: str = "rule",
+                 fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
+                 cuda_graph: bool = False):
+    """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given), or the
+    forced reference step; a UsageError says why anything else cannot run on sparse X."""
+    from .sparse import SparseStep, check_model
+
+    check_model(model)
+    if cuda_graph:
+        raise UsageError("cuda_graph needs dense X; sparse X runs the sparse step")
+    if autocast is not None:
+        raise UsageError(f"dtype '{str(autocast).removeprefix('torch.')}' (autocast) needs dense X; "
+                         "sparse X runs in float32 or float64")
+    if grad_check:
+        raise UsageError("gradient checks (grad_check_every > 0) need dense X; sparse X runs the sparse step")
+    if step == "reference" or not fast_path:
+        return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
+    if step not in ("auto", "rule"):
+        raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
+    return _tag(SparseStep(model, X, T, sample_weight), "rule", _SPARSE if step == "auto" else "")
+
+
 def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
                measure_reason: str = "", graph: bool = False):
     """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
-    Sample weights and models that are not one ``Linear`` take the reference step.
+    Sample weights and models that are not one ``Linear`` take the reference step; sparse ``X``
+    takes the sparse step (any sample weights included).
     ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
     the step is for a CUDA graph (which replays the fast steps only)."""
     arguments.choice("step", step, STEPS)
+    if X.layout != torch.strided:
+        return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph)
     if step not in ("auto", "rule"):
         why = problem(step, model, X, full=True, sample_weight=sample_weight)
         if why is not None:
@@ -267,6 +300,10 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
+    if isinstance(X, Tensor) and X.layout != torch.strided:  # streamed data is a NumPy memory map
+        bound = full and in_memory
+        return _sparse_step(model, X if bound else None, T if bound else None, step=step, fast_path=fast_path,
+                            grad_check=grad_check, autocast=autocast, cuda_graph=cuda_graph)
     if autocast is not None and cuda_graph:
         raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
     if cuda_graph:

@@ -1,0 +1,65 @@
+"""The step of a single-``Linear`` model on sparse X (a torch sparse CSR tensor): the reference
+maths with X never densified.
+
+    Z  = X W^T + 1 b^T                          (N, K)   sparse x dense
+    loss, G from Z and T                        G = dL/dZ = w (h(Z) - T) / N, the fused head and loss
+    dW = G^T X = (X^T G)^T,  db = G^T 1         (K, D), (K,)   X^T a CSR made once for bound data
+    objective = loss + (l2 / 2) ||W||^2,  dW += l2 W
+
+``loss`` is the model's own (``model.loss_fn``: binary cross-entropy on logits, categorical
+cross-entropy or half squared error, each the mean over the rows, optionally sample-weighted), so
+sigmoid, softmax and identity outputs are all covered; the penalty is :mod:`~torch_logreg.penalty`'s.
+Tests pin it to the reference step, autograd and finite differences (float64).
+
+Mini-batches of sparse X are rows of the CSR tensor, gathered by
+:func:`~torch_logreg.functional.csr_rows` (torch has no ``index_select`` for CSR).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from .. import penalty
+from ..errors import UsageError
+from ..models import single_linear
+
+
+def check_model(model) -> None:
+    """Sparse X needs a single ``Linear`` model: a :class:`UsageError` says so for any other."""
+    if single_linear(model) is None:
+        raise UsageError(f"sparse X needs a model that is one Linear layer (logistic, softmax or linear regression), "
+                         f"not {type(model).__name__}; pass X densified (X.toarray() or X.to_dense()) for this model")
+
+
+class SparseStep:
+    """``step(X, T, l2) -> (loss, grads)`` for a sparse CSR ``X``, like ``objective_and_grad``.
+
+    Built with the full batch ``X`` (and its ``sample_weight``), it keeps ``X^T`` as a CSR
+    tensor, made once; any other batch (a mini-batch of rows) is transposed at its step and
+    unweighted (the sample weights belong to the bound batch). The gradients are new tensors each step.
+    """
+
+    name = "sparse"
+
+    def __init__(self, model, X: Tensor | None = None, T: Tensor | None = None,
+                 sample_weight: Tensor | None = None) -> None:
+        check_model(model)
+        (self.prefix, self.layer), = model.named_children()
+        self._loss_fn = model.loss_fn
+        self.sample_weight = sample_weight
+        self.X = X
+        self.XT = None if X is None else F.csr_transpose(X)
+
+    @torch.no_grad()
+    def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        W, b = self.layer.weight, self.layer.bias
+        z = F.linear(X, W, b)
+        loss, grad_logits = self._loss_fn(z, T, self.sample_weight if X is self.X else None)
+        XT = self.XT if X is self.X else F.csr_transpose(X)
+        grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
+        if b is not None:
+            grads[f"{self.prefix}.bias"] = grad_logits.sum(dim=0)
+        loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
+        return loss, grads
