@@ -427,8 +427,8 @@ def test_missing_data_file(capsys, tmp_path):
 def test_unreadable_data_file(capsys, tmp_path):
     path = tmp_path / "bin.csv"
     path.write_bytes(b"\xff\xfe\x00\x81garbage")
-    expect_error(capsys, "line 1: byte 0xff is not UTF-8 text", "train", "--quiet", "--set", f"data.path={path}", "--set", "data.target=y",
-                 "--set", f"log.dir={tmp_path}")
+    expect_error(capsys, "line 1: byte 0xff is not UTF-8 text", "train", "--quiet", "--set", f"data.path={path}",
+                 "--set", "data.target=y", "--set", f"log.dir={tmp_path}")
 
 
 def test_constant_feature_is_fine(capsys, tmp_path):
