@@ -149,8 +149,9 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     existed = run_dir is not None and Path(run_dir).exists()
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
-        write_text_atomic(path / "config.toml", cfg.to_toml())
     try:
+        if path is not None:
+            write_text_atomic(path / "config.toml", cfg.to_toml())
         return _run(cfg, path, prep, model, device, dtype, quiet)
     except BaseException as exc:
         # a run directory is complete enough to resume (it has a checkpoint) or it is removed
