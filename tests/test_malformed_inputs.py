@@ -226,6 +226,20 @@ CSV_MUTATIONS = st.one_of(
 )
 
 
+def byte_mutations(data: bytes, mutations) -> bytes:
+    """The mutations that act on a file's bytes: invalid UTF-8 inserted, a truncation, a stray quote."""
+    for op, *args in mutations:
+        if op == "bad_bytes":
+            i = args[0] % (len(data) + 1)
+            data = data[:i] + args[1] + data[i:]
+        elif op == "truncate":
+            data = data[: args[0] % (len(data) + 1)]
+        elif op == "quote":
+            i = args[0] % (len(data) + 1)
+            data = data[:i] + b'"' + data[i:]
+    return data
+
+
 def mutate_csv(mutations) -> bytes:
     """The clean CSV with ``mutations`` applied: the row and cell ones first, then the byte ones."""
     lines: list = [list(HEADER)] + [list(row) for row in ROWS]  # a list of cells, or a raw line (str)
@@ -262,16 +276,7 @@ def mutate_csv(mutations) -> bytes:
     for op, *args in mutations:
         if op == "eol":
             text = text.replace("\n", args[0])
-    data = text.encode("utf-8")
-    for op, *args in mutations:
-        if op == "bad_bytes":
-            i = args[0] % (len(data) + 1)
-            data = data[:i] + args[1] + data[i:]
-        elif op == "truncate":
-            data = data[: args[0] % (len(data) + 1)]
-        elif op == "quote":
-            i = args[0] % (len(data) + 1)
-            data = data[:i] + b'"' + data[i:]
+    data = byte_mutations(text.encode("utf-8"), mutations)
     if any(op == "bom" for op, *_ in mutations):
         data = b"\xef\xbb\xbf" + data
     return data
@@ -404,13 +409,7 @@ def mutate_config(base: str, mutations) -> bytes:
     text = "".join(line + "\n" for line in lines)
     if any(op == "eol" for op, *_ in mutations):
         text = text.replace("\n", "\r\n")
-    data = text.encode("utf-8")
-    for op, *args in mutations:
-        if op == "bad_bytes":
-            i = args[0] % (len(data) + 1)
-            data = data[:i] + args[1] + data[i:]
-        elif op == "truncate":
-            data = data[: args[0] % (len(data) + 1)]
+    data = byte_mutations(text.encode("utf-8"), mutations)
     if any(op == "bom" for op, *_ in mutations):
         data = b"\xef\xbb\xbf" + data
     return data
