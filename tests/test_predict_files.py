@@ -25,6 +25,13 @@ def run_cli(capsys, *args):
     return code, out, err
 
 
+def predict(capsys, run_dir: Path, rows: Path, output: Path, *extra):
+    """``predict --keep id`` of ``rows`` into ``output``: (exit status, stderr)."""
+    code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id", "--output", output,
+                           *extra)
+    return code, err
+
+
 def ecommerce_like(path: Path, n: int = 300, seed: int = 0) -> Path:
     """A CSV with the e-commerce columns (values generated: four actions, time_of_day categorical)."""
     rng = np.random.default_rng(seed)
@@ -123,24 +130,21 @@ def test_threshold_moves_the_binary_label(capsys, tmp_path):
     tables = {}
     for t in (0.05, 0.5, 0.95):
         out_path = tmp_path / f"p{t}.csv"
-        code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id", "--output", out_path,
-                               "--threshold", t)
+        code, err = predict(capsys, run_dir, rows, out_path, "--threshold", t)
         assert code == 0, err
         with open(out_path, newline="") as fh:
             tables[t] = list(csv.DictReader(fh))
         for r in tables[t]:
             assert r["label"] == ("1" if float(r["p_1"]) >= t else "0")
     assert sum(r["label"] == "1" for r in tables[0.05]) >= sum(r["label"] == "1" for r in tables[0.95])
-    code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id", "--output",
-                           tmp_path / "x.csv", "--threshold", 1.5)
+    code, err = predict(capsys, run_dir, rows, tmp_path / "x.csv", "--threshold", 1.5)
     assert code == 2 and "between 0 and 1" in err
 
 
 def test_threshold_is_refused_for_k_classes(capsys, tmp_path):
     run_dir, sets = train_config(capsys, tmp_path, "digits.toml")
     rows = new_rows(tmp_path, "digits.toml", sets)
-    code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id", "--output",
-                           tmp_path / "x.csv", "--threshold", 0.3)
+    code, err = predict(capsys, run_dir, rows, tmp_path / "x.csv", "--threshold", 0.3)
     assert code == 2 and "--threshold applies to a binary classifier" in err
 
 
@@ -148,7 +152,7 @@ def test_probabilities_are_written_at_the_models_precision(capsys, tmp_path):
     run_dir, sets = train_config(capsys, tmp_path, "breast_cancer.toml")
     rows = new_rows(tmp_path, "breast_cancer.toml", sets)
     out_path = tmp_path / "p.csv"
-    assert run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id", "--output", out_path)[0] == 0
+    assert predict(capsys, run_dir, rows, out_path)[0] == 0
     with open(out_path, newline="") as fh:
         values = [r["p_1"] for r in csv.DictReader(fh)]
     # float32: the shortest text that reads back to the same float32, never 17 digits of noise
@@ -161,8 +165,7 @@ def test_parquet_output_equals_the_csv(capsys, tmp_path):
     run_dir, sets = train_config(capsys, tmp_path, "digits.toml")
     rows = new_rows(tmp_path, "digits.toml", sets)
     for suffix in ("csv", "parquet"):
-        code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id",
-                               "--output", tmp_path / f"p.{suffix}")
+        code, err = predict(capsys, run_dir, rows, tmp_path / f"p.{suffix}")
         assert code == 0, err
     a = pd.read_csv(tmp_path / "p.csv", dtype={"id": str, "label": str})
     b = pd.read_parquet(tmp_path / "p.parquet")
@@ -174,6 +177,5 @@ def test_parquet_output_equals_the_csv(capsys, tmp_path):
 def test_unknown_output_format_is_refused_before_work(capsys, tmp_path):
     run_dir, sets = train_config(capsys, tmp_path, "breast_cancer.toml")
     rows = new_rows(tmp_path, "breast_cancer.toml", sets)
-    code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", rows, "--keep", "id",
-                           "--output", tmp_path / "p.xlsx")
+    code, err = predict(capsys, run_dir, rows, tmp_path / "p.xlsx")
     assert code == 2 and "written as .csv or .parquet" in err and not (tmp_path / "p.xlsx").exists()
