@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -20,3 +22,16 @@ def cancer():
 
     X, y = load_breast_cancer(return_X_y=True)
     return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="session", autouse=True)
+def step_cache(tmp_path_factory):
+    """The selector's disk cache in a fresh folder for the session (subprocesses included): the
+    tests write nothing into the user's cache, and no choice measured by an earlier run is used."""
+    old = os.environ.get("TORCH_LOGREG_CACHE")
+    os.environ["TORCH_LOGREG_CACHE"] = str(tmp_path_factory.mktemp("step_cache"))
+    yield
+    if old is None:
+        os.environ.pop("TORCH_LOGREG_CACHE", None)
+    else:
+        os.environ["TORCH_LOGREG_CACHE"] = old

@@ -2,12 +2,13 @@
 (cached in the process and on disk, tiny problems not measured), a named step is forced or refused
 with a UsageError, and every choice computes the reference step's objective and gradient.
 
-No test here depends on how fast this machine is: a candidate is made slow by a sleep far longer
-than any real step on these sizes, or the thresholds are set so that the outcome is fixed."""
+No test here depends on how fast this machine is, or on how steady its timer is: where a test
+compares timings, the selector's clock is replaced by one that only the steps advance, by a fixed
+amount per call (a slow candidate far more than a fast one), or the thresholds are set so that the
+outcome is fixed."""
 
 import json
 import logging
-import time
 
 import pytest
 import torch
@@ -22,8 +23,9 @@ from torch_logreg.steps.row_major import RowMajorStep
 
 from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize, train_variants
 
-#: far longer than a real step on the sizes below (well under a millisecond)
+#: what one call of a slow candidate, and of any other, adds to the selector's clock
 SLOW_S = 0.03
+FAST_S = 0.001
 CLASSES = {"feature_major": FeatureMajorStep, "row_major": RowMajorStep, "reference": ReferenceStep,
            "fused": fused_cpu.FusedStep, "batch": BatchStep}
 needs_numba = pytest.mark.skipif(not fused_cpu.available(), reason="numba is not installed")
@@ -55,15 +57,17 @@ def problem(kind: str = "softmax", n: int = 400, d: int = 6, seed: int = 0):
 
 
 def count_calls(monkeypatch, slow: tuple[str, ...] = ()) -> dict[str, int]:
-    """Count each step class's calls; the classes named in ``slow`` sleep SLOW_S per call."""
+    """Count each step class's calls, and replace the selector's clock by one that only the steps
+    advance: SLOW_S per call of the classes named in ``slow``, FAST_S per call of the others."""
     calls = dict.fromkeys(CLASSES, 0)
+    now = [0.0]
+    monkeypatch.setattr(measure, "clock", lambda: now[0])
     for name, cls in CLASSES.items():
         original = cls.step
 
         def step(self, X, T, l2=0.0, _name=name, _original=original):
             calls[_name] += 1
-            if _name in slow:
-                time.sleep(SLOW_S)
+            now[0] += SLOW_S if _name in slow else FAST_S
             return _original(self, X, T, l2)
 
         monkeypatch.setattr(cls, "step", step)
