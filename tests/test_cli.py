@@ -596,7 +596,7 @@ def test_exact_solver_warns_at_its_iteration_limit(capsys, tmp_path):
 
 
 def test_l1_needs_newton(capsys, tmp_path):
-    expect_error(capsys, "train.l1 = 0.1 needs train.solver = 'newton'", "train", "--quiet", "--set", "train.l1=0.1",
+    expect_error(capsys, "train.l1 = 0.1 needs train.solver in ['newton'", "train", "--quiet", "--set", "train.l1=0.1",
                  "--set", "train.solver=lbfgs", "--set", f"log.dir={tmp_path}")
 
 

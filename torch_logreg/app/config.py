@@ -17,7 +17,7 @@ from .. import arguments
 from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
-from ..registry import LOOP_SOLVERS, SOLVERS, STEPS
+from ..registry import L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
 from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
@@ -62,7 +62,7 @@ class TrainConfig:
     epochs: int = 1000  # for newton / lbfgs: the iteration limit
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
-    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (proximal Newton: solver = "newton" only)
+    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (the solvers of registry.L1_SOLVERS)
     momentum: float = 0.9  # momentum, nesterov
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     eps: float = -1.0  # adagrad, rmsprop, adam, adamw; < 0 = the optimizer's default (as torch.optim's)
@@ -212,9 +212,9 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
             f"{where}: data.val_fraction + data.test_fraction must be < 1 "
             f"(got {cfg.data.val_fraction} + {cfg.data.test_fraction}); nothing would be left to train on"
         )
-    if cfg.train.l1 > 0 and cfg.train.solver != "newton":
+    if cfg.train.l1 > 0 and cfg.train.solver not in L1_SOLVERS:
         where = sources.get("train.l1", "config")
-        raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver = 'newton' (proximal Newton); "
+        raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver in {list(L1_SOLVERS)}; "
                          f"train.solver is {cfg.train.solver!r}")
     check("train.device", arguments.device_name)
 
