@@ -279,7 +279,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         if not mask.all():
             _notice(f"{data_path}: {int((~mask).sum())} of {len(mask)} rows have labels outside data.keep_classes "
                     f"({data_lib.listed(cfg.data.keep_classes)}) and are left out, as in training")
-        X_raw, y_raw = X_raw[torch.from_numpy(mask)], np.asarray(y_raw)[mask]
+        X_raw, y_raw = data_lib.take_rows(X_raw, torch.from_numpy(np.nonzero(mask)[0])), np.asarray(y_raw)[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     check_standardized(X, X_raw, data_path, schema.feature_names)
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)

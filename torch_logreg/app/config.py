@@ -31,9 +31,12 @@ FLOAT_LISTS = ("train.betas",)
 @dataclass
 class DataConfig:
     name: str = "breast_cancer"  # a built-in data set, used when path is empty
-    path: str = ""  # a CSV, .npy or .npz file instead of a built-in set
-    target: str = ""  # CSV: the target column's name; .npy: its column index (default: last)
+    path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
+    target: str = ""  # CSV: the target column's name; .npy, sparse .npz: its column index (default: last)
     categorical: list[str] = field(default_factory=list)  # CSV columns to one-hot encode
+    drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
+    hash: list[str] = field(default_factory=list)  # CSV columns hashed (whitespace tokens, signed) into a sparse block
+    hash_bits: int = 20  # the hash block has 2**hash_bits columns
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
     n_samples: int = 0  # generated sets: rows (0 = the set's default)
@@ -113,6 +116,7 @@ RANGES = {
     "data.n_samples": (0, None),
     "data.n_features": (0, None),
     "data.max_bytes": (1, None),
+    "data.hash_bits": (1, 30),
     "data.val_fraction": (0.0, [1.0]),
     "data.test_fraction": (0.0, [1.0]),
     "train.lr": ([0.0], None),

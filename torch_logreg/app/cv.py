@@ -70,7 +70,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
                                                    cfg.train.seed, stratify=kind != "linear", classes=classes)
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
-    X_pool, y_pool = ds.X.index_select(0, pool.to(ds.X.device)), y.index_select(0, pool.to(y.device))
+    X_pool, y_pool = data_lib.take_rows(ds.X, pool), y.index_select(0, pool.to(y.device))
     labels = y_pool.cpu().numpy()
     stratify = kind != "linear"
     if stratify and min(labels.tolist().count(c) for c in set(labels.tolist())) < folds:
@@ -89,7 +89,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
     def rows_of(index) -> tuple:
         index = torch.from_numpy(index)
-        return X_pool.index_select(0, index.to(X_pool.device)), y_pool.index_select(0, index.to(y_pool.device)).to(device)
+        return data_lib.take_rows(X_pool, index), y_pool.index_select(0, index.to(y_pool.device)).to(device)
 
     def fit_and_score(combo: dict, train, test) -> dict:
         trial = trials[tuple(combo[k] for k in keys)]
@@ -107,8 +107,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             # early stopping reads a validation part carved from this fold's training rows, as in train
             fit_rows, val_rows, _ = data_lib.split_indices(ytr, len(ytr), share, 0.0, trial.train.seed, stratify,
                                                                 classes=classes)
-            X_val, T_val = Xtr.index_select(0, val_rows.to(device)), Ttr.index_select(0, val_rows.to(device))
-            Xtr, Ttr = Xtr.index_select(0, fit_rows.to(device)), Ttr.index_select(0, fit_rows.to(device))
+            X_val, T_val = data_lib.take_rows(Xtr, val_rows), Ttr.index_select(0, val_rows.to(device))
+            Xtr, Ttr = data_lib.take_rows(Xtr, fit_rows), Ttr.index_select(0, fit_rows.to(device))
         try:
             fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val)
             return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}

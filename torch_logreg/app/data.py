@@ -29,37 +29,74 @@ DEFAULT_NOISE = {"blobs": 1.0, "donut": 1.0, "xor": 0.0, "synthetic": 0.0}
 
 @dataclass
 class Schema:
-    """How raw input columns become model features (saved with the model)."""
+    """How raw input columns become model features (saved with the model).
+
+    The features, in order: the CSV's columns that are not hashed (one-hot blocks in place of the
+    categorical ones, without the first level when ``drop_first``), the radius feature, then the
+    ``2**hash_bits`` columns the ``hashed`` ones share. A sparse file (svmlight, scipy ``.npz``)
+    has no names: ``sparse_width`` columns, ``x1`` to ``x<sparse_width>``, not listed here."""
 
     columns: list[str]  # raw feature columns, in input order
     categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> categories
     add_radius: bool = False
     target: str = ""
+    drop_first: bool = False  # one-hot: each categorical column's first level has no column
+    hashed: list[str] = field(default_factory=list)  # CSV columns hashed (signed) into the hash block
+    hash_bits: int = 0  # the hash block has 2**hash_bits columns
+    sparse_width: int = 0  # a sparse file's columns (0: not a sparse file)
+    svmlight_base: int = 0  # an svmlight file's first feature index (0 or 1), as training read it
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the features are a sparse matrix (a sparse file, or hashed columns)."""
+        return bool(self.sparse_width or self.hashed)
+
+    def levels(self, column: str) -> list[str]:
+        """The categories of ``column`` that have a one-hot column."""
+        return self.categorical[column][int(self.drop_first):]
+
+    @property
+    def n_features(self) -> int:
+        """The model's input width (without building :attr:`feature_names`)."""
+        if self.sparse_width:
+            return self.sparse_width
+        dense = sum(len(self.levels(c)) if c in self.categorical else 1 for c in self.columns if c not in self.hashed)
+        return dense + int(self.add_radius) + (1 << self.hash_bits if self.hashed else 0)
 
     @property
     def feature_names(self) -> list[str]:
+        if self.sparse_width:
+            return [f"x{j + 1}" for j in range(self.sparse_width)]
         names = []
         for c in self.columns:
+            if c in self.hashed:
+                continue
             if c in self.categorical:
-                names.extend(f"{c}={v}" for v in self.categorical[c])
+                names.extend(f"{c}={v}" for v in self.levels(c))
             else:
                 names.append(c)
         if self.add_radius:
             names.append("radius")
+        if self.hashed:
+            names.extend(f"hash{j}" for j in range(1 << self.hash_bits))
         return names
 
     def to_dict(self) -> dict:
         return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
-                "add_radius": self.add_radius, "target": self.target}
+                "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
+                "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
+                "svmlight_base": self.svmlight_base}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
-        return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"])
+        return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
+                   bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)))
 
 
 @dataclass
 class Dataset:
-    X: Tensor  # (N, D) float64 features (after one-hot and radius)
+    X: Tensor  # (N, D) float64 features (after one-hot and radius); a sparse CSR tensor for sparse data
     y: np.ndarray | Tensor  # (N,) raw labels (classification) or values (regression)
     schema: Schema
     image_shape: tuple[int, int] | None = None  # digits: (8, 8)
@@ -223,7 +260,8 @@ def read_csv_table(path: Path, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> tu
 
 
 def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
-    """Raw CSV rows -> the (N, D) feature matrix of ``schema`` (one-hot, radius)."""
+    """Raw CSV rows -> the (N, D) feature matrix of ``schema`` (one-hot, radius, hash block); a
+    sparse CSR tensor when columns are hashed."""
     missing = [c for c in schema.columns if c not in header]
     if missing:
         raise UsageError(
@@ -231,24 +269,34 @@ def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
             f"{listed(schema.columns)}"
         )
     index = {c: header.index(c) for c in schema.columns}
-    out = np.empty((len(rows), len(schema.feature_names) - int(schema.add_radius)), dtype=np.float64)
+    dense = [c for c in schema.columns if c not in schema.hashed]
+    width = sum(len(schema.levels(c)) if c in schema.categorical else 1 for c in dense)
+    out = np.zeros((len(rows), width), dtype=np.float64)
+    skip = int(schema.drop_first)
     for r, (line, cells) in enumerate(rows):
         j = 0
-        for c in schema.columns:
+        for c in dense:
             text = cells[index[c]].strip()
             if c in schema.categorical:
                 cats = schema.categorical[c]
                 if text not in cats:
                     raise UsageError(f"{path}, line {line}, column {c!r}: category {text!r} was not seen in training "
                                      f"(known: {listed(cats)})")
-                out[r, j : j + len(cats)] = 0.0
-                out[r, j + cats.index(text)] = 1.0
-                j += len(cats)
+                k = cats.index(text) - skip
+                if k >= 0:
+                    out[r, j + k] = 1.0
+                j += len(cats) - skip
             else:
                 out[r, j] = _parse_float(text, path, line, c)
                 j += 1
     X = torch.from_numpy(out)
-    return with_radius(X) if schema.add_radius else X
+    if schema.add_radius:
+        X = with_radius(X)
+    if schema.hashed:
+        from .sparse_data import hash_block, join_dense
+
+        X = join_dense(X, hash_block(schema.hashed, index, rows, schema.hash_bits))
+    return X
 
 
 def _category_key(v: str):
@@ -258,17 +306,23 @@ def _category_key(v: str):
         return (1, 0.0, v)
 
 
-def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool, max_bytes: int) -> Dataset:
-    header, rows, print_ = read_csv_table(path, max_bytes)
+def _load_csv(path: Path, data_cfg) -> Dataset:
+    target, categorical, hashed = data_cfg.target, list(data_cfg.categorical), list(data_cfg.hash)
+    header, rows, print_ = read_csv_table(path, data_cfg.max_bytes)
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
-    for c in categorical:
-        if c not in header:
-            raise UsageError(f"{path}: categorical column {c!r} is not in the header ({listed(header)})")
-        if c == target:
-            raise UsageError(f"{path}: the target column {c!r} cannot also be categorical")
+    for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
+        for c in names:
+            if c not in header:
+                raise UsageError(f"{path}: {key} column {c!r} is not in the header ({listed(header)})")
+            if c == target:
+                raise UsageError(f"{path}: the target column {c!r} cannot be in {key}")
+    both = [c for c in categorical if c in hashed]
+    if both:
+        raise UsageError(f"column {both[0]!r} is in both data.categorical and data.hash; a column is one-hot encoded "
+                         "or hashed, not both")
     columns = [c for c in header if c != target]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
@@ -277,7 +331,8 @@ def _load_csv(path: Path, target: str, categorical: list[str], add_radius: bool,
         if "" in values:
             line = next(number for number, cells in rows if cells[header.index(c)].strip() == "")
             raise UsageError(f"{path}, line {line}, column {c!r}: empty cell")
-    schema = Schema(columns, cats, add_radius, target)
+    schema = Schema(columns, cats, False, target, drop_first=data_cfg.drop_first, hashed=hashed,
+                    hash_bits=data_cfg.hash_bits if hashed else 0)
     X = encode_rows(schema, header, rows, path)
     ti = header.index(target)
     y_text = []
@@ -387,19 +442,50 @@ def load_numpy(path: Path, target: str, max_bytes: int = sources.DEFAULT_MAX_BYT
     return Dataset(X, y, Schema([f"x{i + 1}" for i in range(X.shape[1])]), fingerprint=print_)
 
 
+def _load_sparse(path: Path, data_cfg) -> Dataset:
+    """An svmlight file or a scipy sparse .npz as a data set with a CSR tensor ``X``."""
+    from . import sparse_data
+
+    if path.suffix.lower() in sparse_data.SVMLIGHT_SUFFIXES:
+        if data_cfg.target:
+            raise UsageError(f"{path}: an svmlight file has its label first on each line; leave data.target out")
+        X, y, base, print_ = sparse_data.read_svmlight(path, data_cfg.max_bytes)
+    else:
+        matrix, print_ = sparse_data.read_scipy_npz(path, data_cfg.max_bytes)
+        matrix, y = sparse_data.split_target(matrix, data_cfg.target, path)
+        X, base = sparse_data.to_torch(matrix), 0
+        sparse_data.check_finite(X, path)
+        if not np.isfinite(y).all():
+            raise UsageError(f"{path}: the target has a non-finite value at row {int(np.nonzero(~np.isfinite(y))[0][0])}")
+    target = "" if base or path.suffix.lower() in sparse_data.SVMLIGHT_SUFFIXES else data_cfg.target
+    return Dataset(X, y, Schema([], target=target, sparse_width=X.shape[1], svmlight_base=base), fingerprint=print_)
+
+
+def is_sparse_file(path: Path) -> bool:
+    """Whether ``path`` is read as sparse data: an svmlight file, or a scipy sparse .npz."""
+    from . import sparse_data
+
+    suffix = path.suffix.lower()
+    return suffix in sparse_data.SVMLIGHT_SUFFIXES or (suffix == ".npz" and sparse_data.is_scipy_npz(path))
+
+
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
     """The data set a config's ``[data]`` section names, before any split."""
     if data_cfg.path:
         path = Path(data_cfg.path).expanduser()
         suffix = path.suffix.lower()
-        if suffix in (".npy", ".npz"):
+        csv_only = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash)) if v]
+        if suffix in (".csv", ".txt", ""):
+            ds = _load_csv(path, data_cfg)
+        elif csv_only:
+            raise UsageError(f"{csv_only[0]} applies to CSV files only; {path} is not one")
+        elif is_sparse_file(path):
+            ds = _load_sparse(path, data_cfg)
+        elif suffix in (".npy", ".npz"):
             ds = load_numpy(path, data_cfg.target, data_cfg.max_bytes)
-            if data_cfg.categorical:
-                raise UsageError("data.categorical applies to CSV files only")
-        elif suffix in (".csv", ".txt", ""):
-            ds = _load_csv(path, data_cfg.target, list(data_cfg.categorical), False, data_cfg.max_bytes)
         else:
-            raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .npy or .npz")
+            raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .npy, .npz, .svm, .svmlight "
+                             "or .libsvm")
     elif data_cfg.name in ("breast_cancer", "digits", "iris", "wine"):
         ds = _sklearn_set(data_cfg.name)
     else:
@@ -410,9 +496,20 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
     if data_cfg.keep_classes:
         ds = _keep_classes(ds, [str(c) for c in data_cfg.keep_classes])
     if data_cfg.add_radius:
+        if ds.schema.sparse:
+            raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
         ds.X = with_radius(ds.X)
         ds.schema.add_radius = True
     return ds
+
+
+def take_rows(X: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` of a dense or CSR ``X``, in that order."""
+    if X.layout == torch.sparse_csr:
+        from ..functional import csr_rows
+
+        return csr_rows(X, index.to(X.device))
+    return X.index_select(0, index.to(X.device))
 
 
 def _same_label(a: str, b: str) -> bool:
@@ -434,8 +531,7 @@ def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
     mask = keep_mask(y, keep)
     if not mask.any():
         raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {listed(sorted(set(labels))[:10])})")
-    idx = torch.from_numpy(np.nonzero(mask)[0]).to(ds.X.device)
-    ds.X = ds.X.index_select(0, idx)
+    ds.X = take_rows(ds.X, torch.from_numpy(np.nonzero(mask)[0]))
     ds.y = y[mask]
     return ds
 
@@ -533,6 +629,10 @@ class Standardizer:
     float64 work: the statistics are computed on each column scaled by a power of two (exact, so
     ordinary data gives the same bits as the plain formulas), and the transform halves both terms
     before subtracting, so neither can overflow.
+
+    Sparse features (a CSR tensor) are scaled but not centred (mean 0), as scikit-learn's
+    ``StandardScaler(with_mean=False)`` does: centring would fill in every zero. The scale is
+    still the standard deviation about the column's mean.
     """
 
     def __init__(self, mean: Tensor, scale: Tensor) -> None:
@@ -540,6 +640,8 @@ class Standardizer:
 
     @classmethod
     def fit(cls, X: Tensor) -> Standardizer:
+        if X.layout == torch.sparse_csr:
+            return cls._fit_sparse(X)
         X = X.to(torch.float64)
         # 2^(e-1) > max |x| / 2 per column (2^e could overflow): X / 2^(e-1) lies in (-2, 2), and
         # scaling by a power of two is exact
@@ -552,11 +654,29 @@ class Standardizer:
         return cls(mean, scale)
 
     @classmethod
+    def _fit_sparse(cls, X: Tensor) -> Standardizer:
+        n, d = X.shape
+        values, cols = X.values().to(torch.float64).cpu(), X.col_indices().cpu()
+        total = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, values)
+        mean = total / max(n, 1)
+        # sum over all rows of (x - mean)^2: the stored entries', plus mean^2 for each absent zero
+        count = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, torch.ones_like(values))
+        dev = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, (values - mean[cols]) ** 2)
+        std = torch.sqrt((dev + (n - count) * mean**2) / max(n, 1))
+        scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
+        return cls(torch.zeros(d, dtype=torch.float64), scale)
+
+    @classmethod
     def identity(cls, n_features: int) -> Standardizer:
         return cls(torch.zeros(n_features, dtype=torch.float64), torch.ones(n_features, dtype=torch.float64))
 
     def transform(self, X: Tensor) -> Tensor:
         mean, scale = self.mean.to(X.device, X.dtype), self.scale.to(X.device, X.dtype)
+        if X.layout == torch.sparse_csr:
+            if bool((mean != 0).any()):
+                raise UsageError("this model centres its inputs, so it was trained on dense features; give it dense data")
+            values = X.values() / scale[X.col_indices()]
+            return torch.sparse_csr_tensor(X.crow_indices(), X.col_indices(), values, size=X.shape, check_invariants=False)
         return (X * 0.5 - mean * 0.5) / (scale * 0.5)  # the halves are exact, and their difference cannot overflow
 
     def state_dict(self) -> dict:

@@ -120,10 +120,10 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
                                                   cfg.train.seed, stratify=kind != "linear", classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
-    X_split = {s: ds.X.index_select(0, i.to(ds.X.device)) for s, i in idx.items()}
+    X_split = {s: data_lib.take_rows(ds.X, i) for s, i in idx.items()}
     y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
     plane = None
-    if len(ds.schema.columns) == 2 and not ds.schema.categorical:
+    if len(ds.schema.columns) == 2 and not ds.schema.categorical and not ds.schema.sparse:
         plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
     if standardizer is None:
         standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
@@ -142,14 +142,22 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
 
 def check_standardized(X: Tensor, raw: Tensor, source: str, names: list[str], rows: Tensor | None = None) -> None:
     """A finite value whose standardized form the storage dtype cannot hold (far outside the
-    training rows' range) is the data's problem, named here, not an infinity in the model."""
-    bad = ~torch.isfinite(X)
+    training rows' range) is the data's problem, named here, not an infinity in the model. For a
+    CSR ``X`` (whose non-zeros sit where ``raw``'s do) the stored values are checked."""
+    sparse = X.layout == torch.sparse_csr
+    bad = ~torch.isfinite(X.values() if sparse else X)
     if not bool(bad.any()):
         return
-    r, c = (int(i) for i in bad.nonzero()[0])
+    if sparse:
+        k = int(bad.nonzero()[0, 0])
+        r = int(torch.searchsorted(X.crow_indices(), torch.tensor(k, device=X.device), right=True)) - 1
+        c, value = int(X.col_indices()[k]), raw.values()[k].item()
+    else:
+        r, c = (int(i) for i in bad.nonzero()[0])
+        value = raw[r, c].item()
     dtype = str(X.dtype).replace("torch.", "")
     row = int(rows[r]) if rows is not None else r
-    raise UsageError(f"{source}: row {row}, column {names[c]!r}: {raw[r, c].item():g} is so far from the training "
+    raise UsageError(f"{source}: row {row}, column {names[c]!r}: {value:g} is so far from the training "
                      f"rows' values that, standardized, it exceeds what {dtype} can hold; check the value"
                      + (", or set train.dtype = 'float64'" if dtype != "float64" else ""))
 

@@ -33,7 +33,7 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
 class NewData:
     """Rows of a file for ``evaluate`` or ``predict``, encoded like the training data."""
 
-    X: Tensor  # (N, D) float64 features, before the standardizer
+    X: Tensor  # (N, D) float64 features, before the standardizer (a CSR tensor for sparse data)
     y: np.ndarray | None  # the raw target, when the file has it
     kept: dict[str, list[str]] = field(default_factory=dict)  # columns copied to predict's output, as written
 
@@ -52,6 +52,9 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
     unless ``ignore_extra`` (evaluate, whose output is the metrics alone)."""
     path = path.expanduser()
     suffix = path.suffix.lower()
+    sparse_file = suffix not in (".csv", ".txt", "") and data_lib.is_sparse_file(path)
+    if schema.sparse_width or sparse_file:
+        return _read_sparse(path, schema, need_target, max_bytes, keep, sparse_file)
     if suffix in (".npy", ".npz"):
         if keep:
             raise UsageError(f"{path}: --keep names CSV columns; a NumPy file has none")
@@ -86,3 +89,33 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
         raise UsageError(f"{path}: the target column {target!r} is needed to evaluate (columns: {data_lib.listed(header)})")
     kept = {c: [cells[header.index(c)] for _, cells in rows] for c in keep}
     return NewData(X, y, kept)
+
+
+def _read_sparse(path: Path, schema: data_lib.Schema, need_target: bool, max_bytes: int, keep, sparse_file: bool) -> NewData:
+    """New rows for a model trained on a sparse file: an svmlight file (read with training's index
+    base) or a scipy sparse .npz with the model's columns, plus the target's where it has one."""
+    from . import sparse_data
+
+    if not schema.sparse_width:
+        raise UsageError(f"{path} is a sparse file, but the model was trained on {schema.n_features} named columns; "
+                         "give a CSV or NumPy file with them")
+    if not sparse_file:
+        raise UsageError(f"{path}: the model was trained on a sparse file ({schema.sparse_width} columns); give an "
+                         f"svmlight ({', '.join(sparse_data.SVMLIGHT_SUFFIXES)}) or scipy sparse .npz file")
+    if keep:
+        raise UsageError(f"{path}: --keep names CSV columns; a sparse file has none")
+    width = schema.sparse_width
+    if path.suffix.lower() in sparse_data.SVMLIGHT_SUFFIXES:
+        X, y, _, _ = sparse_data.read_svmlight(path, max_bytes, base=schema.svmlight_base, width=width)
+        return NewData(X, y)
+    matrix, _ = sparse_data.read_scipy_npz(path, max_bytes)
+    y = None
+    if matrix.shape[1] == width + 1:
+        matrix, y = sparse_data.split_target(matrix, schema.target, path)
+    elif matrix.shape[1] != width or need_target:
+        expected = f"{width + 1} columns (the features and the target)" if need_target else \
+            f"{width} feature columns, or {width + 1} with the target"
+        raise UsageError(f"{path}: expected {expected} as in training, got shape {matrix.shape}")
+    X = sparse_data.to_torch(matrix)
+    sparse_data.check_finite(X, path)
+    return NewData(X, y)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..models import MODELS
+from ..registry import STEPS
 from ..train import Callback, Trainer, TrainState
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict
@@ -77,14 +78,20 @@ def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weigh
         "classes": list(prep.classes),
         "config": cfg.to_dict(),
         "data_fingerprint": prep.fingerprint,
-        # the step train.step = "auto" chose: a resumed run keeps it, so it continues bit for bit
-        "step_choice": getattr(getattr(trainer.stepper, "selection", None), "step", None),
+        # the step train.step = "auto" chose: a resumed run keeps it, so it continues bit for bit (a
+        # step the rule alone takes, such as the sparse one, is taken again by the rule)
+        "step_choice": _step_choice(trainer),
         "trainer": trainer.state_dict(),
         "step": trainer.step,
         "epoch": trainer.epoch,
         "rng": {"torch": torch.get_rng_state()},
         "finished": finished,
     }
+
+
+def _step_choice(trainer: Trainer) -> str:
+    name = getattr(getattr(trainer.stepper, "selection", None), "step", None)
+    return name if name in STEPS else "rule"
 
 
 class CheckpointWriter(Callback):
@@ -173,8 +180,7 @@ def _check_parts(payload: dict) -> None:
         raise ValueError("the standardizer is not two vectors of one length")
     if not bool(torch.isfinite(mean).all() and (scale > 0).all()):
         raise ValueError("the standardizer holds a non-finite mean or a scale that is not positive")
-    width = len(schema.columns) + sum(len(v) - 1 for v in schema.categorical.values()) + int(schema.add_radius)
-    if mean.shape[0] not in (width, payload["model_args"]["n_features"]):
+    if mean.shape[0] not in (schema.n_features, payload["model_args"]["n_features"]):
         raise ValueError(f"the standardizer has {mean.shape[0]} columns, the model {payload['model_args']['n_features']}")
     if not isinstance(payload["classes"], list) or not all(isinstance(c, str) for c in payload["classes"]):
         raise ValueError("the class names are not a list of strings")
