@@ -63,7 +63,7 @@ def raw_inputs(kind: str, directory: Path) -> Path:
         radius, angle = rng.uniform(3, 12, 40), rng.uniform(0, 2 * np.pi, 40)
         rows = [[repr(float(r * np.cos(a))), repr(float(r * np.sin(a)))] for r, a in zip(radius, angle)]
         return write_csv(directory / "radius.csv", ["x1", "x2"], rows)
-    return write_csv(directory / "categorical.csv", SHOP_HEADER, shop_rows(rng, 40))
+    return write_csv(directory / f"{kind}.csv", SHOP_HEADER, shop_rows(rng, 40))
 
 
 def shop_training_csv(path: Path) -> Path:
@@ -82,6 +82,8 @@ def train_run(directory: Path, kind: str) -> Path:
         "radius": ("donut_radius.toml", ["data.n_samples=300"]),
         "softmax": ("digits.toml", ["data.name=iris"]),
         "categorical": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}"]),
+        "drop_first": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}",
+                                              "data.drop_first=true"]),
     }[kind]
     run_dir = directory / kind
     args = ["train", "--config", str(CONFIGS / config), "--run-dir", str(run_dir), "--quiet",
@@ -142,7 +144,7 @@ for fmt, model_path, x_path, out_path in sorted(jobs, key=lambda j: j[0] == "sta
     np.savez(out_path, all=run(X), one=run(X[:1]), three=run(X[1:4]), needs_library="torch_logreg" in sys.modules)
 """
 
-KINDS = ("binary", "radius", "softmax", "categorical")
+KINDS = ("binary", "radius", "softmax", "categorical", "drop_first")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +180,7 @@ def test_export_in_a_fresh_process_matches_predict(exported, kind, fmt):
         for module in ONNX_STACK:
             pytest.importorskip(module)
     expected, out = exported[kind]["predict"], exported[kind][fmt]
-    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "softmax": 3}[kind]
+    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "drop_first": 1, "softmax": 3}[kind]
     assert out["all"].shape == expected.shape == (expected.shape[0], n_outputs)
     assert np.abs(out["all"] - expected).max() <= TOL
     # the batch dimension is dynamic: one row and three rows give the same values as in the batch
@@ -195,6 +197,7 @@ def test_export_metadata_names_the_inputs_and_outputs(exported):
     assert meta["outputs"] == ["probability_1"] and meta["input_dtype"] == "float64"
     assert exported["radius"]["meta"]["columns"] == ["x1", "x2"] and exported["radius"]["meta"]["add_radius"]
     assert exported["softmax"]["meta"]["outputs"] == ["probability_0", "probability_1", "probability_2"]
+    assert exported["drop_first"]["meta"]["drop_first"] and not meta["drop_first"]
 
 
 def test_state_dict_export_is_a_plain_weights_only_dict(exported, tmp_path):

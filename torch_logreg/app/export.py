@@ -15,7 +15,8 @@ the command):
   ``"2"`` is ``2.0``; with ``["evening", "morning"]`` the category ``"morning"`` is ``1.0``. The
   model one-hot encodes the index itself. A code that is none of ``0 .. k-1`` (an unseen category,
   a fraction, NaN) makes that row's outputs NaN, never a silent guess (``predict`` refuses such a
-  row with an error);
+  row with an error). With ``data.drop_first`` the first category's column is left out, as in
+  training;
 * the radius feature of a run trained with ``data.add_radius`` is *not* an input: the model
   appends ``sqrt(f1^2 + f2^2)`` of the first two encoded features itself, as training did.
 
@@ -49,7 +50,8 @@ Formats:
   :func:`load_state_dict_export` rebuilds the module from it.
 
 Metadata (all three formats): ``columns``, ``categorical`` (column -> category list, index =
-code), ``add_radius``, ``input`` / ``input_dtype``, ``output`` and ``outputs`` (the output
+code), ``drop_first`` (the first category of each has no one-hot column), ``add_radius``,
+``input`` / ``input_dtype``, ``output`` and ``outputs`` (the output
 columns' names as in ``predict``'s header), ``classes``, ``model_class``, ``dtype``.
 """
 
@@ -84,19 +86,20 @@ class RawFeatureModel(nn.Module):
     docstring for the encoding): one-hot of categorical codes, the radius feature, the saved
     standardizer, a cast to the model's dtype, the model.
 
-    ``RawFeatureModel(model_class, model_args, columns, categorical, add_radius, dtype)``: the
+    ``RawFeatureModel(model_class, model_args, columns, categorical, add_radius, dtype, drop_first)``: the
     model is rebuilt as ``MODELS[model_class](**model_args)`` in ``dtype`` (``"float32"`` or
     ``"float64"``); ``mean`` and ``scale`` start as the identity until a state_dict is loaded
     (:meth:`from_run` fills them from a run).
     """
 
     def __init__(self, model_class: str, model_args: dict, columns: list[str], categorical: dict[str, list[str]],
-                 add_radius: bool, dtype: str = "float32") -> None:
+                 add_radius: bool, dtype: str = "float32", drop_first: bool = False) -> None:
         super().__init__()
         if model_class not in MODELS:
             raise UsageError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
         self.model = MODELS[model_class](**model_args).to(resolve_precision(dtype)[0])
-        schema = Schema(list(columns), {k: list(v) for k, v in categorical.items()}, bool(add_radius))
+        schema = Schema(list(columns), {k: list(v) for k, v in categorical.items()}, bool(add_radius),
+                        drop_first=bool(drop_first))
         n_features = len(schema.feature_names)
         if n_features != self.model.n_features:
             raise UsageError(f"the schema gives {n_features} features but {model_class} takes {self.model.n_features}")
@@ -105,12 +108,13 @@ class RawFeatureModel(nn.Module):
         self.n_categories = [len(schema.categorical[c]) if c in schema.categorical else 0 for c in columns]
         self.has_categorical = any(k > 0 for k in self.n_categories)
         self.add_radius = bool(add_radius)
+        self.drop_first = bool(drop_first)
         self.dtype = resolve_precision(dtype)[0]
         self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
         self._args = {"model_class": model_class, "model_args": dict(model_args), "columns": list(columns),
                       "categorical": {k: list(v) for k, v in categorical.items()}, "add_radius": bool(add_radius),
-                      "dtype": dtype}
+                      "dtype": dtype, "drop_first": bool(drop_first)}
 
     def constructor_args(self) -> dict:
         """Keyword arguments that rebuild this module (saved in the ``state_dict`` format)."""
@@ -120,8 +124,11 @@ class RawFeatureModel(nn.Module):
     def from_run(cls, payload: dict, dtype: str) -> RawFeatureModel:
         """The wrapper of a run's checkpoint ``payload`` (its weights, schema and standardizer)."""
         schema = Schema.from_dict(payload["schema"])
+        if schema.sparse:
+            raise UsageError("this run's features are sparse (an svmlight or scipy .npz file, or hashed CSV columns), "
+                             "which the export formats do not take as raw columns; use predict with the run")
         wrapper = cls(payload["model_class"], payload["model_args"], schema.columns, schema.categorical,
-                      schema.add_radius, dtype)
+                      schema.add_radius, dtype, schema.drop_first)
         model = model_from_checkpoint(payload, torch.device("cpu"), resolve_precision(dtype)[0])
         wrapper.model.load_state_dict(model.state_dict())
         standardizer = Standardizer.from_state_dict(payload["standardizer"])
@@ -147,7 +154,8 @@ class RawFeatureModel(nn.Module):
                     one_hot = (column == codes).to(torch.float64)
                     # an exact one-hot row divided by its sum 1 is unchanged; a code matching no
                     # category gives 0 / 0 = NaN, so the row's outputs are NaN
-                    parts.append(one_hot / one_hot.sum(dim=1, keepdim=True))
+                    one_hot = one_hot / one_hot.sum(dim=1, keepdim=True)
+                    parts.append(one_hot[:, 1:] if self.drop_first else one_hot)
             x = torch.cat(parts, dim=1)
         if self.add_radius:  # as data.with_radius, on the encoded features before standardization
             x = torch.cat([x, torch.sqrt(x[:, :1] ** 2 + x[:, 1:2] ** 2)], dim=1)
@@ -173,6 +181,7 @@ def metadata(wrapper: RawFeatureModel, classes: list[str]) -> dict:
         "categorical": args["categorical"],
         "categorical_encoding": "0-based index of the category in categorical[column]",
         "add_radius": args["add_radius"],
+        "drop_first": args["drop_first"],
         "input": INPUT_NAME,
         "input_dtype": "float64",
         "output": "predictions" if link == "identity" else "probabilities",
