@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent(
     import torch_logreg as tl
     from torch_logreg.distributed import DistributedTrainer, cleanup, init_distributed, is_rank0
     from test_distributed import _data as data  # the same rows as the one-process reference
+    from test_distributed import _weights as weights
 
     info = init_distributed()
     assert info.backend == "gloo" and info.world_size == 2
@@ -34,6 +35,11 @@ SCRIPT = textwrap.dedent(
     h = tr.run()
     out["full"] = {"weight": model.linear.weight.tolist(), "bias": model.linear.bias.tolist(),
                    "train_loss": h.train_loss, "grad_norm": h.grad_norm, "local_n": tr.local_n}
+
+    # full batch, sample-weighted: each rank keeps its rows' weights
+    wm = tl.LogisticRegression(7)
+    DistributedTrainer(wm, X, y, sample_weight=weights(), lr=0.5, epochs=30, tol=0.0, dtype="float64").run()
+    out["weighted"] = {"weight": wm.linear.weight.tolist(), "bias": wm.linear.bias.tolist()}
 
     # full batch softmax, gd
     sm = tl.SoftmaxRegression(7, 3)
@@ -86,6 +92,10 @@ def _data():
     return X, y, ys
 
 
+def _weights():
+    return torch.rand(203, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2
+
+
 def test_full_batch_matches_one_process(torchrun_results):
     X, y, _ = _data()
     ref = tl.LogisticRegression(7)
@@ -96,6 +106,15 @@ def test_full_batch_matches_one_process(torchrun_results):
         assert _rel(r["full"]["bias"], ref.linear.bias.tolist()) <= 1e-10
         assert _rel(r["full"]["train_loss"], h.train_loss) <= 1e-10
         assert _rel(r["full"]["grad_norm"], h.grad_norm) <= 1e-10
+
+
+def test_sample_weights_match_one_process(torchrun_results):
+    X, y, _ = _data()
+    ref = tl.LogisticRegression(7)
+    tl.fit(ref, X, y, sample_weight=_weights(), lr=0.5, epochs=30, tol=0.0, device="cpu", dtype="float64")
+    for r in torchrun_results:
+        assert _rel(r["weighted"]["weight"], ref.linear.weight.tolist()) <= 1e-10
+        assert _rel(r["weighted"]["bias"], ref.linear.bias.tolist()) <= 1e-10
 
 
 def test_full_batch_softmax_matches_one_process(torchrun_results):

@@ -150,6 +150,8 @@ class DistributedTrainer(Trainer):
             kwargs["device"] = _group_device()
         if shard:
             X, y = shard_rows(X, self.rank, self.world_size), shard_rows(y, self.rank, self.world_size)
+            if kwargs.get("sample_weight") is not None:
+                kwargs["sample_weight"] = shard_rows(kwargs["sample_weight"], self.rank, self.world_size)
         if kwargs.get("grad_check_every", 0):
             raise UsageError("grad_check_every is not supported by DistributedTrainer; check gradients in one process")
         super().__init__(model, X, y, **kwargs)

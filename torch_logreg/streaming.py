@@ -350,7 +350,15 @@ class StreamingTrainer(Trainer):
         return [slice(k * b, min(n, (k + 1) * b)) for k in blocks]
 
     def _batches(self):
-        yield from self.streamer.stream(self._plan())
+        plan = self._plan()
+        if self.sample_weight is None:
+            yield from self.streamer.stream(plan)
+            return
+        # the streamer yields the batches in the plan's order; each is weighted by its rows' weights
+        for rows, batch in zip(plan, self.streamer.stream(plan), strict=True):
+            index = rows if isinstance(rows, slice) else torch.from_numpy(rows).to(self.device)
+            self.stepper.sample_weight = self.sample_weight[index]
+            yield batch
 
     def run(self) -> History:
         """:meth:`Trainer.run`, with the loop's torch threads lowered on CPU while it runs.

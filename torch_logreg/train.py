@@ -194,6 +194,7 @@ class Trainer:
         X_val=None,
         y_val=None,
         callbacks: list[Callback] | tuple[Callback, ...] = (),
+        sample_weight=None,
     ) -> None:
         arguments.choice("solver", solver, SOLVERS)
         arguments.number("lr", lr, low=0, low_open=True)
@@ -218,6 +219,8 @@ class Trainer:
                              f"({torch.finfo(self.dtype).max:.3g})")
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.X, self.T = self._prepare(X, y, "X", "y")
+        #: (N,) weights of the rows, each row's loss multiplied by its weight; None = all 1
+        self.sample_weight = validation.sample_weights(sample_weight, self.X.shape[0], self.dtype, self.device)
         self.X_val = self.T_val = None
         if X_val is not None:
             self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
@@ -258,7 +261,7 @@ class Trainer:
             cuda_graph=cuda_graph, data_parallel=self.data_parallel, autocast=self.autocast,
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
-            step=step,
+            step=step, sample_weight=self.sample_weight,
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer
@@ -322,6 +325,8 @@ class Trainer:
         perm = torch.randperm(n, generator=self.generator, device=self.device)
         for start in range(0, n, self.batch_size):
             idx = perm[start : start + self.batch_size]
+            if self.sample_weight is not None:  # the step weights the batch by its rows' weights
+                self.stepper.sample_weight = self.sample_weight.index_select(0, idx)
             if self.X.layout != torch.strided:  # sparse CSR rows
                 yield F.csr_rows(self.X, idx), self.T.index_select(0, idx)
             elif self._gather is None:

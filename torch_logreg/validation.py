@@ -83,6 +83,27 @@ def as_tensor(
     return tensor
 
 
+def sample_weights(sample_weight, n: int, dtype: torch.dtype, device) -> Tensor | None:
+    """``sample_weight`` as ``(N,)`` finite, non-negative weights with a positive sum (a scalar is
+    every row's weight); None passes. The one check of sample weights, for the loop and the solvers."""
+    if sample_weight is None:
+        return None
+    w = as_tensor(sample_weight, "sample_weight", dtype=dtype, device=device)
+    if w.dim() == 0:
+        w = w.expand(n).clone()
+    if w.dim() != 1 or w.shape[0] != n:
+        raise UsageError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
+    where = first_nonfinite(w)
+    if where is not None:
+        raise UsageError(f"sample_weight contains a non-finite value at sample {where[0]}")
+    if bool((w < 0).any()):
+        i = int((w < 0).nonzero()[0, 0])
+        raise UsageError(f"sample_weight must be non-negative, got {w[i].item()!r} at sample {i}")
+    if not bool((w > 0).any()):
+        raise UsageError("sample_weight sums to zero: at least one sample needs a positive weight")
+    return w
+
+
 def first_nonfinite(x: Tensor) -> tuple[int, ...] | None:
     """Index of the first NaN or infinite entry, or None when all are finite."""
     # One read: any NaN or infinity makes the sum non-finite, so a finite sum proves all entries

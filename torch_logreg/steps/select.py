@@ -286,20 +286,47 @@ def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_pa
     return None
 
 
+def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *, full: bool, step: str,
+                   grad_check: bool, autocast, cuda_graph: bool):
+    """The step for sample-weighted training (see :func:`training_step`)."""
+    if grad_check or autocast is not None or cuda_graph:
+        what = "gradient checks" if grad_check else "bfloat16" if autocast is not None else "cuda_graph"
+        raise UsageError(f"sample weights in the loop do not combine with {what}; leave the weights out or turn "
+                         f"{what} off")
+    sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
+    if full:
+        if sparse:
+            return _sparse_step(model, X, T, sample_weight, step=step)
+        return full_batch(model, X, T, sample_weight, step=step)
+    if step not in ("auto", "rule", "reference"):
+        raise UsageError(f"step={step!r} does not take sample weights on mini-batches; use step = 'reference'")
+    if sparse:
+        from .sparse import SparseStep
+
+        return _tag(SparseStep(model), "rule", "weighted mini-batches")
+    return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule", "weighted mini-batches")
+
+
 def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype: torch.dtype,
                   device: torch.device, fast_path: bool = True, grad_check: bool = False, in_memory: bool = True,
                   cuda_graph: bool = False, data_parallel: bool = False,
                   update: Callable[[dict[str, Tensor]], None] | None = None,
                   update_key: Callable[[], tuple] | None = None, capturable: bool = True,
-                  autocast: torch.dtype | None = None, step: str = "rule"):
+                  autocast: torch.dtype | None = None, step: str = "rule", sample_weight: Tensor | None = None):
     """The step the hand-written loop runs for this model, data and options (see the module
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
+    With ``sample_weight`` ``(N,)``: a full batch is weighted by it; for mini-batches the step is
+    one with a ``sample_weight`` attribute (the reference or sparse step), which the loop sets to
+    each batch's weights.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
     a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
     (a UsageError says why a forced step cannot run here)."""
     arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
+    if sample_weight is not None:
+        return _weighted_step(model, X, T, sample_weight, full=full and in_memory, step=step, grad_check=grad_check,
+                              autocast=autocast, cuda_graph=cuda_graph)
     if isinstance(X, Tensor) and X.layout != torch.strided:  # streamed data is a NumPy memory map
         bound = full and in_memory
         return _sparse_step(model, X if bound else None, T if bound else None, step=step, fast_path=fast_path,

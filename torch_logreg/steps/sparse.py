@@ -38,7 +38,9 @@ class SparseStep:
 
     Built with the full batch ``X`` (and its ``sample_weight``), it keeps ``X^T`` as a CSR
     tensor, made once; any other batch (a mini-batch of rows) is transposed at its step and
-    unweighted (the sample weights belong to the bound batch). The gradients are new tensors each step.
+    unweighted (the sample weights belong to the bound batch). Built without a batch, it weights
+    each batch by ``sample_weight`` as it is when the step runs (the loop sets it to the batch's
+    rows). The gradients are new tensors each step.
     """
 
     name = "sparse"
@@ -56,7 +58,7 @@ class SparseStep:
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
         z = F.linear(X, W, b)
-        loss, grad_logits = self._loss_fn(z, T, self.sample_weight if X is self.X else None)
+        loss, grad_logits = self._loss_fn(z, T, self.sample_weight if X is self.X or self.X is None else None)
         XT = self.XT if X is self.X else F.csr_transpose(X)
         grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
         if b is not None:
