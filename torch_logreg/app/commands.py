@@ -48,7 +48,8 @@ from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
-                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step)
+                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step,
+                        sample_weight=prep.weight)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,

@@ -37,6 +37,7 @@ class DataConfig:
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
     hash: list[str] = field(default_factory=list)  # CSV columns hashed (whitespace tokens, signed) into a sparse block
     hash_bits: int = 20  # the hash block has 2**hash_bits columns
+    weight: str = ""  # CSV: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
     n_samples: int = 0  # generated sets: rows (0 = the set's default)
@@ -66,6 +67,7 @@ class TrainConfig:
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
     l1: float = 0.0  # L1 penalty l1 * ||W||_1 (the solvers of registry.L1_SOLVERS)
+    class_weight: str = ""  # "" | "balanced": rows weighted by N / (K * rows of their class), training split
     momentum: float = 0.9  # momentum, nesterov
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
     eps: float = -1.0  # adagrad, rmsprop, adam, adamw; < 0 = the optimizer's default (as torch.optim's)
@@ -144,6 +146,7 @@ CHOICES = {
     "train.schedule": SCHEDULES,
     "train.step": STEPS,
     "train.dtype": ("float32", "float64", "bfloat16"),
+    "train.class_weight": ("", "balanced"),
 }
 
 
@@ -220,7 +223,16 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
         where = sources.get("train.l1", "config")
         raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver in {list(L1_SOLVERS)}; "
                          f"train.solver is {cfg.train.solver!r}")
+    if cfg.train.class_weight and target_is_real(cfg.model):
+        raise UsageError(f"{sources.get('train.class_weight', 'config')}: train.class_weight needs classes; "
+                         f"this model ({cfg.model.kind}) predicts real values")
     check("train.device", arguments.device_name)
+
+
+def target_is_real(model_cfg: ModelConfig) -> bool:
+    """Whether the target is read as real values (linear regression, an MLP with an identity
+    output) rather than class labels."""
+    return model_cfg.kind == "linear" or (model_cfg.kind == "mlp" and model_cfg.link == "identity")
 
 
 def _validate_model(cfg: Config, sources: dict[str, str]) -> None:

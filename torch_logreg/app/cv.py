@@ -25,7 +25,7 @@ from . import data as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
 from .files import json_text, write_text_atomic
-from .fitting import build_model, check_cuda_graph, fit, fit_targets, run_device, storage_dtype, target_kind
+from .fitting import build_model, check_cuda_graph, fit, fit_targets, row_weights, run_device, storage_dtype, target_kind
 from .runs import new_run_dir
 
 
@@ -94,6 +94,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     def fit_and_score(combo: dict, train, test) -> dict:
         trial = trials[tuple(combo[k] for k in keys)]
         (Xtr, ytr), (Xte, yte) = rows_of(train), rows_of(test)
+        wtr = row_weights(trial, ds.weight, pool[torch.from_numpy(train)], ytr, len(classes))
+        wtr = None if wtr is None else wtr.to(device=device, dtype=dtype)
         std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
                else data_lib.Standardizer.identity(Xtr.shape[1]))
         Xtr = std.transform(Xtr.to(device, torch.float64)).to(dtype)
@@ -109,8 +111,9 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
                                                                 classes=classes)
             X_val, T_val = data_lib.take_rows(Xtr, val_rows), Ttr.index_select(0, val_rows.to(device))
             Xtr, Ttr = data_lib.take_rows(Xtr, fit_rows), Ttr.index_select(0, fit_rows.to(device))
+            wtr = None if wtr is None else wtr.index_select(0, fit_rows.to(device))
         try:
-            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val)
+            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr)
             return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
         except TrainingDiverged:  # recorded as such (mean_diverged: the share of folds), ranked last
             return {"loss": math.nan, "diverged": 1.0}

@@ -45,6 +45,7 @@ class Schema:
     hash_bits: int = 0  # the hash block has 2**hash_bits columns
     sparse_width: int = 0  # a sparse file's columns (0: not a sparse file)
     svmlight_base: int = 0  # an svmlight file's first feature index (0 or 1), as training read it
+    weight: str = ""  # the CSV column of row weights (not a feature; new files may have it)
 
     @property
     def sparse(self) -> bool:
@@ -85,13 +86,13 @@ class Schema:
         return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
-                "svmlight_base": self.svmlight_base}
+                "svmlight_base": self.svmlight_base, "weight": self.weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
         return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
                    bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
-                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)))
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")))
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None  # digits: (8, 8)
     true_weights: Tensor | None = None  # synthetic: the logistic model the labels came from
     fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (sources.fingerprint)
+    weight: np.ndarray | None = None  # (N,) row weights (data.weight), or None
 
 
 def listed(items) -> str:
@@ -313,6 +315,11 @@ def _load_csv(path: Path, data_cfg) -> Dataset:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
+    weight = data_cfg.weight
+    if weight and weight not in header:
+        raise UsageError(f"{path}: data.weight column {weight!r} is not in the header ({listed(header)})")
+    if weight and weight in (target, *categorical, *hashed):
+        raise UsageError(f"{path}: the data.weight column {weight!r} cannot also be the target or a feature")
     for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
         for c in names:
             if c not in header:
@@ -323,7 +330,7 @@ def _load_csv(path: Path, data_cfg) -> Dataset:
     if both:
         raise UsageError(f"column {both[0]!r} is in both data.categorical and data.hash; a column is one-hot encoded "
                          "or hashed, not both")
-    columns = [c for c in header if c != target]
+    columns = [c for c in header if c not in (target, weight)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     cats = {c: sorted({cells[header.index(c)].strip() for _, cells in rows}, key=_category_key) for c in categorical}
@@ -332,7 +339,7 @@ def _load_csv(path: Path, data_cfg) -> Dataset:
             line = next(number for number, cells in rows if cells[header.index(c)].strip() == "")
             raise UsageError(f"{path}, line {line}, column {c!r}: empty cell")
     schema = Schema(columns, cats, False, target, drop_first=data_cfg.drop_first, hashed=hashed,
-                    hash_bits=data_cfg.hash_bits if hashed else 0)
+                    hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight)
     X = encode_rows(schema, header, rows, path)
     ti = header.index(target)
     y_text = []
@@ -341,7 +348,23 @@ def _load_csv(path: Path, data_cfg) -> Dataset:
         if v == "":
             raise UsageError(f"{path}, line {line}, column {target!r}: empty target cell")
         y_text.append(v)
-    return Dataset(X, np.array(y_text), schema, fingerprint=print_)
+    return Dataset(X, np.array(y_text), schema, fingerprint=print_, weight=_weights(path, header, rows, weight))
+
+
+def _weights(path: Path, header: list[str], rows, column: str) -> np.ndarray | None:
+    """The ``column`` of row weights: finite, non-negative numbers, not all zero."""
+    if not column:
+        return None
+    i = header.index(column)
+    w = np.array([_parse_float(cells[i].strip(), path, line, column) for line, cells in rows])
+    negative = np.nonzero(w < 0)[0]
+    if negative.size:
+        line = rows[negative[0]][0]
+        raise UsageError(f"{path}, line {line}, column {column!r}: a row weight must be non-negative, got "
+                         f"{w[negative[0]]:g}")
+    if not (w > 0).any():
+        raise UsageError(f"{path}: every row weight in column {column!r} is 0; at least one row must count")
+    return w
 
 
 def numpy_error(exc: Exception) -> str:
@@ -474,7 +497,8 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
     if data_cfg.path:
         path = Path(data_cfg.path).expanduser()
         suffix = path.suffix.lower()
-        csv_only = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash)) if v]
+        csv_only = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash),
+                                   ("data.weight", data_cfg.weight)) if v]
         if suffix in (".csv", ".txt", ""):
             ds = _load_csv(path, data_cfg)
         elif csv_only:
@@ -533,7 +557,22 @@ def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
         raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {listed(sorted(set(labels))[:10])})")
     ds.X = take_rows(ds.X, torch.from_numpy(np.nonzero(mask)[0]))
     ds.y = y[mask]
+    if ds.weight is not None:
+        ds.weight = ds.weight[mask]
     return ds
+
+
+def balanced_weights(y: Tensor, n_classes: int, weight: Tensor | None = None) -> Tensor:
+    """Each row's class weight under ``class_weight = "balanced"``: ``S / (K * S_c)`` for a row of
+    class ``c``, where ``S`` is the total weight of the rows of ``y`` (class indices), ``S_c`` that
+    of class ``c`` (row counts without ``weight``) and ``K`` the classes present, so every class
+    carries the same total weight (scikit-learn's ``compute_class_weight``)."""
+    y = y.cpu()
+    w = torch.ones(y.shape[0], dtype=torch.float64) if weight is None else weight.to(torch.float64).cpu()
+    totals = torch.zeros(n_classes, dtype=torch.float64).index_add_(0, y, w)
+    present = int((totals > 0).sum())
+    per_class = torch.where(totals > 0, w.sum() / (present * totals.clamp(min=1e-300)), torch.zeros_like(totals))
+    return per_class[y]
 
 
 # --- labels, splits, standardization ----------------------------------------------------------

@@ -25,7 +25,7 @@ from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..steps.select import cuda_graph_problem
 from ..train import Trainer, TrainState
 from . import data as data_lib
-from .config import Config, ModelConfig, schedule_options, update_rule_options
+from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
 
 SPLITS = ("train", "val", "test")
 
@@ -44,6 +44,7 @@ class Prepared:
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
+    weight: Tensor | None = None  # (N_train,) the training rows' weights (data.weight, train.class_weight)
 
 
 def run_device(name: str) -> torch.device:
@@ -56,9 +57,7 @@ def run_device(name: str) -> torch.device:
 def target_kind(model_cfg: ModelConfig) -> str:
     """How the target column is read: ``"linear"`` (real values) for linear regression and an MLP
     with an identity output, else the model kind (class labels)."""
-    if model_cfg.kind == "linear" or (model_cfg.kind == "mlp" and model_cfg.link == "identity"):
-        return "linear"
-    return model_cfg.kind
+    return "linear" if target_is_real(model_cfg) else model_cfg.kind
 
 
 def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int = 0):
@@ -136,8 +135,19 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
                            idx[s])
         y_out[s] = y_split[s].to(device)
         T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
+    weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
     return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
-                    ds.fingerprint)
+                    ds.fingerprint, None if weight is None else weight.to(device=device, dtype=dtype))
+
+
+def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
+    """The weights of the training ``rows`` (labels ``y``): ``data.weight``'s times
+    ``train.class_weight``'s (float64), or None when neither is set."""
+    w = None if weights is None else torch.from_numpy(weights).index_select(0, rows.cpu())
+    if cfg.train.class_weight == "balanced":
+        balanced = data_lib.balanced_weights(y, n_classes, w)
+        w = balanced if w is None else w * balanced
+    return w
 
 
 def check_standardized(X: Tensor, raw: Tensor, source: str, names: list[str], rows: Tensor | None = None) -> None:
@@ -225,9 +235,11 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 
 def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None) -> Trainer:
+                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None,
+                 sample_weight: Tensor | None = None) -> Trainer:
     """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard;
-    ``step``: the step a resumed run chose when it started, kept so it continues as it began)."""
+    ``step``: the step a resumed run chose when it started, kept so it continues as it began;
+    ``sample_weight``: the rows' weights)."""
     check_cuda_graph(cfg, model, device)
     trainer_cls = Trainer
     if distributed:
@@ -238,18 +250,21 @@ def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_v
         options["step"] = step
     # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
     return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
-                       X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks))
+                       X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks),
+                       sample_weight=sample_weight)
 
 
-def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None) -> None:
+def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
+        sample_weight: Tensor | None = None) -> None:
     """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or newton / lbfgs
     (no warnings, no separation check). What ``cv`` runs for each fold."""
     if cfg.train.solver in EXACT_SOLVERS:
         from ..solvers import fit_exact
 
-        fit_exact(model, X, T, **exact_options(cfg), warn=False, check_separation=False)
+        fit_exact(model, X, T, **exact_options(cfg), sample_weight=sample_weight, warn=False, check_separation=False)
         return
-    make_trainer(cfg, model, X, T, model.device, model.dtype, X_val=X_val, T_val=T_val).run()
+    make_trainer(cfg, model, X, T, model.device, model.dtype, X_val=X_val, T_val=T_val,
+                 sample_weight=sample_weight).run()
 
 
 def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):
@@ -282,7 +297,8 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit_exact(trainer.model, trainer.X, trainer.T, **exact_options(cfg), callback=on_iterate)
+        result = fit_exact(trainer.model, trainer.X, trainer.T, **exact_options(cfg), sample_weight=trainer.sample_weight,
+                           callback=on_iterate)
     interrupt.on_train_end(state)
     for w in caught:
         print(f"torch-logreg: warning: {w.message}", file=sys.stderr)

@@ -75,7 +75,7 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
     missing = [c for c in keep if c not in header]
     if missing:
         raise UsageError(f"{path}: --keep column {missing[0]!r} is not in the header ({data_lib.listed(header)})")
-    allowed = set(schema.columns) | {target} | set(keep)
+    allowed = set(schema.columns) | {target, schema.weight} | set(keep)
     extra = [c for c in header if c not in allowed]
     if extra and not ignore_extra:
         raise UsageError(f"{path}: column {extra[0]!r} was not used in training; pass --keep {extra[0]} to copy it to the "
