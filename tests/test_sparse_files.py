@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from torch_logreg.app import data as data_lib
-from torch_logreg.app import fitting
+from torch_logreg.app import fitting, tables
 from torch_logreg.app.cli import main
 from torch_logreg.app.config import load_config
 from torch_logreg.app.runs import model_from_checkpoint
@@ -230,8 +230,8 @@ def test_a_bad_svmlight_file_is_named_by_its_line(capsys, tmp_path, text, messag
 
 
 @pytest.mark.parametrize("setting,message", [
-    ("data.categorical=[\"x1\"]", "data.categorical applies to CSV files only"),
-    ("data.hash=[\"x1\"]", "data.hash applies to CSV files only"),
+    ("data.categorical=[\"x1\"]", "data.categorical applies to CSV and Parquet files only"),
+    ("data.hash=[\"x1\"]", "data.hash applies to CSV and Parquet files only"),
     ("data.add_radius=true", "data.add_radius needs two dense columns"),
     ("data.target=\"3\"", "has its label first on each line"),
 ])
@@ -265,7 +265,7 @@ def test_hashed_columns_are_scikit_learns_signed_hashing(tmp_path):
     ds = data_lib.load_dataset(cfg.data)
     assert ds.X.layout == torch.sparse_csr and ds.X.shape[1] == 1 + 256 and ds.schema.n_features == 257
     assert ds.schema.feature_names[:2] == ["num", "hash0"] and len(ds.schema.feature_names) == 257
-    header, rows, _ = data_lib.read_csv_table(path)
+    header, rows, _ = tables.read_csv_table(path, 1 << 20)
     tokens = [[f"colour={t}" for t in c[1].split()] + [f"tags={t}" for t in c[2].split()] for _, c in rows]
     block = FeatureHasher(n_features=256, input_type="string").transform(tokens).toarray()
     dense = ds.X.to_dense().numpy()
@@ -323,6 +323,6 @@ def test_drop_first_gives_a_full_rank_design(tmp_path):
     assert torch.linalg.matrix_rank(torch.cat([ones, full.X], 1)) == 4  # the one-hot columns sum to the intercept
     assert torch.linalg.matrix_rank(torch.cat([ones, dropped.X], 1)) == 4  # full rank
     # a new row of the first level is all zeros in its block
-    header, rows, _ = data_lib.read_csv_table(path)
+    header, rows, _ = tables.read_csv_table(path, 1 << 20)
     first = next(i for i, (_, cells) in enumerate(rows) if cells[1] == "blue")
     assert dropped.X[first, 1:].abs().sum() == 0

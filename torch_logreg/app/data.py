@@ -7,8 +7,6 @@ lists and tensors so it can be saved in a checkpoint and loaded with ``weights_o
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import zipfile
@@ -22,6 +20,7 @@ from torch import Tensor
 
 from ..errors import UsageError
 from . import sources
+from .tables import PARQUET_SUFFIXES, read_table
 
 DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
 DEFAULT_NOISE = {"blobs": 1.0, "donut": 1.0, "xor": 0.0, "synthetic": 0.0}
@@ -196,108 +195,42 @@ def _synthetic(n: int, d: int, seed: int, device: torch.device, chunk: int = 1 <
 # --- files ------------------------------------------------------------------------------------
 
 
-def _parse_float(text: str, path: Path, line: int, column: str):
-    if text.strip() == "":
-        raise UsageError(f"{path}, line {line}, column {column!r}: empty cell")
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{path}, line {line}, column {column!r}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise UsageError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite number")
-    return value
-
-
-def read_csv_table(path: Path, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> tuple[list[str], list[tuple[int, list[str]]], dict]:
-    """Header, (line number, cells) rows and the file's fingerprint; ragged rows, a quote that is
-    never closed, bytes that are not UTF-8 and empty files are errors that name the line."""
-    content, print_ = sources.read_bytes(path, max_bytes)
-    try:
-        text = content.decode("utf-8-sig")  # a byte-order mark is accepted
-    except UnicodeDecodeError as exc:
-        line = content[: exc.start].count(b"\n") + 1
-        raise UsageError(f"{path}, line {line}: byte {content[exc.start]:#04x} is not UTF-8 text; save the file "
-                         "as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    first = 1  # the line where the record being read starts
-
-    def record():
-        nonlocal first
-        first = reader.line_num + 1
-        try:
-            return next(reader)
-        except csv.Error as exc:
-            if reader.line_num > first or "EOF" in str(exc) or "end of data" in str(exc):
-                raise UsageError(f"{path}, line {first}: a quoted cell opened on this line is never closed") from None
-            raise UsageError(f"{path}, line {reader.line_num}: not valid CSV: {exc}") from None
-
-    try:
-        header = record()
-    except StopIteration:
-        raise UsageError(f"{path} is empty") from None
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise UsageError(f"{path}, line 1: the header row is empty")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(header, start=1):
-        if name in seen:
-            raise UsageError(f"{path}, line 1: column {name!r} appears twice (columns {seen[name]} and {i}); "
-                             "rename one so each column is read")
-        seen[name] = i
-    rows = []
-    while True:
-        try:
-            cells = record()
-        except StopIteration:
-            break
-        if not cells or all(c.strip() == "" for c in cells):
-            continue
-        if len(cells) != len(header):
-            where = f"line {first}" if reader.line_num == first else f"lines {first}-{reader.line_num} (a quoted cell spans them)"
-            raise UsageError(f"{path}, {where}: expected {len(header)} columns as in the header, found {len(cells)}")
-        rows.append((first, cells))
-    if not rows:
-        raise UsageError(f"{path} has a header but no data rows")
-    return header, rows, print_
-
-
-def encode_rows(schema: Schema, header: list[str], rows, path: Path) -> Tensor:
-    """Raw CSV rows -> the (N, D) feature matrix of ``schema`` (one-hot, radius, hash block); a
-    sparse CSR tensor when columns are hashed."""
-    missing = [c for c in schema.columns if c not in header]
+def encode_table(schema: Schema, table) -> Tensor:
+    """A :class:`~.tables.Table`'s rows -> the (N, D) feature matrix of ``schema`` (numbers, one-hot
+    blocks, radius, hash block); a sparse CSR tensor when columns are hashed."""
+    path = table.path
+    missing = [c for c in schema.columns if c not in table.header]
     if missing:
         raise UsageError(
             f"{path}: column {missing[0]!r} used in training is missing; expected columns "
             f"{listed(schema.columns)}"
         )
-    index = {c: header.index(c) for c in schema.columns}
-    dense = [c for c in schema.columns if c not in schema.hashed]
-    width = sum(len(schema.levels(c)) if c in schema.categorical else 1 for c in dense)
-    out = np.zeros((len(rows), width), dtype=np.float64)
-    skip = int(schema.drop_first)
-    for r, (line, cells) in enumerate(rows):
-        j = 0
-        for c in dense:
-            text = cells[index[c]].strip()
-            if c in schema.categorical:
-                cats = schema.categorical[c]
-                if text not in cats:
-                    raise UsageError(f"{path}, line {line}, column {c!r}: category {text!r} was not seen in training "
-                                     f"(known: {listed(cats)})")
-                k = cats.index(text) - skip
-                if k >= 0:
-                    out[r, j + k] = 1.0
-                j += len(cats) - skip
-            else:
-                out[r, j] = _parse_float(text, path, line, c)
-                j += 1
-    X = torch.from_numpy(out)
+    parts = []
+    for c in schema.columns:
+        if c in schema.hashed:
+            continue
+        if c not in schema.categorical:
+            parts.append(table.numbers(c)[:, None])
+            continue
+        cats = schema.categorical[c]
+        values, inverse = np.unique(table.text(c).astype(str), return_inverse=True)
+        lookup = {v: i for i, v in enumerate(cats)}
+        codes = np.array([lookup.get(v, -1) for v in values.tolist()], dtype=np.int64)[inverse.reshape(-1)]
+        if (codes < 0).any():
+            r = int(np.nonzero(codes < 0)[0][0])
+            raise UsageError(f"{path}, {table.where(r)}, column {c!r}: category {values[inverse.reshape(-1)[r]]!r} was "
+                             f"not seen in training (known: {listed(cats)})")
+        block = np.zeros((table.n_rows, len(cats)), dtype=np.float64)
+        block[np.arange(table.n_rows), codes] = 1.0
+        parts.append(block[:, int(schema.drop_first):])
+    out = np.concatenate(parts, axis=1) if parts else np.zeros((table.n_rows, 0), dtype=np.float64)
+    X = torch.from_numpy(np.ascontiguousarray(out))
     if schema.add_radius:
         X = with_radius(X)
     if schema.hashed:
         from .sparse_data import hash_block, join_dense
 
-        X = join_dense(X, hash_block(schema.hashed, index, rows, schema.hash_bits))
+        X = join_dense(X, hash_block({c: table.text(c) for c in schema.hashed}, schema.hash_bits))
     return X
 
 
@@ -308,9 +241,11 @@ def _category_key(v: str):
         return (1, 0.0, v)
 
 
-def _load_csv(path: Path, data_cfg) -> Dataset:
+def _load_table(path: Path, data_cfg) -> Dataset:
+    """A CSV or Parquet file: the target column, the row weights, and the features of the others."""
     target, categorical, hashed = data_cfg.target, list(data_cfg.categorical), list(data_cfg.hash)
-    header, rows, print_ = read_csv_table(path, data_cfg.max_bytes)
+    table = read_table(path, data_cfg.max_bytes)
+    header = table.header
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
@@ -333,62 +268,35 @@ def _load_csv(path: Path, data_cfg) -> Dataset:
     columns = [c for c in header if c not in (target, weight)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
-    cats = {c: sorted({cells[header.index(c)].strip() for _, cells in rows}, key=_category_key) for c in categorical}
-    for c, values in cats.items():
-        if "" in values:
-            line = next(number for number, cells in rows if cells[header.index(c)].strip() == "")
-            raise UsageError(f"{path}, line {line}, column {c!r}: empty cell")
+    cats = {}
+    for c in categorical:
+        values = table.text(c)
+        empty = np.nonzero(values == "")[0]
+        if empty.size:
+            raise UsageError(f"{path}, {table.where(int(empty[0]))}, column {c!r}: empty cell")
+        cats[c] = sorted(set(values.tolist()), key=_category_key)
     schema = Schema(columns, cats, False, target, drop_first=data_cfg.drop_first, hashed=hashed,
                     hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight)
-    X = encode_rows(schema, header, rows, path)
-    ti = header.index(target)
-    y_text = []
-    for line, cells in rows:
-        v = cells[ti].strip()
-        if v == "":
-            raise UsageError(f"{path}, line {line}, column {target!r}: empty target cell")
-        y_text.append(v)
-    return Dataset(X, np.array(y_text), schema, fingerprint=print_, weight=_weights(path, header, rows, weight))
+    X = encode_table(schema, table)
+    y = table.text(target)
+    empty = np.nonzero(y == "")[0]
+    if empty.size:
+        raise UsageError(f"{path}, {table.where(int(empty[0]))}, column {target!r}: empty target cell")
+    return Dataset(X, y.astype(str), schema, fingerprint=table.fingerprint, weight=_weights(table, weight))
 
 
-def _weights(path: Path, header: list[str], rows, column: str) -> np.ndarray | None:
+def _weights(table, column: str) -> np.ndarray | None:
     """The ``column`` of row weights: finite, non-negative numbers, not all zero."""
     if not column:
         return None
-    i = header.index(column)
-    w = np.array([_parse_float(cells[i].strip(), path, line, column) for line, cells in rows])
+    w = table.numbers(column)
     negative = np.nonzero(w < 0)[0]
     if negative.size:
-        line = rows[negative[0]][0]
-        raise UsageError(f"{path}, line {line}, column {column!r}: a row weight must be non-negative, got "
-                         f"{w[negative[0]]:g}")
+        raise UsageError(f"{table.path}, {table.where(int(negative[0]))}, column {column!r}: a row weight must be "
+                         f"non-negative, got {w[negative[0]]:g}")
     if not (w > 0).any():
-        raise UsageError(f"{path}: every row weight in column {column!r} is 0; at least one row must count")
+        raise UsageError(f"{table.path}: every row weight in column {column!r} is 0; at least one row must count")
     return w
-
-
-def numpy_error(exc: Exception) -> str:
-    """Why NumPy could not read a file, in words for the user: NumPy's own advice for a file it
-    takes for a pickle (to load it unsafely) is the opposite of what to do with a data file."""
-    if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
-        return "it is truncated or damaged (not a complete .npy / .npz file)"
-    if "pickled" in str(exc) or "allow_pickle" in str(exc):
-        return "it is not an array saved by numpy.save / numpy.savez (NumPy would have to unpickle it)"
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def open_npz(fh, path: Path, max_bytes: int):
-    """``np.load`` of an open .npz whose arrays, unpacked, stay within ``max_bytes`` (a small
-    compressed archive can unpack to any size)."""
-    archive = np.load(fh)
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UsageError(f"{path} is a single array, not an .npz archive; name it .npy")
-    unpacked = sum(info.file_size for info in archive.zip.infolist())
-    if unpacked > max_bytes:
-        archive.close()
-        raise UsageError(f"{path} unpacks to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
-                         "data.max_bytes if this machine has the memory for it")
-    return archive
 
 
 def read_numpy(path: Path, max_bytes: int, need_y: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -399,7 +307,7 @@ def read_numpy(path: Path, max_bytes: int, need_y: bool) -> tuple[np.ndarray, np
     try:
         with open(path, "rb") as fh:  # our own handle: closed even when NumPy gives up half way
             if npz:
-                with open_npz(fh, path, max_bytes) as archive:
+                with sources.open_npz(fh, path, max_bytes) as archive:
                     missing = [k for k in ("X", "y") if k not in archive.files and (k == "X" or need_y)]
                     if missing:
                         raise UsageError(f"{path}: an .npz file needs arrays named 'X'" + (" and 'y'" if need_y else "")
@@ -414,7 +322,7 @@ def read_numpy(path: Path, max_bytes: int, need_y: bool) -> tuple[np.ndarray, np
     except UsageError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not a readable NumPy file: {numpy_error(exc)}") from None
+        raise UsageError(f"{path} is not a readable NumPy file: {sources.numpy_error(exc)}") from None
     for name, arr in (("X", X), ("y", y)):
         if arr is None:
             continue
@@ -499,17 +407,17 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         suffix = path.suffix.lower()
         csv_only = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash),
                                    ("data.weight", data_cfg.weight)) if v]
-        if suffix in (".csv", ".txt", ""):
-            ds = _load_csv(path, data_cfg)
+        if suffix in (".csv", ".txt", "", *PARQUET_SUFFIXES):
+            ds = _load_table(path, data_cfg)
         elif csv_only:
-            raise UsageError(f"{csv_only[0]} applies to CSV files only; {path} is not one")
+            raise UsageError(f"{csv_only[0]} applies to CSV and Parquet files only; {path} is neither")
         elif is_sparse_file(path):
             ds = _load_sparse(path, data_cfg)
         elif suffix in (".npy", ".npz"):
             ds = load_numpy(path, data_cfg.target, data_cfg.max_bytes)
         else:
-            raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .npy, .npz, .svm, .svmlight "
-                             "or .libsvm")
+            raise UsageError(f"data file {path}: unsupported type {suffix!r}; use .csv, .parquet, .npy, .npz, .svm, "
+                             ".svmlight or .libsvm")
     elif data_cfg.name in ("breast_cancer", "digits", "iris", "wine"):
         ds = _sklearn_set(data_cfg.name)
     else:

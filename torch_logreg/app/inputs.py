@@ -1,5 +1,5 @@
-"""New data for ``evaluate`` and ``predict``: a CSV / .npy / .npz file read and encoded the way
-the run's training data was."""
+"""New data for ``evaluate`` and ``predict``: a CSV / Parquet / .npy / .npz / svmlight file read
+and encoded the way the run's training data was."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import Tensor
 from ..errors import UsageError
 from . import data as data_lib
 from .fitting import fit_targets
+from .tables import read_table
 
 
 def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) -> Tensor:
@@ -70,7 +71,8 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
         if schema.add_radius:
             X = data_lib.with_radius(X)
         return NewData(X, y)
-    header, rows, _ = data_lib.read_csv_table(path, max_bytes)
+    table = read_table(path, max_bytes)
+    header = table.header
     target = target_name(schema)
     missing = [c for c in keep if c not in header]
     if missing:
@@ -80,14 +82,13 @@ def read_inputs(path: Path, schema: data_lib.Schema, need_target: bool, max_byte
     if extra and not ignore_extra:
         raise UsageError(f"{path}: column {extra[0]!r} was not used in training; pass --keep {extra[0]} to copy it to the "
                          f"output, or remove it (the model's columns: {data_lib.listed(schema.columns)})")
-    X = data_lib.encode_rows(schema, header, rows, path)
+    X = data_lib.encode_table(schema, table)
     y = None
     if target in header:
-        ti = header.index(target)
-        y = np.array([cells[ti].strip() for _, cells in rows])
+        y = table.text(target).astype(str)
     elif need_target:
         raise UsageError(f"{path}: the target column {target!r} is needed to evaluate (columns: {data_lib.listed(header)})")
-    kept = {c: [cells[header.index(c)] for _, cells in rows] for c in keep}
+    kept = {c: table.raw(c) for c in keep}
     return NewData(X, y, kept)
 
 

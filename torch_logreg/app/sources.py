@@ -13,8 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import UsageError
 
@@ -103,3 +107,27 @@ def change(saved: dict | None, now: dict | None) -> str | None:
     if saved.get("mtime_ns") != now.get("mtime_ns") and saved.get("mtime_ns") and now.get("mtime_ns"):
         parts.append(f"modified {_when(now['mtime_ns'])}, trained on the version of {_when(saved['mtime_ns'])}")
     return "; ".join(parts)
+
+
+def numpy_error(exc: Exception) -> str:
+    """Why NumPy could not read a file, in words for the user: NumPy's own advice for a file it
+    takes for a pickle (to load it unsafely) is the opposite of what to do with a data file."""
+    if isinstance(exc, (zipfile.BadZipFile, EOFError, zlib.error)):
+        return "it is truncated or damaged (not a complete .npy / .npz file)"
+    if "pickled" in str(exc) or "allow_pickle" in str(exc):
+        return "it is not an array saved by numpy.save / numpy.savez (NumPy would have to unpickle it)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def open_npz(fh, path: Path, max_bytes: int):
+    """``np.load`` of an open .npz whose arrays, unpacked, stay within ``max_bytes`` (a small
+    compressed archive can unpack to any size)."""
+    archive = np.load(fh)
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UsageError(f"{path} is a single array, not an .npz archive; name it .npy")
+    unpacked = sum(info.file_size for info in archive.zip.infolist())
+    if unpacked > max_bytes:
+        archive.close()
+        raise UsageError(f"{path} unpacks to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
+                         "data.max_bytes if this machine has the memory for it")
+    return archive

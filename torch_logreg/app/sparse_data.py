@@ -146,19 +146,17 @@ def read_scipy_npz(path: Path, max_bytes: int):
     """The scipy sparse matrix (CSR) of a ``save_npz`` file and its fingerprint."""
     import scipy.sparse
 
-    from .data import numpy_error, open_npz
-
     sources.check_source(path, max_bytes)
     print_ = sources.fingerprint(path, max_bytes)
     try:
         with open(path, "rb") as fh:
-            open_npz(fh, path, max_bytes).close()  # the unpacked size, before scipy unpacks it
+            sources.open_npz(fh, path, max_bytes).close()  # the unpacked size, before scipy unpacks it
             fh.seek(0)
             matrix = scipy.sparse.load_npz(fh)
     except UsageError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not a readable scipy sparse .npz file: {numpy_error(exc)}") from None
+        raise UsageError(f"{path} is not a readable scipy sparse .npz file: {sources.numpy_error(exc)}") from None
     if matrix.ndim != 2 or matrix.dtype.kind not in "fiub":
         raise UsageError(f"{path}: expected a 2-D numeric sparse matrix, got {matrix.ndim} dimensions of dtype "
                          f"{matrix.dtype}")
@@ -188,13 +186,15 @@ def split_target(matrix, target: str, path: Path):
 # --- hashing -------------------------------------------------------------------------------------
 
 
-def hash_block(columns: list[str], index: dict[str, int], rows, bits: int) -> Tensor:
-    """The ``(N, 2**bits)`` signed hash block of ``columns`` (whitespace tokens of each cell, as
-    ``"column=token"``) for CSV ``rows`` of ``(line, cells)``; ``index`` maps a column to its cell."""
+def hash_block(columns: dict, bits: int) -> Tensor:
+    """The ``(N, 2**bits)`` signed hash block of ``columns`` (name -> the column's stripped cells):
+    the whitespace tokens of each cell, as ``"name=token"``."""
     from sklearn.feature_extraction import FeatureHasher
 
     hasher = FeatureHasher(n_features=1 << bits, input_type="string", alternate_sign=True)
-    tokens = ([f"{c}={t}" for c in columns for t in cells[index[c]].split()] for _, cells in rows)
+    names = list(columns)
+    cells = [columns[c] for c in names]
+    tokens = ([f"{c}={t}" for c, cell in zip(names, row) for t in cell.split()] for row in zip(*cells))
     return to_torch(hasher.transform(tokens))
 
 
