@@ -114,7 +114,7 @@ def max_gradient(model, X, y, l2: float = 0.0, sample_weight=None) -> float:
     return max(g.abs().max().item() for g in smooth_gradient(model, X, y, l2, sample_weight).values())
 
 
-def l1_optimality(model, X, y, l1: float, l2: float = 0.0) -> dict:
+def l1_optimality(model, X, y, l1: float, l2: float = 0.0, sample_weight=None) -> dict:
     """The optimality (KKT) conditions of ``smooth + l1 ||W||_1`` at the model's parameters:
 
     - ``violation``: the largest distance of ``-grad`` from the subdifferential of ``l1 |W|``
@@ -123,7 +123,7 @@ def l1_optimality(model, X, y, l1: float, l2: float = 0.0) -> dict:
     - ``margin``: how strictly the zeros are zero, ``min over W_j == 0 of (l1 - |g_j|) / l1``. With a
       margin well above the violations, every solver close to the optimum has the same support.
     """
-    grads = smooth_gradient(model, X, y, l2)
+    grads = smooth_gradient(model, X, y, l2, sample_weight)
     W = model.linear.weight.detach()
     g = grads["linear.weight"]
     zero = W == 0

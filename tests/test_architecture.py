@@ -18,7 +18,7 @@ LAYERS = [
     {"steps"},
     {"train", "streaming", "distributed"},
     {"solvers"},
-    {"inference"},
+    {"inference", "path"},
     {"estimators"},
     {"app"},
     {"", "__main__"},  # the package root (lazy names) and python -m torch_logreg

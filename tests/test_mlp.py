@@ -129,6 +129,7 @@ def test_mlp_run_gradchecks_evaluates_predicts_and_cross_validates(capsys, tmp_p
         (["model.kind=mlp", "model.hidden=[8]", "model.activation=gelu"], "model.activation must be one of"),
         (["model.kind=mlp", "model.hidden=[8]", "model.init=orthogonal"], "model.init must be one of"),
         (["model.kind=mlp", "model.hidden=[8]", "train.solver=newton"], "train.solver = 'newton' needs a model without"),
+        (["model.kind=mlp", "model.hidden=[8]", "train.solver=proximal"], "train.solver = 'proximal' needs a model"),
     ],
 )
 def test_mlp_config_mistakes_are_one_sentence(capsys, tmp_path, sets, message):

@@ -8,8 +8,10 @@ The layers, each importing only those above it in this list:
                  (numba, Triton), CUDA graph; select.py chooses
     train.py     the hand-written loop (streaming.py, distributed.py: the same loop on files, on
                  several processes)
-    solvers/     exact optima: Newton, proximal Newton, L-BFGS; theta helpers; separation
+    solvers/     exact optima: Newton, proximal Newton, L-BFGS, proximal gradient (FISTA); theta
+                 helpers; separation
     inference.py standard errors and tests of unpenalised fits
+    path.py      regularization paths: warm-started penalties, k-fold scores, the refit
     estimators/  the scikit-learn wing: the estimator and the cross-validation engine
     app/         the training application: configs, data files, runs, TensorBoard, the CLI
 
@@ -29,6 +31,7 @@ _PUBLIC = {
     "DistributedTrainer": "distributed", "fit_distributed": "distributed", "init_distributed": "distributed",
     "is_rank0": "distributed",
     "InferenceUnavailable": "estimators.estimator", "LogisticRegressionClassifier": "estimators.estimator",
+    "LogisticRegressionCVClassifier": "estimators.cv_estimator",
     "best_row": "estimators.model_selection", "cross_validate_grid": "estimators.model_selection",
     "format_table": "estimators.model_selection",
     "GradientReport": "gradients", "ManualFunction": "gradients", "check_gradients": "gradients",
@@ -38,6 +41,7 @@ _PUBLIC = {
     "PerfectSeparationError": "solvers.separation", "Separation": "solvers.separation",
     "SeparationWarning": "solvers.separation", "find_separation": "solvers.separation",
     "Linear": "layers", "ReLU": "layers", "Sigmoid": "layers", "Tanh": "layers",
+    "RegularizationPath": "path", "regularization_path": "path",
     "MLP": "models", "LinearRegression": "models", "LogisticRegression": "models", "SoftmaxRegression": "models",
     "StackedModel": "models",
     "ConvergenceWarning": "solvers", "SolverResult": "solvers", "fit_exact": "solvers",

@@ -17,8 +17,12 @@ OPTIMIZERS = {
     "adamw": "adam.AdamW",
 }
 LOOP_SOLVERS = tuple(OPTIMIZERS)
-EXACT_SOLVERS = ("newton", "lbfgs")
-L1_SOLVERS = ("newton",)
+EXACT_SOLVERS = ("newton", "lbfgs", "proximal")
+L1_SOLVERS = ("newton", "proximal")
+#: the loop's update rules that take an L1 penalty: plain gradient descent with a proximal step
+#: after each update (ISTA on a full batch; a momentum buffer would carry the thresholded
+#: coordinates' gradient past the threshold, so the accelerated version is the exact "proximal")
+L1_LOOP_SOLVERS = ("gd",)
 SOLVERS = LOOP_SOLVERS + EXACT_SOLVERS
 
 #: the steps a run can ask for (``train.step``, ``Trainer(step=...)``; see ``steps/select.py``):

@@ -32,6 +32,7 @@ from . import functional as F
 from .devices import resolve_device, resolve_precision
 from .errors import UsageError
 from .gradients import compare_gradients
+from .registry import L1_LOOP_SOLVERS
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
 from .steps import select
@@ -169,6 +170,7 @@ class Trainer:
         epochs: int = 100,
         batch_size: int = 0,
         l2: float = 0.0,
+        l1: float = 0.0,
         momentum: float = 0.9,
         betas: tuple[float, float] = optimizers.DEFAULTS["betas"],
         eps: float | None = None,
@@ -201,6 +203,14 @@ class Trainer:
         arguments.number("epochs", epochs, low=1, integer=True)
         arguments.number("batch_size", batch_size, low=0, integer=True)
         arguments.number("l2", l2, low=0)
+        arguments.number("l1", l1, low=0)
+        if l1 and solver not in L1_LOOP_SOLVERS:
+            raise UsageError(f"l1 > 0 in the loop takes a proximal step after the update of solver in "
+                             f"{list(L1_LOOP_SOLVERS)}, not {solver!r}; for an accelerated or exact L1 fit use "
+                             "fit_exact(solver='proximal' or 'newton')")
+        if l1 and cuda_graph:
+            raise UsageError("l1 > 0 does not combine with cuda_graph (the graph captures the update without the "
+                             "proximal step)")
         arguments.number("tol", tol, low=0)
         arguments.number("patience", patience, low=0, integer=True)
         arguments.number("min_delta", min_delta, low=0)
@@ -225,7 +235,7 @@ class Trainer:
         if X_val is not None:
             self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
 
-        self.solver, self.lr, self.epochs, self.l2 = solver, float(lr), epochs, float(l2)
+        self.solver, self.lr, self.epochs, self.l2, self.l1 = solver, float(lr), epochs, float(l2), float(l1)
         self.schedule = Schedule(schedule, epochs=epochs, step_size=step_size, gamma=gamma, warmup_epochs=warmup_epochs,
                                  warmup_start_factor=warmup_start_factor)
         self.lr_now = self.lr  # the learning rate of the current epoch
@@ -339,6 +349,10 @@ class Trainer:
 
     def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         self.optimizer.step(params, grads, self.lr_now)
+        if self.l1:  # the proximal step of l1 ||W||_1: soft-thresholding by lr * l1 gives exact zeros
+            for name, p in params.items():
+                if penalty.penalised(name):
+                    p.copy_(penalty.soft_threshold(p, self.lr_now * self.l1))
 
     def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:
         report = compare_gradients(self.model, Xb, Tb, self.l2, fd_max_coords=self.grad_check_coords, seed=self.step)
@@ -387,8 +401,8 @@ class Trainer:
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
                 # the penalty at the weights each step used, so the epoch's loss is told from its
                 # objective (a CUDA graph fills it inside the graph, before the update)
-                l2, step_penalty = self.l2, self._step_penalty
-                if not l2:
+                l2, l1, step_penalty = self.l2, self.l1, self._step_penalty
+                if not (l2 or l1):
                     step_penalty.zero_()
                 while self.epoch < self.epochs and stop_reason is None:
                     self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
@@ -402,7 +416,11 @@ class Trainer:
                         loss, grads = step(Xb, Tb, self.l2)
                         nb = Xb.shape[0]
                         loss, grads = reduce(loss, grads, nb)
-                        if l2 and not includes_update:
+                        if l1:  # the steps' objective has the smooth penalty only
+                            l1_term = penalty.l1_value(params, l1)
+                            loss = loss + l1_term
+                            step_penalty.copy_(penalty.value(params, l2) + l1_term)
+                        elif l2 and not includes_update:
                             step_penalty.copy_(penalty.value(params, l2))
                         if one_batch:
                             epoch_loss, epoch_penalty = loss, step_penalty
@@ -411,7 +429,7 @@ class Trainer:
                                     self.grad_mean[k].copy_(g)
                         else:
                             epoch_loss.add_(loss, alpha=nb / n)
-                            if l2:
+                            if l2 or l1:
                                 epoch_penalty.add_(step_penalty, alpha=nb / n)
                             if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
                                 self._grad_flat.add_(batch_flat, alpha=nb / n)
@@ -465,7 +483,12 @@ class Trainer:
         history = self.history
         # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
         # the parameters makes the sum of their entries non-finite, so one number covers them.
-        grad_norm = torch.linalg.vector_norm(self._grad_flat)
+        if self.l1:  # the minimum-norm subgradient at the new weights (the proximal gradient mapping)
+            grad_norm = torch.linalg.vector_norm(torch.cat([
+                (penalty.l1_optimality(p, self.grad_mean[k], self.l1) if penalty.penalised(k) else self.grad_mean[k])
+                .reshape(-1) for k, p in params.items()]))
+        else:
+            grad_norm = torch.linalg.vector_norm(self._grad_flat)
         for k, p in params.items():
             self._spare[k].copy_(p)
         param_sum = self._spare_flat.sum()
@@ -526,8 +549,9 @@ def fit(model, X, y, **kwargs) -> History:
     ``weight_decay``; one the rule does not take is an error), ``lr`` and its ``schedule``
     (constant | step | exponential | cosine, with ``step_size``, ``gamma``, ``warmup_epochs``,
     ``warmup_start_factor``: see ``schedules.py``), ``epochs``, ``batch_size`` (0 = full batch),
-    ``l2``, ``tol``
-    (gradient-norm threshold), ``patience`` (epochs; 0 = off), ``min_delta``,
+    ``l2``, ``l1`` (gd only: a proximal step, soft-thresholding the weights by ``lr * l1`` after
+    each update, gives exact zeros; full-batch gd is then ISTA), ``tol``
+    (gradient-norm threshold; with ``l1``, of the minimum-norm subgradient), ``patience`` (epochs; 0 = off), ``min_delta``,
     ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
     between stopping checks, the only host syncs), ``fast_path`` (a single ``Linear``
     layer: for a full batch, one fused pass over a large X for one sigmoid or identity output

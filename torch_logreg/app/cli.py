@@ -153,6 +153,20 @@ def cmd_cv(args) -> int:
     return 0
 
 
+def cmd_path(args) -> int:
+    from . import regpath
+
+    cfg, name = _load(args)
+    if args.device:
+        cfg.train.device = args.device
+    result, path, refit = regpath.run_path(cfg, folds=args.folds, n_penalties=args.n_penalties, l1_ratio=args.l1_ratio,
+                                    min_ratio=args.min_ratio, choice=args.choice, scoring=args.scoring,
+                                    run_dir=args.run_dir, name=name, quiet=args.quiet)
+    print(result.format())
+    print(f"chosen penalty {result.penalty:.6g} ({args.choice}); table in {path / 'path.csv'}")
+    return _finish(refit)
+
+
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows "(default: ...)" where there is a value to show; options whose default is decided
     at run time (None) or is a plain switch say so in their own help text."""
@@ -247,6 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="override train.device (default: the config's)")
     p.add_argument("--quiet", action="store_true", help="no progress lines (default: one line per combination)")
     p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("path", help="regularization path: k-fold scores per penalty, the best, the refit run",
+                       formatter_class=fmt,
+                       description="Fit a decreasing sequence of penalties with warm starts on the training split, "
+                                   "score each by k-fold cross-validation, and train the refit run at the best (or "
+                                   "the one-standard-error) penalty. The penalty lambda is train.l1 = lambda * "
+                                   "l1_ratio and train.l2 = lambda * (1 - l1_ratio).")
+    config_args(p)
+    p.add_argument("--folds", type=int, default=5, help="number of folds")
+    p.add_argument("--n-penalties", type=int, default=30, help="penalties on the path")
+    p.add_argument("--l1-ratio", type=float, default=1.0, help="the L1 share of the penalty (0: ridge, 1: lasso)")
+    p.add_argument("--min-ratio", type=float, default=1e-4,
+                   help="the smallest penalty over the largest (the largest zeroes every weight)")
+    p.add_argument("--choice", choices=("best", "1se"), default="best",
+                   help="the refit's penalty: the best score, or the largest within one standard error of it")
+    p.add_argument("--scoring", default=None,
+                   help="log_loss or accuracy (classifiers), mse (linear) (default: log_loss, or mse)")
+    p.add_argument("--run-dir", metavar="DIR", default=None,
+                   help="where to write results (default: a new path-* directory under log.dir)")
+    p.add_argument("--device", default=None, help="override train.device (default: the config's)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)
     config_args(p)

@@ -17,7 +17,7 @@ from .. import arguments
 from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
-from ..registry import L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
+from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
 from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
@@ -61,12 +61,12 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    solver: str = "gd"  # gd | momentum | nesterov (the loop) | newton | lbfgs (exact solvers)
+    solver: str = "gd"  # gd | momentum | nesterov | adagrad | rmsprop | adam | adamw (the loop) | newton | lbfgs | proximal
     lr: float = 0.1
-    epochs: int = 1000  # for newton / lbfgs: the iteration limit
+    epochs: int = 1000  # for the exact solvers: the iteration limit
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
-    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (the solvers of registry.L1_SOLVERS)
+    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (newton, proximal; gd by a proximal step after each update)
     class_weight: str = ""  # "" | "balanced": rows weighted by N / (K * rows of their class), training split
     momentum: float = 0.9  # momentum, nesterov
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
@@ -219,9 +219,9 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
             f"{where}: data.val_fraction + data.test_fraction must be < 1 "
             f"(got {cfg.data.val_fraction} + {cfg.data.test_fraction}); nothing would be left to train on"
         )
-    if cfg.train.l1 > 0 and cfg.train.solver not in L1_SOLVERS:
+    if cfg.train.l1 > 0 and cfg.train.solver not in L1_SOLVERS + L1_LOOP_SOLVERS:
         where = sources.get("train.l1", "config")
-        raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver in {list(L1_SOLVERS)}; "
+        raise UsageError(f"{where}: train.l1 = {cfg.train.l1} needs train.solver in {list(L1_SOLVERS + L1_LOOP_SOLVERS)}; "
                          f"train.solver is {cfg.train.solver!r}")
     if cfg.train.class_weight and target_is_real(cfg.model):
         raise UsageError(f"{sources.get('train.class_weight', 'config')}: train.class_weight needs classes; "
@@ -246,9 +246,9 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
                 arguments.number("each width in model.hidden", width, low=1, integer=True)
             except ValueError as exc:
                 raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
-        if cfg.train.solver == "newton":
-            raise UsageError(f"{sources.get('train.solver', where)}: train.solver = 'newton' needs a model without hidden "
-                             "layers; an MLP trains with lbfgs or the loop "
+        if cfg.train.solver in ("newton", "proximal"):
+            raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
+                             "without hidden layers; an MLP trains with lbfgs or the loop "
                              f"({', '.join(LOOP_SOLVERS)})")
         return
     for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto")):

@@ -215,7 +215,7 @@ def loop_options(cfg: Config) -> dict:
     exact = t.solver in EXACT_SOLVERS
     return {
         "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
-        "l2": t.l2, "tol": t.tol, "patience": t.patience,
+        "l2": t.l2, "l1": 0.0 if exact else t.l1, "tol": t.tol, "patience": t.patience,
         "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
         "seed": t.seed, "fast_path": not exact, "step": "rule" if exact else t.step,
         **({} if exact else update_rule_options(t)), **schedule_options(t),

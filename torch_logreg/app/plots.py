@@ -200,3 +200,44 @@ def weight_images(weight: torch.Tensor, shape: tuple[int, int], names: Sequence[
         fig.colorbar(image, ax=ax).set_label("weight")
         images.append(_pixels(fig))
     return images
+
+
+def path_images(penalties: np.ndarray, coef_path: np.ndarray, names: Sequence[str], mean: np.ndarray, se: np.ndarray,
+                scoring: str, best: int, one_se: int, max_lines: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A regularization path as two pictures: the coefficients ``coef_path`` ``(P, K, D)`` against
+    ``log10`` of the penalties ``(P,)`` (the ``max_lines`` largest in absolute value, named in a
+    legend by ``names`` of the ``D`` features), and the cross-validated ``scoring`` (``mean`` and
+    its standard error ``se`` per penalty) with the best and the one-standard-error penalties."""
+    x = np.log10(penalties)
+    P, K, D = coef_path.shape
+    flat = coef_path.reshape(P, K * D)
+    order = np.argsort(-np.abs(flat).max(axis=0))[:max_lines]
+    fig = _figure(7.0, 4.0)
+    ax = fig.add_subplot()
+    for n, j in enumerate(order):
+        k, d = divmod(int(j), D)
+        label = _short(names[d], 20) + (f" [{k}]" if K > 1 else "")
+        ax.plot(x, flat[:, j], color=_colour(n), linewidth=1.2, label=label)
+    ax.axhline(0.0, color="0.6", linewidth=0.8)
+    for index, style in ((best, "-"), (one_se, "--")):
+        ax.axvline(x[index], color="0.3", linestyle=style, linewidth=0.8)
+    ax.invert_xaxis()  # the path runs from the largest penalty to the smallest
+    ax.set_xlabel("log10 penalty")
+    ax.set_ylabel("coefficient")
+    shown = "" if K * D <= max_lines else f" ({max_lines} largest of {K * D})"
+    ax.set_title("coefficients along the path" + shown)
+    if len(order):
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    coefficients = _pixels(fig)
+
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    ax.errorbar(x, mean, yerr=se, fmt="o-", markersize=3, color=_colour(1), ecolor="0.6", capsize=2, linewidth=1)
+    ax.axvline(x[best], color="0.3", linestyle="-", linewidth=0.8, label=f"best ({penalties[best]:.3g})")
+    ax.axvline(x[one_se], color="0.3", linestyle="--", linewidth=0.8, label=f"1 s.e. ({penalties[one_se]:.3g})")
+    ax.invert_xaxis()
+    ax.set_xlabel("log10 penalty")
+    ax.set_ylabel(f"held-out {scoring} (mean ± s.e.)")
+    ax.set_title("cross-validation")
+    ax.legend(fontsize=8)
+    return coefficients, _pixels(fig)

@@ -47,20 +47,15 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..inference import COV_TYPES, WEIGHTS_KINDS, infer
 from ..models import LogisticRegression, SoftmaxRegression
-from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
+from ..registry import EXACT_SOLVERS, L1_SOLVERS, LOOP_SOLVERS
 from ..solvers import ConvergenceWarning as SolverConvergenceWarning
-from ..solvers import fit_exact
+from ..solvers import choose_solver, fit_exact
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
 #: the scipy.sparse formats ``fit`` and the predictions take as they are (others are converted to CSR)
 SPARSE_FORMATS = ("csr", "csc")
 SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
 
-#: ``solver="auto"`` uses Newton while the Hessian has at most this many rows, else L-BFGS
-AUTO_NEWTON_MAX_PARAMS = 400
-#: the same bound for an unpenalised fit: its ``inference_`` forms and factorises that Hessian anyway, and
-#: L-BFGS approaches an unpenalised optimum (no ``l2`` to bound the curvature from below) slowly
-AUTO_NEWTON_MAX_PARAMS_UNPENALISED = 1000
 #: ``tol=None``: the gradient level of a penalised fit (scikit-learn's default), absolute
 PENALISED_TOL = 1e-4
 #: ``tol=None`` of an unpenalised fit, ``max(UNPENALISED_TOL w, UNPENALISED_ROUNDING eps s)`` (module docstring):
@@ -91,11 +86,13 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Inverse regularisation strength: it multiplies the summed loss.
     l1_ratio : float in [0, 1] or None, default None
         The L1 share of an elastic-net penalty; required with ``penalty="elasticnet"``.
-    solver : {"auto", "newton", "lbfgs", "gd", "momentum", "nesterov"}, default "auto"
+    solver : {"auto", "newton", "lbfgs", "proximal", "gd", "momentum", "nesterov"}, default "auto"
         ``"newton"``: Newton/IRLS (proximal Newton with an L1 term). ``"lbfgs"``: L-BFGS (no L1).
-        ``"auto"``: Newton when L1 is present or the Hessian has at most
-        ``AUTO_NEWTON_MAX_PARAMS`` rows (400; unpenalised: ``AUTO_NEWTON_MAX_PARAMS_UNPENALISED``,
-        1000), L-BFGS otherwise. The first-order loops
+        ``"proximal"``: accelerated proximal gradient (L1 and elastic net without a Hessian, for
+        many features). ``"auto"``: :func:`torch_logreg.solvers.choose_solver`'s rule, by the
+        Hessian's rows: with an L1 term proximal Newton on small problems and the proximal
+        gradient on wide ones (sparse ``X`` counts as wide sooner); without one Newton on small
+        problems (a larger bound when unpenalised) and L-BFGS beyond. The first-order loops
         ``"gd" | "momentum" | "nesterov"`` (:func:`torch_logreg.fit`, full batch) take
         ``learning_rate``; they support the L2 penalty or none, and no sample or class weights.
     max_iter : int >= 1, default 100
@@ -177,8 +174,9 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- parameter checks --
-    def resolve_params(self, n_params: int) -> tuple[str, float]:
-        """Validate the hyper-parameters; return the solver to use and the L1 share."""
+    def resolve_params(self, n_params: int, sparse: bool = False) -> tuple[str, float]:
+        """Validate the hyper-parameters; return the solver to use for ``n_params`` parameters (on
+        ``sparse`` X or not) and the L1 share."""
         arguments.choice("penalty", self.penalty, PENALTIES)
         arguments.number("C", self.C, low=0, low_open=True)
         if self.l1_ratio is not None:
@@ -200,14 +198,13 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             raise UsageError(f"weights_kind must be one of {list(WEIGHTS_KINDS)}, got {self.weights_kind!r}")
         l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
         solver = self.solver
-        if l1_share > 0 and solver not in ("auto", "newton"):
+        if l1_share > 0 and solver not in ("auto", *L1_SOLVERS):
             raise UsageError(
                 f"penalty={self.penalty!r} (an L1 term) needs a solver that handles it: solver in "
-                f"['auto', 'newton'], got solver={solver!r}"
+                f"{['auto', *L1_SOLVERS]}, got solver={solver!r}"
             )
         if solver == "auto":
-            limit = AUTO_NEWTON_MAX_PARAMS_UNPENALISED if self.penalty is None else AUTO_NEWTON_MAX_PARAMS
-            solver = "newton" if l1_share > 0 or n_params <= limit else "lbfgs"
+            solver = choose_solver(n_params, l1=l1_share, penalised=self.penalty is not None, sparse=sparse)
         return solver, float(l1_share)
 
     def _check_groups(self, groups, n: int, n_classes: int) -> np.ndarray | None:
@@ -269,7 +266,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             )
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
-        solver, l1_share = self.resolve_params(n_params)
+        solver, l1_share = self.resolve_params(n_params, sparse=validation.is_sparse(X))
         codes = self._check_groups(groups, n, k)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)

@@ -1,4 +1,5 @@
-"""Solvers that reach the exact optimum: Newton (IRLS), proximal Newton and L-BFGS.
+"""Solvers that reach the exact optimum: Newton (IRLS), proximal Newton, L-BFGS and the accelerated
+proximal gradient.
 
 All of them minimise, for ``N`` samples with weights ``w_n`` (1 by default),
 
@@ -14,7 +15,7 @@ Every derivative used by an update is analytic: the gradient is the model's manu
 form of :mod:`torch_logreg.functional` (``X~^T S X~ / N + l2 I`` on the augmented input
 ``X~ = [1, X]``). Autograd is never called. Sparse X (a CSR tensor) stays sparse: ``X~`` is a CSR
 tensor too, each Hessian block the sparse product ``X~^T (S X~)`` densified only as its ``(A, A)``
-result, and L-BFGS takes the sparse step.
+result, and L-BFGS and the proximal gradient take the sparse step.
 
 Solvers
 -------
@@ -38,6 +39,17 @@ Solvers
     line search, on all parameters of any :class:`~torch_logreg.models.StackedModel`; smooth
     objectives only (``l1 = 0``).
 
+``proximal``
+    Accelerated proximal gradient (FISTA) on ``theta = [b, W]`` with a backtracking estimate of
+    the gradient's Lipschitz constant (raised on a failed step, lowered a little before each
+    iteration) and adaptive restart of the momentum (O'Donoghue & Candes); soft-thresholding gives
+    exact zeros. Each iteration costs one or two full-batch steps (``O(N D K)``, or ``O(nnz K)``
+    for sparse X) and no Hessian, so it scales to L1 and elastic-net fits with many features
+    (:mod:`~torch_logreg.solvers.proximal`); it needs more iterations than Newton.
+
+:func:`choose_solver` is the rule that picks one of them from the problem's size (the
+estimator's ``solver="auto"``).
+
 Convergence is declared when the optimality measure, the largest absolute entry of the
 gradient (with ``l1 > 0``: of the minimum-norm subgradient), falls to ``tol`` or below, the
 criterion scipy's L-BFGS-B applies as ``pgtol`` and hence scikit-learn's ``tol`` for ``lbfgs``.
@@ -49,8 +61,8 @@ dtype are refused before the first iteration (:func:`prepare`).
 
 Host synchronisation: one read of the optimality measure per outer iteration and one per
 line-search trial, and for Newton one finiteness check of the Hessian per iteration; the
-proximal Newton inner solver reads its stopping measure every 10 inner iterations. All tensors
-stay on the model's device and dtype.
+proximal Newton inner solver reads its stopping measure every 10 inner iterations; the proximal
+gradient reads once per step trial. All tensors stay on the model's device and dtype.
 """
 
 from __future__ import annotations
@@ -70,6 +82,7 @@ from ..registry import EXACT_SOLVERS, L1_SOLVERS
 from .lbfgs import lbfgs
 from .newton import newton
 from .params import augment, get_theta, linear_layer, set_theta
+from .proximal import proximal
 from .result import ConvergenceWarning, NonFiniteError, SolverResult
 from .separation import SeparationWarning, find_separation
 
@@ -84,6 +97,7 @@ __all__ = [
     "SolverResult",
     "augment",
     "check_sample_weight",
+    "choose_solver",
     "fit_exact",
     "get_theta",
     "linear_layer",
@@ -115,9 +129,11 @@ def fit_exact(
     ``X`` ``(N, D)`` dense or sparse (``scipy.sparse`` or a torch sparse tensor: a CSR tensor, never
     densified; single-``Linear`` models), ``y`` as the model's ``targets`` accepts (labels ``(N,)`` or a target
     matrix ``(N, K)``), ``sample_weight`` ``(N,)`` non-negative (optional). ``solver`` is
-    ``"newton"`` (Newton/IRLS; proximal Newton when ``l1 > 0``; single-``Linear`` models) or
-    ``"lbfgs"`` (``l1 = 0`` only; any model). The run starts from the model's current
-    parameters and stops when the max-abs gradient (minimum-norm subgradient with L1) is
+    ``"newton"`` (Newton/IRLS; proximal Newton when ``l1 > 0``; single-``Linear`` models),
+    ``"lbfgs"`` (``l1 = 0`` only; any model) or ``"proximal"`` (accelerated proximal gradient;
+    single-``Linear`` models; no Hessian, for many features; :func:`choose_solver` says which
+    fits a problem). ``max_iter`` counts Newton, L-BFGS or FISTA iterations. The run starts from
+    the model's current parameters and stops when the max-abs gradient (minimum-norm subgradient with L1) is
     ``<= tol`` or after ``max_iter`` iterations (with a :class:`ConvergenceWarning`).
     ``device`` / ``dtype`` move the model first; otherwise the model's placement is used.
     ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
@@ -139,7 +155,7 @@ def fit_exact(
     if l1 > 0 and solver not in L1_SOLVERS:
         raise UsageError(
             f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
-            f"{list(L1_SOLVERS)} (proximal Newton)"
+            f"{list(L1_SOLVERS)}"
         )
     if device is not None or dtype is not None:
         dev = resolve_device(device) if device is not None else model.device
@@ -150,6 +166,8 @@ def fit_exact(
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
     if solver == "newton":
         newton(model, X, T, w, l2, l1, max_iter, tol, result, callback)
+    elif solver == "proximal":
+        proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     else:
         lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
@@ -175,6 +193,28 @@ def fit_exact(
     return result
 
 
+#: ``choose_solver``: Newton while its Hessian has at most this many rows, under an L2 penalty ...
+NEWTON_MAX_PARAMS = 400
+#: ... and without a penalty, where inference forms and factorises that Hessian anyway and L-BFGS approaches an
+#: optimum with no ``l2`` to bound the curvature from below slowly; above either, L-BFGS
+NEWTON_MAX_PARAMS_UNPENALISED = 1000
+#: with an L1 term, proximal Newton (FISTA on the dense ``(KA, KA)`` Hessian, ``O((KA)^2)`` memory and work per
+#: inner step) up to this many rows for dense X, and up to ``NEWTON_MAX_PARAMS`` for sparse X, whose Hessian is
+#: dense where X is not; above, the proximal gradient
+PROXIMAL_NEWTON_MAX_PARAMS = 2000
+
+
+def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, sparse: bool = False) -> str:
+    """The exact solver for a problem of ``n_params = K A`` parameters (the Hessian's rows): with
+    ``l1 > 0``, ``"newton"`` (proximal Newton) while ``n_params`` is at most
+    ``PROXIMAL_NEWTON_MAX_PARAMS`` (``NEWTON_MAX_PARAMS`` when ``X`` is ``sparse``), else
+    ``"proximal"``; with ``l1 = 0``, ``"newton"`` while it is at most ``NEWTON_MAX_PARAMS``
+    (``NEWTON_MAX_PARAMS_UNPENALISED`` when not ``penalised``), else ``"lbfgs"``."""
+    if l1 > 0:
+        return "newton" if n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS) else "proximal"
+    return "newton" if n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED) else "lbfgs"
+
+
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:
     """Validate once and return ``X`` ``(N, D)``, targets ``T`` ``(N, K)`` and weights ``(N,)``
     (or None), all on the model's device and dtype.
@@ -197,20 +237,6 @@ def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | N
 
 
 def check_sample_weight(sample_weight, n: int, dtype: torch.dtype, device) -> Tensor | None:
-    """``(N,)`` finite, non-negative weights with a positive sum, as a tensor; None passes."""
-    if sample_weight is None:
-        return None
-    w = validation.as_tensor(sample_weight, "sample_weight", dtype=dtype, device=device)
-    if w.dim() == 0:
-        w = w.expand(n).clone()
-    if w.dim() != 1 or w.shape[0] != n:
-        raise UsageError(f"sample_weight must have shape ({n},), got {tuple(w.shape)}")
-    where = validation.first_nonfinite(w)
-    if where is not None:
-        raise UsageError(f"sample_weight contains a non-finite value at sample {where[0]}")
-    if bool((w < 0).any()):
-        i = int((w < 0).nonzero()[0, 0])
-        raise UsageError(f"sample_weight must be non-negative, got {w[i].item()!r} at sample {i}")
-    if not bool((w > 0).any()):
-        raise UsageError("sample_weight sums to zero: at least one sample needs a positive weight")
-    return w
+    """``(N,)`` finite, non-negative weights with a positive sum, as a tensor; None passes
+    (:func:`~torch_logreg.validation.sample_weights`, the one check the loop makes too)."""
+    return validation.sample_weights(sample_weight, n, dtype, device)

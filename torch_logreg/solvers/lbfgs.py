@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import penalty
 from ..models import single_linear
 from ..steps import select
-from .params import center, get_theta, set_theta
+from .params import center, get_theta, set_theta, softmax_null_cols
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 
@@ -98,8 +98,8 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
     if model.link == "softmax" and layer is not None:
         # centre the columns the objective cannot see (bias; every column when l2 = 0)
         theta = get_theta(layer)
-        cols = penalty.theta_mask(theta, layer.bias is not None)[0] == 0
-        set_theta(layer, center(theta, torch.ones_like(cols) if l2 == 0 else cols))
+        cols = softmax_null_cols(penalty.theta_mask(theta, layer.bias is not None), l2 > 0)
+        set_theta(layer, center(theta, cols))
     result.n_iter = it
     result.loss = result.losses[-1]
     result.grad_norm = result.grad_norms[-1]

@@ -10,21 +10,9 @@ from torch import Tensor
 
 from .. import functional as F
 from .. import penalty
-from .params import augment, center, get_theta, linear_layer, set_theta, theta_grad
+from ..penalty import l1_optimality, soft_threshold
+from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
-
-
-def soft_threshold(x: Tensor, threshold: Tensor) -> Tensor:
-    """``sign(x) max(|x| - threshold, 0)``: the proximal map of ``threshold * |x|`` (elementwise)."""
-    return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
-
-
-def l1_optimality(theta: Tensor, grad: Tensor, l1_mask: Tensor) -> Tensor:
-    """Minimum-norm subgradient of ``f + sum(l1_mask * |theta|)`` (``l1_mask`` holds ``l1`` on
-    penalised entries, 0 elsewhere): ``g + l1 sign(theta)`` off zero, ``soft(g, l1)`` at zero."""
-    at_zero = soft_threshold(grad, l1_mask)
-    off_zero = grad + l1_mask * torch.sign(theta)
-    return torch.where(theta == 0, at_zero, off_zero)
 
 
 class _Hessian:
@@ -114,7 +102,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     l1_mask = l1 * mask
     null_cols = None
     if link == "softmax":
-        null_cols = (mask[0] == 0) if l2 > 0 or l1 > 0 else torch.ones_like(mask[0], dtype=torch.bool)
+        null_cols = softmax_null_cols(mask, l2 > 0 or l1 > 0)
         theta = center(theta, null_cols)
     eps = torch.finfo(theta.dtype).eps
 

@@ -11,12 +11,13 @@ from .. import models
 from ..layers import Linear
 
 
-def linear_layer(model) -> Linear:
-    """The model's only layer, which must be a :class:`Linear` (Newton needs its Hessian)."""
+def linear_layer(model, solver: str = "newton") -> Linear:
+    """The model's only layer, which must be a :class:`Linear` (Newton needs its Hessian, the
+    proximal gradient its ``theta``); ``solver`` names the caller in the error."""
     layer = models.single_linear(model)
     if layer is None:
         raise TypeError(
-            f"solver='newton' needs a model with a single Linear layer (LogisticRegression, "
+            f"solver={solver!r} needs a model with a single Linear layer (LogisticRegression, "
             f"SoftmaxRegression, LinearRegression); got {type(model).__name__}. Use solver='lbfgs'."
         )
     return layer
@@ -52,6 +53,16 @@ def theta_grad(layer_prefix: str, grads: dict[str, Tensor], bias: bool) -> Tenso
     if not bias:
         return gw
     return torch.cat([grads[f"{layer_prefix}.bias"][:, None], gw], dim=1)
+
+
+def softmax_null_cols(mask: Tensor, penalised: bool) -> Tensor:
+    """The columns of ``theta`` ``(K, A)`` along which a softmax objective is flat, as ``(A,)`` bools:
+    adding one value to a column's every class leaves the probabilities unchanged, so only a
+    penalty pins such a column. Under a penalty those are the unpenalised columns (the bias; ``mask``
+    is :func:`~torch_logreg.penalty.theta_mask`'s), without one every column."""
+    if not penalised:
+        return torch.ones_like(mask[0], dtype=torch.bool)
+    return mask[0] == 0
 
 
 def center(theta: Tensor, cols: Tensor) -> Tensor:
