@@ -19,6 +19,9 @@ Sections (see benchmarks/README.md for what each row means):
 * ``exact``: scikit-learn ``LogisticRegression(solver="lbfgs")`` against the project's exact
   solvers (``fit_exact`` with newton and lbfgs) stopped once they reach the same objective, and
   L1 on a sparse N x 100,000 matrix: scikit-learn's saga against ``fit_exact(solver="proximal")``;
+* ``sparse``: a hashed-feature-sized CSR matrix (500,000 x 2^20, 40 stored a row; smaller with
+  --quick): the loop's sparse epoch against one read of the CSR arrays and against autograd,
+  and scikit-learn's lbfgs against ``fit_exact(lbfgs)`` on the same matrix;
 * ``out-of-core``: mini-batch epochs streamed from a memory-mapped ``.npy`` (budget a tenth
   of the file) against the same epochs from memory;
 * ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
@@ -309,6 +312,94 @@ def sparse_l1(table: Table, n: int, d: int, repeats: int) -> None:
                                f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
 
 
+def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
+    """Hashed-feature-sized sparse data: ``n`` x ``d`` float32 CSR, ``per_row`` stored entries a
+    row, binary labels. The loop's epoch (the sparse step: ``X W^T`` and ``X^T G`` as sparse
+    products, plus the update) against one read of the CSR arrays (the floor) and against
+    autograd through ``torch.sparse.mm``; then scikit-learn's lbfgs at ``C = 1`` on the same CSR
+    matrix (float64) against ``fit_exact(lbfgs)`` stopped at the same objective."""
+    section = "sparse"
+    import scipy.sparse as sp
+
+    from torch_logreg import validation
+    from torch_logreg.steps.sparse import SparseStep
+
+    rng = np.random.default_rng(1)
+    rows = np.repeat(np.arange(n), per_row)
+    cols = rng.integers(0, d, n * per_row)
+    X = sp.csr_matrix((rng.random(n * per_row, dtype=np.float32), (rows, cols)), shape=(n, d), dtype=np.float32)
+    X.sum_duplicates()
+    coef = np.zeros(d, dtype=np.float32)
+    coef[rng.integers(0, d, 2000)] = rng.standard_normal(2000).astype(np.float32)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ coef)))).astype(np.int64)
+    Xt = validation.as_tensor(X, "X")
+    yt = torch.from_numpy(y)
+    csr_bytes = sum(t.numel() * t.element_size() for t in (Xt.values(), Xt.col_indices(), Xt.crow_indices()))
+    what = f"{n:,} x {d:,} CSR float32, {Xt.values().numel():,} stored ({csr_bytes / 2**20:.0f} MiB)"
+
+    def floor_read():  # one pass over the three CSR arrays
+        Xt.values().sum(), Xt.col_indices().sum(), Xt.crow_indices().sum()
+
+    model = hand_model(d, 1)
+    T = model.targets(yt, n)
+    step = SparseStep(model, Xt, T)
+    params = dict(model.named_parameters())
+
+    def loop_epoch():
+        _, grads = step.step(Xt, T, 0.0)
+        with torch.no_grad():
+            for name, p in params.items():
+                p.sub_(grads[name], alpha=LR)
+
+    ref = hand_model(d, 1)
+    Xc = Xt.to_sparse_coo()
+
+    def autograd_epoch():
+        w, b = ref.linear.weight, ref.linear.bias
+        z = torch.sparse.mm(Xc, w.T).squeeze(1) + b
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, T[:, 0])
+        gw, gb = torch.autograd.grad(loss, (w, b))
+        with torch.no_grad():
+            w.sub_(gw, alpha=LR)
+            b.sub_(gb, alpha=LR)
+
+    times = measure_interleaved({"floor": Case(floor_read), "loop": Case(loop_epoch),
+                                 "autograd": Case(autograd_epoch)}, repeats=repeats, warmup=1)
+    table.add(section, f"one read of the CSR arrays, {what}", times["floor"], floor=times["floor"])
+    table.add(section, "loop epoch, sparse step (X W^T, X^T G) + update", times["loop"], floor=times["floor"],
+              vs="autograd", other=times["autograd"])
+    table.add(section, "autograd epoch through torch.sparse.mm", times["autograd"], floor=times["floor"])
+
+    from sklearn.linear_model import LogisticRegression as SkLogReg
+
+    from torch_logreg.solvers import fit_exact
+
+    X64 = X.astype(np.float64)
+    sk = {}
+
+    def sk_fit():
+        sk["m"] = SkLogReg(C=1.0, solver="lbfgs", tol=1e-6, max_iter=1000).fit(X64, y)
+
+    t_sk = measure_interleaved({"sk": Case(sk_fit)}, repeats=max(1, repeats // 2), warmup=0)["sk"]
+    l2 = 1.0 / n
+    m = sk["m"]
+    z = X64 @ m.coef_[0] + m.intercept_[0]
+    sk_obj = float(np.mean(np.logaddexp(0, z) - y * z) + 0.5 * l2 * np.sum(m.coef_ ** 2))
+    table.add(section, "sklearn LogisticRegression lbfgs C=1, same CSR in float64", t_sk,
+              note=f"objective {sk_obj:.10f}, {int(m.n_iter_[0])} iterations")
+    X64t = validation.as_tensor(X64, "X")
+    holder = {}
+
+    def ours():
+        mdl = hand_model(d, 1, dtype=torch.float64)
+        holder["r"] = fit_exact(mdl, X64t, yt, solver="lbfgs", l2=l2, tol=0.0, max_iter=1000, warn=False,
+                                check_separation=False, callback=lambda it, obj: obj <= sk_obj)
+
+    t = measure_interleaved({"o": Case(ours)}, repeats=max(1, repeats // 2), warmup=0)["o"]
+    table.add(section, "torch_logreg fit_exact(lbfgs) to the same objective", t, vs="sklearn lbfgs", other=t_sk,
+              note=f"{holder['r'].n_iter} iterations")
+
+
 def scaling(table: Table, X_all, y_all, ns, device, repeats: int) -> None:
     """Per-epoch time of the loop (full batch) and of autograd for each N; log-log slopes."""
     section = "scaling"
@@ -490,6 +581,7 @@ def main(argv=None) -> int:
         n_ex = 20_000 if q else 100_000
         exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
         sparse_l1(table, 50_000 if q else 100_000, 100_000, repeats=1 if q else 3)
+        sparse(table, 50_000 if q else 500_000, 1 << 18 if q else 1 << 20, 40, repeats=3 if q else 7)
     except ImportError:
         table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
 

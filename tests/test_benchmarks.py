@@ -17,7 +17,7 @@ def test_run_quick_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout
     assert "| section" in text and "ratio (vs / this)" in text
-    for section in ("binary", "binary mb", "softmax", "softmax mb", "exact", "scaling", "tiny"):
+    for section in ("binary", "binary mb", "softmax", "softmax mb", "exact", "sparse", "scaling", "tiny"):
         assert f"| {section} " in text, section
     assert "log-log slope" in text
     data = json.loads(out.read_text())

@@ -218,7 +218,7 @@ def encode_table(schema: Schema, table) -> Tensor:
         codes = np.array([lookup.get(v, -1) for v in values.tolist()], dtype=np.int64)[inverse.reshape(-1)]
         if (codes < 0).any():
             r = int(np.nonzero(codes < 0)[0][0])
-            raise UsageError(f"{path}, {table.where(r)}, column {c!r}: category {values[inverse.reshape(-1)[r]]!r} was "
+            raise UsageError(f"{path}, {table.where(r)}, column {c!r}: category {str(values[inverse.reshape(-1)[r]])!r} was "
                              f"not seen in training (known: {listed(cats)})")
         block = np.zeros((table.n_rows, len(cats)), dtype=np.float64)
         block[np.arange(table.n_rows), codes] = 1.0
