@@ -245,16 +245,23 @@ def test_the_estimator_on_scipy_sparse_equals_the_estimator_on_the_dense_array(n
     assert np.abs(dense.predict_proba(A) - dense.predict_proba(X)).max() <= 1e-12  # dense fit, sparse predictions
 
 
-def test_the_estimator_says_sparse_is_accepted_and_inference_needs_dense_x():
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC0", "HC3"])
+def test_inference_on_sparse_x_equals_the_dense_inference(cov_type, monkeypatch):
+    from torch_logreg import inference
     from torch_logreg.estimators.estimator import InferenceUnavailable, LogisticRegressionClassifier
 
-    est = LogisticRegressionClassifier(penalty=None)
+    est = LogisticRegressionClassifier(penalty=None, cov_type=cov_type)
     assert est.__sklearn_tags__().input_tags.sparse
-    A = sparse_data(200, 4, 0.5, seed=1)
-    y = np.random.default_rng(0).integers(0, 2, 200)
-    est.fit(A, y)
-    with pytest.raises(InferenceUnavailable, match="inference needs dense X"):
-        _ = est.inference_
+    A = sparse_data(300, 4, 0.5, seed=1)
+    X = A.toarray()
+    y = (np.random.default_rng(0).random(300) < 1 / (1 + np.exp(-(X @ np.array([1.0, -1.0, 0.5, 0.0]))))).astype(int)
+    sparse = est.fit(A, y).inference_
+    dense = LogisticRegressionClassifier(penalty=None, cov_type=cov_type).fit(X, y).inference_
+    assert np.abs(sparse.bse - dense.bse).max() <= 1e-10 * np.abs(dense.bse).max()
+    assert np.abs(sparse.params - dense.params).max() <= 1e-10 * np.abs(dense.params).max()
+    monkeypatch.setattr(inference, "SPARSE_DENSE_MAX_ENTRIES", 1000)  # a sparse X too large to read densely
+    with pytest.raises(InferenceUnavailable, match="inference reads sparse X as dense rows"):
+        _ = LogisticRegressionClassifier(penalty=None).fit(A, y).inference_
 
 
 # --- refusals, float32, CUDA ------------------------------------------------------------------

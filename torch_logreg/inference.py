@@ -580,6 +580,10 @@ def _fmt(v: float) -> str:
 # --- inference --------------------------------------------------------------------------------
 
 
+#: sparse X is densified for inference up to this many entries (N x D; 400 MB in float64)
+SPARSE_DENSE_MAX_ENTRIES = 50_000_000
+
+
 def infer(
     model,
     X,
@@ -632,9 +636,12 @@ def infer(
     if weights_kind not in WEIGHTS_KINDS:
         raise UsageError(f"weights_kind must be one of {', '.join(map(repr, WEIGHTS_KINDS))}, got {weights_kind!r}")
     X, T, w = prepare(model, X, y, sample_weight)
-    if X.layout != torch.strided:
-        raise UsageError("inference needs dense X (its leverages, sandwiches and marginal effects read the rows); "
-                         "pass X.toarray() or a dense tensor")
+    if X.layout != torch.strided:  # leverages, sandwiches and marginal effects read the rows densely
+        if X.shape[0] * X.shape[1] > SPARSE_DENSE_MAX_ENTRIES:
+            raise UsageError(f"inference reads sparse X as dense rows, and this X has {X.shape[0]:,} x {X.shape[1]:,} "
+                             f"entries, more than {SPARSE_DENSE_MAX_ENTRIES:,}; standard errors of this many "
+                             "coefficients are rarely what is wanted: select columns first")
+        X = X.to_dense()
     bias = layer.bias is not None
     d = X.shape[1]
     names = list(feature_names) if feature_names is not None else [f"x{j + 1}" for j in range(d)]
