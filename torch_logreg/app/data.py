@@ -355,15 +355,7 @@ def load_numpy(path: Path, target: str, max_bytes: int = sources.DEFAULT_MAX_BYT
     if y is None:
         if X.ndim != 2 or X.shape[1] < 2:
             raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {X.shape}")
-        col = X.shape[1] - 1
-        if target:
-            try:
-                col = int(target)
-            except ValueError:
-                raise UsageError(f"{path}: for a .npy file data.target is a column index, got {target!r}") from None
-            if not -X.shape[1] <= col < X.shape[1]:
-                raise UsageError(f"{path}: target column {col} is outside the array's {X.shape[1]} columns")
-            col %= X.shape[1]
+        col = sources.target_column(target, X.shape[1], path, "a .npy file")
         y, X = np.asarray(X[:, col]), np.delete(X, col, axis=1)
     X = as_features(X, path)
     if y.shape != (X.shape[0],):

@@ -131,3 +131,17 @@ def open_npz(fh, path: Path, max_bytes: int):
         raise UsageError(f"{path} unpacks to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
                          "data.max_bytes if this machine has the memory for it")
     return archive
+
+
+def target_column(target: str, width: int, path: Path, what: str) -> int:
+    """The column ``data.target`` names in a ``width``-column ``what`` (a .npy array or a sparse
+    .npz matrix): an index, negative from the end, the last one when ``target`` is empty."""
+    if not target:
+        return width - 1
+    try:
+        col = int(target)
+    except ValueError:
+        raise UsageError(f"{path}: for {what} data.target is a column index, got {target!r}") from None
+    if not -width <= col < width:
+        raise UsageError(f"{path}: target column {col} is outside the {width} columns")
+    return col % width

@@ -168,15 +168,7 @@ def split_target(matrix, target: str, path: Path):
     if matrix.shape[1] < 2:
         raise UsageError(f"{path}: the matrix needs the target in one column and at least one feature, got shape "
                          f"{matrix.shape}")
-    col = matrix.shape[1] - 1
-    if target:
-        try:
-            col = int(target)
-        except ValueError:
-            raise UsageError(f"{path}: for a sparse .npz file data.target is a column index, got {target!r}") from None
-        if not -matrix.shape[1] <= col < matrix.shape[1]:
-            raise UsageError(f"{path}: target column {col} is outside the matrix's {matrix.shape[1]} columns")
-        col %= matrix.shape[1]
+    col = sources.target_column(target, matrix.shape[1], path, "a sparse .npz file")
     csc = matrix.tocsc()
     y = np.asarray(csc[:, col].toarray()).ravel()
     keep = np.delete(np.arange(matrix.shape[1]), col)

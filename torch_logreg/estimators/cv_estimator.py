@@ -20,9 +20,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import validate_data
 
 from .. import arguments, validation
 from ..devices import resolve_dtype
@@ -30,8 +27,7 @@ from ..errors import UsageError
 from ..path import CHOICES, SCORINGS_OF_KIND, regularization_path, stratified_folds
 from ..registry import EXACT_SOLVERS
 from ..solvers import ConvergenceWarning as SolverConvergenceWarning
-from ..solvers import check_sample_weight
-from .estimator import PENALISED_TOL, SPARSE_FORMATS, ConvergenceWarning, InferenceUnavailable, LogisticRegressionClassifier
+from .estimator import PENALISED_TOL, ConvergenceWarning, InferenceUnavailable, LogisticRegressionClassifier
 
 #: the solvers a path can use (the first-order loops of the single-C estimator cannot warm-start a path)
 SOLVERS = ("auto", *EXACT_SOLVERS)
@@ -175,32 +171,14 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
 
     def fit(self, X, y, sample_weight=None):
         """Fit on ``X`` (N, D) dense or ``scipy.sparse`` and labels ``y`` (N,); ``sample_weight`` (N,) optional."""
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1, accept_sparse=SPARSE_FORMATS)
-        check_classification_targets(y)
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        if sample_weight is not None and not isinstance(sample_weight, (numbers.Number, torch.Tensor)):
+            sample_weight = np.array(sample_weight, dtype=np.float64)  # a writable copy (pandas gives read-only views)
+        X, y, y_index, sw, weighted = self._labelled_rows(X, y, sample_weight)
         k = len(self.classes_)
-        if k < 2:
-            raise UsageError(
-                f"y contains only one class ({self.classes_[0]}); LogisticRegressionCVClassifier needs "
-                "samples of at least 2 classes"
-            )
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
         solver, l1_share = self._check_params(n_params, sparse=validation.is_sparse(X))
         Cs = self._check_Cs()
-        weighted = sample_weight is not None or self.class_weight is not None
-        if sample_weight is not None and not isinstance(sample_weight, (numbers.Number, torch.Tensor)):
-            sample_weight = np.array(sample_weight, dtype=np.float64)  # a writable copy (pandas gives read-only views)
-        sw = check_sample_weight(sample_weight, n, torch.float64, torch.device("cpu"))
-        sw = np.ones(n) if sw is None else sw.numpy()
-        if self.class_weight is not None:
-            sw = sw * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sw)[y_index]
-        per_class = np.bincount(y_index, weights=sw, minlength=k)
-        if (per_class > 0).sum() < 2:
-            raise UsageError(
-                "after sample_weight and class_weight only one class has a positive total weight "
-                f"(classes {list(self.classes_)}, weights {per_class.tolist()}); at least 2 classes are needed"
-            )
         folds = self._folds(X, y, y_index)
         if isinstance(Cs, int):
             grid = {"n_penalties": Cs, "penalty_min_ratio": PENALTY_MIN_RATIO}

@@ -189,8 +189,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             arguments.number("tol", self.tol, low=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise UsageError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
-        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise UsageError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
+        self._check_class_weight()
         arguments.number("learning_rate", self.learning_rate, low=0, low_open=True)
         if not isinstance(self.cov_type, str) or self.cov_type not in COV_TYPES:
             raise UsageError(f"cov_type must be one of {list(COV_TYPES)}, got {self.cov_type!r}")
@@ -242,7 +241,37 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             raise UsageError(f"cov_type='cluster' needs at least 2 groups, but groups holds the single label {uniques[0]!r}")
         return codes.reshape(-1)
 
+    def _check_class_weight(self) -> None:
+        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
+            raise UsageError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, got {self.class_weight!r}")
+
     # -- fitting --
+    def _labelled_rows(self, X, y, sample_weight):
+        """``X`` and ``y`` validated (dense or ``scipy.sparse`` X), ``classes_`` set, and the rows'
+        weights: ``(X, y, y_index, sw, weighted)``, ``sw`` ``(N,)`` the sample weights times the
+        class weights (ones for neither), ``weighted`` whether either was given."""
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1, accept_sparse=SPARSE_FORMATS)
+        check_classification_targets(y)
+        self.classes_, y_index = np.unique(y, return_inverse=True)
+        k = len(self.classes_)
+        if k < 2:
+            raise UsageError(
+                f"y contains only one class ({self.classes_[0]}); {type(self).__name__} needs "
+                "samples of at least 2 classes"
+            )
+        weighted = sample_weight is not None or self.class_weight is not None
+        sw = _sample_weight(sample_weight, X.shape[0])
+        self._check_class_weight()
+        if self.class_weight is not None:
+            sw = sw * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sw)[y_index]
+        per_class = np.bincount(y_index, weights=sw, minlength=k)
+        if (per_class > 0).sum() < 2:
+            raise UsageError(
+                "after sample_weight and class_weight only one class has a positive total weight "
+                f"(classes {list(self.classes_)}, weights {per_class.tolist()}); at least 2 classes are needed"
+            )
+        return X, y, y_index, sw, weighted
+
     def fit(self, X, y, sample_weight=None, groups=None):
         """Fit on ``X`` (N, D) and labels ``y`` (N,); ``sample_weight`` (N,) optional; ``groups`` (N,), the
         cluster of each row of ``X``, for ``cov_type="cluster"`` only.
@@ -255,32 +284,14 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         """
         name = None if isinstance(y, np.ndarray) else getattr(y, "name", None)
         dep_variable = str(name) if name is not None and str(name) else "y"
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_min_samples=1, accept_sparse=SPARSE_FORMATS)
-        check_classification_targets(y)
-        self.classes_, y_index = np.unique(y, return_inverse=True)
+        X, y, y_index, sw, weighted = self._labelled_rows(X, y, sample_weight)
         k = len(self.classes_)
-        if k < 2:
-            raise UsageError(
-                f"y contains only one class ({self.classes_[0]}); LogisticRegressionClassifier needs "
-                "samples of at least 2 classes"
-            )
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
         solver, l1_share = self.resolve_params(n_params, sparse=validation.is_sparse(X))
         codes = self._check_groups(groups, n, k)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
-
-        weighted = sample_weight is not None or self.class_weight is not None
-        sw = _sample_weight(sample_weight, n)
-        if self.class_weight is not None:
-            sw = sw * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sw)[y_index]
-        per_class = np.bincount(y_index, weights=sw, minlength=k)
-        if (per_class > 0).sum() < 2:
-            raise UsageError(
-                "after sample_weight and class_weight only one class has a positive total weight "
-                f"(classes {list(self.classes_)}, weights {per_class.tolist()}); at least 2 classes are needed"
-            )
 
         if self.penalty is None:
             l2 = l1 = 0.0
