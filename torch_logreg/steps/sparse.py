@@ -57,10 +57,19 @@ class SparseStep:
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
-        z = F.linear(X, W, b)
+        one = W.shape[0] == 1  # one output: sparse matrix-vector products, faster than (N, 1) matrix products
+        if one:
+            z = torch.mv(X, W[0]).unsqueeze(1)
+            if b is not None:
+                z = z + b
+        else:
+            z = F.linear(X, W, b)
         loss, grad_logits = self._loss_fn(z, T, self.sample_weight if X is self.X or self.X is None else None)
         XT = self.XT if X is self.X else F.csr_transpose(X)
-        grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
+        if one:
+            grads = {f"{self.prefix}.weight": torch.mv(XT, grad_logits[:, 0]).unsqueeze(0)}
+        else:
+            grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
         if b is not None:
             grads[f"{self.prefix}.bias"] = grad_logits.sum(dim=0)
         loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
