@@ -22,6 +22,7 @@ import codecs
 import csv
 import io
 import math
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -33,32 +34,28 @@ from . import sources
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
-class Table:
+class Table(ABC):
     """Named columns of equal length, read from ``path``; see the module docstring."""
 
     def __init__(self, path: Path, header: list[str], n_rows: int, fingerprint: dict | None) -> None:
         self.path, self.header, self.n_rows, self.fingerprint = path, header, n_rows, fingerprint
 
+    @abstractmethod
     def text(self, name: str) -> np.ndarray:
         """The stripped cells of column ``name`` as an object array of str."""
-        raise NotImplementedError
 
+    @abstractmethod
     def raw(self, name: str) -> list[str]:
         """The cells of column ``name`` exactly as written."""
-        raise NotImplementedError
 
+    @abstractmethod
     def numbers(self, name: str) -> np.ndarray:
         """Column ``name`` as finite float64 numbers; a cell that is not one is a UsageError
         naming its line."""
-        raise NotImplementedError
 
+    @abstractmethod
     def where(self, row: int) -> str:
         """Where row ``row`` (0-based) is in the file, for a message: ``"line 7"`` or ``"row 5"``."""
-        raise NotImplementedError
-
-    def take(self, rows: np.ndarray) -> Table:
-        """The table of ``rows`` only, in that order."""
-        raise NotImplementedError
 
 
 def _parse_float(text: str, path: Path, where: str, column: str) -> float:
@@ -98,9 +95,6 @@ class RowsTable(Table):
 
     def where(self, row: int) -> str:
         return f"line {self.rows[row][0]}"
-
-    def take(self, rows: np.ndarray) -> Table:
-        return RowsTable(self.path, self.header, [self.rows[int(r)] for r in rows], self.fingerprint)
 
 
 class ArrowTable(Table):
@@ -152,7 +146,7 @@ class ArrowTable(Table):
             else:
                 raise UsageError(f"{self.path}: column {name!r} holds {column.type} values, not numbers")
             values = column.to_numpy(zero_copy_only=False)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except pa.ArrowException:  # a cell Arrow cannot read as a number: the strict reader says which
             values = None
         if values is not None and np.isfinite(values).all():
             return values.astype(np.float64, copy=False)
@@ -167,17 +161,6 @@ class ArrowTable(Table):
 
     def where(self, row: int) -> str:
         return self._strict().where(row) if self._slow is not None else f"row {row}"
-
-    def take(self, rows: np.ndarray) -> Table:
-        import pyarrow as pa
-
-        index = pa.array(np.asarray(rows, dtype=np.int64))
-        strict = None
-        if self._slow is not None:
-            def strict():
-                return self._strict().take(rows)
-        return ArrowTable(self.path, self.header, {k: v.take(index) for k, v in self.columns.items()},
-                          self.fingerprint, strict)
 
 
 def _number_text(v) -> str:
@@ -300,7 +283,7 @@ def _arrow_csv(path: Path, content: bytes, print_: dict, strict) -> Table | None
             convert_options=pacsv.ConvertOptions(column_types={f"c{i}": pa.string() for i in range(len(first))},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
+    except (pa.ArrowException, UnicodeDecodeError):
         return None
     if arrow.num_rows == 0:
         return None

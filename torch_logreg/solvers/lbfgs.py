@@ -100,7 +100,4 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         theta = get_theta(layer)
         cols = softmax_null_cols(penalty.theta_mask(theta, layer.bias is not None), l2 > 0)
         set_theta(layer, center(theta, cols))
-    result.n_iter = it
-    result.loss = result.losses[-1]
-    result.grad_norm = result.grad_norms[-1]
-    result.converged = result.stop_reason == "converged"
+    result.finish(it)

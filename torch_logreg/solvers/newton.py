@@ -166,10 +166,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     if null_cols is not None:
         theta = center(theta, null_cols)
     set_theta(layer, theta)
-    result.n_iter = it
-    result.loss = result.losses[-1]
-    result.grad_norm = result.grad_norms[-1]
-    result.converged = result.stop_reason == "converged"
+    result.finish(it)
 
 
 def _prox_quadratic(theta: Tensor, g: Tensor, hess: _Hessian, l1_mask: Tensor, tol: float, max_iter: int = 5000) -> Tensor:

@@ -150,10 +150,7 @@ def proximal(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callba
     if null_cols is not None:
         x = center(x, null_cols)
     set_theta(layer, x)
-    result.n_iter = it
-    result.loss = result.losses[-1]
-    result.grad_norm = result.grad_norms[-1]
-    result.converged = result.stop_reason == "converged"
+    result.finish(it)
 
 
 def _secant_lipschitz(smooth, x: Tensor, g: Tensor, direction: Tensor) -> float:

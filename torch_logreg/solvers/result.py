@@ -61,6 +61,13 @@ class SolverResult:
     def penalized(self) -> bool:
         return self.l2 > 0 or self.l1 > 0
 
+    def finish(self, n_iter: int) -> None:
+        """Close a run after ``n_iter`` iterations: the last recorded iterate is the result."""
+        self.n_iter = n_iter
+        self.loss = self.losses[-1]
+        self.grad_norm = self.grad_norms[-1]
+        self.converged = self.stop_reason == "converged"
+
 
 def record_iterate(result: SolverResult, it: int, objective: float, optimality: float, tol: float,
                     max_iter: int, callback) -> bool:
