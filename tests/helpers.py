@@ -1,4 +1,5 @@
-"""Builders shared by the tests: random models and data of each kind."""
+"""Builders shared by the tests: random models and data of each kind, and the command line run
+in-process."""
 
 import pytest
 import torch
@@ -133,3 +134,24 @@ def l1_optimality(model, X, y, l1: float, l2: float = 0.0, sample_weight=None) -
     violation = torch.cat([p.reshape(-1) for p in parts]).max().item()
     margin = ((l1 - g[zero].abs()) / l1).min().item() if zero.any() else 1.0
     return {"violation": violation, "margin": margin, "support": ~zero}
+
+
+def run_cli(capsys, *args):
+    """``torch-logreg ARGS`` in this process: (exit status, stdout, stderr)."""
+    from torch_logreg.app.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expect_error(capsys, message, *args):
+    """``torch-logreg ARGS`` fails as a user's mistake should: exit status 2, no traceback, one
+    line ``torch-logreg: error: ...`` that contains ``message``; returns that line."""
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
+    assert message in lines[0], lines[0]
+    return lines[0]

@@ -15,14 +15,10 @@ import torch
 
 from torch_logreg.app.cli import main
 
+from helpers import expect_error, run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train(capsys, tmp_path, *sets, config="breast_cancer.toml", name="run"):
@@ -379,16 +375,6 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, signame, status
 
 
 # --- bad input --------------------------------------------------------------------------------
-
-
-def expect_error(capsys, message, *args):
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
-    assert message in lines[0], lines[0]
-    return lines[0]
 
 
 def csv_train(capsys, tmp_path, text, *sets, target="label"):

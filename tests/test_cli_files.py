@@ -12,24 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from torch_logreg.app.cli import main
+from helpers import expect_error, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def expect_error(capsys, message, *args):
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
-    assert message in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(directory: Path) -> dict:

@@ -9,16 +9,11 @@ import torch
 from sklearn.datasets import dump_svmlight_file
 
 import torch_logreg as tl
-from torch_logreg.app.cli import main
 from torch_logreg.app.config import load_config
 from torch_logreg.app.fitting import prepare
 from torch_logreg.app.runs import model_from_checkpoint
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def path_args(run_dir, *extra, sets=()):

@@ -8,14 +8,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from torch_logreg.app.cli import main
 from torch_logreg.app.runs import model_from_checkpoint
 
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from helpers import run_cli
 
 
 def weighted_csv(path, n: int = 300, seed: int = 0, classes: int = 2):

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from torch_logreg.app.cli import main
 from torch_logreg.app.config import load_config
 from torch_logreg.app.data import load_dataset
+
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.toml"))
 QUICK = ["train.device=cpu", "train.epochs=3", "log.checkpoint_every=1", "train.patience=0"]
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def predict(capsys, run_dir: Path, rows: Path, output: Path, *extra):

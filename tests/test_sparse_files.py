@@ -17,25 +17,12 @@ from sklearn.preprocessing import StandardScaler
 
 from torch_logreg.app import data as data_lib
 from torch_logreg.app import fitting, tables
-from torch_logreg.app.cli import main
 from torch_logreg.app.config import load_config
 from torch_logreg.app.runs import model_from_checkpoint
 
+from helpers import expect_error, run_cli
+
 N, D = 240, 30
-
-
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def expect_error(capsys, message, *args):
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line]
-    assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
-    assert message in lines[0], lines[0]
 
 
 def sparse_problem(n: int = N, d: int = D, seed: int = 0, classes: int = 2):
