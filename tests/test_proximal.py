@@ -119,16 +119,21 @@ def test_the_bias_is_never_penalised():
 # --- sparse X: scikit-learn's saga, and the same fit as dense X --------------------------------------------------
 
 
+def sparse_logistic(n: int, d: int, density: float, *, informative: int, scale: float, seed: int, state: int):
+    """A CSR ``(n, d)`` matrix of normal entries and 0/1 labels drawn from a logistic model on its
+    first ``informative`` columns (coefficients ``scale`` times normal draws)."""
+    rng = np.random.default_rng(seed)
+    X = sp.random(n, d, density=density, format="csr", random_state=state, data_rvs=rng.standard_normal)
+    coef = np.zeros(d)
+    coef[:informative] = scale * rng.standard_normal(informative)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ coef)))).astype(np.int64)
+    return X, y
+
+
 @pytest.fixture(scope="module")
 def sparse_problem():
     """3000 rows x 2000 sparse columns (0.5% dense), labels from 50 informative columns."""
-    rng = np.random.default_rng(0)
-    n, d = 3000, 2000
-    X = sp.random(n, d, density=0.005, format="csr", random_state=1, data_rvs=rng.standard_normal)
-    coef = np.zeros(d)
-    coef[:50] = 3 * rng.standard_normal(50)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ coef)))).astype(np.int64)
-    return X, y
+    return sparse_logistic(3000, 2000, 0.005, informative=50, scale=3.0, seed=0, state=1)
 
 
 def test_sparse_l1_matches_sklearn_saga(sparse_problem):
@@ -262,12 +267,8 @@ def test_choose_solver_rule():
 def test_estimator_auto_picks_proximal_for_wide_sparse_l1_and_matches_dense_newton():
     """(i) ``penalty="l1"`` on a wide sparse matrix: ``solver="auto"`` takes the proximal gradient, whose fit
     is the dense proximal Newton fit of the same data."""
-    rng = np.random.default_rng(5)
-    n, d = 600, 450
-    X = sp.random(n, d, density=0.05, format="csr", random_state=5, data_rvs=rng.standard_normal)
-    coef = np.zeros(d)
-    coef[:20] = 2 * rng.standard_normal(20)
-    y = (rng.random(n) < 1 / (1 + np.exp(-(X @ coef)))).astype(np.int64)
+    X, y = sparse_logistic(600, 450, 0.05, informative=20, scale=2.0, seed=5, state=5)
+    n, d = X.shape
     C = 0.5
     est = LogisticRegressionClassifier(penalty="l1", C=C, tol=1e-10, max_iter=20_000).fit(X, y)
     assert est.result_.solver == "proximal" and est.result_.converged
