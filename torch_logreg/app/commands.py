@@ -49,7 +49,7 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resum
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
                         T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step,
-                        sample_weight=prep.weight)
+                        sample_weight=prep.weight, sharded=prep.sharded)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
@@ -63,6 +63,10 @@ def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype
             history = trainer.run()
         except TrainingDiverged as exc:
             raise UsageError(str(exc)) from None
+        if prep.sharded and history.stop_reason != "interrupted":
+            from .shards import gather_logits
+
+            gather_logits(model, prep.X["train"], prep.T["train"])  # rank 0 reports the training split
         return RunResult(None, {"stop_reason": history.stop_reason, "epochs": trainer.epoch},
                          interrupted=history.stop_reason == "interrupted", signal=interrupt.signal)
 
@@ -105,7 +109,9 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
     has_val = prep.X["val"].shape[0] > 0
     logger = TensorBoardLogger(writer, every=cfg.log.every,
                                histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
-                               lr=cfg.train.lr, train_eval=(prep.X["train"], prep.T["train"]),
+                               lr=cfg.train.lr,
+                               # a rank's part of the training rows is not the training split
+                               train_eval=None if prep.sharded else (prep.X["train"], prep.T["train"]),
                                val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
                                pictures=epoch_pictures(prep), pictures_every=cfg.log.checkpoint_every)
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
@@ -134,7 +140,12 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
                          signal=interrupt.signal)
     if trainer.best_state is None:  # no validation data: the final weights are the best we have
         save_checkpoint(run_dir / "best.pt", payload(trainer, prep, cfg, True))
-    metrics = final_report(writer, model, prep, cfg, history, run_dir, device)
+    train_logits = None
+    if prep.sharded:
+        from .shards import gather_logits
+
+        train_logits = gather_logits(model, prep.X["train"], prep.T["train"])
+    metrics = final_report(writer, model, prep, cfg, history, run_dir, device, train_logits)
     return RunResult(run_dir, metrics)
 
 

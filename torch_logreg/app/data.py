@@ -241,10 +241,15 @@ def _category_key(v: str):
         return (1, 0.0, v)
 
 
-def _load_table(path: Path, data_cfg) -> Dataset:
-    """A CSV or Parquet file: the target column, the row weights, and the features of the others."""
+def load_table(path: Path, data_cfg, table=None, combine_levels=None) -> Dataset:
+    """A CSV or Parquet file: the target column, the row weights, and the features of the others.
+
+    ``table``: rows already read, one process's part of the file under torchrun; the categories
+    found in it go through ``combine_levels`` (column -> sorted levels, in and out), which merges
+    them with the other parts', so that every part is encoded alike."""
     target, categorical, hashed = data_cfg.target, list(data_cfg.categorical), list(data_cfg.hash)
-    table = read_table(path, data_cfg.max_bytes)
+    whole = table is None
+    table = read_table(path, data_cfg.max_bytes) if whole else table
     header = table.header
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
@@ -275,6 +280,8 @@ def _load_table(path: Path, data_cfg) -> Dataset:
         if empty.size:
             raise UsageError(f"{path}, {table.where(int(empty[0]))}, column {c!r}: empty cell")
         cats[c] = sorted(set(values.tolist()), key=_category_key)
+    if combine_levels is not None:
+        cats = combine_levels(cats)
     schema = Schema(columns, cats, False, target, drop_first=data_cfg.drop_first, hashed=hashed,
                     hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight)
     X = encode_table(schema, table)
@@ -282,11 +289,17 @@ def _load_table(path: Path, data_cfg) -> Dataset:
     empty = np.nonzero(y == "")[0]
     if empty.size:
         raise UsageError(f"{path}, {table.where(int(empty[0]))}, column {target!r}: empty target cell")
-    return Dataset(X, y.astype(str), schema, fingerprint=table.fingerprint, weight=_weights(table, weight))
+    return Dataset(X, y.astype(str), schema, fingerprint=table.fingerprint, weight=_weights(table, weight, whole))
 
 
-def _weights(table, column: str) -> np.ndarray | None:
-    """The ``column`` of row weights: finite, non-negative numbers, not all zero."""
+def merge_levels(parts: list[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """The categories of each column over several parts of one file, sorted as one part's are."""
+    return {c: sorted(set().union(*(p[c] for p in parts)), key=_category_key) for c in parts[0]}
+
+
+def _weights(table, column: str, whole: bool = True) -> np.ndarray | None:
+    """The ``column`` of row weights: finite, non-negative numbers, not all zero (in a ``whole``
+    file; a part of one may have only zeros)."""
     if not column:
         return None
     w = table.numbers(column)
@@ -294,7 +307,7 @@ def _weights(table, column: str) -> np.ndarray | None:
     if negative.size:
         raise UsageError(f"{table.path}, {table.where(int(negative[0]))}, column {column!r}: a row weight must be "
                          f"non-negative, got {w[negative[0]]:g}")
-    if not (w > 0).any():
+    if whole and not (w > 0).any():
         raise UsageError(f"{table.path}: every row weight in column {column!r} is 0; at least one row must count")
     return w
 
@@ -392,18 +405,23 @@ def is_sparse_file(path: Path) -> bool:
     return suffix in sparse_data.SVMLIGHT_SUFFIXES or (suffix == ".npz" and sparse_data.is_scipy_npz(path))
 
 
+def refuse_table_options(path: Path, data_cfg) -> None:
+    """A UsageError when the config names columns (categorical, hashed, weight) of ``path``, a file
+    that is not a table."""
+    named = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash),
+                            ("data.weight", data_cfg.weight)) if v]
+    if named:
+        raise UsageError(f"{named[0]} applies to CSV and Parquet files only; {path} is neither")
+
+
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
     """The data set a config's ``[data]`` section names, before any split."""
     if data_cfg.path:
         path = Path(data_cfg.path).expanduser()
         suffix = path.suffix.lower()
-        csv_only = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash),
-                                   ("data.weight", data_cfg.weight)) if v]
         if suffix in (".csv", ".txt", "", *PARQUET_SUFFIXES):
-            ds = _load_table(path, data_cfg)
-        elif csv_only:
-            raise UsageError(f"{csv_only[0]} applies to CSV and Parquet files only; {path} is neither")
-        elif is_sparse_file(path):
+            ds = load_table(path, data_cfg)
+        elif refuse_table_options(path, data_cfg) or is_sparse_file(path):
             ds = _load_sparse(path, data_cfg)
         elif suffix in (".npy", ".npz"):
             ds = load_numpy(path, data_cfg.target, data_cfg.max_bytes)
@@ -417,8 +435,14 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         noise = data_cfg.noise if data_cfg.noise >= 0 else DEFAULT_NOISE[data_cfg.name]
         _check_fits(n, data_cfg.n_features or 20 if data_cfg.name == "synthetic" else 2, torch.device(device))
         ds = _generated(data_cfg.name, n, noise, data_cfg.n_features or 20, seed, torch.device(device))
+    return finish_dataset(ds, data_cfg)
+
+
+def finish_dataset(ds: Dataset, data_cfg, whole: bool = True) -> Dataset:
+    """``data.keep_classes`` and ``data.add_radius`` applied to a data set as read (``whole``: all
+    of it, so keeping no row is an error; a part of a file may keep none)."""
     if data_cfg.keep_classes:
-        ds = _keep_classes(ds, [str(c) for c in data_cfg.keep_classes])
+        ds = _keep_classes(ds, [str(c) for c in data_cfg.keep_classes], whole)
     if data_cfg.add_radius:
         if ds.schema.sparse:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
@@ -449,11 +473,11 @@ def keep_mask(y, keep: list[str]) -> np.ndarray:
     return np.array([any(_same_label(v, k) for k in keep) for v in labels], dtype=bool)
 
 
-def _keep_classes(ds: Dataset, keep: list[str]) -> Dataset:
+def _keep_classes(ds: Dataset, keep: list[str], whole: bool = True) -> Dataset:
     y = ds.y.cpu().numpy() if isinstance(ds.y, Tensor) else ds.y
     labels = np.array([str(v) for v in y])
     mask = keep_mask(y, keep)
-    if not mask.any():
+    if whole and not mask.any():
         raise UsageError(f"data.keep_classes {keep} matches no row (labels present: {listed(sorted(set(labels))[:10])})")
     ds.X = take_rows(ds.X, torch.from_numpy(np.nonzero(mask)[0]))
     ds.y = y[mask]
@@ -561,6 +585,16 @@ def split_indices(y: Tensor, n: int, val_fraction: float, test_fraction: float, 
     return (torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(val)), torch.from_numpy(np.sort(test)))
 
 
+class _Alone:
+    """The statistics of one process's rows are those of all the rows."""
+
+    @staticmethod
+    def sum(t: Tensor) -> Tensor:
+        return t
+
+    max = sum
+
+
 class Standardizer:
     """``(x - mean) / scale`` with statistics from the training split only.
 
@@ -572,15 +606,21 @@ class Standardizer:
     Sparse features (a CSR tensor) are scaled but not centred (mean 0), as scikit-learn's
     ``StandardScaler(with_mean=False)`` does: centring would fill in every zero. The scale is
     still the standard deviation about the column's mean.
+
+    Under torchrun the training rows are spread over the processes: ``fit(X, combine)`` takes this
+    process's rows and ``combine`` (``.sum(t)`` and ``.max(t)`` of a tensor over the processes), and
+    every process gets the statistics of all the rows (the same two passes, summed in another order).
     """
 
     def __init__(self, mean: Tensor, scale: Tensor) -> None:
         self.mean, self.scale = mean, scale
 
     @classmethod
-    def fit(cls, X: Tensor) -> Standardizer:
+    def fit(cls, X: Tensor, combine=None) -> Standardizer:
         if X.layout == torch.sparse_csr:
-            return cls._fit_sparse(X)
+            return cls._fit_sparse(X, combine or _Alone)
+        if combine is not None:
+            return cls._fit_combined(X.to(torch.float64), combine)
         X = X.to(torch.float64)
         # 2^(e-1) > max |x| / 2 per column (2^e could overflow): X / 2^(e-1) lies in (-2, 2), and
         # scaling by a power of two is exact
@@ -593,14 +633,29 @@ class Standardizer:
         return cls(mean, scale)
 
     @classmethod
-    def _fit_sparse(cls, X: Tensor) -> Standardizer:
-        n, d = X.shape
+    def _fit_combined(cls, X: Tensor, combine) -> Standardizer:
+        """:meth:`fit` of the rows of all processes, ``X`` being this one's (float64)."""
+        amax = X.abs().amax(dim=0) if X.shape[0] else X.new_zeros(X.shape[1])
+        _, e = torch.frexp(combine.max(amax))
+        unit = torch.ldexp(torch.ones_like(e, dtype=torch.float64), e - 1)
+        unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        n = combine.sum(X.new_tensor(float(X.shape[0]))).clamp(min=1.0)
+        mean_u = combine.sum((X / unit).sum(dim=0)) / n
+        std = torch.sqrt(combine.sum(((X / unit - mean_u) ** 2).sum(dim=0)) / n) * unit
+        mean = mean_u * unit
+        scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
+        return cls(mean, scale)
+
+    @classmethod
+    def _fit_sparse(cls, X: Tensor, combine) -> Standardizer:
+        d = X.shape[1]
         values, cols = X.values().to(torch.float64).cpu(), X.col_indices().cpu()
-        total = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, values)
+        n = float(combine.sum(torch.tensor(float(X.shape[0]), dtype=torch.float64)))
+        total = combine.sum(torch.zeros(d, dtype=torch.float64).index_add_(0, cols, values))
         mean = total / max(n, 1)
         # sum over all rows of (x - mean)^2: the stored entries', plus mean^2 for each absent zero
-        count = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, torch.ones_like(values))
-        dev = torch.zeros(d, dtype=torch.float64).index_add_(0, cols, (values - mean[cols]) ** 2)
+        count = combine.sum(torch.zeros(d, dtype=torch.float64).index_add_(0, cols, torch.ones_like(values)))
+        dev = combine.sum(torch.zeros(d, dtype=torch.float64).index_add_(0, cols, (values - mean[cols]) ** 2))
         std = torch.sqrt((dev + (n - count) * mean**2) / max(n, 1))
         scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
         return cls(torch.zeros(d, dtype=torch.float64), scale)

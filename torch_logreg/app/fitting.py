@@ -45,6 +45,7 @@ class Prepared:
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
     weight: Tensor | None = None  # (N_train,) the training rows' weights (data.weight, train.class_weight)
+    sharded: bool = False  # under torchrun: X["train"] is this rank's part of the training rows (shards.py)
 
 
 def run_device(name: str) -> torch.device:
@@ -108,42 +109,100 @@ def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
 
 def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
             standardizer: data_lib.Standardizer | None = None) -> Prepared:
+    """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
+    on ``device``. Under torchrun each rank reads only its part of a .npy, svmlight or Parquet
+    file (:mod:`~torch_logreg.app.shards`); other data every rank reads whole."""
+    if shards_apply(cfg):
+        return _prepare_parts(cfg, device, dtype, standardizer)
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
-    kind = target_kind(cfg.model)
-    y, classes = data_lib.encode_labels(ds.y, kind)
-    if kind != "linear" and len(classes) < 2:
-        raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
-    build_model(cfg.model, ds.X.shape[1], len(classes))  # fail early on labels that do not fit the kind
-    n = ds.X.shape[0]
-    idx = dict(zip(SPLITS, data_lib.split_indices(y, n, cfg.data.val_fraction, cfg.data.test_fraction,
-                                                  cfg.train.seed, stratify=kind != "linear", classes=classes)))
-    if len(idx["train"]) == 0:
-        raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
+    y, classes = _labels(cfg, ds.y, ds.X.shape[1])
+    idx = _split(cfg, y, classes)
     X_split = {s: data_lib.take_rows(ds.X, i) for s, i in idx.items()}
     y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
-    plane = None
-    if len(ds.schema.columns) == 2 and not ds.schema.categorical and not ds.schema.sparse:
-        plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
     if standardizer is None:
         standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
                         else data_lib.Standardizer.identity(ds.X.shape[1]))
+    weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
+    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer, weight)
+
+
+def shards_apply(cfg: Config) -> bool:
+    """Whether this process reads only its part of the data file (under torchrun)."""
+    from . import shards
+
+    return shards.applies(cfg.data, world_size())
+
+
+def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
+                   standardizer: data_lib.Standardizer | None) -> Prepared:
+    """:func:`prepare` from this rank's part of the file: its training rows, and the held-out rows
+    gathered from every rank."""
+    from ..distributed import get_rank
+    from . import shards
+
+    rank = get_rank()
+    part = shards.read_part(cfg.data, rank, world_size())
+    labels = shards.gather_labels(part)
+    ds = part.ds
+    y, classes = _labels(cfg, labels.y, ds.X.shape[1])
+    idx = _split(cfg, y, classes)
+    mask, rows = shards.local_rows(idx["train"], labels, rank)
+    weight = row_weights(cfg, labels.weight, idx["train"], y.index_select(0, idx["train"]), len(classes))
+    idx = {**idx, "train": idx["train"][mask]}  # the global numbers of the training rows this rank holds
+    X_split = {"train": data_lib.take_rows(ds.X, rows),
+               **{s: shards.gather_rows(ds.X, idx[s], labels, rank) for s in ("val", "test")}}
+    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
+    if standardizer is None:
+        standardizer = (data_lib.Standardizer.fit(X_split["train"], shards.Combine()) if cfg.data.standardize
+                        else data_lib.Standardizer.identity(ds.X.shape[1]))
+    ds.X = None  # the part is in the splits now
+    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer,
+                     None if weight is None else weight[mask], sharded=True)
+
+
+def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
+    kind = target_kind(cfg.model)
+    y, classes = data_lib.encode_labels(y_raw, kind)
+    if kind != "linear" and len(classes) < 2:
+        raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
+    build_model(cfg.model, n_features, len(classes))  # fail early on labels that do not fit the kind
+    return y, classes
+
+
+def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
+    kind = target_kind(cfg.model)
+    idx = dict(zip(SPLITS, data_lib.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
+                                                  cfg.train.seed, stratify=kind != "linear", classes=classes)))
+    if len(idx["train"]) == 0:
+        raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
+    return idx
+
+
+def _prepared(cfg: Config, device: torch.device, dtype: torch.dtype, ds: data_lib.Dataset, X_split: dict,
+              y_split: dict, idx: dict, classes: list[str], standardizer: data_lib.Standardizer,
+              weight: Tensor | None, sharded: bool = False) -> Prepared:
+    """The splits standardized, with their targets, on ``device``."""
+    kind = target_kind(cfg.model)
+    n_features = X_split["train"].shape[1]
+    plane = None
+    if len(ds.schema.columns) == 2 and not ds.schema.categorical and not ds.schema.sparse:
+        plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
     X_out, T_out, y_out = {}, {}, {}
-    probe = build_model(cfg.model, ds.X.shape[1], len(classes)).to(device=device, dtype=dtype)
+    probe = build_model(cfg.model, n_features, len(classes)).to(device=device, dtype=dtype)
     for s in SPLITS:
         X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
         check_standardized(X_out[s], X_split[s], cfg.data.path or f"data set {cfg.data.name!r}", ds.schema.feature_names,
                            idx[s])
         y_out[s] = y_split[s].to(device)
         T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
-    weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
     return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
-                    ds.fingerprint, None if weight is None else weight.to(device=device, dtype=dtype))
+                    ds.fingerprint, None if weight is None else weight.to(device=device, dtype=dtype), sharded)
 
 
 def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
     """The weights of the training ``rows`` (labels ``y``): ``data.weight``'s times
     ``train.class_weight``'s (float64), or None when neither is set."""
-    w = None if weights is None else torch.from_numpy(weights).index_select(0, rows.cpu())
+    w = None if weights is None else torch.as_tensor(np.array(weights, dtype=np.float64)).index_select(0, rows.cpu())
     if cfg.train.class_weight == "balanced":
         balanced = data_lib.balanced_weights(y, n_classes, w)
         w = balanced if w is None else w * balanced
@@ -236,14 +295,17 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
                  T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None,
-                 sample_weight: Tensor | None = None) -> Trainer:
-    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard;
+                 sample_weight: Tensor | None = None, sharded: bool = False) -> Trainer:
+    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard of
+    ``X``, or all of it when ``sharded``, ``X`` being already this rank's rows;
     ``step``: the step a resumed run chose when it started, kept so it continues as it began;
     ``sample_weight``: the rows' weights)."""
     check_cuda_graph(cfg, model, device)
-    trainer_cls = Trainer
+    trainer_cls, shard = Trainer, {}
     if distributed:
         from ..distributed import DistributedTrainer as trainer_cls
+
+        shard = {"shard": not sharded}
     has_val = X_val is not None and X_val.shape[0] > 0
     options = loop_options(cfg)
     if step and options["step"] == "auto":
@@ -251,7 +313,7 @@ def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_v
     # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
     return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
                        X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks),
-                       sample_weight=sample_weight)
+                       sample_weight=sample_weight, **shard)
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,

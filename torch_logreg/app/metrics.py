@@ -122,26 +122,28 @@ def classification_metrics(P: Predictions, classes: list[str] | None = None) -> 
 
 
 @torch.no_grad()
-def evaluate(model, X: Tensor, T: Tensor, classes: list[str] | None = None) -> dict[str, float]:
-    """Metrics of ``model`` on features ``X`` and prepared targets ``T`` (N, K), flat scalars.
+def evaluate(model, X: Tensor | None, T: Tensor, classes: list[str] | None = None,
+             logits: Tensor | None = None) -> dict[str, float]:
+    """Metrics of ``model`` on features ``X`` (or their ``logits``, computed elsewhere) and
+    prepared targets ``T`` (N, K), flat scalars.
 
     ``loss`` is the data term of the objective (no penalty). Regression adds ``r2``; a classifier
     adds :func:`classification_metrics` (``accuracy``, ``auc``, ``log_loss``, ``brier``,
     ``precision_macro``, ``recall_macro``, ``f1_macro``, and with ``classes`` the per-class
     ``precision[<label>]``, ``recall[<label>]``, ``f1[<label>]``). An empty split gives ``{}``.
     """
-    logits, out = _loss(model, X, T)
+    logits, out = _loss(model, X, T, logits)
     if logits is None or model.link == "identity":
         return out
     out.update(classification_metrics(predictions(model, X, T, logits), classes))
     return out
 
 
-def _loss(model, X: Tensor, T: Tensor) -> tuple[Tensor | None, dict[str, float]]:
+def _loss(model, X: Tensor | None, T: Tensor, logits: Tensor | None = None) -> tuple[Tensor | None, dict[str, float]]:
     """The logits and ``{"loss": ..., "r2": ... (regression)}``; ``(None, {})`` for no rows."""
-    if X.shape[0] == 0:
+    if T.shape[0] == 0:
         return None, {}
-    logits = model.logits(X)
+    logits = model.logits(X) if logits is None else logits
     loss, _ = model.loss_fn(logits, T)
     out = {"loss": loss.item()}
     if model.link == "identity":

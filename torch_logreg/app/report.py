@@ -62,12 +62,19 @@ def epoch_pictures(prep: Prepared) -> Callable | None:
     return draw
 
 
-def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device) -> dict:
+def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device,
+                 train_logits: tuple | None = None) -> dict:
     """Write metrics.json (every split's :func:`~torch_logreg.app.metrics.evaluate`, per-class
     scores named by the class labels, and how the run went) and, with a ``writer``, the final
-    TensorBoard entries; returns what metrics.json holds."""
+    TensorBoard entries; returns what metrics.json holds. ``train_logits``: the logits and targets
+    of the whole training split, when this process holds only a part of it (under torchrun)."""
     classes = prep.classes if model.link != "identity" else None
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in SPLITS}
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in SPLITS if s != "train"}
+    if train_logits is None:
+        result["train"] = metrics_lib.evaluate(model, prep.X["train"], prep.T["train"], classes)
+    else:
+        logits, T = train_logits
+        result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits)
     out = {
         **{s: result[s] for s in SPLITS},
         # each split's "loss" is the mean NLL; this is what training minimised (with the penalties)
@@ -92,11 +99,12 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
         out["true_weights_cosine"] = float(torch.dot(w, w_true) / (w.norm() * w_true.norm()))
     write_text_atomic(run_dir / "metrics.json", json_text(out))
     if writer is not None:
-        _log_final(writer, model, prep, cfg, history, result, layer)
+        _log_final(writer, model, prep, cfg, history, result, layer, train_logits)
     return out
 
 
-def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict, layer) -> None:
+def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict, layer,
+               train_logits: tuple | None) -> None:
     from .plots import confusion_matrix_image, reliability_image, weight_images
     from .tensorboard import HPARAM_METRICS, config_hparams, write_hparams
 
@@ -106,7 +114,10 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
     scores.update({f"{s}/{m}": result[s][m] for s in SPLITS for m in HPARAM_METRICS if m in result[s]})
     write_hparams(writer, config_hparams(cfg, split), scores, step)
     if model.link != "identity":
-        P = metrics_lib.predictions(model, prep.X[split], prep.T[split])
+        if split == "train" and train_logits is not None:
+            P = metrics_lib.predictions(model, None, train_logits[1], train_logits[0])
+        else:
+            P = metrics_lib.predictions(model, prep.X[split], prep.T[split])
         if model.n_outputs == 1:
             writer.add_pr_curve(f"{split}/pr_curve", torch.from_numpy((P.y == 1).astype(np.int64)),
                                 torch.from_numpy(P.proba[:, 1]), step)

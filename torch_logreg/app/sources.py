@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import UsageError
 
 DEFAULT_MAX_BYTES = 2 << 30  # data.max_bytes: the largest data file read (2 GiB)
+NO_LIMIT = 1 << 62  # check_source without a size limit (a file of which one part is read)
 CONFIG_MAX_BYTES = 1 << 20  # a config file is a few hundred bytes; one of a megabyte is not a config
 CHUNK = 1 << 20
 

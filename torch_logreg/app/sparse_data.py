@@ -43,13 +43,14 @@ def to_torch(matrix) -> Tensor:
     return as_sparse_csr(matrix, "X", torch.float64)
 
 
-def check_finite(X: Tensor, path) -> None:
-    """Every stored value of a CSR ``X`` finite; the first that is not is named by row and column."""
+def check_finite(X: Tensor, path, first_row: int = 0) -> None:
+    """Every stored value of a CSR ``X`` finite; the first that is not is named by row (counted
+    from ``first_row``) and column."""
     values = X.values()
     bad = ~torch.isfinite(values)
     if bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
-        row = int(torch.searchsorted(X.crow_indices(), torch.tensor(k), right=True)) - 1
+        row = int(torch.searchsorted(X.crow_indices(), torch.tensor(k), right=True)) - 1 + first_row
         raise UsageError(f"{path}: row {row}, column {int(X.col_indices()[k])}: {values[k].item()} is not a finite number")
 
 
@@ -89,23 +90,43 @@ def read_svmlight(path: Path, max_bytes: int, base: int | None = None, width: in
     """``(X, y, base, fingerprint)`` of an svmlight file: X a float64 torch CSR tensor, y the labels
     (float64). ``base`` (0 or 1) fixes where indices start (None: 1 unless index 0 occurs);
     ``width`` is the number of columns a new file must fit (None: as many as the file uses)."""
-    from sklearn.datasets import load_svmlight_file
-
     content, print_ = sources.read_bytes(path, max_bytes)
     if not content.strip():
         raise UsageError(f"{path} is empty")
+    matrix, y = parse_svmlight(content, path)
+    if base is None:
+        base = index_base(matrix)
+    X, y = svmlight_features(matrix, y, path, base, width)
+    return X, y, base, print_
+
+
+def parse_svmlight(content: bytes, path: Path, first_line=lambda: 1):
+    """``(matrix, y)`` of svmlight text: a scipy CSC matrix indexed as written (column ``j`` is
+    index ``j``) and the float64 labels. ``first_line()`` is the file's line number of the text's
+    first line, asked only to name a bad line (a part of a file starts further down)."""
+    from sklearn.datasets import load_svmlight_file
+
     try:
         matrix, y = load_svmlight_file(io.BytesIO(content), zero_based=True, query_id=False, dtype=np.float64)
     except ValueError as exc:
         where = _bad_line(content)
         if where is not None:
-            raise UsageError(f"{path}, line {where[0]}: {where[1]}") from None
+            raise UsageError(f"{path}, line {where[0] + first_line() - 1}: {where[1]}") from None
         raise UsageError(f"{path} is not a readable svmlight / libsvm file: {exc}") from None
-    matrix = matrix.tocsc()
-    if base is None:
-        base = 1 if matrix.shape[1] == 0 or matrix[:, 0].nnz == 0 else 0
-    elif base == 1 and matrix.shape[1] and matrix[:, 0].nnz:
-        row = int(matrix[:, 0].nonzero()[0][0])
+    return matrix.tocsc(), y
+
+
+def index_base(matrix) -> int:
+    """Where a file's feature indices start: 0 when index 0 occurs, else 1 (as libsvm writes)."""
+    return 1 if matrix.shape[1] == 0 or matrix[:, 0].nnz == 0 else 0
+
+
+def svmlight_features(matrix, y: np.ndarray, path: Path, base: int, width: int | None, first_row: int = 0):
+    """``(X, y)``: the parsed ``matrix`` as the model's features, index ``base`` being column 0 and
+    ``width`` columns (None: as many as it uses), values and labels checked finite (rows named
+    from ``first_row``)."""
+    if base == 1 and matrix.shape[1] and matrix[:, 0].nnz:
+        row = int(matrix[:, 0].nonzero()[0][0]) + first_row
         raise UsageError(f"{path}: row {row} has feature index 0, but training read its file as one-based (indices "
                          "from 1); write the file with the indices training used")
     if base == 1 and matrix.shape[1]:
@@ -122,10 +143,11 @@ def read_svmlight(path: Path, max_bytes: int, base: int | None = None, width: in
     elif n_cols == 0:
         raise UsageError(f"{path}: no line has a feature; an svmlight line is 'label index:value ...'")
     X = to_torch(matrix)
-    check_finite(X, path)
+    check_finite(X, path, first_row)
     if not np.isfinite(y).all():
-        raise UsageError(f"{path}: the label of row {int(np.nonzero(~np.isfinite(y))[0][0])} is not a finite number")
-    return X, y, base, print_
+        raise UsageError(f"{path}: the label of row {int(np.nonzero(~np.isfinite(y))[0][0]) + first_row} is not a "
+                         "finite number")
+    return X, y
 
 
 # --- scipy .npz ----------------------------------------------------------------------------------

@@ -99,12 +99,15 @@ class RowsTable(Table):
 
 class ArrowTable(Table):
     """A table held as pyarrow arrays (a CSV read by Arrow, or a Parquet file). ``slow`` reads the
-    same file line by line, for the messages that name a line (None for Parquet)."""
+    same file line by line, for the messages that name a line (None for Parquet). ``first_row``:
+    the file's row number of the table's first row (a part of a Parquet file starts further down)."""
 
-    def __init__(self, path: Path, header: list[str], columns: dict, fingerprint: dict | None, slow=None):
+    def __init__(self, path: Path, header: list[str], columns: dict, fingerprint: dict | None, slow=None,
+                 first_row: int = 0):
         n = len(next(iter(columns.values()))) if columns else 0
         super().__init__(path, header, n, fingerprint)
         self.columns, self._slow, self._slow_table = columns, slow, None
+        self.first_row = first_row
 
     def _strict(self) -> RowsTable:
         if self._slow_table is None:
@@ -156,11 +159,11 @@ class ArrowTable(Table):
         if values is None:
             cells = self.text(name)
             bad = next(i for i, v in enumerate(cells) if not _is_number(v))
-            raise UsageError(f"{self.path}, row {bad}, column {name!r}: {cells[bad]!r} is not a number")
-        raise UsageError(f"{self.path}, row {bad}, column {name!r}: {values[bad]} is not a finite number")
+            raise UsageError(f"{self.path}, {self.where(bad)}, column {name!r}: {cells[bad]!r} is not a number")
+        raise UsageError(f"{self.path}, {self.where(bad)}, column {name!r}: {values[bad]} is not a finite number")
 
     def where(self, row: int) -> str:
-        return self._strict().where(row) if self._slow is not None else f"row {row}"
+        return self._strict().where(row) if self._slow is not None else f"row {row + self.first_row}"
 
 
 def _number_text(v) -> str:
@@ -303,36 +306,43 @@ def _arrow_csv(path: Path, content: bytes, print_: dict, strict) -> Table | None
     return ArrowTable(path, names, columns, print_, strict)
 
 
-def _unpacked_bytes(handle) -> int:
-    """What a Parquet file's columns take in memory once read: rows times the width of each
-    fixed-width column (a run of zeros is stored in a few bytes), and the uncompressed size of
-    each other column."""
+def _unpacked_bytes(handle, row_groups: list[int] | None = None) -> int:
+    """What a Parquet file's columns (in ``row_groups``, default all) take in memory once read: rows
+    times the width of each fixed-width column (a run of zeros is stored in a few bytes), and the
+    uncompressed size of each other column."""
     meta, schema = handle.metadata, handle.schema_arrow
+    groups = range(meta.num_row_groups) if row_groups is None else row_groups
+    rows = sum(meta.row_group(i).num_rows for i in groups)
     total = 0
     for j, field in enumerate(schema):
         try:
-            total += meta.num_rows * max(1, field.type.bit_width // 8)
+            total += rows * max(1, field.type.bit_width // 8)
         except ValueError:  # not fixed-width: text, binary, nested
-            total += sum(meta.row_group(i).column(j).total_uncompressed_size for i in range(meta.num_row_groups))
+            total += sum(meta.row_group(i).column(j).total_uncompressed_size for i in groups)
     return total
 
 
-def read_parquet(path: Path, max_bytes: int) -> Table:
-    """A Parquet file's columns; its unpacked size counts against ``max_bytes``."""
+def read_parquet(path: Path, max_bytes: int, row_groups: list[int] | None = None, first_row: int = 0,
+                 fingerprint: bool = True) -> Table:
+    """A Parquet file's columns (only ``row_groups``, whose first row is the file's row
+    ``first_row``, when given); what is read unpacks to at most ``max_bytes``. ``fingerprint``:
+    hash the file for the run (False: a part read by one of several processes, the first of
+    which hashes it)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         raise UsageError(f"{path}: reading Parquet needs the pyarrow package: pip install pyarrow") from None
-    sources.check_source(path, max_bytes)
-    print_ = sources.fingerprint(path, max_bytes)
+    sources.check_source(path, max_bytes if row_groups is None else sources.NO_LIMIT)
+    print_ = sources.fingerprint(path, sources.NO_LIMIT) if fingerprint else None
     try:
         with pq.ParquetFile(path) as handle:
-            unpacked = _unpacked_bytes(handle)
+            unpacked = _unpacked_bytes(handle, row_groups)
             if unpacked > max_bytes:
-                raise UsageError(f"{path} unpacks to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
+                what = f"{path} unpacks" if row_groups is None else f"{path}: this process's row groups unpack"
+                raise UsageError(f"{what} to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
                                  "data.max_bytes if this machine has the memory for it")
-            arrow = handle.read()
+            arrow = handle.read() if row_groups is None else handle.read_row_groups(row_groups)
     except UsageError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -351,7 +361,7 @@ def read_parquet(path: Path, max_bytes: int) -> Table:
             import pyarrow.compute as pc
 
             row = int(pc.index(pc.is_null(column), True).as_py())
-            raise UsageError(f"{path}, row {row}, column {name!r}: a missing value (null)")
+            raise UsageError(f"{path}, row {row + first_row}, column {name!r}: a missing value (null)")
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type) or
@@ -359,4 +369,4 @@ def read_parquet(path: Path, max_bytes: int) -> Table:
                 pa.types.is_boolean(column.type) or pa.types.is_decimal(column.type)):
             column = column.cast(pa.string())
         columns[name] = column
-    return ArrowTable(path, names, columns, print_)
+    return ArrowTable(path, names, columns, print_, first_row=first_row)
