@@ -215,3 +215,36 @@ def test_streamed_run_with_a_thread_for_the_reader_matches_closely(tmp_path):
         assert ((p - q).abs().max() / p.abs().max()).item() <= 1e-12
     with pytest.raises(ValueError, match="compute_threads"):
         StreamingTrainer(tl.LogisticRegression(50), xp, yp, memory_budget_bytes=1 << 30, compute_threads=0, **kw)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_subset_of_rows_with_a_transform_equals_the_in_memory_run_on_those_rows(tmp_path, weighted):
+    """``rows`` (a training split) and ``transform`` (a standardizer) streamed from the whole file
+    give the in-memory run on ``transform(X[rows])``, bit for bit in float64."""
+    X, y = _data(n=2000)
+    X[:, 3] = X[:, 3] * 50 + 7
+    xp, yp = _files(tmp_path, X, y)
+    rows = np.random.default_rng(1).permutation(2000)[:1300]
+    mean, scale = X[rows].mean(0), X[rows].std(0)
+
+    def transform(t):
+        return (t - torch.from_numpy(mean)) / torch.from_numpy(scale)
+
+    w = np.random.default_rng(2).uniform(0.2, 3.0, size=len(rows)) if weighted else None
+    ref = tl.LogisticRegression(X.shape[1])
+    tl.Trainer(ref, transform(torch.from_numpy(X[rows])), y[rows], solver="nesterov", sample_weight=w, **KW).run()
+    model = tl.LogisticRegression(X.shape[1])
+    trainer = StreamingTrainer(model, xp, yp, memory_budget_bytes=X.nbytes // 2, rows=rows, transform=transform,
+                               solver="nesterov", sample_weight=w, compute_threads=torch.get_num_threads(), **KW)
+    hist = trainer.run()
+    assert trainer.n_samples == 1300 and hist.n_steps == 4 * int(np.ceil(1300 / 128))
+    for name, p in ref.named_parameters():
+        assert torch.equal(p, dict(model.named_parameters())[name]), name
+
+
+def test_rows_outside_the_file_are_refused(tmp_path):
+    X, y = _data(n=100)
+    xp, yp = _files(tmp_path, X, y)
+    for rows in ([], [0, 100], [-1]):
+        with pytest.raises(tl.UsageError, match="rows must be"):
+            StreamingTrainer(tl.LogisticRegression(12), xp, yp, memory_budget_bytes=1 << 20, rows=rows, **KW)

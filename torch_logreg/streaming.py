@@ -92,14 +92,15 @@ class BatchStreamer:
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, model, *, batch_size: int, n_slots: int,
-                 dtype: torch.dtype, device: torch.device, check_targets: bool = True) -> None:
+                 dtype: torch.dtype, device: torch.device, check_targets: bool = True, transform=None) -> None:
         self.X, self.y, self.model = X, y, model
+        self.transform = transform  # float64 rows -> the rows the model sees (e.g. standardized), or None
         self.check_targets = check_targets  # False when the labels were checked up front
         self.batch_size, self.n_slots, self.dtype, self.device = batch_size, n_slots, dtype, device
         self.n_outputs = int(model.n_outputs)
         self.pin = device.type == "cuda"
         self._np_dtype = torch.empty((), dtype=dtype).numpy().dtype
-        self.slot_bytes, self.staging_bytes = self.sizes(X, y, batch_size, self.n_outputs, dtype)
+        self.slot_bytes, self.staging_bytes = self.sizes(X, y, batch_size, self.n_outputs, dtype, transform is not None)
         self.allocated_bytes = 0
         self.bytes_in_use = 0
         self.peak_bytes_in_use = 0
@@ -115,13 +116,17 @@ class BatchStreamer:
             self._X_t = torch.from_numpy(X)
 
     @staticmethod
-    def sizes(X: np.ndarray, y: np.ndarray, batch_size: int, n_outputs: int, dtype: torch.dtype) -> tuple[int, int]:
-        """``(bytes per slot, bytes of the staging arrays)`` for this data and batch size."""
+    def sizes(X: np.ndarray, y: np.ndarray, batch_size: int, n_outputs: int, dtype: torch.dtype,
+              transform: bool = False) -> tuple[int, int]:
+        """``(bytes per slot, bytes of the staging arrays)`` for this data and batch size (and a
+        ``transform``, whose float64 input and output are staging too)."""
         item = torch.empty((), dtype=dtype).element_size()
         d = X.shape[1]
         slot = batch_size * (d + n_outputs) * item
         staging = 0
-        if X.dtype != torch.empty((), dtype=dtype).numpy().dtype:
+        if transform:
+            staging += batch_size * d * (X.dtype.itemsize + 16)  # gathered rows, as float64, transformed
+        elif X.dtype != torch.empty((), dtype=dtype).numpy().dtype:
             staging += batch_size * d * X.dtype.itemsize  # rows in the file's dtype before the cast
         y_width = int(np.prod(y.shape[1:], dtype=np.int64)) if y.ndim > 1 else 1
         staging += batch_size * y_width * y.dtype.itemsize  # gathered labels
@@ -153,7 +158,12 @@ class BatchStreamer:
         Targets already checked up front are only converted here; otherwise they are checked.
         """
         xs, ts = self._slots[slot]
-        if isinstance(rows, slice):
+        if self.transform is not None:
+            gathered = self._X_t[rows] if isinstance(rows, slice) else self._X_t.index_select(0, torch.from_numpy(rows))
+            nb = gathered.shape[0]
+            xs[:nb].copy_(self.transform(gathered.to(torch.float64)))
+            src_y = self.y[rows] if isinstance(rows, slice) else np.take(self.y, rows, axis=0)
+        elif isinstance(rows, slice):
             nb = rows.stop - rows.start
             xs[:nb].copy_(self._X_t[rows])  # a contiguous read, cast on the way if needed
             src_y = self.y[rows]
@@ -261,6 +271,10 @@ class StreamingTrainer(Trainer):
     reads the file once up front, in budget-sized chunks, to check shapes, finiteness and
     targets. ``compute_threads`` (CPU only): torch threads for the loop while it runs, leaving
     the rest to the reader; default one fewer than ``torch.get_num_threads()``, at least one.
+    ``rows``: the row numbers of the file to train on (a training split; default all), ``y`` and
+    ``sample_weight`` being those of every row and of these rows respectively; batches draw the
+    same permutation over them as the in-memory Trainer over ``X[rows]``. ``transform``: applied
+    to each batch's rows (float64) as they are read, e.g. a standardizer's.
     Validation data (``X_val``, ``y_val``) is held in memory as usual. Every other keyword is the
     Trainer's; ``batch_size`` must be positive unless the whole file fits.
     """
@@ -268,7 +282,8 @@ class StreamingTrainer(Trainer):
     streams_data = True
 
     def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",
-                 validate: bool = True, compute_threads: int | None = None, **kwargs) -> None:
+                 validate: bool = True, compute_threads: int | None = None, rows=None, transform=None,
+                 **kwargs) -> None:
         arguments.number("memory_budget_bytes", memory_budget_bytes, low=1, integer=True)
         arguments.number("prefetch", prefetch, low=1, integer=True)
         arguments.choice("order", order, ORDERS)
@@ -279,9 +294,12 @@ class StreamingTrainer(Trainer):
         self.order = order
         self._validate = validate
         self._requested_prefetch = prefetch
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.transform = transform
         super().__init__(model, X, y, **kwargs)
         n = self.n_samples
-        slot, staging = BatchStreamer.sizes(self.X, self.y, self.batch_size, int(self.model.n_outputs), self.dtype)
+        slot, staging = BatchStreamer.sizes(self.X, self.y, self.batch_size, int(self.model.n_outputs), self.dtype,
+                                            transform is not None)
         n_slots = min(prefetch + 1, (memory_budget_bytes - staging) // slot if memory_budget_bytes > staging else 0)
         if n_slots < 2:
             need = 2 * slot + staging
@@ -293,11 +311,15 @@ class StreamingTrainer(Trainer):
             )
         self.prefetch = int(n_slots) - 1
         self.streamer = BatchStreamer(self.X, self.y, self.model, batch_size=self.batch_size, n_slots=int(n_slots),
-                                      dtype=self.dtype, device=self.device, check_targets=not validate)
+                                      dtype=self.dtype, device=self.device, check_targets=not validate,
+                                      transform=transform)
 
     @property
     def n_samples(self) -> int:
-        return int(self.X.shape[0])
+        """The rows trained on."""
+        return int(self.X.shape[0]) if self.rows is None else len(self.rows)
+
+    n_rows = n_samples
 
     @property
     def file_bytes(self) -> int:
@@ -320,6 +342,9 @@ class StreamingTrainer(Trainer):
             raise TypeError(f"{xname} must be a floating-point array, got dtype {X.dtype}")
         if y.shape[0] != X.shape[0]:
             raise UsageError(f"{yname} has {y.shape[0]} samples but {xname} has {X.shape[0]}")
+        if self.rows is not None and (self.rows.ndim != 1 or len(self.rows) == 0 or self.rows.min() < 0
+                                      or self.rows.max() >= X.shape[0]):
+            raise UsageError(f"rows must be a non-empty list of row numbers of {xname} (0 to {X.shape[0] - 1})")
         if self._validate:
             self._validate_chunks(X, y, xname, yname)
         self.y = y
@@ -350,12 +375,13 @@ class StreamingTrainer(Trainer):
         return [slice(k * b, min(n, (k + 1) * b)) for k in blocks]
 
     def _batches(self):
-        plan = self._plan()
+        plan = self._plan()  # positions among the rows trained on
+        read = plan if self.rows is None else [self.rows[p] for p in plan]  # the file's rows
         if self.sample_weight is None:
-            yield from self.streamer.stream(plan)
+            yield from self.streamer.stream(read)
             return
         # the streamer yields the batches in the plan's order; each is weighted by its rows' weights
-        for rows, batch in zip(plan, self.streamer.stream(plan), strict=True):
+        for rows, batch in zip(plan, self.streamer.stream(read), strict=True):
             index = rows if isinstance(rows, slice) else torch.from_numpy(rows).to(self.device)
             self.stepper.sample_weight = self.sample_weight[index]
             yield batch

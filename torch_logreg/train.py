@@ -230,7 +230,7 @@ class Trainer:
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.X, self.T = self._prepare(X, y, "X", "y")
         #: (N,) weights of the rows, each row's loss multiplied by its weight; None = all 1
-        self.sample_weight = validation.sample_weights(sample_weight, self.X.shape[0], self.dtype, self.device)
+        self.sample_weight = validation.sample_weights(sample_weight, self.n_rows, self.dtype, self.device)
         self.X_val = self.T_val = None
         if X_val is not None:
             self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
@@ -242,7 +242,7 @@ class Trainer:
         self.tol, self.patience, self.min_delta = float(tol), patience, float(min_delta)
         self.grad_check_every, self.grad_check_coords = grad_check_every, grad_check_coords
         self.check_every, self.seed = check_every, seed
-        n = self.X.shape[0]
+        n = self.n_rows
         self.batch_size = n if batch_size in (0, None) or batch_size >= n else batch_size
         #: steps in an epoch (a data-parallel subclass may pad its shard with empty batches to more)
         self.steps_per_epoch = math.ceil(n / self.batch_size) if n else 1
@@ -326,6 +326,11 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.history = History.from_dict(state["history"])
 
+    @property
+    def n_rows(self) -> int:
+        """The training rows this process steps through (``X``'s, or those a streamed run reads)."""
+        return int(self.X.shape[0])
+
     # -- the loop --
     def _batches(self):
         n = self.X.shape[0]
@@ -383,7 +388,7 @@ class Trainer:
         """Train until a stopping rule fires; returns the :class:`History`."""
         model, history = self.model, self.history
         params = dict(model.named_parameters())
-        n = self.X.shape[0]
+        n = self.n_rows
         state = TrainState(model=model, trainer=self, epoch=self.epoch, step=self.step)
         for cb in self.callbacks:
             cb.on_train_begin(state)
