@@ -49,7 +49,8 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resum
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
                         T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step,
-                        sample_weight=prep.weight, sharded=prep.sharded)
+                        sample_weight=prep.weight, sharded=prep.sharded, stream=prep.stream,
+                        standardizer=prep.standardizer)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
@@ -111,7 +112,7 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
                                histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
                                lr=cfg.train.lr,
                                # a rank's part of the training rows is not the training split
-                               train_eval=None if prep.sharded else (prep.X["train"], prep.T["train"]),
+                               train_eval=None if prep.sharded or prep.stream else (prep.X["train"], prep.T["train"]),
                                val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
                                pictures=epoch_pictures(prep), pictures_every=cfg.log.checkpoint_every)
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
@@ -145,6 +146,8 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
         from .shards import gather_logits
 
         train_logits = gather_logits(model, prep.X["train"], prep.T["train"])
+    elif prep.stream is not None:
+        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
     metrics = final_report(writer, model, prep, cfg, history, run_dir, device, train_logits)
     return RunResult(run_dir, metrics)
 
@@ -280,7 +283,14 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         prep = prepare(cfg, dev, dtype, standardizer)
         _check_data_unchanged(path, payload, prep, allow_changed_data,
                               "its train/validation/test splits would be other rows")
-        return {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], payload["classes"] or None) for s in SPLITS}
+        classes = payload["classes"] or None
+        out = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in ("val", "test")}
+        if prep.stream is not None:  # the training rows are in the file
+            logits = prep.stream.logits(model, prep.standardizer.transform)
+            out["train"] = metrics_lib.evaluate(model, None, prep.T["train"], classes, logits=logits)
+        else:
+            out["train"] = metrics_lib.evaluate(model, prep.X["train"], prep.T["train"], classes)
+        return {s: out[s] for s in SPLITS}
     schema = data_lib.Schema.from_dict(payload["schema"])
     new = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
     X_raw, y_raw = new.X, new.y
@@ -335,4 +345,6 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
         for p in model.parameters():
             p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
     X, T = prep.X["train"][:max_rows], prep.T["train"][:max_rows]
+    if prep.stream is not None:  # the training rows are in the file
+        X = prep.standardizer.transform(next(prep.stream.chunks(prep.stream.rows[:max_rows]))).to(device, dtype)
     return compare_gradients(model, X, T, cfg.train.l2, seed=cfg.train.seed)

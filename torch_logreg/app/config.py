@@ -47,6 +47,7 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_bytes: int = DEFAULT_MAX_BYTES  # the largest data file read (2 GiB), checked before reading
+    memory_budget: int = 0  # bytes; a .npy file larger than this trains streamed from disk (0 = always in memory)
 
 
 @dataclass
@@ -118,6 +119,7 @@ RANGES = {
     "data.n_samples": (0, None),
     "data.n_features": (0, None),
     "data.max_bytes": (1, None),
+    "data.memory_budget": (0, None),
     "data.hash_bits": (1, 30),
     "data.val_fraction": (0.0, [1.0]),
     "data.test_fraction": (0.0, [1.0]),

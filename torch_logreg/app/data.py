@@ -620,7 +620,7 @@ class Standardizer:
         if X.layout == torch.sparse_csr:
             return cls._fit_sparse(X, combine or _Alone)
         if combine is not None:
-            return cls._fit_combined(X.to(torch.float64), combine)
+            return cls.fit_parts(lambda: iter([X.to(torch.float64)]), combine)
         X = X.to(torch.float64)
         # 2^(e-1) > max |x| / 2 per column (2^e could overflow): X / 2^(e-1) lies in (-2, 2), and
         # scaling by a power of two is exact
@@ -633,15 +633,21 @@ class Standardizer:
         return cls(mean, scale)
 
     @classmethod
-    def _fit_combined(cls, X: Tensor, combine) -> Standardizer:
-        """:meth:`fit` of the rows of all processes, ``X`` being this one's (float64)."""
-        amax = X.abs().amax(dim=0) if X.shape[0] else X.new_zeros(X.shape[1])
+    def fit_parts(cls, parts, combine=None) -> Standardizer:
+        """:meth:`fit` of rows read a part at a time: ``parts()`` yields them (dense, float64) anew
+        for each of the three passes (the largest value, the mean, the deviation); ``combine``
+        as for :meth:`fit`."""
+        combine = combine or _Alone
+        amax, rows = None, 0
+        for X in parts():
+            a = X.abs().amax(dim=0) if X.shape[0] else X.new_zeros(X.shape[1])
+            amax, rows = (a if amax is None else torch.maximum(amax, a)), rows + X.shape[0]
         _, e = torch.frexp(combine.max(amax))
         unit = torch.ldexp(torch.ones_like(e, dtype=torch.float64), e - 1)
         unit = torch.where(unit > 0, unit, torch.ones_like(unit))
-        n = combine.sum(X.new_tensor(float(X.shape[0]))).clamp(min=1.0)
-        mean_u = combine.sum((X / unit).sum(dim=0)) / n
-        std = torch.sqrt(combine.sum(((X / unit - mean_u) ** 2).sum(dim=0)) / n) * unit
+        n = combine.sum(torch.tensor(float(rows), dtype=torch.float64)).clamp(min=1.0)
+        mean_u = combine.sum(sum((X / unit).sum(dim=0) for X in parts())) / n
+        std = torch.sqrt(combine.sum(sum(((X / unit - mean_u) ** 2).sum(dim=0) for X in parts())) / n) * unit
         mean = mean_u * unit
         scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
         return cls(mean, scale)

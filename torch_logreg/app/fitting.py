@@ -9,6 +9,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ class Prepared:
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
     weight: Tensor | None = None  # (N_train,) the training rows' weights (data.weight, train.class_weight)
     sharded: bool = False  # under torchrun: X["train"] is this rank's part of the training rows (shards.py)
+    stream: object = None  # out_of_core.Stream: the training rows stay in the file (X["train"] has none)
 
 
 def run_device(name: str) -> torch.device:
@@ -114,6 +116,10 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     file (:mod:`~torch_logreg.app.shards`); other data every rank reads whole."""
     if shards_apply(cfg):
         return _prepare_parts(cfg, device, dtype, standardizer)
+    from . import out_of_core
+
+    if out_of_core.applies(cfg.data):
+        return _prepare_streamed(cfg, device, dtype, standardizer)
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = _labels(cfg, ds.y, ds.X.shape[1])
     idx = _split(cfg, y, classes)
@@ -158,6 +164,49 @@ def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
     ds.X = None  # the part is in the splits now
     return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer,
                      None if weight is None else weight[mask], sharded=True)
+
+
+def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
+                      standardizer: data_lib.Standardizer | None) -> Prepared:
+    """:func:`prepare` for a .npy file larger than ``data.memory_budget``: the held-out rows in
+    memory, the training rows left in the file for the streamed loop (out_of_core.py)."""
+    from . import out_of_core
+
+    path = Path(cfg.data.path).expanduser()
+    if world_size() > 1:
+        raise UsageError(f"{path} is larger than data.memory_budget, and a streamed run is one process; under torchrun "
+                         "each process reads only its part of the file: leave data.memory_budget out")
+    out_of_core.check_settings(cfg, path)
+    X, y_raw, print_ = out_of_core.open_npy(cfg.data)
+    kept = np.arange(len(y_raw))
+    if cfg.data.keep_classes:
+        kept = np.nonzero(data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes]))[0]
+        if not kept.size:
+            raise UsageError(f"data.keep_classes {list(cfg.data.keep_classes)} matches no row of {path}")
+    y, classes = _labels(cfg, y_raw[kept], X.shape[1])
+    idx = _split(cfg, y, classes)
+    file_rows = {s: kept[i.numpy()] for s, i in idx.items()}
+    held = {s: out_of_core.read_rows(X, file_rows[s]) for s in ("val", "test")}
+    held_bytes = sum(h.numel() for h in held.values()) * (8 + torch.empty((), dtype=dtype).element_size())
+    kind = target_kind(cfg.model)
+    probe = build_model(cfg.model, X.shape[1], len(classes))
+    budget = out_of_core.batch_budget(cfg, held_bytes, X.shape[1], probe.n_outputs, dtype)
+    targets = np.zeros((len(y_raw),) + ((len(classes),) if kind == "multilabel" else ()),
+                      dtype=np.float64 if kind == "linear" else np.int64)
+    targets[kept] = fit_targets(kind, y, len(classes)).numpy()
+    stream = out_of_core.Stream(path, X, targets, file_rows["train"], budget)
+    if standardizer is None:
+        standardizer = (data_lib.Standardizer.fit_parts(stream.chunks) if cfg.data.standardize
+                        else data_lib.Standardizer.identity(X.shape[1]))
+    X_split = {"train": torch.zeros((0, X.shape[1]), dtype=torch.float64), **held}
+    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
+    weight = row_weights(cfg, None, idx["train"], y_split["train"], len(classes))
+    schema = data_lib.Schema([f"x{i + 1}" for i in range(X.shape[1])])
+    ds = data_lib.Dataset(X_split["train"], y_raw[:0], schema, fingerprint=print_)
+    prep = _prepared(cfg, device, dtype, ds, X_split, y_split, {s: torch.from_numpy(r) for s, r in file_rows.items()},
+                     classes, standardizer, weight)
+    prep.stream, prep.plane = stream, None
+    return prep
 
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
@@ -295,9 +344,12 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
                  T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None,
-                 sample_weight: Tensor | None = None, sharded: bool = False) -> Trainer:
+                 sample_weight: Tensor | None = None, sharded: bool = False, stream=None,
+                 standardizer: data_lib.Standardizer | None = None) -> Trainer:
     """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard of
-    ``X``, or all of it when ``sharded``, ``X`` being already this rank's rows;
+    ``X``, or all of it when ``sharded``, ``X`` being already this rank's rows; ``stream``: an
+    out_of_core.Stream whose training rows are read from the file as the loop goes, through the
+    ``standardizer``;
     ``step``: the step a resumed run chose when it started, kept so it continues as it began;
     ``sample_weight``: the rows' weights)."""
     check_cuda_graph(cfg, model, device)
@@ -310,6 +362,13 @@ def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_v
     options = loop_options(cfg)
     if step and options["step"] == "auto":
         options["step"] = step
+    if stream is not None:
+        from ..streaming import StreamingTrainer
+
+        return StreamingTrainer(model, stream.X, stream.targets, memory_budget_bytes=stream.budget, rows=stream.rows,
+                                transform=standardizer.transform, validate=False, **options, device=device,
+                                dtype=cfg.train.dtype, X_val=X_val if has_val else None,
+                                y_val=T_val if has_val else None, callbacks=list(callbacks), sample_weight=sample_weight)
     # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
     return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
                        X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks),

@@ -1,0 +1,141 @@
+"""Training out of core from the command line: a ``.npy`` file larger than ``data.memory_budget``
+is never read into memory whole.
+
+The file is opened as a memory map. Its target column (N numbers) is read to draw the split;
+the validation and test rows are read into memory (they must fit in the budget), and the
+training rows stay in the file: the standardizer's statistics are summed over them in chunks,
+and :class:`~torch_logreg.streaming.StreamingTrainer` gathers each mini-batch from the map,
+standardizes it as it is read and trains on it, with at most ``data.memory_budget`` bytes of
+buffers for the held-out rows and the batches together. The training split's final metrics
+come from its logits, computed chunk by chunk. The batches are the in-memory run's (the same
+permutation of the same training rows), so a streamed run reaches the in-memory run's weights.
+
+The operating system's page cache, which backs the memory map, is not counted: the kernel
+gives it back as other memory is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UsageError
+from . import sources
+
+#: rows per chunk when a pass over the training rows reads them (bounded by the budget too)
+CHUNK_ROWS = 65536
+
+
+def applies(data_cfg) -> bool:
+    """Whether ``data.path`` is a .npy file larger than ``data.memory_budget`` (when set)."""
+    if not data_cfg.memory_budget or not data_cfg.path:
+        return False
+    path = Path(data_cfg.path).expanduser()
+    return path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size > data_cfg.memory_budget
+
+
+@dataclass
+class Stream:
+    """The training rows of a memory-mapped ``.npy`` file and what the loop needs to read them."""
+
+    path: Path
+    X: np.ndarray  # (N, D) the features: a view of the memory map without the target column
+    targets: np.ndarray  # (N,) or (N, K): every row's encoded target, as the streamed loop reads it
+    rows: np.ndarray  # the training rows' numbers in the file, in the split's order
+    budget: int  # bytes of batch buffers the loop may hold
+
+    def chunks(self, rows: np.ndarray | None = None):
+        """The float64 features of ``rows`` (default: the training rows), a chunk at a time."""
+        rows = self.rows if rows is None else rows
+        step = max(1, min(CHUNK_ROWS, self.budget // max(1, 16 * self.X.shape[1])))
+        for start in range(0, len(rows), step):
+            yield read_rows(self.X, rows[start : start + step])
+
+    @torch.no_grad()
+    def logits(self, model, transform) -> Tensor:
+        """The model's logits on the training rows (``transform``ed as in training), in order."""
+        parts = [model.logits(transform(X).to(device=model.device, dtype=model.dtype)) for X in self.chunks()]
+        return torch.cat(parts)
+
+
+def read_rows(X: np.ndarray, rows: np.ndarray) -> Tensor:
+    """Rows ``rows`` of the memory map, as float64 (read in sorted order, returned in ``rows``')."""
+    order = np.argsort(rows, kind="stable")
+    block = np.empty((len(rows), X.shape[1]), dtype=np.float64)
+    block[order] = X[rows[order]]
+    return torch.from_numpy(block)
+
+
+def open_npy(data_cfg) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(features, labels, fingerprint)`` of a .npy file: a view of its memory map without the
+    target column (the first or the last), and the target column read into memory. Every value
+    is checked finite, a chunk at a time."""
+    path = Path(data_cfg.path).expanduser()
+    where = f"{path} ({sources.size_text(path.stat().st_size)}, more than data.memory_budget = " \
+            f"{sources.size_text(data_cfg.memory_budget)}, so streamed)"
+    sources.check_source(path, sources.NO_LIMIT)
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{path} is not a readable NumPy file: {sources.numpy_error(exc)}") from None
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {array.shape}")
+    if array.dtype.kind not in "fiu" or array.dtype.itemsize < 4 and array.dtype.kind == "f":
+        raise UsageError(f"{where}: streaming reads float32, float64 or integer arrays, got dtype {array.dtype}")
+    n, width = array.shape
+    col = sources.target_column(data_cfg.target, width, path, "a .npy file")
+    if col not in (0, width - 1):
+        raise UsageError(f"{where}: the target must be the first or the last column to be streamed (data.target = "
+                         f"{data_cfg.target!r}); write the file with the target at one end")
+    X = array[:, 1:] if col == 0 else array[:, :-1]
+    if X.dtype.kind != "f":
+        raise UsageError(f"{where}: the features must be floating-point to be streamed, got dtype {X.dtype}; save the "
+                         "file as float32 or float64")
+    y = np.array(array[:, col])
+    step = max(1, min(CHUNK_ROWS, data_cfg.memory_budget // max(1, 8 * width)))
+    for start in range(0, n, step):
+        chunk = np.asarray(array[start : start + step])
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            what = "the target" if c == col else f"column {c - int(col == 0)}"
+            raise UsageError(f"{path}: row {start + r}, {what}: {chunk[r, c]} is not a finite number")
+    return X, y, sources.fingerprint(path, sources.NO_LIMIT)
+
+
+def check_settings(cfg, path: Path) -> None:
+    """What a streamed run cannot do, said before anything is read."""
+    from ..registry import EXACT_SOLVERS
+
+    t = cfg.train
+    why = f"{path} is larger than data.memory_budget = {sources.size_text(cfg.data.memory_budget)}, so it is streamed"
+    if t.solver in EXACT_SOLVERS:
+        raise UsageError(f"{why}; train.solver = {t.solver!r} needs the training rows in memory: use a loop solver "
+                         "(gd, momentum, nesterov, adam, ...) or raise data.memory_budget")
+    if not t.batch_size:
+        raise UsageError(f"{why} in mini-batches: set train.batch_size (e.g. 1024)")
+    if cfg.data.add_radius:
+        raise UsageError(f"{why}; data.add_radius applies to two columns held in memory")
+    if t.grad_check_every:
+        raise UsageError(f"{why}; train.grad_check_every needs the rows in memory (run `torch-logreg gradcheck`)")
+
+
+def batch_budget(cfg, held_bytes: int, n_features: int, n_outputs: int, dtype: torch.dtype) -> int:
+    """The bytes left for the loop's batch buffers once the held-out rows take ``held_bytes``; a
+    UsageError in the config's words when two batches do not fit."""
+    from ..streaming import BatchStreamer
+
+    budget = cfg.data.memory_budget - held_bytes
+    fake_X = np.empty((0, n_features), dtype=np.float64)
+    slot, staging = BatchStreamer.sizes(fake_X, np.empty(0, dtype=np.float64), cfg.train.batch_size, n_outputs,
+                                        dtype, transform=True)
+    need = 2 * slot + staging
+    if budget < need:
+        raise UsageError(f"data.memory_budget = {cfg.data.memory_budget} bytes is too small: the validation and test "
+                         f"rows take {held_bytes} and two batches of {cfg.train.batch_size} rows {need}; raise it, lower "
+                         "train.batch_size, or lower data.val_fraction / data.test_fraction")
+    return budget
