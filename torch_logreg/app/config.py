@@ -67,7 +67,7 @@ class TrainConfig:
     epochs: int = 1000  # for the exact solvers: the iteration limit
     batch_size: int = 0  # 0 = full batch
     l2: float = 0.0
-    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (newton, proximal; gd by a proximal step after each update)
+    l1: float = 0.0  # L1 penalty l1 * ||W||_1 (newton, proximal, cd; gd by a proximal step after each update)
     class_weight: str = ""  # "" | "balanced": rows weighted by N / (K * rows of their class), training split
     momentum: float = 0.9  # momentum, nesterov
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
@@ -248,7 +248,7 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
                 arguments.number("each width in model.hidden", width, low=1, integer=True)
             except ValueError as exc:
                 raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
-        if cfg.train.solver in ("newton", "proximal"):
+        if cfg.train.solver in ("newton", "proximal", "cd"):
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "
                              f"({', '.join(LOOP_SOLVERS)})")

@@ -124,10 +124,11 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     y, classes = _labels(cfg, ds.y, ds.X.shape[1])
     idx = _split(cfg, y, classes)
     X_split = {s: data_lib.take_rows(ds.X, i) for s, i in idx.items()}
+    ds.X = None  # the rows are in the splits now
     y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
     if standardizer is None:
         standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(ds.X.shape[1]))
+                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
     weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
     return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer, weight)
 
@@ -158,10 +159,10 @@ def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
     X_split = {"train": data_lib.take_rows(ds.X, rows),
                **{s: shards.gather_rows(ds.X, idx[s], labels, rank) for s in ("val", "test")}}
     y_split = {s: y.index_select(0, i) for s, i in idx.items()}
+    ds.X = None  # the part is in the splits now
     if standardizer is None:
         standardizer = (data_lib.Standardizer.fit(X_split["train"], shards.Combine()) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(ds.X.shape[1]))
-    ds.X = None  # the part is in the splits now
+                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
     return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer,
                      None if weight is None else weight[mask], sharded=True)
 

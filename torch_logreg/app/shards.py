@@ -153,9 +153,9 @@ def _svmlight_part(path: Path, data_cfg, rank: int, world_size: int) -> Part:
     else:
         import scipy.sparse
 
-        matrix, y = scipy.sparse.csc_matrix((0, 0)), np.zeros(0)
+        matrix, y = scipy.sparse.csr_matrix((0, 0)), np.zeros(0)
     del content
-    counts = gather((matrix.shape[0], matrix.shape[1], int(matrix.shape[1] > 0 and matrix[:, 0].nnz > 0)))
+    counts = gather((matrix.shape[0], matrix.shape[1], int(sparse_data.index_base(matrix) == 0)))
     if any(c[0] == 0 for c in counts):
         raise _too_few(path, sum(c[0] for c in counts), "lines", world_size)
     base = 0 if any(c[2] for c in counts) else 1

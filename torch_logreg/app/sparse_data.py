@@ -94,6 +94,7 @@ def read_svmlight(path: Path, max_bytes: int, base: int | None = None, width: in
     if not content.strip():
         raise UsageError(f"{path} is empty")
     matrix, y = parse_svmlight(content, path)
+    del content
     if base is None:
         base = index_base(matrix)
     X, y = svmlight_features(matrix, y, path, base, width)
@@ -101,7 +102,7 @@ def read_svmlight(path: Path, max_bytes: int, base: int | None = None, width: in
 
 
 def parse_svmlight(content: bytes, path: Path, first_line=lambda: 1):
-    """``(matrix, y)`` of svmlight text: a scipy CSC matrix indexed as written (column ``j`` is
+    """``(matrix, y)`` of svmlight text: a scipy CSR matrix indexed as written (column ``j`` is
     index ``j``) and the float64 labels. ``first_line()`` is the file's line number of the text's
     first line, asked only to name a bad line (a part of a file starts further down)."""
     from sklearn.datasets import load_svmlight_file
@@ -113,35 +114,38 @@ def parse_svmlight(content: bytes, path: Path, first_line=lambda: 1):
         if where is not None:
             raise UsageError(f"{path}, line {where[0] + first_line() - 1}: {where[1]}") from None
         raise UsageError(f"{path} is not a readable svmlight / libsvm file: {exc}") from None
-    return matrix.tocsc(), y
+    return matrix.tocsr(), y
 
 
 def index_base(matrix) -> int:
     """Where a file's feature indices start: 0 when index 0 occurs, else 1 (as libsvm writes)."""
-    return 1 if matrix.shape[1] == 0 or matrix[:, 0].nnz == 0 else 0
+    return 0 if matrix.nnz and bool((matrix.indices == 0).any()) else 1
 
 
 def svmlight_features(matrix, y: np.ndarray, path: Path, base: int, width: int | None, first_row: int = 0):
-    """``(X, y)``: the parsed ``matrix`` as the model's features, index ``base`` being column 0 and
-    ``width`` columns (None: as many as it uses), values and labels checked finite (rows named
-    from ``first_row``)."""
-    if base == 1 and matrix.shape[1] and matrix[:, 0].nnz:
-        row = int(matrix[:, 0].nonzero()[0][0]) + first_row
-        raise UsageError(f"{path}: row {row} has feature index 0, but training read its file as one-based (indices "
-                         "from 1); write the file with the indices training used")
-    if base == 1 and matrix.shape[1]:
-        matrix = matrix[:, 1:]
-    n_cols = matrix.shape[1]
+    """``(X, y)``: the parsed CSR ``matrix`` as the model's features, index ``base`` being column 0
+    and ``width`` columns (None: as many as it uses), values and labels checked finite (rows named
+    from ``first_row``). The indices are shifted in place; nothing else is copied before the
+    torch tensor is made."""
+    import scipy.sparse
+
+    n_cols = max(matrix.shape[1] - base, 0)
+    if base == 1 and matrix.nnz:
+        zero = np.nonzero(matrix.indices == 0)[0]
+        if zero.size:
+            row = int(np.searchsorted(matrix.indptr, zero[0], side="right")) - 1 + first_row
+            raise UsageError(f"{path}: row {row} has feature index 0, but training read its file as one-based (indices "
+                             "from 1); write the file with the indices training used")
+        matrix.indices -= 1
     if width is not None:
         if n_cols > width:
-            last = int(matrix.tocsr().indices.max()) + base
+            last = int(matrix.indices.max()) + base
             raise UsageError(f"{path}: feature index {last} is beyond the {width} columns the model was trained on")
-        if n_cols < width:
-            import scipy.sparse
-
-            matrix = scipy.sparse.hstack([matrix, scipy.sparse.csc_matrix((matrix.shape[0], width - n_cols))])
+        n_cols = width
     elif n_cols == 0:
         raise UsageError(f"{path}: no line has a feature; an svmlight line is 'label index:value ...'")
+    matrix = scipy.sparse.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], n_cols),
+                                     copy=False)
     X = to_torch(matrix)
     check_finite(X, path, first_row)
     if not np.isfinite(y).all():
