@@ -133,3 +133,46 @@ def test_a_file_within_the_budget_is_read_into_memory(tmp_path, capsys, monkeypa
 
     monkeypatch.setattr(BatchStreamer, "stream", refuse)
     _train(capsys, tmp_path / "r", data, f"data.memory_budget={10 * data.stat().st_size}")
+
+
+def test_a_streamed_parquet_file_equals_the_in_memory_run(tmp_path, capsys, monkeypatch):
+    """A Parquet file whose columns unpack to more than the budget: encoded a row group at a time
+    into a temporary file (categories from every group), then streamed as a .npy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    X = rng.standard_normal((n, 12)) * rng.uniform(0.5, 20, size=12)
+    colour = rng.choice(["red", "green", "blue", "teal", "plum"], size=n)
+    colour[:3000] = np.where(colour[:3000] == "plum", "red", colour[:3000])  # a level only the later groups have
+    z = X @ rng.standard_normal(12) / 10 + (colour == "plum") * 2.0
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(12)}, "colour": colour,
+                      "w": rng.uniform(0.5, 2.0, size=n), "label": np.where(z > 0, "yes", "no")})
+    data = tmp_path / "d.parquet"
+    pq.write_table(table, data, row_group_size=1000)
+    sets = ["data.target=label", 'data.categorical=["colour"]', "data.weight=w", "data.drop_first=true"]
+    peaks = []
+    stream = BatchStreamer.stream
+
+    def watched(self, plan):
+        yield from stream(self, plan)
+        peaks.append(self.peak_bytes_in_use)
+
+    monkeypatch.setattr(BatchStreamer, "stream", watched)
+    mem_ckpt, mem = _train(capsys, tmp_path / "mem", data, *sets)
+    ooc_ckpt, ooc = _train(capsys, tmp_path / "ooc", data, *sets, "data.memory_budget=500000")
+    assert peaks and max(peaks) <= 500_000
+    assert mem_ckpt["schema"] == ooc_ckpt["schema"]
+    assert ooc_ckpt["schema"]["categorical"]["colour"] == ["blue", "green", "plum", "red", "teal"]
+    _close(mem_ckpt["model"], ooc_ckpt["model"], 1e-9)
+    for split in ("train", "val", "test"):
+        for key, value in mem[split].items():
+            assert ooc[split][key] == pytest.approx(value, rel=1e-7, abs=1e-9), (split, key)
+    # a row group larger than the budget is named
+    pq.write_table(table, data, row_group_size=6000)
+    args = ["train", "--quiet", "--run-dir", tmp_path / "big", "--set", f"data.path={data}",
+            "--set", "data.memory_budget=500000"]
+    for s in BASE + sets:
+        args += ["--set", s]
+    expect_error(capsys, "row group 0", *args)

@@ -47,7 +47,7 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_bytes: int = DEFAULT_MAX_BYTES  # the largest data file read (2 GiB), checked before reading
-    memory_budget: int = 0  # bytes; a .npy file larger than this trains streamed from disk (0 = always in memory)
+    memory_budget: int = 0  # bytes; a larger .npy or Parquet file trains streamed from disk (0 = always in memory)
 
 
 @dataclass

@@ -169,8 +169,8 @@ def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
 
 def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
                       standardizer: data_lib.Standardizer | None) -> Prepared:
-    """:func:`prepare` for a .npy file larger than ``data.memory_budget``: the held-out rows in
-    memory, the training rows left in the file for the streamed loop (out_of_core.py)."""
+    """:func:`prepare` for a .npy or Parquet file larger than ``data.memory_budget``: the held-out
+    rows in memory, the training rows left on disk for the streamed loop (out_of_core.py)."""
     from . import out_of_core
 
     path = Path(cfg.data.path).expanduser()
@@ -178,7 +178,8 @@ def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
         raise UsageError(f"{path} is larger than data.memory_budget, and a streamed run is one process; under torchrun "
                          "each process reads only its part of the file: leave data.memory_budget out")
     out_of_core.check_settings(cfg, path)
-    X, y_raw, print_ = out_of_core.open_npy(cfg.data)
+    source = out_of_core.open_source(cfg.data)
+    X, y_raw = source.X, source.y
     kept = np.arange(len(y_raw))
     if cfg.data.keep_classes:
         kept = np.nonzero(data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes]))[0]
@@ -195,15 +196,15 @@ def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
     targets = np.zeros((len(y_raw),) + ((len(classes),) if kind == "multilabel" else ()),
                       dtype=np.float64 if kind == "linear" else np.int64)
     targets[kept] = fit_targets(kind, y, len(classes)).numpy()
-    stream = out_of_core.Stream(path, X, targets, file_rows["train"], budget)
+    stream = out_of_core.Stream(path, X, targets, file_rows["train"], budget, source.keep)
     if standardizer is None:
         standardizer = (data_lib.Standardizer.fit_parts(stream.chunks) if cfg.data.standardize
                         else data_lib.Standardizer.identity(X.shape[1]))
     X_split = {"train": torch.zeros((0, X.shape[1]), dtype=torch.float64), **held}
     y_split = {s: y.index_select(0, i) for s, i in idx.items()}
-    weight = row_weights(cfg, None, idx["train"], y_split["train"], len(classes))
-    schema = data_lib.Schema([f"x{i + 1}" for i in range(X.shape[1])])
-    ds = data_lib.Dataset(X_split["train"], y_raw[:0], schema, fingerprint=print_)
+    weight = row_weights(cfg, None if source.weight is None else source.weight[kept], idx["train"], y_split["train"],
+                         len(classes))
+    ds = data_lib.Dataset(X_split["train"], y_raw[:0], source.schema, fingerprint=source.fingerprint)
     prep = _prepared(cfg, device, dtype, ds, X_split, y_split, {s: torch.from_numpy(r) for s, r in file_rows.items()},
                      classes, standardizer, weight)
     prep.stream, prep.plane = stream, None

@@ -1,7 +1,11 @@
-"""Training out of core from the command line: a ``.npy`` file larger than ``data.memory_budget``
-is never read into memory whole.
+"""Training out of core from the command line: a ``.npy`` or Parquet file larger than
+``data.memory_budget`` is never read into memory whole.
 
-The file is opened as a memory map. Its target column (N numbers) is read to draw the split;
+A ``.npy`` file is opened as a memory map. A Parquet file is read a row group at a time, twice:
+once for its labels, row weights and categories, once to encode each group's rows into a
+temporary ``.npy`` file (float64, in the system's temporary folder, removed when the command
+ends), which is then memory-mapped in its place; each row group must fit in the budget. The
+memory map's Its target column (N numbers) is read to draw the split;
 the validation and test rows are read into memory (they must fit in the budget), and the
 training rows stay in the file: the standardizer's statistics are summed over them in chunks,
 and :class:`~torch_logreg.streaming.StreamingTrainer` gathers each mini-batch from the map,
@@ -25,17 +29,119 @@ from torch import Tensor
 
 from ..errors import UsageError
 from . import sources
+from .tables import PARQUET_SUFFIXES
 
 #: rows per chunk when a pass over the training rows reads them (bounded by the budget too)
 CHUNK_ROWS = 65536
 
 
 def applies(data_cfg) -> bool:
-    """Whether ``data.path`` is a .npy file larger than ``data.memory_budget`` (when set)."""
+    """Whether ``data.path`` is a .npy file larger than ``data.memory_budget`` (when set), or a
+    Parquet file whose columns unpack to more."""
     if not data_cfg.memory_budget or not data_cfg.path:
         return False
     path = Path(data_cfg.path).expanduser()
-    return path.suffix.lower() == ".npy" and path.is_file() and path.stat().st_size > data_cfg.memory_budget
+    if not path.is_file():
+        return False
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return _parquet_bytes(path) > data_cfg.memory_budget
+    return path.suffix.lower() == ".npy" and path.stat().st_size > data_cfg.memory_budget
+
+
+def _parquet_bytes(path: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .tables import unpacked_bytes
+
+    try:
+        with pq.ParquetFile(path) as handle:
+            return unpacked_bytes(handle)
+    except (pa.ArrowException, OSError, ValueError):
+        return 0  # not readable: the in-memory reader says why
+
+
+@dataclass
+class Source:
+    """A file's rows as the streamed run reads them."""
+
+    X: np.ndarray  # (N, D) float features: a memory map (of the file, or of the encoded Parquet rows)
+    y: np.ndarray  # (N,) raw labels
+    weight: np.ndarray | None  # (N,) row weights (data.weight), or None
+    schema: object  # data.Schema
+    fingerprint: dict
+    keep: object = None  # what must live as long as X (the temporary folder of encoded rows)
+
+
+def open_source(data_cfg) -> Source:
+    """The streamed rows of ``data.path`` (see the module docstring)."""
+    path = Path(data_cfg.path).expanduser()
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return _parquet_source(path, data_cfg)
+    from . import data as data_lib
+
+    data_lib.refuse_table_options(path, data_cfg)
+    X, y, print_ = open_npy(data_cfg)
+    return Source(X, y, None, data_lib.Schema([f"x{i + 1}" for i in range(X.shape[1])]), print_)
+
+
+def _parquet_source(path: Path, data_cfg) -> Source:
+    """Two passes over the row groups: labels, weights and categories, then the encoded rows
+    written to a temporary .npy file."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from . import data as data_lib
+    from .tables import read_parquet
+
+    if data_cfg.hash:
+        raise UsageError(f"{path} is larger than data.memory_budget, so it is streamed from encoded dense rows; "
+                         "data.hash makes sparse features: raise data.memory_budget or leave data.hash out")
+    sources.check_source(path, sources.NO_LIMIT)
+    with pq.ParquetFile(path) as handle:
+        sizes = [handle.metadata.row_group(g).num_rows for g in range(handle.metadata.num_row_groups)]
+    firsts = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+
+    def groups():
+        for g in range(len(sizes)):
+            try:
+                yield read_parquet(path, data_cfg.memory_budget, row_groups=[g], first_row=firsts[g], fingerprint=False)
+            except UsageError as exc:
+                raise UsageError(f"{exc} (row group {g}; a streamed Parquet file is read a row group at a time: write "
+                                 "it with smaller row groups, pyarrow.parquet.write_table(..., row_group_size=...))") \
+                    from None
+
+    levels: dict[str, set] = {}
+    labels, weights = [], []
+    for table in groups():  # pass 1: the labels, weights and each categorical column's levels
+        ds = data_lib.load_table(path, data_cfg, table=table,
+                                 combine_levels=lambda found: _collect(levels, found))
+        labels.append(ds.y)
+        weights.append(ds.weight)
+        schema = ds.schema
+    if not labels:
+        raise UsageError(f"{path} has no rows")
+    weight = None if weights[0] is None else np.concatenate(weights)
+    if weight is not None and not (weight > 0).any():
+        raise UsageError(f"{path}: every row weight in column {data_cfg.weight!r} is 0; at least one row must count")
+    schema.categorical = data_lib.merge_levels([{c: sorted(v) for c, v in levels.items()}])
+    folder = tempfile.TemporaryDirectory(prefix="torch_logreg-stream-")
+    X = None
+    for g, table in enumerate(groups()):  # pass 2: the rows, encoded with every level known
+        block = data_lib.encode_table(schema, table).numpy()
+        if X is None:
+            X = np.lib.format.open_memmap(Path(folder.name) / "X.npy", mode="w+", dtype=np.float64,
+                                          shape=(firsts[-1], block.shape[1]))
+        X[firsts[g] : firsts[g + 1]] = block
+    X.flush()
+    return Source(X, np.concatenate(labels), weight, schema, sources.fingerprint(path, sources.NO_LIMIT), folder)
+
+
+def _collect(levels: dict[str, set], found: dict[str, list[str]]) -> dict[str, list[str]]:
+    for c, values in found.items():
+        levels.setdefault(c, set()).update(values)
+    return found
 
 
 @dataclass
@@ -47,6 +153,7 @@ class Stream:
     targets: np.ndarray  # (N,) or (N, K): every row's encoded target, as the streamed loop reads it
     rows: np.ndarray  # the training rows' numbers in the file, in the split's order
     budget: int  # bytes of batch buffers the loop may hold
+    keep: object = None  # what must live as long as X (a temporary folder)
 
     def chunks(self, rows: np.ndarray | None = None):
         """The float64 features of ``rows`` (default: the training rows), a chunk at a time."""

@@ -306,7 +306,7 @@ def _arrow_csv(path: Path, content: bytes, print_: dict, strict) -> Table | None
     return ArrowTable(path, names, columns, print_, strict)
 
 
-def _unpacked_bytes(handle, row_groups: list[int] | None = None) -> int:
+def unpacked_bytes(handle, row_groups: list[int] | None = None) -> int:
     """What a Parquet file's columns (in ``row_groups``, default all) take in memory once read: rows
     times the width of each fixed-width column (a run of zeros is stored in a few bytes), and the
     uncompressed size of each other column."""
@@ -337,7 +337,7 @@ def read_parquet(path: Path, max_bytes: int, row_groups: list[int] | None = None
     print_ = sources.fingerprint(path, sources.NO_LIMIT) if fingerprint else None
     try:
         with pq.ParquetFile(path) as handle:
-            unpacked = _unpacked_bytes(handle, row_groups)
+            unpacked = unpacked_bytes(handle, row_groups)
             if unpacked > max_bytes:
                 what = f"{path} unpacks" if row_groups is None else f"{path}: this process's row groups unpack"
                 raise UsageError(f"{what} to {unpacked} bytes, more than data.max_bytes = {max_bytes}; raise "
