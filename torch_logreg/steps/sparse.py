@@ -13,6 +13,11 @@ Tests pin it to the reference step, autograd and finite differences (float64).
 
 Mini-batches of sparse X are rows of the CSR tensor, gathered by
 :func:`~torch_logreg.functional.csr_rows` (torch has no ``index_select`` for CSR).
+
+With one sigmoid or identity output, X on the CPU in the weights' dtype (float32/float64) and
+numba importable, the step runs the fused kernels of :mod:`~torch_logreg.steps.sparse_fused`
+instead (one pass over X, no transpose; the bound full batch regrouped by column block once when
+D is large): the same loss and gradients, to rounding. Otherwise the torch products above.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from .. import functional as F
 from .. import penalty
 from ..errors import UsageError
 from ..models import single_linear
+from . import sparse_fused
 
 
 def check_model(model) -> None:
@@ -41,22 +47,33 @@ class SparseStep:
     unweighted (the sample weights belong to the bound batch). Built without a batch, it weights
     each batch by ``sample_weight`` as it is when the step runs (the loop sets it to the batch's
     rows). The gradients are new tensors each step.
+
+    Where :mod:`~.sparse_fused` applies (see the module docstring) no transpose is made: the
+    bound batch is regrouped by column block instead when :func:`~.sparse_fused.use_blocks`
+    says so, and every other batch runs the row pass. ``fused=False`` keeps the torch products
+    (for comparisons).
     """
 
     name = "sparse"
 
     def __init__(self, model, X: Tensor | None = None, T: Tensor | None = None,
-                 sample_weight: Tensor | None = None) -> None:
+                 sample_weight: Tensor | None = None, *, fused: bool = True) -> None:
         check_model(model)
         (self.prefix, self.layer), = model.named_children()
         self._loss_fn = model.loss_fn
         self.sample_weight = sample_weight
         self.X = X
-        self.XT = None if X is None else F.csr_transpose(X)
+        self._fused = sparse_fused.SparseFused(model.link) if fused and sparse_fused.supports_model(model) else None
+        bound_fused = X is not None and self._fused is not None and sparse_fused.supports_data(X, self.layer.weight)
+        self._blocked = (sparse_fused.BlockedFused(model.link, X)
+                         if bound_fused and sparse_fused.use_blocks(X) else None)
+        self.XT = None if X is None or bound_fused else F.csr_transpose(X)
 
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
+        if self._fused is not None and sparse_fused.supports_data(X, W):
+            return self._fused_step(X, T, l2)
         one = W.shape[0] == 1  # one output: sparse matrix-vector products, faster than (N, 1) matrix products
         if one:
             z = torch.mv(X, W[0]).unsqueeze(1)
@@ -65,12 +82,33 @@ class SparseStep:
         else:
             z = F.linear(X, W, b)
         loss, grad_logits = self._loss_fn(z, T, self.sample_weight if X is self.X or self.X is None else None)
-        XT = self.XT if X is self.X else F.csr_transpose(X)
+        XT = self.XT if X is self.X and self.XT is not None else F.csr_transpose(X)
         if one:
             grads = {f"{self.prefix}.weight": torch.mv(XT, grad_logits[:, 0]).unsqueeze(0)}
         else:
             grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
         if b is not None:
             grads[f"{self.prefix}.bias"] = grad_logits.sum(dim=0)
+        loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
+        return loss, grads
+
+    def _fused_step(self, X: Tensor, T: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step through :mod:`~.sparse_fused`, with the torch path's weighting rule."""
+        W, b = self.layer.weight, self.layer.bias
+        weights = self.sample_weight if X is self.X or self.X is None else None
+        if weights is not None:
+            weights = weights.detach().reshape(-1).to(X.dtype).contiguous()
+        y = T.detach().reshape(-1).to(X.dtype).contiguous()
+        w = W.detach()[0].contiguous()
+        bias = 0.0 if b is None else float(b.detach()[0])
+        if self._blocked is not None and X is self.X:
+            grad, sums = self._blocked(y, weights, w, bias)
+        else:
+            grad, sums = self._fused(X, y, weights, w, bias)
+        n = X.shape[0]
+        loss = torch.tensor(sums[1] / n if n else float("nan"), dtype=W.dtype)
+        grads = {f"{self.prefix}.weight": grad.unsqueeze(0)}
+        if b is not None:
+            grads[f"{self.prefix}.bias"] = torch.tensor([sums[0]], dtype=W.dtype)
         loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
         return loss, grads
