@@ -44,7 +44,7 @@ def test_defaults_match_the_documented_keys():
         ("train.epochs=2.5", "train.epochs must be an integer, got 2.5"),
         ("train.momentum=1", "train.momentum must be a finite number >= 0 and < 1, got 1.0"),
         ("train.solver=sgd", "train.solver must be one of ['gd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam', "
-                             "'adamw', 'newton', 'lbfgs', 'proximal'], got 'sgd'"),
+                             "'adamw', 'newton', 'lbfgs', 'proximal', 'cd'], got 'sgd'"),
         ("train.betas=[0.8, 0.9]", "train.solver='gd' takes no betas"),
         ("train.schedule=linear", "train.schedule must be one of ['constant', 'step', 'exponential', 'cosine']"),
         ("train.device=tpu", "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),

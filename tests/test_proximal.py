@@ -255,8 +255,8 @@ def test_cuda_matches_cpu(device, kind, sparse):
 def test_choose_solver_rule():
     assert choose_solver(2000, l1=0.1) == "newton"
     assert choose_solver(2001, l1=0.1) == "proximal"
-    assert choose_solver(400, l1=0.1, sparse=True) == "newton"
-    assert choose_solver(401, l1=0.1, sparse=True) == "proximal"
+    assert choose_solver(400, l1=0.1, sparse=True) == "cd"
+    assert choose_solver(10**6, l1=0.1, sparse=True) == "cd"
     assert choose_solver(400) == "newton"
     assert choose_solver(401) == "lbfgs"
     assert choose_solver(401, sparse=True) == "lbfgs"
@@ -264,14 +264,15 @@ def test_choose_solver_rule():
     assert choose_solver(1001, penalised=False) == "lbfgs"
 
 
-def test_estimator_auto_picks_proximal_for_wide_sparse_l1_and_matches_dense_newton():
-    """(i) ``penalty="l1"`` on a wide sparse matrix: ``solver="auto"`` takes the proximal gradient, whose fit
-    is the dense proximal Newton fit of the same data."""
+@pytest.mark.parametrize("solver", ["auto", "proximal"])
+def test_estimator_on_wide_sparse_l1_matches_dense_newton(solver):
+    """(i) ``penalty="l1"`` on a wide sparse matrix: ``solver="auto"`` takes coordinate descent; it and the
+    proximal gradient reach the dense proximal Newton fit of the same data."""
     X, y = sparse_logistic(600, 450, 0.05, informative=20, scale=2.0, seed=5, state=5)
     n, d = X.shape
     C = 0.5
-    est = LogisticRegressionClassifier(penalty="l1", C=C, tol=1e-10, max_iter=20_000).fit(X, y)
-    assert est.result_.solver == "proximal" and est.result_.converged
+    est = LogisticRegressionClassifier(penalty="l1", C=C, solver=solver, tol=1e-10, max_iter=20_000).fit(X, y)
+    assert est.result_.solver == ("cd" if solver == "auto" else solver) and est.result_.converged
     ref = LogisticRegressionClassifier(penalty="l1", C=C, solver="newton", tol=1e-10).fit(X.toarray(), y)
     assert ref.result_.solver == "newton"
     l1 = 1.0 / (C * n)

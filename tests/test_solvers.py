@@ -407,8 +407,8 @@ def test_multinomial_quasi_separation_is_reported():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"solver": "lbfgs", "l1": 0.1}, r"solver='lbfgs' cannot minimise an L1 penalty.*\['newton', 'proximal'\]"),
-        ({"solver": "sgd"}, r"solver must be one of \['newton', 'lbfgs', 'proximal'\], got 'sgd'"),
+        ({"solver": "lbfgs", "l1": 0.1}, r"solver='lbfgs' cannot minimise an L1 penalty.*\['newton', 'proximal', 'cd'\]"),
+        ({"solver": "sgd"}, r"solver must be one of \['newton', 'lbfgs', 'proximal', 'cd'\], got 'sgd'"),
         ({"l2": -1.0}, r"l2 must be a finite number >= 0"),
         ({"l1": float("nan")}, r"l1 must be a finite number >= 0"),
         ({"max_iter": 0}, r"max_iter must be an integer >= 1, got 0"),

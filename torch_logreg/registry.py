@@ -17,8 +17,8 @@ OPTIMIZERS = {
     "adamw": "adam.AdamW",
 }
 LOOP_SOLVERS = tuple(OPTIMIZERS)
-EXACT_SOLVERS = ("newton", "lbfgs", "proximal")
-L1_SOLVERS = ("newton", "proximal")
+EXACT_SOLVERS = ("newton", "lbfgs", "proximal", "cd")
+L1_SOLVERS = ("newton", "proximal", "cd")
 #: the loop's update rules that take an L1 penalty: plain gradient descent with a proximal step
 #: after each update (ISTA on a full batch; a momentum buffer would carry the thresholded
 #: coordinates' gradient past the threshold, so the accelerated version is the exact "proximal")

@@ -62,7 +62,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    solver: str = "gd"  # gd | momentum | nesterov | adagrad | rmsprop | adam | adamw (the loop) | newton | lbfgs | proximal
+    solver: str = "gd"  # gd | momentum | nesterov | adagrad | rmsprop | adam | adamw (the loop) | newton | lbfgs | proximal | cd
     lr: float = 0.1
     epochs: int = 1000  # for the exact solvers: the iteration limit
     batch_size: int = 0  # 0 = full batch

@@ -62,9 +62,10 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
     refit : bool, default True
         True: the coefficients are the fit on all rows at ``C_``. False: the mean, over the folds, of the fold
         fits at ``C_`` (scikit-learn averages each fold's own best fit instead).
-    solver : {"auto", "newton", "lbfgs", "proximal"}, default "auto"
+    solver : {"auto", "newton", "lbfgs", "proximal", "cd"}, default "auto"
         As in :class:`LogisticRegressionClassifier` (its ``"auto"`` rule; the first-order loops cannot warm-start
-        a path): Newton (proximal Newton with an L1 term), L-BFGS (no L1) or the proximal gradient.
+        a path): Newton (proximal Newton with an L1 term), L-BFGS (no L1), the proximal gradient or proximal
+        Newton with coordinate descent.
     tol : float >= 0 or None, default None
         Each fit stops when the largest entry of the gradient of the objective divided by ``C n`` (of the
         minimum-norm subgradient with L1) is at most ``tol``; ``None``: ``1e-4``, scikit-learn's default.

@@ -86,10 +86,12 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Inverse regularisation strength: it multiplies the summed loss.
     l1_ratio : float in [0, 1] or None, default None
         The L1 share of an elastic-net penalty; required with ``penalty="elasticnet"``.
-    solver : {"auto", "newton", "lbfgs", "proximal", "gd", "momentum", "nesterov"}, default "auto"
+    solver : {"auto", "newton", "lbfgs", "proximal", "cd", "gd", "momentum", "nesterov"}, default "auto"
         ``"newton"``: Newton/IRLS (proximal Newton with an L1 term). ``"lbfgs"``: L-BFGS (no L1).
         ``"proximal"``: accelerated proximal gradient (L1 and elastic net without a Hessian, for
-        many features). ``"auto"``: :func:`torch_logreg.solvers.choose_solver`'s rule, by the
+        many features). ``"cd"``: proximal Newton with coordinate descent (L1 and elastic net on
+        many sparse features; solved on the CPU). ``"auto"``: :func:`torch_logreg.solvers.choose_solver`'s
+        rule, by the
         Hessian's rows: with an L1 term proximal Newton on small problems and the proximal
         gradient on wide ones (sparse ``X`` counts as wide sooner); without one Newton on small
         problems (a larger bound when unpenalised) and L-BFGS beyond. The first-order loops
