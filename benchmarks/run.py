@@ -259,7 +259,7 @@ def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
 
 
 def sparse_l1(table: Table, n: int, d: int, repeats: int) -> None:
-    """scikit-learn saga vs ``fit_exact(solver="proximal")`` to the same objective: L1 logistic
+    """scikit-learn saga vs ``fit_exact(solver="proximal")`` and ``fit_exact(solver="cd")`` to the same objective: L1 logistic
     regression at ``C = 0.1`` (``l1 = 1 / (C N)``) on a float64 CSR matrix of ``n`` rows and ``d``
     columns, 50 stored entries a row, labels from 1,000 of the columns. saga stops at its default
     ``tol = 1e-4``, ours once its objective is no worse than saga's (CPU: saga has no GPU)."""
@@ -311,13 +311,84 @@ def sparse_l1(table: Table, n: int, d: int, repeats: int) -> None:
               other=t_sk, note=f"objective {objective(w, float(lin.bias.detach()[0])):.10f}, "
                                f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
 
+    def run_cd():  # proximal Newton with coordinate descent; the first call loads its numba kernels
+        model = hand_model(d, 1, dtype=torch.float64)
+        holder["result"] = fit_exact(model, Xt, yt, solver="cd", l1=l1, tol=0.0, max_iter=1000, warn=False,
+                                     check_separation=False, callback=lambda it, obj: obj <= sk_obj)
+        holder["m"] = model
+
+    t = measure_interleaved({"cd": Case(run_cd)}, repeats=repeats, warmup=0)["cd"]
+    lin = holder["m"].linear
+    w = lin.weight.detach()[0].numpy()
+    table.add(section, "torch_logreg fit_exact(cd) L1 to the same objective", t, vs="sklearn saga",
+              other=t_sk, note=f"objective {objective(w, float(lin.bias.detach()[0])):.10f}, "
+                               f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
+
+
+_PEAK_CHILD = r"""
+import gc, sys, warnings
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+warnings.simplefilter("ignore")
+import torch_logreg as tl
+from torch_logreg import functional as F
+from torch_logreg.steps.sparse import SparseStep
+a = {k: np.load(f"{sys.argv[2]}/{k}.npy") for k in ("crow", "col", "val", "y")}
+n, d, fused, epochs = len(a["y"]), int(sys.argv[5]), sys.argv[3] == "1", int(sys.argv[4])
+X = torch.sparse_csr_tensor(torch.from_numpy(a["crow"]), torch.from_numpy(a["col"]), torch.from_numpy(a["val"]),
+                            size=(n, d), check_invariants=False)
+y = torch.from_numpy(a["y"])
+def status(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+model = tl.LogisticRegression(d)
+T = model.targets(y, n)
+few = torch.arange(min(n, 64))  # warm-up on a few rows: kernels loaded, the weights allocated
+SparseStep(model, F.csr_rows(X, few), T[few], fused=fused).step(F.csr_rows(X, few), T[few], 0.0)
+gc.collect()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak resident size (VmHWM) to the current one
+base = status("VmRSS")
+step = SparseStep(model, X, T, fused=fused)
+params = dict(model.named_parameters())
+for _ in range(epochs):
+    _, grads = step.step(X, T, 0.0)
+    with torch.no_grad():
+        for k, p in params.items():
+            p.sub_(grads[k], alpha=0.5)
+print(status("VmHWM") - base)
+"""
+
+
+def _sparse_peak_memory(Xt, yt, fused: bool, epochs: int) -> int:
+    """Bytes training adds to the CSR arrays and the weights at its peak, measured in a child
+    process: it loads the CSR arrays, runs one step on 64 rows (kernels loaded, weights
+    allocated), resets the kernel's peak resident size (``/proc/self/clear_refs``), builds the
+    step and runs ``epochs`` epochs; the result is the peak resident size then (``VmHWM``) less
+    the resident size at the reset. Linux (``/proc``); -1 elsewhere."""
+    import subprocess
+    import tempfile
+
+    if not os.path.exists("/proc/self/clear_refs"):
+        return -1
+    with tempfile.TemporaryDirectory() as tmp:
+        arrays = {"crow": Xt.crow_indices(), "col": Xt.col_indices(), "val": Xt.values(), "y": yt}
+        for name, a in arrays.items():  # .npy files: np.load reads each straight into its array
+            np.save(os.path.join(tmp, f"{name}.npy"), a.numpy())
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run([sys.executable, "-c", _PEAK_CHILD, root, tmp, "1" if fused else "0", str(epochs),
+                              str(Xt.shape[1])], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
 
 def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
     """Hashed-feature-sized sparse data: ``n`` x ``d`` float32 CSR, ``per_row`` stored entries a
-    row, binary labels. The loop's epoch (the sparse step: ``X W^T`` and ``X^T G`` as sparse
-    products, plus the update) against one read of the CSR arrays (the floor) and against
-    autograd through ``torch.sparse.mm``; then scikit-learn's lbfgs at ``C = 1`` on the same CSR
-    matrix (float64) against ``fit_exact(lbfgs)`` stopped at the same objective."""
+    row, binary labels. The loop's epoch (the sparse step, which runs the fused kernel of
+    ``steps/sparse_fused.py``, plus the update) against one read of the CSR arrays (the floor),
+    against the step's torch path (``X W^T`` and ``X^T G`` as sparse products through a stored CSR
+    ``X^T``) and against autograd through ``torch.sparse.mm``; the peak memory of training with
+    each step, relative to the CSR arrays plus the weights; then scikit-learn's lbfgs at ``C = 1``
+    on the same CSR matrix (float64) against ``fit_exact(lbfgs)`` stopped at the same objective."""
     section = "sparse"
     import scipy.sparse as sp
 
@@ -342,14 +413,22 @@ def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
 
     model = hand_model(d, 1)
     T = model.targets(yt, n)
-    step = SparseStep(model, Xt, T)
+    started = time.perf_counter()
+    step = SparseStep(model, Xt, T)  # the loop's step: the fused kernel, X regrouped once by column block
+    setup_s = time.perf_counter() - started
+    kernel = "blocked fused pass" if step._blocked is not None else "fused row pass" if step._fused else "torch.mv"
     params = dict(model.named_parameters())
+    old_model = hand_model(d, 1)
+    old_step = SparseStep(old_model, Xt, T, fused=False)  # the torch path: X w, then X^T g through a CSR X^T
+    old_params = dict(old_model.named_parameters())
 
-    def loop_epoch():
-        _, grads = step.step(Xt, T, 0.0)
-        with torch.no_grad():
-            for name, p in params.items():
-                p.sub_(grads[name], alpha=LR)
+    def epoch(step_, params_):
+        def run():
+            _, grads = step_.step(Xt, T, 0.0)
+            with torch.no_grad():
+                for name, p in params_.items():
+                    p.sub_(grads[name], alpha=LR)
+        return run
 
     ref = hand_model(d, 1)
     Xc = Xt.to_sparse_coo()
@@ -363,12 +442,28 @@ def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
             w.sub_(gw, alpha=LR)
             b.sub_(gb, alpha=LR)
 
-    times = measure_interleaved({"floor": Case(floor_read), "loop": Case(loop_epoch),
-                                 "autograd": Case(autograd_epoch)}, repeats=repeats, warmup=1)
+    times = measure_interleaved({"floor": Case(floor_read), "loop": Case(epoch(step, params)),
+                                 "old": Case(epoch(old_step, old_params)), "autograd": Case(autograd_epoch)},
+                                repeats=repeats, warmup=1)
+    del old_step
+    gap = max((p - q).abs().max().item() for p, q in zip(model.parameters(), old_model.parameters()))
     table.add(section, f"one read of the CSR arrays, {what}", times["floor"], floor=times["floor"])
-    table.add(section, "loop epoch, sparse step (X W^T, X^T G) + update", times["loop"], floor=times["floor"],
-              vs="autograd", other=times["autograd"])
+    table.add(section, f"loop epoch, sparse step ({kernel}) + update", times["loop"], floor=times["floor"],
+              vs="torch.mv path", other=times["old"],
+              note=f"{times['autograd'].median / times['loop'].median:.1f}x faster than autograd; step built in "
+                   f"{setup_s:.2f} s; |w - w_torch.mv| = {gap:.0e}")
+    table.add(section, "loop epoch, torch.mv path (X W^T, X^T G via a CSR X^T) + update", times["old"],
+              floor=times["floor"], vs="autograd", other=times["autograd"])
     table.add(section, "autograd epoch through torch.sparse.mm", times["autograd"], floor=times["floor"])
+    weight_bytes = (d + 1) * 4
+    memory = table.extra.setdefault("sparse_memory", {})
+    for fused, label in ((True, f"sparse step ({kernel})"), (False, "torch.mv path")):
+        extra = _sparse_peak_memory(Xt, yt, fused, epochs=3)
+        ratio = (csr_bytes + weight_bytes + extra) / (csr_bytes + weight_bytes)
+        memory[label] = {"csr_bytes": csr_bytes, "weight_bytes": weight_bytes, "extra_bytes": extra, "ratio": ratio}
+        table.notes.append(f"sparse: peak memory of training, {label}: CSR {csr_bytes / 2**20:.0f} MiB + weights "
+                           f"{weight_bytes / 2**20:.0f} MiB + {extra / 2**20:.0f} MiB = {ratio:.2f}x (CSR + weights)")
+        print(table.notes[-1], file=sys.stderr, flush=True)
 
     from sklearn.linear_model import LogisticRegression as SkLogReg
 
