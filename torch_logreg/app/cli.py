@@ -310,8 +310,30 @@ def _thread_exception(args) -> None:
 _default_thread_hook = threading.excepthook
 
 
+def _separate_jit_caches() -> None:
+    """Under torchrun, give each rank its own numba cache folder (before numba is imported).
+
+    The ranks of a run compile the same kernels at the same moment, and numba's on-disk cache is
+    not safe for processes that write the same entries at once (a process can load another's
+    half-written file and crash). Each rank's folder is reused by the next run with that rank.
+    ``NUMBA_CACHE_DIR`` set by the user is left as it is."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "NUMBA_CACHE_DIR" in os.environ or "numba" in sys.modules:
+        return
+    base = os.environ.get("TORCH_LOGREG_CACHE")
+    if base is not None and not base.strip():  # the disk caches are off: a fresh folder for this process
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="torch_logreg-numba-")
+    else:
+        root = Path(base).expanduser() if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+            / "torch_logreg"
+        folder = str(root / f"numba-rank{os.environ.get('LOCAL_RANK', '0')}")
+    os.environ["NUMBA_CACHE_DIR"] = folder
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _separate_jit_caches()
     threading.excepthook = _thread_exception
     previous = None
     try:

@@ -31,6 +31,7 @@ from .fitting import (
     build_model,
     check_cuda_graph,
     check_standardized,
+    end_distributed,
     fit_exact_run,
     make_trainer,
     prepare,
@@ -55,6 +56,13 @@ def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resum
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
          resume_state: dict | None = None) -> RunResult:
+    result = _run_here(cfg, run_dir, prep, model, device, dtype, quiet, resume_state)
+    end_distributed()
+    return result
+
+
+def _run_here(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
+              resume_state: dict | None = None) -> RunResult:
     if run_dir is None:  # a rank other than 0: train, but log and write nothing
         interrupt = StopOnInterrupt()
         trainer = _trainer(cfg, model, prep, device, dtype, [interrupt], resume_state)

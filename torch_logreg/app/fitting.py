@@ -304,6 +304,18 @@ def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
     return info.device, info.rank == 0
 
 
+def end_distributed() -> None:
+    """Under torchrun, once this rank's part of a command is done: wait for the others, then leave
+    the process group, so that no rank's exit tears down connections another still uses."""
+    if world_size() <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
     """UsageError unless ``train.cuda_graph`` is off or this run can use it."""
     t = cfg.train
