@@ -49,19 +49,20 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         f_now = f.item()
         if record_iterate(result, it, f_now, g.abs().max().item(), tol, max_iter, callback):
             break
-        # two-loop recursion: d = -H_k g
+        # two-loop recursion: d = -H_k g (in place: with many parameters each temporary vector
+        # would cost as much as the product itself)
         q = g.clone()
         alphas = []
         for s, yv, rho in zip(reversed(s_hist), reversed(y_hist), reversed(rho_hist)):
             a = rho * (s @ q)
-            q.sub_(a * yv)
+            q.addcmul_(yv, a, value=-1)
             alphas.append(a)
         if s_hist:
             gamma = (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1])
             q.mul_(gamma)
         for (s, yv, rho), a in zip(zip(s_hist, y_hist, rho_hist), reversed(alphas)):
             b = rho * (yv @ q)
-            q.add_((a - b) * s)
+            q.addcmul_(s, a - b)
         d = -q
         gtd = (g @ d).item()
         if not (gtd < 0 and math.isfinite(gtd)):  # not a (finite) descent direction: drop the memory, follow -g

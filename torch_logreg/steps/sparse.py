@@ -89,7 +89,8 @@ class SparseStep:
             grads = {f"{self.prefix}.weight": torch.mm(XT, grad_logits).T.contiguous()}
         if b is not None:
             grads[f"{self.prefix}.bias"] = grad_logits.sum(dim=0)
-        loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
+        # the gradient is a new tensor each step: the penalty goes into it in place
+        loss = penalty.add_in_place(loss, grads[f"{self.prefix}.weight"], W, l2)
         return loss, grads
 
     def _fused_step(self, X: Tensor, T: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
@@ -110,5 +111,5 @@ class SparseStep:
         grads = {f"{self.prefix}.weight": grad.unsqueeze(0)}
         if b is not None:
             grads[f"{self.prefix}.bias"] = torch.tensor([sums[0]], dtype=W.dtype)
-        loss = penalty.add(loss, grads, {f"{self.prefix}.weight": W}, l2)
+        loss = penalty.add_in_place(loss, grads[f"{self.prefix}.weight"], W, l2)
         return loss, grads
