@@ -136,6 +136,72 @@ def l1_optimality(model, X, y, l1: float, l2: float = 0.0, sample_weight=None) -
     return {"violation": violation, "margin": margin, "support": ~zero}
 
 
+def sparse_truth_problem(kind: str, n: int = 200, d: int = 8, seed: int = 0, zero_fraction: float = 0.0):
+    """Float64 data from a sparse true model (its first ``d // 2`` columns matter), for the L1
+    solvers: ``X (n, d)`` (with about ``zero_fraction`` of its entries zero), the targets of
+    ``kind`` (binary, multilabel, softmax or identity) and sample weights."""
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    if zero_fraction:
+        X = X * (torch.rand(n, d, generator=gen, dtype=torch.float64) < 1 - zero_fraction)
+    W = torch.randn(3, d, generator=gen, dtype=torch.float64) * (torch.arange(d) < d // 2)
+    z = X @ W.T
+    if kind == "binary":
+        y = (torch.rand(n, generator=gen, dtype=torch.float64) < torch.sigmoid(z[:, 0])).long()
+    elif kind == "multilabel":
+        y = (torch.rand(n, 3, generator=gen, dtype=torch.float64) < torch.sigmoid(z)).long()
+    elif kind == "softmax":
+        y = torch.multinomial(torch.softmax(z, dim=1), 1, generator=gen)[:, 0]
+    else:
+        y = z[:, 0] + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    sw = torch.rand(n, generator=gen, dtype=torch.float64) * 2
+    return X, y, sw
+
+
+def l1_model(kind: str, d: int, bias: bool = True):
+    """A float64 model of ``kind`` (``identity``: linear regression) with 3 outputs where it has several."""
+    return make_model("regression" if kind == "identity" else kind, d, bias).double()
+
+
+def l1_objective(model, X, y, l1: float, l2: float, sample_weight=None) -> float:
+    """``(1/N) sum w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` at the model's parameters, in float64: the
+    one function both sides of a comparison are read with."""
+    import scipy.sparse as sp
+
+    X = torch.as_tensor(X.toarray() if sp.issparse(X) else X, dtype=torch.float64)
+    T = model.targets(torch.as_tensor(y), X.shape[0])
+    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64)
+    smooth = model.objective(X, T, l2, w)
+    return (smooth + l1 * model.linear.weight.detach().abs().sum()).item()
+
+
+def theta_of(model) -> torch.Tensor:
+    """``[b, W]`` of a single-Linear model (``W`` without a bias)."""
+    b = model.linear.bias
+    W = model.linear.weight.detach()
+    return W if b is None else torch.cat([b.detach()[:, None], W], dim=1)
+
+
+def assert_l1_optimum(model, result, solver: str, X, y, l1: float, l2: float, sample_weight, reference):
+    """An L1 fit by ``solver`` (``result``) is optimal: the KKT conditions at 1e-8, with some weights
+    exactly 0 and every zero clearly one; and proximal Newton from ``reference`` (a fresh model of the
+    same kind) reaches its objective (1e-10 relative), support and weights."""
+    from torch_logreg.solvers import fit_exact
+
+    assert result.converged and result.solver == solver and result.grad_norm <= 1e-10
+    kkt = l1_optimality(model, X, y, l1, l2, sample_weight=sample_weight)
+    assert kkt["violation"] <= 1e-8
+    assert 0 < kkt["support"].sum() < kkt["support"].numel()  # the penalty sets some weights to exactly 0
+    assert kkt["margin"] > 1e-3  # every zero is clearly a zero, so the support is determined
+    fit_exact(reference, X, y, solver="newton", l1=l1, l2=l2, sample_weight=sample_weight, tol=1e-12, max_iter=100)
+    ours = l1_objective(model, X, y, l1, l2, sample_weight)
+    assert ours == pytest.approx(l1_objective(reference, X, y, l1, l2, sample_weight), rel=1e-10)
+    torch.testing.assert_close(model.linear.weight != 0, reference.linear.weight != 0)
+    torch.testing.assert_close(theta_of(model), theta_of(reference), rtol=0, atol=1e-6)
+    assert result.losses[-1] == pytest.approx(ours, rel=1e-12)
+    assert len(result.losses) == len(result.grad_norms) == result.n_iter + 1
+
+
 def run_cli(capsys, *args):
     """``torch-logreg ARGS`` in this process: (exit status, stdout, stderr)."""
     from torch_logreg.app.cli import main

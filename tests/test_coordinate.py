@@ -3,68 +3,36 @@ agreement with proximal Newton over binary / multi-label / linear outputs, dense
 without intercept, L2 and sample weights, and softmax (cycling over the classes); scikit-learn's saga on a
 sparse problem; dense and sparse X give one fit; float32 models, the callback, max_iter."""
 
-import copy
 import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from sklearn.linear_model import LogisticRegression as SkLogisticRegression
 
 import torch_logreg as tl
 from torch_logreg.registry import EXACT_SOLVERS, L1_SOLVERS
 from torch_logreg.solvers import ConvergenceWarning, fit_exact
 
 from conftest import CUDA_ONLY
-from helpers import l1_optimality, max_gradient, model_at
+from helpers import (
+    assert_l1_optimum,
+    l1_model,
+    l1_objective,
+    max_gradient,
+    sparse_truth_problem,
+    theta_of,
+)
 
 KINDS = ("binary", "multilabel", "softmax", "identity")
 
 
 def _problem(kind: str, n: int = 200, d: int = 8, seed: int = 0):
-    """Float64 data from a sparse true model: ``X (n, d)`` (about a quarter of its entries zero), targets and
-    sample weights."""
-    gen = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    X = X * (torch.rand(n, d, generator=gen, dtype=torch.float64) < 0.75)
-    W = torch.randn(3, d, generator=gen, dtype=torch.float64) * (torch.arange(d) < d // 2)
-    z = X @ W.T
-    if kind == "binary":
-        y = (torch.rand(n, generator=gen, dtype=torch.float64) < torch.sigmoid(z[:, 0])).long()
-    elif kind == "multilabel":
-        y = (torch.rand(n, 3, generator=gen, dtype=torch.float64) < torch.sigmoid(z)).long()
-    elif kind == "softmax":
-        y = torch.multinomial(torch.softmax(z, dim=1), 1, generator=gen)[:, 0]
-    else:
-        y = z[:, 0] + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
-    sw = torch.rand(n, generator=gen, dtype=torch.float64) * 2
-    return X, y, sw
+    """Float64 data from a sparse true model, about a quarter of X's entries zero."""
+    return sparse_truth_problem(kind, n, d, seed, zero_fraction=0.25)
 
 
-def _model(kind: str, d: int, bias: bool = True):
-    if kind == "binary":
-        return tl.LogisticRegression(d, bias=bias).double()
-    if kind == "multilabel":
-        return tl.LogisticRegression(d, n_outputs=3, bias=bias).double()
-    if kind == "softmax":
-        return tl.SoftmaxRegression(d, 3, bias=bias).double()
-    return tl.LinearRegression(d, bias=bias).double()
-
-
-def _objective(model, X, y, l1: float, l2: float, sample_weight=None) -> float:
-    """``(1/N) sum w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` at the model's parameters, in float64."""
-    X = torch.as_tensor(X.toarray() if sp.issparse(X) else X, dtype=torch.float64)
-    T = model.targets(torch.as_tensor(y), X.shape[0])
-    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64)
-    smooth = model.objective(X, T, l2, w)
-    return (smooth + l1 * model.linear.weight.detach().abs().sum()).item()
-
-
-def _params(model) -> torch.Tensor:
-    b = model.linear.bias
-    W = model.linear.weight.detach()
-    return W if b is None else torch.cat([b.detach()[:, None], W], dim=1)
+_model, _objective, _params = l1_model, l1_objective, theta_of
 
 
 def test_registered_as_an_exact_l1_solver():
@@ -88,20 +56,7 @@ def test_optimality_conditions_and_proximal_newton(kind, bias, l2, weighted, spa
     data = sp.csr_matrix(X.numpy()) if sparse else X
     model = _model(kind, X.shape[1], bias)
     result = fit_exact(model, data, y, solver="cd", l1=l1, l2=l2, sample_weight=w, tol=1e-10, max_iter=200)
-    assert result.converged and result.solver == "cd" and result.grad_norm <= 1e-10
-    kkt = l1_optimality(model, X, y, l1, l2, sample_weight=w)
-    assert kkt["violation"] <= 1e-8
-    assert 0 < kkt["support"].sum() < kkt["support"].numel()  # the penalty sets some weights to exactly 0
-    assert kkt["margin"] > 1e-3  # every zero is clearly a zero, so the support is determined
-
-    ref = _model(kind, X.shape[1], bias)
-    fit_exact(ref, X, y, solver="newton", l1=l1, l2=l2, sample_weight=w, tol=1e-12, max_iter=100)
-    ours, theirs = _objective(model, X, y, l1, l2, w), _objective(ref, X, y, l1, l2, w)
-    assert ours == pytest.approx(theirs, rel=1e-10)
-    torch.testing.assert_close(model.linear.weight != 0, ref.linear.weight != 0)
-    torch.testing.assert_close(_params(model), _params(ref), rtol=0, atol=1e-6)
-    assert result.losses[-1] == pytest.approx(ours, rel=1e-12)
-    assert len(result.losses) == len(result.grad_norms) == result.n_iter + 1
+    assert_l1_optimum(model, result, "cd", X, y, l1, l2, w, _model(kind, X.shape[1], bias))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -130,38 +85,7 @@ def test_the_bias_is_never_penalised():
 # --- sparse X: scikit-learn's saga, and the same fit as dense X --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sparse_problem():
-    """3000 rows x 2000 sparse columns (0.5% dense), labels from 50 informative columns (as for the proximal
-    gradient's test)."""
-    rng = np.random.default_rng(0)
-    X = sp.random(3000, 2000, density=0.005, format="csr", random_state=1, data_rvs=rng.standard_normal)
-    coef = np.zeros(2000)
-    coef[:50] = 3.0 * rng.standard_normal(50)
-    y = (rng.random(3000) < 1 / (1 + np.exp(-(X @ coef)))).astype(np.int64)
-    return X, y
-
-
-def test_sparse_l1_matches_sklearn_saga(sparse_problem):
-    """The objective within 1e-6 relative of saga's at ``tol = 1e-10``, and the same support; scikit-learn's
-    ``C`` is ``l1 = 1 / (C N)``."""
-    X, y = sparse_problem
-    n, d = X.shape
-    C = 0.2
-    l1 = 1.0 / (C * n)
-    model = tl.LogisticRegression(d).double()
-    result = fit_exact(model, X, y, solver="cd", l1=l1, tol=1e-10)
-    assert result.converged
-    sk = SkLogisticRegression(C=C, l1_ratio=1.0, solver="saga", tol=1e-10, max_iter=100_000, random_state=0).fit(X, y)
-    ref = model_at(copy.deepcopy(model), sk.coef_, sk.intercept_)
-    ours, theirs = _objective(model, X, y, l1, 0.0), _objective(ref, X, y, l1, 0.0)
-    assert ours == pytest.approx(theirs, rel=1e-6)
-    assert ours <= theirs * (1 + 1e-12)  # saga stops short of the optimum, never below it
-    kkt = l1_optimality(model, X.toarray(), y, l1)
-    assert kkt["violation"] <= 1e-8
-    support = model.linear.weight.detach().numpy() != 0
-    assert 0 < support.sum() < d
-    np.testing.assert_array_equal(support, sk.coef_ != 0)
+# (scikit-learn's saga on a sparse problem: test_proximal.py, for both L1 solvers)
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

@@ -17,49 +17,21 @@ from torch_logreg.estimators.estimator import LogisticRegressionClassifier
 from torch_logreg.solvers import ConvergenceWarning, choose_solver, fit_exact
 
 from conftest import CUDA_ONLY
-from helpers import l1_optimality, max_gradient, model_at
+from helpers import (
+    assert_l1_optimum,
+    l1_model,
+    l1_objective,
+    l1_optimality,
+    max_gradient,
+    model_at,
+    sparse_truth_problem,
+    theta_of,
+)
 
 KINDS = ("binary", "softmax", "identity")
 
 
-def _problem(kind: str, n: int = 200, d: int = 8, seed: int = 0):
-    """Float64 data from a sparse true model: ``X (n, d)``, targets, sample weights and a fresh model."""
-    gen = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    W = torch.randn(3, d, generator=gen, dtype=torch.float64) * (torch.arange(d) < d // 2)
-    z = X @ W.T
-    if kind == "binary":
-        y = (torch.rand(n, generator=gen, dtype=torch.float64) < torch.sigmoid(z[:, 0])).long()
-    elif kind == "softmax":
-        y = torch.multinomial(torch.softmax(z, dim=1), 1, generator=gen)[:, 0]
-    else:
-        y = z[:, 0] + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
-    sw = torch.rand(n, generator=gen, dtype=torch.float64) * 2
-    return X, y, sw
-
-
-def _model(kind: str, d: int, bias: bool = True):
-    if kind == "binary":
-        return tl.LogisticRegression(d, bias=bias).double()
-    if kind == "softmax":
-        return tl.SoftmaxRegression(d, 3, bias=bias).double()
-    return tl.LinearRegression(d, bias=bias).double()
-
-
-def _objective(model, X, y, l1: float, l2: float, sample_weight=None) -> float:
-    """``(1/N) sum w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` at the model's parameters, in float64: the
-    one function both sides of a comparison are read with."""
-    X = torch.as_tensor(X.toarray() if sp.issparse(X) else X, dtype=torch.float64)
-    T = model.targets(torch.as_tensor(y), X.shape[0])
-    w = None if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float64)
-    smooth = model.objective(X, T, l2, w)
-    return (smooth + l1 * model.linear.weight.detach().abs().sum()).item()
-
-
-def _params(model) -> torch.Tensor:
-    b = model.linear.bias
-    W = model.linear.weight.detach()
-    return W if b is None else torch.cat([b.detach()[:, None], W], dim=1)
+_problem, _model, _objective, _params = sparse_truth_problem, l1_model, l1_objective, theta_of
 
 
 # --- the optimum: KKT conditions and proximal Newton over the grid -----------------------------------------------
@@ -77,20 +49,7 @@ def test_optimality_conditions_and_proximal_newton(kind, bias, l2, weighted):
     l1 = 0.05
     model = _model(kind, X.shape[1], bias)
     result = fit_exact(model, X, y, solver="proximal", l1=l1, l2=l2, sample_weight=w, tol=1e-10, max_iter=20_000)
-    assert result.converged and result.solver == "proximal" and result.grad_norm <= 1e-10
-    kkt = l1_optimality(model, X, y, l1, l2, sample_weight=w)
-    assert kkt["violation"] <= 1e-8
-    assert 0 < kkt["support"].sum() < kkt["support"].numel()  # the penalty sets some weights to exactly 0
-    assert kkt["margin"] > 1e-3  # every zero is clearly a zero, so the support is determined
-
-    ref = _model(kind, X.shape[1], bias)
-    fit_exact(ref, X, y, solver="newton", l1=l1, l2=l2, sample_weight=w, tol=1e-12, max_iter=100)
-    ours, theirs = _objective(model, X, y, l1, l2, w), _objective(ref, X, y, l1, l2, w)
-    assert ours == pytest.approx(theirs, rel=1e-10)
-    torch.testing.assert_close(model.linear.weight != 0, ref.linear.weight != 0)
-    torch.testing.assert_close(_params(model), _params(ref), rtol=0, atol=1e-6)
-    assert result.losses[-1] == pytest.approx(ours, rel=1e-12)
-    assert len(result.losses) == len(result.grad_norms) == result.n_iter + 1
+    assert_l1_optimum(model, result, "proximal", X, y, l1, l2, w, _model(kind, X.shape[1], bias))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -136,7 +95,14 @@ def sparse_problem():
     return sparse_logistic(3000, 2000, 0.005, informative=50, scale=3.0, seed=0, state=1)
 
 
-def test_sparse_l1_matches_sklearn_saga(sparse_problem):
+@pytest.fixture(scope="module")
+def saga_fit(sparse_problem):
+    X, y = sparse_problem
+    return SkLogisticRegression(C=0.2, l1_ratio=1.0, solver="saga", tol=1e-10, max_iter=100_000, random_state=0).fit(X, y)
+
+
+@pytest.mark.parametrize("solver", ["proximal", "cd"])
+def test_sparse_l1_matches_sklearn_saga(sparse_problem, saga_fit, solver):
     """(c) The objective (read by one function at both coefficient sets) within 1e-6 relative of saga's at
     ``tol = 1e-10``, and the same support; scikit-learn's ``C`` is ``l1 = 1 / (C N)``."""
     X, y = sparse_problem
@@ -144,9 +110,9 @@ def test_sparse_l1_matches_sklearn_saga(sparse_problem):
     C = 0.2
     l1 = 1.0 / (C * n)
     model = tl.LogisticRegression(d).double()
-    result = fit_exact(model, X, y, solver="proximal", l1=l1, tol=1e-10, max_iter=20_000)
+    result = fit_exact(model, X, y, solver=solver, l1=l1, tol=1e-10, max_iter=20_000)
     assert result.converged
-    sk = SkLogisticRegression(C=C, l1_ratio=1.0, solver="saga", tol=1e-10, max_iter=100_000, random_state=0).fit(X, y)
+    sk = saga_fit
     ref = model_at(copy.deepcopy(model), sk.coef_, sk.intercept_)
     ours, theirs = _objective(model, X, y, l1, 0.0), _objective(ref, X, y, l1, 0.0)
     assert ours == pytest.approx(theirs, rel=1e-6)

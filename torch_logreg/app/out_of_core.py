@@ -184,13 +184,7 @@ def open_npy(data_cfg) -> tuple[np.ndarray, np.ndarray, dict]:
     path = Path(data_cfg.path).expanduser()
     where = f"{path} ({sources.size_text(path.stat().st_size)}, more than data.memory_budget = " \
             f"{sources.size_text(data_cfg.memory_budget)}, so streamed)"
-    sources.check_source(path, sources.NO_LIMIT)
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{path} is not a readable NumPy file: {sources.numpy_error(exc)}") from None
-    if array.ndim != 2 or array.shape[1] < 2:
-        raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {array.shape}")
+    array = sources.npy_map(path)
     if array.dtype.kind not in "fiu" or array.dtype.itemsize < 4 and array.dtype.kind == "f":
         raise UsageError(f"{where}: streaming reads float32, float64 or integer arrays, got dtype {array.dtype}")
     n, width = array.shape

@@ -102,13 +102,7 @@ def _too_few(path: Path, n: int, what: str, world_size: int) -> UsageError:
 
 def _npy_part(path: Path, data_cfg, rank: int, world_size: int) -> Part:
     """A block of rows of a .npy array (target in a column), copied from its memory map."""
-    sources.check_source(path, sources.NO_LIMIT)
-    try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{path} is not a readable NumPy file: {sources.numpy_error(exc)}") from None
-    if array.ndim != 2 or array.shape[1] < 2:
-        raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {array.shape}")
+    array = sources.npy_map(path)
     if array.dtype.kind not in "fiub":
         raise UsageError(f"{path}: the array must be numeric, got dtype {array.dtype}")
     n, width = array.shape

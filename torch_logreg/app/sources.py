@@ -134,6 +134,21 @@ def open_npz(fh, path: Path, max_bytes: int):
     return archive
 
 
+def npy_map(path: Path):
+    """The read-only memory map of a .npy file holding a 2-D array with the target in one of at
+    least two columns (nothing of it is read yet)."""
+    import numpy as np
+
+    check_source(path, NO_LIMIT)
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{path} is not a readable NumPy file: {numpy_error(exc)}") from None
+    if array.ndim != 2 or array.shape[1] < 2:
+        raise UsageError(f"{path}: a .npy file must be a 2-D array with the target in one column, got shape {array.shape}")
+    return array
+
+
 def target_column(target: str, width: int, path: Path, what: str) -> int:
     """The column ``data.target`` names in a ``width``-column ``what`` (a .npy array or a sparse
     .npz matrix): an index, negative from the end, the last one when ``target`` is empty."""
