@@ -26,7 +26,6 @@ from .checkpoint import save_checkpoint
 from .config import Config
 from .files import USER_FIXABLE, check_output, write_text_atomic
 from .fitting import (
-    SPLITS,
     Prepared,
     build_model,
     check_cuda_graph,
@@ -42,7 +41,7 @@ from .fitting import (
 )
 from .inputs import labels_to_targets, read_inputs
 from .progress import Progress
-from .report import epoch_pictures, final_report
+from .report import epoch_pictures, final_report, split_metrics
 from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
 
 
@@ -154,8 +153,6 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
         from .shards import gather_logits
 
         train_logits = gather_logits(model, prep.X["train"], prep.T["train"])
-    elif prep.stream is not None:
-        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
     metrics = final_report(writer, model, prep, cfg, history, run_dir, device, train_logits)
     return RunResult(run_dir, metrics)
 
@@ -291,14 +288,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         prep = prepare(cfg, dev, dtype, standardizer)
         _check_data_unchanged(path, payload, prep, allow_changed_data,
                               "its train/validation/test splits would be other rows")
-        classes = payload["classes"] or None
-        out = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in ("val", "test")}
-        if prep.stream is not None:  # the training rows are in the file
-            logits = prep.stream.logits(model, prep.standardizer.transform)
-            out["train"] = metrics_lib.evaluate(model, None, prep.T["train"], classes, logits=logits)
-        else:
-            out["train"] = metrics_lib.evaluate(model, prep.X["train"], prep.T["train"], classes)
-        return {s: out[s] for s in SPLITS}
+        return split_metrics(model, prep, payload["classes"] or None)
     schema = data_lib.Schema.from_dict(payload["schema"])
     new = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
     X_raw, y_raw = new.X, new.y

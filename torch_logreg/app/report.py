@@ -62,19 +62,31 @@ def epoch_pictures(prep: Prepared) -> Callable | None:
     return draw
 
 
-def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device,
-                 train_logits: tuple | None = None) -> dict:
-    """Write metrics.json (every split's :func:`~torch_logreg.app.metrics.evaluate`, per-class
-    scores named by the class labels, and how the run went) and, with a ``writer``, the final
-    TensorBoard entries; returns what metrics.json holds. ``train_logits``: the logits and targets
-    of the whole training split, when this process holds only a part of it (under torchrun)."""
-    classes = prep.classes if model.link != "identity" else None
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in SPLITS if s != "train"}
+def split_metrics(model, prep: Prepared, classes: list[str] | None, train_logits: tuple | None = None) -> dict:
+    """:func:`~torch_logreg.app.metrics.evaluate` of each split. The training split's rows may not
+    be in ``prep.X["train"]``: ``train_logits`` gives its logits and targets when this process holds
+    only a part of it (under torchrun, gathered from every rank); a streamed run's are computed from
+    the file a chunk at a time."""
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in ("val", "test")}
+    if train_logits is None and prep.stream is not None:
+        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
     if train_logits is None:
         result["train"] = metrics_lib.evaluate(model, prep.X["train"], prep.T["train"], classes)
     else:
         logits, T = train_logits
         result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits)
+    return {s: result[s] for s in SPLITS}
+
+
+def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: Path, device,
+                 train_logits: tuple | None = None) -> dict:
+    """Write metrics.json (every split's :func:`~torch_logreg.app.metrics.evaluate`, per-class
+    scores named by the class labels, and how the run went) and, with a ``writer``, the final
+    TensorBoard entries; returns what metrics.json holds. ``train_logits``: see :func:`split_metrics`."""
+    classes = prep.classes if model.link != "identity" else None
+    if train_logits is None and prep.stream is not None:  # computed once: the pictures use them too
+        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
+    result = split_metrics(model, prep, classes, train_logits)
     out = {
         **{s: result[s] for s in SPLITS},
         # each split's "loss" is the mean NLL; this is what training minimised (with the penalties)
