@@ -141,6 +141,21 @@ if numba is not None:
             c += (x - t) + s
         return t, c
 
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _row_terms(z, yi, link, weighted, si, n):
+        """One row's loss term ``s_i loss(z_i, y_i)`` and residual ``r_i = s_i (h(z_i) - y_i) / n``."""
+        if link == SIGMOID:
+            e = math.exp(-abs(z))
+            li = max(z, 0.0) - yi * z + math.log1p(e)
+            r = (1.0 if z > 0.0 else e) / (1.0 + e) - yi
+        else:
+            r = z - yi
+            li = 0.5 * r * r
+        if weighted:
+            li *= si
+            r *= si
+        return li, r / n
+
     @njit(parallel=True, fastmath=_FLAGS, cache=True)
     def _kernel(crow, col, val, y, s, weighted, w, b, starts, link, scratch, n, grad):
         """One pass over the rows: ``grad[:] = X^T r`` in ``grad``'s dtype, with
@@ -161,19 +176,7 @@ if numba is not None:
                 for k in range(lo, hi):
                     z += np.float64(val[k]) * np.float64(w[col[k]])
                 z += b
-                yi = np.float64(y[i])
-                if link == SIGMOID:
-                    e = math.exp(-abs(z))
-                    li = max(z, 0.0) - yi * z + math.log1p(e)
-                    r = (1.0 if z > 0.0 else e) / (1.0 + e) - yi
-                else:
-                    r = z - yi
-                    li = 0.5 * r * r
-                if weighted:
-                    si = np.float64(s[i])
-                    li *= si
-                    r *= si
-                r /= n
+                li, r = _row_terms(z, np.float64(y[i]), link, weighted, np.float64(s[i]), n)
                 loss, loss_c = _add(loss, loss_c, li)
                 rsum, rsum_c = _add(rsum, rsum_c, r)
                 for k in range(lo, hi):
@@ -276,19 +279,7 @@ if numba is not None:
                     z[lo + rows[k]] += np.float64(values[k]) * np.float64(w[base + local[k]])
             loss, loss_c, rsum, rsum_c = 0.0, 0.0, 0.0, 0.0
             for i in range(lo, hi):
-                zi, yi = z[i], np.float64(y[i])
-                if link == SIGMOID:
-                    e = math.exp(-abs(zi))
-                    li = max(zi, 0.0) - yi * zi + math.log1p(e)
-                    r = (1.0 if zi > 0.0 else e) / (1.0 + e) - yi
-                else:
-                    r = zi - yi
-                    li = 0.5 * r * r
-                if weighted:
-                    si = np.float64(s[i])
-                    li *= si
-                    r *= si
-                r /= n_rows
+                li, r = _row_terms(z[i], np.float64(y[i]), link, weighted, np.float64(s[i]), n_rows)
                 loss, loss_c = _add(loss, loss_c, li)
                 rsum, rsum_c = _add(rsum, rsum_c, r)
                 z[i] = r
