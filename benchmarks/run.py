@@ -296,33 +296,22 @@ def sparse_l1(table: Table, n: int, d: int, repeats: int) -> None:
 
     Xt = validation.as_tensor(X, "X")  # a torch CSR tensor, as fit_exact would make it
     yt = torch.from_numpy(y)
-    holder = {}
+    # the proximal gradient, then proximal Newton with coordinate descent (its first call loads its numba kernels)
+    for solver, max_iter in (("proximal", 20_000), ("cd", 1000)):
+        holder = {}
 
-    def run():
-        model = hand_model(d, 1, dtype=torch.float64)
-        holder["result"] = fit_exact(model, Xt, yt, solver="proximal", l1=l1, tol=0.0, max_iter=20_000, warn=False,
-                                     check_separation=False, callback=lambda it, obj: obj <= sk_obj)
-        holder["m"] = model
+        def run(holder=holder, solver=solver, max_iter=max_iter):
+            model = hand_model(d, 1, dtype=torch.float64)
+            holder["result"] = fit_exact(model, Xt, yt, solver=solver, l1=l1, tol=0.0, max_iter=max_iter, warn=False,
+                                         check_separation=False, callback=lambda it, obj: obj <= sk_obj)
+            holder["m"] = model
 
-    t = measure_interleaved({"p": Case(run)}, repeats=repeats, warmup=0)["p"]
-    lin = holder["m"].linear
-    w = lin.weight.detach()[0].numpy()
-    table.add(section, "torch_logreg fit_exact(proximal) L1 to the same objective", t, vs="sklearn saga",
-              other=t_sk, note=f"objective {objective(w, float(lin.bias.detach()[0])):.10f}, "
-                               f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
-
-    def run_cd():  # proximal Newton with coordinate descent; the first call loads its numba kernels
-        model = hand_model(d, 1, dtype=torch.float64)
-        holder["result"] = fit_exact(model, Xt, yt, solver="cd", l1=l1, tol=0.0, max_iter=1000, warn=False,
-                                     check_separation=False, callback=lambda it, obj: obj <= sk_obj)
-        holder["m"] = model
-
-    t = measure_interleaved({"cd": Case(run_cd)}, repeats=repeats, warmup=0)["cd"]
-    lin = holder["m"].linear
-    w = lin.weight.detach()[0].numpy()
-    table.add(section, "torch_logreg fit_exact(cd) L1 to the same objective", t, vs="sklearn saga",
-              other=t_sk, note=f"objective {objective(w, float(lin.bias.detach()[0])):.10f}, "
-                               f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
+        t = measure_interleaved({solver: Case(run)}, repeats=repeats, warmup=0)[solver]
+        lin = holder["m"].linear
+        w = lin.weight.detach()[0].numpy()
+        table.add(section, f"torch_logreg fit_exact({solver}) L1 to the same objective", t, vs="sklearn saga",
+                  other=t_sk, note=f"objective {objective(w, float(lin.bias.detach()[0])):.10f}, "
+                                   f"{holder['result'].n_iter} iterations, {int((w != 0).sum())} nonzero")
 
 
 _PEAK_CHILD = r"""

@@ -3,7 +3,6 @@ agreement with proximal Newton over binary / multi-label / linear outputs, dense
 without intercept, L2 and sample weights, and softmax (cycling over the classes); scikit-learn's saga on a
 sparse problem; dense and sparse X give one fit; float32 models, the callback, max_iter."""
 
-import warnings
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from helpers import (
     assert_l1_optimum,
     l1_model,
     l1_objective,
-    max_gradient,
     sparse_truth_problem,
     theta_of,
 )
@@ -33,6 +31,9 @@ def _problem(kind: str, n: int = 200, d: int = 8, seed: int = 0):
 
 
 _model, _objective, _params = l1_model, l1_objective, theta_of
+
+
+# (without l1, the unpenalised bias, the callback and a warm start: test_proximal.py, for both L1 solvers)
 
 
 def test_registered_as_an_exact_l1_solver():
@@ -57,29 +58,6 @@ def test_optimality_conditions_and_proximal_newton(kind, bias, l2, weighted, spa
     model = _model(kind, X.shape[1], bias)
     result = fit_exact(model, data, y, solver="cd", l1=l1, l2=l2, sample_weight=w, tol=1e-10, max_iter=200)
     assert_l1_optimum(model, result, "cd", X, y, l1, l2, w, _model(kind, X.shape[1], bias))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_without_l1_it_reaches_the_smooth_optimum(kind):
-    """``l1 = 0``: the gradient itself falls to ``tol``, and the optimum is Newton's."""
-    X, y, _ = _problem(kind, seed=1)
-    model = _model(kind, X.shape[1])
-    result = fit_exact(model, X, y, solver="cd", l2=0.1, tol=1e-10)
-    assert result.converged
-    assert max_gradient(model, X, y, 0.1) <= 1e-10
-    ref = _model(kind, X.shape[1])
-    fit_exact(ref, X, y, solver="newton", l2=0.1, tol=1e-12)
-    torch.testing.assert_close(_params(model), _params(ref), rtol=0, atol=1e-8)
-
-
-def test_the_bias_is_never_penalised():
-    """A large ``l1`` zeroes every weight; the intercept still fits the base rate (gradient 0)."""
-    X, y, _ = _problem("binary", seed=2)
-    model = _model("binary", X.shape[1])
-    fit_exact(model, X, y, solver="cd", l1=10.0, tol=1e-12)
-    assert bool((model.linear.weight == 0).all())
-    p = y.double().mean()
-    assert model.linear.bias.item() == pytest.approx(torch.log(p / (1 - p)).item(), abs=1e-10)
 
 
 # --- sparse X: scikit-learn's saga, and the same fit as dense X --------------------------------------------------
@@ -121,39 +99,11 @@ def test_float32_model_gets_the_float64_solution_cast_back():
     torch.testing.assert_close(_params(model), _params(ref).float(), rtol=0, atol=1e-6)
 
 
-def test_callback_sees_every_iterate_and_can_stop():
-    X, y, _ = _problem("multilabel")
-    seen = []
-
-    def callback(n_iter, objective):
-        seen.append((n_iter, objective))
-        return n_iter == 2
-
-    model = _model("multilabel", X.shape[1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        result = fit_exact(model, X, y, solver="cd", l1=0.01, tol=1e-14, callback=callback)
-    assert result.stop_reason == "callback" and result.n_iter == 2
-    assert [i for i, _ in seen] == [0, 1, 2]
-    assert [f for _, f in seen] == result.losses
-    assert result.losses[-1] < result.losses[0]
-
-
 def test_max_iter_warns_with_the_iteration_count():
     X, y, _ = _problem("binary")
     with pytest.warns(ConvergenceWarning, match=r"cd: did not converge in 1 iterations \(max_iter=1\)"):
         result = fit_exact(_model("binary", X.shape[1]), X, y, solver="cd", l1=0.01, tol=1e-14, max_iter=1)
     assert result.stop_reason == "max_iter" and result.n_iter == 1 and not result.converged
-
-
-def test_warm_start_at_the_optimum_takes_no_step():
-    X, y, _ = _problem("binary")
-    model = _model("binary", X.shape[1])
-    fit_exact(model, X, y, solver="newton", l1=0.05, tol=1e-13)
-    before = _params(model).clone()
-    result = fit_exact(model, X, y, solver="cd", l1=0.05, tol=1e-10)
-    assert result.converged and result.n_iter == 0
-    assert torch.equal(_params(model), before)
 
 
 def test_estimator_takes_solver_cd():

@@ -52,12 +52,13 @@ def test_optimality_conditions_and_proximal_newton(kind, bias, l2, weighted):
     assert_l1_optimum(model, result, "proximal", X, y, l1, l2, w, _model(kind, X.shape[1], bias))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_without_l1_it_reaches_the_smooth_optimum(kind):
-    """(f) ``l1 = 0``: the gradient itself falls to ``tol``, and the optimum is Newton's."""
+@pytest.mark.parametrize("solver", ["proximal", "cd"])
+@pytest.mark.parametrize("kind", ("binary", "multilabel", "softmax", "identity"))
+def test_without_l1_it_reaches_the_smooth_optimum(kind, solver):
+    """(f) ``l1 = 0``: the gradient itself falls to ``tol``, and the optimum is Newton's (both L1 solvers)."""
     X, y, _ = _problem(kind, seed=1)
     model = _model(kind, X.shape[1])
-    result = fit_exact(model, X, y, solver="proximal", l2=0.1, tol=1e-10, max_iter=20_000)
+    result = fit_exact(model, X, y, solver=solver, l2=0.1, tol=1e-10, max_iter=20_000)
     assert result.converged
     assert max_gradient(model, X, y, 0.1) <= 1e-10
     ref = _model(kind, X.shape[1])
@@ -65,11 +66,12 @@ def test_without_l1_it_reaches_the_smooth_optimum(kind):
     torch.testing.assert_close(_params(model), _params(ref), rtol=0, atol=1e-8)
 
 
-def test_the_bias_is_never_penalised():
+@pytest.mark.parametrize("solver", ["proximal", "cd"])
+def test_the_bias_is_never_penalised(solver):
     """A large ``l1`` zeroes every weight; the intercept still fits the base rate (gradient 0)."""
     X, y, _ = _problem("binary", seed=2)
     model = _model("binary", X.shape[1])
-    fit_exact(model, X, y, solver="proximal", l1=10.0, tol=1e-12, max_iter=1000)
+    fit_exact(model, X, y, solver=solver, l1=10.0, tol=1e-12, max_iter=1000)
     assert bool((model.linear.weight == 0).all())
     p = y.double().mean()
     assert model.linear.bias.item() == pytest.approx(torch.log(p / (1 - p)).item(), abs=1e-10)
@@ -157,32 +159,34 @@ def test_max_iter_warns_with_the_iteration_count():
     assert result.grad_norm > 1e-12
 
 
-def test_callback_sees_every_iterate_and_can_stop():
+@pytest.mark.parametrize("solver, kind, stop", [("proximal", "binary", 5), ("cd", "multilabel", 2)])
+def test_callback_sees_every_iterate_and_can_stop(solver, kind, stop):
     """The callback sees every iterate's objective (the start first) and can stop the run; the recorded
-    objectives are those it saw."""
-    X, y, _ = _problem("binary")
+    objectives are those it saw (both L1 solvers)."""
+    X, y, _ = sparse_truth_problem(kind, zero_fraction=0.25 if solver == "cd" else 0.0)
     seen = []
 
     def callback(n_iter, objective):
         seen.append((n_iter, objective))
-        return n_iter == 5
+        return n_iter == stop
 
-    model = _model("binary", X.shape[1])
+    model = _model(kind, X.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        result = fit_exact(model, X, y, solver="proximal", l1=0.01, tol=1e-12, callback=callback)
-    assert result.stop_reason == "callback" and result.n_iter == 5
-    assert [i for i, _ in seen] == list(range(6))
+        result = fit_exact(model, X, y, solver=solver, l1=0.01, tol=1e-14, callback=callback)
+    assert result.stop_reason == "callback" and result.n_iter == stop
+    assert [i for i, _ in seen] == list(range(stop + 1))
     assert [f for _, f in seen] == result.losses
     assert result.losses[-1] < result.losses[0]
 
 
-def test_warm_start_at_the_optimum_takes_no_step():
+@pytest.mark.parametrize("solver", ["proximal", "cd"])
+def test_warm_start_at_the_optimum_takes_no_step(solver):
     X, y, _ = _problem("binary")
     model = _model("binary", X.shape[1])
     fit_exact(model, X, y, solver="newton", l1=0.05, tol=1e-13)
     before = _params(model).clone()
-    result = fit_exact(model, X, y, solver="proximal", l1=0.05, tol=1e-10)
+    result = fit_exact(model, X, y, solver=solver, l1=0.05, tol=1e-10)
     assert result.converged and result.n_iter == 0
     assert torch.equal(_params(model), before)
 

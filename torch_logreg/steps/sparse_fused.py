@@ -156,6 +156,16 @@ if numba is not None:
             r *= si
         return li, r / n
 
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _chunk_total(sums):
+        """The chunks' ``[sum r, sum loss]`` rows of ``sums`` added in chunk order (compensated)."""
+        out = np.zeros(2, dtype=np.float64)
+        comp = np.zeros(2, dtype=np.float64)
+        for c in range(sums.shape[0]):
+            out[0], comp[0] = _add(out[0], comp[0], sums[c, 0])
+            out[1], comp[1] = _add(out[1], comp[1], sums[c, 1])
+        return out + comp
+
     @njit(parallel=True, fastmath=_FLAGS, cache=True)
     def _kernel(crow, col, val, y, s, weighted, w, b, starts, link, scratch, n, grad):
         """One pass over the rows: ``grad[:] = X^T r`` in ``grad``'s dtype, with
@@ -190,12 +200,7 @@ if numba is not None:
                 for c in range(1, C):
                     acc += scratch[c, j]
                 grad[j] = acc
-        out = np.zeros(2, dtype=np.float64)
-        comp = np.zeros(2, dtype=np.float64)
-        for c in range(C):
-            out[0], comp[0] = _add(out[0], comp[0], sums[c, 0])
-            out[1], comp[1] = _add(out[1], comp[1], sums[c, 1])
-        return out + comp
+        return _chunk_total(sums)
 
 
     @njit(cache=True)
@@ -294,12 +299,7 @@ if numba is not None:
             base = blk << shift
             for j in range(min(width, D - base)):
                 grad[base + j] = acc[j]
-        out = np.zeros(2, dtype=np.float64)
-        comp = np.zeros(2, dtype=np.float64)
-        for c in range(n_row_chunks):
-            out[0], comp[0] = _add(out[0], comp[0], sums[c, 0])
-            out[1], comp[1] = _add(out[1], comp[1], sums[c, 1])
-        return out + comp
+        return _chunk_total(sums)
 
 
 class BlockedFused:
