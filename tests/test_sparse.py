@@ -220,6 +220,10 @@ def test_sparse_hessians_equal_the_dense_ones():
     torch.testing.assert_close(F.softmax_hessian(Xas, p, w), F.softmax_hessian(Xad, p, w), rtol=0, atol=1e-12)
     s = torch.rand(300, 3, dtype=torch.float64)
     torch.testing.assert_close(F.block_diagonal_hessian(Xas, s), F.block_diagonal_hessian(Xad, s), rtol=0, atol=1e-12)
+    # the bias's row and column without a column of ones, dense and sparse
+    for X in (Xs, Xd):
+        torch.testing.assert_close(F.block_diagonal_hessian(X, s, bias=True), F.block_diagonal_hessian(Xad, s),
+                                   rtol=0, atol=1e-12)
 
 
 # --- the estimator ----------------------------------------------------------------------------

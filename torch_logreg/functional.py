@@ -154,15 +154,37 @@ def diagonal_curvature(link: str, z: Tensor, sample_weight: Tensor | None = None
     return s / n
 
 
-def block_diagonal_hessian(x: Tensor, s: Tensor) -> Tensor:
-    """``H_k = x^T diag(s[:, k]) x`` for each output k: x ``(N, A)``, s ``(N, K)`` -> ``(K, A, A)``.
+def gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -> Tensor:
+    """``x~^T diag(s) x~`` ``(A, A)`` for x ``(N, D)`` dense or CSR and ``s`` ``(N,)``, where
+    ``x~ = [1, x]`` (``A = D + 1``) when ``bias``, else ``x`` itself: the column of ones is never
+    made for dense ``x``; its row and column are ``sum(s)`` and ``x^T s``.
 
-    The Hessian of a sigmoid/identity loss on ``z = x Theta^T``, one ``(A, A)`` block per output
-    (:func:`diagonal_curvature` gives ``s``). A CSR ``x`` takes :func:`weighted_gram`'s sparse product.
-    """
+    ``work``: an ``(N, D)`` buffer like ``x`` for ``diag(s) x``, when the caller forms many of these
+    products (a Newton solve): allocating and faulting in a fresh ``(N, D)`` temporary each time
+    costs about half as much as the product itself. A CSR ``x`` (with its column of ones prepended)
+    takes :func:`weighted_gram`'s sparse product."""
     if x.layout != torch.strided:
-        return torch.stack([weighted_gram(x, s[:, k]) for k in range(s.shape[1])])
-    return torch.stack([x.T @ (x * s[:, k : k + 1]) for k in range(s.shape[1])])
+        return weighted_gram(csr_prepend_ones(x) if bias else x, s)
+    inner = x.T @ (x * s[:, None] if work is None else torch.mul(x, s[:, None], out=work))
+    if not bias:
+        return inner
+    h = inner.new_empty(inner.shape[0] + 1, inner.shape[1] + 1)
+    h[1:, 1:] = inner
+    h[0, 0] = s.sum()
+    border = x.T @ s
+    h[1:, 0] = border
+    h[0, 1:] = border
+    return h
+
+
+def block_diagonal_hessian(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -> Tensor:
+    """``H_k = x~^T diag(s[:, k]) x~`` for each output k: x ``(N, D)``, s ``(N, K)`` -> ``(K, A, A)``,
+    with ``x~`` and ``work`` as in :func:`gram` (``[1, x]`` when ``bias``).
+
+    The Hessian of a sigmoid/identity loss on ``z = x~ Theta^T``, one ``(A, A)`` block per output
+    (:func:`diagonal_curvature` gives ``s``).
+    """
+    return torch.stack([gram(x, s[:, k], bias, work) for k in range(s.shape[1])])
 
 
 def softmax_hessian(

@@ -11,6 +11,7 @@ from torch import Tensor
 from .. import functional as F
 from .. import penalty
 from ..penalty import l1_optimality, soft_threshold
+from ..steps import select
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
@@ -22,7 +23,8 @@ class _Hessian:
     softmax null space), ``matvec(v)`` returns ``H v`` and ``max_eigenvalue()`` bounds it.
     """
 
-    def __init__(self, link: str, Xa: Tensor, z: Tensor, sample_weight: Tensor | None, l2_diag: Tensor, null_cols: Tensor | None):
+    def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor, sample_weight: Tensor | None,
+                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None):
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
@@ -35,7 +37,7 @@ class _Hessian:
             self.null_cols = null_cols
         else:
             s = F.diagonal_curvature(link, z, sample_weight)
-            blocks = F.block_diagonal_hessian(Xa, s)
+            blocks = F.block_diagonal_hessian(X, s, bias, work)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
             self.blocks = blocks
             self.full = None
@@ -95,7 +97,10 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     prefix = next(name for name, _ in model.named_children())
     bias = layer.bias is not None
     link = model.link
-    Xa = augment(X, bias)
+    # the softmax Hessian's rank-one part is formed from [1, X]; the others never copy X
+    Xa = augment(X, bias) if link == "softmax" else None
+    # diag(s) X for the Hessian's products, made once for the whole solve
+    work = torch.empty_like(X) if Xa is None and X.layout == torch.strided else None
     theta = get_theta(layer)
     mask = penalty.theta_mask(theta, bias)
     l2_diag = l2 * mask
@@ -106,12 +111,17 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         theta = center(theta, null_cols)
     eps = torch.finfo(theta.dtype).eps
 
-    def smooth(th: Tensor, with_grad: bool = True):
+    # the loop's full-batch step (one fused pass on CPU for one output); results equal
+    # objective_and_grad's. It returns its own buffers, so the values kept are copied.
+    step = select.full_batch(model, X, T, sample_weight=w).step
+
+    def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)
-        if not with_grad:
-            return model.objective(X, T, l2, w), None
-        f, grads = model.objective_and_grad(X, T, l2, w)
-        return f, theta_grad(prefix, grads, bias)
+        f, grads = step(X, T, l2)
+        return f.clone(), theta_grad(prefix, grads, bias).clone()
+
+    def logits(th: Tensor) -> Tensor:
+        return X @ th[:, 1:].T + th[:, 0] if bias else X @ th.T
 
     def composite(th: Tensor, f_smooth: Tensor) -> Tensor:
         return f_smooth + (l1_mask * th.abs()).sum() if l1 > 0 else f_smooth
@@ -124,8 +134,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         F_now, opt = F_val.item(), opt_t.item()
         if record_iterate(result, it, F_now, opt, tol, max_iter, callback):
             break
-        z = Xa @ theta.T
-        hess = _Hessian(link, Xa, z, w, l2_diag, null_cols)
+        hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work)
         if not hess.is_finite():
             raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
                                  f"iteration {it}; {NON_FINITE_HINT}")
@@ -148,7 +157,8 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         accepted = False
         for _ in range(MAX_HALVINGS):
             trial = theta + t * d
-            f_trial, _ = smooth(trial, with_grad=False)
+            # the gradient comes with the objective at no extra read of X; kept if accepted
+            f_trial, g_trial = smooth(trial)
             F_trial = composite(trial, f_trial)
             if F_trial.item() <= F_now + ARMIJO * t * min(dec, 0.0) + slack:
                 accepted = True
@@ -158,11 +168,9 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
             set_theta(layer, theta)
             result.stop_reason = "line_search_failed"
             break
-        theta = trial
+        theta, f, g, F_val = trial, f_trial, g_trial, F_trial
         it += 1
         result.line_search_steps.append(t)
-        f, g = smooth(theta)
-        F_val = composite(theta, f)
     if null_cols is not None:
         theta = center(theta, null_cols)
     set_theta(layer, theta)
