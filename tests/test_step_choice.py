@@ -17,6 +17,7 @@ import torch_logreg as tl
 from torch_logreg.errors import UsageError
 from torch_logreg.steps import fused_cpu, measure, select
 from torch_logreg.steps.batch import BatchStep
+from torch_logreg.steps.blocked import BlockedStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.reference import ReferenceStep
 from torch_logreg.steps.row_major import RowMajorStep
@@ -26,8 +27,10 @@ from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize,
 #: what one call of a slow candidate, and of any other, adds to the selector's clock
 SLOW_S = 0.03
 FAST_S = 0.001
-CLASSES = {"feature_major": FeatureMajorStep, "row_major": RowMajorStep, "reference": ReferenceStep,
-           "fused": fused_cpu.FusedStep, "batch": BatchStep}
+CLASSES = {"feature_major": FeatureMajorStep, "row_major": RowMajorStep, "blocked": BlockedStep,
+           "reference": ReferenceStep, "fused": fused_cpu.FusedStep, "batch": BatchStep}
+#: the full-batch candidates on dense CPU data when the fused kernel does not apply
+DENSE = ("reference", "row_major", "blocked", "feature_major")
 needs_numba = pytest.mark.skipif(not fused_cpu.available(), reason="numba is not installed")
 
 
@@ -43,9 +46,12 @@ def fresh_choices(monkeypatch):
 
 @pytest.fixture
 def always_measure(monkeypatch):
-    """Measure every problem, however small."""
+    """Measure every problem, however small, and every candidate: the budget covers them all
+    however slow (with four dense candidates, three slow challengers would use up the default
+    budget before the last; the budget has its own test)."""
     monkeypatch.setattr(measure, "TINY_WORK", 0)
     monkeypatch.setattr(measure, "MIN_STEP_SECONDS", 0.0)
+    monkeypatch.setattr(measure, "BUDGET_STEPS", 10**6)
 
 
 def problem(kind: str = "softmax", n: int = 400, d: int = 6, seed: int = 0):
@@ -56,12 +62,21 @@ def problem(kind: str = "softmax", n: int = 400, d: int = 6, seed: int = 0):
     return model, X, model.targets(make_targets(kind, n, gen), n)
 
 
-def count_calls(monkeypatch, slow: tuple[str, ...] = ()) -> dict[str, int]:
+def count_calls(monkeypatch, slow: tuple[str, ...] = (), build: dict[str, float] | None = None) -> dict[str, int]:
     """Count each step class's calls, and replace the selector's clock by one that only the steps
-    advance: SLOW_S per call of the classes named in ``slow``, FAST_S per call of the others."""
+    advance: SLOW_S per call of the classes named in ``slow``, FAST_S per call of the others, and
+    ``build[name]`` per construction of the classes named there."""
     calls = dict.fromkeys(CLASSES, 0)
     now = [0.0]
     monkeypatch.setattr(measure, "clock", lambda: now[0])
+    for name, seconds in (build or {}).items():
+        original_init = CLASSES[name].__init__
+
+        def init(self, *args, _seconds=seconds, _original=original_init, **kwargs):
+            now[0] += _seconds
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(CLASSES[name], "__init__", init)
     for name, cls in CLASSES.items():
         original = cls.step
 
@@ -77,21 +92,21 @@ def count_calls(monkeypatch, slow: tuple[str, ...] = ()) -> dict[str, int]:
 # --- auto: measure once, keep the fastest ------------------------------------------------------
 
 
-@pytest.mark.parametrize("fast", ["reference", "row_major", "feature_major"])
+@pytest.mark.parametrize("fast", DENSE)
 def test_auto_keeps_the_fastest_candidate(monkeypatch, always_measure, fast):
     monkeypatch.setattr(measure, "BUDGET_STEPS", 10**6)  # every candidate measured, however fast the rule's step
     model, X, T = problem()
-    calls = count_calls(monkeypatch, slow=tuple(n for n in ("reference", "row_major", "feature_major") if n != fast))
+    calls = count_calls(monkeypatch, slow=tuple(n for n in DENSE if n != fast))
     step = select.full_batch(model, X, T, step="auto")
     assert step.selection.step == fast and step.selection.source == "measured"
     assert isinstance(step, CLASSES[fast])
-    assert set(step.selection.seconds) == {"feature_major", "row_major", "reference"}
+    assert set(step.selection.seconds) == set(DENSE)
     assert min(step.selection.seconds, key=step.selection.seconds.get) == fast
     assert calls["feature_major"] >= 2  # the rule's step is measured first
 
 
 def test_auto_in_the_loop_fits_like_the_reference(monkeypatch, always_measure):
-    count_calls(monkeypatch, slow=("feature_major", "reference"))
+    count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
     auto, ref = train_variants("softmax", [{"step": "auto"}, {"step": "reference"}], seed=3, solver="nesterov",
                                lr=0.2, epochs=15, l2=0.01, tol=0, device="cpu")
     assert auto[0].stepper.name == "row_major" and auto[0].stepper.selection.source == "measured"
@@ -114,7 +129,7 @@ def test_auto_measures_mini_batches_too(monkeypatch, always_measure):
 
 def test_the_choice_is_remembered_in_the_process(monkeypatch, always_measure):
     model, X, T = problem()
-    calls = count_calls(monkeypatch, slow=("feature_major", "row_major"))
+    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
     assert select.full_batch(model, X, T, step="auto").selection.step == "reference"
     calls.update(dict.fromkeys(calls, 0))
     again = select.full_batch(model, X[:380], T[:380], step="auto")  # the same shape class (log2 of the rows)
@@ -126,9 +141,27 @@ def test_the_choice_is_remembered_in_the_process(monkeypatch, always_measure):
 
 def test_the_rule_is_kept_unless_a_challenger_is_clearly_faster(monkeypatch, always_measure):
     model, X, T = problem()
-    count_calls(monkeypatch, slow=("feature_major", "row_major", "reference"))  # all equally slow
+    count_calls(monkeypatch, slow=DENSE)  # all equally slow
     step = select.full_batch(model, X, T, step="auto")
     assert step.selection.step == "feature_major" and step.selection.source == "measured"
+
+
+def test_a_short_run_counts_each_steps_set_up(monkeypatch, always_measure, tmp_path):
+    # the feature-major and blocked steps are as fast per step, but the first costs a copy of X
+    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
+    count_calls(monkeypatch, slow=("row_major", "reference"), build={"feature_major": 50 * FAST_S})
+    model, X, T = problem()
+    step = select.full_batch(model, X, T, step="auto", steps=5)
+    assert step.name == "blocked" and step.selection.source == "measured" and "set-up" in step.selection.reason
+    assert step.selection.setup["feature_major"] == pytest.approx(50 * FAST_S)
+    assert select.full_batch(model, X, T, step="auto").name == "feature_major"  # per step: the rule's
+    assert select.full_batch(model, X, T, step="auto", steps=10**6).name == "feature_major"  # the copy pays off
+    cpu = torch.device("cpu")
+    assert select.training_step(model, X, T, batch_size=X.shape[0], dtype=X.dtype, device=cpu, step="auto",
+                                steps=5).name == "blocked"
+    measure.clear_cache()  # as a new process would start: the disk cache keeps the set-up times
+    again = select.full_batch(model, X, T, step="auto", steps=5)
+    assert again.name == "blocked" and again.selection.source == "disk"
 
 
 def test_tiny_problems_are_not_measured(monkeypatch):
@@ -141,7 +174,8 @@ def test_tiny_problems_are_not_measured(monkeypatch):
     monkeypatch.setattr(measure, "MIN_STEP_SECONDS", 10.0)  # every step counts as cheap
     step = select.full_batch(model, X, T, step="auto")
     assert step.name == "feature_major" and "under" in step.selection.reason
-    assert calls["feature_major"] == 2 and calls["reference"] == calls["row_major"] == 0  # a warm-up, one timed call
+    assert calls["feature_major"] == 2  # a warm-up, one timed call
+    assert calls["reference"] == calls["row_major"] == calls["blocked"] == 0
 
 
 def test_measuring_stops_at_its_budget(monkeypatch, always_measure):
@@ -150,7 +184,7 @@ def test_measuring_stops_at_its_budget(monkeypatch, always_measure):
     model, X, T = problem()
     step = select.full_batch(model, X, T, step="auto")
     assert step.name == "feature_major" and "budget" in step.selection.reason
-    assert calls["row_major"] == calls["reference"] == 0
+    assert calls["row_major"] == calls["reference"] == calls["blocked"] == 0
 
 
 def test_several_processes_and_streamed_data_keep_the_rule(monkeypatch, always_measure):
@@ -174,7 +208,7 @@ def test_measuring_leaves_the_model_as_it_was(monkeypatch, always_measure):
     count_calls(monkeypatch, slow=("feature_major",))  # the budget then covers every candidate
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     step = select.full_batch(model, X, T, step="auto")
-    assert set(step.selection.seconds) == {"feature_major", "fused", "row_major", "reference"}
+    assert set(step.selection.seconds) == {"feature_major", "fused", "row_major", "reference"}  # not blocked: fused runs
     assert all(torch.equal(p, before[k]) for k, p in model.named_parameters())
 
 
@@ -195,7 +229,7 @@ def test_a_failing_compiled_candidate_is_left_out_with_a_warning(monkeypatch, al
 
 
 def test_the_choice_and_the_timings_are_logged(monkeypatch, always_measure, caplog):
-    count_calls(monkeypatch, slow=("feature_major", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
     model, X, T = problem()
     with caplog.at_level(logging.DEBUG, logger="torch_logreg"):
         select.full_batch(model, X, T, step="auto")
@@ -208,13 +242,13 @@ def test_the_choice_and_the_timings_are_logged(monkeypatch, always_measure, capl
 
 def test_the_disk_cache_round_trips(monkeypatch, always_measure, tmp_path):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    calls = count_calls(monkeypatch, slow=("feature_major", "reference"))
+    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
     model, X, T = problem()
     assert select.full_batch(model, X, T, step="auto").selection.step == "row_major"
     data = json.loads((tmp_path / "steps.json").read_text())
     assert data["version"] == measure.CACHE_VERSION
     (key, entry), = data["entries"].items()
-    assert entry["step"] == "row_major" and set(entry["seconds"]) == {"feature_major", "row_major", "reference"}
+    assert entry["step"] == "row_major" and set(entry["seconds"]) == set(DENSE)
     assert measure.cpu_model() in key and torch.__version__ in key
     measure.clear_cache()  # as a new process would start
     calls.update(dict.fromkeys(calls, 0))
@@ -228,7 +262,7 @@ def test_the_disk_cache_round_trips(monkeypatch, always_measure, tmp_path):
 def test_a_damaged_cache_file_is_ignored_and_replaced(monkeypatch, always_measure, tmp_path, text):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
     (tmp_path / "steps.json").write_text(text)
-    count_calls(monkeypatch, slow=("feature_major", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
     model, X, T = problem()
     step = select.full_batch(model, X, T, step="auto")
     assert step.selection.step == "reference" and step.selection.source == "measured"
@@ -238,7 +272,7 @@ def test_a_damaged_cache_file_is_ignored_and_replaced(monkeypatch, always_measur
 
 def test_a_cached_step_that_no_longer_applies_is_measured_again(monkeypatch, always_measure, tmp_path):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    count_calls(monkeypatch, slow=("feature_major", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
     model, X, T = problem()
     key = measure.disk_key(measure.shape_key("full", model, X, X.shape[0], select.full_batch_candidates(model, X, T)))
     (tmp_path / "steps.json").write_text(json.dumps({"version": 1, "entries": {key: {"step": "fused"}}}))
@@ -250,7 +284,7 @@ def test_an_unwritable_cache_does_not_stop_training(monkeypatch, always_measure,
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(blocker / "below"))  # a folder that cannot be made
-    count_calls(monkeypatch, slow=("feature_major", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
     model, X, T = problem()
     assert select.full_batch(model, X, T, step="auto").selection.step == "reference"
 
@@ -269,7 +303,7 @@ def test_the_cache_file_location(monkeypatch, tmp_path):
 
 
 FORCED = [("reference", "reference"), ("feature_major", "feature_major"), ("row_major", "row_major"),
-          pytest.param("fused", "fused_cpu", marks=needs_numba)]
+          ("blocked", "blocked"), pytest.param("fused", "fused_cpu", marks=needs_numba)]
 
 
 @pytest.mark.parametrize("step,name", FORCED)
@@ -294,6 +328,7 @@ REFUSED = [
     (dict(model=tl.SoftmaxRegression(3, 4), step="fused"), "one sigmoid or identity output; this model has 4 softmax"),
     (dict(step="feature_major", batch_size=10), "full-batch training"),
     (dict(step="fused", batch_size=10), "full-batch training"),
+    (dict(step="blocked", batch_size=10), "full-batch training"),
     (dict(step="row_major", grad_check_every=5), "gradient checks"),
     (dict(step="feature_major", fast_path=False), "fast path"),
     (dict(step="row_major", dtype="bfloat16"), "bfloat16"),
@@ -340,7 +375,7 @@ def test_the_config_key_reaches_the_loop():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("step", ["auto", "rule", "reference", "feature_major", "row_major", "fused"])
+@pytest.mark.parametrize("step", ["auto", "rule", "reference", "feature_major", "row_major", "blocked", "fused"])
 def test_every_choice_equals_the_reference_step(monkeypatch, always_measure, kind, step):
     model, X, T = problem(kind, n=700, d=9, seed=KINDS.index(kind))
     if step == "fused" and (not fused_cpu.available() or select.problem("fused", model, X, full=True)):

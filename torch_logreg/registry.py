@@ -27,5 +27,5 @@ SOLVERS = LOOP_SOLVERS + EXACT_SOLVERS
 
 #: the steps a run can ask for (``train.step``, ``Trainer(step=...)``; see ``steps/select.py``):
 #: "auto" measures the ones that apply once and keeps the fastest, "rule" takes the fixed size
-#: rule, and the others force that step
-STEPS = ("auto", "rule", "reference", "feature_major", "row_major", "fused")
+#: rule, and the others force that step (each a file in steps/)
+STEPS = ("auto", "rule", "reference", "feature_major", "row_major", "blocked", "fused")

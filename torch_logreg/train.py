@@ -272,6 +272,8 @@ class Trainer:
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
             step=step, sample_weight=self.sample_weight,
+            # a full batch takes one step an epoch: "auto" weighs each step's set-up against them
+            steps=self.epochs if self.batch_size >= n else None,
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer
@@ -281,6 +283,11 @@ class Trainer:
         if self.stepper.name == "batch" and not self.streams_data:
             self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
                             self.T.new_empty(self.batch_size, self.T.shape[1]))
+        # ... or not gathered at all: a step that reads the rows in place takes their numbers
+        # (the base class's batches only: a subclass that makes its own batches gets them gathered)
+        self._step_rows = None
+        if self._gather is not None and type(self)._batches is Trainer._batches and hasattr(self.stepper, "rows_step"):
+            self._step_rows = self.stepper.rows_step(self.X, self.T)
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -352,6 +359,14 @@ class Trainer:
                 yield (torch.index_select(self.X, 0, idx, out=xs[:nb]),
                        torch.index_select(self.T, 0, idx, out=ts[:nb]))
 
+    def _row_batches(self):
+        """The batches of :meth:`_batches` (the same draw from the generator) as the row numbers
+        of each, a 1-D int64 NumPy array, for a step that reads the rows in place."""
+        n = self.X.shape[0]
+        perm = torch.randperm(n, generator=self.generator, device=self.device).numpy()
+        for start in range(0, n, self.batch_size):
+            yield perm[start : start + self.batch_size]
+
     def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         self.optimizer.step(params, grads, self.lr_now)
         if self.l1:  # the proximal step of l1 ||W||_1: soft-thresholding by lr * l1 gives exact zeros
@@ -404,6 +419,8 @@ class Trainer:
                 batch_grads = getattr(self.stepper, "grads", None)
                 batch_flat = getattr(self.stepper, "flat_grad", None)
                 grad_check_every, callbacks = self.grad_check_every, self.callbacks
+                # a step that reads each batch's rows in place, given their numbers (no gather)
+                step_rows = None if grad_check_every else self._step_rows
                 # the penalty at the weights each step used, so the epoch's loss is told from its
                 # objective (a CUDA graph fills it inside the graph, before the update)
                 l2, l1, step_penalty = self.l2, self.l1, self._step_penalty
@@ -415,11 +432,16 @@ class Trainer:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
                         epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
                         self._grad_flat.zero_()
-                    for Xb, Tb in self._batches():
-                        if grad_check_every and self.step % grad_check_every == 0:
-                            self._grad_check(Xb, Tb)
-                        loss, grads = step(Xb, Tb, self.l2)
-                        nb = Xb.shape[0]
+                    for batch in (self._row_batches() if step_rows is not None else self._batches()):
+                        if step_rows is not None:  # the batch is its rows' numbers
+                            loss, grads = step_rows(batch, l2)
+                            nb = batch.shape[0]
+                        else:
+                            Xb, Tb = batch
+                            if grad_check_every and self.step % grad_check_every == 0:
+                                self._grad_check(Xb, Tb)
+                            loss, grads = step(Xb, Tb, l2)
+                            nb = Xb.shape[0]
                         loss, grads = reduce(loss, grads, nb)
                         if l1:  # the steps' objective has the smooth penalty only
                             l1_term = penalty.l1_value(params, l1)
@@ -497,12 +519,17 @@ class Trainer:
         for k, p in params.items():
             self._spare[k].copy_(p)
         param_sum = self._spare_flat.sum()
-        readings = [epoch_loss, epoch_loss - epoch_penalty, grad_norm, param_sum]
+        # without a penalty the loss is the objective: one operation fewer, which tiny problems notice
+        penalised = bool(self.l2 or self.l1)
+        readings = [epoch_loss, grad_norm, param_sum]
+        if penalised:
+            readings.append(epoch_loss - epoch_penalty)
         if self.X_val is not None:
             readings.append(self.model.objective(self.X_val, self.T_val))
         values = torch.stack(readings).tolist()
-        train_objective, train_loss, grad_norm, param_sum = values[:4]
-        val_loss = values[4] if self.X_val is not None else None
+        train_objective, grad_norm, param_sum = values[:3]
+        train_loss = values[3] if penalised else train_objective
+        val_loss = values[-1] if self.X_val is not None else None
         history.epochs.append(self.epoch)
         history.train_objective.append(train_objective)
         history.train_loss.append(train_loss)

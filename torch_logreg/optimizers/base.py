@@ -43,8 +43,11 @@ class Optimizer(ABC):
         for k, v in hyper.items():
             arguments.number(k, v, low=0)
 
-    @torch.no_grad()
     def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
+        # the loop runs under no_grad already; entering it again costs microseconds a step
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.step(params, grads, lr)
         self.steps += 1
         self.update(params, grads, lr)
 

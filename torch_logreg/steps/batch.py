@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,7 +21,12 @@ class BatchStep:
     Rows stay row-major here (a batch is gathered row by row), so the logits are ``(B, K)``.
     The weight and bias gradients are views of one flat tensor, :attr:`flat_grad`, in the
     model's parameter order, so the loop can accumulate an epoch's gradient in one operation.
-    The returned tensors are those buffers: the next ``step`` overwrites them.
+    The returned tensors (the loss too) are those buffers: the next ``step`` overwrites them.
+
+    On the CPU, with numba, for batches up to ``batch_fused.MAX_WORK``, the step is one call of a
+    kernel in :mod:`.batch_fused` (on a contiguous float batch in the model's dtype); and
+    :meth:`rows_step` binds it to the whole in-memory data set, so that a batch is given as its
+    row numbers and never gathered. Elsewhere the step is about a dozen torch operations.
     """
 
     name = "batch"
@@ -41,9 +48,56 @@ class BatchStep:
         if b is not None:
             self._grad_bias = self.flat_grad[k * d :]
             self.grads[f"{self.prefix}.bias"] = self._grad_bias
+        self.dtype = dtype
+        #: the kernel (None where it does not apply), writing into flat_grad and this 1-entry loss
+        self._kernel = None
+        if torch.device(device).type == "cpu":
+            from . import batch_fused  # here, not above: it imports numba, which a CUDA run never needs
 
-    @torch.no_grad()
+            if batch_fused.applies(model, dtype, torch.device(device), batch_size):
+                self._loss_buf = torch.empty(1, dtype=dtype)
+                self._loss = self._loss_buf.view(())
+                self._kernel = batch_fused.RowsKernel(model, self.flat_grad, self._loss_buf)
+                self._all_rows = np.arange(batch_size, dtype=np.int64)
+                self._d, self._k = d, k  # the features and outputs the kernel was made for
+
     def step(self, Xb: Tensor, Tb: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+        # the loop already runs under no_grad; entering it again costs about 2 us, a tenth of a small step
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self.step(Xb, Tb, l2)
+        # the kernel reads without bounds checks: shapes it was not made for take the torch path,
+        # which raises on them
+        if (self._kernel is not None and Xb.dtype == self.dtype and Tb.dtype == self.dtype
+                and Xb.device.type == "cpu" and Xb.is_contiguous() and Tb.is_contiguous()
+                and Xb.dim() == 2 and Xb.shape[1] == self._d and Tb.shape == (Xb.shape[0], self._k)
+                and Xb.shape[0] <= self._all_rows.shape[0]):
+            x, y = Xb.detach().numpy(), Tb.detach().numpy()
+            self._kernel(x, y, self._all_rows[: x.shape[0]])
+            return self._add_penalty(l2)
+        return self._torch_step(Xb, Tb, l2)
+
+    def rows_step(self, X: Tensor, T: Tensor) -> Callable[[np.ndarray, float], tuple[Tensor, dict[str, Tensor]]] | None:
+        """``step_rows(rows, l2) -> (loss, grads)``: the step on the batch ``X[rows]``, ``T[rows]``
+        (``rows`` a 1-D int64 NumPy array of row numbers), with the kernel reading the rows in
+        place; None where the kernel does not apply to ``X``. Call it under ``torch.no_grad()``."""
+        if self._kernel is None or X.dtype != self.dtype or X.device.type != "cpu" or X.dim() != 2 \
+                or not X.is_contiguous() or X.shape[1] != self._d or T.shape != (X.shape[0], self._k):
+            return None
+        kernel, (x, y), add_penalty = self._kernel, self._kernel.data(X, T), self._add_penalty
+
+        def step_rows(rows: np.ndarray, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+            kernel(x, y, rows)
+            return add_penalty(l2)
+
+        return step_rows
+
+    def _add_penalty(self, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
+        if not l2:
+            return self._loss, self.grads
+        return penalty.add_in_place(self._loss, self._grad_weight, self.layer.weight, l2), self.grads
+
+    def _torch_step(self, Xb: Tensor, Tb: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
         nb = Xb.shape[0]
         # an empty batch (a padding step of a data-parallel run) has a NaN mean loss and zero

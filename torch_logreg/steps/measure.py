@@ -13,11 +13,18 @@ module the steps that apply, the fixed rule's choice first, and :func:`choose`:
    times the best), and a second time when it comes within :data:`CLOSE` of the best. A step's
    time is the fastest of its timed calls;
 3. keeps the fastest, unless it beats the rule's step by less than :data:`MARGIN` (within the
-   noise of a shared machine the rule's choice stays);
+   noise of a shared machine the rule's choice stays). A caller that knows how many steps the
+   step will run (``steps``: a full-batch loop's epochs) gets the step of least
+   ``set-up + steps x step`` instead, where that is cheaper than the fastest by more than
+   :data:`MARGIN` (:func:`for_steps`): a step whose set-up is a copy of X (the feature-major
+   step) can cost more in a short run than it saves per step. A candidate's set-up is its
+   build, timed when it is measured;
 4. remembers the choice for the process, keyed by :func:`shape_key` (device, dtype, link,
    outputs, bias, log2 of the rows and of the features, the candidates, threads, torch
    version), and on disk (:func:`cache_file`), keyed also by the CPU model, so a second fit of
-   the same shape class, in this process or a later one, measures nothing.
+   the same shape class, in this process or a later one, measures nothing. What is remembered
+   are the timings (per step and set-up), so a later run of another length still chooses for
+   its own ``steps``.
 
 Cost: beyond the rule step's build and first call (which a run without measuring pays too),
 measuring, the challengers' builds and warm-ups included, starts no new candidate once another
@@ -81,13 +88,15 @@ class Selection:
     """How a step was chosen: ``step`` (a name of ``registry.STEPS``), ``source`` ("measured",
     "cache" (this process), "disk", "rule" (not measured; ``reason`` says why) or "forced"),
     ``seconds`` (per candidate measured, its fastest timed call, or its warm-up call where that
-    was already far slower than the best) and the key."""
+    was already far slower than the best), the key, and ``setup`` (per candidate measured, the
+    seconds its build took)."""
 
     step: str
     source: str
     seconds: dict[str, float] = field(default_factory=dict)
     key: tuple = ()
     reason: str = ""
+    setup: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"``, with the
@@ -247,12 +256,17 @@ def _tagged(step, selection: Selection):
     return step
 
 
-def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor) -> tuple[object | None, float]:
-    """The candidate, built and warmed up by one call, and that call's seconds; None where a
-    JIT-compiled one fails (a broken Triton install or a driver mismatch must not stop
-    training) or device memory runs out."""
+def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor,
+               setup: dict[str, float]) -> tuple[object | None, float]:
+    """The candidate, built and warmed up by one call, and that call's seconds (its build's go
+    into ``setup``); None where a JIT-compiled one fails (a broken Triton install or a driver
+    mismatch must not stop training) or device memory runs out."""
     try:
+        _synchronize(X.device)
+        start = clock()
         step = build()
+        _synchronize(X.device)
+        setup[name] = clock() - start
         return step, time_call(step, X, T)
     except torch.OutOfMemoryError as exc:
         LOG.debug("step %s left out: %s", name, exc)
@@ -266,19 +280,21 @@ def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor) -> 
 
 def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
     """Build, warm up and time the candidates (see the module docstring); returns the chosen
-    name, its built step, the seconds per step measured, and why measuring stopped early ('')."""
+    name, its built step, the seconds per step measured, the seconds of each build, and why
+    measuring stopped early ('')."""
     names = list(candidates)
     base = base_step = None
+    setup: dict[str, float] = {}
     while names and base_step is None:  # the rule's step, or the next one if it fails
         base = names.pop(0)
-        base_step, _ = _try_build(base, candidates[base], X, T)
+        base_step, _ = _try_build(base, candidates[base], X, T, setup)
     if base_step is None:  # pragma: no cover - the reference step always runs
         raise RuntimeError("no step could run")
     start = clock()  # the rule's build and first call are what the run costs without measuring
     first = time_call(base_step, X, T)
     seconds = {base: first}
     if first < MIN_STEP_SECONDS:
-        return base, base_step, seconds, f"a step takes under {format_seconds(MIN_STEP_SECONDS)}"
+        return base, base_step, seconds, setup, f"a step takes under {format_seconds(MIN_STEP_SECONDS)}"
     seconds[base] = min(first, time_call(base_step, X, T))
     budget = BUDGET_STEPS * seconds[base]
     best, best_step, stopped = base, base_step, ""
@@ -290,7 +306,7 @@ def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
         if name in JIT_COMPILED and name not in _warm and spent + FIRST_CALL_SECONDS.get(X.device.type, 0.0) > budget:
             LOG.debug("step %s left out: its first call in this process would pass the budget", name)
             continue
-        step, warm_up = _try_build(name, candidates[name], X, T)
+        step, warm_up = _try_build(name, candidates[name], X, T, setup)
         if step is None:
             continue
         mark_warm(name)
@@ -306,14 +322,43 @@ def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
         del step  # a slower challenger's buffers (a copy of X, for the feature-major step) go now
     if best != base and seconds[best] > (1.0 - MARGIN) * seconds[base]:
         best, best_step = base, base_step
-    return best, best_step, seconds, stopped
+    return best, best_step, seconds, setup, stopped
+
+
+def for_steps(selection: Selection, names, steps: int | None) -> str:
+    """The step of least ``set-up + steps x step`` among the measured ``names``, or the selection's
+    own (the fastest per step) unless that one beats it by more than :data:`MARGIN`; the
+    selection's own where ``steps`` is None or nothing was measured."""
+    chosen = selection.step
+    if not steps or chosen not in selection.seconds:
+        return chosen
+
+    def cost(name: str) -> float:
+        return selection.setup.get(name, 0.0) + steps * selection.seconds[name]
+
+    best = min((n for n in names if n in selection.seconds), key=cost, default=chosen)
+    return best if cost(best) < (1.0 - MARGIN) * cost(chosen) else chosen
+
+
+def _for_steps(selection: Selection, candidates: dict[str, Callable[[], object]], steps: int | None,
+               built=None):
+    """The step :func:`for_steps` chooses, built (or ``built``, the selection's own step, where
+    that is the choice), tagged with how it was chosen."""
+    name = for_steps(selection, candidates, steps)
+    if name == selection.step:
+        return _tagged(built if built is not None else candidates[name](), selection)
+    LOG.debug("step for %s: %s over %d steps, set-up included (%s per step)", selection.key, name, steps,
+              selection.step)
+    return _tagged(candidates[name](), Selection(name, selection.source, selection.seconds, selection.key,
+                                                 f"set-up included over {steps} steps", selection.setup))
 
 
 def choose(key: tuple, candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor, *, work: int,
-           skip: str = ""):
+           skip: str = "", steps: int | None = None):
     """The step to run, ``candidates[name]()`` for the chosen name (the rule's choice first),
     with a :class:`Selection` as its ``selection`` attribute. ``work``: entries of X times
-    outputs per step (tiny problems are not measured); ``skip``: a reason not to measure."""
+    outputs per step (tiny problems are not measured); ``skip``: a reason not to measure;
+    ``steps``: how many steps the run will take, where known (the set-up then counts)."""
     rule = next(iter(candidates))
     if not skip and work < TINY_WORK:
         skip = f"tiny problem ({work:,} entries x outputs)"
@@ -322,20 +367,26 @@ def choose(key: tuple, candidates: dict[str, Callable[[], object]], X: Tensor, T
     known = _choices.get(key)
     if known is not None and known.step in candidates:
         LOG.debug("step for %s: %s (chosen before in this process)", key, known.step)
-        return _tagged(candidates[known.step](), Selection(known.step, "cache", known.seconds, key, known.reason))
+        return _for_steps(Selection(known.step, "cache", known.seconds, key, known.reason, known.setup), candidates,
+                          steps)
     path = cache_file()
     if path is not None:
         entry = read_disk(path).get(disk_key(key))
         if entry is not None and entry["step"] in candidates:
-            seconds = entry.get("seconds") if isinstance(entry.get("seconds"), dict) else {}
-            seconds = {k: v for k, v in seconds.items() if isinstance(v, (int, float))}
-            selection = _choices[key] = Selection(entry["step"], "disk", seconds, key)
+            seconds, setup = (_timings(entry.get(field_)) for field_ in ("seconds", "setup"))
+            selection = _choices[key] = Selection(entry["step"], "disk", seconds, key, setup=setup)
             LOG.debug("step for %s: %s (from %s)", key, selection.step, path)
-            return _tagged(candidates[selection.step](), selection)
-    name, step, seconds, stopped = _measure(candidates, X, T)
-    selection = _choices[key] = Selection(name, "measured", seconds, key, stopped)
+            return _for_steps(selection, candidates, steps)
+    name, step, seconds, setup, stopped = _measure(candidates, X, T)
+    selection = _choices[key] = Selection(name, "measured", seconds, key, stopped, setup)
     LOG.debug("step for %s: %s; measured %s%s", key, name,
               ", ".join(f"{n} {format_seconds(s)}" for n, s in seconds.items()), f" ({stopped})" if stopped else "")
     if path is not None and len(seconds) > 1:
-        write_disk(path, disk_key(key), {"step": name, "seconds": seconds, "written": time.strftime("%Y-%m-%d %H:%M:%S")})
-    return _tagged(step, selection)
+        write_disk(path, disk_key(key), {"step": name, "seconds": seconds, "setup": setup,
+                                         "written": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return _for_steps(selection, candidates, steps, built=step)
+
+
+def _timings(value) -> dict[str, float]:
+    """A cache entry's ``{name: seconds}`` field, its well-formed items only."""
+    return {k: v for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else {}

@@ -9,6 +9,7 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
   buffers made once), or the reference step;
 * the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel for one
   sigmoid or identity output (numba on CPU, Triton on CUDA), :class:`~.feature_major.FeatureMajorStep`,
+  :class:`~.blocked.BlockedStep` (row blocks, each read from memory once; CPU),
   :class:`~.row_major.RowMajorStep` or the reference step;
 * ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
 * mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``;
@@ -24,10 +25,11 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   ``fused_triton.MIN_ENTRIES``), else the feature-major step; for mini-batches, ``BatchStep``;
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
-  the cost is bounded, the choice is cached in the process and on disk). Streamed data and runs
-  of several processes (each would measure apart, and might choose differently) keep the rule;
-* ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
-  ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
+  the cost is bounded, the choice is cached in the process and on disk; where the caller says
+  how many steps the run takes, a step's set-up counts too). Streamed data and runs of several
+  processes (each would measure apart, and might choose differently) keep the rule;
+* ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches),
+  ``"blocked"`` or ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
   says why in one sentence.
 
 Every step but the CUDA graph computes the objective and the gradient only, and tests pin each to
@@ -105,13 +107,17 @@ def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, 
     if single_linear(model) is None:
         return (f"needs a model that is one Linear layer (logistic, softmax or linear regression), not "
                 f"{type(model).__name__}")
-    if step in ("feature_major", "fused") and not full:
+    if step in _FULL_BATCH_ONLY and not full:
         return "needs full-batch training (batch_size = 0)"
     if full and not in_memory:
         return "needs the data in memory; a streamed full batch runs the reference step"
     if step == "fused":
         return _fused_problem(model, X)
     return None
+
+
+#: the forced steps bound to the whole of X (the others also run on mini-batches)
+_FULL_BATCH_ONLY = ("feature_major", "blocked", "fused")
 
 
 def _fused_step(model, X: Tensor, T: Tensor):
@@ -124,10 +130,23 @@ def _fused_step(model, X: Tensor, T: Tensor):
     return fused_triton.TritonStep(model, X, T)
 
 
+def _small_cpu_problem(model, X: Tensor) -> bool:
+    """Whether the whole of X is one batch that :mod:`.batch_fused`'s one-thread kernel serves (the
+    CPU, numba, at most ``batch_fused.MAX_WORK`` rows x features x outputs, a contiguous X in the
+    model's dtype): there a step is a few microseconds of arithmetic, and any torch step spends
+    more than that in dispatching its dozen operations."""
+    if X.device.type != "cpu" or X.dim() != 2 or not X.is_contiguous():
+        return False
+    from . import batch_fused
+
+    return X.dtype == model.dtype and batch_fused.applies(model, X.dtype, X.device, X.shape[0])
+
+
 def _rule_full_batch(model, X: Tensor, T: Tensor):
     """The fixed rule: for one sigmoid or identity output on a large X, the single-pass fused
     kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first step; if
-    that fails, a warning says why and the torch path is used); otherwise the feature-major step."""
+    that fails, a warning says why and the torch path is used); for a small X on the CPU, the
+    row-major step (one call of the batch kernel); otherwise the feature-major step."""
     from .feature_major import FeatureMajorStep
 
     if X.device.type == "cpu":
@@ -135,6 +154,10 @@ def _rule_full_batch(model, X: Tensor, T: Tensor):
 
         if X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
             return fused_cpu.FusedStep(model, X, T)
+        if _small_cpu_problem(model, X):
+            from .row_major import RowMajorStep
+
+            return RowMajorStep(model, X, T)
     elif X.device.type == "cuda":
         try:
             from . import fused_triton  # imports Triton, so only for CUDA data
@@ -157,6 +180,8 @@ def _rule_name(model, X: Tensor) -> str:
 
         if X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
             return "fused"
+        if _small_cpu_problem(model, X):
+            return "row_major"
     elif X.device.type == "cuda":
         from . import fused_triton
 
@@ -169,7 +194,11 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     """The full-batch steps that apply to a single-``Linear`` model on ``X``, by name, as
     builders: the rule's choice first, then the others, likelier winners first. The
     feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
-    rule's; the reference step is left out for a CUDA graph (``graph``)."""
+    rule's; the blocked step is measured on the CPU only (it keeps X's blocks in the CPU's caches;
+    on a GPU it would only multiply the kernel launches) and where the fused kernel does not apply
+    (that kernel reads X once per step in one pass, which the blocked step approximates with
+    several BLAS calls per block); the reference step is left out for a CUDA graph (``graph``)."""
+    from .blocked import BlockedStep
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
@@ -177,8 +206,11 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     rule = _rule_name(model, X)
     if rule == "feature_major" or measure.room_for(X.nbytes, X.device):
         builders["feature_major"] = lambda: FeatureMajorStep(model, X, T)
-    if _fused_problem(model, X) is None:
+    fusable = _fused_problem(model, X) is None
+    if fusable:
         builders["fused"] = lambda: _fused_step(model, X, T)
+    if X.device.type == "cpu" and not fusable:
+        builders["blocked"] = lambda: BlockedStep(model, X, T)
     builders["row_major"] = lambda: RowMajorStep(model, X, T)
     if not graph:
         builders["reference"] = lambda: ReferenceStep(model)
@@ -196,6 +228,10 @@ def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Te
         from .row_major import RowMajorStep
 
         return _tag(RowMajorStep(model, X, T), "forced")
+    if step == "blocked":
+        from .blocked import BlockedStep
+
+        return _tag(BlockedStep(model, X, T), "forced")
     return _tag(_fused_step(model, X, T), "forced")
 
 
@@ -226,12 +262,14 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
 
 
 def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
-               measure_reason: str = "", graph: bool = False):
+               measure_reason: str = "", graph: bool = False, steps: int | None = None):
     """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
     Sample weights and models that are not one ``Linear`` take the reference step; sparse ``X``
     takes the sparse step (any sample weights included).
     ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
-    the step is for a CUDA graph (which replays the fast steps only)."""
+    the step is for a CUDA graph (which replays the fast steps only); ``steps``: how many steps
+    the run will take, where known: "auto" then counts each step's set-up (a copy of X for the
+    feature-major step) against the time it saves (``measure.for_steps``)."""
     arguments.choice("step", step, STEPS)
     if X.layout != torch.strided:
         return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph)
@@ -248,7 +286,7 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         return _tag(_rule_full_batch(model, X, T), "rule", measure_reason)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
-    return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs))
+    return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
 
 
 def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
@@ -312,7 +350,8 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                   cuda_graph: bool = False, data_parallel: bool = False,
                   update: Callable[[dict[str, Tensor]], None] | None = None,
                   update_key: Callable[[], tuple] | None = None, capturable: bool = True,
-                  autocast: torch.dtype | None = None, step: str = "rule", sample_weight: Tensor | None = None):
+                  autocast: torch.dtype | None = None, step: str = "rule", sample_weight: Tensor | None = None,
+                  steps: int | None = None):
     """The step the hand-written loop runs for this model, data and options (see the module
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``sample_weight`` ``(N,)``: a full batch is weighted by it; for mini-batches the step is
@@ -320,7 +359,8 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     each batch's weights.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
     a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
-    (a UsageError says why a forced step cannot run here)."""
+    (a UsageError says why a forced step cannot run here). ``steps``: how many full-batch steps
+    the run will take (its epochs), where known: "auto" then counts each step's set-up."""
     arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
@@ -358,7 +398,7 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
         return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason)
     if not in_memory:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
-    inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph)
+    inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph, steps=steps)
     if cuda_graph:
         from .cuda_graph import GraphedStep
 
