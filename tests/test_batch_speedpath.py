@@ -296,3 +296,21 @@ def test_shapes_the_kernel_was_not_made_for_are_refused_not_read_out_of_bounds()
         step.step(torch.randn(4, 5, dtype=torch.float64), T[:4], 0.0)  # 5 features for a 3-feature model
     assert step.rows_step(torch.randn(20, 5, dtype=torch.float64), T) is None
     assert step.rows_step(X, T[:10]) is None
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["binary", "softmax", "regression"])
+def test_the_kernels_loss_is_summed_without_growing_error(kind):
+    """Equal rows make a plain running sum's rounding errors add up (several ulps of the mean at a
+    few hundred rows); the kernels' compensated sum stays within an ulp or two of the exact mean."""
+    import math
+
+    model, X, T = problem(kind, 1, 4, torch.float64, seed=5)
+    n = 777
+    X, T = X.expand(n, -1).contiguous(), T.expand(n, -1).contiguous()
+    step = BatchStep(model, n, torch.float64, "cpu")
+    with torch.no_grad():
+        loss, _ = step.rows_step(X, T)(np.arange(n), 0.0)
+    one = reference(model, X[:1], T[:1], np.arange(1), 0.0)[0].item()
+    exact = math.fsum([one] * n) / n
+    assert abs(loss.item() - exact) <= 2 * math.ulp(exact)

@@ -11,6 +11,7 @@ import torch_logreg as tl
 from torch_logreg.steps import fused_cpu, select
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.fused_cpu import FusedStep
+from torch_logreg.steps.row_major import RowMajorStep
 
 from helpers import make_model, make_targets, randomize, scale_to_logits
 
@@ -144,9 +145,8 @@ def test_make_step_picks_the_fused_kernel_where_it_applies():
     for model in (tl.LogisticRegression(d), tl.LinearRegression(d)):
         step = select.full_batch(model, big, model.targets(y.float() if model.link == "identity" else y, big.shape[0]))
         assert isinstance(step, FusedStep)
-    small = big[:100]
-    assert isinstance(select.full_batch(tl.LogisticRegression(d), small, torch.zeros(100, 1)),
-                      FeatureMajorStep)
+    small = big[:100]  # a small problem goes to the batch kernel
+    assert isinstance(select.full_batch(tl.LogisticRegression(d), small, torch.zeros(100, 1)), RowMajorStep)
     narrow = torch.randn(fused_cpu.MIN_ENTRIES // 8, 8)  # large, but too few features to pay
     assert isinstance(select.full_batch(tl.LogisticRegression(8), narrow, torch.zeros(narrow.shape[0], 1)),
                       FeatureMajorStep)

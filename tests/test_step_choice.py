@@ -15,7 +15,7 @@ import torch
 
 import torch_logreg as tl
 from torch_logreg.errors import UsageError
-from torch_logreg.steps import fused_cpu, measure, select
+from torch_logreg.steps import batch_fused, fused_cpu, measure, select
 from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.blocked import BlockedStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
@@ -39,6 +39,9 @@ def fresh_choices(monkeypatch):
     """No disk cache unless a test sets one, and no choice remembered from another test."""
     monkeypatch.setenv("TORCH_LOGREG_CACHE", "")
     monkeypatch.setattr(measure, "_warm", set())
+    # the problems here are small, and the rule gives a small CPU problem to the batch kernel;
+    # the measuring is tested with the rule of larger ones, the feature-major step
+    monkeypatch.setattr(batch_fused, "MAX_WORK", 0)
     measure.clear_cache()
     yield
     measure.clear_cache()
@@ -162,6 +165,25 @@ def test_a_short_run_counts_each_steps_set_up(monkeypatch, always_measure, tmp_p
     measure.clear_cache()  # as a new process would start: the disk cache keeps the set-up times
     again = select.full_batch(model, X, T, step="auto", steps=5)
     assert again.name == "blocked" and again.selection.source == "disk"
+
+
+@needs_numba
+def test_the_rule_gives_a_small_cpu_problem_to_the_batch_kernel(monkeypatch):
+    monkeypatch.setattr(batch_fused, "MAX_WORK", 1 << 21)
+    calls = count_calls(monkeypatch)
+    model, X, T = problem()
+    for step in ("rule", "auto"):  # "auto" does not measure a problem this small
+        chosen = select.full_batch(model, X, T, step=step)
+        assert isinstance(chosen, RowMajorStep) and chosen._kernel is not None and chosen.selection.source == "rule"
+    assert sum(calls.values()) == 0
+    loss, grads = chosen.step(X, T, 0.1)
+    loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
+    assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
+    for k, g in grads_ref.items():
+        assert (grads[k] - g).abs().max().item() <= 1e-12 * g.abs().max().item()
+    # one element past the kernel's limit, the rule's step of larger problems
+    monkeypatch.setattr(batch_fused, "MAX_WORK", X.numel() * model.n_outputs - 1)
+    assert isinstance(select.full_batch(model, X, T, step="rule"), FeatureMajorStep)
 
 
 def test_tiny_problems_are_not_measured(monkeypatch):
