@@ -612,6 +612,18 @@ def tiny(table: Table, device, repeats: int) -> None:
 # --- main --------------------------------------------------------------------------------------
 
 
+#: the sections of the suite, in the order they run
+SECTIONS = ("binary", "softmax", "exact", "l1", "sparse", "out-of-core", "scaling", "tiny")
+
+
+def _sections(value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in names if v not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {unknown or [value]}; choose from {', '.join(SECTIONS)}")
+    return names
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under a minute)")
@@ -619,7 +631,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-step-cache", action="store_true",
                    help="measure the loop's steps afresh: neither read nor write the selector's disk cache")
+    p.add_argument("--only", metavar="SECTIONS", type=_sections, default=SECTIONS,
+                   help=f"run only these sections, comma-separated, from: {', '.join(SECTIONS)} (default: all; "
+                        "binary includes its mini-batches and SGDClassifier, softmax its mini-batches; l1 is "
+                        "the exact section's L1 rows)")
     args = p.parse_args(argv)
+    only = args.only
     if args.no_step_cache:
         os.environ["TORCH_LOGREG_CACHE"] = ""
     device = resolve_bench_device(args.device)
@@ -636,48 +653,57 @@ def main(argv=None) -> int:
     print(f"loop step: {STEP!r} (measured once per shape class and kept; disk cache: {cache or 'off'})", flush=True)
 
     table = Table()
-    n_max = 10**6 if q else 10**7
+    n_max = 10**7 if not q and "scaling" in only else 10**6  # 4 GB of float32 for scaling's largest N only
     ns = [10**4, 10**5, 10**6] + ([] if q else [10**7])
     X_all, y_all = make_binary(n_max, 100, device=device)
     n_main = 10**6
     X, y = X_all[:n_main], y_all[:n_main]
 
-    floor = full_batch(table, "binary", X, y, 1, device, repeats=3 if q else 11, epochs=2 if q else 5)
-    hand_epoch = next(r["median_s"] for r in table.rows if r["case"].startswith("Trainer.run per epoch"))
-    n_sgd = 10**5 if q else n_main
-    if n_sgd == n_main:
-        sklearn_sgd(table, "binary", X, y, floor, hand_epoch, repeats=2 if q else 5)
-    else:  # --quick: a slice, compared with the loop's per-epoch time scaled to the same rows
-        sklearn_sgd(table, "binary", X[:n_sgd], y[:n_sgd], floor, hand_epoch * n_sgd / n_main, repeats=2)
-        table.rows[-1]["note"] += f", N={n_sgd:,}; ratio vs Trainer.run scaled by rows"
-        table.rows[-1]["x_floor"] = None
+    if "binary" in only:
+        floor = full_batch(table, "binary", X, y, 1, device, repeats=3 if q else 11, epochs=2 if q else 5)
+        hand_epoch = next(r["median_s"] for r in table.rows if r["case"].startswith("Trainer.run per epoch"))
+        n_sgd = 10**5 if q else n_main
+        if n_sgd == n_main:
+            sklearn_sgd(table, "binary", X, y, floor, hand_epoch, repeats=2 if q else 5)
+        else:  # --quick: a slice, compared with the loop's per-epoch time scaled to the same rows
+            sklearn_sgd(table, "binary", X[:n_sgd], y[:n_sgd], floor, hand_epoch * n_sgd / n_main, repeats=2)
+            table.rows[-1]["note"] += f", N={n_sgd:,}; ratio vs Trainer.run scaled by rows"
+            table.rows[-1]["x_floor"] = None
 
-    n_mb = 20_000 if q else 50_000
-    mini_batches(table, "binary mb", X[:n_mb], y[:n_mb], 1, device, (64, 256, 1024), repeats=2 if q else 5)
-    table.notes.append(f"binary mb: N = {n_mb:,} x 100 float32")
+        n_mb = 20_000 if q else 50_000
+        mini_batches(table, "binary mb", X[:n_mb], y[:n_mb], 1, device, (64, 256, 1024), repeats=2 if q else 5)
+        table.notes.append(f"binary mb: N = {n_mb:,} x 100 float32")
 
-    Xs, ys = make_multiclass(60_000, 784, 10, device=device)
-    full_batch(table, "softmax", Xs, ys, 10, device, repeats=3 if q else 11, epochs=2 if q else 5)
-    n_smb = 10_000 if q else 20_000
-    mini_batches(table, "softmax mb", Xs[:n_smb], ys[:n_smb], 10, device, (64, 256, 1024), repeats=2 if q else 5)
-    table.notes.append(f"softmax: 60,000 x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
-    del Xs, ys
+    if "softmax" in only:
+        Xs, ys = make_multiclass(60_000, 784, 10, device=device)
+        full_batch(table, "softmax", Xs, ys, 10, device, repeats=3 if q else 11, epochs=2 if q else 5)
+        n_smb = 10_000 if q else 20_000
+        mini_batches(table, "softmax mb", Xs[:n_smb], ys[:n_smb], 10, device, (64, 256, 1024), repeats=2 if q else 5)
+        table.notes.append(f"softmax: 60,000 x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
+        del Xs, ys
 
-    try:
-        import sklearn  # noqa: F401
-        n_ex = 20_000 if q else 100_000
-        exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
-        sparse_l1(table, 50_000 if q else 100_000, 100_000, repeats=1 if q else 3)
-        sparse(table, 50_000 if q else 500_000, 1 << 18 if q else 1 << 20, 40, repeats=3 if q else 7)
-    except ImportError:
-        table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
+    if {"exact", "l1", "sparse"} & set(only):
+        try:
+            import sklearn  # noqa: F401
+            if "exact" in only:
+                n_ex = 20_000 if q else 100_000
+                exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
+            if "l1" in only:
+                sparse_l1(table, 50_000 if q else 100_000, 100_000, repeats=1 if q else 3)
+            if "sparse" in only:
+                sparse(table, 50_000 if q else 500_000, 1 << 18 if q else 1 << 20, 40, repeats=3 if q else 7)
+        except ImportError:
+            table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
 
-    n_ooc = 100_000 if q else 500_000
-    out_of_core(table, X[:n_ooc], y[:n_ooc], device, batch_size=4096, repeats=2 if q else 5)
+    if "out-of-core" in only:
+        n_ooc = 100_000 if q else 500_000
+        out_of_core(table, X[:n_ooc], y[:n_ooc], device, batch_size=4096, repeats=2 if q else 5)
 
-    scaling(table, X_all, y_all, ns, device, repeats=3 if q else 5)
+    if "scaling" in only:
+        scaling(table, X_all, y_all, ns, device, repeats=3 if q else 5)
     del X_all, y_all, X, y
-    tiny(table, device, repeats=5 if q else 31)
+    if "tiny" in only:
+        tiny(table, device, repeats=5 if q else 31)
 
     elapsed = time.perf_counter() - started
     print()
