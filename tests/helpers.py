@@ -221,3 +221,44 @@ def expect_error(capsys, message, *args):
     assert len(lines) == 1 and lines[0].startswith("torch-logreg: error: "), err
     assert message in lines[0], lines[0]
     return lines[0]
+
+
+def rounding_bounds(model, X: torch.Tensor, T: torch.Tensor) -> tuple[float, dict[str, float]]:
+    """How far two evaluations in X's dtype of the objective and gradient may differ when they sum in
+    different orders: a rounding error of eps per term of each sum, worst case, times 4. A logit
+    sums D + 1 terms of scale ``A = |X| |W|^T + |b|``; the residual ``R`` moves by at most twice a
+    logit's error (softmax); a gradient entry sums N terms of scale ``(|R| + 2A)^T |X| / N``; the
+    loss, N terms of its own size plus the logits' errors."""
+    eps = torch.finfo(X.dtype).eps
+    (prefix, layer), = model.named_children()
+    n, d = X.shape
+    X64, T64, W64 = X.double(), T.double(), layer.weight.detach().double()
+    b64 = None if layer.bias is None else layer.bias.detach().double()
+    A = X64.abs() @ W64.abs().T + (0 if b64 is None else b64.abs())
+    z = X64 @ W64.T + (0 if b64 is None else b64)
+    R = {"sigmoid": torch.sigmoid(z), "softmax": torch.softmax(z, dim=1), "identity": z}[model.link] - T64
+    loss = {"sigmoid": torch.nn.functional.softplus(z) - T64 * z, "softmax": -T64 * torch.log_softmax(z, dim=1),
+            "identity": 0.5 * R**2}[model.link]
+    sums = 4 * eps * (n + d + 2)
+    scale = R.abs() + 2 * A
+    bounds = {f"{prefix}.weight": sums * ((scale.T @ X64.abs()) / n).max().item()}
+    if b64 is not None:
+        bounds[f"{prefix}.bias"] = sums * (scale.sum(0) / n).max().item()
+    return sums * (loss.abs().sum(1).mean().item() + 2 * A.sum(1).mean().item()), bounds
+
+
+def assert_step_equals_reference(step, model, X, T, l2: float) -> None:
+    """``step.step(X, T, l2)`` equals ``model.objective_and_grad(X, T, l2)`` within
+    :func:`rounding_bounds` (another summation order, any dtype; never bit for bit)."""
+    loss_ref, grads_ref = model.objective_and_grad(X, T, l2)
+    grads_ref = {k: g.clone() for k, g in grads_ref.items()}
+    loss, grads = step.step(X, T, l2)
+    assert grads.keys() == grads_ref.keys()
+    assert loss.dtype == X.dtype and all(g.dtype == X.dtype and g.shape == grads_ref[k].shape for k, g in grads.items())
+    loss_bound, bounds = rounding_bounds(model, X, T)
+    assert abs(loss.item() - loss_ref.item()) <= loss_bound
+    (_, layer), = model.named_children()
+    for name, g in grads_ref.items():
+        # the l2 term adds l2 * W, rounded once more in each
+        bound = bounds[name] + 4 * torch.finfo(X.dtype).eps * l2 * layer.weight.abs().max().item()
+        assert (grads[name] - g).abs().max().item() <= bound, name

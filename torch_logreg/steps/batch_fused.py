@@ -58,7 +58,7 @@ MAX_WORK = 1 << 21
 TILE = 64
 #: fast-math flags: reassociation (vectorised sums) and contraction (FMA); NaN and infinity keep
 #: their meaning (as in ``fused_cpu``)
-_FLAGS = {"reassoc", "contract", "nsz"}
+FLAGS = {"reassoc", "contract", "nsz"}
 #: the link the kernels apply, by the model's link name
 SIGMOID, IDENTITY, SOFTMAX = 0, 1, 2
 LINKS = {"sigmoid": SIGMOID, "identity": IDENTITY, "softmax": SOFTMAX}
@@ -105,7 +105,7 @@ if njit is not None:
         e = math.exp(-abs(z))
         return max(z, 0.0) - t * z + math.log1p(e), (1.0 if z > 0.0 else e) / (1.0 + e) - t
 
-    @njit(fastmath=_FLAGS, cache=True)
+    @njit(fastmath=FLAGS, cache=True)
     def _rows_kernel(X, y, rows, w, b, link, grad, loss_out):
         """The step of one output on rows ``X[rows]``, ``y[rows]`` (``y (N, 1)``, ``w (D,)``):
         ``grad[:D] = X^T r / B``, ``grad[D] = sum(r) / B`` (when ``grad`` has room for a bias),
@@ -176,8 +176,8 @@ if njit is not None:
         loss_out[0] = (loss + comp) / B if B else np.nan
 
 
-    @njit(fastmath=_FLAGS, cache=True)
-    def _rows_kernel_k(X, Y, rows, W, b, link, grad, loss_out):
+    @njit(fastmath=FLAGS, cache=True)
+    def rows_kernel_k(X, Y, rows, W, b, link, grad, loss_out):
         """The step of ``K >= 2`` outputs on rows ``X[rows]``, ``Y[rows]`` (``Y (N, K)``):
         ``grad[:K*D] = (R^T X / B)`` row-major, ``grad[K*D:] = sum(R) / B`` (when ``grad`` has
         room for a bias), ``loss_out[0]`` the mean loss; ``b`` has ``K`` entries (zeros for a layer
@@ -316,4 +316,4 @@ class RowsKernel:
         if self._one:
             _rows_kernel(x, y, rows, self._w0, self._b, self._link, self._grad, self._loss)
         else:
-            _rows_kernel_k(x, y, rows, self._w, self._b, self._link, self._grad, self._loss)
+            rows_kernel_k(x, y, rows, self._w, self._b, self._link, self._grad, self._loss)

@@ -7,8 +7,9 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
   reference step (the model's own manual backward);
 * mini-batches of a single-``Linear`` model: :class:`~.batch.BatchStep` (the row layout in
   buffers made once), or the reference step;
-* the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel for one
-  sigmoid or identity output (numba on CPU, Triton on CUDA), :class:`~.feature_major.FeatureMajorStep`,
+* the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel (numba on
+  CPU, for one sigmoid or identity output or, :class:`~.fused_k_cpu.FusedKStep`, for any outputs;
+  Triton on CUDA, one output), :class:`~.feature_major.FeatureMajorStep`,
   :class:`~.blocked.BlockedStep` (row blocks, each read from memory once; CPU),
   :class:`~.row_major.RowMajorStep` or the reference step;
 * ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
@@ -22,7 +23,8 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
 
 * ``"rule"`` (the library's default): a fixed rule from sizes alone: for the full batch, the fused
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
-  ``fused_triton.MIN_ENTRIES``), else the feature-major step; for mini-batches, ``BatchStep``;
+  ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
+  the batch kernel), else the feature-major step; for mini-batches, ``BatchStep``;
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
   the cost is bounded, the choice is cached in the process and on disk; where the caller says
@@ -55,7 +57,7 @@ from .measure import Selection
 from .reference import ReferenceStep
 
 #: the step names the selector reports, by a step's ``name``
-_USER_NAMES = {"fused_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
+_USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
 #: why "auto" does not measure a run of several processes
 _DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
 
@@ -72,6 +74,10 @@ def _fused_problem(model, X: Tensor) -> str | None:
     """Why the fused kernel cannot run on ``X`` (the end of a sentence), or None."""
     if X.device.type not in ("cpu", "cuda"):
         return f"runs on the CPU (numba) or on CUDA (Triton), not on {X.device}"
+    if X.device.type == "cpu" and (model.n_outputs != 1 or model.link not in ("sigmoid", "identity")):
+        from . import fused_k_cpu  # any number of outputs, any link
+
+        return fused_k_cpu.problem(model, X)
     if model.n_outputs != 1 or model.link not in ("sigmoid", "identity"):
         return (f"needs one sigmoid or identity output; this model has {model.n_outputs} {model.link} "
                 f"output{'s' if model.n_outputs != 1 else ''}")
@@ -124,7 +130,11 @@ def _fused_step(model, X: Tensor, T: Tensor):
     if X.device.type == "cpu":
         from . import fused_cpu
 
-        return fused_cpu.FusedStep(model, X, T)
+        if fused_cpu.supports(model, X):
+            return fused_cpu.FusedStep(model, X, T)
+        from . import fused_k_cpu
+
+        return fused_k_cpu.FusedKStep(model, X, T)
     from . import fused_triton
 
     return fused_triton.TritonStep(model, X, T)
@@ -195,9 +205,10 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     builders: the rule's choice first, then the others, likelier winners first. The
     feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
     rule's; the blocked step is measured on the CPU only (it keeps X's blocks in the CPU's caches;
-    on a GPU it would only multiply the kernel launches) and where the fused kernel does not apply
-    (that kernel reads X once per step in one pass, which the blocked step approximates with
-    several BLAS calls per block); the reference step is left out for a CUDA graph (``graph``)."""
+    on a GPU it would only multiply the kernel launches) and not for one sigmoid or identity
+    output, where the fused kernel reads X once per step in one pass (which the blocked step
+    approximates with several BLAS calls per block); for several outputs both are measured (which
+    wins depends on the CPU); the reference step is left out for a CUDA graph (``graph``)."""
     from .blocked import BlockedStep
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
@@ -209,7 +220,7 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     fusable = _fused_problem(model, X) is None
     if fusable:
         builders["fused"] = lambda: _fused_step(model, X, T)
-    if X.device.type == "cpu" and not fusable:
+    if X.device.type == "cpu" and not (fusable and model.n_outputs == 1 and model.link != "softmax"):
         builders["blocked"] = lambda: BlockedStep(model, X, T)
     builders["row_major"] = lambda: RowMajorStep(model, X, T)
     if not graph:

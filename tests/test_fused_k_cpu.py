@@ -1,0 +1,90 @@
+"""The single-pass fused step for any number of outputs on CPU (``steps/fused_k_cpu.py``) equals the
+reference step within the rounding of another summation order, on every kind, with and without an
+intercept and an L2 term, for row counts of one chunk, many chunks and a short last one; its
+result does not depend on the number of threads; the loop takes it when forced and "auto" measures
+it; where it cannot run, it says why."""
+
+import itertools
+
+import pytest
+import torch
+
+from torch_logreg.steps import fused_k_cpu, measure, select
+from torch_logreg.steps.fused_k_cpu import FusedKStep
+
+from helpers import KINDS, assert_same_fit, assert_step_equals_reference, make_model, make_targets, randomize, train_variants
+
+pytestmark = pytest.mark.skipif(fused_k_cpu.numba is None, reason="numba is not importable")
+
+#: one row, fewer rows than a tile, one chunk of tiles, many chunks with a short last one
+SIZES = (1, 37, 640, 5003)
+GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (torch.float64, torch.float32), SIZES))
+
+
+def problem(kind: str, n: int, d: int = 9, *, bias: bool = True, dtype=torch.float64, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    model = make_model(kind, d, bias=bias).double()
+    randomize(model, gen, 0.5)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets(kind, n, gen), n)
+    return model.to(dtype), X.to(dtype), T.to(dtype)
+
+
+@pytest.mark.parametrize("kind,bias,l2,dtype,n", GRID)
+def test_fused_k_step_equals_reference_step(kind, bias, l2, dtype, n):
+    model, X, T = problem(kind, n, bias=bias, dtype=dtype, seed=GRID.index((kind, bias, l2, dtype, n)))
+    assert_step_equals_reference(FusedKStep(model, X, T), model, X, T, l2)
+
+
+def test_the_result_does_not_depend_on_the_thread_count():
+    model, X, T = problem("softmax", 5003, seed=1)
+    results = []
+    for threads in (1, 2):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            loss, grads = FusedKStep(model, X, T).step(X, T, 0.1)
+        finally:
+            torch.set_num_threads(old)
+        results.append((loss.clone(), {k: g.clone() for k, g in grads.items()}))
+    (a, ga), (b, gb) = results
+    assert torch.equal(a, b) and all(torch.equal(ga[k], gb[k]) for k in ga)
+
+
+def test_no_rows_give_a_nan_loss_and_zero_gradients_like_the_reference():
+    model, X, T = problem("softmax", 0)
+    loss, grads = FusedKStep(model, X, T).step(X, T, 0.0)
+    loss_ref, grads_ref = model.objective_and_grad(X, T, 0.0)
+    assert torch.isnan(loss) and torch.isnan(loss_ref)
+    assert all(torch.equal(grads[k], grads_ref[k]) for k in grads_ref)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_forced_fused_step_fits_like_the_reference(kind):
+    fused, ref = train_variants(kind, [{"step": "fused"}, {"step": "reference"}], seed=2, solver="nesterov", lr=0.2,
+                                epochs=15, l2=0.01, tol=0, device="cpu")
+    assert fused[0].stepper.selection.step == "fused" and ref[0].stepper.name == "reference"
+    assert_same_fit(fused, ref)
+
+
+def test_auto_measures_it_for_several_outputs_beside_the_blocked_step(monkeypatch):
+    monkeypatch.setenv("TORCH_LOGREG_CACHE", "")
+    monkeypatch.setattr(measure, "TINY_WORK", 0)
+    monkeypatch.setattr(measure, "MIN_STEP_SECONDS", 0.0)
+    monkeypatch.setattr(measure, "BUDGET_STEPS", 10**6)
+    measure.clear_cache()
+    try:
+        model, X, T = problem("softmax", 640)
+        assert {"fused", "blocked", "feature_major"} <= set(select.full_batch_candidates(model, X, T))
+        model1, X1, T1 = problem("binary", 640)  # one output: the one-output kernel, no blocked step
+        assert "blocked" not in select.full_batch_candidates(model1, X1, T1)
+    finally:
+        measure.clear_cache()
+
+
+def test_where_it_cannot_run_it_says_why():
+    model, X, T = problem("softmax", 10)
+    assert "contiguous" in fused_k_cpu.problem(model, X.T.contiguous().T)
+    assert "dtype" in fused_k_cpu.problem(model, X.float())
+    with pytest.raises(TypeError, match="fused K-output CPU step"):
+        FusedKStep(model, X.float(), T.float())
