@@ -262,3 +262,29 @@ def assert_step_equals_reference(step, model, X, T, l2: float) -> None:
         # the l2 term adds l2 * W, rounded once more in each
         bound = bounds[name] + 4 * torch.finfo(X.dtype).eps * l2 * layer.weight.abs().max().item()
         assert (grads[name] - g).abs().max().item() <= bound, name
+
+
+def step_problem(kind: str, n: int, d: int, *, bias: bool = True, dtype=torch.float64, seed: int = 0):
+    """A single-``Linear`` model of ``kind`` with random parameters (scale 0.5), ``X (n, d)`` normal and
+    its targets, all in ``dtype``: the problems the full-batch steps are pinned on."""
+    gen = torch.Generator().manual_seed(seed)
+    model = make_model(kind, d, bias=bias).double()
+    randomize(model, gen, 0.5)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    T = model.targets(make_targets(kind, n, gen), n)
+    return model.to(dtype), X.to(dtype), T.to(dtype)
+
+
+def assert_reuses_buffers_and_follows_updates(step, model, X, T, seed: int = 4, same_buffers: bool = True) -> None:
+    """The step returns the same gradient buffers each call (where ``same_buffers``), and after each
+    in-place change of the parameters equals the reference step again
+    (:func:`assert_step_equals_reference`)."""
+    gen = torch.Generator().manual_seed(seed)
+    _, first = step.step(X, T, 0.1)
+    ids = {k: g.data_ptr() for k, g in first.items()}
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
+        assert ({k: g.data_ptr() for k, g in step.step(X, T, 0.1)[1].items()} == ids) or not same_buffers
+        assert_step_equals_reference(step, model, X, T, 0.1)

@@ -18,12 +18,10 @@ from torch_logreg.steps.blocked import BlockedStep, block_rows
 
 from helpers import (
     KINDS,
+    assert_reuses_buffers_and_follows_updates,
     assert_same_fit,
     assert_step_equals_reference,
-    make_model,
-    make_targets,
-    randomize,
-    rounding_bounds,
+    step_problem,
     train_variants,
 )
 
@@ -34,13 +32,7 @@ GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (torch.float64, 
 
 
 def problem(kind: str, n: int, d: int = 7, *, bias: bool = True, dtype=torch.float64, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    model = make_model(kind, d, bias=bias).double()
-    randomize(model, gen, 0.5)
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    T = model.targets(make_targets(kind, n, gen), n)
-    model = model.to(dtype)
-    return model, X.to(dtype), T.to(dtype)
+    return step_problem(kind, n, d, bias=bias, dtype=dtype, seed=seed)
 
 
 @pytest.mark.parametrize("kind,bias,l2,dtype,shape", GRID)
@@ -55,23 +47,9 @@ def test_blocked_step_equals_reference_step(kind, bias, l2, dtype, shape):
 @pytest.mark.parametrize("kind", KINDS)
 def test_blocked_step_reuses_its_buffers_and_follows_in_place_updates(kind):
     model, X, T = problem(kind, 200, 5, seed=3)
-    gen = torch.Generator().manual_seed(4)
     step = BlockedStep(model, X, T, rows=64)
     assert all(xb.untyped_storage().data_ptr() == X.untyped_storage().data_ptr() for xb, *_ in step._blocks)  # no copy
-    _, first = step.step(X, T, 0.1)
-    ids = {k: g.data_ptr() for k, g in first.items()}
-    for _ in range(3):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        loss, grads = step.step(X, T, 0.1)
-        assert {k: g.data_ptr() for k, g in grads.items()} == ids
-        loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
-        loss_bound, bounds = rounding_bounds(model, X, T)
-        assert abs(loss.item() - loss_ref.item()) <= loss_bound
-        for k, g in grads_ref.items():
-            bound = bounds[k] + 4 * torch.finfo(X.dtype).eps * 0.1 * model.linear.weight.abs().max().item()
-            assert (grads[k] - g).abs().max().item() <= bound, k
+    assert_reuses_buffers_and_follows_updates(step, model, X, T)
 
 
 def test_the_block_size_rule():

@@ -12,7 +12,14 @@ import torch
 from torch_logreg.steps import fused_k_cpu, measure, select
 from torch_logreg.steps.fused_k_cpu import FusedKStep
 
-from helpers import KINDS, assert_same_fit, assert_step_equals_reference, make_model, make_targets, randomize, train_variants
+from helpers import (
+    KINDS,
+    assert_reuses_buffers_and_follows_updates,
+    assert_same_fit,
+    assert_step_equals_reference,
+    step_problem,
+    train_variants,
+)
 
 pytestmark = pytest.mark.skipif(fused_k_cpu.numba is None, reason="numba is not importable")
 
@@ -22,18 +29,20 @@ GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (torch.float64, 
 
 
 def problem(kind: str, n: int, d: int = 9, *, bias: bool = True, dtype=torch.float64, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    model = make_model(kind, d, bias=bias).double()
-    randomize(model, gen, 0.5)
-    X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    T = model.targets(make_targets(kind, n, gen), n)
-    return model.to(dtype), X.to(dtype), T.to(dtype)
+    return step_problem(kind, n, d, bias=bias, dtype=dtype, seed=seed)
 
 
 @pytest.mark.parametrize("kind,bias,l2,dtype,n", GRID)
 def test_fused_k_step_equals_reference_step(kind, bias, l2, dtype, n):
     model, X, T = problem(kind, n, bias=bias, dtype=dtype, seed=GRID.index((kind, bias, l2, dtype, n)))
     assert_step_equals_reference(FusedKStep(model, X, T), model, X, T, l2)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_k_step_follows_in_place_updates(kind):
+    model, X, T = problem(kind, 700, 5, seed=3)
+    # its gradients are fresh tensors each step (the chunks' float64 sums, cast once)
+    assert_reuses_buffers_and_follows_updates(FusedKStep(model, X, T), model, X, T, same_buffers=False)
 
 
 def test_the_result_does_not_depend_on_the_thread_count():

@@ -13,7 +13,15 @@ from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.common import transpose
 from torch_logreg.steps.feature_major import FeatureMajorStep
 
-from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize, train_variants
+from helpers import (
+    KINDS,
+    assert_reuses_buffers_and_follows_updates,
+    assert_same_fit,
+    make_model,
+    make_targets,
+    randomize,
+    train_variants,
+)
 
 GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 1000), (1, 5, 100)))
 
@@ -80,19 +88,7 @@ def test_fast_step_reuses_its_buffers_and_follows_in_place_updates(kind):
     model = make_model(kind, 5).double()
     X = torch.randn(40, 5, generator=gen, dtype=torch.float64)
     T = model.targets(make_targets(kind, 40, gen), 40)
-    step = FeatureMajorStep(model, X, T)
-    _, first = step.step(X, T, 0.1)
-    ids = {k: g.data_ptr() for k, g in first.items()}
-    for _ in range(3):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
-        loss, grads = step.step(X, T, 0.1)
-        assert {k: g.data_ptr() for k, g in grads.items()} == ids
-        loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)
-        assert loss.item() == pytest.approx(loss_ref.item(), rel=1e-12)
-        for k, g in grads_ref.items():
-            assert torch.allclose(grads[k], g, rtol=1e-12, atol=1e-14)
+    assert_reuses_buffers_and_follows_updates(FeatureMajorStep(model, X, T), model, X, T, seed=5)
 
 
 BATCH_GRID = list(itertools.product(KINDS, (True, False), (0.0, 0.1), (1, 7, 64), (1, 5)))

@@ -84,7 +84,7 @@ if njit is not None:
     # a kernel, takes the kernel's flags (and is cached so)
 
     @njit(fastmath=False, cache=True)
-    def _add(s, c, x):
+    def compensated_add(s, c, x):
         """Neumaier's compensated sum ``(s, c) + x`` (the total is ``s + c``), in plain IEEE
         arithmetic: under the kernels' reassociation the compensation would simplify to zero.
         The loss is summed this way so its error does not grow with the batch: a line search
@@ -145,10 +145,10 @@ if njit is not None:
                 if link == SIGMOID:
                     # softplus(z) - t z and sigmoid(z) from exp(-|z|) alone: finite for any z
                     li, r = _sigmoid_row(zi, ti)
-                    loss, comp = _add(loss, comp, li)
+                    loss, comp = compensated_add(loss, comp, li)
                 else:
                     r = zi - ti
-                    loss, comp = _add(loss, comp, 0.5 * r * r)
+                    loss, comp = compensated_add(loss, comp, 0.5 * r * r)
                 z[i] = r
                 rsum += r
             # backward: the same rows, still in cache, four at a time
@@ -235,7 +235,7 @@ if njit is not None:
                         # -t log_softmax(z), with the maximum taken out first as the reference
                         # does: a confident row's loss is then not the difference of two large numbers
                         tk, shifted = np.float64(Y[row, k]), z[k] - zmax
-                        loss, comp = _add(loss, comp, tk * (log_total - shifted))
+                        loss, comp = compensated_add(loss, comp, tk * (log_total - shifted))
                         r = math.exp(shifted - log_total) - tk
                         Z[i, k] = r
                         gb[k] += r
@@ -243,13 +243,13 @@ if njit is not None:
                     for k in range(K):
                         zk, tk = z[k], np.float64(Y[row, k])
                         li, r = _sigmoid_row(zk, tk)
-                        loss, comp = _add(loss, comp, li)
+                        loss, comp = compensated_add(loss, comp, li)
                         Z[i, k] = r
                         gb[k] += r
                 else:
                     for k in range(K):
                         r = z[k] - np.float64(Y[row, k])
-                        loss, comp = _add(loss, comp, 0.5 * r * r)
+                        loss, comp = compensated_add(loss, comp, 0.5 * r * r)
                         Z[i, k] = r
                         gb[k] += r
             # backward: the same rows, still in cache, four at a time into each output's gradient

@@ -130,16 +130,7 @@ def chunk_starts(crow: np.ndarray, chunks: int) -> np.ndarray:
 
 
 if numba is not None:
-
-    @njit(fastmath=_FLAGS, cache=True, inline="always")
-    def _add(s, c, x):
-        """Neumaier's compensated sum: ``(s, c) + x``, the total being ``s + c``."""
-        t = s + x
-        if abs(s) >= abs(x):
-            c += (s - t) + x
-        else:
-            c += (x - t) + s
-        return t, c
+    from .batch_fused import compensated_add  # Neumaier's sum, one home for the kernels
 
     @njit(fastmath=_FLAGS, cache=True, inline="always")
     def _row_terms(z, yi, link, weighted, si, n):
@@ -162,8 +153,8 @@ if numba is not None:
         out = np.zeros(2, dtype=np.float64)
         comp = np.zeros(2, dtype=np.float64)
         for c in range(sums.shape[0]):
-            out[0], comp[0] = _add(out[0], comp[0], sums[c, 0])
-            out[1], comp[1] = _add(out[1], comp[1], sums[c, 1])
+            out[0], comp[0] = compensated_add(out[0], comp[0], sums[c, 0])
+            out[1], comp[1] = compensated_add(out[1], comp[1], sums[c, 1])
         return out + comp
 
     @njit(parallel=True, fastmath=_FLAGS, cache=True)
@@ -187,8 +178,8 @@ if numba is not None:
                     z += np.float64(val[k]) * np.float64(w[col[k]])
                 z += b
                 li, r = _row_terms(z, np.float64(y[i]), link, weighted, np.float64(s[i]), n)
-                loss, loss_c = _add(loss, loss_c, li)
-                rsum, rsum_c = _add(rsum, rsum_c, r)
+                loss, loss_c = compensated_add(loss, loss_c, li)
+                rsum, rsum_c = compensated_add(rsum, rsum_c, r)
                 for k in range(lo, hi):
                     g[col[k]] += r * np.float64(val[k])
             sums[c, 0], sums[c, 1] = rsum + rsum_c, loss + loss_c
@@ -285,8 +276,8 @@ if numba is not None:
             loss, loss_c, rsum, rsum_c = 0.0, 0.0, 0.0, 0.0
             for i in range(lo, hi):
                 li, r = _row_terms(z[i], np.float64(y[i]), link, weighted, np.float64(s[i]), n_rows)
-                loss, loss_c = _add(loss, loss_c, li)
-                rsum, rsum_c = _add(rsum, rsum_c, r)
+                loss, loss_c = compensated_add(loss, loss_c, li)
+                rsum, rsum_c = compensated_add(rsum, rsum_c, r)
                 z[i] = r
             sums[c, 0], sums[c, 1] = rsum + rsum_c, loss + loss_c
         # backward, per column block (its gradient stays in cache): the rows in order
