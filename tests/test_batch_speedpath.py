@@ -50,6 +50,16 @@ def _cast(model, dtype):
     return copy.deepcopy(model).to(dtype)
 
 
+def float32_step_and_reference(model, X, T, nb: int, seed: int):
+    """The kernel's float32 step on ``nb`` rows drawn with ``seed``, and the reference step on the
+    same float32 numbers in float64: ``(rows, loss, grads, loss_ref, grads_ref)``."""
+    step_rows = BatchStep(model, nb, torch.float32, "cpu").rows_step(X, T)
+    rows = rows_of(X.shape[0], nb, seed)
+    with torch.no_grad():
+        loss, grads = step_rows(rows, 0.0)
+    return (rows, loss, grads, *reference(model, X, T, rows, 0.0, torch.float64))
+
+
 GRID64 = [(kind, bias, l2, nb, d) for kind in KINDS for bias in (True, False) for l2 in (0.0, 0.1)
           for nb in (1, 3, 64, 67, 200) for d in (1, 5, 100)]
 
@@ -81,11 +91,7 @@ def test_kernel_in_float32_is_within_rounding_of_the_float64_reference(kind, nb,
     (through a link of slope <= 1), then the gradient's ``nb`` products, against the reference
     computed in float64 on the same float32 numbers."""
     model, X, T = problem(kind, 2000, d, torch.float32, seed=nb + d, scale=scale / d**0.5)
-    step_rows = BatchStep(model, nb, torch.float32, "cpu").rows_step(X, T)
-    rows = rows_of(2000, nb, d)
-    with torch.no_grad():
-        loss, grads = step_rows(rows, 0.0)
-    loss_ref, grads_ref = reference(model, X, T, rows, 0.0, torch.float64)
+    rows, loss, grads, loss_ref, grads_ref = float32_step_and_reference(model, X, T, nb, d)
     eps = torch.finfo(torch.float32).eps
     Xb = X[torch.from_numpy(rows)].double()
     W = model.linear.weight.detach().double()
@@ -111,11 +117,7 @@ def test_several_outputs_in_float32_are_within_rounding_of_the_float64_reference
     """Each entry within a few float32 roundings of the sums behind it (the logits' ``d``
     products, a link of slope <= 1 over the row's ``K`` logits, then ``nb`` products)."""
     model, X, T = problem(kind, 1000, d, torch.float32, seed=nb * d, scale=2.0 / d**0.5)
-    step_rows = BatchStep(model, nb, torch.float32, "cpu").rows_step(X, T)
-    rows = rows_of(1000, nb, d)
-    with torch.no_grad():
-        loss, grads = step_rows(rows, 0.0)
-    loss_ref, grads_ref = reference(model, X, T, rows, 0.0, torch.float64)
+    rows, loss, grads, loss_ref, grads_ref = float32_step_and_reference(model, X, T, nb, d)
     eps = torch.finfo(torch.float32).eps
     K = model.n_outputs
     Xb = X[torch.from_numpy(rows)].double()

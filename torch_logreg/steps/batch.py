@@ -68,9 +68,7 @@ class BatchStep:
                 return self.step(Xb, Tb, l2)
         # the kernel reads without bounds checks: shapes it was not made for take the torch path,
         # which raises on them
-        if (self._kernel is not None and Xb.dtype == self.dtype and Tb.dtype == self.dtype
-                and Xb.device.type == "cpu" and Xb.is_contiguous() and Tb.is_contiguous()
-                and Xb.dim() == 2 and Xb.shape[1] == self._d and Tb.shape == (Xb.shape[0], self._k)
+        if (self._kernel_reads(Xb, Tb) and Tb.dtype == self.dtype and Tb.is_contiguous()
                 and Xb.shape[0] <= self._all_rows.shape[0]):
             x, y = Xb.detach().numpy(), Tb.detach().numpy()
             self._kernel(x, y, self._all_rows[: x.shape[0]])
@@ -81,8 +79,7 @@ class BatchStep:
         """``step_rows(rows, l2) -> (loss, grads)``: the step on the batch ``X[rows]``, ``T[rows]``
         (``rows`` a 1-D int64 NumPy array of row numbers), with the kernel reading the rows in
         place; None where the kernel does not apply to ``X``. Call it under ``torch.no_grad()``."""
-        if self._kernel is None or X.dtype != self.dtype or X.device.type != "cpu" or X.dim() != 2 \
-                or not X.is_contiguous() or X.shape[1] != self._d or T.shape != (X.shape[0], self._k):
+        if not self._kernel_reads(X, T):
             return None
         kernel, (x, y), add_penalty = self._kernel, self._kernel.data(X, T), self._add_penalty
 
@@ -91,6 +88,12 @@ class BatchStep:
             return add_penalty(l2)
 
         return step_rows
+
+    def _kernel_reads(self, X: Tensor, T: Tensor) -> bool:
+        """Whether the kernel can read the rows of ``X`` and ``T`` (``T`` in any dtype): a contiguous
+        2-D CPU ``X`` in the step's dtype, of the width and outputs the kernel was made for."""
+        return (self._kernel is not None and X.dtype == self.dtype and X.device.type == "cpu" and X.dim() == 2
+                and X.is_contiguous() and X.shape[1] == self._d and T.shape == (X.shape[0], self._k))
 
     def _add_penalty(self, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
         if not l2:

@@ -1,6 +1,6 @@
-"""What the fast steps share: the data checks of the single-pass kernels, the cache-friendly
-transpose, the in-place links (whole, or as per-entry terms and a total), and the loss and
-gradients from a kernel's row sums."""
+"""What the fast steps share: the data checks of the single-pass kernels, the transpose of X, the
+in-place links (whole, or as per-entry terms and a total), and the loss and gradients from a
+kernel's row sums."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from .. import penalty
 from ..models import single_linear
 
 
-def transpose(X: Tensor, rows: int | None = None, extra_rows: int = 0) -> Tensor:
+def transpose(X: Tensor, extra_rows: int = 0) -> Tensor:
     """``X.T.contiguous()``, with ``extra_rows`` rows left uninitialised below it in the same
     allocation. One ``copy_`` into the contiguous ``(D, N)`` block: torch transposes that in cache
-    tiles itself. (Copying ``rows`` rows at a time, as this did before and still does when
-    ``rows`` is given, writes a strided destination that torch copies element by element: 2.7x
-    slower at 60,000 x 784 float32 and 6x at 1e6 x 100 with 2 threads, torch 2.13, measured.)"""
+    tiles itself. (Copying a block of rows at a time writes a strided destination that torch
+    copies element by element: 2.7x slower at 60,000 x 784 float32 and 6x at 1e6 x 100 with 2
+    threads, torch 2.13, measured.)"""
     n, d = X.shape
     out = torch.empty(d + extra_rows, n, dtype=X.dtype, device=X.device)
-    if rows is None or rows >= n or X.device.type != "cpu":
-        out[:d].copy_(X.T)
-        return out
-    for start in range(0, n, rows):
-        out[:d, start : start + rows].copy_(X[start : start + rows].T)
+    out[:d].copy_(X.T)
     return out
 
 

@@ -158,33 +158,27 @@ def _rule_full_batch(model, X: Tensor, T: Tensor):
     that fails, a warning says why and the torch path is used); for a small X on the CPU, the
     row-major step (one call of the batch kernel); otherwise the feature-major step."""
     from .feature_major import FeatureMajorStep
+    from .row_major import RowMajorStep
 
-    if X.device.type == "cpu":
-        from . import fused_cpu
-
-        if X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
-            return fused_cpu.FusedStep(model, X, T)
-        if _small_cpu_problem(model, X):
-            from .row_major import RowMajorStep
-
-            return RowMajorStep(model, X, T)
-    elif X.device.type == "cuda":
-        try:
-            from . import fused_triton  # imports Triton, so only for CUDA data
-
-            if X.numel() >= fused_triton.MIN_ENTRIES and fused_triton.supports(model, X):
-                step = fused_triton.TritonStep(model, X, T)
+    if X.device.type == "cuda":
+        try:  # _rule_name imports Triton for CUDA data
+            if _rule_name(model, X) == "fused":
+                step = _fused_step(model, X, T)
                 step.step(X, T, 0.0)
                 torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
                 return step
         except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
             warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
                           "using the torch fast path", RuntimeWarning, stacklevel=3)
-    return FeatureMajorStep(model, X, T)
+        return FeatureMajorStep(model, X, T)
+    name = _rule_name(model, X)
+    if name == "fused":
+        return _fused_step(model, X, T)
+    return RowMajorStep(model, X, T) if name == "row_major" else FeatureMajorStep(model, X, T)
 
 
 def _rule_name(model, X: Tensor) -> str:
-    """The name of the step :func:`_rule_full_batch` takes (before any fallback)."""
+    """The name of the step :func:`_rule_full_batch` takes (before any fallback): the rule itself."""
     if X.device.type == "cpu":
         from . import fused_cpu
 
