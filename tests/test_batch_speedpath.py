@@ -24,13 +24,14 @@ needs_numba = pytest.mark.skipif(not batch_fused.available(), reason="numba is n
 
 
 
-def problem(kind: str, n: int, d: int, dtype: torch.dtype, *, bias: bool = True, seed: int = 0, scale: float = 1.0):
+def problem(kind: str, n: int, d: int, dtype: torch.dtype, *, bias: bool = True, seed: int = 0, scale: float = 1.0,
+            outputs: int = 3):
     gen = torch.Generator().manual_seed(seed)
-    model = make_model(kind, d, bias=bias).to(torch.float64)
+    model = make_model(kind, d, bias=bias, n_outputs=outputs).to(torch.float64)
     randomize(model, gen, scale)
     model = model.to(dtype)
     X = torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype)
-    return model, X, model.targets(make_targets(kind, n, gen), n)
+    return model, X, model.targets(make_targets(kind, n, gen, n_outputs=outputs), n)
 
 
 def rows_of(n: int, nb: int, seed: int) -> np.ndarray:
@@ -80,6 +81,24 @@ def test_kernel_equals_the_reference_step_in_float64(kind, bias, l2, nb, d):
     for name, g in grads_ref.items():
         assert grads[name].shape == g.shape
         assert (grads[name] - g).abs().max().item() <= 1e-12 * max(g.abs().max().item(), 1e-300), name
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", ["multilabel", "softmax"])
+@pytest.mark.parametrize("outputs", [2, 4, 5, 6, 7])
+@pytest.mark.parametrize("nb", [5, 67])
+def test_every_block_of_outputs_equals_the_reference_step_in_float64(kind, outputs, nb):
+    """The K-output kernel takes the outputs three at a time for the logits and two at a time for
+    the gradient; each count of outputs left over (and rows left over from blocks of four) too."""
+    model, X, T = problem(kind, 100, 11, torch.float64, seed=outputs * nb, outputs=outputs)
+    step_rows = BatchStep(model, 100, torch.float64, "cpu").rows_step(X, T)
+    rows = rows_of(100, nb, outputs)
+    with torch.no_grad():
+        loss, grads = step_rows(rows, 0.1)
+    loss_ref, grads_ref = reference(model, X, T, rows, 0.1)
+    assert abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item())
+    for name, g in grads_ref.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-12, atol=1e-14)
 
 
 @needs_numba

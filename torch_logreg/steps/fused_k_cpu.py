@@ -30,7 +30,6 @@ from . import batch_fused
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
-    from numba import njit, prange
 except ImportError:  # pragma: no cover
     numba = None
 
@@ -52,25 +51,6 @@ def problem(model, X: Tensor) -> str | None:
     if X.dim() != 2 or not X.is_contiguous():
         return "needs X as one contiguous 2-D tensor"
     return None
-
-
-if numba is not None:
-
-    @njit(parallel=True, fastmath=batch_fused.FLAGS, cache=True)
-    def _kernel(X, Y, rows, W, b, link, n_chunks, width):
-        """Per chunk of ``rows``: ``[sum_n r_n x_n^T (K D, row-major), sum_n r_n (K, with a bias),
-        sum_n loss_n]`` in float64, one row of the result per chunk."""
-        n = rows.shape[0]
-        out = np.zeros((n_chunks, width + 1), dtype=np.float64)
-        per = (n + n_chunks - 1) // n_chunks
-        for c in prange(n_chunks):
-            lo = c * per
-            hi = min(n, lo + per)
-            if hi > lo:
-                batch_fused.rows_kernel_k(X, Y, rows[lo:hi], W, b, link, out[c, :width], out[c, width:])
-                for j in range(width + 1):  # the chunk's means back to sums
-                    out[c, j] *= hi - lo
-        return out
 
 
 class FusedKStep:
@@ -100,7 +80,8 @@ class FusedKStep:
         W, b = self.layer.weight, self.layer.bias
         numba.set_num_threads(self._threads)
         bias = self._zero_bias if b is None else b.detach().numpy()
-        sums = _kernel(self._x, self._y, self._rows, W.detach().numpy(), bias, self._link, self._chunks, self._width)
+        sums = batch_fused.chunks_kernel_k(self._x, self._y, self._rows, W.detach().numpy(), bias, self._link,
+                                           self._chunks, self._width)
         means = torch.from_numpy(sums.sum(axis=0)) / self._n if self._n else torch.full((self._width + 1,), np.nan)
         if not self._n:
             means[:-1] = 0.0  # no rows: zero gradients and a NaN loss, as the reference
