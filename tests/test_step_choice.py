@@ -283,6 +283,23 @@ def test_the_disk_cache_round_trips(monkeypatch, always_measure, tmp_path):
     assert not list(tmp_path.glob(".steps-*"))  # no temporary file left behind
 
 
+def test_timings_from_other_kernels_are_measured_again(monkeypatch, always_measure, tmp_path):
+    """The disk key holds a digest of the steps' source: after an upgrade (or an edit) the cached
+    timings describe other kernels, so the shape is measured afresh."""
+    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
+    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
+    model, X, T = problem()
+    select.full_batch(model, X, T, step="auto")
+    (key, _), = json.loads((tmp_path / "steps.json").read_text())["entries"].items()
+    assert key.endswith("|" + measure.steps_fingerprint())
+    measure.clear_cache()
+    monkeypatch.setattr(measure, "steps_fingerprint", lambda: "other-source")
+    calls.update(dict.fromkeys(calls, 0))
+    step = select.full_batch(model, X, T, step="auto")
+    assert step.selection.source == "measured" and any(calls.values())
+    assert len(json.loads((tmp_path / "steps.json").read_text())["entries"]) == 2
+
+
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"version": 99, "entries": {}}', '{"version": 1}', "\x00\xff"])
 def test_a_damaged_cache_file_is_ignored_and_replaced(monkeypatch, always_measure, tmp_path, text):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))

@@ -21,8 +21,9 @@ module the steps that apply, the fixed rule's choice first, and :func:`choose`:
    build, timed when it is measured;
 4. remembers the choice for the process, keyed by :func:`shape_key` (device, dtype, link,
    outputs, bias, log2 of the rows and of the features, the candidates, threads, torch
-   version), and on disk (:func:`cache_file`), keyed also by the CPU model, so a second fit of
-   the same shape class, in this process or a later one, measures nothing. What is remembered
+   version), and on disk (:func:`cache_file`), keyed also by the CPU model and a digest of the
+   steps' source, so a second fit of the same shape class, in this process or a later one,
+   measures nothing. What is remembered
    are the timings (per step and set-up), so a later run of another length still chooses for
    its own ``steps``.
 
@@ -40,6 +41,8 @@ the results only within those tolerances. The choice and the timings are logged 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -154,6 +157,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@functools.cache
+def steps_fingerprint() -> str:
+    """A digest of the steps' source files (this folder's ``*.py``): timings measured with other
+    kernels (an older or newer release, or an edited checkout) are not taken from the disk cache."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def shape_key(mode: str, model, X: Tensor, rows: int, candidates) -> tuple:
     """The process cache's key: ``mode`` ("full" or "mini"), device, dtype, link, outputs, bias,
     rounded log2 of ``rows`` and of the features, the candidates, threads and torch version."""
@@ -164,8 +178,9 @@ def shape_key(mode: str, model, X: Tensor, rows: int, candidates) -> tuple:
 
 
 def disk_key(key: tuple) -> str:
-    """The disk cache's key: the process key with the CPU model and the machine type."""
-    return "|".join(str(part) for part in (*key, cpu_model(), platform.machine()))
+    """The disk cache's key: the process key with the CPU model, the machine type and the steps'
+    :func:`steps_fingerprint`."""
+    return "|".join(str(part) for part in (*key, cpu_model(), platform.machine(), steps_fingerprint()))
 
 
 # --- the disk cache ------------------------------------------------------------------------------
