@@ -197,6 +197,56 @@ def test_the_kernel_follows_parameters_updated_in_place_and_replaced():
         assert loss.item() == pytest.approx(reference(model, X, T, rows, 0.0)[0].item(), rel=1e-12)
 
 
+@needs_numba
+@pytest.mark.parametrize("kind", ["multilabel", "softmax"])
+@pytest.mark.parametrize("nb", [513, 1500])
+def test_a_large_batch_of_several_outputs_runs_in_chunks_and_equals_the_reference(monkeypatch, kind, nb):
+    """Above MAX_WORK a batch of several outputs is cut into chunks of CHUNK_ROWS rows, run on all
+    threads; float64 to 1e-12 of the reference step, and the same bits on 1 and 2 threads."""
+    monkeypatch.setattr(batch_fused, "MAX_WORK", 1000)  # every batch here is a large one
+    model, X, T = problem(kind, 2000, 9, torch.float64, seed=nb)
+    step_rows = BatchStep(model, 2000, torch.float64, "cpu").rows_step(X, T)
+    calls = []
+    original = batch_fused.chunks_kernel_k
+    monkeypatch.setattr(batch_fused, "chunks_kernel_k", lambda *a: calls.append(a[6]) or original(*a))
+    rows = rows_of(2000, nb, 1)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                loss, grads = step_rows(rows, 0.1)
+            results.append((loss.clone(), {k: g.clone() for k, g in grads.items()}))
+    finally:
+        torch.set_num_threads(before)
+    assert calls == [-(-nb // batch_fused.CHUNK_ROWS)] * 2
+    (loss, grads), (loss2, grads2) = results
+    assert torch.equal(loss, loss2) and all(torch.equal(grads[k], grads2[k]) for k in grads)
+    loss_ref, grads_ref = reference(model, X, T, rows, 0.1)
+    assert abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item())
+    for name, g in grads_ref.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-12, atol=1e-14)
+
+
+@needs_numba
+def test_a_large_float32_batch_in_chunks_is_within_rounding_of_the_one_thread_kernel(monkeypatch):
+    model, X, T = problem("softmax", 2000, 30, torch.float32, seed=5)
+    rows = rows_of(2000, 1500, 2)
+    outs = []
+    for max_work in (batch_fused.MAX_WORK, 1000):  # one thread, then chunks
+        monkeypatch.setattr(batch_fused, "MAX_WORK", max_work)
+        step_rows = BatchStep(model, 2000, torch.float32, "cpu").rows_step(X, T)
+        with torch.no_grad():
+            loss, grads = step_rows(rows, 0.0)
+        outs.append((loss.clone(), {k: g.clone() for k, g in grads.items()}))
+    (loss1, grads1), (loss2, grads2) = outs
+    assert loss2.dtype == torch.float32 and grads2["linear.weight"].dtype == torch.float32
+    assert loss2.item() == pytest.approx(loss1.item(), rel=1e-5)
+    for k in grads1:
+        torch.testing.assert_close(grads2[k], grads1[k], rtol=1e-4, atol=1e-6)
+
+
 def test_where_the_kernel_does_not_apply_the_torch_path_runs(monkeypatch):
     model, X, T = problem("binary", 40, 5, torch.float64)
     assert BatchStep(model, 8, torch.float64, "cpu").rows_step(X.T.contiguous().T, T) is None  # not contiguous
@@ -286,8 +336,8 @@ def test_callbacks_see_each_steps_loss_and_gradient():
 
 
 def test_the_row_path_is_left_out_where_it_does_not_apply():
-    assert trainer("softmax", batch_size=batch_fused.MAX_WORK // 18 + 1, n=batch_fused.MAX_WORK // 9)._step_rows \
-        is None  # too large a batch for one thread
+    assert trainer("binary", batch_size=batch_fused.MAX_WORK // 6 + 1, n=batch_fused.MAX_WORK // 3)._step_rows \
+        is None  # too large a batch of one output for one thread
     assert trainer(grad_check_every=3).stepper.name == "reference"
     assert trainer(fast_path=False)._step_rows is None
     assert trainer(batch_size=0)._step_rows is None  # the full batch has its own steps

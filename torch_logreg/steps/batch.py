@@ -23,8 +23,9 @@ class BatchStep:
     model's parameter order, so the loop can accumulate an epoch's gradient in one operation.
     The returned tensors (the loss too) are those buffers: the next ``step`` overwrites them.
 
-    On the CPU, with numba, for batches up to ``batch_fused.MAX_WORK``, the step is one call of a
-    kernel in :mod:`.batch_fused` (on a contiguous float batch in the model's dtype); and
+    On the CPU, with numba, the step is one call of a kernel in :mod:`.batch_fused` (on a
+    contiguous float batch in the model's dtype; for one output, batches up to
+    ``batch_fused.MAX_WORK``; larger batches of several outputs run in chunks on all threads); and
     :meth:`rows_step` binds it to the whole in-memory data set, so that a batch is given as its
     row numbers and never gathered. Elsewhere the step is about a dozen torch operations.
     """

@@ -47,15 +47,23 @@ from torch import Tensor
 from ..models import single_linear
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
+    import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover
-    njit = None
+    numba = njit = None
 
-#: the kernels serve batches up to this much work (rows x features x outputs); above it, a batch
-#: is large enough that torch's multi-threaded BLAS beats one thread. Measured on 2 cores (AVX-512,
-#: loop per epoch against the torch path): the kernel wins at 256 x 784 x 10 (2.0M, by 1.25x) and
-#: at 4096 x 100 x 1, and loses at 1024 x 784 x 10 (8.0M, by 1.1x)
+#: one thread serves batches up to this much work (rows x features x outputs); above it, a batch
+#: is large enough that one thread loses to torch's multi-threaded BLAS. Measured on 2 cores
+#: (AVX-512, loop per epoch against the torch path): one thread wins at 256 x 784 x 10 (2.0M, by
+#: 1.25x) and at 4096 x 100 x 1, and loses at 1024 x 784 x 10 (8.0M, by 1.1x). Larger batches of
+#: several outputs are cut into chunks of ``CHUNK_ROWS`` rows run on all threads (at 1024 x 784 x
+#: 10: 0.44 ms against 0.70 ms for the torch path on batches already gathered); one output keeps
+#: the torch path there
 MAX_WORK = 1 << 21
+#: rows per chunk of a large batch of several outputs: a count fixed by the batch's size, not by
+#: the threads, so the order of the sums (and every result bit) is the same on any machine. More,
+#: smaller chunks cost more than they balance (each sums into a gradient of its own)
+CHUNK_ROWS = 512
 #: rows per tile: the backward half reads the tile's rows again right after the forward half,
 #: from L1 or L2 for the usual widths
 TILE = 64
@@ -73,12 +81,26 @@ def available() -> bool:
 
 def applies(model, dtype: torch.dtype, device: torch.device, batch_size: int) -> bool:
     """True where a kernel serves a model's batches of up to ``batch_size`` rows: numba
-    importable, the CPU, one ``Linear`` layer (any of the three links), float32 or float64, and
-    at most ``MAX_WORK`` rows x features x outputs. (The data must also be a contiguous 2-D
-    tensor of that dtype: the caller checks that.)"""
+    importable, the CPU, one ``Linear`` layer (any of the three links), float32 or float64, and,
+    for one sigmoid or identity output, at most ``MAX_WORK`` rows x features (several outputs
+    take any batch: above ``MAX_WORK`` it is cut into chunks run on all threads). (The data must
+    also be a contiguous 2-D tensor of that dtype: the caller checks that.)"""
     layer = single_linear(model)
-    return (available() and device.type == "cpu" and layer is not None and model.link in LINKS
-            and dtype in (torch.float32, torch.float64) and batch_size * layer.weight.numel() <= MAX_WORK)
+    if not (available() and device.type == "cpu" and layer is not None and model.link in LINKS
+            and dtype in (torch.float32, torch.float64)):
+        return False
+    return not _one_output(model) or batch_size * layer.weight.numel() <= MAX_WORK
+
+
+def _one_output(model) -> bool:
+    """Whether the one-output kernel serves the model (it knows the sigmoid and the identity; a
+    softmax takes the K-output kernel)."""
+    return single_linear(model).weight.shape[0] == 1 and LINKS[model.link] != SOFTMAX
+
+
+def threads() -> int:
+    """Threads the parallel kernels run on: torch's count, at most numba's."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 if njit is not None:
@@ -368,9 +390,9 @@ class RowsKernel:
     def __init__(self, model, grad: Tensor, loss: Tensor) -> None:
         (_, self.layer), = model.named_children()
         self._link = LINKS[model.link]
-        # the one-output kernel knows the sigmoid and the identity; a softmax takes the K-output one
-        self._one = self.layer.weight.shape[0] == 1 and self._link != SOFTMAX
+        self._one = _one_output(model)
         self._grad, self._loss = grad.numpy(), loss.numpy()
+        self._row_work = self.layer.weight.numel()  # multiply-adds of a row's logits
         self._zero_bias = np.zeros(self.layer.weight.shape[0], dtype=self._grad.dtype)
         self._ptrs = None  # the parameters' storage, checked each call: a replaced one is re-read
 
@@ -391,5 +413,11 @@ class RowsKernel:
             self._b = self._zero_bias if b is None else b.detach().numpy()
         if self._one:
             _rows_kernel(x, y, rows, self._w0, self._b, self._link, self._grad, self._loss)
-        else:
+        elif rows.shape[0] * self._row_work <= MAX_WORK:
             rows_kernel_k(x, y, rows, self._w, self._b, self._link, self._grad, self._loss)
+        else:  # a large batch: chunks of rows on all threads, their sums added in a fixed order
+            n, width = rows.shape[0], self._grad.shape[0]
+            numba.set_num_threads(threads())
+            sums = chunks_kernel_k(x, y, rows, self._w, self._b, self._link, -(-n // CHUNK_ROWS), width).sum(axis=0)
+            np.multiply(sums[:width], 1.0 / n, out=self._grad, casting="same_kind")
+            self._loss[0] = sums[width] / n

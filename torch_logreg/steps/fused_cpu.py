@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import batch_fused
 from .common import bind_single_pass, fusable, step_from_sums
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
@@ -237,7 +238,7 @@ class FusedStep:
         self.prefix, self.layer, self.X, y = bind_single_pass(model, X, T)
         self._x, self._y = self.X.numpy(), y.numpy()
         self._link = _LINK_CODES[(model.link, X.dtype)]
-        self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        self._threads = batch_fused.threads()
         rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
         self._chunks = max(1, -(-X.shape[0] // rows))
         self._zero_bias = np.zeros(1, dtype=self._x.dtype)

@@ -72,7 +72,7 @@ class FusedKStep:
         self._chunks = max(1, min(MAX_CHUNKS, -(-n // batch_fused.TILE)))
         self._width = self.layer.weight.numel() + (0 if self.layer.bias is None else k)
         self._zero_bias = np.zeros(k, dtype=self._x.dtype)
-        self._threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        self._threads = batch_fused.threads()
 
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:

@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from ..models import single_linear
+from . import batch_fused
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -105,11 +106,6 @@ def supports_data(X: Tensor, W: Tensor) -> bool:
 def supports(model, X: Tensor) -> bool:
     """:func:`supports_model` and :func:`supports_data` for the model's weights."""
     return supports_model(model) and supports_data(X, single_linear(model).weight)
-
-
-def threads() -> int:
-    """Threads the kernel runs on: torch's count, at most numba's."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 def n_chunks(nnz: int, d: int, n_threads: int) -> int:
@@ -311,7 +307,7 @@ class BlockedFused:
         n_blocks = max(1, -(-d >> shift))
         self._off, self._rows, self._local, self._values = _build_blocks(
             X.crow_indices().numpy(), X.col_indices().numpy(), X.values().numpy(), shift, n_blocks, self._row_chunk)
-        numba.set_num_threads(threads())
+        numba.set_num_threads(batch_fused.threads())
         _sort_segments(self._off, self._rows, self._local, self._values, 1 << shift)  # called from here: a cached
         # kernel that calls a parallel one crashes when loaded from numba's cache
         self._z = np.empty(n, dtype=np.float64)
@@ -322,7 +318,7 @@ class BlockedFused:
         grad = torch.empty(d, dtype=w.dtype)
         yv = y.numpy()
         sv = yv if s is None else s.numpy()
-        numba.set_num_threads(threads())
+        numba.set_num_threads(batch_fused.threads())
         sums = _blocked_kernel(self._off, self._rows, self._local, self._values, self.shift, self._row_chunk, yv, sv,
                                s is not None, w.numpy(), float(b), self._link, self._z, float(n), grad.numpy())
         return grad, sums
@@ -352,14 +348,14 @@ class SparseFused:
         ``[sum_i r_i / N, sum_i s_i loss_i]``."""
         n, d = X.shape
         crow, col, val = X.crow_indices().numpy(), X.col_indices().numpy(), X.values().numpy()
-        starts = chunk_starts(crow, n_chunks(val.shape[0], d, threads()))
+        starts = chunk_starts(crow, n_chunks(val.shape[0], d, batch_fused.threads()))
         C = starts.shape[0] - 1
         if self._scratch is None or self._scratch.shape[0] < C or self._scratch.shape[1] != d:
             self._scratch = np.empty((C, d), dtype=np.float64)
         grad = torch.empty(d, dtype=X.dtype)
         yv = y.numpy()
         sv = yv if s is None else s.numpy()
-        numba.set_num_threads(threads())
+        numba.set_num_threads(batch_fused.threads())
         sums = _kernel(crow, col, val, yv, sv, s is not None, w.numpy(), float(b), starts, self._link,
                        self._scratch, float(n), grad.numpy())
         return grad, sums
