@@ -248,10 +248,15 @@ def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
             model = hand_model(d, 1, dtype=torch.float64)
             # stop as soon as the objective is no worse than scikit-learn's optimum
             holder["result"] = fit_exact(model, Xt, y, solver=name, l2=l2, tol=0.0, max_iter=500, warn=False,
-                                         check_separation=False, callback=lambda it, obj: obj <= sk_loss)
+                                         check_separation=False, callback=lambda it, obj: obj <= sk_loss, step=STEP)
             holder["m"] = model
 
         t = measure_interleaved({"s": Case(run)}, repeats=repeats, warmup=1)["s"]
+        if name == "newton":  # which BLAS formed its Hessians (chosen in the warm-up solve, cached since)
+            from torch_logreg.solvers import hessian
+
+            product = hessian.choose(Xt, True, torch.empty_like(Xt), STEP)
+            table.chose(section, f"newton's Hessian product, {n:,} x {d} float64", product.selection)
         T = holder["m"].targets(y, n)
         loss = float(holder["m"].objective(Xt, T, l2))
         table.add(section, f"torch_logreg fit_exact({name}) to the same objective", t, vs="sklearn lbfgs",

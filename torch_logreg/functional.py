@@ -177,14 +177,17 @@ def gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -
     return h
 
 
-def block_diagonal_hessian(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -> Tensor:
+def block_diagonal_hessian(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None,
+                           product=None) -> Tensor:
     """``H_k = x~^T diag(s[:, k]) x~`` for each output k: x ``(N, D)``, s ``(N, K)`` -> ``(K, A, A)``,
-    with ``x~`` and ``work`` as in :func:`gram` (``[1, x]`` when ``bias``).
+    with ``x~`` and ``work`` as in :func:`gram` (``[1, x]`` when ``bias``); ``product``: a function
+    like :func:`gram` that forms each block (:func:`gram` itself where None).
 
     The Hessian of a sigmoid/identity loss on ``z = x~ Theta^T``, one ``(A, A)`` block per output
     (:func:`diagonal_curvature` gives ``s``).
     """
-    return torch.stack([gram(x, s[:, k], bias, work) for k in range(s.shape[1])])
+    product = gram if product is None else product
+    return torch.stack([product(x, s[:, k], bias, work) for k in range(s.shape[1])])
 
 
 def softmax_hessian(

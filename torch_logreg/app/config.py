@@ -84,7 +84,9 @@ class TrainConfig:
     grad_check_every: int = 0  # steps; 0 = off
     check_every: int = 1  # epochs between stopping checks
     cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
-    step: str = "auto"  # auto (measure once, keep the fastest) | rule | reference | feature_major | row_major | fused
+    # the full-batch or mini-batch step (and the exact solvers' step and Hessian product): auto (measure
+    # once, keep the fastest) | rule | reference | feature_major | row_major | blocked | fused
+    step: str = "auto"
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"  # float32 | float64 | bfloat16 (the loop: float32 weights, bfloat16 products)

@@ -346,9 +346,10 @@ def loop_options(cfg: Config) -> dict:
 
 def exact_options(cfg: Config) -> dict:
     """The ``[train]`` table as :func:`~torch_logreg.solvers.fit_exact` keywords (``epochs`` is the
-    iteration budget)."""
+    iteration budget; ``step`` chooses the solver's full-batch step and Newton's Hessian product
+    as it chooses the loop's step)."""
     t = cfg.train
-    return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol}
+    return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol, "step": t.step}
 
 
 def storage_dtype(cfg: Config) -> torch.dtype:

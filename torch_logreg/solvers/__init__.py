@@ -85,7 +85,7 @@ from .. import arguments, validation
 from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..models import single_linear
-from ..registry import EXACT_SOLVERS, L1_SOLVERS
+from ..registry import EXACT_SOLVERS, L1_SOLVERS, STEPS
 from .coordinate import coordinate
 from .lbfgs import lbfgs
 from .newton import newton
@@ -131,6 +131,7 @@ def fit_exact(
     check_separation: bool = True,
     warn: bool = True,
     callback=None,
+    step: str = "rule",
 ) -> SolverResult:
     """Minimise ``(1/N) sum_n w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` exactly; model trained in place.
 
@@ -148,6 +149,11 @@ def fit_exact(
     ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
     with the objective as a float; returning True stops the run (``stop_reason="callback"``,
     no warning), e.g. to stop once a target objective is reached.
+    ``step``: the full-batch step newton, lbfgs and proximal evaluate the objective and gradient
+    with (a name of ``registry.STEPS``, as ``Trainer(step=...)``), and newton's choice of BLAS for
+    its Hessian (:mod:`torch_logreg.solvers.hessian`): ``"rule"`` (the default) fixes both, so a
+    solve gives the same bits from run to run; ``"auto"`` measures, once per machine and shape
+    class (cached in the process and on disk), and keeps the fastest; a step's name forces it.
 
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
@@ -156,6 +162,7 @@ def fit_exact(
     holds the details.
     """
     arguments.choice("solver", solver, EXACT_SOLVERS)
+    arguments.choice("step", step, STEPS)
     l2 = arguments.number("l2", l2, low=0)
     l1 = arguments.number("l1", l1, low=0)
     tol = arguments.number("tol", tol, low=0)
@@ -174,13 +181,13 @@ def fit_exact(
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
     if solver == "newton":
-        newton(model, X, T, w, l2, l1, max_iter, tol, result, callback)
+        newton(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
     elif solver == "proximal":
-        proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback)
+        proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
     elif solver == "cd":
         coordinate(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     else:
-        lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
+        lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback, step)
     result.wall_time = time.perf_counter() - start
 
     if warn and result.stop_reason not in ("converged", "callback"):

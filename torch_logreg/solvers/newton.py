@@ -12,6 +12,7 @@ from .. import functional as F
 from .. import penalty
 from ..penalty import l1_optimality, soft_threshold
 from ..steps import select
+from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
@@ -24,7 +25,7 @@ class _Hessian:
     """
 
     def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor, sample_weight: Tensor | None,
-                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None):
+                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None, product=None):
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
@@ -37,7 +38,7 @@ class _Hessian:
             self.null_cols = null_cols
         else:
             s = F.diagonal_curvature(link, z, sample_weight)
-            blocks = F.block_diagonal_hessian(X, s, bias, work)
+            blocks = F.block_diagonal_hessian(X, s, bias, work, product)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
             self.blocks = blocks
             self.full = None
@@ -92,7 +93,7 @@ def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
     return torch.cholesky_solve(b, chol)
 
 
-def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
+def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None, step: str = "rule") -> None:
     layer = linear_layer(model)
     prefix = next(name for name, _ in model.named_children())
     bias = layer.bias is not None
@@ -101,6 +102,8 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     Xa = augment(X, bias) if link == "softmax" else None
     # diag(s) X for the Hessian's products, made once for the whole solve
     work = torch.empty_like(X) if Xa is None and X.layout == torch.strided else None
+    # which BLAS forms the Hessian's products: measured where step="auto" (see hessian.py)
+    product = hessian.choose(X, bias, work, step).product if Xa is None else None
     theta = get_theta(layer)
     mask = penalty.theta_mask(theta, bias)
     l2_diag = l2 * mask
@@ -113,11 +116,11 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
 
     # the loop's full-batch step (one fused pass on CPU for one output); results equal
     # objective_and_grad's. It returns its own buffers, so the values kept are copied.
-    step = select.full_batch(model, X, T, sample_weight=w).step
+    full_step = select.full_batch(model, X, T, sample_weight=w, step=step).step
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)
-        f, grads = step(X, T, l2)
+        f, grads = full_step(X, T, l2)
         return f.clone(), theta_grad(prefix, grads, bias).clone()
 
     def logits(th: Tensor) -> Tensor:
@@ -134,7 +137,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         F_now, opt = F_val.item(), opt_t.item()
         if record_iterate(result, it, F_now, opt, tol, max_iter, callback):
             break
-        hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work)
+        hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work, product)
         if not hess.is_finite():
             raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
                                  f"iteration {it}; {NON_FINITE_HINT}")

@@ -131,7 +131,8 @@ def format_seconds(s: float) -> str:
 # --- keys ----------------------------------------------------------------------------------------
 
 
-def _log2(n: int) -> int:
+def log2(n: int) -> int:
+    """``round(log2(n))`` (-1 for 0): the shape classes of the caches' keys."""
     return round(math.log2(n)) if n > 0 else -1
 
 
@@ -173,7 +174,7 @@ def shape_key(mode: str, model, X: Tensor, rows: int, candidates) -> tuple:
     rounded log2 of ``rows`` and of the features, the candidates, threads and torch version."""
     (_, layer), = model.named_children()
     return (mode, device_name(X.device), str(X.dtype).removeprefix("torch."), model.link, int(model.n_outputs),
-            layer.bias is not None, _log2(rows), _log2(X.shape[1]), ",".join(candidates), torch.get_num_threads(),
+            layer.bias is not None, log2(rows), log2(X.shape[1]), ",".join(candidates), torch.get_num_threads(),
             torch.__version__)
 
 
