@@ -89,7 +89,13 @@ def applies(model, dtype: torch.dtype, device: torch.device, batch_size: int) ->
     if not (available() and device.type == "cpu" and layer is not None and model.link in LINKS
             and dtype in (torch.float32, torch.float64)):
         return False
-    return not _one_output(model) or batch_size * layer.weight.numel() <= MAX_WORK
+    return not _one_output(model) or one_thread(batch_size, layer.weight.numel())
+
+
+def one_thread(rows: int, row_work: int) -> bool:
+    """Whether a batch of ``rows`` rows of ``row_work`` multiply-adds each (features x outputs)
+    runs on one thread: at most ``MAX_WORK`` in all."""
+    return rows * row_work <= MAX_WORK
 
 
 def _one_output(model) -> bool:
@@ -413,7 +419,7 @@ class RowsKernel:
             self._b = self._zero_bias if b is None else b.detach().numpy()
         if self._one:
             _rows_kernel(x, y, rows, self._w0, self._b, self._link, self._grad, self._loss)
-        elif rows.shape[0] * self._row_work <= MAX_WORK:
+        elif one_thread(rows.shape[0], self._row_work):
             rows_kernel_k(x, y, rows, self._w, self._b, self._link, self._grad, self._loss)
         else:  # a large batch: chunks of rows on all threads, their sums added in a fixed order
             n, width = rows.shape[0], self._grad.shape[0]

@@ -149,7 +149,7 @@ def _small_cpu_problem(model, X: Tensor) -> bool:
         return False
     from . import batch_fused
 
-    return (X.dtype == model.dtype and X.shape[0] * model.n_outputs * X.shape[1] <= batch_fused.MAX_WORK
+    return (X.dtype == model.dtype and batch_fused.one_thread(X.shape[0], model.n_outputs * X.shape[1])
             and batch_fused.applies(model, X.dtype, X.device, X.shape[0]))
 
 
