@@ -15,7 +15,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup train test lint bench test-cuda bench-cuda clean
+.PHONY: setup train test lint bench test-cuda bench-cuda clean clean-kernels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,5 +49,9 @@ bench-cuda: $(DEV)
 	$(BIN)/python benchmarks/bench_core.py --device cuda
 	$(BIN)/python benchmarks/run.py --device cuda --json benchmarks/results-cuda.json
 
-clean:
+# numba's compiled kernels (its cache checks only each kernel's own source file, not those it calls)
+clean-kernels:
+	find torch_logreg -name "*.nbi" -delete -o -name "*.nbc" -delete
+
+clean: clean-kernels
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -120,7 +120,10 @@ if njit is not None:
         arithmetic: under the kernels' reassociation the compensation would simplify to zero.
         The loss is summed this way so its error does not grow with the batch: a line search
         comparing the losses of nearby points (the proximal solver's, within 8 eps) would
-        otherwise stall on summation noise."""
+        otherwise stall on summation noise. ``sparse_fused``'s kernels call it too: numba's on-disk
+        cache checks only the calling kernel's source file, so after a change here run
+        ``make clean-kernels`` (it removes the compiled kernels) or the sparse kernels keep the old code."""
+
         t = s + x
         if abs(s) >= abs(x):
             c += (s - t) + x
