@@ -84,8 +84,8 @@ class TrainConfig:
     grad_check_every: int = 0  # steps; 0 = off
     check_every: int = 1  # epochs between stopping checks
     cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
-    # the full-batch or mini-batch step (and the exact solvers' step and Hessian product): auto (measure
-    # once, keep the fastest) | rule | reference | feature_major | row_major | blocked | fused
+    # the loop's step: auto (measure once, keep the fastest; for newton, its Hessian's BLAS too) | rule |
+    # reference | feature_major | row_major | blocked | fused
     step: str = "auto"
     seed: int = 0
     device: str = "auto"

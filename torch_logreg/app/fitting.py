@@ -346,10 +346,11 @@ def loop_options(cfg: Config) -> dict:
 
 def exact_options(cfg: Config) -> dict:
     """The ``[train]`` table as :func:`~torch_logreg.solvers.fit_exact` keywords (``epochs`` is the
-    iteration budget; ``step`` chooses the solver's full-batch step and Newton's Hessian product
-    as it chooses the loop's step)."""
+    iteration budget; ``step = "auto"`` also has Newton measure its Hessian's BLAS, any other
+    step keeps the fixed rule there)."""
     t = cfg.train
-    return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol, "step": t.step}
+    return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol,
+            "step": "auto" if t.step == "auto" else "rule"}
 
 
 def storage_dtype(cfg: Config) -> torch.dtype:

@@ -85,7 +85,7 @@ from .. import arguments, validation
 from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..models import single_linear
-from ..registry import EXACT_SOLVERS, L1_SOLVERS, STEPS
+from ..registry import EXACT_SOLVERS, L1_SOLVERS
 from .coordinate import coordinate
 from .lbfgs import lbfgs
 from .newton import newton
@@ -149,11 +149,12 @@ def fit_exact(
     ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
     with the objective as a float; returning True stops the run (``stop_reason="callback"``,
     no warning), e.g. to stop once a target objective is reached.
-    ``step``: the full-batch step newton, lbfgs and proximal evaluate the objective and gradient
-    with (a name of ``registry.STEPS``, as ``Trainer(step=...)``), and newton's choice of BLAS for
-    its Hessian (:mod:`torch_logreg.solvers.hessian`): ``"rule"`` (the default) fixes both, so a
-    solve gives the same bits from run to run; ``"auto"`` measures, once per machine and shape
-    class (cached in the process and on disk), and keeps the fastest; a step's name forces it.
+    ``step``: ``"rule"`` (the default) or ``"auto"``, as ``Trainer(step=...)``: with ``"auto"``
+    newton times the BLAS that forms its Hessian (:mod:`torch_logreg.solvers.hessian`), once per
+    machine and shape class (cached in the process and on disk), and keeps the faster; with
+    ``"rule"`` it takes torch's, so a solve gives the same bits from run to run. The objective and
+    gradient take the fixed rule's step either way: a measured step's set-up (a copy of X for the
+    feature-major step) would be paid again by every solve, for a few dozen evaluations.
 
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
@@ -162,7 +163,7 @@ def fit_exact(
     holds the details.
     """
     arguments.choice("solver", solver, EXACT_SOLVERS)
-    arguments.choice("step", step, STEPS)
+    arguments.choice("step", step, ("rule", "auto"))
     l2 = arguments.number("l2", l2, low=0)
     l1 = arguments.number("l1", l1, low=0)
     tol = arguments.number("tol", tol, low=0)
@@ -183,11 +184,11 @@ def fit_exact(
     if solver == "newton":
         newton(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
     elif solver == "proximal":
-        proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
+        proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     elif solver == "cd":
         coordinate(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     else:
-        lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback, step)
+        lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
 
     if warn and result.stop_reason not in ("converged", "callback"):

@@ -15,8 +15,7 @@ from .params import center, get_theta, set_theta, softmax_null_cols
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 
-def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None,
-          step: str = "rule") -> None:
+def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None) -> None:
     params = dict(model.named_parameters())
     names = list(params)
     shapes = [params[n].shape for n in names]
@@ -32,7 +31,7 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
 
     # the loop's full-batch step (one fused pass on CPU for one output, class-major logits for K
     # classes; the reference with sample weights or hidden layers): results equal objective_and_grad's
-    step = select.full_batch(model, X, T, sample_weight=w, step=step).step
+    step = select.full_batch(model, X, T, sample_weight=w).step
 
     def fg(x: Tensor) -> tuple[Tensor, Tensor]:
         assign(x)

@@ -93,7 +93,7 @@ def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
     return torch.cholesky_solve(b, chol)
 
 
-def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None, step: str = "rule") -> None:
+def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None, blas: str = "rule") -> None:
     layer = linear_layer(model)
     prefix = next(name for name, _ in model.named_children())
     bias = layer.bias is not None
@@ -102,8 +102,8 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     Xa = augment(X, bias) if link == "softmax" else None
     # diag(s) X for the Hessian's products, made once for the whole solve
     work = torch.empty_like(X) if Xa is None and X.layout == torch.strided else None
-    # which BLAS forms the Hessian's products: measured where step="auto" (see hessian.py)
-    product = hessian.choose(X, bias, work, step).product if Xa is None else None
+    # which BLAS forms the Hessian's products: measured where blas="auto" (fit_exact(step="auto"); hessian.py)
+    product = hessian.choose(X, bias, work, blas).product if Xa is None else None
     theta = get_theta(layer)
     mask = penalty.theta_mask(theta, bias)
     l2_diag = l2 * mask
@@ -116,11 +116,11 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
 
     # the loop's full-batch step (one fused pass on CPU for one output); results equal
     # objective_and_grad's. It returns its own buffers, so the values kept are copied.
-    full_step = select.full_batch(model, X, T, sample_weight=w, step=step).step
+    step = select.full_batch(model, X, T, sample_weight=w).step
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)
-        f, grads = full_step(X, T, l2)
+        f, grads = step(X, T, l2)
         return f.clone(), theta_grad(prefix, grads, bias).clone()
 
     def logits(th: Tensor) -> Tensor:

@@ -72,8 +72,7 @@ SHRINK = 0.9
 SECANT_STEP = 1e-3
 
 
-def proximal(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None,
-             step: str = "rule") -> None:
+def proximal(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
     """Run FISTA from the model's parameters and leave the result in the model (see the module
     docstring); ``X`` ``(N, D)`` dense or CSR, ``T`` ``(N, K)``, ``w`` ``(N,)`` or None, all prepared."""
     layer = linear_layer(model, "proximal")
@@ -86,7 +85,7 @@ def proximal(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callba
         null_cols = softmax_null_cols(penalty.theta_mask(theta, bias), l2 > 0 or l1 > 0)
         theta = center(theta, null_cols)
     eps = torch.finfo(theta.dtype).eps
-    step = select.full_batch(model, X, T, sample_weight=w, step=step).step
+    step = select.full_batch(model, X, T, sample_weight=w).step
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         """``f(th)`` (0-dim) and ``g(th)`` ``(K, A)``, copied out of the step's buffers."""
