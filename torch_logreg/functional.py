@@ -166,8 +166,12 @@ def gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -
     if x.layout != torch.strided:
         return weighted_gram(csr_prepend_ones(x) if bias else x, s)
     inner = x.T @ (x * s[:, None] if work is None else torch.mul(x, s[:, None], out=work))
-    if not bias:
-        return inner
+    return with_bias_border(inner, x, s) if bias else inner
+
+
+def with_bias_border(inner: Tensor, x: Tensor, s: Tensor) -> Tensor:
+    """``[1, x]^T diag(s) [1, x]`` ``(D + 1, D + 1)`` from ``inner = x^T diag(s) x`` ``(D, D)``: the
+    bias's row and column are ``sum(s)`` and ``x^T s``, so the column of ones is never made."""
     h = inner.new_empty(inner.shape[0] + 1, inner.shape[1] + 1)
     h[1:, 1:] = inner
     h[0, 0] = s.sum()

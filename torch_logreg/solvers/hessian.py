@@ -45,15 +45,7 @@ def openblas_gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None 
     # y (N, D) row-major is y^T (D, N) column-major: syrk of y^T without transposing gives y^T y, no copy
     upper = torch.from_numpy(syrk(1.0, y.numpy().T, trans=0, lower=0))
     inner = upper.triu() + upper.triu(1).T
-    if not bias:
-        return inner
-    h = inner.new_empty(inner.shape[0] + 1, inner.shape[1] + 1)
-    h[1:, 1:] = inner
-    h[0, 0] = s.sum()
-    border = x.T @ s
-    h[1:, 0] = border
-    h[0, 1:] = border
-    return h
+    return F.with_bias_border(inner, x, s) if bias else inner
 
 
 def products(x: Tensor) -> dict[str, Callable[..., Tensor]]:
