@@ -314,7 +314,8 @@ if njit is not None:
         g_tile = np.empty((K, D), dtype=X.dtype)
         gb = np.zeros(K, dtype=np.float64)
         Z = np.empty((TILE, K), dtype=X.dtype)  # the tile's logits, then its residuals
-        z = np.empty(K, dtype=np.float64)
+        z = np.empty(K, dtype=np.float64)  # a row's logits
+        e = np.empty(K, dtype=np.float64)  # and their exponentials (softmax)
         loss, comp = 0.0, 0.0
         for s in range(0, B, TILE):
             m = min(TILE, B - s)
@@ -324,35 +325,38 @@ if njit is not None:
                 row = rows[s + i]
                 for k in range(K):
                     z[k] = np.float64(Z[i, k])
+                # the row's loss terms are summed first, then added to the total once (compensated)
+                row_loss = 0.0
                 if link == SOFTMAX:
                     zmax = z[0]
                     for k in range(1, K):
                         zmax = max(zmax, z[k])
                     total = 0.0
                     for k in range(K):
-                        total += math.exp(z[k] - zmax)
-                    log_total = math.log(total)
+                        z[k] -= zmax  # shifted, as the reference: a confident row's loss is then not
+                        e[k] = math.exp(z[k])  # the difference of two large numbers
+                        total += e[k]
+                    log_total, inv_total = math.log(total), 1.0 / total
                     for k in range(K):
-                        # -t log_softmax(z), with the maximum taken out first as the reference
-                        # does: a confident row's loss is then not the difference of two large numbers
-                        tk, shifted = np.float64(Y[row, k]), z[k] - zmax
-                        loss, comp = compensated_add(loss, comp, tk * (log_total - shifted))
-                        r = math.exp(shifted - log_total) - tk
+                        # -t log_softmax(z), and the residual softmax(z) - t from the same exponentials
+                        tk = np.float64(Y[row, k])
+                        row_loss += tk * (log_total - z[k])
+                        r = e[k] * inv_total - tk
                         Z[i, k] = r
                         gb[k] += r
                 elif link == SIGMOID:
                     for k in range(K):
-                        zk, tk = z[k], np.float64(Y[row, k])
-                        li, r = _sigmoid_row(zk, tk)
-                        loss, comp = compensated_add(loss, comp, li)
+                        li, r = _sigmoid_row(z[k], np.float64(Y[row, k]))
+                        row_loss += li
                         Z[i, k] = r
                         gb[k] += r
                 else:
                     for k in range(K):
                         r = z[k] - np.float64(Y[row, k])
-                        loss, comp = compensated_add(loss, comp, 0.5 * r * r)
+                        row_loss += 0.5 * r * r
                         Z[i, k] = r
                         gb[k] += r
+                loss, comp = compensated_add(loss, comp, row_loss)
             # backward: the same rows, still in cache
             g_tile[:] = 0
             _tile_gradient_k(X, rows, s, m, Z, g_tile)
