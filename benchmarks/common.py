@@ -205,7 +205,8 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
 
 
 #: how the tables name each step
-PATHS = {"fused_cpu": "fused single pass", "fused_triton": "fused Triton kernel", "feature_major": "feature-major",
+PATHS = {"fused_cpu": "fused single pass", "fused_k_cpu": "fused single pass, K outputs",
+         "fused_triton": "fused Triton kernel", "feature_major": "feature-major", "blocked": "blocked",
          "row_major": "row-major", "batch": "row-major", "reference": "reference"}
 #: the ``step`` the benchmarks give the loop: the selector measures the steps once and keeps the fastest
 STEP = "auto"
