@@ -264,14 +264,16 @@ def assert_step_equals_reference(step, model, X, T, l2: float) -> None:
         assert (grads[name] - g).abs().max().item() <= bound, name
 
 
-def step_problem(kind: str, n: int, d: int, *, bias: bool = True, dtype=torch.float64, seed: int = 0):
-    """A single-``Linear`` model of ``kind`` with random parameters (scale 0.5), ``X (n, d)`` normal and
-    its targets, all in ``dtype``: the problems the full-batch steps are pinned on."""
+def step_problem(kind: str, n: int, d: int, *, bias: bool = True, dtype=torch.float64, seed: int = 0,
+                 outputs: int = 3):
+    """A single-``Linear`` model of ``kind`` (``outputs`` outputs for several) with random parameters
+    (scale 0.5), ``X (n, d)`` normal and its targets, all in ``dtype``: the problems the full-batch
+    steps are pinned on."""
     gen = torch.Generator().manual_seed(seed)
-    model = make_model(kind, d, bias=bias).double()
+    model = make_model(kind, d, bias=bias, n_outputs=outputs).double()
     randomize(model, gen, 0.5)
     X = torch.randn(n, d, generator=gen, dtype=torch.float64)
-    T = model.targets(make_targets(kind, n, gen), n)
+    T = model.targets(make_targets(kind, n, gen, n_outputs=outputs), n)
     return model.to(dtype), X.to(dtype), T.to(dtype)
 
 

@@ -24,7 +24,9 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
 * ``"rule"`` (the library's default): a fixed rule from sizes alone: for the full batch, the fused
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
   ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
-  the batch kernel), else the feature-major step; for mini-batches, ``BatchStep``;
+  the batch kernel), for several outputs on a wide X on the CPU the K-output fused step
+  (``fused_k_cpu.RULE_MIN_FEATURES``, ``RULE_MAX_OUTPUTS``), else the feature-major step; for
+  mini-batches, ``BatchStep``;
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
   the cost is bounded, the choice is cached in the process and on disk; where the caller says
@@ -153,11 +155,25 @@ def _small_cpu_problem(model, X: Tensor) -> bool:
             and batch_fused.applies(model, X.dtype, X.device, X.shape[0]))
 
 
+def _wide_few_outputs(model, X: Tensor) -> bool:
+    """Whether the rule gives X to the K-output fused step (``fused_k_cpu``): several outputs (or
+    a softmax), at least ``RULE_MIN_FEATURES`` features and at most ``RULE_MAX_OUTPUTS`` outputs,
+    where that step applies."""
+    if model.n_outputs == 1 and model.link != "softmax":
+        return False
+    from . import fused_k_cpu
+
+    return (X.dim() == 2 and X.shape[1] >= fused_k_cpu.RULE_MIN_FEATURES
+            and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
+
+
 def _rule_full_batch(model, X: Tensor, T: Tensor):
     """The fixed rule: for one sigmoid or identity output on a large X, the single-pass fused
     kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first step; if
     that fails, a warning says why and the torch path is used); for a small X on the CPU, the
-    row-major step (one call of the batch kernel); otherwise the feature-major step."""
+    row-major step (one call of the batch kernel); for several outputs on a wide X on the CPU
+    (``fused_k_cpu.RULE_MIN_FEATURES`` features or more, ``RULE_MAX_OUTPUTS`` outputs or fewer),
+    the K-output fused step; otherwise the feature-major step."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
@@ -187,6 +203,8 @@ def _rule_name(model, X: Tensor) -> str:
             return "fused"
         if _small_cpu_problem(model, X):
             return "row_major"
+        if _wide_few_outputs(model, X):
+            return "fused"
     elif X.device.type == "cuda":
         from . import fused_triton
 
