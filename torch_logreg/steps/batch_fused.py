@@ -331,10 +331,12 @@ if njit is not None:
                     zmax = z[0]
                     for k in range(1, K):
                         zmax = max(zmax, z[k])
+                    # the maximum taken out first, as the reference does: a confident row's loss
+                    # is then not the difference of two large numbers
                     total = 0.0
                     for k in range(K):
-                        z[k] -= zmax  # shifted, as the reference: a confident row's loss is then not
-                        e[k] = math.exp(z[k])  # the difference of two large numbers
+                        z[k] -= zmax
+                        e[k] = math.exp(z[k])
                         total += e[k]
                     log_total, inv_total = math.log(total), 1.0 / total
                     for k in range(K):
