@@ -23,9 +23,8 @@ module the steps that apply, the fixed rule's choice first, and :func:`choose`:
    outputs, bias, log2 of the rows and of the features, the candidates, threads, torch
    version), and on disk (:func:`cache_file`), keyed also by the CPU model and a digest of the
    steps' source, so a second fit of the same shape class, in this process or a later one,
-   measures nothing. What is remembered
-   are the timings (per step and set-up), so a later run of another length still chooses for
-   its own ``steps``.
+   measures nothing. What is remembered are the timings (per step and set-up), so a later run
+   of another length still chooses for its own ``steps``.
 
 Cost: beyond the rule step's build and first call (which a run without measuring pays too),
 measuring, the challengers' builds and warm-ups included, starts no new candidate once another
