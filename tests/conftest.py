@@ -30,6 +30,12 @@ def step_cache(tmp_path_factory):
     tests write nothing into the user's cache, and no choice measured by an earlier run is used."""
     old = os.environ.get("TORCH_LOGREG_CACHE")
     os.environ["TORCH_LOGREG_CACHE"] = str(tmp_path_factory.mktemp("step_cache"))
+    # numba loaded up front: a short run in a process without it keeps to the torch path, so the
+    # steps tests see would otherwise depend on which test ran first (tests/test_cold_start.py
+    # covers the process without it)
+    from torch_logreg.steps import measure
+
+    measure.load_jit()
     yield
     if old is None:
         os.environ.pop("TORCH_LOGREG_CACHE", None)

@@ -272,8 +272,9 @@ class Trainer:
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
             step=step, sample_weight=self.sample_weight,
-            # a full batch takes one step an epoch: "auto" weighs each step's set-up against them
-            steps=self.epochs if self.batch_size >= n else None,
+            # "auto" weighs a full-batch step's set-up against the run's steps, and a short run
+            # on the CPU does without numba where it is not loaded yet
+            steps=self.epochs * self.steps_per_epoch,
         )
         if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
             # the epoch's gradient is the step's: the check reads the step's own buffer

@@ -30,8 +30,9 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
                 params[n].copy_(chunk.view(shape))
 
     # the loop's full-batch step (one fused pass on CPU for one output, class-major logits for K
-    # classes; the reference with sample weights or hidden layers): results equal objective_and_grad's
-    step = select.full_batch(model, X, T, sample_weight=w).step
+    # classes; the reference with sample weights or hidden layers): results equal objective_and_grad's.
+    # About an evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
+    step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
 
     def fg(x: Tensor) -> tuple[Tensor, Tensor]:
         assign(x)

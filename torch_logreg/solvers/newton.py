@@ -115,8 +115,9 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     eps = torch.finfo(theta.dtype).eps
 
     # the loop's full-batch step (one fused pass on CPU for one output); results equal
-    # objective_and_grad's. It returns its own buffers, so the values kept are copied.
-    step = select.full_batch(model, X, T, sample_weight=w).step
+    # objective_and_grad's. It returns its own buffers, so the values kept are copied. About an
+    # evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
+    step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)

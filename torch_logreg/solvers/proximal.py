@@ -85,7 +85,8 @@ def proximal(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callba
         null_cols = softmax_null_cols(penalty.theta_mask(theta, bias), l2 > 0 or l1 > 0)
         theta = center(theta, null_cols)
     eps = torch.finfo(theta.dtype).eps
-    step = select.full_batch(model, X, T, sample_weight=w).step
+    # about an evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
+    step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         """``f(th)`` (0-dim) and ``g(th)`` ``(K, A)``, copied out of the step's buffers."""

@@ -57,6 +57,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import jit
+
 LOG = logging.getLogger("torch_logreg")
 
 #: below this many entries of X times outputs a step costs well under a millisecond: not measured
@@ -72,9 +74,15 @@ CLOSE = 1.25
 SLOW = 2.0
 #: a challenger replaces the rule's choice only when it is faster by more than this fraction
 MARGIN = 0.05
-#: what the first call of a JIT-compiled candidate costs at least, by device type (numba loads
-#: its kernel from its on-disk cache; Triton compiles): skipped when the budget cannot cover it
-FIRST_CALL_SECONDS = {"cpu": 0.2, "cuda": 2.0}
+#: what the first call of a JIT-compiled candidate costs at least on CUDA (Triton compiles): skipped
+#: when the budget cannot cover it. On the CPU it is numba's load, where not yet paid (:func:`jit_seconds`)
+FIRST_CALL_SECONDS = {"cuda": 2.0}
+#: the torch path's cost per step, for :func:`pays_for_jit`: a fixed part (the dispatch of a dozen
+#: operations; the feature-major step at 100 x 10 on the 2-core Intel machine) and a part per byte of
+#: the batch (the feature-major step at 100,000 x 100 float32: two reads of X^T, 4 ms). Both on the
+#: fast side, so that a run is judged short only where it surely is
+TORCH_STEP_SECONDS = 25e-6
+TORCH_BYTE_SECONDS = 1e-10
 #: candidates compiled on their first call in a process
 JIT_COMPILED = ("fused",)
 #: the disk cache's format; a file of another version is ignored (and replaced on the next write)
@@ -181,6 +189,68 @@ def disk_key(key: tuple) -> str:
     """The disk cache's key: the process key with the CPU model, the machine type and the steps'
     :func:`steps_fingerprint`."""
     return "|".join(str(part) for part in (*key, cpu_model(), platform.machine(), steps_fingerprint()))
+
+
+# --- numba's one-time load -----------------------------------------------------------------------
+
+
+def _jit_key() -> str:
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    return "|".join(("numba-load", version, cpu_model(), platform.machine()))
+
+
+def _jit_measured() -> dict[str, float]:
+    """The load's parts as measured on this machine (the disk cache), where they were."""
+    path = cache_file()
+    entry = read_disk(path).get(_jit_key()) if path is not None else None
+    return {k: v for k, v in _timings(entry.get("seconds")).items() if v > 0} if entry is not None else {}
+
+
+def jit_seconds() -> float:
+    """What numba's load would still cost this process: its import where not imported yet and
+    the initialisation of its CPU target where not done yet, each as measured on this machine
+    (the disk cache), else :data:`~torch_logreg.steps.jit.IMPORT_SECONDS` and ``INIT_SECONDS``;
+    0 once paid."""
+    if jit.ready():
+        return 0.0
+    measured = _jit_measured()
+    left = measured.get("init", jit.INIT_SECONDS)
+    return left if jit.imported() else left + measured.get("import", jit.IMPORT_SECONDS)
+
+
+def load_jit() -> float:
+    """Pay numba's load now (:func:`torch_logreg.steps.jit.load`), and keep the time of each part
+    on disk for later processes; returns the seconds it took (0 where paid already)."""
+    parts = jit.load()
+    path = cache_file()
+    if parts and path is not None:
+        write_disk(path, _jit_key(), {"step": "numba", "seconds": {**_jit_measured(), **parts},
+                                      "written": time.strftime("%Y-%m-%d %H:%M:%S")})
+    seconds = sum(parts.values())
+    if seconds:
+        LOG.debug("numba loaded in %s", format_seconds(seconds))
+    return seconds
+
+
+def first_call_seconds(device: torch.device) -> float:
+    """What the first call of a JIT-compiled step costs at least in this process, on ``device``."""
+    return jit_seconds() if device.type == "cpu" else FIRST_CALL_SECONDS.get(device.type, 0.0)
+
+
+def pays_for_jit(steps: int | None, step_bytes: int) -> bool:
+    """Whether a run of ``steps`` steps on batches of ``step_bytes`` bytes is long enough to pay
+    numba's load in this process: True once it is paid, or where ``steps`` is unknown; else
+    whether the whole run on the torch path (:data:`TORCH_STEP_SECONDS` and
+    :data:`TORCH_BYTE_SECONDS` a step) would take at least the load. A kernel saves at most that
+    run's time, so a shorter run is done sooner without it; a longer one loses at most the load."""
+    if steps is None or jit.ready():
+        return True
+    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) >= jit_seconds()
 
 
 # --- the disk cache ------------------------------------------------------------------------------
@@ -318,9 +388,11 @@ def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
         if spent + 2 * seconds[base] > budget:  # a challenger costs at least a warm-up and a timed call
             stopped = f"budget of {BUDGET_STEPS} steps spent before {', '.join(names[i:])}"
             break
-        if name in JIT_COMPILED and name not in _warm and spent + FIRST_CALL_SECONDS.get(X.device.type, 0.0) > budget:
+        if name in JIT_COMPILED and name not in _warm and spent + first_call_seconds(X.device) > budget:
             LOG.debug("step %s left out: its first call in this process would pass the budget", name)
             continue
+        if name in JIT_COMPILED and X.device.type == "cpu":
+            load_jit()  # numba's load is timed apart, not as this candidate's set-up
         step, warm_up = _try_build(name, candidates[name], X, T, setup)
         if step is None:
             continue

@@ -167,31 +167,57 @@ def _wide_few_outputs(model, X: Tensor) -> bool:
             and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
 
 
-def _rule_full_batch(model, X: Tensor, T: Tensor):
-    """The fixed rule: for one sigmoid or identity output on a large X, the single-pass fused
-    kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first step; if
-    that fails, a warning says why and the torch path is used); for a small X on the CPU, the
-    row-major step (one call of the batch kernel); for several outputs on a wide X on the CPU
-    (``fused_k_cpu.RULE_MIN_FEATURES`` features or more, ``RULE_MAX_OUTPUTS`` outputs or fewer),
-    the K-output fused step; otherwise the feature-major step."""
+def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
+    """The fixed rule, tagged: for one sigmoid or identity output on a large X, the single-pass
+    fused kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first
+    step; if that fails, a warning says why and the torch path is used); for a small X on the
+    CPU, the row-major step (one call of the batch kernel); for several outputs on a wide X on
+    the CPU (``fused_k_cpu.RULE_MIN_FEATURES`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
+    fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
+    ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`) takes the
+    feature-major step."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
     if X.device.type == "cuda":
-        try:  # _rule_name imports Triton for CUDA data
-            if _rule_name(model, X) == "fused":
-                step = _fused_step(model, X, T)
-                step.step(X, T, 0.0)
-                torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
-                return step
-        except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
-            warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
-                          "using the torch fast path", RuntimeWarning, stacklevel=3)
-        return FeatureMajorStep(model, X, T)
+        return _tag(_rule_cuda(model, X, T), "rule", reason)
+    short = _short_cold_run(steps, X.nbytes)
+    if short:
+        return _tag(FeatureMajorStep(model, X, T), "rule", short)
     name = _rule_name(model, X)
+    if name in ("fused", "row_major"):
+        measure.load_jit()
     if name == "fused":
-        return _fused_step(model, X, T)
-    return RowMajorStep(model, X, T) if name == "row_major" else FeatureMajorStep(model, X, T)
+        step = _fused_step(model, X, T)
+    else:
+        step = RowMajorStep(model, X, T) if name == "row_major" else FeatureMajorStep(model, X, T)
+    return _tag(step, "rule", reason)
+
+
+def _short_cold_run(steps: int | None, step_bytes: int) -> str:
+    """Why a CPU run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
+    (numba not loaded in this process, and the run too short to pay its load:
+    :func:`~.measure.pays_for_jit`), or ''."""
+    if measure.pays_for_jit(steps, step_bytes):
+        return ""
+    return (f"a run of {steps:,} steps, done sooner on the torch path than numba's load in this process "
+            f"(about {measure.format_seconds(measure.jit_seconds())})")
+
+
+def _rule_cuda(model, X: Tensor, T: Tensor):
+    """The rule on CUDA: the Triton kernel where it applies and runs, else the feature-major step."""
+    from .feature_major import FeatureMajorStep
+
+    try:  # _rule_name imports Triton for CUDA data
+        if _rule_name(model, X) == "fused":
+            step = _fused_step(model, X, T)
+            step.step(X, T, 0.0)
+            torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
+            return step
+    except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
+        warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
+                      "using the torch fast path", RuntimeWarning, stacklevel=4)
+    return FeatureMajorStep(model, X, T)
 
 
 def _rule_name(model, X: Tensor) -> str:
@@ -259,15 +285,22 @@ def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Te
     return _tag(_fused_step(model, X, T), "forced")
 
 
+def _sparse_bytes(X: Tensor) -> int:
+    """The bytes a pass over a sparse CSR ``X`` reads: its values and column indices."""
+    return X.values().nbytes + X.col_indices().nbytes
+
+
 #: why "auto" does not measure on sparse X
 _SPARSE = "sparse X (the dense steps do not apply)"
 
 
 def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tensor | None = None, *, step: str = "rule",
                  fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
-                 cuda_graph: bool = False):
+                 cuda_graph: bool = False, steps: int | None = None, step_bytes: int = 0):
     """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given), or the
-    forced reference step; a UsageError says why anything else cannot run on sparse X."""
+    forced reference step; a UsageError says why anything else cannot run on sparse X. A run of
+    ``steps`` steps on batches of ``step_bytes`` bytes too short to pay numba's load runs the
+    sparse step's torch products."""
     from .sparse import SparseStep, check_model
 
     check_model(model)
@@ -282,7 +315,11 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
     if step not in ("auto", "rule"):
         raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
-    return _tag(SparseStep(model, X, T, sample_weight), "rule", _SPARSE if step == "auto" else "")
+    short = _short_cold_run(steps, step_bytes)
+    if not short:
+        measure.load_jit()
+    return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule",
+                short or (_SPARSE if step == "auto" else ""))
 
 
 def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
@@ -293,10 +330,12 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
     ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
     the step is for a CUDA graph (which replays the fast steps only); ``steps``: how many steps
     the run will take, where known: "auto" then counts each step's set-up (a copy of X for the
-    feature-major step) against the time it saves (``measure.for_steps``)."""
+    feature-major step) against the time it saves (``measure.for_steps``), and on the CPU a run
+    too short to pay numba's load keeps to the torch path ("rule" too; neither measures then)."""
     arguments.choice("step", step, STEPS)
     if X.layout != torch.strided:
-        return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph)
+        return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph, steps=steps,
+                            step_bytes=_sparse_bytes(X))
     if step not in ("auto", "rule"):
         why = problem(step, model, X, full=True, sample_weight=sample_weight)
         if why is not None:
@@ -304,26 +343,36 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         return _forced_full_batch(step, model, X, T, sample_weight)
     if sample_weight is not None or single_linear(model) is None:
         return _tag(ReferenceStep(model, sample_weight), "rule")
-    if step == "rule":
-        return _tag(_rule_full_batch(model, X, T), "rule")
-    if measure_reason:
-        return _tag(_rule_full_batch(model, X, T), "rule", measure_reason)
+    if step == "rule" or measure_reason:
+        return _rule_full_batch(model, X, T, steps, measure_reason)
+    if X.device.type == "cpu" and _short_cold_run(steps, X.nbytes):  # measuring would load numba
+        return _rule_full_batch(model, X, T, steps)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
     return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
 
 
 def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
-               X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = ""):
+               X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = "", steps: int | None = None):
     """A step for batches of up to ``batch_size`` rows: buffers made once for a single ``Linear``
     (``BatchStep``), else the reference. ``step="auto"`` measures the two on the first
-    ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is."""
+    ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
+    how many steps the run will take, where known: on the CPU, a run too short to pay numba's
+    load runs ``BatchStep``'s torch path (and "auto" does not measure)."""
     if single_linear(model) is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
     from .batch import BatchStep
 
+    short = ""
+    if step in ("auto", "rule") and torch.device(device).type == "cpu":
+        width = X.shape[1] if X is not None else single_linear(model).weight.shape[1]
+        short = _short_cold_run(steps, batch_size * width * dtype.itemsize)
+        measure_reason = measure_reason or short
+
     def batch_step():
-        return BatchStep(model, batch_size, dtype, device)
+        if not short and torch.device(device).type == "cpu":
+            measure.load_jit()
+        return BatchStep(model, batch_size, dtype, device, kernel=not short)
 
     if step != "auto" or X is None or T is None or measure_reason:
         return _tag(batch_step(), "forced" if step == "row_major" else "rule", measure_reason)
@@ -383,8 +432,9 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     each batch's weights.
     With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
     a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
-    (a UsageError says why a forced step cannot run here). ``steps``: how many full-batch steps
-    the run will take (its epochs), where known: "auto" then counts each step's set-up."""
+    (a UsageError says why a forced step cannot run here). ``steps``: how many steps the run
+    will take, where known: "auto" then counts each full-batch step's set-up, and on the CPU a
+    run too short to pay numba's load keeps to the torch path (:func:`_short_cold_run`)."""
     arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
@@ -393,8 +443,10 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                               autocast=autocast, cuda_graph=cuda_graph)
     if isinstance(X, Tensor) and X.layout != torch.strided:  # streamed data is a NumPy memory map
         bound = full and in_memory
+        step_bytes = _sparse_bytes(X) * min(batch_size, n) // max(n, 1)
         return _sparse_step(model, X if bound else None, T if bound else None, step=step, fast_path=fast_path,
-                            grad_check=grad_check, autocast=autocast, cuda_graph=cuda_graph)
+                            grad_check=grad_check, autocast=autocast, cuda_graph=cuda_graph, steps=steps,
+                            step_bytes=step_bytes)
     if autocast is not None and cuda_graph:
         raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
     if cuda_graph:
@@ -419,7 +471,7 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     if not full:
         if not in_memory:
             reason = "streamed data"
-        return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason)
+        return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason, steps=steps)
     if not in_memory:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
     inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph, steps=steps)

@@ -1,0 +1,221 @@
+"""numba's one-time load in a fresh process: a run too short to pay it keeps to the torch path.
+
+In this test session numba is loaded up front (``conftest.py``); here a process without it is
+played by replacing ``jit.ready`` and ``jit.imported``, and one test starts a real fresh
+interpreter. What is pinned: which step a cold run takes and why (``selection.reason``), that it
+computes what the warm run's step does (float64, to 1e-12), and that the load's measured time is
+kept on disk and read back. Nothing depends on this machine's speed: the load's cost is set where
+a test needs it.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import scipy.sparse as sp
+import torch
+
+import torch_logreg as tl
+from torch_logreg.steps import batch_fused, jit, measure
+from torch_logreg.steps.batch import BatchStep
+from torch_logreg.steps.feature_major import FeatureMajorStep
+
+from helpers import KINDS, assert_same_fit, train_variants
+
+needs_numba = pytest.mark.skipif(not batch_fused.available(), reason="numba is not installed")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def go_cold(monkeypatch, cache: Path) -> None:
+    """From here on, a process in which numba is neither imported nor loaded (as the selector sees
+    it), with the disk cache in ``cache`` and the default estimate of the load."""
+    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(cache))
+    monkeypatch.setattr(jit, "ready", lambda: False)
+    monkeypatch.setattr(jit, "imported", lambda: False)
+    monkeypatch.setattr(measure, "load_jit", lambda: 0.0)  # "loading" changes nothing here
+    measure.clear_cache()
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices(monkeypatch, tmp_path):
+    """A disk cache of the test's own, and no choice remembered from another test."""
+    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
+    measure.clear_cache()
+    yield
+    measure.clear_cache()
+
+
+@pytest.fixture
+def cold(monkeypatch, tmp_path):
+    go_cold(monkeypatch, tmp_path)
+    return tmp_path
+
+
+def test_a_run_pays_for_the_load_when_its_torch_path_would_take_longer(cold):
+    load = jit.IMPORT_SECONDS + jit.INIT_SECONDS
+    assert measure.jit_seconds() == pytest.approx(load)
+    per_step = measure.TORCH_STEP_SECONDS + 1000 * measure.TORCH_BYTE_SECONDS
+    shortest = int(load / per_step) + 1  # the fewest steps whose torch path takes the load
+    assert measure.pays_for_jit(shortest, 1000) and not measure.pays_for_jit(shortest - 1, 1000)
+    assert measure.pays_for_jit(None, 1000)  # an unknown length keeps the kernels
+
+
+def test_a_loaded_numba_costs_nothing_more():
+    assert jit.ready() and measure.jit_seconds() == 0.0  # loaded by conftest.py
+    assert measure.pays_for_jit(1, 8) and jit.load() == {}
+
+
+def test_the_load_measured_on_this_machine_is_read_from_the_disk_cache(cold, monkeypatch):
+    path = measure.cache_file()
+    measure.write_disk(path, measure._jit_key(), {"step": "numba", "seconds": {"import": 0.5, "init": 2.0}})
+    assert measure.jit_seconds() == pytest.approx(2.5)
+    monkeypatch.setattr(jit, "imported", lambda: True)  # what is left once numba is imported
+    assert measure.jit_seconds() == pytest.approx(2.0)
+    # a damaged entry falls back to the defaults
+    measure.write_disk(path, measure._jit_key(), {"step": "numba", "seconds": {"init": "slow", "import": -1}})
+    assert measure.jit_seconds() == pytest.approx(jit.INIT_SECONDS)
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("step", ["rule", "auto"])
+def test_a_short_cold_full_batch_run_takes_the_feature_major_step_and_the_same_path(monkeypatch, tmp_path, kind,
+                                                                                     step):
+    warm, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0, step=step)
+    assert not warm[0].stepper.selection.reason.startswith("a run of")
+    go_cold(monkeypatch, tmp_path)
+    with_cold, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0, step=step)
+    trainer = with_cold[0]
+    assert isinstance(trainer.stepper, FeatureMajorStep)
+    selection = trainer.stepper.selection
+    assert selection.source == "rule" and not selection.seconds  # nothing measured
+    assert "a run of 30 steps" in selection.reason and "numba's load" in selection.reason
+    assert_same_fit(with_cold, warm)
+
+
+@needs_numba
+def test_the_warm_run_of_the_same_problem_takes_the_kernel():
+    (trainer, _, _), = train_variants("binary", [{}], epochs=30, lr=0.5, tol=0.0)
+    assert trainer.stepper.selection.step == "row_major" and not trainer.stepper.selection.reason
+
+
+@needs_numba
+def test_a_long_cold_run_pays_for_the_load(cold, monkeypatch):
+    monkeypatch.setattr(measure, "jit_seconds", lambda: 1e-4)  # a load shorter than 30 torch steps
+    (trainer, _, _), = train_variants("binary", [{}], epochs=30, lr=0.5, tol=0.0)
+    assert trainer.stepper.selection.step == "row_major" and trainer.stepper._kernel is not None
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", KINDS)
+def test_short_cold_mini_batches_take_the_torch_path_of_the_batch_step(monkeypatch, tmp_path, kind):
+    common = dict(epochs=3, lr=0.1, batch_size=32, tol=0.0)
+    warm, = train_variants(kind, [{}], **common)
+    assert warm[0].stepper._kernel is not None
+    go_cold(monkeypatch, tmp_path)
+    for run in train_variants(kind, [{}, {"step": "auto"}], **common):
+        trainer = run[0]
+        assert isinstance(trainer.stepper, BatchStep) and trainer.stepper._kernel is None
+        assert "a run of 30 steps" in trainer.stepper.selection.reason  # 300 rows / 32: 10 steps an epoch
+        assert_same_fit(run, warm)
+
+
+@needs_numba
+def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
+    (full, _, _), (mini, _, _) = train_variants("binary", [{"step": "row_major"}, {"step": "row_major", "batch_size": 32}],
+                                              epochs=2, lr=0.5, tol=0.0)
+    assert full.stepper._kernel is not None and mini.stepper._kernel is not None
+    assert full.stepper.selection.source == mini.stepper.selection.source == "forced"
+
+
+@needs_numba
+def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_measures(tmp_path):
+    """A real fresh interpreter: a short fit leaves numba unimported; loading it then measures both
+    parts and writes them to the disk cache, which a second fresh interpreter reads back."""
+    script = textwrap.dedent("""
+        import json, sys
+        import torch
+        import torch_logreg as tl
+        from torch_logreg.steps import jit, measure
+
+        X = torch.randn(100, 10, generator=torch.Generator().manual_seed(0))
+        y = (X[:, 0] > 0).double()
+        trainer = tl.Trainer(tl.LogisticRegression(10).double(), X.double(), y, epochs=20, tol=0.0)
+        trainer.run()
+        report = {"step": trainer.stepper.selection.step, "numba": "numba" in sys.modules,
+                  "estimate": measure.jit_seconds()}
+        if sys.argv[1] == "load":
+            report["loaded"] = measure.load_jit()
+            report["after"] = measure.jit_seconds()
+        print(json.dumps(report))
+    """)
+    env = {**os.environ, "TORCH_LOGREG_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+
+    def run(mode: str) -> dict:
+        out = subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True,
+                             timeout=300, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("load")
+    assert first["step"] == "feature_major" and not first["numba"]
+    assert first["estimate"] == pytest.approx(jit.IMPORT_SECONDS + jit.INIT_SECONDS)
+    assert first["loaded"] > 0 and first["after"] == 0.0
+    entry = json.loads((tmp_path / "steps.json").read_text())["entries"][measure._jit_key()]
+    assert set(entry["seconds"]) == {"import", "init"}
+    assert sum(entry["seconds"].values()) == pytest.approx(first["loaded"])
+    second = run("read")
+    assert not second["numba"] and second["estimate"] == pytest.approx(first["loaded"])
+
+
+@needs_numba
+@pytest.mark.parametrize("batch_size", [0, 64])
+def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_path, batch_size):
+    gen = torch.Generator().manual_seed(3)
+    dense = torch.randn(300, 40, generator=gen, dtype=torch.float64) * (torch.rand(300, 40, generator=gen) < 0.1)
+    y = (dense.sum(1) > 0).double()
+    runs = []
+    for cold in (False, True):
+        if cold:
+            go_cold(monkeypatch, tmp_path)
+        model = tl.LogisticRegression(40).double()
+        trainer = tl.Trainer(model, sp.csr_matrix(dense.numpy()), y, epochs=5, lr=0.5, tol=0.0, batch_size=batch_size)
+        trainer.run()
+        runs.append((trainer, torch.cat([p.detach().reshape(-1) for p in model.parameters()]), trainer.history))
+    (warm, _, _), (cold_trainer, _, _) = runs
+    assert warm.stepper._fused is not None and cold_trainer.stepper._fused is None
+    assert "numba's load" in cold_trainer.stepper.selection.reason
+    assert_same_fit(runs[1], runs[0])
+
+
+@needs_numba
+@pytest.mark.parametrize("solver", ["newton", "lbfgs", "proximal"])
+def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monkeypatch, tmp_path, cancer, solver):
+    from torch_logreg.solvers import fit_exact
+    from torch_logreg.steps import select
+
+    X, y = (torch.as_tensor(a) for a in cancer)
+    chosen = []
+    full_batch = select.full_batch
+
+    def spy(*args, **kwargs):
+        step = full_batch(*args, **kwargs)
+        chosen.append(step)
+        return step
+
+    monkeypatch.setattr(select, "full_batch", spy)
+    solutions = []
+    for cold in (False, True):
+        if cold:
+            go_cold(monkeypatch, tmp_path)
+        model = tl.LogisticRegression(30).double()
+        fit_exact(model, X, y, solver=solver, l2=1e-3, l1=1e-3 if solver == "proximal" else 0.0, tol=1e-10,
+                  max_iter=1000)
+        solutions.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    warm, cold_step = chosen
+    assert warm.selection.step == "row_major" and cold_step.selection.step == "feature_major"
+    assert "a run of 1,000 steps" in cold_step.selection.reason
+    torch.testing.assert_close(solutions[1], solutions[0], rtol=0, atol=1e-7)

@@ -1,0 +1,65 @@
+"""numba's one-time cost in a process, and whether it has been paid.
+
+Before the first numba kernel of a process runs, numba is imported and its CPU target initialised
+(its implementations of NumPy and of the math library registered; SciPy's BLAS imported): about
+0.8 s on a 2-core Intel Xeon (0.26 s the import, 0.5-0.6 s the rest), whatever the kernel. Each
+kernel then loads from numba's on-disk cache in about 10 ms. A short run on the torch path can
+finish before that load would: the selector (``select.py``) weighs it through
+:func:`torch_logreg.steps.measure.pays_for_jit`, which keeps the measured cost on disk.
+
+This module imports nothing heavy: :func:`ready` only looks at what is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+#: seconds each part of the load costs where it has not been measured on this machine: importing
+#: numba, and initialising its CPU target (0.26 s and 0.5-0.6 s on a 2-core Intel Xeon, AVX-512)
+IMPORT_SECONDS = 0.26
+INIT_SECONDS = 0.55
+#: a module numba imports when its CPU target is initialised (not on ``import numba``)
+_TARGET_MODULE = "numba.np.arraymath"
+
+_loaded = False
+
+
+def imported() -> bool:
+    """Whether numba is imported in this process."""
+    return "numba" in sys.modules
+
+
+def ready() -> bool:
+    """Whether numba's CPU target is initialised in this process (by a kernel of this package or
+    by anything else): a kernel then costs only its own load from the cache."""
+    return _loaded or _TARGET_MODULE in sys.modules
+
+
+def _probe(x):
+    return x + 1
+
+
+def load() -> dict[str, float]:
+    """Import numba and initialise its CPU target now (one call of a trivial cached kernel).
+    Returns the seconds of each part done here: ``"import"`` (where numba was not imported yet)
+    and ``"init"``; nothing where numba is ready already or cannot be imported."""
+    global _loaded
+    if ready():
+        _loaded = True
+        return {}
+    seconds = {}
+    start = time.perf_counter()
+    if not imported():
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return {}
+        seconds["import"] = time.perf_counter() - start
+        start = time.perf_counter()
+    import numba
+
+    numba.njit(cache=True)(_probe)(1)
+    seconds["init"] = time.perf_counter() - start
+    _loaded = True
+    return seconds
