@@ -25,7 +25,12 @@ Sections (see benchmarks/README.md for what each row means):
 * ``out-of-core``: mini-batch epochs streamed from a memory-mapped ``.npy`` (budget a tenth
   of the file) against the same epochs from memory;
 * ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
-* ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd.
+* ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd;
+* ``fresh``: a script's first fit, each in a fresh interpreter (``fresh.py``; CPU): one-time
+  costs included (numba's load, layout copies), against autograd's first fit.
+
+Every section but ``fresh`` measures a process in which numba is loaded (it is loaded up front,
+and the load's time printed): their figures are per step once the one-time costs are paid.
 
 Ratios are ``other / this``: above 1 means the row's method is faster than the one it is
 compared with.
@@ -614,11 +619,47 @@ def tiny(table: Table, device, repeats: int) -> None:
     table.add(section, f"fit per step, setup included (E={E})", t["fit"], vs="autograd", other=t["auto"])
 
 
+def _timing(samples: list[float]) -> Timing:
+    import statistics
+
+    return Timing(statistics.median(samples), len(samples), 1, tuple(samples))
+
+
+def fresh(table: Table, repeats: int) -> None:
+    """Fresh interpreters (``benchmarks/fresh.py``): a script's first fit, every one-time cost
+    included, against the same fit with the kernel step forced and against autograd, each in a
+    process of its own, round-robin."""
+    import subprocess
+
+    from fresh import CASES
+
+    section = "fresh"
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh.py")
+    methods = ("hand", "kernel", "autograd")
+    for case, (n, d, k, epochs, kernel_step) in CASES.items():
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for r in range(repeats):
+            for m in methods[r % 3:] + methods[: r % 3]:
+                out = subprocess.run([sys.executable, script, case, m], capture_output=True, text=True, check=True)
+                runs[m].append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+        first, second = ({m: _timing([r[field] for r in runs[m]]) for m in methods} for field in ("first", "second"))
+        shape = f"{n:,} x {d}" + (f" x {k}" if k > 1 else "")
+        for m, label in (("hand", f"fit, step={STEP!r}"), ("kernel", f"fit, step={kernel_step!r} (numba loaded)")):
+            setup = first[m].median - second[m].median
+            note = (f"set-up {format_seconds(setup)} = {setup / (second[m].median / epochs):.1f} epochs; "
+                    f"numba {'loaded' if runs[m][0]['numba'] else 'not imported'}; {runs[m][0]['step']}")
+            table.add(section, f"{shape}, E={epochs}: first {label}", first[m], vs="autograd", other=first["autograd"],
+                      note=note)
+        table.add(section, f"{shape}, E={epochs}: first autograd fit", first["autograd"],
+                  note=f"set-up {format_seconds(first['autograd'].median - second['autograd'].median)}")
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
 #: the sections of the suite, in the order they run
-SECTIONS = ("binary", "softmax", "exact", "l1", "sparse", "out-of-core", "scaling", "tiny")
+SECTIONS = ("binary", "softmax", "exact", "l1", "sparse", "out-of-core", "scaling", "tiny", "fresh")
 
 
 def _sections(value: str) -> tuple[str, ...]:
@@ -655,6 +696,11 @@ def main(argv=None) -> int:
     info["step"] = STEP
     info["step_cache"] = None if cache is None else str(cache)
     print(describe_machine(info), flush=True)
+    from torch_logreg.steps.measure import load_jit
+
+    info["numba_load_s"] = load_jit()  # the other sections measure warm steps; "fresh" the one-time costs
+    print(f"numba loaded in {format_seconds(info['numba_load_s'])} (once per process; see the fresh section)",
+          flush=True)
     print(f"loop step: {STEP!r} (measured once per shape class and kept; disk cache: {cache or 'off'})", flush=True)
 
     table = Table()
@@ -709,6 +755,8 @@ def main(argv=None) -> int:
     del X_all, y_all, X, y
     if "tiny" in only:
         tiny(table, device, repeats=5 if q else 31)
+    if "fresh" in only and device.type == "cpu":
+        fresh(table, repeats=1 if q else 3)
 
     elapsed = time.perf_counter() - started
     print()

@@ -23,6 +23,7 @@ import torch_logreg as tl
 from torch_logreg.steps import batch_fused, jit, measure
 from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
+from torch_logreg.steps.reference import ReferenceStep
 
 from helpers import KINDS, assert_same_fit, train_variants
 
@@ -75,6 +76,7 @@ def test_the_load_measured_on_this_machine_is_read_from_the_disk_cache(cold, mon
     assert measure.jit_seconds() == pytest.approx(2.5)
     monkeypatch.setattr(jit, "imported", lambda: True)  # what is left once numba is imported
     assert measure.jit_seconds() == pytest.approx(2.0)
+    assert measure.jit_seconds(measured=False) == pytest.approx(jit.INIT_SECONDS)  # the rule's fixed estimate
     # a damaged entry falls back to the defaults
     measure.write_disk(path, measure._jit_key(), {"step": "numba", "seconds": {"init": "slow", "import": -1}})
     assert measure.jit_seconds() == pytest.approx(jit.INIT_SECONDS)
@@ -105,22 +107,24 @@ def test_the_warm_run_of_the_same_problem_takes_the_kernel():
 
 @needs_numba
 def test_a_long_cold_run_pays_for_the_load(cold, monkeypatch):
-    monkeypatch.setattr(measure, "jit_seconds", lambda: 1e-4)  # a load shorter than 30 torch steps
+    monkeypatch.setattr(measure, "jit_seconds", lambda measured=True: 1e-4)  # a load shorter than 30 torch steps
     (trainer, _, _), = train_variants("binary", [{}], epochs=30, lr=0.5, tol=0.0)
     assert trainer.stepper.selection.step == "row_major" and trainer.stepper._kernel is not None
 
 
 @needs_numba
 @pytest.mark.parametrize("kind", KINDS)
-def test_short_cold_mini_batches_take_the_torch_path_of_the_batch_step(monkeypatch, tmp_path, kind):
+def test_short_cold_mini_batches_take_the_reference_step(monkeypatch, tmp_path, kind):
+    """The reference step, not the batch step's torch path: a step of its own name, which the
+    checkpoint records and a resumed run takes again."""
     common = dict(epochs=3, lr=0.1, batch_size=32, tol=0.0)
     warm, = train_variants(kind, [{}], **common)
-    assert warm[0].stepper._kernel is not None
+    assert isinstance(warm[0].stepper, BatchStep) and warm[0].stepper._kernel is not None
     go_cold(monkeypatch, tmp_path)
     for run in train_variants(kind, [{}, {"step": "auto"}], **common):
-        trainer = run[0]
-        assert isinstance(trainer.stepper, BatchStep) and trainer.stepper._kernel is None
-        assert "a run of 30 steps" in trainer.stepper.selection.reason  # 300 rows / 32: 10 steps an epoch
+        selection = run[0].stepper.selection
+        assert isinstance(run[0].stepper, ReferenceStep) and selection.step == "reference"
+        assert "a run of 30 steps" in selection.reason  # 300 rows / 32: 10 steps an epoch
         assert_same_fit(run, warm)
 
 
@@ -219,3 +223,21 @@ def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monke
     assert warm.selection.step == "row_major" and cold_step.selection.step == "feature_major"
     assert "a run of 1,000 steps" in cold_step.selection.reason
     torch.testing.assert_close(solutions[1], solutions[0], rtol=0, atol=1e-7)
+
+
+@needs_numba
+def test_the_rule_decides_from_the_fixed_estimate_and_auto_from_the_measured_load(cold):
+    """A fresh process decides "rule" alike every time (a run and its resumption take the same
+    step, whatever load an earlier process measured); "auto" uses this machine's measurement."""
+    from torch_logreg.steps import select
+
+    measure.write_disk(measure.cache_file(), measure._jit_key(), {"step": "numba", "seconds": {"import": 50.0,
+                                                                                              "init": 50.0}})
+    model = tl.LogisticRegression(10).double()
+    X = torch.randn(100, 10, dtype=torch.float64)
+    T = model.targets((X[:, 0] > 0).double(), 100)
+    steps = 100_000  # 2.5 s on the torch path by the estimate: more than the fixed 0.81 s, less than 100 s
+    rule = select.full_batch(model, X, T, step="rule", steps=steps)
+    auto = select.full_batch(model, X, T, step="auto", steps=steps)
+    assert rule.selection.step == "row_major" and not rule.selection.reason
+    assert auto.selection.step == "feature_major" and "a run of 100,000 steps" in auto.selection.reason

@@ -27,13 +27,12 @@ class BatchStep:
     contiguous float batch in the model's dtype; for one output, batches up to
     ``batch_fused.MAX_WORK``; larger batches of several outputs run in chunks on all threads); and
     :meth:`rows_step` binds it to the whole in-memory data set, so that a batch is given as its
-    row numbers and never gathered. Elsewhere, or with ``kernel=False``, the step is about a dozen
-    torch operations.
+    row numbers and never gathered. Elsewhere the step is about a dozen torch operations.
     """
 
     name = "batch"
 
-    def __init__(self, model, batch_size: int, dtype: torch.dtype, device, kernel: bool = True) -> None:
+    def __init__(self, model, batch_size: int, dtype: torch.dtype, device) -> None:
         if single_linear(model) is None:
             raise TypeError("the mini-batch fast path needs a model with a single Linear layer")
         (self.prefix, self.layer), = model.named_children()
@@ -53,7 +52,7 @@ class BatchStep:
         self.dtype = dtype
         #: the kernel (None where it does not apply), writing into flat_grad and this 1-entry loss
         self._kernel = None
-        if kernel and torch.device(device).type == "cpu":
+        if torch.device(device).type == "cpu":
             from . import batch_fused  # here, not above: it imports numba, which a CUDA run never needs
 
             if batch_fused.applies(model, dtype, torch.device(device), batch_size):

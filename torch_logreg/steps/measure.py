@@ -211,14 +211,14 @@ def _jit_measured() -> dict[str, float]:
     return {k: v for k, v in _timings(entry.get("seconds")).items() if v > 0} if entry is not None else {}
 
 
-def jit_seconds() -> float:
+def jit_seconds(measured: bool = True) -> float:
     """What numba's load would still cost this process: its import where not imported yet and
     the initialisation of its CPU target where not done yet, each as measured on this machine
-    (the disk cache), else :data:`~torch_logreg.steps.jit.IMPORT_SECONDS` and ``INIT_SECONDS``;
-    0 once paid."""
+    (the disk cache; not with ``measured=False``), else :data:`~torch_logreg.steps.jit.IMPORT_SECONDS`
+    and ``INIT_SECONDS``; 0 once paid."""
     if jit.ready():
         return 0.0
-    measured = _jit_measured()
+    measured = _jit_measured() if measured else {}
     left = measured.get("init", jit.INIT_SECONDS)
     return left if jit.imported() else left + measured.get("import", jit.IMPORT_SECONDS)
 
@@ -242,15 +242,18 @@ def first_call_seconds(device: torch.device) -> float:
     return jit_seconds() if device.type == "cpu" else FIRST_CALL_SECONDS.get(device.type, 0.0)
 
 
-def pays_for_jit(steps: int | None, step_bytes: int) -> bool:
+def pays_for_jit(steps: int | None, step_bytes: int, measured: bool = False) -> bool:
     """Whether a run of ``steps`` steps on batches of ``step_bytes`` bytes is long enough to pay
     numba's load in this process: True once it is paid, or where ``steps`` is unknown; else
     whether the whole run on the torch path (:data:`TORCH_STEP_SECONDS` and
-    :data:`TORCH_BYTE_SECONDS` a step) would take at least the load. A kernel saves at most that
-    run's time, so a shorter run is done sooner without it; a longer one loses at most the load."""
+    :data:`TORCH_BYTE_SECONDS` a step, both on the fast side) would take at least the load. A
+    kernel saves at most that run's time, so a shorter run is done sooner without it; a longer
+    one loses at most the load. The load is the fixed estimate unless ``measured`` (then as
+    measured on this machine, :func:`jit_seconds`): a fresh process then decides the same way
+    every time, so a run and its resumption take the same step."""
     if steps is None or jit.ready():
         return True
-    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) >= jit_seconds()
+    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) >= jit_seconds(measured)
 
 
 # --- the disk cache ------------------------------------------------------------------------------

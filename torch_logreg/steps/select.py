@@ -194,14 +194,15 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
     return _tag(step, "rule", reason)
 
 
-def _short_cold_run(steps: int | None, step_bytes: int) -> str:
+def _short_cold_run(steps: int | None, step_bytes: int, measured: bool = False) -> str:
     """Why a CPU run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
     (numba not loaded in this process, and the run too short to pay its load:
-    :func:`~.measure.pays_for_jit`), or ''."""
-    if measure.pays_for_jit(steps, step_bytes):
+    :func:`~.measure.pays_for_jit`; the load as measured on this machine where ``measured``,
+    for "auto", else the fixed estimate, so that "rule" decides alike in every fresh process), or ''."""
+    if measure.pays_for_jit(steps, step_bytes, measured):
         return ""
     return (f"a run of {steps:,} steps, done sooner on the torch path than numba's load in this process "
-            f"(about {measure.format_seconds(measure.jit_seconds())})")
+            f"(about {measure.format_seconds(measure.jit_seconds(measured))})")
 
 
 def _rule_cuda(model, X: Tensor, T: Tensor):
@@ -345,8 +346,11 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         return _tag(ReferenceStep(model, sample_weight), "rule")
     if step == "rule" or measure_reason:
         return _rule_full_batch(model, X, T, steps, measure_reason)
-    if X.device.type == "cpu" and _short_cold_run(steps, X.nbytes):  # measuring would load numba
-        return _rule_full_batch(model, X, T, steps)
+    short = _short_cold_run(steps, X.nbytes, measured=True) if X.device.type == "cpu" else ""
+    if short:  # measuring would load numba
+        from .feature_major import FeatureMajorStep
+
+        return _tag(FeatureMajorStep(model, X, T), "rule", short)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
     return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
@@ -358,21 +362,21 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
     (``BatchStep``), else the reference. ``step="auto"`` measures the two on the first
     ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
     how many steps the run will take, where known: on the CPU, a run too short to pay numba's
-    load runs ``BatchStep``'s torch path (and "auto" does not measure)."""
+    load takes the reference step (a step of its own name, so that a resumed run takes it again)."""
     if single_linear(model) is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
     from .batch import BatchStep
 
-    short = ""
     if step in ("auto", "rule") and torch.device(device).type == "cpu":
         width = X.shape[1] if X is not None else single_linear(model).weight.shape[1]
-        short = _short_cold_run(steps, batch_size * width * dtype.itemsize)
-        measure_reason = measure_reason or short
+        short = _short_cold_run(steps, batch_size * width * dtype.itemsize, measured=step == "auto")
+        if short:
+            return _tag(ReferenceStep(model), "rule", short)
 
     def batch_step():
-        if not short and torch.device(device).type == "cpu":
+        if torch.device(device).type == "cpu":
             measure.load_jit()
-        return BatchStep(model, batch_size, dtype, device, kernel=not short)
+        return BatchStep(model, batch_size, dtype, device)
 
     if step != "auto" or X is None or T is None or measure_reason:
         return _tag(batch_step(), "forced" if step == "row_major" else "rule", measure_reason)
