@@ -5,7 +5,8 @@ Before the first numba kernel of a process runs, numba is imported and its CPU t
 0.8 s on a 2-core Intel Xeon (0.26 s the import, 0.5-0.6 s the rest), whatever the kernel. Each
 kernel then loads from numba's on-disk cache in about 10 ms. A short run on the torch path can
 finish before that load would: the selector (``select.py``) weighs it through
-:func:`torch_logreg.steps.measure.pays_for_jit`, which keeps the measured cost on disk.
+:func:`torch_logreg.steps.measure.pays_for_jit`, and :func:`~torch_logreg.steps.measure.load_jit`
+keeps the time it measured on disk.
 
 This module imports nothing heavy: :func:`ready` only looks at what is loaded.
 """

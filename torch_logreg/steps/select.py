@@ -21,16 +21,21 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
 
 Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
 
-* ``"rule"`` (the library's default): a fixed rule from sizes alone: for the full batch, the fused
+* ``"rule"`` (the library's default): a fixed rule from sizes: for the full batch, the fused
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
   ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
   the batch kernel), for several outputs on a wide X on the CPU the K-output fused step
   (``fused_k_cpu.RULE_MIN_FEATURES``, ``RULE_MAX_OUTPUTS``), else the feature-major step; for
-  mini-batches, ``BatchStep``;
+  mini-batches, ``BatchStep``. On the CPU, where numba is not loaded in the process yet (a fresh
+  interpreter) and the run, by the number of steps the caller gives, would be done on the torch
+  path sooner than numba loads (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major
+  step for the full batch and the reference step for mini-batches (the sparse step without its
+  kernels on sparse X);
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
   the cost is bounded, the choice is cached in the process and on disk; where the caller says
-  how many steps the run takes, a step's set-up counts too). Streamed data and runs of several
+  how many steps the run takes, a step's set-up counts too; a run too short to pay numba's load,
+  by the load measured on this machine, is not measured). Streamed data and runs of several
   processes (each would measure apart, and might choose differently) keep the rule;
 * ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches),
   ``"blocked"`` or ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
@@ -369,7 +374,9 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
 
     if step in ("auto", "rule") and torch.device(device).type == "cpu":
         width = X.shape[1] if X is not None else single_linear(model).weight.shape[1]
-        short = _short_cold_run(steps, batch_size * width * dtype.itemsize, measured=step == "auto")
+        # the measured load only where "auto" may measure (several processes decide alike)
+        short = _short_cold_run(steps, batch_size * width * dtype.itemsize,
+                                measured=step == "auto" and not measure_reason)
         if short:
             return _tag(ReferenceStep(model), "rule", short)
 
