@@ -15,7 +15,7 @@ import torch
 
 import torch_logreg as tl
 from torch_logreg.errors import UsageError
-from torch_logreg.steps import batch_fused, fused_cpu, fused_k_cpu, measure, select
+from torch_logreg.steps import batch_fused, fused_cpu, fused_k_cpu, measure, row_major, select
 from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.blocked import BlockedStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
@@ -174,7 +174,7 @@ def test_a_short_run_counts_each_steps_set_up(monkeypatch, always_measure, tmp_p
 def test_the_rule_gives_a_small_cpu_problem_to_the_batch_kernel(monkeypatch):
     monkeypatch.setattr(batch_fused, "MAX_WORK", 1 << 21)
     calls = count_calls(monkeypatch)
-    model, X, T = problem()
+    model, X, T = problem(n=300)
     for step in ("rule", "auto"):  # "auto" does not measure a problem this small
         chosen = select.full_batch(model, X, T, step=step)
         assert isinstance(chosen, RowMajorStep) and chosen._kernel is not None and chosen.selection.source == "rule"
@@ -187,6 +187,21 @@ def test_the_rule_gives_a_small_cpu_problem_to_the_batch_kernel(monkeypatch):
     # one element past the kernel's limit, the rule's step of larger problems
     monkeypatch.setattr(batch_fused, "MAX_WORK", X.numel() * model.n_outputs - 1)
     assert isinstance(select.full_batch(model, X, T, step="rule"), FeatureMajorStep)
+
+
+@needs_numba
+@pytest.mark.parametrize("n,d,k,takes", [(300, 6, 3, True), (342, 6, 3, False), (100, 300, 3, True),
+                                         (100, 437, 3, False), (1024, 10, 1, True), (1025, 10, 1, False),
+                                         (3000, 10, 1, False)])
+def test_the_rule_keeps_the_batch_kernel_to_full_batches_it_is_faster_on(monkeypatch, n, d, k, takes):
+    """At most ``row_major.RULE_MAX_ROWS_OUTPUTS`` rows x outputs and ``RULE_MAX_WORK`` rows x
+    features x outputs: beyond, the kernel's per-row link costs more than the torch steps."""
+    monkeypatch.setattr(batch_fused, "MAX_WORK", 1 << 21)
+    model = (tl.LogisticRegression(d) if k == 1 else tl.SoftmaxRegression(d, k)).double()
+    X = torch.randn(n, d, dtype=torch.float64)
+    T = model.targets(torch.randint(0, 2 if k == 1 else k, (n,)), n)
+    assert row_major.rule_takes(n, d, k) == takes
+    assert isinstance(select.full_batch(model, X, T, step="rule"), RowMajorStep if takes else FeatureMajorStep)
 
 
 def test_tiny_problems_are_not_measured(monkeypatch):

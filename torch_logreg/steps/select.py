@@ -24,7 +24,7 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
 * ``"rule"`` (the library's default): a fixed rule from sizes: for the full batch, the fused
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
   ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
-  the batch kernel), for several outputs on a wide X on the CPU the K-output fused step
+  the batch kernel; ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several outputs on a wide X on the CPU the K-output fused step
   (``fused_k_cpu.RULE_MIN_FEATURES``, ``RULE_MAX_OUTPUTS``), else the feature-major step; for
   mini-batches, ``BatchStep``. On the CPU, where numba is not loaded in the process yet (a fresh
   interpreter) and the run, by the number of steps the caller gives, would be done on the torch
@@ -150,14 +150,16 @@ def _fused_step(model, X: Tensor, T: Tensor):
 def _small_cpu_problem(model, X: Tensor) -> bool:
     """Whether the whole of X is one batch that :mod:`.batch_fused`'s one-thread kernel serves (the
     CPU, numba, at most ``batch_fused.MAX_WORK`` rows x features x outputs, a contiguous X in the
-    model's dtype): there a step is a few microseconds of arithmetic, and any torch step spends
-    more than that in dispatching its dozen operations."""
+    model's dtype) small enough for the rule's row-major step (``row_major.rule_takes``): there a
+    step is a few microseconds of arithmetic, and any torch step spends more than that in
+    dispatching its dozen operations."""
     if X.device.type != "cpu" or X.dim() != 2 or not X.is_contiguous():
         return False
-    from . import batch_fused
+    from . import batch_fused, row_major
 
-    return (X.dtype == model.dtype and batch_fused.one_thread(X.shape[0], model.n_outputs * X.shape[1])
-            and batch_fused.applies(model, X.dtype, X.device, X.shape[0]))
+    n, d = X.shape
+    return (X.dtype == model.dtype and row_major.rule_takes(n, d, int(model.n_outputs))
+            and batch_fused.one_thread(n, model.n_outputs * d) and batch_fused.applies(model, X.dtype, X.device, n))
 
 
 def _wide_few_outputs(model, X: Tensor) -> bool:
