@@ -625,25 +625,32 @@ def _timing(samples: list[float]) -> Timing:
     return Timing(statistics.median(samples), len(samples), 1, tuple(samples))
 
 
-def fresh(table: Table, repeats: int) -> None:
-    """Fresh interpreters (``benchmarks/fresh.py``): a script's first fit, every one-time cost
-    included, against the same fit with the kernel step forced and against autograd, each in a
-    process of its own, round-robin."""
+def _fresh_runs(case: str, methods: tuple[str, ...], repeats: int) -> tuple[dict, dict[str, Timing], dict[str, Timing]]:
+    """``benchmarks/fresh.py case method`` for each method, each in a fresh interpreter, ``repeats``
+    rounds in a rotating order: the reports by method, and the first and second fits' timings."""
     import subprocess
 
-    from fresh import CASES
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh.py")
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    for r in range(repeats):
+        shift = r % len(methods)
+        for m in methods[shift:] + methods[:shift]:
+            out = subprocess.run([sys.executable, script, case, m], capture_output=True, text=True, check=True)
+            runs[m].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = ({m: _timing([r[field] for r in runs[m]]) for m in methods} for field in ("first", "second"))
+    return runs, first, second
+
+
+def fresh(table: Table, repeats: int) -> None:
+    """Fresh interpreters (``benchmarks/fresh.py``): a script's first fit, every one-time cost
+    included, against the same fit with the kernel step forced and against autograd (scikit-learn
+    for ``fit_exact``), each in a process of its own, round-robin."""
+    from fresh import CASES, NEWTON
 
     section = "fresh"
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh.py")
     methods = ("hand", "kernel", "autograd")
     for case, (n, d, k, epochs, kernel_step) in CASES.items():
-        runs: dict[str, list[dict]] = {m: [] for m in methods}
-        for r in range(repeats):
-            for m in methods[r % 3:] + methods[: r % 3]:
-                out = subprocess.run([sys.executable, script, case, m], capture_output=True, text=True, check=True)
-                runs[m].append(json.loads(out.stdout.strip().splitlines()[-1]))
-
-        first, second = ({m: _timing([r[field] for r in runs[m]]) for m in methods} for field in ("first", "second"))
+        runs, first, second = _fresh_runs(case, methods, repeats)
         shape = f"{n:,} x {d}" + (f" x {k}" if k > 1 else "")
         for m, label in (("hand", f"fit, step={STEP!r}"), ("kernel", f"fit, step={kernel_step!r} (numba loaded)")):
             setup = first[m].median - second[m].median
@@ -653,6 +660,18 @@ def fresh(table: Table, repeats: int) -> None:
                       note=note)
         table.add(section, f"{shape}, E={epochs}: first autograd fit", first["autograd"],
                   note=f"set-up {format_seconds(first['autograd'].median - second['autograd'].median)}")
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return
+    n, d, _ = NEWTON
+    runs, first, second = _fresh_runs("newton", methods, repeats)
+    for m, label in (("hand", "fit_exact(newton)"), ("kernel", "fit_exact(newton), numba loaded in it")):
+        table.add(section, f"{n:,} x {d} float64: first {label}", first[m], vs="sklearn lbfgs",
+                  other=first["autograd"], note=f"second {format_seconds(second[m].median)}; numba "
+                                                f"{'loaded' if runs[m][0]['numba'] else 'not imported'}")
+    table.add(section, f"{n:,} x {d} float64: first sklearn lbfgs fit", first["autograd"],
+              note=f"tol 1e-8; second {format_seconds(second['autograd'].median)}")
 
 
 # --- main --------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ def test_openblas_gram_in_float32_is_within_rounding_of_float64():
     assert ((got.double() - want).abs() <= 4 * eps * (800 + 8) * size).all()
 
 
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 def test_products_apply_to_dense_cpu_floats_only():
     X, _ = data(10, 3)
     assert set(hessian.products(X)) == {"torch", "openblas"}

@@ -76,9 +76,11 @@ def choose(x: Tensor, bias: bool, work: Tensor | None, step: str = "rule") -> Pr
     """The Gram product for Newton's Hessians on ``x`` (a :class:`Product`: ``name``, ``product``,
     ``selection``). Measured (once per machine and shape class) only for ``step="auto"``; the
     torch product otherwise."""
-    found = products(x)
+    # the candidates are looked for only where they are measured: SciPy's import alone costs a
+    # fresh process about 0.25 s, most of a short solve
+    found = products(x) if step == "auto" else {"torch": F.gram}
     n, d = x.shape
-    if step != "auto" or len(found) == 1:
+    if len(found) == 1:
         chosen = Product("torch", found["torch"], x, None, bias, work)
         why = "asked for the rule" if step != "auto" else "the only product that applies"
         chosen.selection = measure.Selection("torch", "rule", reason=why)

@@ -24,13 +24,13 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
 * ``"rule"`` (the library's default): a fixed rule from sizes: for the full batch, the fused
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
   ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
-  the batch kernel; ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several outputs on a wide X on the CPU the K-output fused step
-  (``fused_k_cpu.RULE_MIN_FEATURES``, ``RULE_MAX_OUTPUTS``), else the feature-major step; for
-  mini-batches, ``BatchStep``. On the CPU, where numba is not loaded in the process yet (a fresh
-  interpreter) and the run, by the number of steps the caller gives, would be done on the torch
-  path sooner than numba loads (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major
-  step for the full batch and the reference step for mini-batches (the sparse step without its
-  kernels on sparse X);
+  the batch kernel; ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several
+  outputs on a wide X on the CPU the K-output fused step (``fused_k_cpu.RULE_MIN_FEATURES``,
+  ``RULE_MAX_OUTPUTS``), else the feature-major step; for mini-batches, ``BatchStep``. On the
+  CPU, where numba is not loaded in the process yet (a fresh interpreter) and the run, by the
+  number of steps the caller gives, would be done on the torch path sooner than numba loads
+  (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major step for the full batch and
+  the reference step for mini-batches (the sparse step without its kernels on sparse X);
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
   the cost is bounded, the choice is cached in the process and on disk; where the caller says
