@@ -323,8 +323,10 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
     if step not in ("auto", "rule"):
         raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
-    short = _short_cold_run(steps, step_bytes)
-    if not short:
+    from . import sparse_fused
+
+    short = _short_cold_run(steps, step_bytes) if sparse_fused.supports_model(model) else ""
+    if not short and sparse_fused.supports_model(model):
         measure.load_jit()
     return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule",
                 short or (_SPARSE if step == "auto" else ""))
@@ -384,7 +386,10 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
 
     def batch_step():
         if torch.device(device).type == "cpu":
-            measure.load_jit()
+            from . import batch_fused
+
+            if batch_fused.applies(model, dtype, torch.device(device), batch_size):
+                measure.load_jit()  # timed apart, and kept for later processes
         return BatchStep(model, batch_size, dtype, device)
 
     if step != "auto" or X is None or T is None or measure_reason:
