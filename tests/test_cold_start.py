@@ -138,7 +138,7 @@ def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
 
 @needs_numba
 def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_measures(tmp_path):
-    """A real fresh interpreter: a short fit and a small exact solve leave numba unimported (and
+    """A real fresh interpreter: a short fit (dense and sparse) and a small exact solve leave numba unimported (and
     SciPy's linear algebra, which Newton's measured Hessian product alone needs); loading numba
     then measures both parts and writes them to the disk cache, which a second fresh interpreter
     reads back."""
@@ -153,6 +153,10 @@ def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_me
         trainer = tl.Trainer(tl.LogisticRegression(10).double(), X.double(), y, epochs=20, tol=0.0)
         trainer.run()
         tl.fit_exact(tl.LogisticRegression(10).double(), X.double(), y, l2=1e-3)
+        sparse = tl.Trainer(tl.LogisticRegression(10).double(), (X.double() * (X > 1)).to_sparse_csr(), y,
+                            epochs=20, tol=0.0)
+        sparse.run()
+        assert sparse.stepper.name == "sparse" and sparse.stepper._fused is None
         report = {"step": trainer.stepper.selection.step, "numba": "numba" in sys.modules,
                   "scipy": "scipy.linalg" in sys.modules, "estimate": measure.jit_seconds()}
         if sys.argv[1] == "load":

@@ -323,11 +323,12 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
     if step not in ("auto", "rule"):
         raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
-    from . import sparse_fused
+    short = _short_cold_run(steps, step_bytes)
+    if not short:
+        from . import sparse_fused  # imports numba
 
-    short = _short_cold_run(steps, step_bytes) if sparse_fused.supports_model(model) else ""
-    if not short and sparse_fused.supports_model(model):
-        measure.load_jit()
+        if sparse_fused.supports_model(model):
+            measure.load_jit()
     return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule",
                 short or (_SPARSE if step == "auto" else ""))
 

@@ -29,7 +29,6 @@ from .. import functional as F
 from .. import penalty
 from ..errors import UsageError
 from ..models import single_linear
-from . import sparse_fused
 
 
 def check_model(model) -> None:
@@ -63,16 +62,22 @@ class SparseStep:
         self._loss_fn = model.loss_fn
         self.sample_weight = sample_weight
         self.X = X
-        self._fused = sparse_fused.SparseFused(model.link) if fused and sparse_fused.supports_model(model) else None
-        bound_fused = X is not None and self._fused is not None and sparse_fused.supports_data(X, self.layer.weight)
-        self._blocked = (sparse_fused.BlockedFused(model.link, X)
-                         if bound_fused and sparse_fused.use_blocks(X) else None)
+        self._fused = self._blocked = None
+        bound_fused = False
+        if fused:  # here, not above: it imports numba, which a run on the torch products never needs
+            from . import sparse_fused
+
+            self._supports_data = sparse_fused.supports_data
+            self._fused = sparse_fused.SparseFused(model.link) if sparse_fused.supports_model(model) else None
+            bound_fused = X is not None and self._fused is not None and sparse_fused.supports_data(X, self.layer.weight)
+            self._blocked = (sparse_fused.BlockedFused(model.link, X)
+                             if bound_fused and sparse_fused.use_blocks(X) else None)
         self.XT = None if X is None or bound_fused else F.csr_transpose(X)
 
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         W, b = self.layer.weight, self.layer.bias
-        if self._fused is not None and sparse_fused.supports_data(X, W):
+        if self._fused is not None and self._supports_data(X, W):
             return self._fused_step(X, T, l2)
         one = W.shape[0] == 1  # one output: sparse matrix-vector products, faster than (N, 1) matrix products
         if one:
