@@ -1,6 +1,6 @@
 """numba's one-time load in a fresh process: a run too short to pay it keeps to the torch path.
 
-In this test session numba is loaded up front (``conftest.py``); here a process without it is
+In a test run numba is loaded up front (``conftest.py``); here a process without it is
 played by replacing ``jit.ready`` and ``jit.imported``, and one test starts a real fresh
 interpreter. What is pinned: which step a cold run takes and why (``selection.reason``), that it
 computes what the warm run's step does (float64, to 1e-12), and that the load's measured time is

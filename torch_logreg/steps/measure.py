@@ -218,9 +218,9 @@ def jit_seconds(measured: bool = True) -> float:
     and ``INIT_SECONDS``; 0 once paid."""
     if jit.ready():
         return 0.0
-    measured = _jit_measured() if measured else {}
-    left = measured.get("init", jit.INIT_SECONDS)
-    return left if jit.imported() else left + measured.get("import", jit.IMPORT_SECONDS)
+    parts = _jit_measured() if measured else {}
+    left = parts.get("init", jit.INIT_SECONDS)
+    return left if jit.imported() else left + parts.get("import", jit.IMPORT_SECONDS)
 
 
 def load_jit() -> float:
