@@ -183,8 +183,9 @@ def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_me
 
 
 @needs_numba
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch_size", [0, 64])
-def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_path, batch_size):
+def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_path, batch_size, weighted):
     gen = torch.Generator().manual_seed(3)
     dense = torch.randn(300, 40, generator=gen, dtype=torch.float64) * (torch.rand(300, 40, generator=gen) < 0.1)
     y = (dense.sum(1) > 0).double()
@@ -193,7 +194,9 @@ def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_
         if cold:
             go_cold(monkeypatch, tmp_path)
         model = tl.LogisticRegression(40).double()
-        trainer = tl.Trainer(model, sp.csr_matrix(dense.numpy()), y, epochs=5, lr=0.5, tol=0.0, batch_size=batch_size)
+        weights = torch.linspace(0.5, 2.0, 300, dtype=torch.float64) if weighted else None
+        trainer = tl.Trainer(model, sp.csr_matrix(dense.numpy()), y, epochs=5, lr=0.5, tol=0.0, batch_size=batch_size,
+                             sample_weight=weights)
         trainer.run()
         runs.append((trainer, torch.cat([p.detach().reshape(-1) for p in model.parameters()]), trainer.history))
     (warm, _, _), (cold_trainer, _, _) = runs

@@ -417,8 +417,9 @@ def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_pa
 
 
 def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *, full: bool, step: str,
-                   grad_check: bool, autocast, cuda_graph: bool):
-    """The step for sample-weighted training (see :func:`training_step`)."""
+                   grad_check: bool, autocast, cuda_graph: bool, steps: int | None = None, step_bytes: int = 0):
+    """The step for sample-weighted training (see :func:`training_step`; ``steps`` and
+    ``step_bytes`` as for :func:`_sparse_step`)."""
     if grad_check or autocast is not None or cuda_graph:
         what = "gradient checks" if grad_check else "bfloat16" if autocast is not None else "cuda_graph"
         raise UsageError(f"sample weights in the loop do not combine with {what}; leave the weights out or turn "
@@ -426,14 +427,15 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
     sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
     if full:
         if sparse:
-            return _sparse_step(model, X, T, sample_weight, step=step)
+            return _sparse_step(model, X, T, sample_weight, step=step, steps=steps, step_bytes=step_bytes)
         return full_batch(model, X, T, sample_weight, step=step)
     if step not in ("auto", "rule", "reference"):
         raise UsageError(f"step={step!r} does not take sample weights on mini-batches; use step = 'reference'")
     if sparse:
         from .sparse import SparseStep
 
-        return _tag(SparseStep(model), "rule", "weighted mini-batches")
+        short = _short_cold_run(steps, step_bytes)
+        return _tag(SparseStep(model, fused=not short), "rule", short or "weighted mini-batches")
     return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule", "weighted mini-batches")
 
 
@@ -457,12 +459,13 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     arguments.choice("step", step, STEPS)
     n = X.shape[0]
     full = batch_size >= n
+    sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
+    step_bytes = _sparse_bytes(X) * min(batch_size, n) // max(n, 1) if sparse else 0
     if sample_weight is not None:
         return _weighted_step(model, X, T, sample_weight, full=full and in_memory, step=step, grad_check=grad_check,
-                              autocast=autocast, cuda_graph=cuda_graph)
-    if isinstance(X, Tensor) and X.layout != torch.strided:  # streamed data is a NumPy memory map
+                              autocast=autocast, cuda_graph=cuda_graph, steps=steps, step_bytes=step_bytes)
+    if sparse:
         bound = full and in_memory
-        step_bytes = _sparse_bytes(X) * min(batch_size, n) // max(n, 1)
         return _sparse_step(model, X if bound else None, T if bound else None, step=step, fast_path=fast_path,
                             grad_check=grad_check, autocast=autocast, cuda_graph=cuda_graph, steps=steps,
                             step_bytes=step_bytes)
