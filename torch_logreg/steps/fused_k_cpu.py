@@ -38,8 +38,9 @@ except ImportError:  # pragma: no cover
 #: Intel machine (60,000 x 784 x 10: 28.1 against 29.9 ms), with no copy of X to make (162 ms,
 #: five steps); narrower X or more outputs favour feature-major (2x at 20 features, or at 64
 #: outputs). On the AMD machine of the benchmarks, feature-major was the slowest step at 784 x 10.
-#: The first numba kernel a process runs costs about 0.5 s to load from numba's disk cache (6.6 s
-#: to compile the first time ever on a machine); the mini-batch and small-problem paths pay it too.
+#: numba's one-time load in a process (about 0.8 s; 6.6 s to compile the kernels the first time
+#: ever on a machine) is weighed apart: a run too short to pay it keeps to the torch path
+#: (``measure.pays_for_jit``).
 RULE_MIN_FEATURES = 512
 RULE_MAX_OUTPUTS = 16
 #: most chunks of rows a step is cut into (fewer for small N: at least one tile of rows each); a

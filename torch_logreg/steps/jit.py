@@ -50,16 +50,14 @@ def load() -> dict[str, float]:
         _loaded = True
         return {}
     seconds = {}
-    start = time.perf_counter()
-    if not imported():
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            return {}
+    was_imported, start = imported(), time.perf_counter()
+    try:
+        import numba
+    except ImportError:
+        return {}
+    if not was_imported:
         seconds["import"] = time.perf_counter() - start
         start = time.perf_counter()
-    import numba
-
     numba.njit(cache=True)(_probe)(1)
     seconds["init"] = time.perf_counter() - start
     _loaded = True

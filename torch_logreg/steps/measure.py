@@ -242,6 +242,15 @@ def first_call_seconds(device: torch.device) -> float:
     return jit_seconds() if device.type == "cpu" else FIRST_CALL_SECONDS.get(device.type, 0.0)
 
 
+def unpaid_load(steps: int | None, step_bytes: int, measured: bool = False) -> float:
+    """numba's load (seconds) where a run of ``steps`` steps on batches of ``step_bytes`` bytes is
+    too short to pay it (:func:`pays_for_jit`), else 0."""
+    if steps is None or jit.ready():
+        return 0.0
+    load = jit_seconds(measured)
+    return load if steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) < load else 0.0
+
+
 def pays_for_jit(steps: int | None, step_bytes: int, measured: bool = False) -> bool:
     """Whether a run of ``steps`` steps on batches of ``step_bytes`` bytes is long enough to pay
     numba's load in this process: True once it is paid, or where ``steps`` is unknown; else
@@ -251,9 +260,7 @@ def pays_for_jit(steps: int | None, step_bytes: int, measured: bool = False) -> 
     one loses at most the load. The load is the fixed estimate unless ``measured`` (then as
     measured on this machine, :func:`jit_seconds`): a fresh process then decides the same way
     every time, so a run and its resumption take the same step."""
-    if steps is None or jit.ready():
-        return True
-    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) >= jit_seconds(measured)
+    return not unpaid_load(steps, step_bytes, measured)
 
 
 # --- the disk cache ------------------------------------------------------------------------------

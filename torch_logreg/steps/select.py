@@ -174,21 +174,22 @@ def _wide_few_outputs(model, X: Tensor) -> bool:
             and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
 
 
-def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
+def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = "",
+                     short: str | None = None):
     """The fixed rule, tagged: for one sigmoid or identity output on a large X, the single-pass
     fused kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first
     step; if that fails, a warning says why and the torch path is used); for a small X on the
     CPU, the row-major step (one call of the batch kernel); for several outputs on a wide X on
     the CPU (``fused_k_cpu.RULE_MIN_FEATURES`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
     fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
-    ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`) takes the
-    feature-major step."""
+    ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`, or ``short``, why,
+    where the caller has decided) takes the feature-major step."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
     if X.device.type == "cuda":
         return _tag(_rule_cuda(model, X, T), "rule", reason)
-    short = _short_cold_run(steps, X.nbytes)
+    short = _short_cold_run(steps, X.nbytes) if short is None else short
     if short:
         return _tag(FeatureMajorStep(model, X, T), "rule", short)
     name = _rule_name(model, X)
@@ -206,10 +207,11 @@ def _short_cold_run(steps: int | None, step_bytes: int, measured: bool = False) 
     (numba not loaded in this process, and the run too short to pay its load:
     :func:`~.measure.pays_for_jit`; the load as measured on this machine where ``measured``,
     for "auto", else the fixed estimate, so that "rule" decides alike in every fresh process), or ''."""
-    if measure.pays_for_jit(steps, step_bytes, measured):
+    load = measure.unpaid_load(steps, step_bytes, measured)
+    if not load:
         return ""
     return (f"a run of {steps:,} steps, done sooner on the torch path than numba's load in this process "
-            f"(about {measure.format_seconds(measure.jit_seconds(measured))})")
+            f"(about {measure.format_seconds(load)})")
 
 
 def _rule_cuda(model, X: Tensor, T: Tensor):
@@ -358,9 +360,7 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         return _rule_full_batch(model, X, T, steps, measure_reason)
     short = _short_cold_run(steps, X.nbytes, measured=True) if X.device.type == "cpu" else ""
     if short:  # measuring would load numba
-        from .feature_major import FeatureMajorStep
-
-        return _tag(FeatureMajorStep(model, X, T), "rule", short)
+        return _rule_full_batch(model, X, T, steps, short=short)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
     return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
