@@ -35,6 +35,7 @@ from torch import Tensor
 
 from . import batch_fused
 from .common import bind_single_pass, fusable, step_from_sums
+from .jit import ERROR_MODEL
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -75,7 +76,7 @@ def supports(model, X: Tensor) -> bool:
 
 if numba is not None:
 
-    @njit(fastmath=_MATH_FLAGS, cache=True)
+    @njit(fastmath=_MATH_FLAGS, error_model=ERROR_MODEL, cache=True)
     def _exp_neg_abs_f32(z, e, kbuf, m):
         """``e[i] = exp(-|z[i]|)`` for float32, vectorised: ``2^k * exp(r)``, ``|r| <= ln2 / 2``."""
         log2e = np.float32(1.4426950408889634)
@@ -95,7 +96,7 @@ if numba is not None:
         for i in range(m):
             e[i] = e[i] * scale[i]
 
-    @njit(fastmath=_MATH_FLAGS, cache=True)
+    @njit(fastmath=_MATH_FLAGS, error_model=ERROR_MODEL, cache=True)
     def _log1p_unit_f32(e):
         """``log1p(e)`` for float32 ``e`` in [0, 1]: ``2 (s + s^3/3 + ... + s^15/15)``, ``s = e/(2+e)``."""
         s = e / (np.float32(2.0) + e)
@@ -104,7 +105,7 @@ if numba is not None:
             np.float32(1 / 7) + s2 * (np.float32(1 / 9) + s2 * (np.float32(1 / 11) + s2 * (
                 np.float32(1 / 13) + s2 * np.float32(1 / 15))))))))
 
-    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    @njit(fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True, inline="always")
     def _bce_tile_f32(z, y, s, m, e, kbuf):
         """Binary cross-entropy on a tile: residual ``sigmoid(z) - y`` into ``z``; returns the
         tile's summed loss ``max(z, 0) - y z + log1p(exp(-|z|))`` and summed residual."""
@@ -120,7 +121,7 @@ if numba is not None:
             rsum += r
         return loss, rsum
 
-    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    @njit(fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True, inline="always")
     def _bce_tile_f64(z, y, s, m, e, kbuf):
         loss, rsum = 0.0, 0.0
         for i in range(m):
@@ -133,7 +134,7 @@ if numba is not None:
             rsum += r
         return loss, rsum
 
-    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    @njit(fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True, inline="always")
     def _squared_tile(z, y, s, m, e, kbuf):
         """Half squared error on a tile: residual ``z - y`` into ``z``; returns sums of
         ``(z - y)^2 / 2`` and of the residual."""
@@ -148,7 +149,7 @@ if numba is not None:
     #: which tile function the kernel applies (one compiled kernel per dtype serves all three)
     BCE_POLY, BCE_LIBM, SQUARED = 0, 1, 2
 
-    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    @njit(parallel=True, fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True)
     def _kernel(X, y, w, b, n_chunks, link):
         """Per chunk of rows: ``[sum_n r_n x_n (D), sum_n r_n, sum_n loss_n]`` in float64.
 
