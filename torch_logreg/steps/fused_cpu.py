@@ -8,7 +8,9 @@ reads X twice in the reference path (one matrix-vector product for z, one for X^
 large X does not fit in any cache, so the step costs two trips to main memory. Here each thread
 walks its own rows in tiles of ``TILE`` rows: the dot products of a tile, then the link and the
 loss on the tile's logits, then the tile's rows added into the thread's gradient while they are
-still in cache. X is read from memory once.
+still in cache. X is read from memory once. While a tile is computed on, the next one's cache
+lines are asked for (``prefetch.py``), so the reads overlap the arithmetic instead of waiting
+for it.
 
 The exponential and ``log1p`` of the binary loss are evaluated on a whole tile at a time. For
 float32 they are polynomials that the compiler vectorises (exp: range reduction by ln 2 and a
@@ -36,10 +38,13 @@ from torch import Tensor
 from . import batch_fused
 from .common import bind_single_pass, fusable, step_from_sums
 from .jit import ERROR_MODEL
+from .prefetch import LINE_BYTES
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit, prange
+
+    from .prefetch import prefetch
 except ImportError:  # pragma: no cover
     numba = None
 
@@ -57,6 +62,13 @@ CHUNK_ENTRIES = 1 << 19
 #: 0.1 s; compiling it the first time ever on a machine takes a few seconds).
 MIN_ENTRIES = 1 << 22
 MIN_FEATURES = 32
+#: the kernel asks for the next tile's cache lines while it computes on the current one where a
+#: tile is at most this many bytes (up to 128 float32 features). On a 2-core Intel Xeon it made
+#: the step 1.1-1.4x faster for 16-128 features, the most where X sat in the last-level cache
+#: (memory fast for the arithmetic, as on an AMD EPYC's). Wider rows make long sequential
+#: streams, which the hardware prefetcher follows alone: asking for them too was 0-5% slower at
+#: 256-784 features
+PREFETCH_MAX_TILE_BYTES = 32 * 1024
 #: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
 #: and infinity keep their meaning
 _FLAGS = {"reassoc", "contract", "nsz"}
@@ -158,6 +170,9 @@ if numba is not None:
         N, D = X.shape
         out = np.zeros((n_chunks, D + 2), dtype=np.float64)
         per = (N + n_chunks - 1) // n_chunks
+        line = LINE_BYTES // X.itemsize  # entries of X per cache line
+        ahead = TILE * D * X.itemsize <= PREFETCH_MAX_TILE_BYTES
+        share = (TILE * D + TILE // 4 - 1) // (TILE // 4)  # entries each group of four rows asks for
         for c in prange(n_chunks):
             g = np.zeros(D, dtype=np.float64)
             g_tile = np.empty(D, dtype=X.dtype)
@@ -196,9 +211,16 @@ if numba is not None:
                 loss += tile_loss
                 rsum += tile_rsum
                 g_tile[:] = 0
-                # backward: the same rows, still in cache, four at a time
+                # backward: the same rows, still in cache, four at a time; meanwhile each group of
+                # four asks for its share of the next tile's cache lines (module docstring)
+                p = (s + TILE) * D
+                p_end = min(hi, s + 2 * TILE) * D if ahead else p
                 i = 0
                 while i + 4 <= m:
+                    q = min(p + share, p_end)
+                    while p < q:
+                        prefetch(X, p)
+                        p += line
                     r0, r1, r2, r3 = z[i], z[i + 1], z[i + 2], z[i + 3]
                     for d in range(D):
                         g_tile[d] += r0 * X[s + i, d] + r1 * X[s + i + 1, d] + r2 * X[s + i + 2, d] \
@@ -209,6 +231,9 @@ if numba is not None:
                     for d in range(D):
                         g_tile[d] += r * X[s + i, d]
                     i += 1
+                while p < p_end:
+                    prefetch(X, p)
+                    p += line
                 for d in range(D):
                     g[d] += g_tile[d]
             out[c, :D] = g
