@@ -13,6 +13,9 @@ level cache (``llvm.prefetch`` with locality 2: ``prefetcht1`` on x86, ``prfm pl
 ARM). It is only a hint: it never faults, even past the array's end, changes no value and is
 dropped where the target has no such instruction. Each call covers one line of
 :data:`LINE_BYTES`.
+
+numba's on-disk cache checks only the calling kernel's source file: after a change here run
+``make clean-kernels``, or the kernels keep the old code.
 """
 
 from __future__ import annotations
