@@ -141,3 +141,22 @@ def test_bad_model_arguments():
         tl.LogisticRegression(0)
     with pytest.raises(ValueError, match="activation must be one of"):
         tl.MLP(3, [4], activation="gelu")
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("elsewhere", [None, float("inf"), float("nan")])
+def test_square_range_names_the_column_whatever_its_sign_and_the_other_entries(sign, elsewhere):
+    """The check looks at all of X at once first and at its columns only past the limit: a column
+    too large by its negative values is found as one by its positive ones, and an infinite or NaN
+    entry in another column (left to the non-finite check) neither hides it nor is named instead."""
+    from torch_logreg import validation
+
+    X = torch.linspace(-1, 1, 40, dtype=torch.float64).reshape(10, 4)
+    validation.check_square_range(X, torch.float32)  # small values pass
+    X[3, 2] = sign * 1e20
+    if elsewhere is not None:
+        X[5, 0] = elsewhere
+    with pytest.raises(tl.UsageError, match=r"^X column 2 has values of magnitude up to 1e\+20, whose squares overflow float32"):
+        validation.check_square_range(X, torch.float32)
+    X[3, 2] = 0.5
+    validation.check_square_range(X, torch.float32)  # the non-finite entry alone is not this check's
