@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import functional as F
 from .. import penalty
 from ..penalty import l1_optimality, soft_threshold
-from ..steps import select
+from ..steps import jit, select
 from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
@@ -24,8 +24,9 @@ class _Hessian:
     softmax null space), ``matvec(v)`` returns ``H v`` and ``max_eigenvalue()`` bounds it.
     """
 
-    def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor, sample_weight: Tensor | None,
-                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None, product=None):
+    def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor | None, sample_weight: Tensor | None,
+                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None, product=None,
+                 blocks: Tensor | None = None):
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
@@ -37,8 +38,9 @@ class _Hessian:
             self.blocks = None
             self.null_cols = null_cols
         else:
-            s = F.diagonal_curvature(link, z, sample_weight)
-            blocks = F.block_diagonal_hessian(X, s, bias, work, product)
+            if blocks is None:  # else formed already (hessian_rows.RowScaler)
+                s = F.diagonal_curvature(link, z, sample_weight)
+                blocks = F.block_diagonal_hessian(X, s, bias, work, product)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
             self.blocks = blocks
             self.full = None
@@ -118,6 +120,13 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     # objective_and_grad's. It returns its own buffers, so the values kept are copied. About an
     # evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
     step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
+    # one read of X for the logits, the curvature and diag(s) X where numba is loaded (by that step)
+    rows = None
+    if jit.ready():
+        from . import hessian_rows  # imports numba, loaded already
+
+        if hessian_rows.applies(X, link, theta.shape[0], work, product):
+            rows = hessian_rows.RowScaler(X, link, bias, w, work)
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)
@@ -138,7 +147,10 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         F_now, opt = F_val.item(), opt_t.item()
         if record_iterate(result, it, F_now, opt, tol, max_iter, callback):
             break
-        hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work, product)
+        if rows is not None:
+            hess = _Hessian(link, X, bias, Xa, None, w, l2_diag, null_cols, blocks=rows.hessian(theta))
+        else:
+            hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work, product)
         if not hess.is_finite():
             raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
                                  f"iteration {it}; {NON_FINITE_HINT}")

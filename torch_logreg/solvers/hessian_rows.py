@@ -1,0 +1,130 @@
+"""Newton's Hessian on the CPU with one read of X before the product: the logits, the curvature and
+``diag(s) X`` together, in a numba kernel.
+
+For one sigmoid or identity output the Hessian at ``theta = [b, w]`` is ``x~^T diag(s) x~``
+(:mod:`~torch_logreg.solvers.hessian`). Formed in torch it takes three passes over X before the
+product itself: the logits ``X w + b`` (a matrix-vector product), ``diag(s) X`` into the solve's
+work buffer, and the bias's row and column ``x^T s`` (another matrix-vector product). The kernel
+here reads each row once for all three: its logit, its curvature ``s_n``, the scaled row
+``s_n x_n`` written to the work buffer and added to the bias's row. The product ``x^T (diag(s) x)``
+stays with torch's BLAS. At 100,000 x 100 float64 on a 2-core Intel Xeon the three passes took
+25 ms an iteration in torch (5 + 14 + 6.5), against about 14 ms here, of a Newton iteration of
+about 70 ms.
+
+``s_n = v_n e / (1 + e)^2`` with ``e = exp(-|z_n|)`` for the sigmoid (``p (1 - p)`` written so it
+keeps its digits where ``p`` is near 0 or 1) and ``s_n = v_n`` for the identity, where ``v_n`` is
+the sample's weight over N. The logit is summed in X's dtype, ``s_n`` in float64, the scaled row in
+X's dtype as the torch path rounds it, and the bias's row in float64. Rows are cut into chunks
+fixed by the shape, summed in chunk order, so the result does not depend on the thread count.
+
+Used by Newton's solve where numba is loaded already (the solve's own step loaded it), the product
+is torch's, X is a dense float32 or float64 CPU tensor, and the model has one output: otherwise
+the torch path forms the Hessian. Both agree to rounding (tests bound the difference).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from ..steps import jit
+
+try:  # pragma: no branch - numba is installed with the package; guard for a broken install
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover
+    numba = None
+
+#: entries of X per chunk of rows (one thread's unit of work), fixed by the shape so the order of
+#: the sums does not depend on the number of threads
+CHUNK_ENTRIES = 1 << 19
+#: fast-math flags: reassociation (the vectorised dot product) and contraction (FMA)
+_FLAGS = {"reassoc", "contract", "nsz"}
+
+
+def applies(X: Tensor, link: str, outputs: int, work: Tensor | None, product) -> bool:
+    """Whether :class:`RowScaler` forms this solve's Hessians: numba loaded in the process, one
+    sigmoid or identity output, a dense contiguous float32/float64 X on the CPU with its
+    ``(N, D)`` work buffer, and torch's product."""
+    return (numba is not None and jit.ready() and link in ("sigmoid", "identity") and outputs == 1
+            and work is not None and product is F.gram and X.layout == torch.strided
+            and X.device.type == "cpu" and X.dtype in (torch.float32, torch.float64) and X.is_contiguous()
+            and work.shape == X.shape and work.is_contiguous())
+
+
+if numba is not None:
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def _scaled_rows(X, w, b, v, weighted, sigmoid, inv_n, work, n_chunks):
+        """``work[n] = s_n X[n]``; per chunk ``[sum_n s_n X[n] (D), sum_n s_n]`` in float64."""
+        N, D = X.shape
+        out = np.zeros((n_chunks, D + 1), dtype=np.float64)
+        per = (N + n_chunks - 1) // n_chunks
+        for c in prange(n_chunks):
+            acc = np.zeros(D, dtype=np.float64)
+            zero = np.zeros(1, dtype=X.dtype)[0]  # a typed 0: the logit is summed in X's dtype
+            cast = np.empty(1, dtype=X.dtype)  # s_n rounded to X's dtype, as the torch path scales
+            total = 0.0
+            for n in range(c * per, min(N, (c + 1) * per)):
+                x = X[n]
+                z = zero
+                for d in range(D):
+                    z += x[d] * w[d]
+                if sigmoid:
+                    e = math.exp(-abs(np.float64(z) + b))
+                    q = 1.0 + e
+                    s = e / (q * q)
+                else:
+                    s = 1.0
+                s = (s * v[n] if weighted else s) * inv_n
+                total += s
+                cast[0] = s
+                sx = cast[0]
+                row = work[n]
+                for d in range(D):
+                    value = x[d] * sx
+                    row[d] = value
+                    acc[d] += value
+            out[c, :D] = acc
+            out[c, D] = total
+        return out
+
+
+class RowScaler:
+    """``hessian(theta)``: the ``(1, A, A)`` Hessian block at ``theta`` ``(1, A)`` (``[b, w]`` with a
+    bias), as :func:`~torch_logreg.functional.block_diagonal_hessian` of
+    :func:`~torch_logreg.functional.diagonal_curvature` forms it, ``work`` holding ``diag(s) X``."""
+
+    def __init__(self, X: Tensor, link: str, bias: bool, sample_weight: Tensor | None, work: Tensor) -> None:
+        self.X, self.bias, self.work = X, bias, work
+        self._x, self._work = X.numpy(), work.numpy()
+        self._sigmoid = link == "sigmoid"
+        n, d = X.shape
+        self._v = (np.zeros(1) if sample_weight is None
+                   else np.ascontiguousarray(sample_weight.detach().to(torch.float64).numpy()))
+        self._weighted = sample_weight is not None
+        self._inv_n = 1.0 / n
+        self._chunks = max(1, -(-n // max(1, CHUNK_ENTRIES // max(1, d))))
+
+    @torch.no_grad()
+    def hessian(self, theta: Tensor) -> Tensor:
+        row = theta[0]
+        w = (row[1:] if self.bias else row).detach().to(self.X.dtype).contiguous().numpy()
+        b = float(row[0]) if self.bias else 0.0
+        sums = _scaled_rows(self._x, w, b, self._v, self._weighted, self._sigmoid, self._inv_n, self._work,
+                            self._chunks).sum(axis=0)
+        inner = self.X.T @ self.work
+        if not self.bias:
+            return inner[None]
+        d = inner.shape[0]
+        h = inner.new_empty(d + 1, d + 1)
+        h[1:, 1:] = inner
+        border = torch.from_numpy(sums[:d]).to(inner.dtype)
+        h[0, 0] = float(sums[d])
+        h[1:, 0] = border
+        h[0, 1:] = border
+        return h[None]
