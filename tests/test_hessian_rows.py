@@ -29,8 +29,7 @@ def _case(n, d, dtype=torch.float64, seed=0, weighted=False, scale=0.3):
     X = torch.randn(n, d, generator=gen, dtype=torch.float64)
     theta = torch.randn(1, d + 1, generator=gen, dtype=torch.float64) * scale
     w = torch.rand(n, generator=gen, dtype=torch.float64) * 2 if weighted else None
-    cast = (lambda t: None if t is None else t.to(dtype))
-    return cast(X), cast(theta), cast(w)
+    return X.to(dtype), theta.to(dtype), None if w is None else w.to(dtype)
 
 
 def _torch_hessian(X, theta, link, bias, w):
