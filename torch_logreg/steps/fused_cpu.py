@@ -65,7 +65,7 @@ MIN_FEATURES = 32
 #: the kernel asks for the next tile's cache lines while it computes on the current one where a
 #: tile is at most this many bytes (up to 128 float32 features). On a 2-core Intel Xeon it made
 #: the step 1.1-1.4x faster for 16-128 features, the most where X sat in the last-level cache
-#: (memory fast for the arithmetic, as on an AMD EPYC's). Wider rows make long sequential
+#: (memory fast for the arithmetic: the regime of an AMD EPYC's figures). Wider rows make long sequential
 #: streams, which the hardware prefetcher follows alone: asking for them too was 0-5% slower at
 #: 256-784 features
 PREFETCH_MAX_TILE_BYTES = 32 * 1024
