@@ -13,9 +13,8 @@ lines are asked for (``prefetch.py``), so the reads overlap the arithmetic inste
 for it.
 
 The exponential and ``log1p`` of the binary loss are evaluated on a whole tile at a time. For
-float32 they are polynomials that the compiler vectorises (exp: range reduction by ln 2 and a
-degree-7 Taylor polynomial, within 1.5 ulp; log1p on [0, 1]: ``2 atanh(e / (2 + e))`` as an odd
-series, within 3 ulp; tests measure both); float64 uses the C library's ``exp`` and ``log1p``.
+float32 they are polynomials that the compiler vectorises (``poly_f32.py``: exp within 1.5 ulp,
+log1p within 3 ulp); float64 uses the C library's ``exp`` and ``log1p``.
 Sums over rows go into float64 accumulators, tile by tile.
 
 The maths is the reference's (:meth:`StackedModel.objective_and_grad`); a test pins the two
@@ -44,6 +43,7 @@ try:  # pragma: no branch - numba is installed with the package; guard for a bro
     import numba
     from numba import njit, prange
 
+    from .poly_f32 import exp_neg_abs, log1p_unit
     from .prefetch import prefetch
 except ImportError:  # pragma: no cover
     numba = None
@@ -72,8 +72,6 @@ PREFETCH_MAX_TILE_BYTES = 32 * 1024
 #: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
 #: and infinity keep their meaning
 _FLAGS = {"reassoc", "contract", "nsz"}
-#: for exp and log1p, contraction only: reassociation would fold the two-part ln 2 back together
-_MATH_FLAGS = {"contract"}
 
 
 def available() -> bool:
@@ -88,46 +86,17 @@ def supports(model, X: Tensor) -> bool:
 
 if numba is not None:
 
-    @njit(fastmath=_MATH_FLAGS, error_model=ERROR_MODEL, cache=True)
-    def _exp_neg_abs_f32(z, e, kbuf, m):
-        """``e[i] = exp(-|z[i]|)`` for float32, vectorised: ``2^k * exp(r)``, ``|r| <= ln2 / 2``."""
-        log2e = np.float32(1.4426950408889634)
-        ln2_hi = np.float32(0.693359375)  # ln 2 split in two so k * ln2_hi is exact
-        ln2_lo = np.float32(-2.1219444005469057e-4)
-        one = np.float32(1.0)
-        for i in range(m):
-            a = max(-abs(z[i]), np.float32(-87.0))  # exp(-87) is still a normal float32
-            k = np.floor(a * log2e + np.float32(0.5))
-            r = a - k * ln2_hi - k * ln2_lo
-            p = one + r * (one + r * (np.float32(1 / 2) + r * (np.float32(1 / 6) + r * (
-                np.float32(1 / 24) + r * (np.float32(1 / 120) + r * (np.float32(1 / 720)
-                                                                   + r * np.float32(1 / 5040)))))))
-            kbuf[i] = (np.int32(k) + np.int32(127)) << np.int32(23)  # the float32 bits of 2^k
-            e[i] = p
-        scale = kbuf.view(np.float32)
-        for i in range(m):
-            e[i] = e[i] * scale[i]
-
-    @njit(fastmath=_MATH_FLAGS, error_model=ERROR_MODEL, cache=True)
-    def _log1p_unit_f32(e):
-        """``log1p(e)`` for float32 ``e`` in [0, 1]: ``2 (s + s^3/3 + ... + s^15/15)``, ``s = e/(2+e)``."""
-        s = e / (np.float32(2.0) + e)
-        s2 = s * s
-        return np.float32(2.0) * s * (np.float32(1.0) + s2 * (np.float32(1 / 3) + s2 * (np.float32(1 / 5) + s2 * (
-            np.float32(1 / 7) + s2 * (np.float32(1 / 9) + s2 * (np.float32(1 / 11) + s2 * (
-                np.float32(1 / 13) + s2 * np.float32(1 / 15))))))))
-
     @njit(fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True, inline="always")
     def _bce_tile_f32(z, y, s, m, e, kbuf):
         """Binary cross-entropy on a tile: residual ``sigmoid(z) - y`` into ``z``; returns the
         tile's summed loss ``max(z, 0) - y z + log1p(exp(-|z|))`` and summed residual."""
-        _exp_neg_abs_f32(z, e, kbuf, m)
+        exp_neg_abs(z, e, kbuf, m)
         one, zero = np.float32(1.0), np.float32(0.0)
         loss, rsum = zero, zero
         for i in range(m):
             zi, ei, yi = z[i], e[i], y[s + i]
             p = (one if zi > zero else ei) / (one + ei)
-            loss += max(zi, zero) - yi * zi + _log1p_unit_f32(ei)
+            loss += max(zi, zero) - yi * zi + log1p_unit(ei)
             r = p - yi
             z[i] = r
             rsum += r
