@@ -113,3 +113,23 @@ def test_the_rule_takes_it_for_few_outputs_on_a_wide_x():
         assert isinstance(select.full_batch(model, X, T, step="rule"), expected), (d, k)
     model, X, T = step_problem("multilabel", 2000, wide, dtype=torch.float32)
     assert isinstance(select.full_batch(model, X, T, step="rule"), FusedKStep)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", ["nan_weight", "inf_weight", "minus_inf_weight", "inf_x"])
+def test_non_finite_values_reach_the_softmax_loss(dtype, bad):
+    """The loop's divergence check reads the loss: a NaN or an infinity in the weights or in X must
+    reach it, through the float32 softmax's vectorised exponentials too (their argument is clamped
+    below, so only the loss terms carry it)."""
+    model, X, T = problem("softmax", 700, 6, dtype=dtype, seed=8)
+    with torch.no_grad():
+        if bad == "nan_weight":
+            model.linear.weight[1, 2] = float("nan")
+        elif bad == "inf_weight":
+            model.linear.weight[0, 3] = float("inf")
+        elif bad == "minus_inf_weight":
+            model.linear.weight[2, 0] = float("-inf")
+        else:
+            X[123, 4] = float("inf")
+    loss, _ = FusedKStep(model, X, T).step(X, T, 0.0)
+    assert not torch.isfinite(loss).item()
