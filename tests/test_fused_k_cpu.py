@@ -99,20 +99,31 @@ def test_where_it_cannot_run_it_says_why():
         FusedKStep(model, X.float(), T.float())
 
 
-def test_the_rule_takes_it_for_few_outputs_on_a_wide_x():
-    """From RULE_MIN_FEATURES features and up to RULE_MAX_OUTPUTS outputs (a problem too large for
-    the one-thread batch kernel), the fixed rule takes this step; a narrower X or more outputs keep
-    the feature-major step."""
+@pytest.mark.parametrize("kind,dtype,wide", [
+    ("softmax", torch.float32, fused_k_cpu.RULE_MIN_FEATURES_VECTOR_LINK),  # its exponentials vectorised
+    ("multilabel", torch.float32, fused_k_cpu.RULE_MIN_FEATURES_VECTOR_LINK),
+    ("softmax", torch.float64, fused_k_cpu.RULE_MIN_FEATURES),  # the C library's exp, a row at a time
+])
+def test_the_rule_takes_it_for_few_outputs_on_a_wide_x(kind, dtype, wide):
+    """From ``rule_min_features`` features and up to RULE_MAX_OUTPUTS outputs (a problem too large
+    for the one-thread batch kernel), the fixed rule takes this step; a narrower X or more outputs
+    keep the feature-major step."""
     from torch_logreg.steps.feature_major import FeatureMajorStep
 
-    wide, k_max = fused_k_cpu.RULE_MIN_FEATURES, fused_k_cpu.RULE_MAX_OUTPUTS
+    k_max = fused_k_cpu.RULE_MAX_OUTPUTS
     for d, k, expected in ((wide, 2, FusedKStep), (wide, k_max, FusedKStep), (wide - 1, 3, FeatureMajorStep),
                            (wide, k_max + 1, FeatureMajorStep)):
         n = 2 * (1 << 21) // (d * k) + 1  # twice the batch kernel's one-thread limit
-        model, X, T = step_problem("softmax", n, d, dtype=torch.float32, outputs=k)
+        model, X, T = step_problem(kind, n, d, dtype=dtype, outputs=k)
+        assert fused_k_cpu.rule_min_features(model, dtype) == wide
         assert isinstance(select.full_batch(model, X, T, step="rule"), expected), (d, k)
-    model, X, T = step_problem("multilabel", 2000, wide, dtype=torch.float32)
-    assert isinstance(select.full_batch(model, X, T, step="rule"), FusedKStep)
+
+
+def test_outputs_without_exponentials_keep_the_plain_threshold():
+    class Identity:  # several identity outputs: nothing to vectorise in the link
+        link = "identity"
+
+    assert fused_k_cpu.rule_min_features(Identity, torch.float32) == fused_k_cpu.RULE_MIN_FEATURES
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -50,7 +50,8 @@ try:  # pragma: no branch - numba is installed with the package; guard for a bro
     import numba
     from numba import njit, prange
 
-    from .poly_f32 import exp_neg_abs
+    from .jit import ERROR_MODEL
+    from .poly_f32 import exp_neg_abs, log1p_unit
 except ImportError:  # pragma: no cover
     numba = njit = None
 
@@ -335,6 +336,35 @@ if njit is not None:
             loss, comp = compensated_add(loss, comp, row_loss)
         return loss, comp
 
+    @njit(fastmath=FLAGS, error_model=ERROR_MODEL, cache=True)
+    def _sigmoid_tile_f32(Z, Y, rows, s, m, flat, t, e, kbuf, gb, loss, comp):
+        """Independent sigmoid outputs on a float32 tile of logits ``Z[:m]`` (``flat`` its memory as
+        one row), the whole tile at once: the targets gathered into ``t``, ``exp(-|z|)`` and
+        ``log1p`` by the vectorised polynomials of ``poly_f32``, each entry's loss
+        ``softplus(z) - t z`` into ``e`` and residual ``sigmoid(z) - t`` into ``Z``; then per row in
+        float64 its loss added to the compensated total ``(loss, comp)``, returned, and the residuals
+        summed into ``gb``. (The numpy error model lets the division vectorise: ``jit.ERROR_MODEL``.)"""
+        K = Z.shape[1]
+        n = m * K
+        for i in range(m):
+            row = rows[s + i]
+            for k in range(K):
+                t[i * K + k] = Y[row, k]
+        exp_neg_abs(flat, e, kbuf, n)
+        one, zero = np.float32(1.0), np.float32(0.0)
+        for j in range(n):
+            zj, ej, tj = flat[j], e[j], t[j]
+            p = (one if zj > zero else ej) / (one + ej)
+            e[j] = max(zj, zero) - tj * zj + log1p_unit(ej)
+            flat[j] = p - tj
+        for i in range(m):
+            row_loss = 0.0
+            for k in range(K):
+                row_loss += np.float64(e[i * K + k])
+                gb[k] += np.float64(flat[i * K + k])
+            loss, comp = compensated_add(loss, comp, row_loss)
+        return loss, comp
+
     @njit(fastmath=FLAGS, cache=True)
     def rows_kernel_k(X, Y, rows, W, b, link, grad, loss_out):
         """The step of ``K >= 2`` outputs on rows ``X[rows]``, ``Y[rows]`` (``Y (N, K)``):
@@ -350,19 +380,23 @@ if njit is not None:
         Z = np.empty((TILE, K), dtype=X.dtype)  # the tile's logits, then its residuals
         z = np.empty(K, dtype=np.float64)  # a row's logits
         e = np.empty(K, dtype=np.float64)  # and their exponentials (softmax)
-        # a float32 softmax takes the tile's exponentials at once (_softmax_tile_f32)
-        vector_softmax = link == SOFTMAX and X.itemsize == 4
+        # a float32 softmax or sigmoid link takes the whole tile at once (_softmax_tile_f32,
+        # _sigmoid_tile_f32), its exponentials vectorised
+        vector = X.itemsize == 4 and link != IDENTITY
         flat = Z.reshape(TILE * K)
-        e_tile = np.empty(TILE * K if vector_softmax else 0, dtype=X.dtype)
-        kbuf = np.empty(TILE * K if vector_softmax else 0, dtype=np.int32)
+        e_tile = np.empty(TILE * K if vector else 0, dtype=X.dtype)
+        t_tile = np.empty(TILE * K if vector and link == SIGMOID else 0, dtype=X.dtype)
+        kbuf = np.empty(TILE * K if vector else 0, dtype=np.int32)
         loss, comp = 0.0, 0.0
         for s in range(0, B, TILE):
             m = min(TILE, B - s)
             _tile_logits_k(X, rows, s, m, W, b, Z)
-            if vector_softmax:
+            if vector and link == SOFTMAX:
                 loss, comp = _softmax_tile_f32(Z, Y, rows, s, m, flat, e_tile, kbuf, gb, loss, comp)
+            elif vector:
+                loss, comp = _sigmoid_tile_f32(Z, Y, rows, s, m, flat, t_tile, e_tile, kbuf, gb, loss, comp)
             # else the link per row in float64: Z becomes the residual h(z) - t
-            for i in range(0 if vector_softmax else m):
+            for i in range(0 if vector else m):
                 row = rows[s + i]
                 for k in range(K):
                     z[k] = np.float64(Z[i, k])

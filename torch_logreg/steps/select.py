@@ -25,7 +25,7 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
   ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
   the batch kernel; ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several
-  outputs on a wide X on the CPU the K-output fused step (``fused_k_cpu.RULE_MIN_FEATURES``,
+  outputs on a wide X on the CPU the K-output fused step (``fused_k_cpu.rule_min_features``,
   ``RULE_MAX_OUTPUTS``), else the feature-major step; for mini-batches, ``BatchStep``. On the
   CPU, where numba is not loaded in the process yet (a fresh interpreter) and the run, by the
   number of steps the caller gives, would be done on the torch path sooner than numba loads
@@ -164,13 +164,13 @@ def _small_cpu_problem(model, X: Tensor) -> bool:
 
 def _wide_few_outputs(model, X: Tensor) -> bool:
     """Whether the rule gives X to the K-output fused step (``fused_k_cpu``): several outputs (or
-    a softmax), at least ``RULE_MIN_FEATURES`` features and at most ``RULE_MAX_OUTPUTS`` outputs,
-    where that step applies."""
+    a softmax), at least ``rule_min_features`` features (128 for a float32 softmax or sigmoid link,
+    512 otherwise) and at most ``RULE_MAX_OUTPUTS`` outputs, where that step applies."""
     if model.n_outputs == 1 and model.link != "softmax":
         return False
     from . import fused_k_cpu
 
-    return (X.dim() == 2 and X.shape[1] >= fused_k_cpu.RULE_MIN_FEATURES
+    return (X.dim() == 2 and X.shape[1] >= fused_k_cpu.rule_min_features(model, X.dtype)
             and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
 
 
@@ -180,7 +180,7 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
     fused kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first
     step; if that fails, a warning says why and the torch path is used); for a small X on the
     CPU, the row-major step (one call of the batch kernel); for several outputs on a wide X on
-    the CPU (``fused_k_cpu.RULE_MIN_FEATURES`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
+    the CPU (``fused_k_cpu.rule_min_features`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
     fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
     ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`, or ``short``, why,
     where the caller has decided) takes the feature-major step."""
