@@ -16,7 +16,7 @@ most of its time in per-operation dispatch, not in arithmetic. Here the rows are
 through ``idx`` (no gather copy), in tiles of ``TILE`` rows: the tile's logits (dot products in
 X's dtype, four rows at a time, so each weight is loaded once for four rows; with several outputs,
 four rows by three outputs, so each loaded entry of X also serves three outputs), then the link
-and the loss of each row in float64, then the tile's rows added into the gradient while still in
+and the loss of each row (summed in float64), then the tile's rows added into the gradient while still in
 cache (four rows at a time; by two outputs with several). Sums over tiles go into float64
 accumulators, and everything runs on one thread in a fixed order, so the result does not depend
 on the number of threads. Blocking the outputs this way made the ``K``-output kernel 17-20%
@@ -24,10 +24,14 @@ faster on one thread at 784 features and 10 outputs (fewer loads per multiply-ad
 are written straight into the caller's buffers (the gradient in the model's parameter order, and
 the loss).
 
-Unlike ``fused_cpu`` (a full pass over a large X, bandwidth-bound, where the float32 exponential
-is a vectorised polynomial), a batch needs a few exponentials per row against ``K D``
-multiply-adds, so the C library's float64 functions cost little here. One thread serves batches
-up to ``MAX_WORK``; larger ones go to torch's multi-threaded BLAS.
+The link of one output, and of float64 data, is computed a row at a time with the C library's
+float64 ``exp`` and ``log1p``: a few exponentials per row against ``D`` multiply-adds. With several
+float32 softmax or sigmoid outputs, the exponentials of a row are ``K`` scalar calls, about a fifth
+of the whole step at 784 features and 10 outputs; there the link takes the whole tile at once,
+its exponentials (and ``log1p``) by the vectorised float32 polynomials of ``poly_f32``, each row's
+loss still summed in float64 (``_softmax_tile_f32``, ``_sigmoid_tile_f32``: 1.06-2.4x on the
+step, the most on a narrow X). One thread serves batches of one output up to ``MAX_WORK``; larger
+ones go to torch's multi-threaded BLAS.
 
 A batch of no rows gives a NaN loss and zero gradients, as the reference's means over nothing.
 NaN and infinity propagate into the loss (the flags allow reassociation, not "no NaNs").
