@@ -16,8 +16,8 @@ most of its time in per-operation dispatch, not in arithmetic. Here the rows are
 through ``idx`` (no gather copy), in tiles of ``TILE`` rows: the tile's logits (dot products in
 X's dtype, four rows at a time, so each weight is loaded once for four rows; with several outputs,
 four rows by three outputs, so each loaded entry of X also serves three outputs), then the link
-and the loss of each row (summed in float64), then the tile's rows added into the gradient while still in
-cache (four rows at a time; by two outputs with several). Sums over tiles go into float64
+and the loss of each row (summed in float64), then the tile's rows added into the gradient while
+still in cache (four rows at a time; by two outputs with several). Sums over tiles go into float64
 accumulators, and everything runs on one thread in a fixed order, so the result does not depend
 on the number of threads. Blocking the outputs this way made the ``K``-output kernel 17-20%
 faster on one thread at 784 features and 10 outputs (fewer loads per multiply-add). The means
