@@ -46,19 +46,19 @@ RULE_MAX_OUTPUTS = 16
 #: for a float32 softmax or sigmoid link, whose exponentials the kernel takes a tile at a time
 #: (vectorised; ``batch_fused._softmax_tile_f32``, ``_sigmoid_tile_f32``), from this many features:
 #: at 128 features it beat feature-major per step for 3 to 16 outputs on the reference Intel machine
-#: (1.04-1.21x, softmax and multi-label; 1.15-1.87x on the AVX2 code paths of torch, MKL and numba),
+#: (1.04-1.17x, softmax and multi-label; 1.15-1.87x on the AVX2 code paths of torch, MKL and numba),
 #: before feature-major's copy of X (85-120 ms here, several steps); at 50 features it lost (0.88x
 #: for 3 outputs)
 RULE_MIN_FEATURES_VECTOR_LINK = 128
+#: most chunks of rows a step is cut into (fewer for small N: at least one tile of rows each); a
+#: fixed count, not one per thread, so the sums' order is the same on any machine
+MAX_CHUNKS = 64
 
 
 def rule_min_features(model, dtype: torch.dtype) -> int:
     """From how many features the fixed rule takes this step for ``model`` on X of ``dtype``."""
     vector = dtype == torch.float32 and model.link in ("softmax", "sigmoid")
     return RULE_MIN_FEATURES_VECTOR_LINK if vector else RULE_MIN_FEATURES
-#: most chunks of rows a step is cut into (fewer for small N: at least one tile of rows each); a
-#: fixed count, not one per thread, so the sums' order is the same on any machine
-MAX_CHUNKS = 64
 
 
 def problem(model, X: Tensor) -> str | None:
