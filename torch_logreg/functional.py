@@ -139,12 +139,15 @@ LINKS = {
 def diagonal_curvature(link: str, z: Tensor, sample_weight: Tensor | None = None) -> Tensor:
     """Per-sample diagonal curvature ``s`` ``(N, K)`` of a sigmoid or identity loss, divided by N.
 
-    sigmoid: ``s = w p (1 - p) / N`` with ``p = sigmoid(z)``; identity: ``s = w / N``.
+    sigmoid: ``s = w p (1 - p) / N`` with ``p = sigmoid(z)``, computed as ``e / (1 + e)^2`` with
+    ``e = exp(-|z|)``: ``1 - p`` loses its digits where ``p`` is near 1 (all of them from ``z`` of
+    about 37 in float64, where ``p (1 - p)`` would be 0); identity: ``s = w / N``. (Newton's kernel,
+    ``solvers/hessian_rows.py``, computes the same.)
     """
     n = z.shape[0]
     if link == "sigmoid":
-        p = torch.sigmoid(z)
-        s = p * (1 - p)
+        e = torch.exp(-z.abs())
+        s = e / (1 + e).square()
     elif link == "identity":
         s = torch.ones_like(z)
     else:

@@ -12,8 +12,8 @@ stays with torch's BLAS. At 100,000 x 100 float64 on a 2-core Intel Xeon the thr
 about 70 ms.
 
 ``s_n = v_n e / (1 + e)^2`` with ``e = exp(-|z_n|)`` for the sigmoid (``p (1 - p)`` written so it
-keeps its digits where ``p`` is near 0 or 1) and ``s_n = v_n`` for the identity, where ``v_n`` is
-the sample's weight over N. The logit is summed in X's dtype, ``s_n`` in float64, the scaled row in
+keeps its digits where ``p`` is near 0 or 1, as :func:`~torch_logreg.functional.diagonal_curvature`
+computes it) and ``s_n = v_n`` for the identity, where ``v_n`` is the sample's weight over N. The logit is summed in X's dtype, ``s_n`` in float64, the scaled row in
 X's dtype as the torch path rounds it, and the bias's row in float64. Rows are cut into chunks
 fixed by the shape, summed in chunk order, so the result does not depend on the thread count.
 
