@@ -175,10 +175,16 @@ def gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -
 def with_bias_border(inner: Tensor, x: Tensor, s: Tensor) -> Tensor:
     """``[1, x]^T diag(s) [1, x]`` ``(D + 1, D + 1)`` from ``inner = x^T diag(s) x`` ``(D, D)``: the
     bias's row and column are ``sum(s)`` and ``x^T s``, so the column of ones is never made."""
+    return bordered(inner, s.sum(), x.T @ s)
+
+
+def bordered(inner: Tensor, corner, border: Tensor) -> Tensor:
+    """``[[corner, border^T], [border, inner]]`` ``(D + 1, D + 1)``: a Gram matrix of ``[1, x]``
+    from its parts (:func:`with_bias_border` computes them; Newton's one-read kernel sums them
+    itself)."""
     h = inner.new_empty(inner.shape[0] + 1, inner.shape[1] + 1)
     h[1:, 1:] = inner
-    h[0, 0] = s.sum()
-    border = x.T @ s
+    h[0, 0] = corner
     h[1:, 0] = border
     h[0, 1:] = border
     return h

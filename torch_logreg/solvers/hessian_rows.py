@@ -122,10 +122,4 @@ class RowScaler:
         if not self.bias:
             return inner[None]
         d = inner.shape[0]
-        h = inner.new_empty(d + 1, d + 1)
-        h[1:, 1:] = inner
-        border = torch.from_numpy(sums[:d]).to(inner.dtype)
-        h[0, 0] = float(sums[d])
-        h[1:, 0] = border
-        h[0, 1:] = border
-        return h[None]
+        return F.bordered(inner, float(sums[d]), torch.from_numpy(sums[:d]).to(inner.dtype))[None]
