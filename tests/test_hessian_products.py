@@ -30,12 +30,14 @@ def data(n: int, d: int, dtype=torch.float64, seed: int = 0):
 
 
 @pytest.mark.parametrize("bias", [False, True])
-@pytest.mark.parametrize("with_work", [False, True])
+@pytest.mark.parametrize("blocks", ["one", "many"])
 @pytest.mark.parametrize("n,d", [(1, 1), (7, 3), (500, 40)])
-def test_openblas_gram_equals_the_torch_gram_in_float64(bias, with_work, n, d):
+def test_openblas_gram_equals_the_torch_gram_in_float64(monkeypatch, bias, blocks, n, d):
+    if blocks == "many":  # blocks of 2 or 4 rows, the last one short
+        monkeypatch.setattr(F, "ROW_BLOCK_BYTES", 8 * 2 * d)
+        monkeypatch.setattr(F, "MIN_BLOCK_ROWS", 2 if n < 100 else 4)
     X, s = data(n, d, seed=n * d)
-    work = torch.empty_like(X) if with_work else None
-    got = hessian.openblas_gram(X, s, bias, work)
+    got = hessian.openblas_gram(X, s, bias)
     want = F.gram(X, s, bias)
     assert got.shape == want.shape == ((d + 1, d + 1) if bias else (d, d))
     assert torch.equal(got, got.T)  # mirrored exactly
@@ -44,9 +46,39 @@ def test_openblas_gram_equals_the_torch_gram_in_float64(bias, with_work, n, d):
     assert ((got - want).abs() <= 1e-13 * (n + 8) * size).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n,rows", [(1, 256), (256, 256), (1000, 256), (1000, 300), (5000, 1024)])
+def test_gram_in_blocks_of_rows_equals_the_plain_product(monkeypatch, dtype, bias, n, rows):
+    """One block, exact multiples and a short last block: the sums in float64 of the whole
+    ``[1, x]^T diag(s) [1, x]``, within the rounding of each entry's sum."""
+    d = 12
+    monkeypatch.setattr(F, "ROW_BLOCK_BYTES", rows * d * torch.finfo(dtype).bits // 8)
+    assert [stop - start for start, stop in F.row_blocks(torch.empty(n, d, dtype=dtype))][0] == min(n, rows)
+    X, s = data(n, d, dtype, seed=n)
+    got = F.gram(X, s, bias)
+    assert got.dtype == dtype and got.shape == ((d + 1, d + 1) if bias else (d, d))
+    Xa = torch.cat([torch.ones(n, 1, dtype=torch.float64), X.double()], 1) if bias else X.double()
+    want = Xa.T @ (Xa * s.double()[:, None])
+    size = Xa.abs().T @ (Xa.abs() * s.double()[:, None])
+    eps = torch.finfo(dtype).eps
+    assert ((got.double() - want).abs() <= 4 * eps * (n + 8) * size).all()
+
+
+def test_row_blocks_cover_the_rows_in_order_and_only_on_the_cpu():
+    x = torch.empty(10_000, 100, dtype=torch.float64)
+    blocks = F.row_blocks(x)
+    assert blocks[0] == (0, F.ROW_BLOCK_BYTES // 800) and blocks[-1][1] == 10_000
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert F.row_blocks(torch.empty(1000, 100_000))[0] == (0, F.MIN_BLOCK_ROWS)  # wide rows: the fewest rows
+    assert F.row_blocks(torch.empty(0, 5)) == [(0, 0)]
+    meta = torch.empty(10_000, 100, device="meta")
+    assert F.row_blocks(meta) == [(0, 10_000)]  # another device: one product
+
+
 def test_openblas_gram_in_float32_is_within_rounding_of_float64():
     X, s = data(800, 30, torch.float32, seed=3)
-    got = hessian.openblas_gram(X, s, True, torch.empty_like(X))
+    got = hessian.openblas_gram(X, s, True)
     assert got.dtype == torch.float32
     want = F.gram(X.double(), s.double(), True)
     size = F.gram(X.double().abs(), s.double(), True)
@@ -86,11 +118,11 @@ def test_auto_keeps_the_faster_product_and_remembers_it(monkeypatch, slow, fast)
     monkeypatch.setattr(measure, "TINY_WORK", 0)
     calls = fake_clock(monkeypatch, slow)
     X, _ = data(300, 8)
-    chosen = hessian.choose(X, True, torch.empty_like(X), "auto")
+    chosen = hessian.choose(X, True, "auto")
     assert chosen.name == fast and chosen.selection.source == "measured"
     assert set(chosen.selection.seconds) == {"torch", "openblas"} and calls["torch"] and calls["openblas"]
     calls.update(torch=0, openblas=0)
-    again = hessian.choose(X, True, torch.empty_like(X), "auto")
+    again = hessian.choose(X, True, "auto")
     assert again.name == fast and again.selection.source == "cache" and not any(calls.values())
 
 
@@ -98,7 +130,7 @@ def test_rule_and_tiny_problems_take_the_torch_product_unmeasured(monkeypatch):
     calls = fake_clock(monkeypatch, "torch")
     X, _ = data(300, 8)
     for step in ("rule", "fused", "auto"):  # "auto": 2,400 entries are too few to measure
-        chosen = hessian.choose(X, True, None, step)
+        chosen = hessian.choose(X, True, step)
         assert chosen.name == "torch" and chosen.selection.source == "rule"
     assert not any(calls.values())
 

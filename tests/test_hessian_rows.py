@@ -41,26 +41,31 @@ def _torch_hessian(X, theta, link, bias, w):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n,d", [(1, 1), (5, 3), (333, 17), (40000, 30)])
-def test_equals_the_torch_hessian_in_float64(link, bias, weighted, n, d):
+@pytest.mark.parametrize("blocks", ["default", "of 3 rows"])
+def test_equals_the_torch_hessian_in_float64(monkeypatch, link, bias, weighted, n, d, blocks):
+    """40,000 x 30 makes five blocks of rows by default, the last one short."""
     X, theta, w = _case(n, d, seed=n + d, weighted=weighted)
     if not bias:
         theta = theta[:, 1:]
-    work = torch.empty_like(X)
-    got = _rows().RowScaler(X, link, bias, w, work).hessian(theta)
+    scaler = _rows().RowScaler(X, link, bias, w)
+    if blocks != "default":  # the torch path keeps its default blocks
+        monkeypatch.setattr(F, "ROW_BLOCK_BYTES", 3 * 8 * d)
+        monkeypatch.setattr(F, "MIN_BLOCK_ROWS", 3)
+        scaler = _rows().RowScaler(X, link, bias, w)
+        assert len(scaler._blocks) == -(-n // 3)
+        monkeypatch.undo()
+    got = scaler.hessian(theta)
     want = _torch_hessian(X, theta, link, bias, w)
     assert got.shape == want.shape == (1, d + bias, d + bias) and got.dtype == torch.float64
     assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-12
     assert ((got - got.transpose(1, 2)).abs().max() / got.abs().max()).item() <= 1e-14  # as x^T (s x) rounds
-    z = X @ theta[:, 1:].T + theta[:, 0] if bias else X @ theta.T
-    s = F.diagonal_curvature(link, z, w)[:, 0]
-    assert torch.allclose(work, X * s[:, None], rtol=1e-13, atol=0)  # diag(s) X is left in the buffer
 
 
 def test_float32_agrees_with_float64_to_float32_rounding():
     X, theta, w = _case(5000, 40, seed=3, weighted=True)
     want = _torch_hessian(X, theta, "sigmoid", True, w)
     X32, theta32, w32 = X.float(), theta.float(), w.float()
-    got = _rows().RowScaler(X32, "sigmoid", True, w32, torch.empty_like(X32)).hessian(theta32)
+    got = _rows().RowScaler(X32, "sigmoid", True, w32).hessian(theta32)
     assert got.dtype == torch.float32
     assert ((got.double() - want).abs().max() / want.abs().max()).item() <= 1e-5
 
@@ -70,7 +75,7 @@ def test_large_logits_keep_their_curvature(scale):
     """``p (1 - p)`` loses its digits where p is near 1; ``e / (1 + e)^2`` keeps them: the Hessian
     matches one formed from the exact curvature, and stays finite and positive."""
     X, theta, _ = _case(2000, 5, seed=11, scale=scale)
-    got = _rows().RowScaler(X, "sigmoid", True, None, torch.empty_like(X)).hessian(theta)[0]
+    got = _rows().RowScaler(X, "sigmoid", True, None).hessian(theta)[0]
     z = (X @ theta[0, 1:] + theta[0, 0]).numpy()
     e = np.exp(-np.abs(z))
     s = torch.from_numpy(e / (1 + e) ** 2 / X.shape[0])
@@ -90,7 +95,7 @@ def test_the_same_bits_on_one_thread_or_two():
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            results.append(_rows().RowScaler(X, "sigmoid", True, w, torch.empty_like(X)).hessian(theta))
+            results.append(_rows().RowScaler(X, "sigmoid", True, w).hessian(theta))
     finally:
         numba.set_num_threads(before)
     assert torch.equal(results[0], results[1])
@@ -99,14 +104,12 @@ def test_the_same_bits_on_one_thread_or_two():
 def test_applies_only_where_it_forms_the_solve_hessian():
     rows = _rows()
     X = torch.randn(10, 3, dtype=torch.float64)
-    work = torch.empty_like(X)
-    assert rows.applies(X, "sigmoid", 1, work, F.gram)
-    assert not rows.applies(X, "softmax", 3, work, F.gram)
-    assert not rows.applies(X, "sigmoid", 2, work, F.gram)  # several outputs: one product per output
-    assert not rows.applies(X, "sigmoid", 1, None, F.gram)
-    assert not rows.applies(X, "sigmoid", 1, work, lambda *a: None)  # another BLAS's product
-    assert not rows.applies(X.T, "sigmoid", 1, work.T, F.gram)
-    assert not rows.applies(X.to(torch.bfloat16), "sigmoid", 1, work, F.gram)
+    assert rows.applies(X, "sigmoid", 1, F.gram)
+    assert not rows.applies(X, "softmax", 3, F.gram)
+    assert not rows.applies(X, "sigmoid", 2, F.gram)  # several outputs: one product per output
+    assert not rows.applies(X, "sigmoid", 1, lambda *a: None)  # another BLAS's product
+    assert not rows.applies(X.T, "sigmoid", 1, F.gram)
+    assert not rows.applies(X.to(torch.bfloat16), "sigmoid", 1, F.gram)
 
 
 @pytest.mark.parametrize("kind", ["binary", "regression"])

@@ -4,19 +4,20 @@ For one sigmoid or identity output the Hessian is one such ``(A, A)`` product pe
 (:func:`~torch_logreg.functional.block_diagonal_hessian`): ``N A^2`` multiply-adds, nearly all of a
 Newton iteration on a tall X. Which library computes it fastest depends on the CPU and the BLAS:
 
-* ``"torch"``: :func:`~torch_logreg.functional.gram`, one ``x^T (diag(s) x)`` product in torch's
-  BLAS (MKL in the x86 wheels), the whole square;
-* ``"openblas"``: ``y = sqrt(s) x``, then the upper triangle of ``y^T y`` by ``?syrk`` from
-  SciPy's OpenBLAS (half the multiply-adds), mirrored. OpenBLAS carries kernels for each CPU
-  family (Intel and AMD); MKL is tuned for Intel's. ``s >= 0`` always holds here (``w p (1 - p)``
-  or ``w``, with non-negative weights ``w``).
+* ``"torch"``: :func:`~torch_logreg.functional.gram`, ``x^T (diag(s) x)`` in torch's BLAS (MKL in
+  the x86 wheels), the whole square, added up a block of rows at a time;
+* ``"openblas"``: for each block, ``y = sqrt(s) x`` and the upper triangle of ``y^T y`` by
+  ``?syrk`` from SciPy's OpenBLAS (half the multiply-adds), then mirrored. OpenBLAS carries kernels
+  for each CPU family (Intel and AMD); MKL is tuned for Intel's. ``s >= 0`` always holds here
+  (``w p (1 - p)`` or ``w``, with non-negative weights ``w``).
 
 On the reference Intel machine (AVX-512, torch with MKL) at 100,000 x 100 in float64, with the
-bias and the scaling of x: torch 34-36 ms, OpenBLAS 50-58 ms. Where the solve is asked to measure
-(``fit_exact(..., step="auto")``), :func:`choose` times both once per machine and shape class
-through the steps' selector (:func:`torch_logreg.steps.measure.choose`: the same budget, margin,
-and process and disk caches) and keeps the faster; otherwise the torch product is used, and a
-solve gives the same bits from run to run. The two agree to rounding (a test bounds each entry's
+bias and the scaling of x: torch 27 ms, OpenBLAS 40 ms (31 and 40 ms on MKL's AVX2 code). Where
+the solve is asked to measure (``fit_exact(..., step="auto")``), :func:`choose` times both once
+per machine and shape class through the steps' selector
+(:func:`torch_logreg.steps.measure.choose`: the same budget, margin, and process and disk caches)
+and keeps the faster; otherwise the torch product is used, and a solve gives the same bits from
+run to run. The two agree to rounding (a test bounds each entry's
 difference by the rounding of its sum).
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,18 +33,30 @@ from .. import functional as F
 from ..steps import measure
 
 
-def openblas_gram(x: Tensor, s: Tensor, bias: bool = False, work: Tensor | None = None) -> Tensor:
+def openblas_gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
     """:func:`~torch_logreg.functional.gram` (``x`` dense on the CPU, float32 or float64, ``s >= 0``)
-    by SciPy's OpenBLAS: ``sqrt(s) x`` into ``work`` (made here where None), the upper triangle of
-    its ``y^T y`` by ``?syrk``, mirrored, and the bias's row and column from ``sum(s)`` and ``x^T s``."""
+    by SciPy's OpenBLAS, in the same blocks of rows (:func:`~torch_logreg.functional.row_blocks`):
+    ``sqrt(s) x`` of each block into a small buffer, its ``y^T y`` added to the upper triangle by
+    ``?syrk``; then the triangle mirrored, and the bias's row and column from ``sum(s)`` and
+    ``x^T s``."""
     from scipy.linalg import blas
 
-    y = torch.mul(x, s.sqrt()[:, None], out=work) if work is not None else x * s.sqrt()[:, None]
     syrk = blas.dsyrk if x.dtype == torch.float64 else blas.ssyrk
-    # y (N, D) row-major is y^T (D, N) column-major: syrk of y^T without transposing gives y^T y, no copy
-    upper = torch.from_numpy(syrk(1.0, y.numpy().T, trans=0, lower=0))
-    inner = upper.triu() + upper.triu(1).T
-    return F.with_bias_border(inner, x, s) if bias else inner
+    d = x.shape[1]
+    blocks = F.row_blocks(x)
+    buffer = x.new_empty(max(stop - start for start, stop in blocks), d)
+    upper = np.zeros((d, d), dtype=buffer.numpy().dtype, order="F")  # accumulated in place by ?syrk
+    border = x.new_zeros(d) if bias else None
+    for start, stop in blocks:
+        xb, sb = x[start:stop], s[start:stop]
+        y = torch.mul(xb, sb.sqrt()[:, None], out=buffer[: stop - start])
+        # y (M, D) row-major is y^T (D, M) column-major: syrk of y^T without transposing gives y^T y, no copy
+        upper = syrk(1.0, y.numpy().T, beta=1.0, c=upper, trans=0, lower=0, overwrite_c=1)
+        if bias:
+            border.addmv_(xb.T, sb)
+    triangle = torch.from_numpy(upper)
+    inner = triangle.triu() + triangle.triu(1).T
+    return F.bordered(inner, s.sum(), border) if bias else inner
 
 
 def products(x: Tensor) -> dict[str, Callable[..., Tensor]]:
@@ -59,20 +73,19 @@ def products(x: Tensor) -> dict[str, Callable[..., Tensor]]:
 
 
 class Product:
-    """A Gram product by ``name``: ``product(x, s, bias, work)``, as :func:`~torch_logreg.functional.gram`;
+    """A Gram product by ``name``: ``product(x, s, bias)``, as :func:`~torch_logreg.functional.gram`;
     ``step`` runs it once on the arguments it was made with (what the selector times), and
     ``selection`` says how it was chosen (:class:`~torch_logreg.steps.measure.Selection`)."""
 
-    def __init__(self, name: str, product: Callable[..., Tensor], x: Tensor, s: Tensor | None, bias: bool,
-                 work: Tensor | None) -> None:
+    def __init__(self, name: str, product: Callable[..., Tensor], x: Tensor, s: Tensor | None, bias: bool) -> None:
         self.name, self.product = name, product
-        self._args = (x, s, bias, work)
+        self._args = (x, s, bias)
 
     def step(self, X, T, l2: float = 0.0) -> None:
         self.product(*self._args)
 
 
-def choose(x: Tensor, bias: bool, work: Tensor | None, step: str = "rule") -> Product:
+def choose(x: Tensor, bias: bool, step: str = "rule") -> Product:
     """The Gram product for Newton's Hessians on ``x`` (a :class:`Product`: ``name``, ``product``,
     ``selection``). Measured (once per machine and shape class) only for ``step="auto"``; the
     torch product otherwise."""
@@ -81,12 +94,12 @@ def choose(x: Tensor, bias: bool, work: Tensor | None, step: str = "rule") -> Pr
     found = products(x) if step == "auto" else {"torch": F.gram}
     n, d = x.shape
     if len(found) == 1:
-        chosen = Product("torch", found["torch"], x, None, bias, work)
+        chosen = Product("torch", found["torch"], x, None, bias)
         why = "asked for the rule" if step != "auto" else "the only product that applies"
         chosen.selection = measure.Selection("torch", "rule", reason=why)
         return chosen
     s = torch.ones(n, dtype=x.dtype, device=x.device)  # the values do not change the time
-    candidates = {name: (lambda name=name, p=p: Product(name, p, x, s, bias, work)) for name, p in found.items()}
+    candidates = {name: (lambda name=name, p=p: Product(name, p, x, s, bias)) for name, p in found.items()}
     key = ("gram", measure.device_name(x.device), str(x.dtype).removeprefix("torch."), bias, measure.log2(n),
            measure.log2(d), ",".join(found), torch.get_num_threads(), torch.__version__)
     return measure.choose(key, candidates, x, None, work=n * d)

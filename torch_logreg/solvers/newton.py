@@ -25,8 +25,7 @@ class _Hessian:
     """
 
     def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor | None, sample_weight: Tensor | None,
-                 l2_diag: Tensor, null_cols: Tensor | None, work: Tensor | None = None, product=None,
-                 blocks: Tensor | None = None):
+                 l2_diag: Tensor, null_cols: Tensor | None, product=None, blocks: Tensor | None = None):
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
@@ -40,7 +39,7 @@ class _Hessian:
         else:
             if blocks is None:  # else formed already (hessian_rows.RowScaler)
                 s = F.diagonal_curvature(link, z, sample_weight)
-                blocks = F.block_diagonal_hessian(X, s, bias, work, product)
+                blocks = F.block_diagonal_hessian(X, s, bias, product)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
             self.blocks = blocks
             self.full = None
@@ -102,10 +101,8 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     link = model.link
     # the softmax Hessian's rank-one part is formed from [1, X]; the others never copy X
     Xa = augment(X, bias) if link == "softmax" else None
-    # diag(s) X for the Hessian's products, made once for the whole solve
-    work = torch.empty_like(X) if Xa is None and X.layout == torch.strided else None
     # which BLAS forms the Hessian's products: measured where blas="auto" (fit_exact(step="auto"); hessian.py)
-    product = hessian.choose(X, bias, work, blas).product if Xa is None else None
+    product = hessian.choose(X, bias, blas).product if Xa is None else None
     theta = get_theta(layer)
     mask = penalty.theta_mask(theta, bias)
     l2_diag = l2 * mask
@@ -120,13 +117,13 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     # objective_and_grad's. It returns its own buffers, so the values kept are copied. About an
     # evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
     step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
-    # one read of X for the logits, the curvature and diag(s) X where numba is loaded (by that step)
+    # one read of X for the logits, the curvature, diag(s) X and the product where numba is loaded (by that step)
     rows = None
     if jit.ready():
         from . import hessian_rows  # imports numba, loaded already
 
-        if hessian_rows.applies(X, link, theta.shape[0], work, product):
-            rows = hessian_rows.RowScaler(X, link, bias, w, work)
+        if hessian_rows.applies(X, link, theta.shape[0], product):
+            rows = hessian_rows.RowScaler(X, link, bias, w)
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
         set_theta(layer, th)
@@ -150,7 +147,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         if rows is not None:
             hess = _Hessian(link, X, bias, Xa, None, w, l2_diag, null_cols, blocks=rows.hessian(theta))
         else:
-            hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, work, product)
+            hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, product)
         if not hess.is_finite():
             raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
                                  f"iteration {it}; {NON_FINITE_HINT}")
