@@ -264,7 +264,7 @@ def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
         if name == "newton":  # which BLAS formed its Hessians (chosen in the warm-up solve, cached since)
             from torch_logreg.solvers import hessian
 
-            product = hessian.choose(Xt, True, torch.empty_like(Xt), STEP)
+            product = hessian.choose(Xt, True, STEP)
             table.chose(section, f"newton's Hessian product, {n:,} x {d} float64", product.selection)
         T = holder["m"].targets(y, n)
         loss = float(holder["m"].objective(Xt, T, l2))

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 
 import torch_logreg as tl
-from torch_logreg.steps import batch_fused, jit, measure
+from torch_logreg.steps import batch_fused, jit, measure, select
 from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.reference import ReferenceStep
@@ -97,6 +97,24 @@ def test_a_short_cold_full_batch_run_takes_the_feature_major_step_and_the_same_p
     assert selection.source == "rule" and not selection.seconds  # nothing measured
     assert "a run of 30 steps" in selection.reason and "numba's load" in selection.reason
     assert_same_fit(with_cold, warm)
+
+
+@needs_numba
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("step", ["rule", "auto"])
+def test_a_cold_run_too_short_for_a_copy_of_x_takes_the_reference_step(monkeypatch, tmp_path, kind, step):
+    epochs = select.FEATURE_MAJOR_MIN_STEPS - 1
+    warm, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0, step=step)
+    go_cold(monkeypatch, tmp_path)
+    with_cold, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0, step=step)
+    selection = with_cold[0].stepper.selection
+    assert isinstance(with_cold[0].stepper, ReferenceStep) and selection.step == "reference"
+    assert selection.source == "rule" and not selection.seconds
+    assert f"a run of {epochs} steps" in selection.reason and "too few to pay for a copy of X" in selection.reason
+    assert_same_fit(with_cold, warm)
+    # from that many steps on, the copy pays
+    longer, = train_variants(kind, [{}], epochs=epochs + 1, lr=0.5, tol=0.0, step=step)
+    assert isinstance(longer[0].stepper, FeatureMajorStep)
 
 
 @needs_numba
@@ -230,8 +248,10 @@ def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monke
                   max_iter=1000)
         solutions.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     warm, cold_step = chosen
-    assert warm.selection.step == "row_major" and cold_step.selection.step == "feature_major"
-    assert "a run of 1,000 steps" in cold_step.selection.reason
+    # Newton weighs the evaluations a solve takes (newton.EVALUATIONS), too few for the copy of X
+    expected = ("reference", "a run of 12 steps") if solver == "newton" else ("feature_major", "a run of 1,000 steps")
+    assert warm.selection.step == "row_major" and cold_step.selection.step == expected[0]
+    assert expected[1] in cold_step.selection.reason
     torch.testing.assert_close(solutions[1], solutions[0], rtol=0, atol=1e-7)
 
 

@@ -16,6 +16,12 @@ from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
+#: the evaluations of the objective a solve is expected to take, for the choice of its step: about
+#: one an iteration, and Newton takes 5-10 iterations from zero (max_iter bounds it, and is far
+#: more). Where numba is not loaded yet, the selector weighs its load against these; a solve
+#: also saves the Hessian kernel's gain on each iteration then, about one more evaluation's time
+EVALUATIONS = 12
+
 
 class _Hessian:
     """The Hessian at one point: block diagonal ``(K, A, A)`` or full ``(K, A, K, A)``.
@@ -116,7 +122,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     # the loop's full-batch step (one fused pass on CPU for one output); results equal
     # objective_and_grad's. It returns its own buffers, so the values kept are copied. About an
     # evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
-    step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
+    step = select.full_batch(model, X, T, sample_weight=w, steps=min(max_iter, EVALUATIONS)).step
     # one read of X for the logits, the curvature, diag(s) X and the product where numba is loaded (by that step)
     rows = None
     if jit.ready():

@@ -29,8 +29,10 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   ``RULE_MAX_OUTPUTS``), else the feature-major step; for mini-batches, ``BatchStep``. On the
   CPU, where numba is not loaded in the process yet (a fresh interpreter) and the run, by the
   number of steps the caller gives, would be done on the torch path sooner than numba loads
-  (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major step for the full batch and
-  the reference step for mini-batches (the sparse step without its kernels on sparse X);
+  (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major step for the full batch
+  (the reference step for fewer than ``FEATURE_MAJOR_MIN_STEPS`` steps, too few to pay for its
+  copy of X) and the reference step for mini-batches (the sparse step without its kernels on
+  sparse X);
 * ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
   process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
   the cost is bounded, the choice is cached in the process and on disk; where the caller says
@@ -67,6 +69,12 @@ from .reference import ReferenceStep
 _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
 #: why "auto" does not measure a run of several processes
 _DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
+#: the fewest full-batch steps of a short run (numba not loaded) for which the feature-major step
+#: pays for its copy of X; fewer take the reference step. The copy cost 2 to 40 reference steps'
+#: gain on the reference machine (0.35 ms against 0.04 ms a step at 100 x 10, 57 against 5.8 ms at
+#: 200,000 x 100 float32, 139 against 7.4 ms at 60,000 x 784 x 10, 50 against 1.2 ms at
+#: 100,000 x 100 float64), about 10 in the middle
+FEATURE_MAJOR_MIN_STEPS = 16
 
 
 def _tag(step, source: str, reason: str = "", name: str | None = None):
@@ -183,7 +191,8 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
     the CPU (``fused_k_cpu.rule_min_features`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
     fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
     ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`, or ``short``, why,
-    where the caller has decided) takes the feature-major step."""
+    where the caller has decided) takes the feature-major step, or the reference step where it
+    has fewer than :data:`FEATURE_MAJOR_MIN_STEPS` steps to pay for the copy of X."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
@@ -191,6 +200,8 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
         return _tag(_rule_cuda(model, X, T), "rule", reason)
     short = _short_cold_run(steps, X.nbytes) if short is None else short
     if short:
+        if steps is not None and steps < FEATURE_MAJOR_MIN_STEPS:
+            return _tag(ReferenceStep(model), "rule", f"{short}; too few to pay for a copy of X")
         return _tag(FeatureMajorStep(model, X, T), "rule", short)
     name = _rule_name(model, X)
     if name in ("fused", "row_major"):
