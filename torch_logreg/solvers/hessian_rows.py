@@ -10,7 +10,7 @@ kernel here reads each row of a block once for its logit, its curvature ``s_n``,
 ``s_n x_n`` (written to a buffer of one block) and the bias's row; torch's BLAS then adds the
 block's ``x^T (diag(s) x)`` from the caches. At 100,000 x 100 float64 on a 2-core Intel Xeon a
 Hessian takes 27 ms this way against 29-31 ms in torch (34-36 ms on AVX2 code paths against
-36-38 ms); the product itself is about 19 ms (27 ms on AVX2).
+36-38 ms); the product itself takes 17-19 ms of that (23-27 ms).
 
 ``s_n = v_n e / (1 + e)^2`` with ``e = exp(-|z_n|)`` for the sigmoid (``p (1 - p)`` written so it
 keeps its digits where ``p`` is near 0 or 1, as :func:`~torch_logreg.functional.diagonal_curvature`

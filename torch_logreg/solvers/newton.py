@@ -16,10 +16,11 @@ from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
-#: the evaluations of the objective a solve is expected to take, for the choice of its step: about
-#: one an iteration, and Newton takes 5-10 iterations from zero (max_iter bounds it, and is far
-#: more). Where numba is not loaded yet, the selector weighs its load against these; a solve
-#: also saves the Hessian kernel's gain on each iteration then, about one more evaluation's time
+#: the steps against which the selector weighs numba's load where it is not loaded yet
+#: (``select.full_batch``'s ``steps``): a solve takes 5-10 iterations from zero (``max_iter``
+#: bounds them and is far more), each about two evaluations' worth of time numba could save (the
+#: evaluation itself, and the Hessian kernel's gain over the torch path, about as much). Fewer
+#: than ``select.FEATURE_MAJOR_MIN_STEPS``, so a short solve does not copy X for the feature-major step
 EVALUATIONS = 12
 
 
