@@ -176,6 +176,12 @@ def row_blocks(x: Tensor) -> list[tuple[int, int]]:
     return [(start, min(n, start + rows)) for start in range(0, n, rows)] or [(0, 0)]
 
 
+def row_block_buffer(x: Tensor, blocks: list[tuple[int, int]]) -> Tensor:
+    """An empty buffer like ``x`` with the rows of the largest of ``blocks`` (:func:`row_blocks`),
+    for a block of ``x`` scaled row by row."""
+    return x.new_empty(max(stop - start for start, stop in blocks), x.shape[1])
+
+
 def gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
     """``x~^T diag(s) x~`` ``(A, A)`` for x ``(N, D)`` dense or CSR and ``s`` ``(N,)``, where
     ``x~ = [1, x]`` (``A = D + 1``) when ``bias``, else ``x`` itself: the column of ones is never
@@ -189,7 +195,7 @@ def gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
     if x.layout != torch.strided:
         return weighted_gram(csr_prepend_ones(x) if bias else x, s)
     blocks = row_blocks(x)
-    buffer = x.new_empty(max(stop - start for start, stop in blocks), x.shape[1]) if len(blocks) > 1 else None
+    buffer = row_block_buffer(x, blocks) if len(blocks) > 1 else None
     inner = border = None
     for start, stop in blocks:
         xb, sb = x[start:stop], s[start:stop]

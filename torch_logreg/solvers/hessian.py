@@ -44,7 +44,7 @@ def openblas_gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
     syrk = blas.dsyrk if x.dtype == torch.float64 else blas.ssyrk
     d = x.shape[1]
     blocks = F.row_blocks(x)
-    buffer = x.new_empty(max(stop - start for start, stop in blocks), d)
+    buffer = F.row_block_buffer(x, blocks)
     upper = np.zeros((d, d), dtype=buffer.numpy().dtype, order="F")  # accumulated in place by ?syrk
     border = x.new_zeros(d) if bias else None
     for start, stop in blocks:

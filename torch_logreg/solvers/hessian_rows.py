@@ -113,7 +113,7 @@ class RowScaler:
         self._weighted = sample_weight is not None
         self._inv_n = 1.0 / n
         self._blocks = F.row_blocks(X)
-        self._buffer = X.new_empty(max(stop - start for start, stop in self._blocks), d)
+        self._buffer = F.row_block_buffer(X, self._blocks)
         self._chunks = [max(1, -(-(stop - start) * d // CHUNK_ENTRIES)) for start, stop in self._blocks]
 
     @torch.no_grad()
