@@ -23,6 +23,8 @@ LAYERS = [
     {"app"},
     {"", "__main__"},  # the package root (lazy names) and python -m torch_logreg
 ]
+#: the modules of the inference package, lowest first: each imports only those before it
+INFERENCE = ["stats", "tables", "diagnostics", "covariance", "constraints", "constraint_strings", "margins", "results"]
 #: the core: maths to models and the references; also the steps, the loop and the solvers
 LIBRARY = set().union(*LAYERS[:6])
 #: third-party packages the library must not import (the app and the scikit-learn wing may)
@@ -134,6 +136,15 @@ def test_imports_go_down_the_layers():
     upward = [f"{m} (layer {layer_of(m)}) imports {n} (layer {layer_of(n)}) at line {line}"
               for m, targets in edges.items() for n, line in targets.items() if layer_of(n) > layer_of(m)]
     assert not upward, "\n".join(upward)
+
+
+def test_the_inference_package_imports_one_way():
+    edges, _, _ = GRAPH
+    rank = {f"inference.{m}": i for i, m in enumerate(INFERENCE)}
+    assert {m for m in edges if m.split(".")[0] == "inference"} == {"inference", *rank}
+    backward = [f"{m} imports {n} at line {line}" for m in rank for n, line in edges[m].items()
+                if n.split(".")[0] == "inference" and not rank.get(n, len(rank)) < rank[m]]
+    assert not backward, "\n".join(backward)
 
 
 def test_the_library_imports_neither_sklearn_nor_the_app():

@@ -722,16 +722,17 @@ def test_marginal_effects_refusals(spector):
 @pytest.mark.parametrize("cov_type", ["HC2", "cluster"])
 def test_chunked_sums_equal_one_pass(cov_type):
     """The meat and the marginal-effect Jacobian are sums over chunks of rows: the chunking must not matter."""
-    from torch_logreg.inference import _margeff_terms, _sandwich
+    from torch_logreg.inference.covariance import sandwich
+    from torch_logreg.inference.margins import margeff_terms
 
     rng = np.random.default_rng(4)
     n, a, k = 50, 4, 3
     Xa = torch.as_tensor(np.column_stack([np.ones(n), rng.normal(size=(n, a - 1))]))
     B = torch.as_tensor(np.vstack([np.zeros(a), rng.normal(size=(k - 1, a))]))
     omega = torch.as_tensor(rng.random(n))
-    one = _margeff_terms(Xa, B, omega)
+    one = margeff_terms(Xa, B, omega)
     for chunk in (1, 7):
-        for x, y in zip(one, _margeff_terms(Xa, B, omega, chunk_size=chunk), strict=True):
+        for x, y in zip(one, margeff_terms(Xa, B, omega, chunk_size=chunk), strict=True):
             torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-14)
     p = torch.sigmoid(Xa @ B[1])
     bread = torch.linalg.inv(Xa.T @ (Xa * (p * (1 - p))[:, None]))
@@ -739,7 +740,7 @@ def test_chunked_sums_equal_one_pass(cov_type):
     codes = torch.as_tensor(np.arange(n) % 6)
     groups = (codes, 6) if cov_type == "cluster" else (None, None)
     args = (bread, Xa, resid, omega, cov_type, "var_weights", *groups, float(n), a, p * (1 - p))
-    torch.testing.assert_close(_sandwich(*args, chunk_size=3), _sandwich(*args), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(sandwich(*args, chunk_size=3), sandwich(*args), rtol=1e-12, atol=1e-14)
 
 
 # --- CUDA against the CPU ---------------------------------------------------------------------

@@ -258,8 +258,8 @@ def test_the_estimator_on_scipy_sparse_equals_the_estimator_on_the_dense_array(n
 
 @pytest.mark.parametrize("cov_type", ["nonrobust", "HC0", "HC3"])
 def test_inference_on_sparse_x_equals_the_dense_inference(cov_type, monkeypatch):
-    from torch_logreg import inference
     from torch_logreg.estimators.estimator import InferenceUnavailable, LogisticRegressionClassifier
+    from torch_logreg.inference import results
 
     est = LogisticRegressionClassifier(penalty=None, cov_type=cov_type)
     assert est.__sklearn_tags__().input_tags.sparse
@@ -270,7 +270,7 @@ def test_inference_on_sparse_x_equals_the_dense_inference(cov_type, monkeypatch)
     dense = LogisticRegressionClassifier(penalty=None, cov_type=cov_type).fit(X, y).inference_
     assert np.abs(sparse.bse - dense.bse).max() <= 1e-10 * np.abs(dense.bse).max()
     assert np.abs(sparse.params - dense.params).max() <= 1e-10 * np.abs(dense.params).max()
-    monkeypatch.setattr(inference, "SPARSE_DENSE_MAX_ENTRIES", 1000)  # a sparse X too large to read densely
+    monkeypatch.setattr(results, "SPARSE_DENSE_MAX_ENTRIES", 1000)  # a sparse X too large to read densely
     with pytest.raises(InferenceUnavailable, match="inference reads sparse X as dense rows"):
         _ = LogisticRegressionClassifier(penalty=None).fit(A, y).inference_
 
