@@ -575,6 +575,45 @@ def test_wald_test_refuses_bad_matrices(spector):
         res.wald_test([0, np.nan, 0, 0])
 
 
+@pytest.mark.parametrize(
+    "text,R,q",
+    [
+        ("GPA = TUCE = 0", [[0, 1, -1, 0], [0, 0, 1, 0]], [0, 0]),
+        ("GPA - 2 * TUCE = 1", [0, 1, -2, 0], 1),
+        ("(GPA + TUCE) / 2 = PSI, const = -10", [[0, 0.5, 0.5, -1], [1, 0, 0, 0]], [0, -10]),
+    ],
+)
+def test_wald_test_from_arrays_equals_the_string_form(spector, text, R, q):
+    """``R, q`` as arrays, as the pair ``(R, q)`` or as text: one test, the same statistic, p-value and df."""
+    X, y, _ = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES, cov_type="HC1")
+    from_text = res.wald_test(text)
+    np.testing.assert_array_equal(from_text.r_matrix, np.atleast_2d(R))
+    np.testing.assert_array_equal(from_text.q, np.broadcast_to(q, from_text.q.shape))
+    for test in (res.wald_test(np.array(R), q), res.wald_test((np.array(R), np.array(q))), res.wald_test(R, q=q)):
+        np.testing.assert_allclose([test.statistic, test.pvalue], [from_text.statistic, from_text.pvalue], rtol=1e-12)
+        assert test.df == from_text.df == np.atleast_2d(R).shape[0] and test.test == "Wald"
+
+
+def test_wald_test_from_arrays_refuses_bad_shapes(spector):
+    X, y, _ = spector
+    _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES)
+    R = np.array([[0, 1.0, 0, 0], [0, 0, 1, 0]])
+    with pytest.raises(UsageError, match=r"needs R with 4 columns \(one per parameter\), got shape \(2, 3\)"):
+        res.wald_test(R[:, :3])
+    with pytest.raises(UsageError, match=r"needs R with 4 columns .* got shape \(1, 2, 4\)"):
+        res.wald_test(R[None])
+    with pytest.raises(UsageError, match=r"q with one value per restriction \(2\) or one in all, got shape \(3,\)"):
+        res.wald_test(R, [0, 0, 0])
+    with pytest.raises(UsageError, match=r"q with one value per restriction .* got shape \(2, 1\)"):
+        res.wald_test((R, np.zeros((2, 1))))
+    for pair, q in (((R, [0, 0]), [0, 0]), ((R, [0, 0], 1), None)):
+        with pytest.raises(UsageError, match=r"takes q once: R as the pair \(R, q\) with q left out"):
+            res.wald_test(pair, q=q)
+    with pytest.raises(UsageError, match="R and q of numbers"):
+        res.wald_test([[0, 1, 0, 0], [0, 1]])
+
+
 def test_lr_test_matches_statsmodels(spector):
     from scipy.stats import chi2
 

@@ -35,14 +35,13 @@ class ChiSquareTest:
 def linear_constraints(R, q, n_params: int) -> tuple[np.ndarray, np.ndarray]:
     """``(R, q)`` as float64 arrays ``(r, n_params)`` and ``(r,)``, checked.
 
-    ``R`` is an ``(r, n_params)`` matrix, or a vector for one restriction; ``q`` one value per
-    restriction, a scalar for all of them, or None for 0. ``R`` may also be statsmodels' pair
-    ``(R, q)``: a tuple of two entries, the first of more dimensions than the second (a tuple of
-    rows stays a matrix), with ``q`` then left None.
+    ``R`` is an ``(r, n_params)`` matrix (an array or a list of rows), or a vector for one
+    restriction; ``q`` one value per restriction, a scalar for all of them, or None for 0. A tuple is
+    statsmodels' pair ``(R, q)``, with ``q`` then left None.
     """
-    if isinstance(R, tuple) and len(R) == 2 and np.ndim(R[0]) > np.ndim(R[1]):
-        if q is not None:
-            raise UsageError("wald_test takes q once: in the pair (R, q) or as q, not both")
+    if isinstance(R, tuple):
+        if len(R) != 2 or q is not None:
+            raise UsageError("wald_test takes q once: R as the pair (R, q) with q left out, or R a matrix and q apart")
         R, q = R
     try:
         R = np.atleast_2d(np.asarray(R, dtype=np.float64))
