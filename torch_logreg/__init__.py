@@ -10,7 +10,8 @@ The layers, each importing only those above it in this list:
                  several processes)
     solvers/     exact optima: Newton, proximal Newton, L-BFGS, proximal gradient (FISTA); theta
                  helpers; separation
-    inference.py standard errors and tests of unpenalised fits
+    inference/   standard errors and tests of unpenalised fits: covariances, results, margins,
+                 constraints
     path.py      regularization paths: warm-started penalties, k-fold scores, the refit
     estimators/  the scikit-learn wing: the estimator and the cross-validation engine
     app/         the training application: configs, data files, runs, TensorBoard, the CLI
