@@ -26,6 +26,7 @@ import importlib
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,12 +122,12 @@ def parts(python: str, out: Path, scratch: Path) -> list[Part]:
 BUDGET_S = 480
 
 
-def environment() -> dict[str, str]:
-    """The child processes' environment: this checkout first on PYTHONPATH, the step selector's cache apart
-    from the user's, no .pyc files written into the checkout."""
+def environment(scratch: Path) -> dict[str, str]:
+    """The child processes' environment: this checkout first on PYTHONPATH, the step selector's cache in
+    ``scratch`` (apart from the user's: no choice measured before counts), no .pyc files written into the checkout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env["TORCH_LOGREG_CACHE"] = tempfile.mkdtemp(prefix="gpu-check-steps-")
+    env["TORCH_LOGREG_CACHE"] = str(scratch / "steps")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -246,11 +247,13 @@ def report(results: list[Result], header: list[tuple[str, str]], out: Path, dry_
 
     lines = ["# GPU check" + (" (dry run)" if dry_run else ""), "", "| | |", "|---|---|"]
     lines += [f"| {cell(k)} | {cell(v)} |" for k, v in header]
-    lines += ["", "| part | status | seconds | timeout | figures |", "|---|---|---|---|---|"]
+    if results:
+        lines += ["", "| part | status | seconds | timeout | figures |", "|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.part.name} | {r.status} | {r.seconds:.1f} | {r.part.timeout} | "
                      f"{cell('; '.join(r.figures))} |")
-    lines += ["", "What each part checks:", ""]
+    if results:
+        lines += ["", "What each part checks:", ""]
     lines += [f"- **{r.part.name}**: {r.part.what}" for r in results]
     bench = out / "bench_gpu.md"
     if bench.exists() and not dry_run:
@@ -267,42 +270,49 @@ def main(argv=None) -> int:
     p.add_argument("--dry-run", action="store_true", help="check that every part resolves, on any machine; run nothing")
     p.add_argument("--only", help="comma-separated part names (default: all)")
     args = p.parse_args(argv)
-    python = sys.executable
     out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        return check(Path(tmp), out, args.dry_run, args.only, p.error)
+
+
+def check(scratch: Path, out: Path, dry_run: bool, only: str | None, error) -> int:
+    """Every part (or those ``only`` names) with ``scratch`` for its temporary files; the report into ``out``."""
+    python = sys.executable
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    env = environment()
+    env = environment(scratch)
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # the dry run imports in this process too
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     todo = parts(python, out, scratch)
     assert sum(part.timeout for part in todo) == BUDGET_S
-    if args.only:
-        names = [n.strip() for n in args.only.split(",")]
+    if only:
+        names = [n.strip() for n in only.split(",")]
         unknown = set(names) - {part.name for part in todo}
         if unknown:
-            p.error(f"unknown part(s) {sorted(unknown)}; the parts: {[part.name for part in todo]}")
+            error(f"unknown part(s) {sorted(unknown)}; the parts: {[part.name for part in todo]}")
         todo = [part for part in todo if part.name in names]
 
     header = versions(python, env)
     header.append(("budget", f"{sum(part.timeout for part in todo)} s (the parts' timeouts added up)"))
-    if not args.dry_run:
+    if not dry_run:
         available = dict(header).get("torch", "")
         if "cuda available True" not in available:
             header.append(("stopped", "this interpreter's torch sees no CUDA GPU; nothing was run"))
             path = report([], header, out, dry_run=False)
-            print(f"{python}: torch sees no CUDA GPU ({available or 'torch did not import'}); "
-                  f"report: {path}", file=sys.stderr)
+            print(f"{python}: torch sees no CUDA GPU ({available or 'torch did not import'}); report: {path}",
+                  file=sys.stderr)
             return 2
     results = []
     for part in todo:
-        results.append(dry_run_part(part, python, env) if args.dry_run else run_part(part, env, logs, scratch))
-    path = report(results, header, out, args.dry_run)
+        results.append(dry_run_part(part, python, env) if dry_run else run_part(part, env, logs, scratch))
+    metrics = scratch / "train" / "metrics.json"
+    if metrics.exists():  # the run itself goes with the scratch folder
+        shutil.copy(metrics, logs / "train-metrics.json")
+    path = report(results, header, out, dry_run)
     print(f"report: {path}")
-    bad = {"unresolved"} if args.dry_run else {"failed"}
+    bad = {"unresolved"} if dry_run else {"failed"}
     return 1 if any(r.status in bad for r in results) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
