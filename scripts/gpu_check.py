@@ -51,7 +51,7 @@ class Part:
     modules: tuple[str, ...] = ()  # that must import (from the checkout or the interpreter)
     gpu_modules: tuple[str, ...] = ()  # that must import on the GPU machine (the CPU builds of torch lack them)
     figures: object = None  # figures(log text, run folder) -> extra figures, after the FIGURE lines
-    check: object = None  # check() for the dry run: raises where the part would not start
+    check: object = None  # check() for the dry run: a note (or None); raises where the part would not start
 
 
 @dataclass
@@ -85,36 +85,61 @@ def train_figures(_text: str, folder: Path) -> list[str]:
     return figures
 
 
-def load_config(path: Path, overrides: list[str]):
+def synthetic_config() -> None:
+    """The train part's config as the command will read it: raises where it would not load."""
     from torch_logreg.app.config import load_config
 
-    return load_config(path, overrides)
+    load_config(ROOT / "configs" / "synthetic_gpu.toml", ["train.device=cuda"])
+
+
+def collect_cuda_tests(python: str) -> str:
+    """pytest collects the tests marked cuda (on any machine: the marker, not the GPU, selects them)."""
+    proc = subprocess.run([python, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                           "tests"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    found = re.search(r"(\d+)/\d+ tests collected|(\d+) tests? collected", proc.stdout)
+    count = int(next(g for g in found.groups() if g)) if found else 0
+    if proc.returncode or not count:
+        raise RuntimeError(f"pytest collected no cuda tests: {(proc.stdout + proc.stderr).strip().splitlines()[-1:]}")
+    return f"{count} cuda tests collected"
+
+
+def import_benchmark(name: str) -> None:
+    """``benchmarks/{name}.py`` imports (as its own folder on sys.path makes it, for ``from common import``)."""
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
 
 
 def parts(python: str, out: Path, scratch: Path) -> list[Part]:
     """The parts in the order they run; the timeouts add up to BUDGET_S."""
     bench_out = out / "bench_gpu"
+    ranks_s = 60  # NCCL, then gloo where NCCL refuses: each try gets half of it, less a margin to report
     return [
         Part("cuda tests", 150, "the tests marked cuda (CUDA results against CPU ones), Triton compiled included",
              [python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"],
-             files=("tests/conftest.py",), modules=("pytest",), figures=pytest_summary),
+             files=("tests/conftest.py",), modules=("pytest",), figures=pytest_summary,
+             check=lambda: collect_cuda_tests(python)),
         Part("triton kernel", 45, "the fused Triton kernel compiled on the GPU against its interpreter's answers",
              [python, "scripts/gpu_parts.py", "triton"], files=("scripts/gpu_parts.py",),
              modules=("torch_logreg.steps.fused_triton",), gpu_modules=("triton",)),
         Part("cuda graph", 30, "full-batch gd with cuda_graph=True against the plain loop: weights, time per epoch",
              [python, "scripts/gpu_parts.py", "cuda-graph"], files=("scripts/gpu_parts.py",),
              modules=("torch_logreg.steps.cuda_graph",)),
-        Part("torchrun nccl", 60, "2 processes on one GPU under torchrun with NCCL (gloo on the GPU where NCCL refuses)",
-             [python, "scripts/gpu_parts.py", "ranks", "--timeout", "55"], files=("scripts/gpu_parts.py",),
+        Part("torchrun nccl", ranks_s, "2 processes on one GPU under torchrun with NCCL (gloo on the GPU where NCCL refuses)",
+             [python, "scripts/gpu_parts.py", "ranks", "--timeout", str(ranks_s - 5)], files=("scripts/gpu_parts.py",),
              modules=("torch_logreg.distributed", "torch.distributed.run")),
         Part("train synthetic_gpu", 90, "torch-logreg train --config configs/synthetic_gpu.toml on cuda, end to end",
              [python, "-m", "torch_logreg", "train", "--config", "configs/synthetic_gpu.toml", "--quiet", "--run-dir",
               str(scratch / "train"), "--device", "cuda"],
              files=("configs/synthetic_gpu.toml",), modules=("torch_logreg.app.cli",), figures=train_figures,
-             check=lambda: load_config(ROOT / "configs" / "synthetic_gpu.toml", ["train.device=cuda"])),
+             check=synthetic_config),
         Part("gpu benchmark", 105, "fused binary pass vs a device-to-device copy, softmax vs autograd, epoch at 1e7 x 100",
              [python, "benchmarks/bench_gpu.py", "--device", "cuda", "--json", f"{bench_out}.json", "--markdown",
-              f"{bench_out}.md"], files=("benchmarks/bench_gpu.py", "benchmarks/common.py")),
+              f"{bench_out}.md"], files=("benchmarks/bench_gpu.py", "benchmarks/common.py"),
+             check=lambda: import_benchmark("bench_gpu")),
     ]
 
 
@@ -197,44 +222,22 @@ def run_part(part: Part, env: dict, logs: Path, scratch: Path) -> Result:
     return Result(part, status, seconds, figures)
 
 
-def dry_run_part(part: Part, python: str, env: dict) -> Result:
-    """Files there, modules importable, the command's program found; the cuda tests collected."""
+def dry_run_part(part: Part) -> Result:
+    """Files there, modules importable, the part's own check (the cuda tests collected, the config loaded, ...)."""
     started = time.perf_counter()
-    problems, notes = [], []
-    problems += [f"missing {f}" for f in part.files if not (ROOT / f).exists()]
-    script = next((a for a in part.argv[1:3] if a.endswith(".py")), None)
-    if script is not None and not (ROOT / script).exists():
-        problems.append(f"missing {script}")
+    problems, notes = [f"missing {f}" for f in part.files if not (ROOT / f).exists()], []
     for name in part.modules:
         try:
             importlib.import_module(name)
         except Exception as e:  # noqa: BLE001  (any failure to import is the finding)
             problems.append(f"import {name}: {type(e).__name__}: {e}")
-    for name in part.gpu_modules:
-        if importlib.util.find_spec(name) is None:
-            notes.append(f"{name} not installed here (needed on the GPU machine)")
+    notes += [f"{name} not installed here (needed on the GPU machine)" for name in part.gpu_modules
+              if importlib.util.find_spec(name) is None]
     if part.check is not None:
         try:
-            part.check()
+            notes += [note for note in [part.check()] if note]
         except Exception as e:  # noqa: BLE001
             problems.append(f"{type(e).__name__}: {e}")
-    if part.name == "cuda tests":
-        proc = subprocess.run([python, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p", "no:cacheprovider",
-                               "tests"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        found = re.search(r"(\d+)/\d+ tests collected|(\d+) tests? collected", proc.stdout)
-        count = int(next(g for g in found.groups() if g)) if found else 0
-        if proc.returncode or not count:
-            problems.append(f"pytest collected no cuda tests: {proc.stdout.strip().splitlines()[-1:]}")
-        else:
-            notes.append(f"{count} cuda tests collected")
-    if script is not None and script.startswith("benchmarks/"):
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        try:
-            importlib.import_module(Path(script).stem)
-        except Exception as e:  # noqa: BLE001
-            problems.append(f"import {script}: {type(e).__name__}: {e}")
-        finally:
-            sys.path.remove(str(ROOT / "benchmarks"))
     figures = [f"would run `{' '.join(part.argv)}` (timeout {part.timeout} s)", *notes, *problems]
     status = "unresolved" if problems else "dry-run"
     print(f"{part.name}: {status}  {'; '.join(figures)}", flush=True)
@@ -305,7 +308,7 @@ def check(scratch: Path, out: Path, dry_run: bool, only: str | None, error) -> i
             return 2
     results = []
     for part in todo:
-        results.append(dry_run_part(part, python, env) if dry_run else run_part(part, env, logs, scratch))
+        results.append(dry_run_part(part) if dry_run else run_part(part, env, logs, scratch))
     metrics = scratch / "train" / "metrics.json"
     if metrics.exists():  # the run itself goes with the scratch folder
         shutil.copy(metrics, logs / "train-metrics.json")

@@ -177,10 +177,15 @@ def rank(backend: str, device: str) -> int:
 
 
 def torchrun(backend: str, timeout: float) -> subprocess.CompletedProcess:
+    """Two ranks on cuda:0 over ``backend``; a hang counts as exit status 124, with what it printed."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(HERE),
                "rank", "--backend", backend, "--device", "cuda:0"]
     print("$", " ".join(command), flush=True)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        text = [t.decode(errors="replace") if isinstance(t, bytes) else (t or "") for t in (e.stdout, e.stderr)]
+        return subprocess.CompletedProcess(command, 124, text[0], text[1] + f"\ntimed out after {timeout:.0f} s")
 
 
 def ranks(timeout: float) -> int:

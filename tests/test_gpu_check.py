@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CUDA
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,9 +63,23 @@ def test_a_part_passes_skips_fails_or_times_out(tmp_path):
     assert "| p | passed |" in text and "| p | skipped |" in text and text.count("| p | failed |") == 2
 
 
+def test_the_dry_run_names_what_does_not_resolve():
+    def broken():
+        raise RuntimeError("no such config")
+
+    part = gpu_check.Part("p", 5, "a part", [sys.executable, "scripts/missing.py"], files=("scripts/missing.py",),
+                          modules=("torch_logreg.no_such_module",), check=broken)
+    result = gpu_check.dry_run_part(part)
+    assert result.status == "unresolved"
+    assert result.figures[0] == f"would run `{sys.executable} scripts/missing.py` (timeout 5 s)"
+    assert result.figures[1:] == ["missing scripts/missing.py",
+                                  "import torch_logreg.no_such_module: ModuleNotFoundError: No module named "
+                                  "'torch_logreg.no_such_module'", "RuntimeError: no such config"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CUDA, reason="this machine has a GPU: the check would run")
 def test_without_a_gpu_the_check_stops_with_a_report(tmp_path):
-    if "cuda available True" in dict(gpu_check.versions(sys.executable, env_with_checkout())).get("torch", ""):
-        pytest.skip("this machine has a GPU: the check would run")
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "sees no CUDA GPU" in proc.stderr
