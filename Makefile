@@ -49,6 +49,12 @@ bench-cuda: $(DEV)
 	$(BIN)/python benchmarks/bench_core.py --device cuda
 	$(BIN)/python benchmarks/run.py --device cuda --json benchmarks/results-cuda.json
 
+# every GPU part (cuda tests, Triton compiled, CUDA graph, NCCL, train, GPU rows) in under 8 minutes, with
+# $(PYTHON) as it is (no venv, no pip); one report in OUT. DRY_RUN=1: only check that each part resolves (any machine)
+.PHONY: gpu-check
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py --out $(or $(OUT),runs/gpu-check) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
+
 # numba's compiled kernels (its cache checks only each kernel's own source file, not those it calls)
 clean-kernels:
 	find torch_logreg -name "*.nbi" -delete -o -name "*.nbc" -delete

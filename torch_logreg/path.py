@@ -22,9 +22,9 @@ The largest penalty (glmnet's ``lambda_max``)
     ``penalty_min_ratio lambda_max`` in ``n_penalties`` log-spaced steps.
 
 Cross-validation
-    ``cv`` stratified folds (seeded; :func:`stratified_folds`) or the ``(train, test)`` index pairs
-    given. On each fold the whole path is fitted on the training rows (from that fold's own
-    intercept-only start) and scored on the held-out rows: ``"log_loss"`` (mean negative
+    ``cv`` stratified folds (seeded; :func:`torch_logreg.folds.kfold`, plain k-fold for multilabel and linear
+    targets) or the ``(train, test)`` index pairs given. On each fold the whole path is fitted on the training
+    rows (from that fold's own intercept-only start) and scored on the held-out rows: ``"log_loss"`` (mean negative
     log-likelihood, lower is better), ``"accuracy"`` (higher is better; multilabel: all outputs right) or, for
     ``kind="linear"``, ``"mse"`` (mean squared error over rows and outputs, lower is better); with sample weights
     the held-out means are weighted. Each penalty gets the mean over the folds and its standard error
@@ -57,9 +57,11 @@ import torch
 from torch import Tensor
 
 from . import arguments, validation
+from . import folds as folds_lib
 from . import functional as F
 from .devices import resolve_device, resolve_dtype
 from .errors import UsageError
+from .folds import stratified_folds  # kept importable from here, where it was first defined
 from .models import LinearRegression, LogisticRegression, SoftmaxRegression
 from .registry import EXACT_SOLVERS, L1_SOLVERS
 from .solvers import ConvergenceWarning, check_sample_weight, choose_solver, fit_exact
@@ -101,31 +103,7 @@ def choose_path_solver(solver: str, l1_ratio: float, n_params: int, sparse: bool
     return choose_solver(n_params, l1=l1_ratio, penalised=True, sparse=sparse)
 
 
-# --- folds and the choice ----------------------------------------------------------------------
-
-
-def stratified_folds(labels, n_splits: int, *, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_splits`` ``(train rows, held-out rows)`` pairs of sorted int64 index arrays; each row is held out once.
-
-    ``labels`` ``(N,)``: the rows of each class are shuffled (``numpy.random.default_rng(seed)``) and dealt to
-    the folds in turn, continuing the rotation from class to class, so every fold holds ``floor`` or ``ceil`` of
-    its share of each class and the fold sizes differ by at most one. One label for all rows (``np.zeros(N)``)
-    gives plain, unstratified k-fold.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    n = labels.shape[0]
-    n_splits = arguments.number("cv", n_splits, low=2, integer=True)
-    if n_splits > n:
-        raise UsageError(f"cv={n_splits} folds need at least {n_splits} rows, got {n}")
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(n, dtype=np.int64)
-    offset = 0
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        rng.shuffle(rows)
-        fold_of[rows] = (offset + np.arange(rows.shape[0])) % n_splits
-        offset += rows.shape[0]
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(n_splits)]
+# --- the choice --------------------------------------------------------------------------------
 
 
 def best_index(mean_scores, greater_is_better: bool = False) -> int:
@@ -425,15 +403,9 @@ def regularization_path(
     solver = choose_path_solver(solver, l1_ratio, (d + int(bias)) * k, sparse=Xt.layout != torch.strided)
 
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
-        stratify = kind in ("binary", "softmax")
-        labels = T.argmax(1) if kind == "softmax" else T[:, 0]
-        labels = labels.cpu().numpy() if stratify else np.zeros(n)
-        if stratify:
-            classes, counts = np.unique(labels, return_counts=True)
-            if counts.min() < cv:
-                raise UsageError(f"class {int(classes[counts.argmin()])} has {counts.min()} rows, fewer than cv={cv} "
-                                 "folds: every training fold needs each class; lower cv")
-        folds = stratified_folds(labels, cv, seed=seed)
+        stratify = kind in ("binary", "softmax")  # multilabel and linear targets: plain k-fold
+        labels = (T.argmax(1) if kind == "softmax" else T[:, 0]).cpu().numpy()
+        folds = folds_lib.kfold(labels, cv, seed=seed, stratify=stratify)
     else:
         folds = _check_folds(cv, n)
 

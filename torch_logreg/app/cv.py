@@ -4,7 +4,8 @@ engine of :mod:`torch_logreg.estimators.model_selection`.
 ``--grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5`` tries every combination on the rows
 outside the test split, each fold standardized on its own training part, trained the way the
 config says (the loop, or newton / lbfgs; with ``patience``, early stopping reads a validation
-part of the fold's training rows, as ``train`` does), and scored on the held-out fold. The table is
+part of the fold's training rows, as ``train`` does), and scored on the held-out fold (the folds of
+:func:`torch_logreg.folds.kfold`, which ``path`` deals too for the same rows and seed). The table is
 printed best first; a run directory keeps ``results.json`` and one TensorBoard hparams trial
 per combination, so the HPARAMS dashboard compares them.
 """
@@ -17,6 +18,7 @@ import math
 
 import torch
 
+from .. import folds as folds_lib
 from ..errors import UsageError
 from ..estimators import model_selection
 from ..registry import EXACT_SOLVERS
@@ -71,11 +73,9 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
                                                    cfg.train.seed, stratify=kind != "linear", classes=classes)
     pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
     X_pool, y_pool = data_lib.take_rows(ds.X, pool), y.index_select(0, pool.to(y.device))
-    labels = y_pool.cpu().numpy()
     stratify = kind != "linear"
-    if stratify and min(labels.tolist().count(c) for c in set(labels.tolist())) < folds:
-        raise UsageError(f"a class has fewer rows than --folds={folds}; lower --folds")
-    splits = model_selection.folds(labels, folds, seed=cfg.train.seed, stratify=stratify)
+    splits = folds_lib.kfold(y_pool.cpu().numpy(), folds, seed=cfg.train.seed, stratify=stratify, name="--folds",
+                             class_names=classes)
 
     keys = list(grid)
     trials = {}

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from .. import arguments, validation
+from .. import folds as folds_lib
 from ..devices import resolve_dtype
 from ..errors import UsageError
-from ..path import CHOICES, SCORINGS_OF_KIND, regularization_path, stratified_folds
+from ..path import CHOICES, SCORINGS_OF_KIND, regularization_path
 from ..registry import EXACT_SOLVERS
 from ..solvers import ConvergenceWarning as SolverConvergenceWarning
 from .estimator import PENALISED_TOL, ConvergenceWarning, InferenceUnavailable, LogisticRegressionClassifier
@@ -51,7 +52,7 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         The penalty on the weights (never on the intercept).
     cv : int >= 2, a scikit-learn splitter or a list of (train, test) index pairs, default 5
         An int gives stratified folds, shuffled with ``random_state``
-        (:func:`torch_logreg.path.stratified_folds`); every class needs at least ``cv`` rows.
+        (:func:`torch_logreg.folds.kfold`); every class needs at least ``cv`` rows.
     scoring : {"log_loss", "accuracy"}, default "log_loss"
         The held-out score: mean negative log-likelihood (lower is better) or accuracy (higher is better);
         both weighted by the sample and class weights of the held-out rows (scikit-learn weighs only its
@@ -158,14 +159,8 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
     def _folds(self, X, y, y_index):
         """``cv`` as (train, test) pairs: stratified and seeded for an int, a splitter's splits, or the pairs given."""
         if isinstance(self.cv, numbers.Integral) and not isinstance(self.cv, bool):
-            cv = arguments.number("cv", self.cv, low=2, integer=True)
-            counts = np.bincount(y_index)
-            if counts.min() < cv:
-                raise UsageError(
-                    f"class {self.classes_[counts.argmin()]!r} has {counts.min()} samples, fewer than cv={cv} folds: "
-                    "every fold needs each class; lower cv"
-                )
-            return stratified_folds(y_index, cv, seed=0 if self.random_state is None else int(self.random_state))
+            seed = 0 if self.random_state is None else int(self.random_state)
+            return folds_lib.kfold(y_index, self.cv, seed=seed, class_names=self.classes_)
         if hasattr(self.cv, "split"):
             return list(self.cv.split(X, y))
         return self.cv

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import StratifiedKFold
 
+from .. import folds as folds_lib
 from ..errors import UsageError
 from ..solvers import ConvergenceWarning
 from .estimator import LogisticRegressionClassifier
@@ -51,13 +51,8 @@ def expand_grid(param_grid: Mapping | Sequence[Mapping]) -> list[dict]:
 
 def folds(y, n_splits: int, *, seed: int = 0, shuffle: bool = True, stratify: bool = True) -> list[tuple]:
     """``n_splits`` (train rows, held-out rows) index pairs, stratified by ``y``'s classes (or
-    plain k-fold for real targets), seeded."""
-    from sklearn.model_selection import KFold
-
-    y = np.asarray(y)
-    splitter = (StratifiedKFold if stratify else KFold)(n_splits=n_splits, shuffle=shuffle,
-                                                        random_state=seed if shuffle else None)
-    return list(splitter.split(np.zeros((len(y), 1)), y))
+    plain k-fold for real targets), seeded: :func:`torch_logreg.folds.kfold`."""
+    return folds_lib.kfold(y, n_splits, seed=seed, shuffle=shuffle, stratify=stratify, name="n_splits")
 
 
 def score_grid(combos: Sequence[Mapping], splits: Sequence[tuple], fit_and_score, *, rank_by: str,
@@ -126,14 +121,10 @@ def cross_validate_grid(
     if y.shape != (X.shape[0],):
         raise UsageError(f"y must have shape ({X.shape[0]},), got {y.shape}")
     sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    classes, counts = np.unique(y, return_counts=True)
+    classes = np.unique(y)
     if len(classes) < 2:
         raise UsageError(f"y contains only one class ({classes[0]}); cross-validation needs at least 2 classes")
-    if counts.min() < n_splits:
-        raise UsageError(
-            f"the smallest class ({classes[counts.argmin()]}) has {counts.min()} samples, fewer than "
-            f"n_splits={n_splits}: each fold needs at least one sample of every class"
-        )
+    splits = folds(y, n_splits, seed=seed, shuffle=shuffle)  # every class in every fold, checked before any fit
 
     base = LogisticRegressionClassifier(**dict(base_params or {}))
     valid = set(base.get_params())
@@ -166,7 +157,6 @@ def cross_validate_grid(
             "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
         }
 
-    splits = folds(y, n_splits, seed=seed, shuffle=shuffle)
     rows = score_grid(combos, splits, fit_and_score, rank_by="log_loss")
     for row in rows:
         n_warn = sum(row.pop(f"split{i}_convergence_warnings") for i in range(len(splits)))
