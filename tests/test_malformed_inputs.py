@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import struct
+import tomllib
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
@@ -22,7 +23,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import tomllib
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
