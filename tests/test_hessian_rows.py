@@ -52,7 +52,7 @@ def test_equals_the_torch_hessian_in_float64(monkeypatch, link, bias, weighted, 
         monkeypatch.setattr(F, "ROW_BLOCK_BYTES", 3 * 8 * d)
         monkeypatch.setattr(F, "MIN_BLOCK_ROWS", 3)
         scaler = _rows().RowScaler(X, link, bias, w)
-        assert len(scaler._blocks) == -(-n // 3)
+        assert len(scaler.blocks) == -(-n // 3)
         monkeypatch.undo()
     got = scaler.hessian(theta)
     want = _torch_hessian(X, theta, link, bias, w)
