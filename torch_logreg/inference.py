@@ -96,6 +96,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -346,7 +347,7 @@ class InferenceResult:
         jac = jac[index]
         cov = jac @ self.cov @ jac.T
         shape = (len(rows), len(cols))
-        me = effects[np.ix_(rows, cols)]
+        me = effects[np.ix_(rows, cols)]  # type: ignore[arg-type]  # numpy's stub takes no list of ints
         se = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
         if self.params.ndim == 1:
             me, se = me[0], se[0]
@@ -394,7 +395,8 @@ class InferenceResult:
         ci = self.conf_int(alpha)
         lo, hi = f"[{alpha / 2:.3f}", f"{1 - alpha / 2:.3f}]"
         header = f"{'':<16}{'coef':>10}{'std err':>11}{'z':>10}{'P>|z|':>10}{lo:>11}{hi:>10}"
-        blocks = [(None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
+        blocks: list[tuple[str | None, Any, Any, Any, Any, Any]] = [
+            (None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
         if self.params.ndim == 2:
             blocks = [
                 (f"{self.dep_variable}={self.class_names[k + 1]}", self.params[k], self.bse[k], self.zvalues[k],
@@ -531,7 +533,8 @@ class MarginalEffects:
             lines.append(f"{key:<16}{value:>21}")
         lo, hi = f"[{alpha / 2:.3f}", f"{1 - alpha / 2:.3f}]"
         ci = self.conf_int(alpha)
-        blocks = [(None, self.margeff, self.margeff_se, self.zvalues, self.pvalues, ci)]
+        blocks: list[tuple[str | None, Any, Any, Any, Any, Any]] = [
+            (None, self.margeff, self.margeff_se, self.zvalues, self.pvalues, ci)]
         if self.endog_names is not None:
             blocks = [(e, self.margeff[k], self.margeff_se[k], self.zvalues[k], self.pvalues[k], ci[k])
                       for k, e in enumerate(self.endog_names)]
@@ -819,6 +822,7 @@ def _sandwich(
         f = w.sqrt()
     if cov_type in ("HC2", "HC3"):
         # leverage of each sample (each copy, for frequency weights) in the IRLS hat matrix
+        assert curvature is not None  # HC2 and HC3 come with the curvature
         c_n = curvature if w is None or weights_kind == "freq_weights" else curvature * w
         h = torch.where(f > 0, c_n * ((Xa @ bread) * Xa).sum(1), 0)  # a zero-weight sample adds nothing
         full = h >= 1 - 100 * torch.finfo(h.dtype).eps
@@ -827,13 +831,13 @@ def _sandwich(
             raise UsageError(f"cov_type={cov_type!r} is undefined here: sample {i} has leverage 1 (it alone fixes a parameter)")
         f = f / (1 - h).sqrt() if cov_type == "HC2" else f / (1 - h)
     meat = Xa.new_zeros(c * a, c * a)
-    sums = Xa.new_zeros(n_groups, c * a) if codes is not None else None
+    sums = Xa.new_zeros(n_groups, c * a) if codes is not None else None  # type: ignore[arg-type]  # with codes
     chunk = chunk_size or max(1, (1 << 22) // (c * a))
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         s = ((f[rows, None] * resid[rows])[:, :, None] * Xa[rows, None, :]).reshape(-1, c * a)
         if sums is not None:
-            sums.index_add_(0, codes[rows], s)
+            sums.index_add_(0, codes[rows], s)  # type: ignore[index]  # sums come with codes
         else:
             meat.addmm_(s.T, s)
     if sums is not None:
@@ -843,7 +847,7 @@ def _sandwich(
     if cov_type == "HC1":
         cov = cov * (nobs / (nobs - k_params))
     elif cov_type == "cluster":
-        cov = cov * (n_groups / (n_groups - 1) * (nobs - 1) / (nobs - k_params))
+        cov = cov * (n_groups / (n_groups - 1) * (nobs - 1) / (nobs - k_params))  # type: ignore[operator]  # with codes
     return cov
 
 
@@ -920,7 +924,7 @@ def _parse_constraints(text: str, names: list[str]) -> tuple[np.ndarray, np.ndar
     n = len(names)
     pos = 0
 
-    def fail(what: str):
+    def fail(what: str) -> NoReturn:
         raise UsageError(f"cannot read the restrictions {text!r}: {what}")
 
     def peek():
@@ -993,7 +997,7 @@ def _parse_constraints(text: str, names: list[str]) -> tuple[np.ndarray, np.ndar
         if peek() == ("op", "("):
             depth, j = 0, pos
             while j < len(tokens):  # a parenthesised restriction holds "=" at its own depth
-                depth += {("op", "("): 1, ("op", ")"): -1}.get(tokens[j], 0)
+                depth += {("op", "("): 1, ("op", ")"): -1}.get(tokens[j], 0)  # type: ignore[arg-type]
                 if depth == 0:
                     break
                 if depth == 1 and tokens[j] == ("op", "="):
@@ -1040,7 +1044,8 @@ def _tokenize(text: str, names: list[str]) -> list[tuple[str, object]]:
                 i += 1
             else:
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-                raise UsageError(f"cannot read the restrictions {text!r}: {word.group()!r} is not a parameter name ({shown})")
+                raise UsageError(f"cannot read the restrictions {text!r}: {word.group()!r} "  # type: ignore[union-attr]
+                                 f"is not a parameter name ({shown})")
     return tokens
 
 
