@@ -155,6 +155,7 @@ def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
 
 
 @needs_numba
+@pytest.mark.e2e
 def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_measures(tmp_path):
     """A real fresh interpreter: a short fit (dense and sparse) and a small exact solve leave numba unimported (and
     SciPy's linear algebra, which Newton's measured Hessian product alone needs); loading numba

@@ -40,7 +40,7 @@ def _torch_hessian(X, theta, link, bias, w):
 @pytest.mark.parametrize("link", ["sigmoid", "identity"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("n,d", [(1, 1), (5, 3), (333, 17), (40000, 30)])
+@pytest.mark.parametrize("n,d", [(1, 1), (5, 3), (333, 17), pytest.param(40000, 30, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("blocks", ["default", "of 3 rows"])
 def test_equals_the_torch_hessian_in_float64(monkeypatch, link, bias, weighted, n, d, blocks):
     """40,000 x 30 makes five blocks of rows by default, the last one short."""

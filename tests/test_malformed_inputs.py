@@ -30,6 +30,9 @@ from hypothesis import strategies as st
 from torch_logreg.app.cli import main
 from torch_logreg.app.config import Config
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 PREFIX = "torch-logreg: error: "
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -191,6 +191,7 @@ def test_the_loop_runs_each_epoch_at_the_schedules_rate():
 # --- mixed precision ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bfloat16_reaches_the_float32_validation_loss_on_digits():
     """dtype="bfloat16": float32 master weights, the products in bfloat16 under autocast. On
     digits it ends within 1e-2 of the float32 run's validation loss (6e-4 measured)."""
