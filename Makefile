@@ -1,6 +1,8 @@
 # One command each: set up (if needed) and run.
 #   make train   - create .venv, install, train the default model, print test metrics
-#   make test    - create .venv, add the dev extra, run the linter (ruff), then the test suite
+#   make test    - create .venv, add the dev extra, run the linter (ruff) and the type checker
+#                  (mypy), then the whole test suite (what CI runs)
+#   make test-fast - the unit tests of every floor, under two minutes on two cores
 #   make test-cuda, make bench-cuda - the CUDA tests and the GPU benchmarks (NVIDIA GPU only)
 #
 # PyTorch: a machine with an NVIDIA driver (nvidia-smi on PATH) gets the default CUDA build of
@@ -15,7 +17,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: setup train test lint bench test-cuda bench-cuda clean clean-kernels
+.PHONY: setup train test test-fast lint typecheck bench test-cuda bench-cuda clean clean-kernels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,11 +34,25 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(BIN)/torch-logreg train
 
+# the fast tier: the unit tests of each floor of the package, without the tests marked slow
+# (more than a few seconds), e2e (the command line end to end) or cuda; --all-modules fails the
+# run unless it imported every module of torch_logreg
+FAST_TESTS := tests/test_architecture.py tests/test_functional.py tests/test_gradients.py tests/test_steps.py \
+	tests/test_optimizers.py tests/test_train.py tests/test_mlp.py tests/test_config.py tests/test_blocked_step.py \
+	tests/test_hessian_rows.py
+
 lint: $(DEV)
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest -q
+# the library below the application (settings in [tool.mypy] of pyproject.toml)
+typecheck: $(DEV)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q --durations=15
+
+test-fast: $(DEV)
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not cuda" --all-modules $(FAST_TESTS)
 
 bench: $(DEV)
 	$(BIN)/python benchmarks/run.py --quick

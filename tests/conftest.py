@@ -41,3 +41,48 @@ def step_cache(tmp_path_factory):
         os.environ.pop("TORCH_LOGREG_CACHE", None)
     else:
         os.environ["TORCH_LOGREG_CACHE"] = old
+
+
+# --- the fast tier's reach -----------------------------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption("--all-modules", action="store_true",
+                     help="fail unless the run imported every module of torch_logreg (make test-fast)")
+
+
+def _package_modules() -> list[str]:
+    """The dotted names of torch_logreg's modules, from its files (importing none of them)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "torch_logreg"
+    names = []
+    for path in root.rglob("*.py"):
+        parts = ("torch_logreg", *path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts[-1] != "__main__":  # the command line's entry point runs main() when imported
+            names.append(".".join(parts))
+    return sorted(names)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """With ``--all-modules``: the modules of the package the run never imported fail it."""
+    if not session.config.getoption("--all-modules"):
+        return
+    import sys
+
+    names = _package_modules()
+    missing = [name for name in names if name not in sys.modules]
+    session.config._modules_report = (len(names) - len(missing), len(names), missing)
+    if missing and session.exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    report = getattr(config, "_modules_report", None)
+    if report is not None:
+        touched, total, missing = report
+        terminalreporter.write_line(f"torch_logreg modules imported by the run: {touched} of {total}"
+                                    + (f"; never imported: {', '.join(missing)}" if missing else ""))

@@ -154,15 +154,18 @@ def test_several_outputs_in_float32_are_within_rounding_of_the_float64_reference
 def test_plain_step_runs_the_kernel_on_a_contiguous_batch_and_matches_the_torch_path(monkeypatch):
     model, X, T = problem("binary", 64, 9, torch.float64, seed=3)
     step = BatchStep(model, 64, torch.float64, "cpu")
+    assert step.kernel_name == "batch_fused"
     loss, grads = step.step(X, T, 0.1)
     loss, grads = loss.clone(), {k: g.clone() for k, g in grads.items()}
     calls = []
-    original = batch_fused._rows_kernel
-    monkeypatch.setattr(batch_fused, "_rows_kernel", lambda *a: calls.append(1) or original(*a))
+    original = batch_fused.RowsKernel.__call__
+    monkeypatch.setattr(batch_fused.RowsKernel, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
     step.step(X, T, 0.1)
     assert calls == [1]
-    with torch.no_grad():
-        torch_loss, torch_grads = step._torch_step(X, T, 0.1)
+    monkeypatch.setattr(batch_fused, "available", lambda: False)
+    torch_step = BatchStep(model, 64, torch.float64, "cpu")  # the same step without its kernel
+    assert torch_step.kernel_name is None
+    torch_loss, torch_grads = torch_step.step(X, T, 0.1)
     assert torch_loss.item() == pytest.approx(loss.item(), rel=1e-12)
     for k, g in torch_grads.items():
         torch.testing.assert_close(g, grads[k], rtol=1e-12, atol=1e-15)
@@ -288,11 +291,11 @@ def weights(tr) -> torch.Tensor:
 ])
 def test_the_row_path_trains_like_the_gathered_torch_path(monkeypatch, kind, options):
     fast = trainer(kind, **options)
-    assert fast._step_rows is not None
+    assert fast.reads_rows_in_place
     h_fast = fast.run()
     monkeypatch.setattr(batch_fused, "available", lambda: False)
     slow = trainer(kind, **options)
-    assert slow._step_rows is None and slow.stepper.name == "batch"
+    assert not slow.reads_rows_in_place and slow.stepper.name == "batch"
     h_slow = slow.run()
     w_fast, w_slow = weights(fast), weights(slow)
     assert ((w_fast - w_slow).abs().max() / w_slow.abs().max()).item() <= 1e-10
@@ -314,7 +317,7 @@ def test_same_seed_is_bit_identical_and_a_resumed_run_continues_exactly(dtype):
     resumed.model.load_state_dict(first.model.state_dict())
     resumed.load_state_dict(first.state_dict())
     resumed.run()
-    assert resumed._step_rows is not None
+    assert resumed.reads_rows_in_place
     assert torch.equal(weights(resumed), weights(a))
     assert resumed.history.train_objective == a.history.train_objective
 
@@ -329,18 +332,18 @@ def test_callbacks_see_each_steps_loss_and_gradient():
                          set(state.grads)))
 
     tr = trainer(epochs=1, n=70, callbacks=[Watch()])
-    assert tr._step_rows is not None
+    assert tr.reads_rows_in_place
     tr.run()
     assert [s[:3] for s in seen] == [(1, 32, 0), (2, 32, 0), (3, 6, 0)]
     assert all(np.isfinite(s[3]) and s[4] == {"linear.weight", "linear.bias"} for s in seen)
 
 
 def test_the_row_path_is_left_out_where_it_does_not_apply():
-    assert trainer("binary", batch_size=batch_fused.MAX_WORK // 6 + 1, n=batch_fused.MAX_WORK // 3)._step_rows \
-        is None  # too large a batch of one output for one thread
+    assert not trainer("binary", batch_size=batch_fused.MAX_WORK // 6 + 1,
+                       n=batch_fused.MAX_WORK // 3).reads_rows_in_place  # too large a batch of one output for one thread
     assert trainer(grad_check_every=3).stepper.name == "reference"
-    assert trainer(fast_path=False)._step_rows is None
-    assert trainer(batch_size=0)._step_rows is None  # the full batch has its own steps
+    assert not trainer(fast_path=False).reads_rows_in_place
+    assert not trainer(batch_size=0).reads_rows_in_place  # the full batch has its own steps
 
     class OwnBatches(tl.Trainer):
         def _batches(self):
@@ -349,7 +352,7 @@ def test_the_row_path_is_left_out_where_it_does_not_apply():
     gen = torch.Generator().manual_seed(0)
     X, y = torch.randn(50, 3, generator=gen, dtype=torch.float64), torch.randint(0, 2, (50,), generator=gen)
     own = OwnBatches(tl.LogisticRegression(3).double(), X, y, batch_size=8, epochs=2, device="cpu")
-    assert own._step_rows is None
+    assert not own.reads_rows_in_place
     own.run()
     assert own.step == 2 * 7
 

@@ -40,7 +40,7 @@ def test_blocked_step_equals_reference_step(kind, bias, l2, dtype, shape):
     n, rows = shape
     model, X, T = problem(kind, n, bias=bias, dtype=dtype, seed=GRID.index((kind, bias, l2, dtype, shape)))
     step = BlockedStep(model, X, T, rows=rows)
-    assert len(step._blocks) == -(-n // step.rows)
+    assert len(step.x_blocks) == -(-n // step.rows)
     assert_step_equals_reference(step, model, X, T, l2)
 
 
@@ -48,7 +48,7 @@ def test_blocked_step_equals_reference_step(kind, bias, l2, dtype, shape):
 def test_blocked_step_reuses_its_buffers_and_follows_in_place_updates(kind):
     model, X, T = problem(kind, 200, 5, seed=3)
     step = BlockedStep(model, X, T, rows=64)
-    assert all(xb.untyped_storage().data_ptr() == X.untyped_storage().data_ptr() for xb, *_ in step._blocks)  # no copy
+    assert all(xb.untyped_storage().data_ptr() == X.untyped_storage().data_ptr() for xb in step.x_blocks)  # no copy
     assert_reuses_buffers_and_follows_updates(step, model, X, T)
 
 

@@ -17,6 +17,9 @@ from torch_logreg.app.cli import main
 
 from helpers import expect_error, run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 

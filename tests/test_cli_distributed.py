@@ -10,6 +10,9 @@ import pytest
 
 from torch_logreg.app.checkpoint import load_checkpoint
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 SETS = ["train.device=cpu", "train.dtype=float64", "train.patience=0", "train.tol=0", "train.epochs=60",
         "train.solver=nesterov", "log.checkpoint_every=20"]
 

@@ -14,6 +14,9 @@ import torch
 
 from helpers import expect_error, run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -12,6 +12,9 @@ from torch_logreg.streaming import BatchStreamer
 
 from helpers import expect_error, run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 BASE = ["train.device=cpu", "train.dtype=float64", "train.epochs=4", "train.solver=nesterov", "train.batch_size=128",
         "train.patience=0", "train.tol=0", "data.val_fraction=0.05", "data.test_fraction=0.05", "log.checkpoint_every=2"]
 BUDGET = 600_000  # the files below take 1 MB (float32) or 2 MB

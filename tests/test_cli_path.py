@@ -15,6 +15,9 @@ from torch_logreg.app.runs import model_from_checkpoint
 
 from helpers import run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 
 def path_args(run_dir, *extra, sets=()):
     args = ["path", "--quiet", "--run-dir", run_dir, "--folds", "3", "--n-penalties", "6", "--min-ratio", "0.01",

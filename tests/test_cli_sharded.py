@@ -18,6 +18,9 @@ from torch_logreg.app.checkpoint import load_checkpoint
 from torch_logreg.app.shards import byte_range, row_groups
 from torch_logreg.distributed import shard_bounds
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 LINES = [b"1 1:0.5 3:2\n", b"\n", b"-1 2:1.5\r\n", b"# a comment\n", b"1 " + b"7:1 " * 40 + b"\n", b"-1 1:1",
          b"1 4:4\n" * 7]
 

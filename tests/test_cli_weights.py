@@ -12,6 +12,9 @@ from torch_logreg.app.runs import model_from_checkpoint
 
 from helpers import run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 
 def weighted_csv(path, n: int = 300, seed: int = 0, classes: int = 2):
     rng = np.random.default_rng(seed)

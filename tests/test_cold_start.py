@@ -72,13 +72,13 @@ def test_a_loaded_numba_costs_nothing_more():
 
 def test_the_load_measured_on_this_machine_is_read_from_the_disk_cache(cold, monkeypatch):
     path = measure.cache_file()
-    measure.write_disk(path, measure._jit_key(), {"step": "numba", "seconds": {"import": 0.5, "init": 2.0}})
+    measure.write_disk(path, measure.jit_key(), {"step": "numba", "seconds": {"import": 0.5, "init": 2.0}})
     assert measure.jit_seconds() == pytest.approx(2.5)
     monkeypatch.setattr(jit, "imported", lambda: True)  # what is left once numba is imported
     assert measure.jit_seconds() == pytest.approx(2.0)
     assert measure.jit_seconds(measured=False) == pytest.approx(jit.INIT_SECONDS)  # the rule's fixed estimate
     # a damaged entry falls back to the defaults
-    measure.write_disk(path, measure._jit_key(), {"step": "numba", "seconds": {"init": "slow", "import": -1}})
+    measure.write_disk(path, measure.jit_key(), {"step": "numba", "seconds": {"init": "slow", "import": -1}})
     assert measure.jit_seconds() == pytest.approx(jit.INIT_SECONDS)
 
 
@@ -127,7 +127,7 @@ def test_the_warm_run_of_the_same_problem_takes_the_kernel():
 def test_a_long_cold_run_pays_for_the_load(cold, monkeypatch):
     monkeypatch.setattr(measure, "jit_seconds", lambda measured=True: 1e-4)  # a load shorter than 30 torch steps
     (trainer, _, _), = train_variants("binary", [{}], epochs=30, lr=0.5, tol=0.0)
-    assert trainer.stepper.selection.step == "row_major" and trainer.stepper._kernel is not None
+    assert trainer.stepper.selection.step == "row_major" and trainer.stepper.kernel_name == "batch_fused"
 
 
 @needs_numba
@@ -137,7 +137,7 @@ def test_short_cold_mini_batches_take_the_reference_step(monkeypatch, tmp_path, 
     checkpoint records and a resumed run takes again."""
     common = dict(epochs=3, lr=0.1, batch_size=32, tol=0.0)
     warm, = train_variants(kind, [{}], **common)
-    assert isinstance(warm[0].stepper, BatchStep) and warm[0].stepper._kernel is not None
+    assert isinstance(warm[0].stepper, BatchStep) and warm[0].stepper.kernel_name == "batch_fused"
     go_cold(monkeypatch, tmp_path)
     for run in train_variants(kind, [{}, {"step": "auto"}], **common):
         selection = run[0].stepper.selection
@@ -150,11 +150,12 @@ def test_short_cold_mini_batches_take_the_reference_step(monkeypatch, tmp_path, 
 def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
     (full, _, _), (mini, _, _) = train_variants("binary", [{"step": "row_major"}, {"step": "row_major", "batch_size": 32}],
                                               epochs=2, lr=0.5, tol=0.0)
-    assert full.stepper._kernel is not None and mini.stepper._kernel is not None
+    assert full.stepper.kernel_name == mini.stepper.kernel_name == "batch_fused"
     assert full.stepper.selection.source == mini.stepper.selection.source == "forced"
 
 
 @needs_numba
+@pytest.mark.e2e
 def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_measures(tmp_path):
     """A real fresh interpreter: a short fit (dense and sparse) and a small exact solve leave numba unimported (and
     SciPy's linear algebra, which Newton's measured Hessian product alone needs); loading numba
@@ -174,7 +175,7 @@ def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_me
         sparse = tl.Trainer(tl.LogisticRegression(10).double(), (X.double() * (X > 1)).to_sparse_csr(), y,
                             epochs=20, tol=0.0)
         sparse.run()
-        assert sparse.stepper.name == "sparse" and sparse.stepper._fused is None
+        assert sparse.stepper.name == "sparse" and sparse.stepper.kernel_name is None
         report = {"step": trainer.stepper.selection.step, "numba": "numba" in sys.modules,
                   "scipy": "scipy.linalg" in sys.modules, "estimate": measure.jit_seconds()}
         if sys.argv[1] == "load":
@@ -193,7 +194,7 @@ def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_me
     assert first["step"] == "feature_major" and not first["numba"] and not first["scipy"]
     assert first["estimate"] == pytest.approx(jit.IMPORT_SECONDS + jit.INIT_SECONDS)
     assert first["loaded"] > 0 and first["after"] == 0.0
-    entry = json.loads((tmp_path / "steps.json").read_text())["entries"][measure._jit_key()]
+    entry = json.loads((tmp_path / "steps.json").read_text())["entries"][measure.jit_key()]
     assert set(entry["seconds"]) == {"import", "init"}
     assert sum(entry["seconds"].values()) == pytest.approx(first["loaded"])
     second = run("read")
@@ -218,7 +219,7 @@ def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_
         trainer.run()
         runs.append((trainer, torch.cat([p.detach().reshape(-1) for p in model.parameters()]), trainer.history))
     (warm, _, _), (cold_trainer, _, _) = runs
-    assert warm.stepper._fused is not None and cold_trainer.stepper._fused is None
+    assert warm.stepper.kernel_name is not None and cold_trainer.stepper.kernel_name is None
     assert "numba's load" in cold_trainer.stepper.selection.reason
     assert_same_fit(runs[1], runs[0])
 
@@ -261,7 +262,7 @@ def test_the_rule_decides_from_the_fixed_estimate_and_auto_from_the_measured_loa
     step, whatever load an earlier process measured); "auto" uses this machine's measurement."""
     from torch_logreg.steps import select
 
-    measure.write_disk(measure.cache_file(), measure._jit_key(), {"step": "numba", "seconds": {"import": 50.0,
+    measure.write_disk(measure.cache_file(), measure.jit_key(), {"step": "numba", "seconds": {"import": 50.0,
                                                                                               "init": 50.0}})
     model = tl.LogisticRegression(10).double()
     X = torch.randn(100, 10, dtype=torch.float64)

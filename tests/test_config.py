@@ -1,9 +1,9 @@
 """Configs: defaults, TOML files, --set overrides, and one clear error per mistake."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from torch_logreg.app.config import Config, config_from_dict, load_config
 from torch_logreg.errors import UsageError

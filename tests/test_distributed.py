@@ -96,6 +96,7 @@ def _weights():
     return torch.rand(203, generator=torch.Generator().manual_seed(9), dtype=torch.float64) * 2
 
 
+@pytest.mark.e2e
 def test_full_batch_matches_one_process(torchrun_results):
     X, y, _ = _data()
     ref = tl.LogisticRegression(7)
@@ -108,6 +109,7 @@ def test_full_batch_matches_one_process(torchrun_results):
         assert _rel(r["full"]["grad_norm"], h.grad_norm) <= 1e-10
 
 
+@pytest.mark.e2e
 def test_sample_weights_match_one_process(torchrun_results):
     X, y, _ = _data()
     ref = tl.LogisticRegression(7)
@@ -117,6 +119,7 @@ def test_sample_weights_match_one_process(torchrun_results):
         assert _rel(r["weighted"]["bias"], ref.linear.bias.tolist()) <= 1e-10
 
 
+@pytest.mark.e2e
 def test_full_batch_softmax_matches_one_process(torchrun_results):
     X, _, ys = _data()
     ref = tl.SoftmaxRegression(7, 3)
@@ -170,6 +173,7 @@ def _replay_mini_batches(n_epochs):
     return w.detach(), bias.detach(), epoch_losses
 
 
+@pytest.mark.e2e
 def test_mini_batches_keep_ranks_in_step(torchrun_results):
     r0, r1 = (r["mb"] for r in torchrun_results)
     assert [r0["local_n"], r1["local_n"]] == [102, 101] and r0["batch_size"] == r1["batch_size"] == 101
@@ -186,6 +190,7 @@ def test_mini_batches_keep_ranks_in_step(torchrun_results):
     assert _rel(r0["bias"], bias.tolist()) <= 1e-10
 
 
+@pytest.mark.e2e
 def test_mini_batch_epoch_loss_is_the_global_mean(torchrun_results):
     """Rank 1's shard fits in one batch but the epoch has two steps (the second a padding step):
     the epoch loss the stopping rules read is still the global mean over both steps."""

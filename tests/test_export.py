@@ -23,7 +23,7 @@ from torch_logreg.models import MODELS
 
 # torch 2.13 deprecates torch.jit.script; the torchscript export and the models' scriptability rest on it, so
 # the tests script on purpose
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

@@ -129,7 +129,7 @@ def test_result_does_not_depend_on_the_thread_count():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             step = FusedStep(model, X, T)
-            assert step._threads == threads and step._chunks >= 2
+            assert step.threads == threads and step.chunks >= 2
             results.append(step.step(X, T, 0.01))
     finally:
         torch.set_num_threads(before)

@@ -23,6 +23,7 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, re
 
 
 @needs_triton
+@pytest.mark.slow
 def test_kernel_equals_reference_in_the_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, str(HERE / "triton_interpreter_cases.py")], env=env,

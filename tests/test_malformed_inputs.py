@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import struct
+import tomllib
 import warnings
 import zipfile
 from dataclasses import dataclass, fields
@@ -22,13 +23,15 @@ from unittest import mock
 
 import numpy as np
 import pytest
-import tomllib
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from torch_logreg.app.cli import main
 from torch_logreg.app.config import Config
+
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
 
 PREFIX = "torch-logreg: error: "
 SETTINGS = dict(deadline=None, derandomize=True, database=None,

@@ -48,6 +48,7 @@ def test_stacked_manual_backward_matches_autograd(activation, link, n_out, l2):
         assert (manual[name] - reference[name]).abs().max().item() <= 1e-10 * max(scale, 1e-300), name
 
 
+@pytest.mark.slow
 def test_mlp_learns_xor_where_logistic_regression_cannot():
     X, y = xor_data()
     logistic = tl.LogisticRegression(2).double()
@@ -82,6 +83,8 @@ def _metrics(run_dir):
 CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ["xor_mlp.toml", "donut_mlp.toml"])
 def test_mlp_configs_fit_what_logistic_regression_cannot(capsys, tmp_path, config):
     """XOR, and the donut without its radius feature: a linear boundary stays near chance (see
@@ -97,6 +100,7 @@ def test_mlp_configs_fit_what_logistic_regression_cannot(capsys, tmp_path, confi
     assert payload["model_class"] == "MLP" and payload["model_args"]["hidden"]
 
 
+@pytest.mark.e2e
 def test_mlp_run_gradchecks_evaluates_predicts_and_cross_validates(capsys, tmp_path):
     import csv
 
@@ -168,6 +172,7 @@ def test_normal_initialisations_have_their_variance():
         assert model.fc0.weight.var().item() == pytest.approx(var, rel=0.02)
 
 
+@pytest.mark.e2e
 def test_mlp_run_logs_each_layers_histograms_and_the_decision_map(capsys, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -191,6 +191,7 @@ def test_the_loop_runs_each_epoch_at_the_schedules_rate():
 # --- mixed precision ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bfloat16_reaches_the_float32_validation_loss_on_digits():
     """dtype="bfloat16": float32 master weights, the products in bfloat16 under autocast. On
     digits it ends within 1e-2 of the float32 run's validation loss (6e-4 measured)."""
@@ -220,7 +221,25 @@ def test_bfloat16_is_refused_where_it_cannot_run(capsys, tmp_path):
     X, y = _data("binary")
     with pytest.raises(ValueError, match="cuda_graph runs the float32 or float64 step"):
         tl.Trainer(tl.LogisticRegression(D), X, y, dtype="bfloat16", cuda_graph=True, device="cpu")
-    if not torch.cuda.is_available() or torch.cuda.is_bf16_supported():
-        return
-    with pytest.raises(ValueError, match="needs a GPU with bfloat16 support"):  # pragma: no cover (old GPUs)
+
+
+def test_bfloat16_is_refused_on_a_gpu_without_it(monkeypatch):
+    """The rule on any machine: a CUDA device whose GPU has no bfloat16 gets one sentence naming
+    the GPU; the CPU always runs it."""
+    from torch_logreg import devices
+    from torch_logreg.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args, **kwargs: "Old GPU")
+    with pytest.raises(UsageError, match="needs a GPU with bfloat16 support; Old GPU has none: use 'float32'"):
+        devices.resolve_precision("bfloat16", device=torch.device("cuda"))
+    assert devices.resolve_precision("bfloat16", device=torch.device("cpu")) == (torch.float32, torch.bfloat16)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.is_bf16_supported(),
+                    reason="needs a CUDA GPU without bfloat16")
+def test_bfloat16_is_refused_by_the_trainer_on_a_gpu_without_it():
+    X, y = _data("binary")
+    with pytest.raises(ValueError, match="needs a GPU with bfloat16 support"):
         tl.Trainer(tl.LogisticRegression(D), X, y, dtype="bfloat16", device="cuda")

@@ -15,6 +15,9 @@ from torch_logreg.app.data import load_dataset
 
 from helpers import run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p.name for p in (ROOT / "configs").glob("*.toml"))
 QUICK = ["train.device=cpu", "train.epochs=3", "log.checkpoint_every=1", "train.patience=0"]

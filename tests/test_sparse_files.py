@@ -22,6 +22,9 @@ from torch_logreg.app.runs import model_from_checkpoint
 
 from helpers import expect_error, run_cli
 
+#: the command line end to end: left out of `make test-fast`
+pytestmark = pytest.mark.e2e
+
 N, D = 240, 30
 
 

@@ -80,12 +80,12 @@ def steps(model, X, T, w, monkeypatch):
     unbound = SparseStep(model)
     unbound.sample_weight = w
     bound = SparseStep(model, X, T, w)
-    assert bound._blocked is None and bound.XT is None
+    assert bound.kernel_name == "sparse_fused" and bound.XT is None
     monkeypatch.setattr(sparse_fused, "BLOCK_SHIFT", 2)
     monkeypatch.setattr(sparse_fused, "ROW_CHUNK", 16)  # several chunks of rows
     blocked = SparseStep(model, X, T, w)
     monkeypatch.undo()
-    assert (blocked._blocked is not None) == (X.shape[1] > 4) and blocked.XT is None
+    assert (blocked.kernel_name == "sparse_fused_blocked") == (X.shape[1] > 4) and blocked.XT is None
     return {"row pass, unbound": unbound, "row pass, bound": bound, "blocked": blocked}
 
 
@@ -208,7 +208,7 @@ def test_models_with_several_outputs_keep_the_torch_path(kind, monkeypatch):
     X = validation.as_tensor(A, "X", dtype=torch.float64)
     model = make_model(kind, 8).double()
     step = SparseStep(model, X)
-    assert step._fused is None and step._blocked is None and step.XT is not None
+    assert step.kernel_name is None and step.XT is not None
 
     def refuse(*args, **kwargs):
         raise AssertionError("the fused kernel ran")

@@ -177,7 +177,7 @@ def test_the_rule_gives_a_small_cpu_problem_to_the_batch_kernel(monkeypatch):
     model, X, T = problem(n=300)
     for step in ("rule", "auto"):  # "auto" does not measure a problem this small
         chosen = select.full_batch(model, X, T, step=step)
-        assert isinstance(chosen, RowMajorStep) and chosen._kernel is not None and chosen.selection.source == "rule"
+        assert isinstance(chosen, RowMajorStep) and chosen.kernel_name == "batch_fused" and chosen.selection.source == "rule"
     assert sum(calls.values()) == 0
     loss, grads = chosen.step(X, T, 0.1)
     loss_ref, grads_ref = model.objective_and_grad(X, T, 0.1)

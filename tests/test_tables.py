@@ -100,6 +100,7 @@ def write_both(tmp_path: Path, columns: dict) -> tuple[Path, Path]:
     return parquet, csv
 
 
+@pytest.mark.e2e
 def test_parquet_trains_like_the_same_rows_in_a_csv(tmp_path, capsys):
     parquet, csv = write_both(tmp_path, shop())
     sets = ["data.target=y", 'data.categorical=["colour"]', "train.solver=newton", "train.dtype=float64",

@@ -65,7 +65,7 @@ def main():
         model, X, T = case("binary", True, n, 9, torch.float64, 100 + n)
         loss_ref, grads_ref = model.objective_and_grad(X, T, 0.01)
         step = TritonStep(model, X, T)
-        check(f"programs n={n}", step._programs <= 3 and step._rows_per_program > 64, step._programs)
+        check(f"programs n={n}", step.programs <= 3 and step.rows_per_program > 64, step.programs)
         loss, grads = step.step(X, T, 0.01)
         again = step.step(X, T, 0.01)
         check(f"programs n={n}", abs(loss.item() - loss_ref.item()) <= 1e-12 * abs(loss_ref.item()), loss.item())

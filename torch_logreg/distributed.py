@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -75,7 +76,7 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
             os.environ.setdefault("MASTER_PORT", str(_free_port()))
             dist.init_process_group(backend, rank=0, world_size=1)
         else:
-            kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+            kwargs: dict[str, Any] = {"device_id": dev} if dev.type == "cuda" else {}
             dist.init_process_group(backend, **kwargs)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev, dist.get_backend())
 

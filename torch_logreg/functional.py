@@ -189,14 +189,15 @@ def gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
 
     A dense ``x`` is summed in blocks of rows (:func:`row_blocks`): each block is scaled into a
     small buffer and its product added while both are in the CPU's caches, so X is read from
-    memory once and no ``(N, D)`` copy of it is made (at 100,000 x 100 in float64 that copy was
-    80 MB, and forming it cost about half as much as the product). A CSR ``x`` (with its column of
+    memory once and no ``(N, D)`` copy of it is made (forming one cost about half as much as the
+    product: benchmarks/README.md). A CSR ``x`` (with its column of
     ones prepended) takes :func:`weighted_gram`'s sparse product."""
     if x.layout != torch.strided:
         return weighted_gram(csr_prepend_ones(x) if bias else x, s)
     blocks = row_blocks(x)
     buffer = row_block_buffer(x, blocks) if len(blocks) > 1 else None
-    inner = border = None
+    inner: Tensor | None = None
+    border: Tensor | None = None
     for start, stop in blocks:
         xb, sb = x[start:stop], s[start:stop]
         scaled = xb * sb[:, None] if buffer is None else torch.mul(xb, sb[:, None], out=buffer[: stop - start])
@@ -205,9 +206,10 @@ def gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
             border = xb.T @ sb if bias else None
         else:
             inner.addmm_(xb.T, scaled)
-            if bias:
+            if border is not None:
                 border.addmv_(xb.T, sb)
-    return bordered(inner, s.sum(), border) if bias else inner
+    assert inner is not None  # row_blocks gives at least one block
+    return inner if border is None else bordered(inner, s.sum(), border)
 
 
 def bordered(inner: Tensor, corner, border: Tensor) -> Tensor:

@@ -47,6 +47,11 @@ class Layer(nn.Module):
             raise RuntimeError(f"{type(self).__name__}.backward called before a forward with cache=True")
         return t
 
+    def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
+        """``dL/d input`` from ``dL/d output`` (None where ``need_input_grad`` is false), the
+        layer's own parameter gradients put in :attr:`grads`."""
+        raise NotImplementedError
+
     def clear_cache(self) -> None:
         """Drop the saved forward input/output (e.g. one that holds an autograd graph)."""
         self._saved.clear()
@@ -77,9 +82,8 @@ class Linear(Layer):
             raise UsageError(f"Linear: init must be 'uniform' or 'zeros', got {init!r}")
         self.in_features = in_features
         self.out_features = out_features
-        factory = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters(init)
 
     @torch.no_grad()
@@ -141,7 +145,7 @@ class Tanh(_Activation):
 
 
 class ReLU(_Activation):
-    _fn = staticmethod(torch.relu)
+    _fn = staticmethod(torch.relu)  # type: ignore[assignment]  # torch.relu has no out= argument
     _backward = staticmethod(F.relu_backward)
 
 

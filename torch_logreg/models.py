@@ -15,6 +15,8 @@ Dividing by ``C * N`` gives the objective above with ``l2 = 1 / (C * N)``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -60,8 +62,8 @@ class StackedModel(nn.Module):
         self.n_outputs = n_outputs
         self._init_args: dict = {}
         self._link_fn, self.loss_fn = F.LINKS[link]
-        first = next(iter(layers.values()))
-        self.n_features = first.in_features
+        first = cast(Linear, next(iter(layers.values())))  # a model's first layer is its Linear input
+        self.n_features: int = first.in_features
 
     # -- shapes and placement --
     @property
@@ -96,10 +98,11 @@ class StackedModel(nn.Module):
     def backward(self, grad_logits: Tensor) -> None:
         """Manual backward from ``dL/dlogits`` after ``logits(X, cache=True)``; fills each
         layer's ``grads`` and drops the layers' caches (a second backward needs a new forward)."""
-        layers = list(self.children())
+        layers = cast(list[Layer], list(self.children()))
         g = grad_logits
         for i in range(len(layers) - 1, -1, -1):
-            g = layers[i].backward(g, need_input_grad=i > 0)
+            # None only from the first layer, the last one called
+            g = cast(Tensor, layers[i].backward(g, need_input_grad=i > 0))
             layers[i].clear_cache()
 
     # -- targets --
@@ -145,7 +148,7 @@ class StackedModel(nn.Module):
             z = self.logits(X, cache=True)
             loss, grad_logits = self.loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
-            layers = self._modules.items()  # = named_children(), without its overhead
+            layers = cast(dict[str, Layer], self._modules).items()  # = named_children(), without its overhead
             grads = {f"{prefix}.{pname}": g for prefix, layer in layers for pname, g in layer.grads.items()}
             if l2:
                 params = {f"{prefix}.{pname}": getattr(layer, pname) for prefix, layer in layers for pname in layer.grads}

@@ -51,6 +51,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -237,7 +238,7 @@ class RegularizationPath:
     best_index: int = 0
     one_se_index: int = 0
     choice: str = "best"
-    model: object = field(default=None, repr=False)
+    model: Any = field(default=None, repr=False)
     fold_coef_path: Tensor | None = field(default=None, repr=False)
     fold_intercept_path: Tensor | None = field(default=None, repr=False)
     n_not_converged: int = 0
@@ -405,7 +406,7 @@ def regularization_path(
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         stratify = kind in ("binary", "softmax")  # multilabel and linear targets: plain k-fold
         labels = (T.argmax(1) if kind == "softmax" else T[:, 0]).cpu().numpy()
-        folds = folds_lib.kfold(labels, cv, seed=seed, stratify=stratify)
+        folds = folds_lib.kfold(labels, int(cv), seed=seed, stratify=stratify)
     else:
         folds = _check_folds(cv, n)
 
@@ -484,7 +485,7 @@ def regularization_path(
 
     rows = []
     for j in range(n_pen):
-        row = {"penalty": float(penalties[j]), f"mean_{scoring}": float(mean[j]), f"se_{scoring}": float(se[j]),
+        row: dict[str, Any] = {"penalty": float(penalties[j]), f"mean_{scoring}": float(mean[j]), f"se_{scoring}": float(se[j]),
                "n_nonzero": int(n_nonzero[j]), "n_iter": int(n_iter[j])}
         row.update({f"split{i}_{scoring}": float(scores_np[i, j]) for i in range(len(folds))})
         row["choice"] = ",".join(name for name, idx in (("best", best), ("1se", one_se)) if idx == j)

@@ -75,13 +75,13 @@ def theta_mask(theta: Tensor, bias: bool) -> Tensor:
     return mask
 
 
-def soft_threshold(x: Tensor, threshold: Tensor) -> Tensor:
+def soft_threshold(x: Tensor, threshold: Tensor | float) -> Tensor:
     """``sign(x) max(|x| - threshold, 0)``: the proximal map of ``threshold * |x|`` (elementwise,
     broadcast); entries within ``threshold`` of zero become exact zeros."""
     return torch.sign(x) * torch.clamp(x.abs() - threshold, min=0)
 
 
-def l1_optimality(theta: Tensor, grad: Tensor, l1_mask: Tensor) -> Tensor:
+def l1_optimality(theta: Tensor, grad: Tensor, l1_mask: Tensor | float) -> Tensor:
     """Minimum-norm subgradient of ``f + sum(l1_mask * |theta|)`` at ``theta`` (all of one shape; ``grad``
     is the gradient of the smooth ``f``, ``l1_mask`` holds ``l1`` on penalised entries, 0 elsewhere):
     ``g + l1 sign(theta)`` off zero, ``soft_threshold(g, l1)`` at zero. Its largest absolute entry

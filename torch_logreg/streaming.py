@@ -157,6 +157,7 @@ class BatchStreamer:
 
         Targets already checked up front are only converted here; otherwise they are checked.
         """
+        assert self._slots is not None  # allocated before the first fill
         xs, ts = self._slots[slot]
         if self.transform is not None:
             gathered = self._X_t[rows] if isinstance(rows, slice) else self._X_t.index_select(0, torch.from_numpy(rows))
@@ -280,6 +281,7 @@ class StreamingTrainer(Trainer):
     """
 
     streams_data = True
+    X: np.ndarray  # type: ignore[assignment]  # the rows stay in their memory-mapped file
 
     def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",
                  validate: bool = True, compute_threads: int | None = None, rows=None, transform=None,

@@ -339,6 +339,12 @@ class Trainer:
         """The training rows this process steps through (``X``'s, or those a streamed run reads)."""
         return int(self.X.shape[0])
 
+    @property
+    def reads_rows_in_place(self) -> bool:
+        """Whether each mini-batch reaches the step as its row numbers, the step's kernel reading
+        the rows where they lie in ``X`` (never gathered into a buffer)."""
+        return self._step_rows is not None
+
     # -- the loop --
     def _batches(self):
         n = self.X.shape[0]
@@ -380,6 +386,7 @@ class Trainer:
         self.history.grad_checks.append((self.step, report.max_rel_error))
         if not report.passed:
             worst = report.worst()
+            assert worst is not None  # a failed check compared something
             raise GradientCheckFailed(
                 f"gradient check failed at step {self.step}: {worst.parameter} differs from the "
                 f"{worst.reference} gradient by {worst.max_rel_error:.3e} relative "
@@ -447,9 +454,9 @@ class Trainer:
                         if l1:  # the steps' objective has the smooth penalty only
                             l1_term = penalty.l1_value(params, l1)
                             loss = loss + l1_term
-                            step_penalty.copy_(penalty.value(params, l2) + l1_term)
+                            step_penalty.copy_(penalty.value(params, l2) + l1_term)  # type: ignore[arg-type]
                         elif l2 and not includes_update:
-                            step_penalty.copy_(penalty.value(params, l2))
+                            step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
                         if one_batch:
                             epoch_loss, epoch_penalty = loss, step_penalty
                             if grads is not self.grad_mean:
@@ -460,7 +467,7 @@ class Trainer:
                             if l2 or l1:
                                 epoch_penalty.add_(step_penalty, alpha=nb / n)
                             if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
-                                self._grad_flat.add_(batch_flat, alpha=nb / n)
+                                self._grad_flat.add_(batch_flat, alpha=nb / n)  # type: ignore[arg-type]
                             else:
                                 for k, g in grads.items():
                                     self.grad_mean[k].add_(g, alpha=nb / n)
@@ -502,7 +509,7 @@ class Trainer:
     def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
         if self.l2:
-            self._step_penalty.copy_(penalty.value(params, self.l2))
+            self._step_penalty.copy_(penalty.value(params, self.l2))  # type: ignore[arg-type]
         self._update(params, grads)
 
     def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, epoch_penalty: Tensor,

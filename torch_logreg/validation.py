@@ -173,8 +173,8 @@ def check_square_range(x: Tensor, dtype: torch.dtype | None = None, name: str = 
         col_max = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device).scatter_reduce_(
             0, x.col_indices(), x.values().abs().to(torch.float64), "amax")
     else:
-        # one pass over x first (its smallest and largest entries: 4x faster than the column-wise
-        # reductions on a row-major x); the columns only where that finds a value too large
+        # one pass over x first (its smallest and largest entries: several times faster than the
+        # column-wise reductions on a row-major x); the columns only where that finds a value too large
         low, high = torch.aminmax(x)
         if max(-low.item(), high.item()) <= limit:  # False for a NaN, which the columns then look at
             return

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-
-import tomllib
 
 from .. import arguments
 from ..errors import UsageError

@@ -15,7 +15,7 @@ import os
 import stat
 import zipfile
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ def fingerprint(path: Path, max_bytes: int) -> dict:
 
 
 def _when(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def change(saved: dict | None, now: dict | None) -> str | None:

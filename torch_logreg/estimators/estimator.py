@@ -473,7 +473,7 @@ def _sample_weight(sample_weight, n: int) -> np.ndarray:
     """``(N,)`` float64 weights (ones when None); finite, non-negative, not all zero."""
     if sample_weight is None:
         return np.ones(n)
-    if isinstance(sample_weight, numbers.Number):
+    if isinstance(sample_weight, numbers.Real):
         return np.full(n, float(sample_weight))
     w = np.asarray(sample_weight, dtype=np.float64)
     if w.ndim != 1 or w.shape[0] != n:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def parse_constraints(text: str, names: list[str]) -> tuple[np.ndarray, np.ndarr
     n = len(names)
     pos = 0
 
-    def fail(what: str):
+    def fail(what: str) -> NoReturn:
         raise UsageError(f"cannot read the restrictions {text!r}: {what}")
 
     def peek():
@@ -99,7 +100,7 @@ def parse_constraints(text: str, names: list[str]) -> tuple[np.ndarray, np.ndarr
         if peek() == ("op", "("):
             depth, j = 0, pos
             while j < len(tokens):  # a parenthesised restriction holds "=" at its own depth
-                depth += {("op", "("): 1, ("op", ")"): -1}.get(tokens[j], 0)
+                depth += {("op", "("): 1, ("op", ")"): -1}.get(tokens[j], 0)  # type: ignore[arg-type]
                 if depth == 0:
                     break
                 if depth == 1 and tokens[j] == ("op", "="):
@@ -146,7 +147,8 @@ def _tokenize(text: str, names: list[str]) -> list[tuple[str, object]]:
                 i += 1
             else:
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-                raise UsageError(f"cannot read the restrictions {text!r}: {word.group()!r} is not a parameter name ({shown})")
+                raise UsageError(f"cannot read the restrictions {text!r}: {word.group()!r} "  # type: ignore[union-attr]
+                                 f"is not a parameter name ({shown})")
     return tokens
 
 

@@ -123,6 +123,7 @@ def sandwich(
         f = w.sqrt()
     if cov_type in ("HC2", "HC3"):
         # leverage of each sample (each copy, for frequency weights) in the IRLS hat matrix
+        assert curvature is not None  # HC2 and HC3 come with the curvature
         c_n = curvature if w is None or weights_kind == "freq_weights" else curvature * w
         h = torch.where(f > 0, c_n * ((Xa @ bread) * Xa).sum(1), 0)  # a zero-weight sample adds nothing
         full = h >= 1 - 100 * torch.finfo(h.dtype).eps
@@ -131,13 +132,13 @@ def sandwich(
             raise UsageError(f"cov_type={cov_type!r} is undefined here: sample {i} has leverage 1 (it alone fixes a parameter)")
         f = f / (1 - h).sqrt() if cov_type == "HC2" else f / (1 - h)
     meat = Xa.new_zeros(c * a, c * a)
-    sums = Xa.new_zeros(n_groups, c * a) if codes is not None else None
+    sums = Xa.new_zeros(n_groups, c * a) if codes is not None else None  # type: ignore[arg-type]  # with codes
     chunk = chunk_size or max(1, (1 << 22) // (c * a))
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
         s = ((f[rows, None] * resid[rows])[:, :, None] * Xa[rows, None, :]).reshape(-1, c * a)
         if sums is not None:
-            sums.index_add_(0, codes[rows], s)
+            sums.index_add_(0, codes[rows], s)  # type: ignore[index]  # sums come with codes
         else:
             meat.addmm_(s.T, s)
     if sums is not None:
@@ -147,6 +148,6 @@ def sandwich(
     if cov_type == "HC1":
         cov = cov * (nobs / (nobs - k_params))
     elif cov_type == "cluster":
-        cov = cov * (n_groups / (n_groups - 1) * (nobs - 1) / (nobs - k_params))
+        cov = cov * (n_groups / (n_groups - 1) * (nobs - 1) / (nobs - k_params))  # type: ignore[operator]  # with codes
     return cov
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ class MarginalEffects:
         for key, value in (("Dep. Variable:", self.dep_variable), ("Method:", self.method), ("At:", self.at)):
             lines.append(f"{key:<16}{value:>21}")
         ci = self.conf_int(alpha)
-        blocks = [(None, self.margeff, self.margeff_se, self.zvalues, self.pvalues, ci)]
+        blocks: list[tuple[str | None, Any, Any, Any, Any, Any]] = [
+            (None, self.margeff, self.margeff_se, self.zvalues, self.pvalues, ci)]
         if self.endog_names is not None:
             blocks = [(e, self.margeff[k], self.margeff_se[k], self.zvalues[k], self.pvalues[k], ci[k])
                       for k, e in enumerate(self.endog_names)]
@@ -106,7 +108,7 @@ def marginal_effects(result, at: str = "overall", method: str = "dydx") -> Margi
     jac = jac[index]
     cov = jac @ result.cov @ jac.T
     shape = (len(rows), len(cols))
-    me = effects[np.ix_(rows, cols)]
+    me = effects[np.ix_(rows, cols)]  # type: ignore[arg-type]  # numpy's stub takes no list of ints
     se = np.sqrt(np.clip(np.diag(cov), 0, None)).reshape(shape)
     if result.params.ndim == 1:
         me, se = me[0], se[0]

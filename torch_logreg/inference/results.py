@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -197,7 +198,7 @@ class InferenceResult:
             ("BIC:", f"{self.bic:.5g}"),
         ]
         ci = self.conf_int(alpha)
-        blocks = [(None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
+        blocks: list[tuple[str | None, Any, Any, Any, Any, Any]] = [(None, self.params, self.bse, self.zvalues, self.pvalues, ci)]
         if self.params.ndim == 2:
             blocks = [
                 (f"{self.dep_variable}={self.class_names[k + 1]}", self.params[k], self.bse[k], self.zvalues[k],

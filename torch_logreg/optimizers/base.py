@@ -4,6 +4,7 @@ parameters, and a step count), saved and restored for an exact resume."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,7 +14,7 @@ from ..errors import UsageError
 
 #: each hyper-parameter's default where several optimizers take it (torch.optim's); ``eps``
 #: differs (Adagrad 1e-10, the others 1e-8): None means the optimizer's own
-DEFAULTS = {"momentum": 0.9, "betas": (0.9, 0.999), "eps": None, "alpha": 0.99, "weight_decay": 0.01}
+DEFAULTS: dict[str, Any] = {"momentum": 0.9, "betas": (0.9, 0.999), "eps": None, "alpha": 0.99, "weight_decay": 0.01}
 
 
 class Optimizer(ABC):

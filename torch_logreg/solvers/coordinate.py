@@ -136,9 +136,9 @@ def coordinate(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, call
     link = model.link
     sigmoid = link == "sigmoid"
     softmax = link == "softmax"
-    theta = get_theta(layer)
-    device, dtype = theta.device, theta.dtype
-    theta = theta.to("cpu", torch.float64).numpy()
+    start = get_theta(layer)
+    device, dtype = start.device, start.dtype
+    theta = start.to("cpu", torch.float64).numpy()
     indptr, indices, data = _columns(X, kern)
     n = X.shape[0]
     targets = np.ascontiguousarray(T.detach().to("cpu", torch.float64).numpy().T)  # (K, N)
@@ -221,7 +221,7 @@ def coordinate(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, call
     F_total, opt = evaluate()
     if not record_iterate(result, it, F_total, opt, tol, max_iter, callback):
         while True:
-            steps = []
+            steps: list[float] = []
             for o in outputs:
                 if softmax and steps:  # an earlier class moved: this class's derivatives changed
                     refresh(o)

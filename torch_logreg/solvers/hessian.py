@@ -11,9 +11,8 @@ Newton iteration on a tall X. Which library computes it fastest depends on the C
   for each CPU family (Intel and AMD); MKL is tuned for Intel's. ``s >= 0`` always holds here
   (``w p (1 - p)`` or ``w``, with non-negative weights ``w``).
 
-On the reference Intel machine (AVX-512, torch with MKL) at 100,000 x 100 in float64, with the
-bias and the scaling of x: torch 27 ms, OpenBLAS 40 ms (31 and 40 ms on MKL's AVX2 code). Where
-the solve is asked to measure (``fit_exact(..., step="auto")``), :func:`choose` times both once
+On the reference Intel machine torch's product is the faster (figures: benchmarks/README.md).
+Where the solve is asked to measure (``fit_exact(..., step="auto")``), :func:`choose` times both once
 per machine and shape class through the steps' selector
 (:func:`torch_logreg.steps.measure.choose`: the same budget, margin, and process and disk caches)
 and keeps the faster; otherwise the torch product is used, and a solve gives the same bits from
@@ -23,6 +22,7 @@ difference by the rounding of its sum).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -52,11 +52,11 @@ def openblas_gram(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
         y = torch.mul(xb, sb.sqrt()[:, None], out=buffer[: stop - start])
         # y (M, D) row-major is y^T (D, M) column-major: syrk of y^T without transposing gives y^T y, no copy
         upper = syrk(1.0, y.numpy().T, beta=1.0, c=upper, trans=0, lower=0, overwrite_c=1)
-        if bias:
+        if border is not None:
             border.addmv_(xb.T, sb)
     triangle = torch.from_numpy(upper)
     inner = triangle.triu() + triangle.triu(1).T
-    return F.bordered(inner, s.sum(), border) if bias else inner
+    return inner if border is None else F.bordered(inner, s.sum(), border)
 
 
 def products(x: Tensor) -> dict[str, Callable[..., Tensor]]:
@@ -80,6 +80,7 @@ class Product:
     def __init__(self, name: str, product: Callable[..., Tensor], x: Tensor, s: Tensor | None, bias: bool) -> None:
         self.name, self.product = name, product
         self._args = (x, s, bias)
+        self.selection: measure.Selection | None = None
 
     def step(self, X, T, l2: float = 0.0) -> None:
         self.product(*self._args)
@@ -90,7 +91,7 @@ def choose(x: Tensor, bias: bool, step: str = "rule") -> Product:
     ``selection``). Measured (once per machine and shape class) only for ``step="auto"``; the
     torch product otherwise."""
     # the candidates are looked for only where they are measured: SciPy's import alone costs a
-    # fresh process about 0.25 s, most of a short solve
+    # fresh process most of a short solve (benchmarks/README.md)
     found = products(x) if step == "auto" else {"torch": F.gram}
     n, d = x.shape
     if len(found) == 1:
@@ -99,7 +100,7 @@ def choose(x: Tensor, bias: bool, step: str = "rule") -> Product:
         chosen.selection = measure.Selection("torch", "rule", reason=why)
         return chosen
     s = torch.ones(n, dtype=x.dtype, device=x.device)  # the values do not change the time
-    candidates = {name: (lambda name=name, p=p: Product(name, p, x, s, bias)) for name, p in found.items()}
+    candidates = {name: functools.partial(Product, name, p, x, s, bias) for name, p in found.items()}
     key = ("gram", measure.device_name(x.device), str(x.dtype).removeprefix("torch."), bias, measure.log2(n),
            measure.log2(d), ",".join(found), torch.get_num_threads(), torch.__version__)
     return measure.choose(key, candidates, x, None, work=n * d)

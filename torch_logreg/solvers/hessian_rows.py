@@ -8,9 +8,8 @@ For one sigmoid or identity output the Hessian at ``theta = [b, w]`` is ``x~^T d
 product), then in blocks of rows for ``diag(s) X``, the product and the bias's row ``x^T s``. The
 kernel here reads each row of a block once for its logit, its curvature ``s_n``, the scaled row
 ``s_n x_n`` (written to a buffer of one block) and the bias's row; torch's BLAS then adds the
-block's ``x^T (diag(s) x)`` from the caches. At 100,000 x 100 float64 on a 2-core Intel Xeon a
-Hessian takes 27 ms this way against 29-31 ms in torch (34-36 ms on AVX2 code paths against
-36-38 ms); the product itself takes 17-19 ms of that (23-27 ms).
+block's ``x^T (diag(s) x)`` from the caches: one read of X instead of two, a little faster than
+torch's (figures: benchmarks/README.md).
 
 ``s_n = v_n e / (1 + e)^2`` with ``e = exp(-|z_n|)`` for the sigmoid (``p (1 - p)`` written so it
 keeps its digits where ``p`` is near 0 or 1, as :func:`~torch_logreg.functional.diagonal_curvature`
@@ -116,6 +115,11 @@ class RowScaler:
         self._buffer = F.row_block_buffer(X, self._blocks)
         self._chunks = [max(1, -(-(stop - start) * d // CHUNK_ENTRIES)) for start, stop in self._blocks]
 
+    @property
+    def blocks(self) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` rows of each block, as :func:`~torch_logreg.functional.row_blocks` made them."""
+        return list(self._blocks)
+
     @torch.no_grad()
     def hessian(self, theta: Tensor) -> Tensor:
         row = theta[0]
@@ -123,7 +127,7 @@ class RowScaler:
         b = float(row[0]) if self.bias else 0.0
         d = self.X.shape[1]
         sums = np.zeros(d + 1)
-        inner = None
+        inner: Tensor | None = None
         buffer = self._buffer.numpy()
         for (start, stop), chunks in zip(self._blocks, self._chunks):
             v = self._v[start:stop] if self._weighted else self._v
@@ -131,6 +135,7 @@ class RowScaler:
                                  buffer[: stop - start], chunks).sum(axis=0)
             xb, scaled = self.X[start:stop], self._buffer[: stop - start]
             inner = xb.T @ scaled if inner is None else inner.addmm_(xb.T, scaled)
+        assert inner is not None  # row_blocks gives at least one block
         if not self.bias:
             return inner[None]
         return F.bordered(inner, float(sums[d]), torch.from_numpy(sums[:d]).to(inner.dtype))[None]

@@ -67,7 +67,8 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         d = -q
         gtd = (g @ d).item()
         if not (gtd < 0 and math.isfinite(gtd)):  # not a (finite) descent direction: drop the memory, follow -g
-            s_hist.clear(), y_hist.clear(), rho_hist.clear()
+            for hist in (s_hist, y_hist, rho_hist):
+                hist.clear()
             d = -g
             gtd = -(g @ g).item()
             if not math.isfinite(gtd):
@@ -89,7 +90,9 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         s, yv = x_new - x, g_new - g
         sy = s @ yv
         if sy.item() > eps * (yv @ yv).item():
-            s_hist.append(s), y_hist.append(yv), rho_hist.append(1.0 / sy)
+            s_hist.append(s)
+            y_hist.append(yv)
+            rho_hist.append(1.0 / sy)
             if len(s_hist) > history_size:
                 s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
         x, f, g = x_new, f_new, g_new

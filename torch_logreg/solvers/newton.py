@@ -36,7 +36,10 @@ class _Hessian:
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
+        self.full: Tensor | None
+        self.blocks: Tensor | None
         if link == "softmax":
+            assert z is not None and Xa is not None  # the softmax Hessian is formed from the logits
             p = torch.softmax(z, dim=1)
             h = F.softmax_hessian(Xa, p, sample_weight).view(k * a, k * a)
             h.diagonal().add_(l2_diag.reshape(-1))
@@ -45,6 +48,7 @@ class _Hessian:
             self.null_cols = null_cols
         else:
             if blocks is None:  # else formed already (hessian_rows.RowScaler)
+                assert z is not None  # the curvature is the logits'
                 s = F.diagonal_curvature(link, z, sample_weight)
                 blocks = F.block_diagonal_hessian(X, s, bias, product)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
@@ -54,11 +58,14 @@ class _Hessian:
 
     def is_finite(self) -> bool:
         """Whether every entry is finite (one host read): LAPACK must never see inf or NaN."""
-        return bool(torch.isfinite(self.blocks if self.blocks is not None else self.full).all())
+        h = self.blocks if self.blocks is not None else self.full
+        assert h is not None  # one of the two forms is held
+        return bool(torch.isfinite(h).all())
 
     def matvec(self, v: Tensor) -> Tensor:
         if self.blocks is not None:
             return torch.einsum("kab,kb->ka", self.blocks, v)
+        assert self.full is not None  # the other form
         return (self.full @ v.reshape(-1)).view(self.shape)
 
     def _projector(self) -> Tensor | None:
@@ -66,6 +73,7 @@ class _Hessian:
         if self.null_cols is None or not bool(self.null_cols.any()):
             return None
         k, a = self.shape
+        assert self.full is not None  # null directions come with the full (softmax) form
         ones = torch.full((k, 1), 1.0 / k, dtype=self.full.dtype, device=self.full.device)
         col = torch.diag(self.null_cols.to(self.full.dtype))  # (A, A)
         return torch.kron(ones @ torch.ones(1, k, dtype=ones.dtype, device=ones.device), col)
@@ -74,6 +82,7 @@ class _Hessian:
         if self.blocks is not None:
             return _spd_solve(self.blocks, g[:, :, None])[:, :, 0]
         h = self.full
+        assert h is not None  # the other form
         proj = self._projector()
         if proj is not None:
             scale = h.diagonal().abs().max().clamp(min=torch.finfo(h.dtype).tiny)
@@ -83,6 +92,7 @@ class _Hessian:
     def max_eigenvalue(self) -> Tensor:
         if self.blocks is not None:
             return torch.linalg.eigvalsh(self.blocks).max()
+        assert self.full is not None  # the other form
         return torch.linalg.eigvalsh(self.full)[-1]
 
 

@@ -130,7 +130,10 @@ def _separation_lp(Xa: np.ndarray, labels: np.ndarray, binary: bool, k: int):
         owner = np.arange(n)
         nvar = a
     else:
-        rows, cols, vals, owner = [], [], [], []
+        rows: list[np.ndarray] = []
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
         r = 0
         for cls in range(k):
             idx = np.nonzero(labels == cls)[0]
@@ -143,10 +146,10 @@ def _separation_lp(Xa: np.ndarray, labels: np.ndarray, binary: bool, k: int):
                 rows += [rr, rr]
                 cols += [cls * a + base, other * a + base]
                 vals += [xv, -xv]
-                owner.append(idx)
+                owners.append(idx)
                 r += idx.size
         M = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, k * a))
-        owner = np.concatenate(owner)
+        owner = np.concatenate(owners)
         nvar = k * a
     # LP 1: maximise the summed margin subject to every margin >= 0 and |beta| <= 1
     res = linprog(-np.asarray(M.sum(axis=0)).ravel(), A_ub=-M, b_ub=np.zeros(M.shape[0]), bounds=[(-1, 1)] * nvar, method="highs")

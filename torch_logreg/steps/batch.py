@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from torch import Tensor
 from .. import penalty
 from ..models import single_linear
 from .common import IN_PLACE
+
+if TYPE_CHECKING:
+    from .batch_fused import RowsKernel
 
 
 class BatchStep:
@@ -51,7 +55,7 @@ class BatchStep:
             self.grads[f"{self.prefix}.bias"] = self._grad_bias
         self.dtype = dtype
         #: the kernel (None where it does not apply), writing into flat_grad and this 1-entry loss
-        self._kernel = None
+        self._kernel: RowsKernel | None = None
         if torch.device(device).type == "cpu":
             from . import batch_fused  # here, not above: it imports numba, which a CUDA run never needs
 
@@ -62,17 +66,24 @@ class BatchStep:
                 self._all_rows = np.arange(batch_size, dtype=np.int64)
                 self._d, self._k = d, k  # the features and outputs the kernel was made for
 
+    @property
+    def kernel_name(self) -> str | None:
+        """``"batch_fused"`` where the numba kernel of :mod:`.batch_fused` computes the batches it
+        can read (contiguous, in the step's dtype); None where every batch takes torch operations."""
+        return None if self._kernel is None else "batch_fused"
+
     def step(self, Xb: Tensor, Tb: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
-        # the loop already runs under no_grad; entering it again costs about 2 us, a tenth of a small step
+        # the loop already runs under no_grad; entering it again costs a good part of a small step
         if torch.is_grad_enabled():
             with torch.no_grad():
                 return self.step(Xb, Tb, l2)
         # the kernel reads without bounds checks: shapes it was not made for take the torch path,
         # which raises on them
-        if (self._kernel_reads(Xb, Tb) and Tb.dtype == self.dtype and Tb.is_contiguous()
+        kernel = self._kernel
+        if (kernel is not None and self._kernel_reads(Xb, Tb) and Tb.dtype == self.dtype and Tb.is_contiguous()
                 and Xb.shape[0] <= self._all_rows.shape[0]):
             x, y = Xb.detach().numpy(), Tb.detach().numpy()
-            self._kernel(x, y, self._all_rows[: x.shape[0]])
+            kernel(x, y, self._all_rows[: x.shape[0]])
             return self._add_penalty(l2)
         return self._torch_step(Xb, Tb, l2)
 
@@ -80,9 +91,10 @@ class BatchStep:
         """``step_rows(rows, l2) -> (loss, grads)``: the step on the batch ``X[rows]``, ``T[rows]``
         (``rows`` a 1-D int64 NumPy array of row numbers), with the kernel reading the rows in
         place; None where the kernel does not apply to ``X``. Call it under ``torch.no_grad()``."""
-        if not self._kernel_reads(X, T):
+        kernel = self._kernel
+        if kernel is None or not self._kernel_reads(X, T):
             return None
-        kernel, (x, y), add_penalty = self._kernel, self._kernel.data(X, T), self._add_penalty
+        (x, y), add_penalty = kernel.data(X, T), self._add_penalty
 
         def step_rows(rows: np.ndarray, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
             kernel(x, y, rows)

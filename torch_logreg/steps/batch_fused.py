@@ -19,19 +19,18 @@ four rows by three outputs, so each loaded entry of X also serves three outputs)
 and the loss of each row (summed in float64), then the tile's rows added into the gradient while
 still in cache (four rows at a time; by two outputs with several). Sums over tiles go into float64
 accumulators, and everything runs on one thread in a fixed order, so the result does not depend
-on the number of threads. Blocking the outputs this way made the ``K``-output kernel 17-20%
-faster on one thread at 784 features and 10 outputs (fewer loads per multiply-add). The means
+on the number of threads. Blocking the outputs this way makes fewer loads per multiply-add
+(figures: benchmarks/README.md). The means
 are written straight into the caller's buffers (the gradient in the model's parameter order, and
 the loss).
 
 The link of one output, and of float64 data, is computed a row at a time with the C library's
 float64 ``exp`` and ``log1p``: a few exponentials per row against ``D`` multiply-adds. With several
-float32 softmax or sigmoid outputs, the exponentials of a row are ``K`` scalar calls, about a fifth
-of the whole step at 784 features and 10 outputs; there the link takes the whole tile at once,
-its exponentials (and ``log1p``) by the vectorised float32 polynomials of ``poly_f32``, each row's
-loss still summed in float64 (``_softmax_tile_f32``, ``_sigmoid_tile_f32``: 1.06-2.4x on the
-step, the most on a narrow X). One thread serves batches of one output up to ``MAX_WORK``; larger
-ones go to torch's multi-threaded BLAS.
+float32 softmax or sigmoid outputs, the exponentials of a row are ``K`` scalar calls, a large part
+of the step; there the link takes the whole tile at once, its exponentials (and ``log1p``) by the
+vectorised float32 polynomials of ``poly_f32``, each row's loss still summed in float64
+(``_softmax_tile_f32``, ``_sigmoid_tile_f32``; the most gained on a narrow X). One thread serves
+batches of one output up to ``MAX_WORK``; larger ones go to torch's multi-threaded BLAS.
 
 A batch of no rows gives a NaN loss and zero gradients, as the reference's means over nothing.
 NaN and infinity propagate into the loss (the flags allow reassociation, not "no NaNs").
@@ -60,12 +59,9 @@ except ImportError:  # pragma: no cover
     numba = njit = None
 
 #: one thread serves batches up to this much work (rows x features x outputs); above it, a batch
-#: is large enough that one thread loses to torch's multi-threaded BLAS. Measured on 2 cores
-#: (AVX-512, loop per epoch against the torch path): one thread wins at 256 x 784 x 10 (2.0M, by
-#: 1.25x) and at 4096 x 100 x 1, and loses at 1024 x 784 x 10 (8.0M, by 1.1x). Larger batches of
-#: several outputs are cut into chunks of ``CHUNK_ROWS`` rows run on all threads (at 1024 x 784 x
-#: 10: 0.44 ms against 0.70 ms for the torch path on batches already gathered); one output keeps
-#: the torch path there
+#: is large enough that one thread loses to torch's multi-threaded BLAS (figures:
+#: benchmarks/README.md). Larger batches of several outputs are cut into chunks of ``CHUNK_ROWS``
+#: rows run on all threads, still faster than the torch path; one output keeps the torch path there
 MAX_WORK = 1 << 21
 #: rows per chunk of a large batch of several outputs: a count fixed by the batch's size, not by
 #: the threads, so the order of the sums (and every result bit) is the same on any machine. More,
@@ -108,7 +104,8 @@ def one_thread(rows: int, row_work: int) -> bool:
 def _one_output(model) -> bool:
     """Whether the one-output kernel serves the model (it knows the sigmoid and the identity; a
     softmax takes the K-output kernel)."""
-    return single_linear(model).weight.shape[0] == 1 and LINKS[model.link] != SOFTMAX
+    layer = single_linear(model)
+    return layer is not None and layer.weight.shape[0] == 1 and LINKS[model.link] != SOFTMAX
 
 
 def threads() -> int:
@@ -488,7 +485,7 @@ class RowsKernel:
         self._grad, self._loss = grad.numpy(), loss.numpy()
         self._row_work = self.layer.weight.numel()  # multiply-adds of a row's logits
         self._zero_bias = np.zeros(self.layer.weight.shape[0], dtype=self._grad.dtype)
-        self._ptrs = None  # the parameters' storage, checked each call: a replaced one is re-read
+        self._ptrs: tuple | None = None  # the parameters' storage, checked each call: a replaced one is re-read
 
     @staticmethod
     def data(X: Tensor, T: Tensor) -> tuple[np.ndarray, np.ndarray]:

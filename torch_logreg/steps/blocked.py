@@ -3,8 +3,8 @@ memory once.
 
 The row-major step computes the logits ``Z = X W^T + b`` over all N rows, then the gradient
 ``G^T X``: two passes over X, and the second finds nothing of X left in cache. Where the skinny
-products are memory-bound (an AVX2 CPU with MKL: at 60,000 x 784 x 10 float32 the logits product
-alone costs about five reads of X), :class:`BlockedStep` walks X in blocks of ``R`` rows and does
+products are memory-bound (an AVX2 CPU with MKL: there the logits product alone can cost several
+reads of X), :class:`BlockedStep` walks X in blocks of ``R`` rows and does
 both products on a block while it is in cache:
 
     for each block B of R rows (X_B (R, D)):
@@ -25,19 +25,15 @@ in the threads' L2 caches until the gradient product has read it: the BLAS split
 its threads, so the budget is half of one core's L2 (``/sys``; 1 MiB where unknown) times the
 threads, leaving the other half for W, the gradient and the prefetched next block; rows = budget /
 bytes per row (``(D + 2K) x itemsize``), rounded down to a multiple of 64 and at least
-:data:`MIN_ROWS`. E.g. with a 2 MiB L2 and 2 threads: 640 rows at D = 784 float32, 512 (the
-floor) in float64, 5,120 at D = 100 float32.
+:data:`MIN_ROWS`.
 
-Where it wins, where it loses (measured, round-robin in one process): on an AVX2 AMD EPYC with
-MKL, 49 ms a step at 60,000 x 784 x 10 float32 against 54 ms for the row-major step and 84 ms for
-the feature-major one. On an AVX-512 Intel Xeon with MKL the skinny products run near the memory
-bound anyway: there it takes about 35 ms against 29 ms for the feature-major step (40 ms
-row-major), and with one output no less than the row-major step (the fused kernel, 2x faster,
-is the step there). Its many small BLAS calls (two per block) are also what suffers most when
-other processes share the cores: each call's threads wait at a barrier for one that was
-descheduled, which made it take 10-40x its quiet time on a loaded 2-core machine, where the
-feature-major step (two calls) took 2-4x. So it is never the fixed rule's choice: "auto"
-measures it on the CPU where the fused kernel does not apply, and ``step = "blocked"`` forces it.
+Where it wins, where it loses (figures: benchmarks/README.md): it wins where the skinny products
+are memory-bound (an AVX2 AMD EPYC with MKL); on an AVX-512 Intel Xeon with MKL they run near the
+memory bound anyway, and the feature-major step (or, with one output, the fused kernel) is
+faster. Its many small BLAS calls (two per block) are also what suffers most when other
+processes share the cores: each call's threads wait at a barrier for one that was descheduled.
+So it is never the fixed rule's choice: "auto" measures it on the CPU where the fused kernel does
+not apply, and ``step = "blocked"`` forces it.
 """
 
 from __future__ import annotations
@@ -53,8 +49,7 @@ from ..models import single_linear
 from .common import LINKS
 
 #: fewest rows of a block: below it the fixed cost of a block's five or six calls into torch
-#: (each BLAS call starting its threads) outweighs the reuse (measured at D = 784 float32 with 2
-#: threads: 256 rows took 1.27x the time of 512; 512 to 4096 within the noise)
+#: (each BLAS call starting its threads) outweighs the reuse (figures: benchmarks/README.md)
 MIN_ROWS = 512
 #: one core's L2 where the system does not say (recent x86 server cores have 1-2 MiB, AVX2 Zen 2/3 0.5)
 DEFAULT_L2_BYTES = 1 << 20
@@ -119,7 +114,7 @@ class BlockedStep:
         self._grad_weight = torch.empty_like(W)
         self._grad_bias = None if b is None else torch.empty_like(b)
         self.grads = {f"{self.prefix}.weight": self._grad_weight}
-        if b is not None:
+        if self._grad_bias is not None:
             self.grads[f"{self.prefix}.bias"] = self._grad_bias
         self._inv_n, self._inv_n_tensor = 1.0 / n, X.new_full((), 1.0 / n)
         # the blocks' views, made once: a step then slices nothing
@@ -137,6 +132,11 @@ class BlockedStep:
         self._whole = self._z[: k * self.rows * whole].view(whole, k, self.rows)
         self._tail = self._blocks[-1][3] if n % self.rows else None
 
+    @property
+    def x_blocks(self) -> list[Tensor]:
+        """The blocks of X, ``(R, D)`` each (the last may be shorter): views of the caller's X, not copies."""
+        return [block[0] for block in self._blocks]
+
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         """Bound to the data it was built for: ``X`` and ``T`` are that data (not read again)."""
@@ -153,7 +153,7 @@ class BlockedStep:
                     torch.mv(xb, w, out=z0)
                 else:
                     torch.addmv(b, xb, w, out=z0)
-            elif b is None:
+            elif bias_column is None:
                 torch.mm(W, xbT, out=zb)
             else:
                 torch.addmm(bias_column, W, xbT, out=zb)

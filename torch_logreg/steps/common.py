@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import penalty
+from ..layers import Linear
 from ..models import single_linear
 
 
@@ -15,8 +16,7 @@ def transpose(X: Tensor, extra_rows: int = 0) -> Tensor:
     """``X.T.contiguous()``, with ``extra_rows`` rows left uninitialised below it in the same
     allocation. One ``copy_`` into the contiguous ``(D, N)`` block: torch transposes that in cache
     tiles itself. (Copying a block of rows at a time writes a strided destination that torch
-    copies element by element: 2.7x slower at 60,000 x 784 float32 and 6x at 1e6 x 100 with 2
-    threads, torch 2.13, measured.)"""
+    copies element by element, several times slower: benchmarks/README.md.)"""
     n, d = X.shape
     out = torch.empty(d + extra_rows, n, dtype=X.dtype, device=X.device)
     out[:d].copy_(X.T)
@@ -36,7 +36,7 @@ def fusable(model, X: Tensor) -> bool:
     )
 
 
-def bind_single_pass(model, X: Tensor, T: Tensor) -> tuple[str, object, Tensor, Tensor]:
+def bind_single_pass(model, X: Tensor, T: Tensor) -> tuple[str, Linear, Tensor, Tensor]:
     """What a single-pass kernel keeps of its full batch: the layer's name and the layer, X
     (detached, no copy) and the targets as one contiguous column in X's dtype."""
     (prefix, layer), = model.named_children()

@@ -27,8 +27,10 @@ class GraphedStep:
         self.name = f"cuda_graph({inner.name})"
         self.flat_grad = getattr(inner, "flat_grad", None)
         self.grads = getattr(inner, "grads", None)
-        self._graph = None
-        self._graph_key = None
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_key: tuple | None = None
+        #: how the inner step was chosen (set by the selector)
+        self.selection = getattr(inner, "selection", None)
         self._out: tuple[Tensor, dict[str, Tensor]] | None = None
 
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
@@ -47,4 +49,5 @@ class GraphedStep:
                     self.update(grads)
                 self._graph, self._graph_key, self._out = graph, key, (loss, grads)
             self._graph.replay()
+        assert self._out is not None  # set with the graph
         return self._out

@@ -53,6 +53,7 @@ class FeatureMajorStep:
         self.XT = transpose(X, extra_rows=1 if self._augmented else 0)  # the one copy this path costs
         #: the gradients as one flat tensor the returned ones are views of, where they are (else None)
         self.flat_grad = None
+        self._grad_bias: Tensor | None
         if self._augmented:
             self.XT[d].fill_(1)
             self._XT1, self.XT = self.XT, self.XT[:d]
@@ -63,7 +64,7 @@ class FeatureMajorStep:
             self._grad_bias = None if b is None else torch.empty_like(b)
         #: the gradient buffers, by parameter name: what ``step`` returns
         self.grads = self._grads = {f"{self.prefix}.weight": self._grad_weight}
-        if b is not None:
+        if self._grad_bias is not None:
             self._grads[f"{self.prefix}.bias"] = self._grad_bias
         self._inv_n, self._inv_n_tensor = 1.0 / n, X.new_full((), 1.0 / n)
         self._z = X.new_empty(k, n)
@@ -82,8 +83,8 @@ class FeatureMajorStep:
         else:
             torch.addmm(self._bias_column, W, self.XT, out=z)
         loss = self._in_place(z, self.TT, self._buf, self._zero).mul_(self._inv_n_tensor)  # z: h(z) - t
-        # measured on CPU: with one output the matrix-vector product is faster over X^T; with
-        # several, G^T X over the row-major X is (e.g. 11 ms against 15 ms at 60,000 x 784 x 10)
+        # on the CPU, with one output the matrix-vector product is faster over X^T; with several,
+        # G^T X over the row-major X is (benchmarks/README.md)
         if self._augmented:
             torch.addmv(self._flat_grad, self._XT1, self._z0, beta=0, alpha=inv_n, out=self._flat_grad)
         elif z.shape[0] == 1:

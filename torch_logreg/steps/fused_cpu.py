@@ -57,17 +57,16 @@ TILE = 64
 CHUNK_ENTRIES = 1 << 19
 #: the loop takes the kernel from this many entries of X (16 MiB in float32) and this many
 #: features: smaller X stays in cache, where the two passes of the torch path cost little, and
-#: with fewer features the per-row work of the kernel outweighs what it saves (measured on CPU).
-#: The first call in a process loads the compiled kernel from numba's on-disk cache (about
-#: 0.1 s; compiling it the first time ever on a machine takes a few seconds).
+#: with fewer features the per-row work of the kernel outweighs what it saves. The first call in a
+#: process loads the compiled kernel from numba's on-disk cache (compiling it the first time ever
+#: on a machine takes longer; figures: benchmarks/README.md).
 MIN_ENTRIES = 1 << 22
 MIN_FEATURES = 32
 #: the kernel asks for the next tile's cache lines while it computes on the current one where a
-#: tile is at most this many bytes (up to 128 float32 features). On a 2-core Intel Xeon it made
-#: the step 1.1-1.4x faster for 16-128 features, the most where X sat in the last-level cache
-#: (memory fast for the arithmetic: the regime of an AMD EPYC's figures). Wider rows make long sequential
-#: streams, which the hardware prefetcher follows alone: asking for them too was 0-5% slower at
-#: 256-784 features
+#: tile is at most this many bytes (up to 128 float32 features): it pays most where X sits in the
+#: last-level cache (memory fast for the arithmetic). Wider rows make long sequential streams,
+#: which the hardware prefetcher follows alone: asking for them too was slower (figures:
+#: benchmarks/README.md)
 PREFETCH_MAX_TILE_BYTES = 32 * 1024
 #: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
 #: and infinity keep their meaning
@@ -237,6 +236,17 @@ class FusedStep:
         rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
         self._chunks = max(1, -(-X.shape[0] // rows))
         self._zero_bias = np.zeros(1, dtype=self._x.dtype)
+
+    @property
+    def threads(self) -> int:
+        """The numba threads a step runs on (torch's thread count when the step was built)."""
+        return self._threads
+
+    @property
+    def chunks(self) -> int:
+        """The blocks of rows the kernel sums separately, in a fixed order: the result does not
+        depend on :attr:`threads`."""
+        return self._chunks
 
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:

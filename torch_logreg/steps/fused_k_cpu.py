@@ -35,20 +35,15 @@ except ImportError:  # pragma: no cover
 
 #: the fixed rule (``step="rule"``) takes this step, for several outputs, from this many features
 #: and up to this many outputs: there it beat the feature-major step per step on the reference
-#: Intel machine (60,000 x 784 x 10: 28.1 against 29.9 ms), with no copy of X to make (162 ms,
-#: five steps); narrower X or more outputs favour feature-major (2x at 20 features, or at 64
-#: outputs). On the AMD machine of the benchmarks, feature-major was the slowest step at 784 x 10.
-#: numba's one-time load in a process (about 0.8 s; 6.6 s to compile the kernels the first time
-#: ever on a machine) is weighed apart: a run too short to pay it keeps to the torch path
-#: (``measure.pays_for_jit``).
+#: Intel machine, with no copy of X to make; narrower X or more outputs favour feature-major
+#: (figures: benchmarks/README.md). numba's one-time load in a process is weighed apart: a run too
+#: short to pay it keeps to the torch path (``measure.pays_for_jit``).
 RULE_MIN_FEATURES = 512
 RULE_MAX_OUTPUTS = 16
 #: for a float32 softmax or sigmoid link, whose exponentials the kernel takes a tile at a time
 #: (vectorised; ``batch_fused._softmax_tile_f32``, ``_sigmoid_tile_f32``), from this many features:
-#: at 128 features it beat feature-major per step for 3 to 16 outputs on the reference Intel machine
-#: (1.04-1.17x, softmax and multi-label; 1.15-1.87x on the AVX2 code paths of torch, MKL and numba),
-#: before feature-major's copy of X (85-120 ms here, several steps); at 50 features it lost (0.88x
-#: for 3 outputs)
+#: there it beat feature-major per step for 3 to 16 outputs on the reference Intel machine, before
+#: feature-major's copy of X; at 50 features it lost (figures: benchmarks/README.md)
 RULE_MIN_FEATURES_VECTOR_LINK = 128
 #: most chunks of rows a step is cut into (fewer for small N: at least one tile of rows each); a
 #: fixed count, not one per thread, so the sums' order is the same on any machine

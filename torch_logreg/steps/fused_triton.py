@@ -133,6 +133,16 @@ class TritonStep:
         self._partial = X.new_zeros(self._programs, d + 2)
         self._zero_bias = X.new_zeros(1)
 
+    @property
+    def programs(self) -> int:
+        """The kernel's programs (at most ``MAX_PROGRAMS``), each summing its own rows."""
+        return self._programs
+
+    @property
+    def rows_per_program(self) -> int:
+        """The rows each program sums: whole tiles of ``BLOCK_N`` rows."""
+        return self._rows_per_program
+
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         """Bound to the data it was built for: ``X`` and ``T`` are that data (not read again)."""

@@ -1,9 +1,9 @@
 """numba's one-time cost in a process, and whether it has been paid.
 
 Before the first numba kernel of a process runs, numba is imported and its CPU target initialised
-(its implementations of NumPy and of the math library registered; SciPy's BLAS imported): about
-0.8 s on a 2-core Intel Xeon (0.26 s the import, 0.5-0.6 s the rest), whatever the kernel. Each
-kernel then loads from numba's on-disk cache in about 10 ms. A short run on the torch path can
+(its implementations of NumPy and of the math library registered; SciPy's BLAS imported), whatever
+the kernel: most of a second. Each kernel then loads from numba's on-disk cache in far less
+(figures: benchmarks/README.md). A short run on the torch path can
 finish before that load would: the selector (``select.py``) weighs it through
 :func:`torch_logreg.steps.measure.pays_for_jit`, and :func:`~torch_logreg.steps.measure.load_jit`
 keeps the time it measured on disk.
@@ -17,7 +17,7 @@ import sys
 import time
 
 #: seconds each part of the load costs where it has not been measured on this machine: importing
-#: numba, and initialising its CPU target (0.26 s and 0.5-0.6 s on a 2-core Intel Xeon, AVX-512)
+#: numba, and initialising its CPU target, as measured on the reference machine (benchmarks/README.md)
 IMPORT_SECONDS = 0.26
 INIT_SECONDS = 0.55
 #: the ``error_model`` of a kernel whose vectorisable loops divide (``fused_cpu``'s float32 link).

@@ -50,7 +50,7 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,9 +78,9 @@ MARGIN = 0.05
 #: when the budget cannot cover it. On the CPU it is numba's load, where not yet paid (:func:`jit_seconds`)
 FIRST_CALL_SECONDS = {"cuda": 2.0}
 #: the torch path's cost per step, for :func:`pays_for_jit`: a fixed part (the dispatch of a dozen
-#: operations; the feature-major step at 100 x 10 on the 2-core Intel machine) and a part per byte of
-#: the batch (the feature-major step at 100,000 x 100 float32: two reads of X^T, 4 ms). Both on the
-#: fast side, so that a run is judged short only where it surely is
+#: operations) and a part per byte of the batch (two reads of X^T), each from the feature-major
+#: step on the reference machine (benchmarks/README.md). Both on the fast side, so that a run is
+#: judged short only where it surely is
 TORCH_STEP_SECONDS = 25e-6
 TORCH_BYTE_SECONDS = 1e-10
 #: candidates compiled on their first call in a process
@@ -194,7 +194,8 @@ def disk_key(key: tuple) -> str:
 # --- numba's one-time load -----------------------------------------------------------------------
 
 
-def _jit_key() -> str:
+def jit_key() -> str:
+    """The disk cache's key of numba's load on this machine (numba's version, the CPU model, the architecture)."""
     import importlib.metadata
 
     try:
@@ -207,7 +208,7 @@ def _jit_key() -> str:
 def _jit_measured() -> dict[str, float]:
     """The load's parts as measured on this machine (the disk cache), where they were."""
     path = cache_file()
-    entry = read_disk(path).get(_jit_key()) if path is not None else None
+    entry = read_disk(path).get(jit_key()) if path is not None else None
     return {k: v for k, v in _timings(entry.get("seconds")).items() if v > 0} if entry is not None else {}
 
 
@@ -229,7 +230,7 @@ def load_jit() -> float:
     parts = jit.load()
     path = cache_file()
     if parts and path is not None:
-        write_disk(path, _jit_key(), {"step": "numba", "seconds": {**_jit_measured(), **parts},
+        write_disk(path, jit_key(), {"step": "numba", "seconds": {**_jit_measured(), **parts},
                                       "written": time.strftime("%Y-%m-%d %H:%M:%S")})
     seconds = sum(parts.values())
     if seconds:
@@ -336,7 +337,7 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(step, X: Tensor, T: Tensor) -> float:
+def time_call(step, X: Tensor, T: Tensor | None) -> float:
     """Seconds of one ``step.step(X, T, 0)``, finished work on CUDA."""
     _synchronize(X.device)
     start = clock()
@@ -351,7 +352,7 @@ def _tagged(step, selection: Selection):
     return step
 
 
-def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor,
+def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor | None,
                setup: dict[str, float]) -> tuple[object | None, float]:
     """The candidate, built and warmed up by one call, and that call's seconds (its build's go
     into ``setup``); None where a JIT-compiled one fails (a broken Triton install or a driver
@@ -373,7 +374,7 @@ def _try_build(name: str, build: Callable[[], object], X: Tensor, T: Tensor,
     return None, math.inf
 
 
-def _measure(candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor):
+def _measure(candidates: Mapping[str, Callable[[], object]], X: Tensor, T: Tensor | None):
     """Build, warm up and time the candidates (see the module docstring); returns the chosen
     name, its built step, the seconds per step measured, the seconds of each build, and why
     measuring stopped early ('')."""
@@ -437,7 +438,7 @@ def for_steps(selection: Selection, names, steps: int | None) -> str:
     return best if cost(best) < (1.0 - MARGIN) * cost(chosen) else chosen
 
 
-def _for_steps(selection: Selection, candidates: dict[str, Callable[[], object]], steps: int | None,
+def _for_steps(selection: Selection, candidates: Mapping[str, Callable[[], object]], steps: int | None,
                built=None):
     """The step :func:`for_steps` chooses, built (or ``built``, the selection's own step, where
     that is the choice), tagged with how it was chosen."""
@@ -450,7 +451,7 @@ def _for_steps(selection: Selection, candidates: dict[str, Callable[[], object]]
                                                  f"set-up included over {steps} steps", selection.setup))
 
 
-def choose(key: tuple, candidates: dict[str, Callable[[], object]], X: Tensor, T: Tensor, *, work: int,
+def choose(key: tuple, candidates: Mapping[str, Callable[[], object]], X: Tensor, T: Tensor | None, *, work: int,
            skip: str = "", steps: int | None = None):
     """The step to run, ``candidates[name]()`` for the chosen name (the rule's choice first),
     with a :class:`Selection` as its ``selection`` attribute. ``work``: entries of X times

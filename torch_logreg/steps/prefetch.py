@@ -23,8 +23,8 @@ from __future__ import annotations
 #: bytes of one cache line, the unit a prefetch fetches (64 on x86 and most ARM cores)
 LINE_BYTES = 64
 #: the cache level asked for: 3 keeps the line in every level (``prefetcht0``), 2 from the second
-#: level down (``prefetcht1``). Measured on the fused binary pass, 2 and 3 were alike; 2 leaves the
-#: first-level cache to the tile being computed on
+#: level down (``prefetcht1``). On the fused binary pass the two were alike (benchmarks/README.md);
+#: 2 leaves the first-level cache to the tile being computed on
 _LOCALITY = 2
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install

@@ -13,13 +13,9 @@ from .batch import BatchStep
 
 #: the fixed rule gives the full batch to this step (on the CPU: one call of the batch kernel, one
 #: thread) only while rows x outputs and rows x features x outputs are at most these: there a
-#: torch step spends more in dispatching its dozen operations than the kernel in arithmetic.
-#: Measured on 2 cores (AVX-512), the step alone against the feature-major one (two runs; steps
-#: of 10-60 us vary by a third from run to run): 0.30-0.64x the time at 100-300 rows of up to 100
-#: features and 3 outputs; 1.3-3.3x from 1,000 rows of 3 outputs and 3,000 rows of one on, where
-#: the kernel's float64 link, one row at a time, costs more than torch's vectorised one (and more
-#: than the reference step at 30,000 x 10 x 3). A CPU with slower kernels (AVX2) only moves the
-#: crossing down
+#: torch step spends more in dispatching its dozen operations than the kernel in arithmetic;
+#: beyond, the kernel's float64 link, one row at a time, costs more than torch's vectorised one
+#: (figures: benchmarks/README.md)
 RULE_MAX_ROWS_OUTPUTS = 1024
 RULE_MAX_WORK = 1 << 17
 

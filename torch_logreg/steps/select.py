@@ -29,7 +29,7 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   ``RULE_MAX_OUTPUTS``), else the feature-major step; for mini-batches, ``BatchStep``. On the
   CPU, where numba is not loaded in the process yet (a fresh interpreter) and the run, by the
   number of steps the caller gives, would be done on the torch path sooner than numba loads
-  (about 0.8 s; :func:`~.measure.pays_for_jit`), the feature-major step for the full batch
+  (:func:`~.measure.pays_for_jit`), the feature-major step for the full batch
   (the reference step for fewer than ``FEATURE_MAJOR_MIN_STEPS`` steps, too few to pay for its
   copy of X) and the reference step for mini-batches (the sparse step without its kernels on
   sparse X);
@@ -70,10 +70,8 @@ _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fu
 #: why "auto" does not measure a run of several processes
 _DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
 #: the fewest full-batch steps of a short run (numba not loaded) for which the feature-major step
-#: pays for its copy of X; fewer take the reference step. The copy cost 2 to 40 reference steps'
-#: gain on the reference machine (0.35 ms against 0.04 ms a step at 100 x 10, 57 against 5.8 ms at
-#: 200,000 x 100 float32, 139 against 7.4 ms at 60,000 x 784 x 10, 50 against 1.2 ms at
-#: 100,000 x 100 float64), about 10 in the middle
+#: pays for its copy of X; fewer take the reference step. The copy costs a few to a few tens of
+#: the steps' gain over the reference step (figures: benchmarks/README.md)
 FEATURE_MAJOR_MIN_STEPS = 16
 
 
@@ -384,12 +382,13 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
     ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
     how many steps the run will take, where known: on the CPU, a run too short to pay numba's
     load takes the reference step (a step of its own name, so that a resumed run takes it again)."""
-    if single_linear(model) is None or step == "reference":
+    layer = single_linear(model)
+    if layer is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
     from .batch import BatchStep
 
     if step in ("auto", "rule") and torch.device(device).type == "cpu":
-        width = X.shape[1] if X is not None else single_linear(model).weight.shape[1]
+        width = X.shape[1] if X is not None else layer.weight.shape[1]
         # the measured load only where "auto" may measure (several processes decide alike)
         short = _short_cold_run(steps, batch_size * width * dtype.itemsize,
                                 measured=step == "auto" and not measure_reason)
@@ -439,6 +438,7 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
     if full:
         if sparse:
             return _sparse_step(model, X, T, sample_weight, step=step, steps=steps, step_bytes=step_bytes)
+        assert T is not None  # a full batch in memory comes with its targets
         return full_batch(model, X, T, sample_weight, step=step)
     if step not in ("auto", "rule", "reference"):
         raise UsageError(f"step={step!r} does not take sample weights on mini-batches; use step = 'reference'")
@@ -507,11 +507,11 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
         return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason, steps=steps)
     if not in_memory:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
+    assert T is not None  # a full batch in memory comes with its targets
     inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph, steps=steps)
     if cuda_graph:
         from .cuda_graph import GraphedStep
 
-        graphed = GraphedStep(inner, update, update_key, device)
-        graphed.selection = inner.selection
-        return graphed
+        assert update is not None and update_key is not None  # what the graph captures with the step
+        return GraphedStep(inner, update, update_key, device)
     return inner

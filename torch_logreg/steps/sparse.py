@@ -22,6 +22,8 @@ D is large): the same loss and gradients, to rounding. Otherwise the torch produ
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -29,6 +31,9 @@ from .. import functional as F
 from .. import penalty
 from ..errors import UsageError
 from ..models import single_linear
+
+if TYPE_CHECKING:
+    from .sparse_fused import BlockedFused, SparseFused
 
 
 def check_model(model) -> None:
@@ -62,7 +67,8 @@ class SparseStep:
         self._loss_fn = model.loss_fn
         self.sample_weight = sample_weight
         self.X = X
-        self._fused = self._blocked = None
+        self._fused: SparseFused | None = None
+        self._blocked: BlockedFused | None = None
         bound_fused = False
         if fused:  # here, not above: it imports numba, which a run on the torch products never needs
             from . import sparse_fused
@@ -71,8 +77,17 @@ class SparseStep:
             self._fused = sparse_fused.SparseFused(model.link) if sparse_fused.supports_model(model) else None
             bound_fused = X is not None and self._fused is not None and sparse_fused.supports_data(X, self.layer.weight)
             self._blocked = (sparse_fused.BlockedFused(model.link, X)
-                             if bound_fused and sparse_fused.use_blocks(X) else None)
+                             if X is not None and bound_fused and sparse_fused.use_blocks(X) else None)
         self.XT = None if X is None or bound_fused else F.csr_transpose(X)
+
+    @property
+    def kernel_name(self) -> str | None:
+        """The numba kernel of :mod:`.sparse_fused` the step runs where it reads the batch:
+        ``"sparse_fused_blocked"`` (the bound batch regrouped by column block; other batches take
+        the row pass), ``"sparse_fused"`` (the row pass), or None (torch's products only)."""
+        if self._blocked is not None:
+            return "sparse_fused_blocked"
+        return None if self._fused is None else "sparse_fused"
 
     @torch.no_grad()
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
@@ -110,6 +125,7 @@ class SparseStep:
         if self._blocked is not None and X is self.X:
             grad, sums = self._blocked(y, weights, w, bias)
         else:
+            assert self._fused is not None  # the step takes this path only with its kernel
             grad, sums = self._fused(X, y, weights, w, bias)
         n = X.shape[0]
         loss = torch.tensor(sums[1] / n if n else float("nan"), dtype=W.dtype)

@@ -105,7 +105,8 @@ def supports_data(X: Tensor, W: Tensor) -> bool:
 
 def supports(model, X: Tensor) -> bool:
     """:func:`supports_model` and :func:`supports_data` for the model's weights."""
-    return supports_model(model) and supports_data(X, single_linear(model).weight)
+    layer = single_linear(model)
+    return layer is not None and supports_model(model) and supports_data(X, layer.weight)
 
 
 def n_chunks(nnz: int, d: int, n_threads: int) -> int:
