@@ -19,7 +19,7 @@ from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
 from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
-from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
+from .ingest.files import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
