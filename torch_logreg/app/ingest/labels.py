@@ -14,7 +14,7 @@ from .schema import category_key
 def take_rows(X: Tensor, index: Tensor) -> Tensor:
     """Rows ``index`` of a dense or CSR ``X``, in that order."""
     if X.layout == torch.sparse_csr:
-        from ..functional import csr_rows
+        from ...functional import csr_rows
 
         return csr_rows(X, index.to(X.device))
     return X.index_select(0, index.to(X.device))
