@@ -18,7 +18,7 @@ from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
 from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
-from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
+from .ingest.files import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
@@ -32,11 +32,11 @@ class DataConfig:
     name: str = "breast_cancer"  # a built-in data set, used when path is empty
     path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
     target: str = ""  # CSV: the target column's name; .npy, sparse .npz: its column index (default: last)
-    categorical: list[str] = field(default_factory=list)  # CSV columns to one-hot encode
+    categorical: list[str] = field(default_factory=list)  # columns to one-hot encode (an array's: x1, x2, ...)
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
-    hash: list[str] = field(default_factory=list)  # CSV columns hashed (whitespace tokens, signed) into a sparse block
+    hash: list[str] = field(default_factory=list)  # columns hashed (whitespace tokens, signed) into a sparse block
     hash_bits: int = 20  # the hash block has 2**hash_bits columns
-    weight: str = ""  # CSV: a column of row weights (non-negative), each row's loss multiplied by its weight
+    weight: str = ""  # CSV, Parquet: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
     n_samples: int = 0  # generated sets: rows (0 = the set's default)

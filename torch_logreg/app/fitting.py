@@ -5,11 +5,9 @@ and ``cv`` alike."""
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,29 +23,41 @@ from ..optimizers import optimizer_class
 from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..steps.select import cuda_graph_problem
 from ..train import Trainer, TrainState
-from . import data as data_lib
+from . import ingest
 from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
+from .ingest import check_standardized  # noqa: F401 (its name here before it moved)
+from .rows import MemoryRows, Training, TrainingRows, open_data, world_size
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Prepared:
-    """The three splits on the run's device, ready for the model, and what produced them."""
+    """The three splits on the run's device, ready for the model, and what produced them. The
+    training rows are one source (:class:`~.rows.TrainingRows`: in memory, this rank's part, or
+    a memory-mapped stream); ``X`` and ``T`` hold the validation and test splits, and the training
+    split's where this process holds it in memory."""
 
+    rows: TrainingRows  # the training rows, standardized, with their targets and weights
     X: dict[str, Tensor]  # standardized features per split
     T: dict[str, Tensor]  # prepared targets (N, K) per split
     y: dict[str, Tensor]  # encoded labels (class indices) or values per split
     plane: dict[str, np.ndarray] | None  # raw 2-D coordinates per split, for the probability map
-    schema: data_lib.Schema
+    schema: ingest.Schema
     classes: list[str]
-    standardizer: data_lib.Standardizer
+    standardizer: ingest.Standardizer
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
-    weight: Tensor | None = None  # (N_train,) the training rows' weights (data.weight, train.class_weight)
-    sharded: bool = False  # under torchrun: X["train"] is this rank's part of the training rows (shards.py)
-    stream: object = None  # out_of_core.Stream: the training rows stay in the file (X["train"] has none)
+
+    @property
+    def weight(self) -> Tensor | None:
+        """(N_train,) the training rows' weights (data.weight, train.class_weight), or None."""
+        return self.rows.weight
+
+    @property
+    def n_features(self) -> int:
+        return self.rows.n_features
 
 
 def run_device(name: str) -> torch.device:
@@ -110,110 +120,43 @@ def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
 
 
 def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
-            standardizer: data_lib.Standardizer | None = None) -> Prepared:
+            standardizer: ingest.Standardizer | None = None) -> Prepared:
     """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
-    on ``device``. Under torchrun each rank reads only its part of a .npy, svmlight or Parquet
-    file (:mod:`~torch_logreg.app.shards`); other data every rank reads whole."""
-    if shards_apply(cfg):
-        return _prepare_parts(cfg, device, dtype, standardizer)
-    from . import out_of_core
-
-    if out_of_core.applies(cfg.data):
-        return _prepare_streamed(cfg, device, dtype, standardizer)
-    ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
-    y, classes = _labels(cfg, ds.y, ds.X.shape[1])
-    idx = _split(cfg, y, classes)
-    X_split = {s: data_lib.take_rows(ds.X, i) for s, i in idx.items()}
-    ds.X = None  # the rows are in the splits now
-    y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
-    if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
-    weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
-    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer, weight)
-
-
-def shards_apply(cfg: Config) -> bool:
-    """Whether this process reads only its part of the data file (under torchrun)."""
-    from . import shards
-
-    return shards.applies(cfg.data, world_size())
-
-
-def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
-                   standardizer: data_lib.Standardizer | None) -> Prepared:
-    """:func:`prepare` from this rank's part of the file: its training rows, and the held-out rows
-    gathered from every rank."""
-    from ..distributed import get_rank
-    from . import shards
-
-    rank = get_rank()
-    part = shards.read_part(cfg.data, rank, world_size())
-    labels = shards.gather_labels(part)
-    ds = part.ds
-    y, classes = _labels(cfg, labels.y, ds.X.shape[1])
-    idx = _split(cfg, y, classes)
-    mask, rows = shards.local_rows(idx["train"], labels, rank)
-    weight = row_weights(cfg, labels.weight, idx["train"], y.index_select(0, idx["train"]), len(classes))
-    idx = {**idx, "train": idx["train"][mask]}  # the global numbers of the training rows this rank holds
-    X_split = {"train": data_lib.take_rows(ds.X, rows),
-               **{s: shards.gather_rows(ds.X, idx[s], labels, rank) for s in ("val", "test")}}
-    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
-    ds.X = None  # the part is in the splits now
-    if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit(X_split["train"], shards.Combine()) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
-    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer,
-                     None if weight is None else weight[mask], sharded=True)
-
-
-def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
-                      standardizer: data_lib.Standardizer | None) -> Prepared:
-    """:func:`prepare` for a .npy or Parquet file larger than ``data.memory_budget``: the held-out
-    rows in memory, the training rows left on disk for the streamed loop (out_of_core.py)."""
-    from . import out_of_core
-
-    path = Path(cfg.data.path).expanduser()
-    if world_size() > 1:
-        raise UsageError(f"{path} is larger than data.memory_budget, and a streamed run is one process; under torchrun "
-                         "each process reads only its part of the file: leave data.memory_budget out")
-    out_of_core.check_settings(cfg, path)
-    source = out_of_core.open_source(cfg.data)
-    X, y_raw = source.X, source.y
-    kept = np.arange(len(y_raw))
-    if cfg.data.keep_classes:
-        kept = np.nonzero(data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes]))[0]
-        if not kept.size:
-            raise UsageError(f"data.keep_classes {list(cfg.data.keep_classes)} matches no row of {path}")
-    y, classes = _labels(cfg, y_raw[kept], X.shape[1])
-    idx = _split(cfg, y, classes)
-    file_rows = {s: kept[i.numpy()] for s, i in idx.items()}
-    held = {s: out_of_core.read_rows(X, file_rows[s]) for s in ("val", "test")}
-    held_bytes = sum(h.numel() for h in held.values()) * (8 + torch.empty((), dtype=dtype).element_size())
+    on ``device``, however its rows are held (:func:`~.rows.open_data`)."""
+    data = open_data(cfg, device)
     kind = target_kind(cfg.model)
-    probe = build_model(cfg.model, X.shape[1], len(classes))
-    budget = out_of_core.batch_budget(cfg, held_bytes, X.shape[1], probe.n_outputs, dtype)
-    targets = np.zeros((len(y_raw),) + ((len(classes),) if kind == "multilabel" else ()),
-                      dtype=np.float64 if kind == "linear" else np.int64)
-    targets[kept] = fit_targets(kind, y, len(classes)).numpy()
-    stream = out_of_core.Stream(path, X, targets, file_rows["train"], budget, source.keep)
+    y, classes = _labels(cfg, data.y, data.n_features)
+    idx = _split(cfg, y, classes)
     if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit_parts(stream.chunks) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X.shape[1]))
-    X_split = {"train": torch.zeros((0, X.shape[1]), dtype=torch.float64), **held}
-    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
-    weight = row_weights(cfg, None if source.weight is None else source.weight[kept], idx["train"], y_split["train"],
-                         len(classes))
-    ds = data_lib.Dataset(X_split["train"], y_raw[:0], source.schema, fingerprint=source.fingerprint)
-    prep = _prepared(cfg, device, dtype, ds, X_split, y_split, {s: torch.from_numpy(r) for s, r in file_rows.items()},
-                     classes, standardizer, weight)
-    prep.stream, prep.plane = stream, None
-    return prep
+        standardizer = (data.fit_standardizer(idx["train"]) if cfg.data.standardize
+                        else ingest.Standardizer.identity(data.n_features))
+    probe = build_model(cfg.model, data.n_features, len(classes)).to(device=device, dtype=dtype)
+    y_split = {s: y.index_select(0, i.to(y.device)).to(device) for s, i in idx.items()}
+    fit_y = {s: fit_targets(kind, v, len(classes)) for s, v in y_split.items()}
+    T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
+    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes))
+    weight = None if weight is None else weight.to(device=device, dtype=dtype)
+    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
+    rows, raw = {}, {}
+    train_rows, raw["train"] = data.training(t)
+    for s in ("val", "test"):
+        raw[s] = data.rows(idx[s])
+        rows[s] = data.standardized(raw[s], t, idx[s])
+    held = train_rows.tensors()
+    X = {**({"train": held[0]} if held is not None else {}), **rows}
+    T["train"] = train_rows.T  # this process's training rows
+    y_split["train"] = y_split["train"][data.held(idx["train"]).to(device)]
+    schema = data.schema
+    plane = None
+    if len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None:
+        plane = {s: raw[s][:, :2].double().cpu().numpy() for s in SPLITS}
+    return Prepared(train_rows, X, T, y_split, plane, schema, classes, standardizer, data.image_shape,
+                    data.true_weights, data.fingerprint)
 
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     kind = target_kind(cfg.model)
-    y, classes = data_lib.encode_labels(y_raw, kind)
+    y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
     build_model(cfg.model, n_features, len(classes))  # fail early on labels that do not fit the kind
@@ -222,32 +165,11 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
 
 def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
     kind = target_kind(cfg.model)
-    idx = dict(zip(SPLITS, data_lib.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
-                                                  cfg.train.seed, stratify=kind != "linear", classes=classes)))
+    idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
+                                                cfg.train.seed, stratify=kind != "linear", classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     return idx
-
-
-def _prepared(cfg: Config, device: torch.device, dtype: torch.dtype, ds: data_lib.Dataset, X_split: dict,
-              y_split: dict, idx: dict, classes: list[str], standardizer: data_lib.Standardizer,
-              weight: Tensor | None, sharded: bool = False) -> Prepared:
-    """The splits standardized, with their targets, on ``device``."""
-    kind = target_kind(cfg.model)
-    n_features = X_split["train"].shape[1]
-    plane = None
-    if len(ds.schema.columns) == 2 and not ds.schema.categorical and not ds.schema.sparse:
-        plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
-    X_out, T_out, y_out = {}, {}, {}
-    probe = build_model(cfg.model, n_features, len(classes)).to(device=device, dtype=dtype)
-    for s in SPLITS:
-        X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
-        check_standardized(X_out[s], X_split[s], cfg.data.path or f"data set {cfg.data.name!r}", ds.schema.feature_names,
-                           idx[s])
-        y_out[s] = y_split[s].to(device)
-        T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
-    return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
-                    ds.fingerprint, None if weight is None else weight.to(device=device, dtype=dtype), sharded)
 
 
 def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
@@ -255,35 +177,9 @@ def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor
     ``train.class_weight``'s (float64), or None when neither is set."""
     w = None if weights is None else torch.as_tensor(np.array(weights, dtype=np.float64)).index_select(0, rows.cpu())
     if cfg.train.class_weight == "balanced":
-        balanced = data_lib.balanced_weights(y, n_classes, w)
+        balanced = ingest.balanced_weights(y, n_classes, w)
         w = balanced if w is None else w * balanced
     return w
-
-
-def check_standardized(X: Tensor, raw: Tensor, source: str, names: list[str], rows: Tensor | None = None) -> None:
-    """A finite value whose standardized form the storage dtype cannot hold (far outside the
-    training rows' range) is the data's problem, named here, not an infinity in the model. For a
-    CSR ``X`` (whose non-zeros sit where ``raw``'s do) the stored values are checked."""
-    sparse = X.layout == torch.sparse_csr
-    bad = ~torch.isfinite(X.values() if sparse else X)
-    if not bool(bad.any()):
-        return
-    if sparse:
-        k = int(bad.nonzero()[0, 0])
-        r = int(torch.searchsorted(X.crow_indices(), torch.tensor(k, device=X.device), right=True)) - 1
-        c, value = int(X.col_indices()[k]), raw.values()[k].item()
-    else:
-        r, c = (int(i) for i in bad.nonzero()[0])
-        value = raw[r, c].item()
-    dtype = str(X.dtype).replace("torch.", "")
-    row = int(rows[r]) if rows is not None else r
-    raise UsageError(f"{source}: row {row}, column {names[c]!r}: {value:g} is so far from the training "
-                     f"rows' values that, standardized, it exceeds what {dtype} can hold; check the value"
-                     + (", or set train.dtype = 'float64'" if dtype != "float64" else ""))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
@@ -358,37 +254,19 @@ def storage_dtype(cfg: Config) -> torch.dtype:
     return resolve_precision(cfg.train.dtype)[0]
 
 
-def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None,
-                 sample_weight: Tensor | None = None, sharded: bool = False, stream=None,
-                 standardizer: data_lib.Standardizer | None = None) -> Trainer:
-    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard of
-    ``X``, or all of it when ``sharded``, ``X`` being already this rank's rows; ``stream``: an
-    out_of_core.Stream whose training rows are read from the file as the loop goes, through the
-    ``standardizer``;
-    ``step``: the step a resumed run chose when it started, kept so it continues as it began;
-    ``sample_weight``: the rows' weights)."""
+def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val: Tensor | None = None,
+                 T_val: Tensor | None = None, callbacks=(), step: str | None = None) -> Trainer:
+    """The Trainer for ``cfg`` on the training ``rows`` (a :class:`~.rows.TrainingRows`, which
+    builds the loop that reads them); ``step``: the step a resumed run chose when it started, kept
+    so it continues as it began."""
     check_cuda_graph(cfg, model, device)
-    trainer_cls, shard = Trainer, {}
-    if distributed:
-        from ..distributed import DistributedTrainer as trainer_cls
-
-        shard = {"shard": not sharded}
     has_val = X_val is not None and X_val.shape[0] > 0
     options = loop_options(cfg)
     if step and options["step"] == "auto":
         options["step"] = step
-    if stream is not None:
-        from ..streaming import StreamingTrainer
-
-        return StreamingTrainer(model, stream.X, stream.targets, memory_budget_bytes=stream.budget, rows=stream.rows,
-                                transform=standardizer.transform, validate=False, **options, device=device,
-                                dtype=cfg.train.dtype, X_val=X_val if has_val else None,
-                                y_val=T_val if has_val else None, callbacks=list(callbacks), sample_weight=sample_weight)
     # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
-    return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
-                       X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks),
-                       sample_weight=sample_weight, **shard)
+    return rows.trainer(model, **options, device=device, dtype=cfg.train.dtype, X_val=X_val if has_val else None,
+                        y_val=T_val if has_val else None, callbacks=list(callbacks))
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
@@ -400,8 +278,8 @@ def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None
 
         fit_exact(model, X, T, **exact_options(cfg), sample_weight=sample_weight, warn=False, check_separation=False)
         return
-    make_trainer(cfg, model, X, T, model.device, model.dtype, X_val=X_val, T_val=T_val,
-                 sample_weight=sample_weight).run()
+    make_trainer(cfg, model, MemoryRows(X, T, sample_weight), model.device, model.dtype, X_val=X_val,
+                 T_val=T_val).run()
 
 
 def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):

@@ -171,9 +171,9 @@ def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, d
 
 def _check_parts(payload: dict) -> None:
     """Every part a command reads, read once here, so a damaged one is named before any work."""
-    from . import data as data_lib
+    from .ingest import Schema
 
-    schema = data_lib.Schema.from_dict(payload["schema"])
+    schema = Schema.of_run(payload)
     std = payload["standardizer"]
     mean, scale = std["mean"], std["scale"]
     if not (isinstance(mean, Tensor) and isinstance(scale, Tensor) and mean.dim() == 1 and mean.shape == scale.shape):
