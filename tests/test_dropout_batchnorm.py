@@ -262,3 +262,108 @@ def test_torch_gradcheck_through_the_manual_backward(training):
             params = tuple(layer.parameters(recurse=False))
             assert torch.autograd.gradcheck(lambda x, *p, layer=layer: ManualFunction.apply(layer, x, *p),
                                             (x, *params), eps=1e-6, atol=1e-8)
+
+
+# --- the MLP with dropout and batch normalization ----------------------------------------------
+
+
+def test_mlp_places_batch_norm_before_and_dropout_after_each_hidden_activation():
+    model = tl.MLP(4, [8, 6], n_outputs=3, activation="relu", link="softmax", dropout=0.25, batch_norm=True)
+    assert [name for name, _ in model.named_children()] == [
+        "fc0", "bn0", "act0", "drop0", "fc1", "bn1", "act1", "drop1", "out"]
+    assert model.mode_dependent and model.drop1.p == 0.25 and model.bn1.num_features == 6
+    plain = tl.MLP(4, [8], n_outputs=1)
+    assert [name for name, _ in plain.named_children()] == ["fc0", "act0", "out"] and not plain.mode_dependent
+    assert plain.constructor_args()["dropout"] == 0.0 and plain.constructor_args()["batch_norm"] is False
+
+
+def test_mlp_constructor_args_and_state_dict_round_trip_in_evaluation_mode():
+    gen = torch.Generator().manual_seed(8)
+    model = tl.MLP(5, [7], n_outputs=3, link="softmax", dropout=0.3, batch_norm=True).double()
+    model.seed_dropout(0)
+    for _ in range(4):  # running statistics away from their start
+        model.logits(torch.randn(16, 5, generator=gen, dtype=torch.float64))
+    args = model.constructor_args()
+    assert args["dropout"] == 0.3 and args["batch_norm"] is True
+    copy = tl.MLP(**args).double()
+    copy.load_state_dict(model.state_dict())
+    X = torch.randn(10, 5, generator=gen, dtype=torch.float64)
+    assert torch.equal(copy.eval().logits(X), model.eval().logits(X))
+
+
+def test_predict_is_in_evaluation_mode_whatever_the_model_mode():
+    gen = torch.Generator().manual_seed(9)
+    model = tl.MLP(3, [6], n_outputs=1, dropout=0.5, batch_norm=True).double()
+    model.logits(torch.randn(20, 3, generator=gen, dtype=torch.float64) + 2.0)
+    X = torch.randn(30, 3, generator=gen, dtype=torch.float64)
+    expected = (model.eval().logits(X)[:, 0] >= 0).long()
+    model.train()
+    running = model.bn0.running_mean.clone()
+    assert torch.equal(model.predict(X), expected)
+    assert model.training and torch.equal(model.bn0.running_mean, running)  # mode restored, statistics untouched
+    with torch.no_grad():
+        assert not torch.equal(model.logits(X), model.logits(X))  # training mode: a new mask each time
+
+
+class ModeLog(tl.Callback):
+    def __init__(self):
+        self.steps, self.epochs = [], []
+
+    def on_step(self, state):
+        self.steps.append(state.model.training)
+
+    def on_epoch_end(self, state):
+        self.epochs.append(state.model.training)
+
+
+def test_the_loop_trains_in_training_mode_and_checks_in_evaluation_mode():
+    gen = torch.Generator().manual_seed(10)
+    X = torch.randn(120, 4, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] * X[:, 1] > 0).long()
+    X_val = torch.randn(40, 4, generator=gen, dtype=torch.float64)
+    y_val = (X_val[:, 0] * X_val[:, 1] > 0).long()
+    model = tl.MLP(4, [8], dropout=0.2, batch_norm=True).double()
+    model.seed_dropout(0)
+    log = ModeLog()
+    history = tl.fit(model, X, y, solver="adam", lr=0.01, epochs=6, batch_size=32, X_val=X_val, y_val=y_val,
+                     callbacks=[log], device="cpu", grad_check_every=7)
+    assert all(log.steps) and len(log.steps) == 6 * 4 and not any(log.epochs)
+    assert not model.training  # the model leaves the loop ready to predict
+    assert model.bn0.num_batches_tracked.item() == 24  # one update a step: checks and validation add none
+    assert len(history.grad_checks) == 4 and all(e <= 1e-6 for _, e in history.grad_checks)  # finite differences
+    T_val = model.targets(y_val, 40)
+    assert history.val_loss[-1] == model.objective(X_val, T_val).item()
+
+
+# --- config, gradcheck, export -----------------------------------------------------------------
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_config_keys_reach_the_model_and_are_validated():
+    from torch_logreg.app.config import load_config
+    from torch_logreg.app.fitting import build_model
+
+    cfg = load_config(CONFIGS / "digits_mlp.toml", ["model.dropout=0.2", "model.batch_norm=true"])
+    model = build_model(cfg.model, 64, 10, seed=0)
+    assert model.drop0.p == 0.2 and isinstance(model.bn0, tl.BatchNorm1d)
+    assert model.constructor_args()["dropout"] == 0.2 and model.constructor_args()["batch_norm"]
+    with pytest.raises(tl.UsageError, match=r"--set model.dropout=1: model.dropout must be a finite number >= 0 and < 1"):
+        load_config(CONFIGS / "digits_mlp.toml", ["model.dropout=1"])
+    with pytest.raises(tl.UsageError, match=r"model.batch_norm applies to model.kind = 'mlp'; model.kind is 'logistic'"):
+        load_config(CONFIGS / "digits.toml", ["model.kind=logistic", "model.batch_norm=true"])
+    with pytest.raises(tl.UsageError, match=r"model.dropout applies to model.kind = 'mlp'"):
+        load_config(CONFIGS / "digits.toml", ["model.dropout=0.1"])
+    with pytest.raises(tl.UsageError, match=r"model.dropout trains with the loop's update rules .* 'lbfgs'"):
+        load_config(CONFIGS / "digits_mlp.toml", ["model.dropout=0.1", "train.solver=lbfgs"])
+
+
+def test_gradcheck_command_passes_on_an_mlp_with_dropout_and_batch_norm():
+    from torch_logreg.app import commands
+    from torch_logreg.app.config import load_config
+
+    cfg = load_config(CONFIGS / "xor_mlp.toml", ["model.dropout=0.2", "model.batch_norm=true", "train.device=cpu",
+                                                 "data.n_samples=200"])
+    report = commands.gradcheck(cfg)
+    assert report.passed, str(report)
+    assert {c.parameter for c in report.comparisons} >= {"bn0.weight", "bn0.bias", "fc0.weight", "out.weight"}
