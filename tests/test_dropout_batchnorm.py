@@ -2,6 +2,8 @@
 ``torch.nn.BatchNorm1d`` through autograd (float64, same mask), running statistics equal torch's,
 and the three-way gradient checks pass on stacks that contain them."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,6 +11,8 @@ from torch import nn
 import torch_logreg as tl
 from torch_logreg.gradients import ManualFunction, check_gradients
 from torch_logreg.layers import repeatable
+
+from conftest import DEVICES
 
 SHAPES = [(2, 1), (7, 4), (64, 20)]
 
@@ -337,7 +341,7 @@ def test_the_loop_trains_in_training_mode_and_checks_in_evaluation_mode():
 
 # --- config, gradcheck, export -----------------------------------------------------------------
 
-CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_config_keys_reach_the_model_and_are_validated():
@@ -367,3 +371,23 @@ def test_gradcheck_command_passes_on_an_mlp_with_dropout_and_batch_norm():
     report = commands.gradcheck(cfg)
     assert report.passed, str(report)
     assert {c.parameter for c in report.comparisons} >= {"bn0.weight", "bn0.bias", "fc0.weight", "out.weight"}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layers_on_each_device_equal_torch(device):
+    """Batch norm against nn.BatchNorm1d and a seeded dropout mask drawn on the input's device."""
+    gen = torch.Generator().manual_seed(12)
+    ours, ref = _pair(5, True, 0.1, gen)
+    ours, ref = ours.to(device), ref.to(device)
+    x = torch.randn(16, 5, generator=gen, dtype=torch.float64).to(device)
+    g = torch.randn(16, 5, generator=gen, dtype=torch.float64).to(device)
+    y = ours(x)
+    xr = x.clone().requires_grad_(True)
+    yr = ref(xr)
+    (gr,) = torch.autograd.grad(yr, xr, g)
+    assert_close(y, yr.detach())
+    assert_close(ours.backward(g), gr)
+    assert_close(ours.running_var, ref.running_var)
+    a, b = tl.Dropout(0.5, seed=4), tl.Dropout(0.5, seed=4)
+    assert torch.equal(a(x), b(x))
+    assert a.generator.device.type == torch.device(device).type
