@@ -434,8 +434,12 @@ class Trainer:
                 l2, l1, step_penalty = self.l2, self.l1, self._step_penalty
                 if not (l2 or l1):
                     step_penalty.zero_()
+                # dropout and batch norm: training mode for the steps, evaluation mode for the checks
+                modal = getattr(model, "mode_dependent", False)
                 while self.epoch < self.epochs and stop_reason is None:
                     self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
+                    if modal:
+                        model.train()
                     if not one_batch:
                         epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
                         epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -477,6 +481,8 @@ class Trainer:
                         state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
                         for cb in callbacks:
                             cb.on_step(state)
+                    if modal:
+                        model.eval()
                     self.epoch += 1
                     state.epoch = self.epoch
                     state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs

@@ -106,9 +106,11 @@ def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: in
     if link == "sigmoid" and n_classes > 2:
         raise UsageError(f"the target has {n_classes} classes but model.link = 'sigmoid' has one output; "
                          "use model.link = 'softmax' (or 'auto')")
-    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias)
+    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias,
+                dropout=model_cfg.dropout, batch_norm=model_cfg.batch_norm)
     scheme = AUTO_INIT[model_cfg.activation] if model_cfg.init == "auto" else model_cfg.init
     initialize(model, scheme, seed)
+    model.seed_dropout(seed)
     return model
 
 
