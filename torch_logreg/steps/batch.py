@@ -11,10 +11,11 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
+from .base import Step
 from .common import IN_PLACE
 
 
-class BatchStep:
+class BatchStep(Step):
     """``step(Xb, Tb, l2) -> (loss, grads)`` for the mini-batches of a single-``Linear`` model,
     like ``objective_and_grad(Xb, Tb, l2)``, in buffers allocated once for the largest batch.
 

@@ -7,8 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .base import Step
 
-class GraphedStep:
+
+class GraphedStep(Step):
     """Wraps a bound full-batch step: ``step(X, T, l2)`` replays the captured step *and* the
     update (:attr:`includes_update`), returning the graph's static loss and gradient tensors.
 
@@ -25,8 +27,7 @@ class GraphedStep:
                  device: torch.device) -> None:
         self.inner, self.update, self.key, self.device = inner, update, key, device
         self.name = f"cuda_graph({inner.name})"
-        self.flat_grad = getattr(inner, "flat_grad", None)
-        self.grads = getattr(inner, "grads", None)
+        self.flat_grad, self.grads = inner.flat_grad, inner.grads
         self._graph = None
         self._graph_key = None
         self._out: tuple[Tensor, dict[str, Tensor]] | None = None
