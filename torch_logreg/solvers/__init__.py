@@ -172,6 +172,10 @@ def fit_exact(
     gradient take the fixed rule's step either way: a measured step's set-up (a copy of X for the
     feature-major step) would be paid again by every solve, for a few dozen evaluations.
 
+    The result's ``history`` is the solve as the loop records a run (a
+    :class:`~torch_logreg.train.History`: per iterate, the objective, the loss without the
+    penalties and the optimality measure).
+
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
     for (quasi-)complete separation; when found, a
@@ -205,6 +209,7 @@ def fit_exact(
     else:
         lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
+    result.data_loss = None  # it holds the model: the result is kept (and pickled) without it
 
     if warn and result.stop_reason not in ("converged", "callback"):
         if result.stop_reason == "max_iter":
