@@ -75,11 +75,20 @@ class TrainConfig:
     eps: float = -1.0  # adagrad, rmsprop, adam, adamw; < 0 = the optimizer's default (as torch.optim's)
     alpha: float = 0.99  # rmsprop
     weight_decay: float = 0.01  # adamw (decoupled; l2 is the penalty every solver minimises)
-    schedule: str = "constant"  # constant | step | exponential | cosine (learning rate per epoch)
+    schedule: str = "constant"  # constant | step | exponential | cosine | plateau (learning rate per epoch)
     step_size: int = 1  # step: epochs between decays
     gamma: float = 0.1  # step, exponential: the decay factor
     warmup_epochs: int = 0  # a linear warm-up before the schedule; 0 = none
     warmup_start_factor: float = 0.3333333333333333  # the warm-up's first rate over lr
+    # plateau (torch's ReduceLROnPlateau, its names and defaults): on the validation loss, or the
+    # training objective without a validation split, lr *= factor after more than plateau_patience
+    # checks without a relative improvement of threshold, then cooldown checks uncounted, never below min_lr
+    factor: float = 0.1
+    plateau_patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+    clip_grad_norm: float = 0.0  # the loop: each step's global gradient 2-norm clipped to this; 0 = off
     tol: float = 1e-6  # stop when the gradient norm falls below
     patience: int = 20  # early stopping / plateau, in epochs; 0 = off
     grad_check_every: int = 0  # steps; 0 = off
@@ -134,6 +143,12 @@ RANGES = {
     "train.l1": (0.0, None),
     "train.momentum": (0.0, [1.0]),
     "train.tol": (0.0, None),
+    "train.factor": (0.0, [1.0]),
+    "train.plateau_patience": (0, None),
+    "train.threshold": (0.0, None),
+    "train.cooldown": (0, None),
+    "train.min_lr": (0.0, None),
+    "train.clip_grad_norm": (0.0, None),
     "train.patience": (0, None),
     "train.grad_check_every": (0, None),
     "train.check_every": (1, None),
@@ -277,7 +292,8 @@ def update_rule_options(t: TrainConfig) -> dict:
 
 def schedule_options(t: TrainConfig) -> dict:
     return {"schedule": t.schedule, "step_size": t.step_size, "gamma": t.gamma, "warmup_epochs": t.warmup_epochs,
-            "warmup_start_factor": t.warmup_start_factor}
+            "warmup_start_factor": t.warmup_start_factor, "factor": t.factor, "plateau_patience": t.plateau_patience,
+            "threshold": t.threshold, "cooldown": t.cooldown, "min_lr": t.min_lr}
 
 
 def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:

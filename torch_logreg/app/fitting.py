@@ -239,6 +239,7 @@ def loop_config(cfg: Config, device: str | torch.device | None = None, step: str
     return LoopConfig(
         solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, l1=t.l1, tol=t.tol,
         patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every, cuda_graph=t.cuda_graph,
+        clip_grad_norm=t.clip_grad_norm,
         seed=t.seed, step=step if step and t.step == "auto" else t.step, device=t.device if device is None else device,
         dtype=t.dtype, **update_rule_options(t), **schedule_options(t),
     )
