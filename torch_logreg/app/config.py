@@ -36,6 +36,9 @@ class DataConfig:
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
     hash: list[str] = field(default_factory=list)  # columns hashed (whitespace tokens, signed) into a sparse block
     hash_bits: int = 20  # the hash block has 2**hash_bits columns
+    pixels: str = ""  # CSV, Parquet: a column of space-separated numbers (an image a row), expanded to features
+    drop: list[str] = field(default_factory=list)  # columns left out of the features
+    split_column: str = ""  # a column naming each row's split: Training/PublicTest/PrivateTest or train/val/test
     weight: str = ""  # CSV, Parquet: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable

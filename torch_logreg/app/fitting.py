@@ -130,7 +130,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     data = open_data(cfg, device)
     kind = target_kind(cfg.model)
     y, classes = _labels(cfg, data.y, data.n_features)
-    idx = _split(cfg, y, classes)
+    idx = _split(cfg, y, classes, getattr(data, "split", None))
     if standardizer is None:
         standardizer = (data.fit_standardizer(idx["train"]) if cfg.data.standardize
                         else ingest.Standardizer.identity(data.n_features))
@@ -167,10 +167,18 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     return y, classes
 
 
-def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
+def _split(cfg: Config, y: Tensor, classes: list[str], split: np.ndarray | None = None) -> dict[str, Tensor]:
+    """The rows of each split: as ``data.split_column`` names them (``split``: each row's code, 0
+    train, 1 val, 2 test; val_fraction and test_fraction then unused), else a seeded draw."""
     kind = target_kind(cfg.model)
-    idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
-                                                cfg.train.seed, stratify=kind != "linear", classes=classes)))
+    if cfg.data.split_column:
+        if split is None:
+            raise UsageError("data.split_column needs the file read whole by one process (not streamed, not under "
+                             "torchrun)")
+        idx = {s: torch.from_numpy(np.nonzero(split == code)[0]) for code, s in enumerate(SPLITS)}
+    else:
+        idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
+                                                    cfg.train.seed, stratify=kind != "linear", classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     return idx

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ...errors import UsageError
 from ...validation import as_sparse_csr
+from .columns import expand_pixels, pixel_width
 from .table import listed
 
 #: data.hash_bits: the hash block's width is 2**bits
@@ -45,6 +46,8 @@ class Schema:
     sparse_width: int = 0  # a sparse file's columns (0: not a sparse file)
     svmlight_base: int = 0  # an svmlight file's first feature index (0 or 1), as training read it
     weight: str = ""  # the column of row weights (not a feature; new files may have it)
+    pixels: str = ""  # the column of space-separated numbers expanded to pixels_width features
+    pixels_width: int = 0
 
     @property
     def sparse(self) -> bool:
@@ -60,7 +63,8 @@ class Schema:
         """The model's input width (without building :attr:`feature_names`)."""
         if self.sparse_width:
             return self.sparse_width
-        dense = sum(len(self.levels(c)) if c in self.categorical else 1 for c in self.columns if c not in self.hashed)
+        dense = sum(len(self.levels(c)) if c in self.categorical else self.pixels_width if c == self.pixels else 1
+                    for c in self.columns if c not in self.hashed)
         return dense + int(self.add_radius) + (1 << self.hash_bits if self.hashed else 0)
 
     @property
@@ -73,6 +77,8 @@ class Schema:
                 continue
             if c in self.categorical:
                 names.extend(f"{c}={v}" for v in self.levels(c))
+            elif c == self.pixels:
+                names.extend(f"{c}{j + 1}" for j in range(self.pixels_width))
             else:
                 names.append(c)
         if self.add_radius:
@@ -85,13 +91,15 @@ class Schema:
         return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
-                "svmlight_base": self.svmlight_base, "weight": self.weight}
+                "svmlight_base": self.svmlight_base, "weight": self.weight, "pixels": self.pixels,
+                "pixels_width": self.pixels_width}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
         return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
                    bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
-                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")))
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")),
+                   str(d.get("pixels", "")), int(d.get("pixels_width", 0)))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -117,6 +125,9 @@ class Schema:
         parts = []
         for c in self.columns:
             if c in self.hashed:
+                continue
+            if c == self.pixels:
+                parts.append(expand_pixels(table, c, self.pixels_width))
                 continue
             parts.append(self._one_hot(table, c) if c in self.categorical else table.numbers(c)[:, None])
         out = np.concatenate(parts, axis=1) if parts else np.zeros((table.n_rows, 0), dtype=np.float64)
@@ -190,7 +201,15 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if both:
         raise UsageError(f"column {both[0]!r} is in both data.categorical and data.hash; a column is one-hot encoded "
                          "or hashed, not both")
-    columns = [c for c in header if c not in (target, weight)]
+    pixels, left_out = data_cfg.pixels, [*data_cfg.drop, *([data_cfg.split_column] if data_cfg.split_column else [])]
+    for key, names in (("data.pixels", [pixels] if pixels else []), ("data.drop", data_cfg.drop),
+                       ("data.split_column", [data_cfg.split_column] if data_cfg.split_column else [])):
+        for c in names:
+            if c not in header:
+                raise UsageError(f"{path}: {key} column {c!r} is not in the header ({listed(header)})")
+            if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
+                raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
+    columns = [c for c in header if c not in (target, weight, *left_out)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     if data_cfg.add_radius and hashed:
@@ -205,7 +224,8 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if combine_levels is not None:
         cats = combine_levels(cats)
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
-                  hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight)
+                  hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
+                  pixels_width=pixel_width(table, pixels) if pixels else 0)
 
 
 def category_key(v: str):
