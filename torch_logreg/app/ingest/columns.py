@@ -44,9 +44,12 @@ def expand_pixels(table, column: str, width: int) -> np.ndarray:
         r = int(bad[0])
         raise UsageError(f"{table.path}, {table.where(r)}, column {column!r}: {counts[r]} numbers where the first "
                          f"row has {width}; every row of data.pixels must have the same number")
-    with warnings.catch_warnings():  # a token that is not a number ends the parse early: found below
-        warnings.simplefilter("ignore")
-        flat = np.fromstring(" ".join(cells), dtype=np.float64, sep=" ")  # one parse in C, every row
+    try:  # one parse in C of every row; a token that is not a number ends it early (found below)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flat = np.fromstring(" ".join(cells), dtype=np.float64, sep=" ")
+    except ValueError:
+        flat = np.empty(0)
     if flat.size != len(cells) * width or not np.isfinite(flat).all():
         for r, cell in enumerate(cells):
             for token in cell.split():
