@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..layers import Linear
 from ..models import single_linear
 from . import ingest
 from . import metrics as metrics_lib
@@ -143,4 +144,10 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
         names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
         for name, img in zip(names, weight_images(layer.weight, prep.image_shape, names)):
             writer.add_image(f"weights/class_{name}", img, step, dataformats="HWC")
+    elif prep.image_shape is not None:  # an MLP: its first layer's units (64 at most), grey, each scaled by its max
+        first = next((m for m in model.children() if isinstance(m, Linear)), None)
+        if first is not None:
+            w = first.weight.detach()[:64].double().cpu()
+            w = 0.5 + 0.5 * w / w.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
+            writer.add_images("weights/first_layer", w.reshape(-1, 1, *prep.image_shape), step)
     writer.flush()
