@@ -31,7 +31,9 @@ FLOAT_LISTS = ("train.betas",)
 class DataConfig:
     name: str = "breast_cancer"  # a built-in data set, used when path is empty
     path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
-    target: str = ""  # CSV: the target column's name; .npy, sparse .npz: its column index (default: last)
+    # CSV: the target column's name (or, for model.kind = "multilabel", a list of 0/1 columns, one per
+    # output); .npy, sparse .npz: its column index (default: last)
+    target: str | list[str] = ""
     categorical: list[str] = field(default_factory=list)  # columns to one-hot encode (an array's: x1, x2, ...)
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
     hash: list[str] = field(default_factory=list)  # columns hashed (whitespace tokens, signed) into a sparse block
@@ -185,6 +187,10 @@ def _field_types(section: str) -> dict[str, type]:
 
 def _coerce(key: str, value, kind: type, where: str):
     """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    if key == "data.target" and isinstance(value, list):  # several 0/1 columns: a multilabel target
+        if value and all(isinstance(v, str) and v for v in value):
+            return list(value)
+        raise UsageError(f"{where}: data.target must be a column name or a list of column names, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -250,6 +256,13 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     if cfg.train.class_weight and target_is_real(cfg.model):
         raise UsageError(f"{sources.get('train.class_weight', 'config')}: train.class_weight needs classes; "
                          f"this model ({cfg.model.kind}) predicts real values")
+    if isinstance(cfg.data.target, list):
+        where = sources.get("data.target", "config")
+        if cfg.model.kind != "multilabel":
+            raise UsageError(f"{where}: data.target as a list of columns is for model.kind = 'multilabel' (one sigmoid "
+                             f"per column); model.kind is {cfg.model.kind!r}")
+        if cfg.train.class_weight:
+            raise UsageError(f"{where}: train.class_weight needs one class a row; data.target lists several columns")
     check("train.device", arguments.device_name)
 
 

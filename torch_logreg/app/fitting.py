@@ -118,7 +118,7 @@ def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: in
 
 def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
     """What ``fit`` takes as ``y``: indices, one-hot rows (one sigmoid per class) or values."""
-    if kind == "multilabel":
+    if kind == "multilabel" and y.dim() == 1:  # one class a row: its indicator row
         return torch.nn.functional.one_hot(y, n_classes)
     return y
 
@@ -160,6 +160,8 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     kind = target_kind(cfg.model)
+    if isinstance(cfg.data.target, list):  # (N, K) 0/1 columns: the outputs are named by the columns
+        return torch.as_tensor(np.asarray(y_raw, dtype=np.int64)), list(cfg.data.target)
     y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
@@ -178,7 +180,8 @@ def _split(cfg: Config, y: Tensor, classes: list[str], split: np.ndarray | None 
         idx = {s: torch.from_numpy(np.nonzero(split == code)[0]) for code, s in enumerate(SPLITS)}
     else:
         idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
-                                                    cfg.train.seed, stratify=kind != "linear", classes=classes)))
+                                                    cfg.train.seed, stratify=kind != "linear" and y.dim() == 1,
+                                                    classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     return idx

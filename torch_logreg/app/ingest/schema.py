@@ -39,7 +39,9 @@ class Schema:
     columns: list[str]  # raw feature columns, in input order
     categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> categories
     add_radius: bool = False
-    target: str = ""  # data.target: a column's name, or an index for a file whose columns have no names
+    # data.target: a column's name, an index for a file whose columns have no names, or several
+    # columns' names (a multilabel target, one 0/1 column per output)
+    target: str | list[str] = ""
     drop_first: bool = False  # one-hot: each categorical column's first level has no column
     hashed: list[str] = field(default_factory=list)  # columns hashed (signed) into the hash block
     hash_bits: int = 0  # the hash block has 2**hash_bits columns
@@ -157,6 +159,8 @@ class Schema:
         when the file has no target and ``need`` is false."""
         if table.sparse:
             return table.y
+        if isinstance(self.target, list):
+            return multilabel_targets(table, self.target, need)
         name = table.target_name(self.target or "target")
         if name not in table.header:
             if need:
@@ -182,14 +186,20 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
     categorical, hashed, weight = list(data_cfg.categorical), list(data_cfg.hash), data_cfg.weight
-    target = table.target_name(data_cfg.target)
+    if isinstance(data_cfg.target, list):  # several 0/1 columns: checked here, read by Schema.labels
+        if not table.named:
+            raise UsageError(f"{path}: data.target as a list of columns needs a CSV or Parquet file")
+        for c in data_cfg.target:
+            if c not in header:
+                raise UsageError(f"{path}: data.target column {c!r} is not in the header ({listed(header)})")
+    target = data_cfg.target[0] if isinstance(data_cfg.target, list) else table.target_name(data_cfg.target)
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
     if weight and weight not in header:
         raise UsageError(f"{path}: data.weight column {weight!r} is not in the header ({listed(header)})")
-    if weight and weight in (target, *categorical, *hashed):
+    if weight and weight in (*([target] if isinstance(data_cfg.target, str) else data_cfg.target), *categorical, *hashed):
         raise UsageError(f"{path}: the data.weight column {weight!r} cannot also be the target or a feature")
     for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
         for c in names:
@@ -209,7 +219,8 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
                 raise UsageError(f"{path}: {key} column {c!r} is not in the header ({listed(header)})")
             if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
                 raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
-    columns = [c for c in header if c not in (target, weight, *left_out)]
+    targets = data_cfg.target if isinstance(data_cfg.target, list) else [target]
+    columns = [c for c in header if c not in (*targets, weight, *left_out)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     if data_cfg.add_radius and hashed:
@@ -226,6 +237,23 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
                   hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
                   pixels_width=pixel_width(table, pixels) if pixels else 0)
+
+
+def multilabel_targets(table, names: list[str], need: bool = True) -> np.ndarray | None:
+    """``(N, K)`` int64: the 0/1 target columns ``names`` (one per output of a multilabel model);
+    None when the file has none of them and ``need`` is false; another value names its line."""
+    missing = [c for c in names if c not in table.header]
+    if missing and (need or len(missing) < len(names)):
+        raise UsageError(f"{table.path}: the target column {missing[0]!r} is missing (columns: {listed(table.header)})")
+    if missing:
+        return None
+    Y = np.stack([table.numbers(c) for c in names], axis=1)
+    bad = np.argwhere((Y != 0) & (Y != 1))
+    if bad.size:
+        r, k = (int(v) for v in bad[0])
+        raise UsageError(f"{table.path}, {table.where(r)}, column {names[k]!r}: a multilabel target is 0 or 1, "
+                         f"got {Y[r, k]:g}")
+    return Y.astype(np.int64)
 
 
 def category_key(v: str):
