@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import expect_error, run_cli
 from torch_logreg.app.config import load_config
 from torch_logreg.app.metrics import multilabel_metrics
+
+from helpers import expect_error, run_cli
 
 
 def write(path, n=200, seed=0, bad=None):
