@@ -96,3 +96,24 @@ def test_the_split_column_names_each_row_s_split(tmp_path):
         assert len(prep.y[split]) == int((usage == name).sum())
     assert [prep.classes[int(k)] for k in prep.y["test"]] == [str(v) for v in labels[usage == "PrivateTest"]]
     assert prep.image_shape == (4, 4)
+
+
+@pytest.mark.e2e
+def test_cv_deals_the_rows_outside_the_split_column_s_test_rows(tmp_path, capsys, monkeypatch):
+    from torch_logreg.app import cv
+
+    path = make_fer_like.write(tmp_path / "fer_like.csv", rows=150, side=4, seed=2)
+    seen = []
+    kfold = cv.folds_lib.kfold
+
+    def spy(y, *args, **kwargs):
+        seen.append(len(y))
+        return kfold(y, *args, **kwargs)
+
+    monkeypatch.setattr(cv.folds_lib, "kfold", spy)
+    code, _, err = run_cli(capsys, "cv", "--quiet", "--config", CONFIG, "--set", f"data.path={path}", "--set",
+                           "train.device=cpu", "--set", "train.epochs=3", "--grid", "train.lr=0.01", "--folds", "2",
+                           "--run-dir", tmp_path / "cv")
+    assert code == 0, err
+    usage = [row[2] for row in make_fer_like.make_rows(150, 4, 2)]
+    assert seen == [sum(u != "PrivateTest" for u in usage)]

@@ -143,12 +143,17 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     device = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     kind = target_kind(cfg.model)
+    if isinstance(cfg.data.target, list):
+        raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)
     probe = build_model(cfg.model, ds.X.shape[1], len(classes))
-    train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
-                                                   cfg.train.seed, stratify=kind != "linear", classes=classes)
-    pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
+    if ds.split is not None:  # data.split_column: its test rows stay unseen, the others are dealt into folds
+        pool = torch.from_numpy(np.nonzero(ds.split != 2)[0])
+    else:
+        train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
+                                                       cfg.train.seed, stratify=kind != "linear", classes=classes)
+        pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
     X_pool, y_pool = data_lib.take_rows(ds.X, pool), y.index_select(0, pool.to(y.device))
     stratify = kind != "linear"
     splits = folds_lib.kfold(y_pool.cpu().numpy(), folds, seed=cfg.train.seed, stratify=stratify, name="--folds",
