@@ -15,6 +15,7 @@ from torch import Tensor
 from .. import functional as F
 from ..errors import UsageError
 from ..solvers import prepare
+from ..solvers.glm import vector
 from ..solvers.params import augment, get_theta, linear_layer
 from . import constraints
 from .constraint_strings import read_constraints
@@ -22,6 +23,8 @@ from .constraints import ChiSquareTest
 from .covariance import WEIGHTS_KINDS, check_cov_type, group_codes, inverse_information, sandwich
 from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationError, check_conditioning, find_separation
 from .margins import MarginalEffects, margeff_summaries, marginal_effects
+from .prediction import PredictionResults, predict
+from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
 from .tables import Summary, Table, coefficient_summary, fit_header
 
@@ -63,6 +66,45 @@ class InferenceResult:
     #: ``{"overall" | "mean": (effects (K, A), Jacobian (K A, C A))}`` and ``"keep"`` (the non-constant
     #: columns), from :func:`~.margins.margeff_summaries`; read by :meth:`get_margeff`
     margeff_terms: dict | None = field(default=None, repr=False, compare=False)
+    #: the per-row quantities of a binary fit (:class:`~.residuals.Fitted`), read by the residuals and diagnostics
+    fitted: Fitted | None = field(default=None, repr=False, compare=False)
+
+    def _fitted(self) -> Fitted:
+        if self.fitted is None:
+            raise UsageError("residuals and influence are computed for binary fits only (statsmodels' GLM Binomial)")
+        return self.fitted
+
+    @property
+    def resid_response(self) -> np.ndarray:
+        """``y - mu`` ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_response()
+
+    @property
+    def resid_pearson(self) -> np.ndarray:
+        """``sqrt(v) (y - mu) / sqrt(mu (1 - mu))`` ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_pearson()
+
+    @property
+    def resid_deviance(self) -> np.ndarray:
+        """The signed square roots of the rows' deviances ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_deviance()
+
+    def get_influence(self) -> Influence:
+        """Leverage (``hat_matrix_diag``), ``resid_studentized`` and ``cooks_distance`` of each row, statsmodels'
+        ``GLMResults.get_influence()`` for a binary fit (:mod:`.residuals`)."""
+        return influence(self._fitted(), self.k_params)
+
+    def hosmer_lemeshow(self, groups: int = 10) -> ChiSquareTest:
+        """The Hosmer-Lemeshow test over ``groups`` groups of fitted probability (:func:`.residuals.hosmer_lemeshow`)."""
+        return hosmer_lemeshow(self._fitted(), groups)
+
+    def get_prediction(self, X, offset=None) -> PredictionResults:
+        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``) with their
+        standard errors and confidence intervals (``.summary_frame(alpha)``), statsmodels' ``get_prediction``
+        for a binary GLM (:mod:`.prediction` states the maths). Binary fits only."""
+        if self.params.ndim != 1:
+            raise UsageError("get_prediction is available for binary fits only")
+        return predict(self.params, self.cov, X, self.has_intercept, offset)
 
     @property
     def tvalues(self) -> np.ndarray:
@@ -230,6 +272,7 @@ def infer(
     cov_type: str = "nonrobust",
     groups=None,
     weights_kind: str = "freq_weights",
+    offset=None,
 ) -> InferenceResult:
     """Standard errors, tests and likelihood statistics of an unpenalised fit of ``model``.
 
@@ -246,6 +289,9 @@ def infer(
     required by ``"cluster"`` and refused otherwise. ``weights_kind`` (:data:`~.covariance.WEIGHTS_KINDS`) says
     whether ``sample_weight`` holds frequency weights (``nobs = sum w``) or variance weights
     (``nobs = N``), as statsmodels' GLM. ``dep_variable`` names the response in the summaries.
+    ``offset`` ``(N,)`` (binary models) is the known term the fit added to each logit, as in
+    ``GLM(y, X, family=Binomial(), offset=offset)``: ``llnull`` is then the intercept-only fit with
+    the offset, and marginal effects are not computed.
 
     Raises :class:`PerfectSeparationError` when the classes are (quasi-)completely separated
     and ``ValueError`` for a penalised fit or a singular information matrix (collinear or
@@ -268,6 +314,11 @@ def infer(
     if weights_kind not in WEIGHTS_KINDS:
         raise UsageError(f"weights_kind must be one of {', '.join(map(repr, WEIGHTS_KINDS))}, got {weights_kind!r}")
     X, T, w = prepare(model, X, y, sample_weight)
+    off = None
+    if offset is not None:
+        if model.link != "sigmoid":
+            raise UsageError("offset is supported for binary models (one sigmoid output) only")
+        off = vector(offset, "offset", X.shape[0], X.dtype, X.device)
     if X.layout != torch.strided:  # leverages, sandwiches and marginal effects read the rows densely
         if X.shape[0] * X.shape[1] > SPARSE_DENSE_MAX_ENTRIES:
             raise UsageError(f"inference reads sparse X as dense rows, and this X has {X.shape[0]:,} x {X.shape[1]:,} "
@@ -294,7 +345,7 @@ def infer(
         wn = torch.ones(n, dtype=X.dtype, device=X.device) if w is None else w
         wsum = wn.sum()
         nobs = float(wsum) if weights_kind == "freq_weights" else float(n)
-        z = Xa @ theta.T
+        z = Xa @ theta.T if off is None else Xa @ theta.T + off[:, None]
         nll, grad_z = model.loss_fn(z, T, w)
         llf = -nll * n
         # gradient of the per-observation log-likelihood, sum_n w_n (p_n - t_n) x~_n / sum_n w_n
@@ -305,6 +356,8 @@ def infer(
             params = theta[0]
             tbar = (wn[:, None] * T).sum(0) / wsum
             llnull = wsum * _xlogy(tbar, tbar).sum() + wsum * _xlogy(1 - tbar, 1 - tbar).sum()
+            if off is not None:
+                llnull = _llnull_offset(T[:, 0], off, wn, tbar[0])
             n_contrasts = 1
             prob = torch.sigmoid(z[:, 0])
             resid = T - prob[:, None]  # (N, 1)
@@ -322,6 +375,11 @@ def infer(
         collinearity = check_conditioning(info, names, n_contrasts)
         cov = inverse_information(info)
         k_params = n_contrasts * a
+        fitted = None
+        if curvature is not None:  # binary: the rows' leverages in the IRLS hat matrix, from the nonrobust I^-1
+            hat = wn * curvature * ((Xa @ cov) * Xa).sum(1)
+            vw = wn if weights_kind == "var_weights" else torch.ones_like(wn)
+            fitted = Fitted(*(to_numpy(v) for v in (T[:, 0], prob, wn, vw, hat)))
         if cov_type != "nonrobust":
             cov = sandwich(cov, Xa, resid, w, cov_type, weights_kind, codes, n_groups, nobs, k_params, curvature)
         bse = torch.sqrt(cov.diagonal()).view(params.shape)
@@ -336,7 +394,7 @@ def infer(
         )
         grad_v = grad.item() / float(wsum)
         contrasts = torch.cat([torch.zeros_like(theta[:1]), params.view(n_contrasts, a)])  # (K, A), class 0 at zero
-        margeff_terms = margeff_summaries(Xa, contrasts, wn / wsum)
+        margeff_terms = margeff_summaries(Xa, contrasts, wn / wsum) if off is None else None
     if grad_v > grad_tol:
         raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
@@ -372,7 +430,23 @@ def infer(
         weights_kind=weights_kind,
         n_groups=n_groups,
         margeff_terms=margeff_terms,
+        fitted=fitted,
     )
+
+
+def _llnull_offset(y: Tensor, offset: Tensor, w: Tensor, ybar: Tensor, max_iter: int = 100) -> Tensor:
+    """The log-likelihood of the intercept-only model with ``offset``, ``max_c sum_n w_n log p(y_n | c + o_n)``,
+    by Newton on the one parameter from ``logit(ybar)`` (statsmodels' GLM ``llnull`` with an offset)."""
+    c = torch.log(ybar / (1 - ybar))
+    for _ in range(max_iter):
+        p = torch.sigmoid(c + offset)
+        g, h = (w * (y - p)).sum(), (w * p * (1 - p)).sum()
+        step = g / h
+        c = c + step
+        if bool(step.abs() <= 1e-15 * max(1.0, float(c.abs()))):
+            break
+    eta = c + offset
+    return (w * (F.log_sigmoid(eta) * y + F.log_sigmoid(-eta) * (1 - y))).sum()
 
 
 def _xlogy(x: Tensor, y: Tensor) -> Tensor:
