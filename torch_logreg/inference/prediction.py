@@ -37,7 +37,8 @@ class PredictionResults:
         ``DataFrame`` where pandas is importable, else a ``dict`` of ``(M,)`` arrays under the same keys."""
         ci = self.conf_int(alpha)
         columns = {"mean": self.predicted_mean, "mean_se": self.se_mean, "mean_ci_lower": ci[:, 0], "mean_ci_upper": ci[:, 1]}
-        try:  # pandas is optional: the library does not depend on it
+        # pandas is not a dependency: used only where the user has it installed, as statsmodels' frame
+        try:
             pandas = importlib.import_module("pandas")
         except ImportError:
             return columns

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from .. import functional as F
 from ..errors import UsageError
-from .newton import _spd_solve
+from .newton import spd_solve
 from .params import augment, get_theta, linear_layer, set_theta
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
@@ -137,7 +137,7 @@ def glm_newton(model, X: Tensor, T: Tensor, w: Tensor | None, offset: Tensor | N
             d = u - theta
             decrease = float((g * d).sum() + (l1d * (u.abs() - theta.abs())).sum())
         else:
-            d = -_spd_solve(hess, g[:, None])[:, 0]
+            d = -spd_solve(hess, g[:, None])[:, 0]
             decrease = float((g * d).sum())
         if not math.isfinite(decrease):
             raise NonFiniteError(f"{result.solver}: the Newton step has a non-finite entry at iteration {it}; {NON_FINITE_HINT}")
