@@ -202,3 +202,11 @@ def test_firth_refuses_other_penalties(separated):
     with pytest.raises(UsageError, match="penalty"):
         fit_exact(tl.LogisticRegression(2).double(), X, y, penalty="ridge")
     assert torch.get_default_dtype() == torch.float32  # nothing here changed the process's defaults
+
+
+def test_separation_warning_points_to_firth():
+    from torch_logreg.solvers.separation import SeparationWarning
+
+    X, y = np.array([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]]), np.array([0, 0, 0, 1, 1, 1])
+    with pytest.warns(SeparationWarning, match="penalty='firth'"):
+        fit_exact(tl.LogisticRegression(1).double(), X, y, warn=True)
