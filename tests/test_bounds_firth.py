@@ -210,3 +210,35 @@ def test_separation_warning_points_to_firth():
     X, y = np.array([[-2.0], [-1.0], [-0.5], [0.5], [1.0], [2.0]]), np.array([0, 0, 0, 1, 1, 1])
     with pytest.warns(SeparationWarning, match="penalty='firth'"):
         fit_exact(tl.LogisticRegression(1).double(), X, y, warn=True)
+
+
+def _penalised_loglik(beta, X, y, w=None):
+    Xa = np.column_stack([np.ones(len(y)), X]) if X.size else np.ones((len(y), 1))
+    w = np.ones(len(y)) if w is None else w
+    p = 1 / (1 + np.exp(-(Xa @ beta)))
+    info = Xa.T @ ((w * p * (1 - p))[:, None] * Xa)
+    return (w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() + 0.5 * np.linalg.slogdet(info)[1], info
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_firth_inference_matches_the_reference(separated, weighted):
+    X, y = separated
+    w = np.random.default_rng(5).uniform(0.5, 2, size=len(y)) if weighted else None
+    est = LogisticRegressionClassifier(penalty="firth", tol=1e-12).fit(X, y, sample_weight=w)
+    res = est.inference_
+    beta = _firth_reference(X, y, w)
+    llf, info = _penalised_loglik(beta, X, y, w)
+    np.testing.assert_allclose(res.params, beta, atol=1e-8)
+    np.testing.assert_allclose(res.bse, np.sqrt(np.diag(np.linalg.inv(info))), rtol=1e-8)
+    np.testing.assert_allclose(res.llf, llf, rtol=1e-10)
+    null = _firth_reference(np.empty((len(y), 0)), y, w)
+    np.testing.assert_allclose(res.llnull, _penalised_loglik(null, np.empty((len(y), 0)), y, w)[0], rtol=1e-10)
+    assert res.model_name == "Firth logit"
+
+
+def test_firth_loglik_matches_firthmodels(separated):
+    firthmodels = pytest.importorskip("firthmodels")
+    X, y = separated
+    ref = firthmodels.FirthLogisticRegression(gtol=1e-12, xtol=1e-12, max_iter=100).fit(X, y)
+    res = LogisticRegressionClassifier(penalty="firth").fit(X, y).inference_
+    np.testing.assert_allclose(res.llf, ref.loglik_, rtol=1e-10)

@@ -84,7 +84,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     penalty : {"l2", "l1", "elasticnet", "firth", None}, default "l2"
         The penalty on the weights (never on the intercept). ``"firth"``: Firth's bias-reduced logit
         (the likelihood penalised by ``(1/2) log det I``, finite under separation; binary,
-        ``solver="newton"``; ``C`` is not used).
+        ``solver="newton"``; ``C`` is not used); its ``inference_`` has the standard errors of the
+        penalised information, as R's logistf.
     C : float > 0, default 1.0
         Inverse regularisation strength: it multiplies the summed loss.
     l1_ratio : float in [0, 1] or None, default None
@@ -399,7 +400,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         if bounded and self.penalty is None:
             self._inference_error = ("the coefficients were fitted within bounds, where the likelihood's curvature does "
                                      "not give their standard errors")
-        elif self.penalty is None:
+        elif self.penalty in (None, "firth"):
             names = [str(c) for c in getattr(self, "feature_names_in_", [])] or None
             # grad_tol=inf: the gradient is checked below, after infer's checks for separation and a singular
             # design, which explain a fit that cannot reach the optimum better than its gradient; infer's
@@ -410,7 +411,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     self._inference = infer(
                         model, Xt, yt, wt, result=summary_result, grad_tol=math.inf, feature_names=names,
                         class_names=[str(c) for c in self.classes_], dep_variable=dep_variable, cov_type=self.cov_type,
-                        groups=codes, weights_kind=self.weights_kind, offset=offset,
+                        groups=codes, weights_kind=self.weights_kind, offset=offset, penalty=self.penalty,
                     )
                 except ValueError as exc:
                     self._inference_error = str(exc)
@@ -453,7 +454,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         """Standard errors, z-values, p-values, confidence intervals and likelihood statistics
         of an unpenalised fit (:class:`~torch_logreg.inference.InferenceResult`)."""
         check_is_fitted(self, "coef_")
-        if self.penalty is not None:
+        if self.penalty not in (None, "firth"):
             raise InferenceUnavailable(
                 f"inference_ needs an unpenalised fit (penalty=None), but this estimator was fit with "
                 f"penalty={self.penalty!r}: penalised coefficients are shrunk and their standard errors "

@@ -273,6 +273,7 @@ def infer(
     groups=None,
     weights_kind: str = "freq_weights",
     offset=None,
+    penalty: str | None = None,
 ) -> InferenceResult:
     """Standard errors, tests and likelihood statistics of an unpenalised fit of ``model``.
 
@@ -293,6 +294,12 @@ def infer(
     ``GLM(y, X, family=Binomial(), offset=offset)``: ``llnull`` is then the intercept-only fit with
     the offset, and marginal effects are not computed.
 
+    ``penalty="firth"`` (binary, ``cov_type="nonrobust"``): the model holds Firth's estimate
+    (``fit_exact(..., penalty="firth")``), the gradient checked is that of the penalised likelihood
+    (the modified score), ``Cov = I^-1`` at the estimate (as R's logistf), separation is no
+    obstacle, and ``llf``, ``llnull`` are the penalised log-likelihoods ``l + (1/2) log det I`` of
+    the fit and of the intercept-only Firth fit (with the offset), as logistf reports them.
+
     Raises :class:`PerfectSeparationError` when the classes are (quasi-)completely separated
     and ``ValueError`` for a penalised fit or a singular information matrix (collinear or
     constant features, named: :func:`~.diagnostics.check_conditioning`); a nearly singular one is
@@ -311,6 +318,11 @@ def infer(
     if model.link not in ("sigmoid", "softmax"):
         raise UsageError(f"inference is for logistic models (link 'sigmoid' or 'softmax'), not {model.link!r}")
     cov_type = check_cov_type(cov_type, groups, model.link)
+    firth = penalty == "firth"
+    if penalty not in (None, "firth"):
+        raise UsageError(f"penalty must be None or 'firth', got {penalty!r}")
+    if firth and (model.link != "sigmoid" or cov_type != "nonrobust"):
+        raise UsageError("inference for penalty='firth' is for binary models with cov_type='nonrobust'")
     if weights_kind not in WEIGHTS_KINDS:
         raise UsageError(f"weights_kind must be one of {', '.join(map(repr, WEIGHTS_KINDS))}, got {weights_kind!r}")
     X, T, w = prepare(model, X, y, sample_weight)
@@ -333,7 +345,7 @@ def infer(
     if bias:
         names = ["const", *names]
     codes, n_groups = group_codes(groups, X.shape[0], X.device) if cov_type == "cluster" else (None, None)
-    sep = find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
+    sep = None if firth else find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
     if sep is not None:
         raise PerfectSeparationError(sep)
 
@@ -356,8 +368,8 @@ def infer(
             params = theta[0]
             tbar = (wn[:, None] * T).sum(0) / wsum
             llnull = wsum * _xlogy(tbar, tbar).sum() + wsum * _xlogy(1 - tbar, 1 - tbar).sum()
-            if off is not None:
-                llnull = _llnull_offset(T[:, 0], off, wn, tbar[0])
+            if off is not None or firth:
+                llnull = _llnull_offset(T[:, 0], off if off is not None else torch.zeros_like(wn), wn, tbar[0], firth)
             n_contrasts = 1
             prob = torch.sigmoid(z[:, 0])
             resid = T - prob[:, None]  # (N, 1)
@@ -374,6 +386,11 @@ def infer(
             curvature = None
         collinearity = check_conditioning(info, names, n_contrasts)
         cov = inverse_information(info)
+        if firth:  # the modified score's gradient and the penalised likelihood (solvers/glm.py)
+            assert curvature is not None  # binary (checked above)
+            h = wn * curvature * ((Xa @ cov) * Xa).sum(1)
+            grad = (Xa.T @ (wn * (prob - T[:, 0]) - h * (0.5 - prob))).abs().max()
+            llf = llf + 0.5 * torch.linalg.slogdet(info)[1]
         k_params = n_contrasts * a
         fitted = None
         if curvature is not None:  # binary: the rows' leverages in the IRLS hat matrix, from the nonrobust I^-1
@@ -421,7 +438,7 @@ def infer(
         param_names=names,
         class_names=classes,
         cov=to_numpy(cov),
-        model_name="Logit" if model.link == "sigmoid" else "MNLogit",
+        model_name=("Firth logit" if firth else "Logit") if model.link == "sigmoid" else "MNLogit",
         solver=getattr(result, "solver", "") if result is not None else "",
         converged=getattr(result, "converged", None) if result is not None else None,
         n_iter=getattr(result, "n_iter", None) if result is not None else None,
@@ -434,19 +451,26 @@ def infer(
     )
 
 
-def _llnull_offset(y: Tensor, offset: Tensor, w: Tensor, ybar: Tensor, max_iter: int = 100) -> Tensor:
+def _llnull_offset(y: Tensor, offset: Tensor, w: Tensor, ybar: Tensor, firth: bool = False, max_iter: int = 100) -> Tensor:
     """The log-likelihood of the intercept-only model with ``offset``, ``max_c sum_n w_n log p(y_n | c + o_n)``,
-    by Newton on the one parameter from ``logit(ybar)`` (statsmodels' GLM ``llnull`` with an offset)."""
-    c = torch.log(ybar / (1 - ybar))
+    by Newton on the one parameter from ``logit(ybar)`` (statsmodels' GLM ``llnull`` with an offset); with ``firth``
+    the penalised one, ``+ (1/2) log I(c)``, ``I(c) = sum_n w_n p_n (1 - p_n)``, by Firth's modified score."""
+    c = torch.log(ybar / (1 - ybar)) if 0 < float(ybar) < 1 else torch.zeros_like(ybar)
     for _ in range(max_iter):
         p = torch.sigmoid(c + offset)
         g, h = (w * (y - p)).sum(), (w * p * (1 - p)).sum()
+        if firth:  # leverages w_n p_n (1 - p_n) / I, each times (1/2 - p_n)
+            g = g + (w * p * (1 - p) * (0.5 - p)).sum() / h
         step = g / h
         c = c + step
         if bool(step.abs() <= 1e-15 * max(1.0, float(c.abs()))):
             break
     eta = c + offset
-    return (w * (F.log_sigmoid(eta) * y + F.log_sigmoid(-eta) * (1 - y))).sum()
+    llf = (w * (F.log_sigmoid(eta) * y + F.log_sigmoid(-eta) * (1 - y))).sum()
+    if firth:
+        p = torch.sigmoid(eta)
+        llf = llf + 0.5 * torch.log((w * p * (1 - p)).sum())
+    return llf
 
 
 def _xlogy(x: Tensor, y: Tensor) -> Tensor:
