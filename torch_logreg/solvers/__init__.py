@@ -242,7 +242,7 @@ def fit_exact(
     return result
 
 
-def _warn_stopped(result: SolverResult, solver: str, max_iter: int, tol: float, warn: bool) -> None:
+def _warn_stopped(result: SolverResult, solver: str, max_iter: int, tol: float, warn: bool, stacklevel: int = 3) -> None:
     """The :class:`ConvergenceWarning` of a solve that stopped before ``tol``."""
     if warn and result.stop_reason not in ("converged", "callback"):
         if result.stop_reason == "max_iter":
@@ -253,16 +253,16 @@ def _warn_stopped(result: SolverResult, solver: str, max_iter: int, tol: float, 
             f"{solver}: {why}; the optimality measure max|gradient| is {result.grad_norm:.3e} > tol={tol:g}. "
             "Increase max_iter, loosen tol, standardise the features or add a penalty.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
-def _check_separation(model, X, T, w, result: SolverResult, warn: bool) -> None:
+def _check_separation(model, X, T, w, result: SolverResult, warn: bool, stacklevel: int = 3) -> None:
     sep = find_separation(model, X, T, w, screen=True)
     if sep is not None:
         result.separation = sep
         if warn:
-            warnings.warn(sep.message, SeparationWarning, stacklevel=3)
+            warnings.warn(sep.message, SeparationWarning, stacklevel=stacklevel)
 
 
 def _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_separation, warn, callback,
@@ -295,9 +295,9 @@ def _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_se
     start = time.perf_counter()
     glm.glm_newton(model, X, T, w, off, l2, l1, factor, lower, upper, firth, max_iter, tol, result, callback)
     result.wall_time = time.perf_counter() - start
-    _warn_stopped(result, solver, max_iter, tol, warn)
+    _warn_stopped(result, solver, max_iter, tol, warn, stacklevel=4)  # at fit_exact's caller
     if check_separation and not penalised and not firth:
-        _check_separation(model, X, T, w, result, warn)
+        _check_separation(model, X, T, w, result, warn, stacklevel=4)
     return result
 
 
