@@ -9,7 +9,6 @@ columns of statsmodels' ``GLMResults.get_prediction(X).summary_frame(alpha)`` fo
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,16 +32,11 @@ class PredictionResults:
         return _expit(eta)
 
     def summary_frame(self, alpha: float = 0.05):
-        """Columns ``mean``, ``mean_se``, ``mean_ci_lower``, ``mean_ci_upper`` (statsmodels' names): a pandas
-        ``DataFrame`` where pandas is importable, else a ``dict`` of ``(M,)`` arrays under the same keys."""
+        """Columns ``mean``, ``mean_se``, ``mean_ci_lower``, ``mean_ci_upper`` (statsmodels' names), a
+        ``dict`` of ``(M,)`` arrays in that order: ``pandas.DataFrame(...)`` of it is statsmodels' frame
+        (pandas is no dependency of the library, so the type does not depend on what is installed)."""
         ci = self.conf_int(alpha)
-        columns = {"mean": self.predicted_mean, "mean_se": self.se_mean, "mean_ci_lower": ci[:, 0], "mean_ci_upper": ci[:, 1]}
-        # pandas is not a dependency: used only where the user has it installed, as statsmodels' frame
-        try:
-            pandas = importlib.import_module("pandas")
-        except ImportError:
-            return columns
-        return pandas.DataFrame(columns)
+        return {"mean": self.predicted_mean, "mean_se": self.se_mean, "mean_ci_lower": ci[:, 0], "mean_ci_upper": ci[:, 1]}
 
 
 def predict(params: np.ndarray, cov: np.ndarray, X, has_intercept: bool, offset=None) -> PredictionResults:
