@@ -210,6 +210,7 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
     _validate_model(cfg, sources)
+    _validate_sizes(cfg, sources)
     # "--set data.path=$DATA" with $DATA unset would silently mean the default data set (in a file,
     # path = "" is how a saved config.toml says "the built-in data set")
     if sources.get("data.path", "").startswith("--set") and not cfg.data.path.strip():
@@ -258,6 +259,35 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
         if getattr(m, key) != default:
             raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
                              f"model.kind is {m.kind!r}")
+
+
+def _validate_sizes(cfg: Config, sources: dict[str, str]) -> None:
+    """The sizes the config alone implies (hashed features, hidden widths, newton's Hessian on
+    them), checked against the machine's memory (:mod:`torch_logreg.memory`) before any data is
+    read; those a file implies are checked once it is read (:func:`.fitting.build_model`)."""
+    from .. import memory
+
+    itemsize = 8 if cfg.train.dtype == "float64" else 4
+    m = cfg.model
+    if m.kind == "mlp":
+        params = memory.mlp_parameters(1, m.hidden, 1, m.bias)
+        try:
+            memory.check(memory.model_bytes(0, params, itemsize),
+                         f"model.hidden = {m.hidden} ({params:,} parameters and more)", "use smaller widths")
+        except memory.MemoryBoundError as exc:
+            raise memory.MemoryBoundError(f"{sources.get('model.hidden', 'config')}: {exc}") from None
+    if cfg.data.hash and cfg.data.path:
+        width = 1 << cfg.data.hash_bits
+        where = sources.get("data.hash_bits", sources.get("data.hash", "config"))
+        try:
+            memory.check(memory.model_bytes(width, width, itemsize),
+                         f"data.hash_bits = {cfg.data.hash_bits} ({width:,} hashed features)", "lower data.hash_bits")
+            if cfg.train.solver == "newton":
+                from ..solvers.hessian import check_dense_hessian
+
+                check_dense_hessian(width, 1, setting="train.solver")
+        except memory.MemoryBoundError as exc:
+            raise memory.MemoryBoundError(f"{where}: {exc}") from None
 
 
 def update_rule_options(t: TrainConfig) -> dict:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import penalty
+from .. import memory, penalty
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
@@ -76,8 +76,10 @@ def target_kind(model_cfg: ModelConfig) -> str:
 def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int = 0):
     """The ``[model]`` table as a model for ``n_features`` inputs and ``n_classes`` classes. An MLP's
     output follows the targets (``link = "auto"``: one sigmoid for two classes, a softmax for
-    more) and its layers start from the named initialisation, seeded with ``seed``."""
+    more) and its layers start from the named initialisation, seeded with ``seed``. Its size is
+    checked against the machine's memory first (:func:`check_model_size`)."""
     kind, bias = model_cfg.kind, model_cfg.bias
+    check_model_size(model_cfg, n_features, n_classes)
     if kind == "mlp":
         return _build_mlp(model_cfg, n_features, n_classes, seed)
     if kind == "linear":
@@ -94,6 +96,20 @@ def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: i
     if kind == "multilabel":
         return LogisticRegression(n_features, n_outputs=n_classes, bias=bias)
     return SoftmaxRegression(n_features, n_classes, bias=bias)
+
+
+def check_model_size(model_cfg: ModelConfig, n_features: int, n_classes: int, itemsize: int = 4) -> None:
+    """A MemoryBoundError when the model for ``n_features`` inputs (a file's width) would not fit the
+    machine's memory during a run (:func:`torch_logreg.memory.model_bytes`), before it is built."""
+    outputs = 1 if n_classes <= 2 else n_classes
+    if model_cfg.kind == "mlp":
+        params = memory.mlp_parameters(n_features, model_cfg.hidden, outputs, model_cfg.bias)
+    else:
+        params = memory.linear_parameters(n_features, 1 if model_cfg.kind in ("logistic", "linear") else n_classes,
+                                          model_cfg.bias)
+    memory.check(memory.model_bytes(n_features, params, itemsize),
+                 f"a model of {n_features:,} features ({params:,} parameters, with its standardizer and the loop's "
+                 "copies)", "use fewer features (a smaller svmlight index or data.hash_bits, fewer columns)")
 
 
 def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int):

@@ -105,6 +105,7 @@ __all__ = [
     "SolverResult",
     "augment",
     "check_sample_weight",
+    "check_newton_fits",
     "choose_solver",
     "fit_exact",
     "get_theta",
@@ -177,6 +178,8 @@ def fit_exact(
     if device is not None or dtype is not None:
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
+    if solver == "newton":
+        check_newton_fits(model)
     X, T, w = prepare(model, X, y, sample_weight)
 
     start = time.perf_counter()
@@ -223,6 +226,19 @@ NEWTON_MAX_PARAMS_UNPENALISED = 1000
 PROXIMAL_NEWTON_MAX_PARAMS = 2000
 
 
+def check_newton_fits(model, setting: str = "solver") -> None:
+    """A :class:`~torch_logreg.memory.MemoryBoundError` when newton's dense Hessian for ``model``
+    (a single linear layer) does not fit its device (:func:`.hessian.check_dense_hessian`), before
+    anything of that size is allocated; a model newton does not take passes (its own check says so)."""
+    from .hessian import check_dense_hessian
+
+    layer = single_linear(model)
+    if layer is None:
+        return
+    check_dense_hessian(layer.in_features, layer.out_features, layer.bias is not None, model.link == "softmax",
+                        layer.weight.element_size(), layer.weight.device, setting)
+
+
 def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, sparse: bool = False) -> str:
     """The exact solver for a problem of ``n_params = K A`` parameters (the Hessian's rows): with
     ``l1 > 0`` and ``sparse`` X, ``"cd"`` (coordinate descent: on sparse data 10-60x faster than
@@ -232,15 +248,21 @@ def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, spa
     the coordinate passes on dense columns); with ``l1 = 0``, ``"newton"`` while it is at most
     ``NEWTON_MAX_PARAMS`` (``NEWTON_MAX_PARAMS_UNPENALISED`` when not ``penalised``), else
     ``"lbfgs"``. Without numba, ``"cd"`` gives way to newton (up to ``NEWTON_MAX_PARAMS``) or
-    proximal."""
+    proximal. Newton is never chosen where its dense Hessian (``n_params`` rows, float64, as a
+    softmax's full matrix: the larger case) would not fit the machine's memory."""
+    from .hessian import dense_hessian_fits
+
+    newton_fits = dense_hessian_fits(n_params, 1, bias=False, softmax=True)
     if l1 > 0:
         if sparse:
             from .coordinate_kernels import available
 
             if available():
                 return "cd"
-        return "newton" if n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS) else "proximal"
-    return "newton" if n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED) else "lbfgs"
+        small = n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS)
+        return "newton" if small and newton_fits else "proximal"
+    small = n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED)
+    return "newton" if small and newton_fits else "lbfgs"
 
 
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:
