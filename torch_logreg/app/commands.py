@@ -153,7 +153,6 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model, prep.n_features, len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
-    check_solver_fits(cfg, model)
     path = None
     existed = run_dir is not None and Path(run_dir).exists()
     if rank0:
@@ -171,15 +170,6 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
             raise
         what = "what this run wrote in it was removed" if existed else "it was removed"
         raise UsageError(f"{exc} (no checkpoint was written to the run directory {path}, so {what})") from None
-
-
-def check_solver_fits(cfg: Config, model) -> None:
-    """newton's dense Hessian for ``model`` checked against the machine's memory before the run
-    directory exists (:func:`torch_logreg.solvers.check_newton_fits`, which fit_exact applies too)."""
-    if cfg.train.solver == "newton":
-        from ..solvers import check_newton_fits
-
-        check_newton_fits(model, "train.solver")
 
 
 def _discard(path: Path, keep_directory: bool) -> None:

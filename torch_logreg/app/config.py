@@ -262,9 +262,9 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
 
 
 def _validate_sizes(cfg: Config, sources: dict[str, str]) -> None:
-    """The sizes the config alone implies (hashed features, hidden widths, newton's Hessian on
-    them), checked against the machine's memory (:mod:`torch_logreg.memory`) before any data is
-    read; those a file implies are checked once it is read (:func:`.fitting.build_model`)."""
+    """The size the config alone implies (an MLP's hidden widths), checked against the machine's
+    memory (:mod:`torch_logreg.memory`) before any data is read; those the data implies (its width,
+    hashed features, newton's Hessian on them) once it is read (:func:`.fitting.check_sizes`)."""
     from .. import memory
 
     itemsize = 8 if cfg.train.dtype == "float64" else 4
@@ -276,18 +276,6 @@ def _validate_sizes(cfg: Config, sources: dict[str, str]) -> None:
                          f"model.hidden = {m.hidden} ({params:,} parameters and more)", "use smaller widths")
         except memory.MemoryBoundError as exc:
             raise memory.MemoryBoundError(f"{sources.get('model.hidden', 'config')}: {exc}") from None
-    if cfg.data.hash and cfg.data.path:
-        width = 1 << cfg.data.hash_bits
-        where = sources.get("data.hash_bits", sources.get("data.hash", "config"))
-        try:
-            memory.check(memory.model_bytes(width, width, itemsize),
-                         f"data.hash_bits = {cfg.data.hash_bits} ({width:,} hashed features)", "lower data.hash_bits")
-            if cfg.train.solver == "newton":
-                from ..solvers.hessian import check_dense_hessian
-
-                check_dense_hessian(width, 1, setting="train.solver")
-        except memory.MemoryBoundError as exc:
-            raise memory.MemoryBoundError(f"{where}: {exc}") from None
 
 
 def update_rule_options(t: TrainConfig) -> dict:

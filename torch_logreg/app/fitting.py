@@ -76,10 +76,8 @@ def target_kind(model_cfg: ModelConfig) -> str:
 def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int = 0):
     """The ``[model]`` table as a model for ``n_features`` inputs and ``n_classes`` classes. An MLP's
     output follows the targets (``link = "auto"``: one sigmoid for two classes, a softmax for
-    more) and its layers start from the named initialisation, seeded with ``seed``. Its size is
-    checked against the machine's memory first (:func:`check_model_size`)."""
+    more) and its layers start from the named initialisation, seeded with ``seed``."""
     kind, bias = model_cfg.kind, model_cfg.bias
-    check_model_size(model_cfg, n_features, n_classes)
     if kind == "mlp":
         return _build_mlp(model_cfg, n_features, n_classes, seed)
     if kind == "linear":
@@ -98,18 +96,27 @@ def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: i
     return SoftmaxRegression(n_features, n_classes, bias=bias)
 
 
-def check_model_size(model_cfg: ModelConfig, n_features: int, n_classes: int, itemsize: int = 4) -> None:
-    """A MemoryBoundError when the model for ``n_features`` inputs (a file's width) would not fit the
-    machine's memory during a run (:func:`torch_logreg.memory.model_bytes`), before it is built."""
-    outputs = 1 if n_classes <= 2 else n_classes
-    if model_cfg.kind == "mlp":
-        params = memory.mlp_parameters(n_features, model_cfg.hidden, outputs, model_cfg.bias)
+def check_sizes(cfg: Config, n_features: int, n_classes: int) -> None:
+    """A MemoryBoundError, before the model or the standardizer exists, when the data's width
+    ``n_features`` (a file's columns, an svmlight file's largest index, ``2**data.hash_bits``
+    hashed columns) implies a model, or a newton Hessian, larger than the machine's memory
+    (:func:`torch_logreg.memory.model_bytes`, :func:`torch_logreg.solvers.hessian.check_dense_hessian`)."""
+    from ..solvers.hessian import check_dense_hessian
+
+    m = cfg.model
+    outputs = 1 if m.kind in ("logistic", "linear") or (m.kind == "mlp" and n_classes <= 2) else n_classes
+    if m.kind == "mlp":
+        params = memory.mlp_parameters(n_features, m.hidden, outputs, m.bias)
     else:
-        params = memory.linear_parameters(n_features, 1 if model_cfg.kind in ("logistic", "linear") else n_classes,
-                                          model_cfg.bias)
+        params = memory.linear_parameters(n_features, outputs, m.bias)
+    itemsize = 8 if cfg.train.dtype == "float64" else 4
+    why = (f"data.hash_bits = {cfg.data.hash_bits} hashes into {1 << cfg.data.hash_bits:,} columns; lower it"
+           if cfg.data.hash else "use fewer features (fewer columns, or an svmlight file's indices renumbered)")
     memory.check(memory.model_bytes(n_features, params, itemsize),
                  f"a model of {n_features:,} features ({params:,} parameters, with its standardizer and the loop's "
-                 "copies)", "use fewer features (a smaller svmlight index or data.hash_bits, fewer columns)")
+                 "copies)", why)
+    if cfg.train.solver == "newton":
+        check_dense_hessian(n_features, outputs, m.bias, m.kind == "softmax", itemsize, setting="train.solver")
 
 
 def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int):
@@ -175,6 +182,7 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
+    check_sizes(cfg, n_features, len(classes))
     build_model(cfg.model, n_features, len(classes))  # fail early on labels that do not fit the kind
     return y, classes
 
