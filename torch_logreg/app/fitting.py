@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import memory, penalty
+from .. import memory, penalty, validation
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
@@ -157,7 +157,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     y_split = {s: y.index_select(0, i.to(y.device)).to(device) for s, i in idx.items()}
     fit_y = {s: fit_targets(kind, v, len(classes)) for s, v in y_split.items()}
     T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
-    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes))
+    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes), classes)
     weight = None if weight is None else weight.to(device=device, dtype=dtype)
     t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
     rows, raw = {}, {}
@@ -196,13 +196,24 @@ def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
     return idx
 
 
-def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
+def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int,
+                classes: list[str] | None = None) -> Tensor | None:
     """The weights of the training ``rows`` (labels ``y``): ``data.weight``'s times
-    ``train.class_weight``'s (float64), or None when neither is set."""
+    ``train.class_weight``'s (float64), or None when neither is set. As the estimator, at least
+    two classes must keep a positive total weight; a training split of zero weights is named."""
     w = None if weights is None else torch.as_tensor(np.array(weights, dtype=np.float64)).index_select(0, rows.cpu())
+    if w is not None and not bool((w > 0).any()):
+        raise UsageError(f"{cfg.data.path}: every row of the training split has weight 0 in the data.weight column "
+                         f"{cfg.data.weight!r} (the rows with a positive weight are all in the validation or test "
+                         "split); give training rows a weight, or change data.val_fraction / data.test_fraction")
     if cfg.train.class_weight == "balanced":
         balanced = ingest.balanced_weights(y, n_classes, w)
         w = balanced if w is None else w * balanced
+    if w is not None and not target_is_real(cfg.model):  # as the estimator requires
+        what = " and ".join(k for k, v in (("data.weight", cfg.data.weight), ("train.class_weight",
+                                                                             cfg.train.class_weight)) if v)
+        validation.check_weighted_classes(y, w, classes or [str(c) for c in range(n_classes)],
+                                          f"{what} on the training split")
     return w
 
 

@@ -27,6 +27,8 @@ from ...errors import UsageError
 from ...validation import as_sparse_csr
 from .table import listed
 
+#: the largest float32: a row weight above it is refused (it may be kept in float32)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: data.hash_bits: the hash block's width is 2**bits
 HASH_BITS_RANGE = (1, 30)
 
@@ -231,6 +233,10 @@ def row_weights(table, column: str, whole: bool = True) -> np.ndarray | None:
     if negative.size:
         raise UsageError(f"{table.path}, {table.where(int(negative[0]))}, column {column!r}: a row weight must be "
                          f"non-negative, got {w[negative[0]]:g}")
+    large = np.nonzero(w > FLOAT32_MAX)[0]
+    if large.size:  # the loop may keep weights in float32, where it would be infinite
+        raise UsageError(f"{table.path}, {table.where(int(large[0]))}, column {column!r}: a row weight must be at most "
+                         f"{FLOAT32_MAX:.4g} (the largest float32), got {w[large[0]]:g}; scale the weights down")
     if whole and not (w > 0).any():
         raise UsageError(f"{table.path}: every row weight in column {column!r} is 0; at least one row must count")
     return w
