@@ -302,6 +302,7 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
         y, _ = ingest.encode_labels(y_raw, kind)
     else:
         names = [ingest.label_name(v) for v in (y_raw.tolist() if hasattr(y_raw, "tolist") else y_raw)]
+        classes = [ingest.label_name(c) for c in classes]  # in NFC, as the new labels are read
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {ingest.listed(classes)})")

@@ -17,6 +17,7 @@ Everything is kept in plain lists and numbers so that it is saved in a checkpoin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from ...errors import UsageError
 from ...validation import as_sparse_csr
-from .table import listed
+from .table import listed, nfc, parse_number
 
 #: the largest float32: a row weight above it is refused (it may be kept in float32)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -91,9 +92,12 @@ class Schema:
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
-        return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
-                   bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
-                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")))
+        """The saved schema, its names and categories in Unicode NFC as files are read (a run of an
+        earlier version may have saved another spelling; the order is kept)."""
+        return cls([nfc(c) for c in d["columns"]], {nfc(k): [nfc(v) for v in levels] for k, levels in d["categorical"].items()},
+                   bool(d["add_radius"]), nfc(d["target"]),
+                   bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -172,8 +176,9 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
-    categorical, hashed, weight = list(data_cfg.categorical), list(data_cfg.hash), data_cfg.weight
-    target = table.target_name(data_cfg.target)
+    categorical, hashed, weight = [nfc(c) for c in data_cfg.categorical], [nfc(c) for c in data_cfg.hash], \
+        nfc(data_cfg.weight)
+    target = nfc(table.target_name(data_cfg.target))
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
@@ -211,11 +216,14 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
 
 
 def category_key(v: str):
-    """Categories sort as numbers where they read as numbers, then as text."""
+    """Categories sort as numbers where they read as finite numbers (:func:`.table.parse_number`),
+    then as text: a total order, so the order never depends on the order the levels were met in
+    (nor on Python's string hashing, which orders a set)."""
     try:
-        return (0, float(v), v)
+        f = parse_number(v.strip())
     except ValueError:
         return (1, 0.0, v)
+    return (0, f, v) if math.isfinite(f) else (1, 0.0, v)
 
 
 def merge_levels(parts: list[dict[str, list[str]]]) -> dict[str, list[str]]:
