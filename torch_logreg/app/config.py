@@ -304,10 +304,12 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
     try:
         optimizers.make(t.solver, {}, **update_rule_options(t))
         Schedule(t.schedule, epochs=t.epochs, step_size=t.step_size, gamma=t.gamma, warmup_epochs=t.warmup_epochs,
-                 warmup_start_factor=t.warmup_start_factor)
+                 warmup_start_factor=t.warmup_start_factor).check_rate(t.lr)
     except ValueError as exc:
         # name where the offending value was set (e.g. momentum in the file), else where the solver was
-        named = [k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in str(exc)]
+        # (the setting the message starts with, else one it names)
+        named = sorted((k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in str(exc)),
+                       key=lambda k: not str(exc).startswith(k.split(".")[1]))
         raise UsageError(f"{sources[named[0]] if named else where}: train.{exc}") from None
 
 
