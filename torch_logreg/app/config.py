@@ -308,8 +308,9 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
     except ValueError as exc:
         # name where the offending value was set (e.g. momentum in the file), else where the solver was
         # (the setting the message starts with, else one it names)
-        named = sorted((k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in str(exc)),
-                       key=lambda k: not str(exc).startswith(k.split(".")[1]))
+        text = str(exc)
+        named = sorted((k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in text),
+                       key=lambda k: not text.startswith(k.split(".")[1]))
         raise UsageError(f"{sources[named[0]] if named else where}: train.{exc}") from None
 
 
