@@ -367,8 +367,15 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     return predictions.write(out_path, new.kept, columns)
 
 
+#: gradcheck on sparse data: the rows checked are densified, at most this many entries (80 MB in float64)
+GRADCHECK_DENSE_ENTRIES = 10_000_000
+
+
 def gradcheck(cfg: Config, max_rows: int = 2000):
-    """The three-way gradient check on the configured data and model, at small random weights."""
+    """The three-way gradient check on the configured data and model, at small random weights.
+    Autograd and finite differences take dense rows: sparse data (svmlight, scipy .npz, hashed
+    columns) is checked on its first rows densified, as many as :data:`GRADCHECK_DENSE_ENTRIES`
+    allows (a file wider than that is refused, before any row is densified)."""
     device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
@@ -378,5 +385,14 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
+    if prep.schema.sparse:
+        width = prep.n_features
+        if width > GRADCHECK_DENSE_ENTRIES:
+            raise UsageError(f"gradcheck densifies the rows it checks, and {width:,} columns of sparse data are more "
+                             f"than its {GRADCHECK_DENSE_ENTRIES:,} entries; check a narrower file (fewer features, or "
+                             "a smaller data.hash_bits)")
+        max_rows = max(1, min(max_rows, GRADCHECK_DENSE_ENTRIES // width))
     X, T = prep.rows.head(max_rows)
+    if X.layout == torch.sparse_csr:
+        X = X.to_dense()
     return compare_gradients(model, X, T, cfg.train.l2, seed=cfg.train.seed)

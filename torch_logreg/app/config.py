@@ -250,6 +250,9 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
                 arguments.number("each width in model.hidden", width, low=1, integer=True)
             except ValueError as exc:
                 raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
+        if cfg.train.dtype == "bfloat16":
+            raise UsageError(f"{sources.get('train.dtype', where)}: train.dtype = 'bfloat16' computes a single linear "
+                             "layer's products under autocast; an MLP trains in float32 or float64")
         if cfg.train.solver in ("newton", "proximal", "cd"):
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "

@@ -96,6 +96,14 @@ def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: i
     return SoftmaxRegression(n_features, n_classes, bias=bias)
 
 
+def check_combinations(cfg: Config, sparse: bool) -> None:
+    """The settings the data decides between, refused before training (the config alone checks
+    the others): bfloat16 autocast takes dense products only."""
+    if sparse and cfg.train.dtype == "bfloat16":
+        raise UsageError(f"train.dtype = 'bfloat16' computes dense products under autocast, and {cfg.data.path or 'the data'} "
+                         "gives sparse features (a sparse file or hashed columns); use train.dtype = 'float32' or 'float64'")
+
+
 def check_sizes(cfg: Config, n_features: int, n_classes: int) -> None:
     """A MemoryBoundError, before the model or the standardizer exists, when the data's width
     ``n_features`` (a file's columns, an svmlight file's largest index, ``2**data.hash_bits``
@@ -147,6 +155,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
     on ``device``, however its rows are held (:func:`~.rows.open_data`)."""
     data = open_data(cfg, device)
+    check_combinations(cfg, data.schema.sparse)
     kind = target_kind(cfg.model)
     y, classes = _labels(cfg, data.y, data.n_features)
     idx = _split(cfg, y, classes)
