@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "arguments", "devices", "validation", "functional", "registry", "penalty", "folds", "memory"},
     {"layers", "models", "gradients", "init", "schedules", "optimizers"},
     {"steps"},
-    {"train", "streaming", "distributed"},
+    {"train", "stopping", "streaming", "distributed"},
     {"solvers"},
     {"inference", "path"},
     {"estimators"},

@@ -57,6 +57,8 @@ class ModelConfig:
     activation: str = "tanh"  # mlp: tanh | relu | sigmoid
     link: str = "auto"  # mlp output: auto (sigmoid for 2 classes, softmax for more) | sigmoid | softmax | identity
     init: str = "auto"  # mlp: auto (kaiming_uniform for relu, else xavier_uniform) or a scheme of init.py
+    dropout: float = 0.0  # mlp: the rate of dropout after each hidden activation (0 = none)
+    batch_norm: bool = False  # mlp: batch normalization before each hidden activation
 
 
 @dataclass
@@ -124,6 +126,7 @@ RANGES = {
     "data.hash_bits": (1, 30),
     "data.val_fraction": (0.0, [1.0]),
     "data.test_fraction": (0.0, [1.0]),
+    "model.dropout": (0.0, [1.0]),
     "train.lr": ([0.0], None),
     "train.epochs": (1, None),
     "train.batch_size": (0, None),
@@ -257,8 +260,14 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "
                              f"({', '.join(LOOP_SOLVERS)})")
+        if (m.dropout or m.batch_norm) and cfg.train.solver not in LOOP_SOLVERS:
+            key = "model.dropout" if m.dropout else "model.batch_norm"
+            raise UsageError(f"{sources.get(key, where)}: {key} trains with the loop's update rules "
+                             f"({', '.join(LOOP_SOLVERS)}), which switch between training and evaluation mode; "
+                             f"train.solver is {cfg.train.solver!r}")
         return
-    for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto")):
+    for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto"),
+                         ("dropout", 0.0), ("batch_norm", False)):
         if getattr(m, key) != default:
             raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
                              f"model.kind is {m.kind!r}")

@@ -1,28 +1,31 @@
 """From a config to a fit: the data prepared on the run's device, the model built, and the one
-mapping of the ``[train]`` table onto the hand-written loop (:class:`~torch_logreg.train.Trainer`)
-or the exact solvers (:func:`~torch_logreg.solvers.fit_exact`), used by ``train``, ``resume``
-and ``cv`` alike."""
+mapping of the ``[train]`` table onto the hand-written loop (:func:`loop_config`, a
+:class:`~torch_logreg.train.LoopConfig` for the :class:`~torch_logreg.train.Trainer`) or the exact
+solvers (:func:`exact_options`, for :func:`~torch_logreg.solvers.fit_exact`), which the solver
+dispatch chooses between; used by ``train``, ``resume`` and ``cv`` alike."""
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .. import memory, penalty, validation
+from .. import memory, validation
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
 from ..init import initialize
 from ..models import MLP, LinearRegression, LogisticRegression, SoftmaxRegression
 from ..optimizers import optimizer_class
-from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
+from ..registry import EXACT_SOLVERS, L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS
+from ..solvers import dispatch
 from ..steps.select import cuda_graph_problem
-from ..train import Trainer, TrainState
+from ..train import History, LoopConfig, Trainer, TrainState
 from . import ingest
 from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
 from .ingest import check_standardized  # noqa: F401 (its name here before it moved)
@@ -137,9 +140,11 @@ def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: in
     if link == "sigmoid" and n_classes > 2:
         raise UsageError(f"the target has {n_classes} classes but model.link = 'sigmoid' has one output; "
                          "use model.link = 'softmax' (or 'auto')")
-    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias)
+    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias,
+                dropout=model_cfg.dropout, batch_norm=model_cfg.batch_norm)
     scheme = AUTO_INIT[model_cfg.activation] if model_cfg.init == "auto" else model_cfg.init
     initialize(model, scheme, seed)
+    model.seed_dropout(seed)
     return model
 
 
@@ -269,19 +274,25 @@ def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
         raise UsageError(f"train.cuda_graph = true {problem}")
 
 
-def loop_options(cfg: Config) -> dict:
-    """The ``[train]`` table as :class:`~torch_logreg.train.Trainer` keywords: the one mapping of the
-    config onto the loop. For newton / lbfgs the Trainer only holds the prepared data and the
-    checkpoint state (solver "gd", no fast path: the exact solvers choose their own step)."""
+def loop_config(cfg: Config, device: str | torch.device | None = None, step: str | None = None) -> LoopConfig:
+    """The ``[train]`` table as the loop's :class:`~torch_logreg.train.LoopConfig`: the one mapping of
+    the config onto the loop (a loop solver's; the exact solvers take :func:`exact_options`).
+    ``device``: where the run is (default ``train.device``); ``step``: the step a resumed run chose
+    when it started, taken where ``train.step = "auto"``, so that it continues as it began. The
+    dtype is the config's name: "bfloat16" keeps float32 weights and computes under autocast."""
     t = cfg.train
-    exact = t.solver in EXACT_SOLVERS
-    return {
-        "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
-        "l2": t.l2, "l1": 0.0 if exact else t.l1, "tol": t.tol, "patience": t.patience,
-        "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
-        "seed": t.seed, "fast_path": not exact, "step": "rule" if exact else t.step,
-        **({} if exact else update_rule_options(t)), **schedule_options(t),
-    }
+    return LoopConfig(
+        solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, l1=t.l1, tol=t.tol,
+        patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every, cuda_graph=t.cuda_graph,
+        seed=t.seed, step=step if step and t.step == "auto" else t.step, device=t.device if device is None else device,
+        dtype=t.dtype, **update_rule_options(t), **schedule_options(t),
+    )
+
+
+def loop_options(cfg: Config) -> dict:
+    """:func:`loop_config` as keywords, the form :func:`torch_logreg.fit` takes."""
+    config = loop_config(cfg)
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def exact_options(cfg: Config) -> dict:
@@ -293,31 +304,38 @@ def exact_options(cfg: Config) -> dict:
             "step": "auto" if t.step == "auto" else "rule"}
 
 
+def solver_of(cfg: Config) -> str:
+    """The solver ``train.solver`` runs, by the solver dispatch (the rule the estimator and the
+    regularization path follow): an exact solver, or one of the loop's update rules."""
+    t = cfg.train
+    return dispatch.resolve(t.solver, l1=t.l1, choices=SOLVERS, l1_solvers=L1_SOLVERS + L1_LOOP_SOLVERS,
+                            term=f"train.l1 = {t.l1:g}")
+
+
 def storage_dtype(cfg: Config) -> torch.dtype:
     """The dtype the run keeps its weights and data in (float32 under ``dtype = "bfloat16"``)."""
     return resolve_precision(cfg.train.dtype)[0]
 
 
 def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), step: str | None = None) -> Trainer:
+                 T_val: Tensor | None = None, callbacks=(), step: str | None = None) -> Trainer | SolverRun:
     """The Trainer for ``cfg`` on the training ``rows`` (a :class:`~.rows.TrainingRows`, which
-    builds the loop that reads them); ``step``: the step a resumed run chose when it started, kept
-    so it continues as it began."""
+    builds the loop that reads them), or for an exact solver the :class:`SolverRun`; ``step``: the
+    step a resumed run chose when it started, kept so it continues as it began."""
     check_cuda_graph(cfg, model, device)
+    if dispatch.is_exact(solver_of(cfg)):
+        X, T = rows.in_memory(f"solver = {solver_of(cfg)!r} needs them; use a loop solver (gd, sgd, adam, ...)")
+        return SolverRun(cfg, model, X, T, device, rows.weight)
     has_val = X_val is not None and X_val.shape[0] > 0
-    options = loop_options(cfg)
-    if step and options["step"] == "auto":
-        options["step"] = step
-    # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
-    return rows.trainer(model, **options, device=device, dtype=cfg.train.dtype, X_val=X_val if has_val else None,
-                        y_val=T_val if has_val else None, callbacks=list(callbacks))
+    return rows.trainer(model, loop_config(cfg, device, step), list(callbacks), X_val=X_val if has_val else None,
+                        y_val=T_val if has_val else None)
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
         sample_weight: Tensor | None = None) -> None:
-    """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or newton / lbfgs
+    """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or an exact solver
     (no warnings, no separation check). What ``cv`` runs for each fold."""
-    if cfg.train.solver in EXACT_SOLVERS:
+    if dispatch.is_exact(solver_of(cfg)):
         from ..solvers import fit_exact
 
         fit_exact(model, X, T, **exact_options(cfg), sample_weight=sample_weight, warn=False, check_separation=False)
@@ -326,14 +344,45 @@ def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None
                  T_val=T_val).run()
 
 
-def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):
-    """Newton or L-BFGS on the analytic derivatives instead of the loop; returns a History.
+class SolverRun:
+    """An exact solver's run, held as the commands hold a Trainer: the model on the run's device
+    and dtype, the prepared rows, the :class:`~torch_logreg.train.History` of the solve, and a
+    :meth:`state_dict` with a Trainer's keys for the checkpoints. A resumed exact run solves again
+    from the saved weights, so :meth:`load_state_dict` reads back only the counts and the History."""
+
+    #: no step and no early stopping on held-out rows: the solver chooses its own steps
+    stepper = None
+    best_state = None
+
+    def __init__(self, cfg: Config, model, X: Tensor, T: Tensor, device, sample_weight: Tensor | None = None) -> None:
+        self.cfg = cfg
+        dtype = resolve_precision(cfg.train.dtype, next(model.parameters()).dtype, device)[0]
+        self.model = model.to(device=device, dtype=dtype)
+        self.X, self.T, self.sample_weight = X, T, sample_weight
+        self.history = History()
+        self.epoch = self.step = 0
+
+    def state_dict(self) -> dict:
+        weights = {k: p.detach().cpu().clone() for k, p in self.model.named_parameters()}
+        return {"epoch": self.epoch, "step": self.step, "last_good": weights, "best_state": None,
+                "best_metric": math.inf, "bad_epochs": 0,
+                "generator": torch.Generator().manual_seed(self.cfg.train.seed).get_state(),
+                "history": self.history.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = History.from_dict(state["history"])
+
+
+def fit_exact_run(cfg: Config, trainer: SolverRun, writer, interrupt, quiet: bool) -> History:
+    """Newton, L-BFGS, the proximal gradient or coordinate descent on the analytic derivatives
+    instead of the loop; returns the solver's History (kept in ``trainer``, a :class:`SolverRun`).
 
     Each iterate's objective and loss (without the penalties) go to TensorBoard
-    (``train/objective``, ``train/loss`` by iteration); a first Ctrl-C
-    stops at the next iterate and saves the weights; ``resume`` then solves again from them
-    (to the same optimum, though not along a bit-identical path). A convergence or separation
-    warning is printed as one line.
+    (``train/objective``, ``train/loss`` by iteration), with the optimality measure
+    (``grad_norm``); a first Ctrl-C stops at the next iterate and saves the weights; ``resume``
+    then solves again from them (to the same optimum, though not along a bit-identical path). A
+    convergence or separation warning is printed as one line.
     """
     from ..solvers import fit_exact
 
@@ -341,15 +390,8 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
     state = TrainState(model=trainer.model, trainer=trainer)
     interrupt.on_train_begin(state)
 
-    params = dict(trainer.model.named_parameters())
-    data_losses: list[float] = []
-
     def on_iterate(n_iter: int, objective: float) -> bool:
-        # the solvers call back with the model at the iterate
-        loss = objective - float(penalty.value(params, t.l2)) - float(penalty.l1_value(params, t.l1))
-        data_losses.append(loss)
         writer.add_scalar("train/objective", objective, n_iter)
-        writer.add_scalar("train/loss", loss, n_iter)
         if not quiet:
             print(f"{t.solver} iteration {n_iter}  objective {objective:.10g}", file=sys.stderr, flush=True)
         return interrupt.requested
@@ -361,13 +403,12 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
     interrupt.on_train_end(state)
     for w in caught:
         print(f"torch-logreg: warning: {w.message}", file=sys.stderr)
-    for i, g in enumerate(result.grad_norms):
+    history = result.history
+    for i, loss in enumerate(history.train_loss):
+        writer.add_scalar("train/loss", loss, i)
+    for i, g in enumerate(history.grad_norm):
         writer.add_scalar("grad_norm", g, i)
-    history = trainer.history
-    history.epochs = list(range(len(result.losses)))
-    history.train_objective, history.grad_norm = list(result.losses), list(result.grad_norms)
-    history.train_loss = data_losses
-    history.stop_reason = "interrupted" if result.stop_reason == "callback" else result.stop_reason
-    history.n_epochs = history.n_steps = trainer.epoch = trainer.step = result.n_iter
-    history.wall_time = result.wall_time
+    if result.stop_reason == "callback":
+        history.stop_reason = "interrupted"
+    trainer.history, trainer.epoch, trainer.step = history, result.n_iter, result.n_iter
     return history

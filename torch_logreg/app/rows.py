@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UsageError
+from ..train import LoopConfig, Trainer, TrainingData
 from . import ingest
 from .ingest import Standardizer
 
@@ -56,8 +57,9 @@ class TrainingRows(ABC):
         self.T, self.weight, self.n_features = T, weight, n_features
 
     @abstractmethod
-    def trainer(self, model, **loop):
-        """The loop over these rows (``loop``: the Trainer's keywords but the data's)."""
+    def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
+                y_val: Tensor | None = None) -> Trainer:
+        """The loop over these rows, run as ``config`` says, with the held-out rows for early stopping."""
 
     @abstractmethod
     def logits(self, model) -> tuple[Tensor, Tensor] | None:
@@ -91,14 +93,14 @@ class MemoryRows(TrainingRows):
         super().__init__(T, weight, X.shape[1])
         self.X, self.spread = X, spread
 
-    def trainer(self, model, **loop):
+    def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
+                y_val: Tensor | None = None) -> Trainer:
+        data = TrainingData(self.X, self.T, self.weight, X_val, y_val)
         if self.spread:
             from ..distributed import DistributedTrainer
 
-            return DistributedTrainer(model, self.X, self.T, shard=True, sample_weight=self.weight, **loop)
-        from ..train import Trainer
-
-        return Trainer(model, self.X, self.T, sample_weight=self.weight, **loop)
+            return DistributedTrainer(model, data, config, callbacks, shard=True)
+        return Trainer(model, data, config, callbacks)
 
     def logits(self, model) -> tuple[Tensor, Tensor] | None:
         if world_size() > 1 and _rank() != 0:
@@ -118,10 +120,12 @@ class MemoryRows(TrainingRows):
 class RankRows(MemoryRows):
     """This rank's part of the training rows (under torchrun, each rank reading its part of the file)."""
 
-    def trainer(self, model, **loop):
+    def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
+                y_val: Tensor | None = None) -> Trainer:
         from ..distributed import DistributedTrainer
 
-        return DistributedTrainer(model, self.X, self.T, shard=False, sample_weight=self.weight, **loop)
+        data = TrainingData(self.X, self.T, self.weight, X_val, y_val)
+        return DistributedTrainer(model, data, config, callbacks, shard=False)
 
     def logits(self, model) -> tuple[Tensor, Tensor] | None:
         import torch.distributed as dist
@@ -153,11 +157,13 @@ class StreamRows(TrainingRows):
         self.path, self.X, self.targets, self.rows, self.budget = path, X, targets, rows, budget
         self.transform, self.keep = transform, keep
 
-    def trainer(self, model, **loop):
+    def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
+                y_val: Tensor | None = None) -> Trainer:
         from ..streaming import StreamingTrainer
 
-        return StreamingTrainer(model, self.X, self.targets, memory_budget_bytes=self.budget, rows=self.rows,
-                                transform=self.transform, validate=False, sample_weight=self.weight, **loop)
+        data = TrainingData(self.X, self.targets, self.weight, X_val, y_val)
+        return StreamingTrainer(model, data, config, callbacks, memory_budget_bytes=self.budget, rows=self.rows,
+                                transform=self.transform, validate=False)
 
     def chunks(self, rows: np.ndarray | None = None):
         """The float64 features of ``rows`` (default: the training rows), a chunk at a time."""

@@ -264,4 +264,4 @@ def model_from_checkpoint(payload: dict, device=None, dtype=None):
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as exc:
         raise UsageError(f"checkpoint weights do not fit a {payload['model_class']}({payload['model_args']}): {exc}") from None
-    return model.to(device=device, dtype=dtype)
+    return model.to(device=device, dtype=dtype).eval()  # a run's model predicts; the loop switches to training

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import types
 import warnings
 
 import numpy as np
@@ -47,9 +46,10 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..inference import COV_TYPES, WEIGHTS_KINDS, infer
 from ..models import LogisticRegression, SoftmaxRegression
-from ..registry import EXACT_SOLVERS, L1_SOLVERS, LOOP_SOLVERS
+from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..solvers import ConvergenceWarning as SolverConvergenceWarning
-from ..solvers import choose_solver, fit_exact
+from ..solvers import SolverResult, fit_exact, is_exact
+from ..solvers.dispatch import resolve as resolve_solver
 
 PENALTIES = ("l2", "l1", "elasticnet", None)
 #: the scipy.sparse formats ``fit`` and the predictions take as they are (others are converted to CSR)
@@ -185,7 +185,6 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             arguments.number("l1_ratio", self.l1_ratio, low=0, high=1)
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise UsageError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
-        arguments.choice("solver", self.solver, SOLVERS)
         arguments.number("max_iter", self.max_iter, low=1, integer=True)
         if self.tol is not None:
             arguments.number("tol", self.tol, low=0)
@@ -198,14 +197,9 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.weights_kind, str) or self.weights_kind not in WEIGHTS_KINDS:
             raise UsageError(f"weights_kind must be one of {list(WEIGHTS_KINDS)}, got {self.weights_kind!r}")
         l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
-        solver = self.solver
-        if l1_share > 0 and solver not in ("auto", *L1_SOLVERS):
-            raise UsageError(
-                f"penalty={self.penalty!r} (an L1 term) needs a solver that handles it: solver in "
-                f"{['auto', *L1_SOLVERS]}, got solver={solver!r}"
-            )
-        if solver == "auto":
-            solver = choose_solver(n_params, l1=l1_share, penalised=self.penalty is not None, sparse=sparse)
+        # the loop's rules take no L1 term here (the exact solvers minimise it)
+        solver = resolve_solver(self.solver, n_params, l1=l1_share, penalised=self.penalty is not None, sparse=sparse,
+                                choices=SOLVERS, term=f"penalty={self.penalty!r}")
         return solver, float(l1_share)
 
     def _check_groups(self, groups, n: int, n_classes: int) -> np.ndarray | None:
@@ -315,7 +309,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self._inference_error = None
         self._inference = None
         separated = False
-        if solver in EXACT_SOLVERS:
+        if is_exact(solver):
             result = fit_exact(model, Xt, yt, solver=solver, l2=l2, l1=l1, sample_weight=wt, max_iter=int(self.max_iter),
                                tol=tol, warn=False, check_separation=self.penalty is None)
             n_iter, grad_norm, stop_reason = result.n_iter, result.grad_norm, result.stop_reason
@@ -341,7 +335,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             n_iter, stop_reason = result.n_epochs, result.stop_reason
             grad_norm, euclidean = _gradient_norms(model, Xt, yt, wt, l2)
             gradient = f"|gradient| = {euclidean:.3e} (Euclidean; max|gradient| = {grad_norm:.3e})"
-            summary_result = types.SimpleNamespace(solver=solver, converged=stop_reason == "converged", n_iter=n_iter)
+            summary_result = SolverResult.from_history(solver, result, l2=l2, tol=tol)
         if stop_reason != "converged" and not separated:
             self._warn_not_converged(solver, n_iter, stop_reason, gradient, tol)
 

@@ -55,7 +55,11 @@ Solvers
     (sparse) features.
 
 :func:`choose_solver` is the rule that picks one of them from the problem's size (the
-estimator's ``solver="auto"``).
+estimator's ``solver="auto"``); :func:`~.dispatch.resolve`, the one rule of which solver runs for a
+name and a penalty, used by the estimator, the regularization path and the command line.
+
+Each call returns a :class:`SolverResult`, whose ``history`` is the run's
+:class:`~torch_logreg.train.History` (one entry per iterate, the start first), as the loop's.
 
 Convergence is declared when the optimality measure, the largest absolute entry of the
 gradient (with ``l1 > 0``: of the minimum-norm subgradient), falls to ``tol`` or below, the
@@ -81,12 +85,19 @@ import warnings
 import torch
 from torch import Tensor
 
-from .. import arguments, validation
+from .. import arguments, penalty, validation
 from ..devices import resolve_device, resolve_dtype
-from ..errors import UsageError
 from ..models import single_linear
 from ..registry import EXACT_SOLVERS, L1_SOLVERS
 from .coordinate import coordinate
+from .dispatch import (
+    NEWTON_MAX_PARAMS,
+    NEWTON_MAX_PARAMS_UNPENALISED,
+    PROXIMAL_NEWTON_MAX_PARAMS,
+    choose_solver,
+    is_exact,
+    resolve,
+)
 from .lbfgs import lbfgs
 from .newton import newton
 from .params import augment, get_theta, linear_layer, set_theta
@@ -103,14 +114,19 @@ __all__ = [
     "NonFiniteError",
     "SOLVERS",
     "SolverResult",
+    "NEWTON_MAX_PARAMS",
+    "NEWTON_MAX_PARAMS_UNPENALISED",
+    "PROXIMAL_NEWTON_MAX_PARAMS",
     "augment",
     "check_sample_weight",
     "check_newton_fits",
     "choose_solver",
     "fit_exact",
     "get_theta",
+    "is_exact",
     "linear_layer",
     "prepare",
+    "resolve",
     "set_theta",
 ]
 
@@ -157,6 +173,10 @@ def fit_exact(
     gradient take the fixed rule's step either way: a measured step's set-up (a copy of X for the
     feature-major step) would be paid again by every solve, for a few dozen evaluations.
 
+    The result's ``history`` is the solve as the loop records a run (a
+    :class:`~torch_logreg.train.History`: per iterate, the objective, the loss without the
+    penalties and the optimality measure).
+
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
     for (quasi-)complete separation; when found, a
@@ -170,11 +190,7 @@ def fit_exact(
     tol = arguments.number("tol", tol, low=0)
     arguments.number("max_iter", max_iter, low=1, integer=True)
     arguments.number("history_size", history_size, low=1, integer=True)
-    if l1 > 0 and solver not in L1_SOLVERS:
-        raise UsageError(
-            f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
-            f"{list(L1_SOLVERS)}"
-        )
+    resolve(solver, l1=l1, choices=EXACT_SOLVERS)
     if device is not None or dtype is not None:
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
@@ -184,6 +200,9 @@ def fit_exact(
 
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
+    if result.penalized:  # each iterate's loss without the penalties, at the model's parameters then
+        params = dict(model.named_parameters())
+        result.data_loss = lambda f: f - float(penalty.value(params, l2)) - float(penalty.l1_value(params, l1))
     if solver == "newton":
         newton(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
     elif solver == "proximal":
@@ -193,6 +212,7 @@ def fit_exact(
     else:
         lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
+    result.data_loss = None  # it holds the model: the result is kept (and pickled) without it
 
     if warn and result.stop_reason not in ("converged", "callback"):
         if result.stop_reason == "max_iter":
@@ -215,17 +235,6 @@ def fit_exact(
     return result
 
 
-#: ``choose_solver``: Newton while its Hessian has at most this many rows, under an L2 penalty ...
-NEWTON_MAX_PARAMS = 400
-#: ... and without a penalty, where inference forms and factorises that Hessian anyway and L-BFGS approaches an
-#: optimum with no ``l2`` to bound the curvature from below slowly; above either, L-BFGS
-NEWTON_MAX_PARAMS_UNPENALISED = 1000
-#: with an L1 term, proximal Newton (FISTA on the dense ``(KA, KA)`` Hessian, ``O((KA)^2)`` memory and work per
-#: inner step) up to this many rows for dense X, and up to ``NEWTON_MAX_PARAMS`` for sparse X, whose Hessian is
-#: dense where X is not; above, the proximal gradient
-PROXIMAL_NEWTON_MAX_PARAMS = 2000
-
-
 def check_newton_fits(model, setting: str = "solver") -> None:
     """A :class:`~torch_logreg.memory.MemoryBoundError` when newton's dense Hessian for ``model``
     (a single linear layer) does not fit its device (:func:`.hessian.check_dense_hessian`), before
@@ -237,32 +246,6 @@ def check_newton_fits(model, setting: str = "solver") -> None:
         return
     check_dense_hessian(layer.in_features, layer.out_features, layer.bias is not None, model.link == "softmax",
                         layer.weight.element_size(), layer.weight.device, setting)
-
-
-def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, sparse: bool = False) -> str:
-    """The exact solver for a problem of ``n_params = K A`` parameters (the Hessian's rows): with
-    ``l1 > 0`` and ``sparse`` X, ``"cd"`` (coordinate descent: on sparse data 10-60x faster than
-    the others to the same tolerance, as measured in benchmarks/README.md); with ``l1 > 0`` and
-    dense X, ``"newton"`` (proximal Newton) while ``n_params`` is at most
-    ``PROXIMAL_NEWTON_MAX_PARAMS``, else ``"proximal"`` (whose multi-threaded matrix products beat
-    the coordinate passes on dense columns); with ``l1 = 0``, ``"newton"`` while it is at most
-    ``NEWTON_MAX_PARAMS`` (``NEWTON_MAX_PARAMS_UNPENALISED`` when not ``penalised``), else
-    ``"lbfgs"``. Without numba, ``"cd"`` gives way to newton (up to ``NEWTON_MAX_PARAMS``) or
-    proximal. Newton is never chosen where its dense Hessian (``n_params`` rows, float64, as a
-    softmax's full matrix: the larger case) would not fit the machine's memory."""
-    from .hessian import dense_hessian_fits
-
-    newton_fits = dense_hessian_fits(n_params, 1, bias=False, softmax=True)
-    if l1 > 0:
-        if sparse:
-            from .coordinate_kernels import available
-
-            if available():
-                return "cd"
-        small = n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS)
-        return "newton" if small and newton_fits else "proximal"
-    small = n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED)
-    return "newton" if small and newton_fits else "lbfgs"
 
 
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:

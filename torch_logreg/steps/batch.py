@@ -12,13 +12,14 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
+from .base import Step
 from .common import IN_PLACE
 
 if TYPE_CHECKING:
     from .batch_fused import RowsKernel
 
 
-class BatchStep:
+class BatchStep(Step):
     """``step(Xb, Tb, l2) -> (loss, grads)`` for the mini-batches of a single-``Linear`` model,
     like ``objective_and_grad(Xb, Tb, l2)``, in buffers allocated once for the largest batch.
 
