@@ -496,9 +496,9 @@ class Trainer:
             if l1:  # the steps' objective has the smooth penalty only
                 l1_term = penalty.l1_value(params, l1)
                 loss = loss + l1_term
-                step_penalty.copy_(penalty.value(params, l2) + l1_term)
+                step_penalty.copy_(penalty.value(params, l2) + l1_term)  # type: ignore[arg-type]
             elif l2 and not includes_update:
-                step_penalty.copy_(penalty.value(params, l2))
+                step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
             if one_batch:
                 epoch_loss, epoch_penalty = loss, step_penalty
                 if grads is not self.grad_mean:
@@ -561,7 +561,7 @@ class Trainer:
     def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
         if self.l2:
-            self._step_penalty.copy_(penalty.value(params, self.l2))
+            self._step_penalty.copy_(penalty.value(params, self.l2))  # type: ignore[arg-type]
         self._update(params, grads)
 
     def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:

@@ -95,6 +95,8 @@ class BlockedStep(Step):
     copied into the same layout once, so the loss is one reduction over them.
     """
 
+    grads: dict[str, Tensor]  # the buffers every step returns
+
     name = "blocked"
 
     def __init__(self, model, X: Tensor, T: Tensor, rows: int | None = None) -> None:
