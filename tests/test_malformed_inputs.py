@@ -677,3 +677,103 @@ def test_earlier_run_is_never_changed(reference):
         check_contract(result, reference.run / name)
         assert result.code == 2
     reference.check_unchanged()
+
+
+# --- svmlight, Parquet and scipy .npz files under combinations of settings ------------------------
+
+SVM_VALUES = ["1", "-2.5", "0", "nan", "inf", "1e-400", "1_000", "1e39", "x", ""]
+SVM_INDICES = [0, 1, 2, 3, 7, 2**31 - 2, 2**31, 2**40, -1]
+
+
+def _svm_bytes(draw) -> bytes:
+    lines = [f"{BASE_Y[i]} 1:{BASE_X[i, 0]:.4f} 2:{BASE_X[i, 1]:.4f} 3:{BASE_X[i, 2]:.4f}" for i in range(40)]
+    for _ in range(draw(st.integers(0, 2))):
+        label = draw(st.sampled_from(["0", "1", "2", "x", "nan"]))
+        indices = sorted(set(draw(st.lists(st.sampled_from(SVM_INDICES), max_size=3))))
+        pairs = [f"{j}:{draw(st.sampled_from(SVM_VALUES))}" for j in indices]
+        lines.insert(draw(st.integers(0, len(lines))), " ".join([label, *pairs]))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _parquet_bytes(draw) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"a": pa.array(BASE_X[:, 0]), "b": pa.array(BASE_X[:, 1]), "label": pa.array(BASE_Y)}
+    extra = draw(st.sampled_from(["none", "list", "binary", "text numbers", "nulls", "huge"]))
+    if extra == "list":
+        columns["c"] = pa.array([[1.0, 2.0]] * 40, pa.list_(pa.float64()))
+    elif extra == "binary":
+        columns["c"] = pa.array([b"\xff\xfe"] * 40, pa.binary())
+    elif extra == "text numbers":
+        cell = draw(st.sampled_from(["1_000", "\u0661", "1e-400", "2.5", " 3 "]))
+        columns["c"] = pa.array([cell if i == 7 else str(i) for i in range(40)])
+    elif extra == "nulls":
+        columns["c"] = pa.array([None if i == 3 else float(i) for i in range(40)])
+    elif extra == "huge":
+        columns["c"] = pa.array([1e39 if i == 5 else float(i) for i in range(40)])
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(columns), buffer, row_group_size=draw(st.sampled_from([7, 40])))
+    return buffer.getvalue()
+
+
+def _scipy_npz_bytes(draw) -> bytes:
+    import scipy.sparse as sp
+
+    dense = np.column_stack([BASE_X, BASE_Y]).astype(np.float64)
+    if draw(st.booleans()):
+        dense[draw(st.integers(0, 39)), draw(st.integers(0, 2))] = draw(st.sampled_from([np.nan, np.inf, 1e39, 1e308]))
+    buffer = io.BytesIO()
+    sp.save_npz(buffer, sp.csr_matrix(dense))
+    return buffer.getvalue()
+
+
+@st.composite
+def sparse_or_parquet_file(draw) -> tuple[str, bytes]:
+    """(suffix, content) of an svmlight, Parquet or scipy .npz file, clean or with odd values."""
+    suffix = draw(st.sampled_from([".svm", ".parquet", ".npz"]))
+    make = {".svm": _svm_bytes, ".parquet": _parquet_bytes, ".npz": _scipy_npz_bytes}[suffix]
+    return suffix, make(draw)
+
+
+#: settings drawn together: kinds, solvers, precisions and schedules that may not combine
+SETTING_COMBINATIONS = st.tuples(
+    st.sampled_from(["logistic", "softmax", "multilabel"]),
+    st.sampled_from(["gd", "adam", "newton", "lbfgs"]),
+    st.sampled_from(["float32", "float64", "bfloat16"]),
+    st.sampled_from([(), ("train.schedule='exponential'", "train.gamma=1e300"), ("train.schedule='step'", "train.gamma=0.5"),
+                     ("train.warmup_epochs=3",), ("train.warmup_epochs=10",)]),
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, **SETTINGS)
+@given(file=sparse_or_parquet_file(), combination=SETTING_COMBINATIONS)
+@example(file=(".svm", b"1 1:1 1099511627776:1\n" * 3), combination=("logistic", "gd", "float32", ()))
+@example(file=(".svm", b"0 1:1\n1 1000000:1\n" * 20), combination=("logistic", "newton", "float32", ()))
+def test_sparse_parquet_and_npz_files_under_setting_combinations(reference, file, combination):
+    """Exit 0 with finite metrics, or exit 2 with one sentence; never a traceback, never a run
+    directory without a checkpoint."""
+    suffix, content = file
+    kind, solver, dtype, schedule = combination
+    work = reference.fresh()
+    data_path = work / f"data{suffix}"
+    data_path.write_bytes(content)
+    run_dir = work / "run"
+    sets = [f"data.path={toml_string(str(data_path))}", f"data.target={'label' if suffix == '.parquet' else ''!r}",
+            f"model.kind={kind!r}", f"train.solver={solver!r}", f"train.dtype={dtype!r}", "train.epochs=5",
+            "train.device='cpu'", *schedule]
+    result = run_cli("train", "--run-dir", run_dir, "--quiet", *(a for s in sets for a in ("--set", s)))
+    assert "Traceback" not in result.err and result.code in (0, 2), (result.code, result.err)
+    if result.code == 2:
+        lines = result.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(PREFIX), result.err
+    assert_no_half_run(result, run_dir)
+    if result.code == 0:
+        assert_finite_run(run_dir)
+        import json
+
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert all(math.isfinite(v) for split in ("train", "test") for k, v in metrics[split].items()
+                   if k in ("loss", "accuracy")), metrics
+    reference.check_unchanged()

@@ -121,8 +121,8 @@ def test_a_momentum_checkpoint_of_0_1_0_loads_into_the_optimizer():
     [
         ({"solver": "gd", "betas": (0.8, 0.9)}, "solver='gd' takes no betas"),
         ({"solver": "adam", "betas": (0.9,)}, "betas must be two numbers"),
-        ({"solver": "adam", "eps": -1.0}, "eps must be a finite number >= 0, got -1.0"),
-        ({"solver": "rmsprop", "alpha": 1.5}, "alpha must be a finite number >= 0 and <= 1, got 1.5"),
+        ({"solver": "adam", "eps": -1.0}, "eps must be a finite number > 0, got -1.0"),
+        ({"solver": "rmsprop", "alpha": 1.5}, "alpha must be a finite number >= 0 and < 1, got 1.5"),
         ({"solver": "adamw", "weight_decay": float("nan")}, "weight_decay must be a finite number >= 0"),
         ({"schedule": "linear"}, "schedule must be one of"),
         ({"schedule": "step", "step_size": 0}, "step_size must be an integer >= 1, got 0"),

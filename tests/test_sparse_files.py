@@ -176,7 +176,7 @@ def test_unseen_columns_and_bases_are_refused(capsys, tmp_path):
                  wide, "--output", tmp_path / "p.csv")
     zero = tmp_path / "zero.svm"
     zero.write_text("1 0:1.5 3:2\n")
-    expect_error(capsys, "row 0 has feature index 0, but training read its file as one-based", "predict", "--run",
+    expect_error(capsys, "line 1: the line has feature index 0, but training read its file as one-based", "predict", "--run",
                  run_dir, "--input", zero, "--output", tmp_path / "p.csv")
     csv = tmp_path / "d.csv"
     csv.write_text("a,b\n1,2\n")
@@ -205,7 +205,9 @@ BAD_FILES = [
     ("1 1:2 3:x\n", "line 1: '3:x' is not index:value"),
     ("1 1:2\nspam 2:1\n", "line 2: the label 'spam' is not a number"),
     ("1 1:2\n0 4:1 2:1\n", "line 2: the feature indices must increase along a line"),
-    ("1 1:2\n0 2:nan\n", "row 1, column 1: nan is not a finite number"),
+    ("1 1:2\n0 2:nan\n", "line 2, feature index 2: nan is not a finite number"),
+    ("1 1:2\n# a comment\n\n0 2:nan\n", "line 4, feature index 2: nan is not a finite number"),
+    ("1 1:1\n1 1:1 1099511627776:1\n", "line 2: feature index 1099511627776 is outside 0 to 2,147,483,646"),
     ("# only a comment\n", "no line has a feature"),
     ("", "is empty"),
 ]

@@ -33,7 +33,7 @@ CSV_FILES = {
     "bom": "\ufeffa,b,y\n1,2,x\n",
     "crlf": "a,b,y\r\n1,2,x\r\n3,4,y\r\n",
     "no final newline": "a,b,y\n1,2,x",
-    "python-only numbers": "a,b,y\n1_000,2,x\n3,4,y\n",
+    "numbers as CSV writes them": "a,b,y\n+.5,2.,x\n-1E+2,0.000e-500,y\n",
 }
 
 
@@ -55,6 +55,11 @@ def test_arrow_reads_what_the_strict_reader_reads(tmp_path, name):
     ("a,y\n1,x\nspam,y\n", "line 3, column 'a': 'spam' is not a number"),
     ("a,y\n1,x\n,y\n", "line 3, column 'a': empty cell"),
     ("a,y\n1,x\nnan,y\n", "line 3, column 'a': 'nan' is not a finite number"),
+    # what Python's float() reads and a CSV file does not write
+    ("a,y\n1,x\n1_000,y\n", "line 3, column 'a': '1_000' is not a number"),
+    ("a,y\n1,x\n\u0661\u0662,y\n", "line 3, column 'a': '\u0661\u0662' is not a number"),
+    ("a,y\n1,x\n\uff11,y\n", "line 3, column 'a': '\uff11' is not a number"),
+    ("a,y\n1,x\n1e-400,y\n", "line 3, column 'a': '1e-400' is too small for a float64 (it would read as 0)"),
     ("a,y\n1,x\n\n2,y,3\n", "line 4: expected 2 columns as in the header, found 3"),
     ('a,y\n1,x\n"2,y\n', "line 3: a quoted cell opened on this line is never closed"),
     ("a,a,y\n1,2,x\n", "column 'a' appears twice"),

@@ -380,6 +380,9 @@ def regularization_path(
         raise UsageError(f"fit_intercept must be True or False, got {fit_intercept!r}")
     if penalties is None:
         n_penalties = arguments.number("n_penalties", n_penalties, low=1, integer=True)
+        if n_penalties < 2:  # the one penalty would be the largest, which zeroes every weight
+            raise UsageError("n_penalties = 1 fits only the largest penalty, which zeroes every weight (an "
+                             "intercept-only model); give 2 or more (or the penalties themselves)")
         penalty_min_ratio = arguments.number("penalty_min_ratio", penalty_min_ratio, low=0, high=1, low_open=True,
                                              high_open=True)
     else:

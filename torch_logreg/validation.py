@@ -104,6 +104,18 @@ def sample_weights(sample_weight, n: int, dtype: torch.dtype, device) -> Tensor 
     return w
 
 
+def check_weighted_classes(y_index, weight, classes: list, what: str = "sample_weight and class_weight") -> None:
+    """At least two classes with a positive total weight (a classifier fitted on one class's weight
+    alone learns nothing of the others); ``y_index`` (N,) class indices, ``weight`` (N,) the rows'
+    weights, ``classes`` the names, ``what`` the weights' source in the message."""
+    y = np.asarray(y_index.cpu() if isinstance(y_index, Tensor) else y_index).astype(np.int64)
+    w = np.asarray(weight.cpu() if isinstance(weight, Tensor) else weight, dtype=np.float64)
+    per_class = np.bincount(y, weights=w, minlength=len(classes))
+    if (per_class > 0).sum() < 2:
+        raise UsageError(f"after {what} only one class has a positive total weight (classes {list(classes)}, weights "
+                         f"{per_class.tolist()}); at least 2 classes are needed")
+
+
 def first_nonfinite(x: Tensor) -> tuple[int, ...] | None:
     """Index of the first NaN or infinite entry, or None when all are finite."""
     # One read: any NaN or infinity makes the sum non-finite, so a finite sum proves all entries

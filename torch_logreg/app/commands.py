@@ -10,6 +10,7 @@ with TensorBoard, progress and checkpoint callbacks, and writes ``config.toml``,
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,17 @@ from .fitting import (
 )
 from .progress import Progress
 from .report import epoch_pictures, final_report, split_metrics
-from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
+from .rows import world_size
+from .runs import (
+    CheckpointWriter,
+    RunLock,
+    RunResult,
+    StopOnInterrupt,
+    load_run,
+    model_from_checkpoint,
+    new_run_dir,
+    payload,
+)
 
 
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
@@ -153,12 +164,13 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model, prep.n_features, len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
-    path = None
+    path, lock = None, None
     existed = run_dir is not None and Path(run_dir).exists()
     if rank0:
         path = new_run_dir(cfg, name or (Path(cfg.data.path).stem if cfg.data.path else cfg.data.name), run_dir)
     try:
         if path is not None:
+            lock = RunLock(path)  # one writer per run directory
             write_text_atomic(path / "config.toml", cfg.to_toml())
         return _run(cfg, path, prep, model, device, dtype, quiet)
     except BaseException as exc:
@@ -170,6 +182,9 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
             raise
         what = "what this run wrote in it was removed" if existed else "it was removed"
         raise UsageError(f"{exc} (no checkpoint was written to the run directory {path}, so {what})") from None
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _discard(path: Path, keep_directory: bool) -> None:
@@ -193,12 +208,28 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None, 
            allow_changed_data: bool = False) -> RunResult:
     """Continue a run from its checkpoint, on the same data and config; ``overrides``
     (``key=value``, keys of :data:`RESUMABLE`) extend or re-watch it, e.g. ``train.epochs=500``
-    to go on after a run that stopped at its epoch limit. config.toml is rewritten with them."""
+    to go on after a run that stopped at its epoch limit. config.toml is rewritten with them. The
+    run directory is locked while it is written (:class:`~.runs.RunLock`): one writer at a time."""
+    path, payload, cfg = load_run(run_dir)
+    lock = RunLock(path) if world_size() <= 1 or int(os.environ.get("RANK", "0") or 0) == 0 else None
+    try:
+        if lock is not None and lock.stale:
+            _notice(f"{lock.path} was left by process {lock.stale}, which no longer runs; taking it over")
+        return _resume(path, payload, cfg, quiet, device, overrides, allow_changed_data)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _resume(path: Path, payload: dict, cfg: Config, quiet: bool, device: str | None, overrides,
+            allow_changed_data: bool) -> RunResult:
     from .config import apply_overrides
 
-    path, payload, cfg = load_run(run_dir)
     _check_config_unchanged(path, cfg, "resume")
     changed = apply_overrides(cfg, overrides, allowed=RESUMABLE)
+    if "train.epochs" in changed and cfg.train.epochs <= payload["epoch"]:
+        raise UsageError(f"--set train.epochs={cfg.train.epochs}: run {path} is at epoch {payload['epoch']} already; "
+                         "give a limit above that (config.toml is unchanged)")
     if device:
         cfg.train.device = device
     if payload.get("finished"):
@@ -305,6 +336,7 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
         y, _ = ingest.encode_labels(y_raw, kind)
     else:
         names = [ingest.label_name(v) for v in (y_raw.tolist() if hasattr(y_raw, "tolist") else y_raw)]
+        classes = [ingest.label_name(c) for c in classes]  # in NFC, as the new labels are read
         unknown = sorted(set(names) - set(classes))
         if unknown:
             raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {ingest.listed(classes)})")
@@ -338,8 +370,15 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     return predictions.write(out_path, new.kept, columns)
 
 
+#: gradcheck on sparse data: the rows checked are densified, at most this many entries (80 MB in float64)
+GRADCHECK_DENSE_ENTRIES = 10_000_000
+
+
 def gradcheck(cfg: Config, max_rows: int = 2000):
-    """The three-way gradient check on the configured data and model, at small random weights."""
+    """The three-way gradient check on the configured data and model, at small random weights.
+    Autograd and finite differences take dense rows: sparse data (svmlight, scipy .npz, hashed
+    columns) is checked on its first rows densified, as many as :data:`GRADCHECK_DENSE_ENTRIES`
+    allows (a file wider than that is refused, before any row is densified)."""
     device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
@@ -349,5 +388,14 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
+    if prep.schema.sparse:
+        width = prep.n_features
+        if width > GRADCHECK_DENSE_ENTRIES:
+            raise UsageError(f"gradcheck densifies the rows it checks, and {width:,} columns of sparse data are more "
+                             f"than its {GRADCHECK_DENSE_ENTRIES:,} entries; check a narrower file (fewer features, or "
+                             "a smaller data.hash_bits)")
+        max_rows = max(1, min(max_rows, GRADCHECK_DENSE_ENTRIES // width))
     X, T = prep.rows.head(max_rows)
+    if X.layout == torch.sparse_csr:
+        X = X.to_dense()
     return compare_gradients(model, X, T, cfg.train.l2, seed=cfg.train.seed)

@@ -237,6 +237,7 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     for key, options in CHOICES.items():
         check(key, arguments.choice, options)
     _validate_model(cfg, sources)
+    _validate_sizes(cfg, sources)
     # "--set data.path=$DATA" with $DATA unset would silently mean the default data set (in a file,
     # path = "" is how a saved config.toml says "the built-in data set")
     if sources.get("data.path", "").startswith("--set") and not cfg.data.path.strip():
@@ -283,6 +284,9 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
                 arguments.number("each width in model.hidden", width, low=1, integer=True)
             except ValueError as exc:
                 raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
+        if cfg.train.dtype == "bfloat16":
+            raise UsageError(f"{sources.get('train.dtype', where)}: train.dtype = 'bfloat16' computes a single linear "
+                             "layer's products under autocast; an MLP trains in float32 or float64")
         if cfg.train.solver in ("newton", "proximal", "cd"):
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "
@@ -298,6 +302,23 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
         if getattr(m, key) != default:
             raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
                              f"model.kind is {m.kind!r}")
+
+
+def _validate_sizes(cfg: Config, sources: dict[str, str]) -> None:
+    """The size the config alone implies (an MLP's hidden widths), checked against the machine's
+    memory (:mod:`torch_logreg.memory`) before any data is read; those the data implies (its width,
+    hashed features, newton's Hessian on them) once it is read (:func:`.fitting.check_sizes`)."""
+    from .. import memory
+
+    itemsize = 8 if cfg.train.dtype == "float64" else 4
+    m = cfg.model
+    if m.kind == "mlp":
+        params = memory.mlp_parameters(1, m.hidden, 1, m.bias)
+        try:
+            memory.check(memory.model_bytes(0, params, itemsize),
+                         f"model.hidden = {m.hidden} ({params:,} parameters and more)", "use smaller widths")
+        except memory.MemoryBoundError as exc:
+            raise memory.MemoryBoundError(f"{sources.get('model.hidden', 'config')}: {exc}") from None
 
 
 def update_rule_options(t: TrainConfig) -> dict:
@@ -327,10 +348,13 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
     try:
         optimizers.make(t.solver, {}, **update_rule_options(t))
         Schedule(t.schedule, epochs=t.epochs, step_size=t.step_size, gamma=t.gamma, warmup_epochs=t.warmup_epochs,
-                 warmup_start_factor=t.warmup_start_factor)
+                 warmup_start_factor=t.warmup_start_factor).check_rate(t.lr)
     except ValueError as exc:
         # name where the offending value was set (e.g. momentum in the file), else where the solver was
-        named = [k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in str(exc)]
+        # (the setting the message starts with, else one it names)
+        text = str(exc)
+        named = sorted((k for k in sources if k.startswith("train.") and k != "train.solver" and k.split(".")[1] in text),
+                       key=lambda k: not text.startswith(k.split(".")[1]))
         raise UsageError(f"{sources[named[0]] if named else where}: train.{exc}") from None
 
 

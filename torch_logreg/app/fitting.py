@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import memory, validation
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
@@ -98,6 +99,37 @@ def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: i
     return SoftmaxRegression(n_features, n_classes, bias=bias)
 
 
+def check_combinations(cfg: Config, sparse: bool) -> None:
+    """The settings the data decides between, refused before training (the config alone checks
+    the others): bfloat16 autocast takes dense products only."""
+    if sparse and cfg.train.dtype == "bfloat16":
+        raise UsageError(f"train.dtype = 'bfloat16' computes dense products under autocast, and {cfg.data.path or 'the data'} "
+                         "gives sparse features (a sparse file or hashed columns); use train.dtype = 'float32' or 'float64'")
+
+
+def check_sizes(cfg: Config, n_features: int, n_classes: int) -> None:
+    """A MemoryBoundError, before the model or the standardizer exists, when the data's width
+    ``n_features`` (a file's columns, an svmlight file's largest index, ``2**data.hash_bits``
+    hashed columns) implies a model, or a newton Hessian, larger than the machine's memory
+    (:func:`torch_logreg.memory.model_bytes`, :func:`torch_logreg.solvers.hessian.check_dense_hessian`)."""
+    from ..solvers.hessian import check_dense_hessian
+
+    m = cfg.model
+    outputs = 1 if m.kind in ("logistic", "linear") or (m.kind == "mlp" and n_classes <= 2) else n_classes
+    if m.kind == "mlp":
+        params = memory.mlp_parameters(n_features, m.hidden, outputs, m.bias)
+    else:
+        params = memory.linear_parameters(n_features, outputs, m.bias)
+    itemsize = 8 if cfg.train.dtype == "float64" else 4
+    why = (f"data.hash_bits = {cfg.data.hash_bits} hashes into {1 << cfg.data.hash_bits:,} columns; lower it"
+           if cfg.data.hash else "use fewer features (fewer columns, or an svmlight file's indices renumbered)")
+    memory.check(memory.model_bytes(n_features, params, itemsize),
+                 f"a model of {n_features:,} features ({params:,} parameters, with its standardizer and the loop's "
+                 "copies)", why)
+    if cfg.train.solver == "newton":
+        check_dense_hessian(n_features, outputs, m.bias, m.kind == "softmax", itemsize, setting="train.solver")
+
+
 def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: int):
     link = model_cfg.link
     if link == "auto":
@@ -128,6 +160,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
     on ``device``, however its rows are held (:func:`~.rows.open_data`)."""
     data = open_data(cfg, device)
+    check_combinations(cfg, data.schema.sparse)
     kind = target_kind(cfg.model)
     y, classes = _labels(cfg, data.y, data.n_features)
     idx = _split(cfg, y, classes, getattr(data, "split", None))
@@ -138,7 +171,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     y_split = {s: y.index_select(0, i.to(y.device)).to(device) for s, i in idx.items()}
     fit_y = {s: fit_targets(kind, v, len(classes)) for s, v in y_split.items()}
     T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
-    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes))
+    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes), classes)
     weight = None if weight is None else weight.to(device=device, dtype=dtype)
     t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
     rows, raw = {}, {}
@@ -165,6 +198,7 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
+    check_sizes(cfg, n_features, len(classes))
     build_model(cfg.model, n_features, len(classes))  # fail early on labels that do not fit the kind
     return y, classes
 
@@ -187,13 +221,24 @@ def _split(cfg: Config, y: Tensor, classes: list[str], split: np.ndarray | None 
     return idx
 
 
-def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
+def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int,
+                classes: list[str] | None = None) -> Tensor | None:
     """The weights of the training ``rows`` (labels ``y``): ``data.weight``'s times
-    ``train.class_weight``'s (float64), or None when neither is set."""
+    ``train.class_weight``'s (float64), or None when neither is set. As the estimator, at least
+    two classes must keep a positive total weight; a training split of zero weights is named."""
     w = None if weights is None else torch.as_tensor(np.array(weights, dtype=np.float64)).index_select(0, rows.cpu())
+    if w is not None and not bool((w > 0).any()):
+        raise UsageError(f"{cfg.data.path}: every row of the training split has weight 0 in the data.weight column "
+                         f"{cfg.data.weight!r} (the rows with a positive weight are all in the validation or test "
+                         "split); give training rows a weight, or change data.val_fraction / data.test_fraction")
     if cfg.train.class_weight == "balanced":
         balanced = ingest.balanced_weights(y, n_classes, w)
         w = balanced if w is None else w * balanced
+    if w is not None and not target_is_real(cfg.model):  # as the estimator requires
+        what = " and ".join(k for k, v in (("data.weight", cfg.data.weight), ("train.class_weight",
+                                                                             cfg.train.class_weight)) if v)
+        validation.check_weighted_classes(y, w, classes or [str(c) for c in range(n_classes)],
+                                          f"{what} on the training split")
     return w
 
 

@@ -74,7 +74,8 @@ def predictions(model, X: Tensor, T: Tensor, logits: Tensor | None = None) -> Pr
 def classification_metrics(P: Predictions, classes: list[str] | None = None) -> dict[str, float]:
     """scikit-learn's scores of ``P``, every value a float.
 
-    ``accuracy``; ``auc``: ROC AUC (binary), or the macro mean of the one-vs-rest AUCs of the
+    ``accuracy``; ``auc``: ROC AUC (binary: of the second class's score where a model has two
+    outputs), or the macro mean of the one-vs-rest AUCs of the
     classes that occur in ``y`` with both outcomes (K classes; NaN when none does); ``log_loss``;
     ``brier``: binary, the mean of (p - y)^2 (scikit-learn's ``brier_score_loss``); K classes, the
     mean over samples of the sum over classes of (p_k - y_k)^2 against the one-hot truth, as
@@ -98,7 +99,9 @@ def classification_metrics(P: Predictions, classes: list[str] | None = None) -> 
     out = {"accuracy": float(accuracy_score(P.y, P.pred))}
     if k == 2:
         both = 0 < int(P.y.sum()) < len(P.y)
-        out["auc"] = float(roc_auc_score(P.y, P.scores)) if both else math.nan
+        # two outputs for two classes (softmax, one sigmoid per class): the second class's score ranks
+        scores = P.scores if P.scores.ndim == 1 else P.scores[:, 1]
+        out["auc"] = float(roc_auc_score(P.y, scores)) if both else math.nan
     else:
         onehot = np.eye(k)[P.y]
         present = [c for c in labels if 0 < onehot[:, c].sum() < len(P.y)]

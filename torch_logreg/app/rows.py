@@ -109,6 +109,8 @@ class MemoryRows(TrainingRows):
             return model.logits(self.X), self.T
 
     def head(self, n: int) -> tuple[Tensor, Tensor]:
+        if self.X.layout == torch.sparse_csr:  # a CSR tensor is not sliced: its first rows taken
+            return ingest.take_rows(self.X, torch.arange(min(n, self.X.shape[0]))), self.T[:n]
         return self.X[:n], self.T[:n]
 
     def tensors(self) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@ handling, and loading a run back (config, model, standardizer)."""
 
 from __future__ import annotations
 
+import os
 import signal
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +48,66 @@ def new_run_dir(cfg: Config, name: str, run_dir: str | None) -> Path:
         except FileExistsError:
             continue
     raise UsageError(f"cannot create a new run directory under {root}")
+
+
+#: the lock file of a run directory (see :class:`RunLock`)
+LOCK_NAME = "run.lock"
+
+
+class RunLock:
+    """One writer per run directory: ``train`` and ``resume`` hold an advisory lock
+    (``fcntl.flock``, exclusive) on ``<run>/run.lock`` while they write the run, with their process
+    id in the file; a second writer is refused with one sentence naming that process. The kernel
+    releases the lock when its process ends, however it ends, so a lock left by a process that died
+    is taken over (:attr:`stale`: the id it left). The file is emptied on release, so a run
+    directory's files read the same after a command as before it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import fcntl
+
+        self.path = Path(run_dir) / LOCK_NAME
+        self.stale: int | None = None
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UsageError(f"cannot create the lock file {self.path}: {exc.strerror or exc}") from None
+        left = self._holder()
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            who = f"process {left}" if left else "another process"
+            raise UsageError(f"run directory {run_dir} is being written by {who} (a train or resume holding "
+                             f"{self.path}); wait for it to end, or stop it, before writing this run") from None
+        if left and left != os.getpid():
+            self.stale = left
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _holder(self) -> int | None:
+        assert self._fd is not None
+        text = os.pread(self._fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:  # the directory was removed (a run discarded), or the disk is read-only now
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _make_directory(path: Path, exist_ok: bool) -> None:

@@ -289,12 +289,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self._check_class_weight()
         if self.class_weight is not None:
             sw = sw * compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sw)[y_index]
-        per_class = np.bincount(y_index, weights=sw, minlength=k)
-        if (per_class > 0).sum() < 2:
-            raise UsageError(
-                "after sample_weight and class_weight only one class has a positive total weight "
-                f"(classes {list(self.classes_)}, weights {per_class.tolist()}); at least 2 classes are needed"
-            )
+        validation.check_weighted_classes(y_index, sw, list(self.classes_))
         return X, y, y_index, sw, weighted
 
     def fit(self, X, y, sample_weight=None, groups=None, offset=None):

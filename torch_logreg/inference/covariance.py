@@ -20,7 +20,15 @@ scores ``s_n = w_n r_n (x) x~_n`` (binary: ``r_n = y_n - p_n``; K classes: the c
 * ``cluster``: ``M = sum_g (sum_{n in g} s_n)(sum_{n in g} s_n)^T``, times statsmodels' default
   small-sample correction (``use_correction=True``, CRV1) ``G / (G - 1) * (nobs - 1) / (nobs - k)``
   with ``G`` the number of groups (Cameron & Miller 2015). With frequency weights ``nobs = sum w``
-  (the repeated rows); statsmodels' GLM puts the number of rows there.
+  (the repeated rows); statsmodels' GLM puts the number of rows there. With fewer than
+  :data:`FEW_CLUSTERS` clusters a :class:`FewClustersWarning` says that the standard errors are
+  not to be trusted. statsmodels computes the same numbers without a word; we warn rather than
+  refuse because the estimate is the one asked for and exact, and with, say, 20 clusters a user
+  may knowingly want it. But the meat is a sum of ``G`` outer products, so the covariance has rank
+  at most ``G - 1`` after centring (with ``G`` no larger than the parameters it is singular and
+  some standard errors come out near 0), and below about 30-50 clusters the CRV1 correction does
+  not remove its downward bias (Cameron & Miller 2015, sections VI and VII: use few-cluster
+  methods such as the wild cluster bootstrap there).
 
 References: MacKinnon, J. G. & White, H. (1985), Some heteroskedasticity-consistent covariance
 matrix estimators with improved finite sample properties, J. Econometrics 29, 305-325. Long, J. S.
@@ -41,6 +49,12 @@ from .diagnostics import SINGULAR
 
 #: the covariance types :func:`~torch_logreg.inference.infer` computes (``cov_type``), statsmodels' names
 COV_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster")
+#: cov_type="cluster": fewer clusters than this draw a FewClustersWarning (see the module docstring)
+FEW_CLUSTERS = 30
+
+
+class FewClustersWarning(UserWarning):
+    """Cluster-robust standard errors from too few clusters to be trusted (see the module docstring)."""
 #: how :func:`~torch_logreg.inference.infer` reads ``sample_weight`` (``weights_kind``), statsmodels' GLM names
 WEIGHTS_KINDS = ("freq_weights", "var_weights")
 
@@ -87,6 +101,18 @@ def group_codes(groups, n: int, device) -> tuple[Tensor, int]:
     if len(uniques) < 2:
         raise UsageError("cov_type='cluster' needs at least 2 groups, but groups holds a single label")
     return torch.as_tensor(codes.reshape(-1), dtype=torch.long, device=device), len(uniques)
+
+
+def _warn_few_clusters(n_groups: int, k_params: int) -> None:
+    """A FewClustersWarning below FEW_CLUSTERS clusters (see the module docstring)."""
+    if n_groups >= FEW_CLUSTERS:
+        return
+    import warnings
+
+    singular = f"; with {n_groups} clusters for {k_params} parameters it is singular" if n_groups <= k_params else ""
+    warnings.warn(f"cov_type='cluster' with {n_groups} clusters: cluster-robust standard errors from fewer than "
+                  f"{FEW_CLUSTERS} clusters are biased down{singular} (Cameron & Miller 2015); treat them with caution, "
+                  "or use cov_type='HC0'-'HC3'", FewClustersWarning, stacklevel=4)
 
 
 def sandwich(
@@ -149,5 +175,6 @@ def sandwich(
         cov = cov * (nobs / (nobs - k_params))
     elif cov_type == "cluster":
         cov = cov * (n_groups / (n_groups - 1) * (nobs - 1) / (nobs - k_params))  # type: ignore[operator]  # with codes
+        _warn_few_clusters(int(n_groups or 0), k_params)
     return cov
 

@@ -30,7 +30,7 @@ class Adam(Optimizer):
         hyper["betas"] = tuple(arguments.number(f"betas[{i}]", b, low=0, high=1, high_open=True)
                                for i, b in enumerate(betas))
         for k in set(hyper) - {"betas"}:
-            arguments.number(k, hyper[k], low=0)
+            arguments.number(k, hyper[k], low=0, low_open=k == "eps")  # eps > 0: see Optimizer.check
 
     def key(self) -> tuple:
         return (self.name, *self.hyper["betas"], *(v for k, v in self.hyper.items() if k != "betas"))

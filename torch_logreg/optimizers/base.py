@@ -15,6 +15,9 @@ from ..errors import UsageError
 #: each hyper-parameter's default where several optimizers take it (torch.optim's); ``eps``
 #: differs (Adagrad 1e-10, the others 1e-8): None means the optimizer's own
 DEFAULTS: dict[str, Any] = {"momentum": 0.9, "betas": (0.9, 0.999), "eps": None, "alpha": 0.99, "weight_decay": 0.01}
+#: the value that switches a hyper-parameter off: a rule without it accepts that value too (adam with
+#: weight_decay = 0 is adam)
+OFF: dict[str, Any] = {"momentum": 0.0, "weight_decay": 0.0}
 
 
 class Optimizer(ABC):
@@ -30,7 +33,8 @@ class Optimizer(ABC):
     def __init__(self, name: str, params: dict[str, Tensor], **given) -> None:
         self.name = name
         unknown = [k for k, v in given.items()
-                   if k not in self.defaults and v is not None and _differs(v, DEFAULTS.get(k))]
+                   if k not in self.defaults and v is not None and _differs(v, DEFAULTS.get(k))
+                   and not (k in OFF and v == OFF[k])]
         if unknown:
             raise UsageError(f"solver={name!r} takes no {unknown[0]} (its hyper-parameters: "
                              f"{', '.join(self.defaults) or 'none but lr'})")
@@ -40,9 +44,10 @@ class Optimizer(ABC):
         self.steps = 0
 
     def check(self, hyper: dict) -> None:
-        """Validate the hyper-parameters (ValueError); by default each is a finite number >= 0."""
+        """Validate the hyper-parameters (ValueError); by default each is a finite number >= 0, and
+        ``eps`` > 0 (it keeps ``g / (sqrt(v) + eps)`` finite where a coordinate's gradient is 0)."""
         for k, v in hyper.items():
-            arguments.number(k, v, low=0)
+            arguments.number(k, v, low=0, low_open=k == "eps")
 
     def step(self, params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
         # the loop runs under no_grad already; entering it again costs microseconds a step

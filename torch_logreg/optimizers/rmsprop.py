@@ -16,8 +16,9 @@ class RMSprop(Optimizer):
     buffers = ("square_avg",)
 
     def check(self, hyper: dict) -> None:
-        arguments.number("alpha", hyper["alpha"], low=0, high=1)
-        arguments.number("eps", hyper["eps"], low=0)
+        # alpha = 1 never moves the average from 0, so every step would divide by eps alone
+        arguments.number("alpha", hyper["alpha"], low=0, high=1, high_open=True)
+        arguments.number("eps", hyper["eps"], low=0, low_open=True)
 
     def update(self, params: dict[str, Tensor], grads: dict[str, Tensor], lr: float) -> None:
         alpha, eps = self.hyper["alpha"], self.hyper["eps"]

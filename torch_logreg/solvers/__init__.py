@@ -122,6 +122,7 @@ __all__ = [
     "PROXIMAL_NEWTON_MAX_PARAMS",
     "augment",
     "check_sample_weight",
+    "check_newton_fits",
     "choose_solver",
     "fit_exact",
     "get_theta",
@@ -213,6 +214,8 @@ def fit_exact(
     if device is not None or dtype is not None:
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
+    if solver == "newton":  # its dense Hessian checked against the memory bound before anything is allocated
+        check_newton_fits(model)
     extras = (offset, penalty_factor, lower_bounds, upper_bounds)
     if penalty is not None or any(v is not None for v in extras):
         return _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_separation, warn, callback,
@@ -299,6 +302,19 @@ def _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_se
     if check_separation and not penalised and not firth:
         _check_separation(model, X, T, w, result, warn, stacklevel=4)
     return result
+
+
+def check_newton_fits(model, setting: str = "solver") -> None:
+    """A :class:`~torch_logreg.memory.MemoryBoundError` when newton's dense Hessian for ``model``
+    (a single linear layer) does not fit its device (:func:`.hessian.check_dense_hessian`), before
+    anything of that size is allocated; a model newton does not take passes (its own check says so)."""
+    from .hessian import check_dense_hessian
+
+    layer = single_linear(model)
+    if layer is None:
+        return
+    check_dense_hessian(layer.in_features, layer.out_features, layer.bias is not None, model.link == "softmax",
+                        layer.weight.element_size(), layer.weight.device, setting)
 
 
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:

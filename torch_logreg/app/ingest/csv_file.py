@@ -19,7 +19,7 @@ from pathlib import Path
 from ...errors import UsageError
 from . import files
 from .reader import Reader, Request
-from .table import ArrowTable, RowsTable, Table
+from .table import ArrowTable, RowsTable, Table, nfc
 
 
 class CsvReader(Reader):
@@ -57,7 +57,7 @@ def read_csv_table(path: Path, max_bytes: int = files.DEFAULT_MAX_BYTES) -> tupl
         header = record()
     except StopIteration:
         raise UsageError(f"{path} is empty") from None
-    header = [h.strip() for h in header]
+    header = [nfc(h.strip()) for h in header]
     if not any(header):
         raise UsageError(f"{path}, line 1: the header row is empty")
     seen: dict[str, int] = {}
@@ -111,7 +111,7 @@ def _arrow_csv(path: Path, content: bytes, print_: dict, strict) -> Table | None
                                 strict=True))
     except (StopIteration, UnicodeDecodeError, csv.Error):
         return None
-    names = [h.strip() for h in first]
+    names = [nfc(h.strip()) for h in first]
     if not any(names) or len(set(names)) != len(names):  # the strict reader says what is wrong
         return None
     try:

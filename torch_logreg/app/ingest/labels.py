@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ...errors import UsageError
 from .schema import category_key
+from .table import nfc, parse_number
 
 
 def take_rows(X: Tensor, index: Tensor) -> Tensor:
@@ -56,10 +57,10 @@ def encode_labels(y, kind: str) -> tuple[Tensor, list[str]]:
     y = np.asarray(y)
     if kind == "linear":
         try:
-            values = y.astype(np.float64)
-        except ValueError:
-            bad = next(v for v in y if not _is_number(v))
-            raise UsageError(f"model.kind = 'linear' needs a numeric target; found {bad!r}") from None
+            values = y.astype(np.float64) if y.dtype.kind in "biuf" else np.array(
+                [parse_number(str(v).strip()) for v in y.tolist()], dtype=np.float64)
+        except ValueError as exc:
+            raise UsageError(f"model.kind = 'linear' needs a numeric target; {exc}") from None
         if not np.isfinite(values).all():
             raise UsageError(f"the target has a non-finite value at row {int(np.nonzero(~np.isfinite(values))[0][0])}")
         return torch.from_numpy(values), []
@@ -71,19 +72,11 @@ def encode_labels(y, kind: str) -> tuple[Tensor, list[str]]:
     return torch.tensor([lookup[v] for v in names], dtype=torch.int64), classes
 
 
-def _is_number(v) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
-
-
 def label_name(v) -> str:
-    """A class's name: a number as it reads (2.0 -> "2"); text exactly as written, so "02" and "2"
-    stay two classes and "01" is not renamed "1"."""
+    """A class's name: a number as it reads (2.0 -> "2"); text as written (in Unicode NFC), so "02"
+    and "2" stay two classes and "01" is not renamed "1"."""
     if isinstance(v, (str, np.str_)):
-        return str(v).strip()
+        return nfc(str(v).strip())
     if isinstance(v, (bool, np.bool_)):
         return str(int(v))
     try:

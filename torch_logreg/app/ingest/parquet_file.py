@@ -16,7 +16,7 @@ from ...distributed import shard_bounds
 from ...errors import UsageError
 from . import files
 from .reader import Reader, Request
-from .table import ArrowTable, Table
+from .table import ArrowTable, Table, nfc
 
 
 class ParquetReader(Reader):
@@ -126,7 +126,7 @@ def read_parquet(path: Path, max_bytes: int, row_groups: list[int] | None = None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise UsageError(f"{path} is not a readable Parquet file: {str(exc).splitlines()[0] if str(exc) else exc}") \
             from None
-    names = [str(n).strip() for n in arrow.column_names]
+    names = [nfc(str(n).strip()) for n in arrow.column_names]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise UsageError(f"{path}: column {twice!r} appears twice; rename one so each column is read")

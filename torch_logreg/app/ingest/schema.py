@@ -17,6 +17,7 @@ Everything is kept in plain lists and numbers so that it is saved in a checkpoin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,8 +27,10 @@ from torch import Tensor
 from ...errors import UsageError
 from ...validation import as_sparse_csr
 from .columns import expand_pixels, pixel_width
-from .table import listed
+from .table import listed, nfc, parse_number
 
+#: the largest float32: a row weight above it is refused (it may be kept in float32)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: data.hash_bits: the hash block's width is 2**bits
 HASH_BITS_RANGE = (1, 30)
 
@@ -98,10 +101,13 @@ class Schema:
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
-        return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
-                   bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
-                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")),
-                   str(d.get("pixels", "")), int(d.get("pixels_width", 0)))
+        """The saved schema, its names and categories in Unicode NFC as files are read (a run of an
+        earlier version may have saved another spelling; the order is kept)."""
+        return cls([nfc(c) for c in d["columns"]], {nfc(k): [nfc(v) for v in levels] for k, levels in d["categorical"].items()},
+                   bool(d["add_radius"]), nfc(d["target"]),
+                   bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))),
+                   nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -185,14 +191,15 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
-    categorical, hashed, weight = list(data_cfg.categorical), list(data_cfg.hash), data_cfg.weight
+    categorical, hashed, weight = [nfc(c) for c in data_cfg.categorical], [nfc(c) for c in data_cfg.hash], \
+        nfc(data_cfg.weight)
     if isinstance(data_cfg.target, list):  # several 0/1 columns: checked here, read by Schema.labels
         if not table.named:
             raise UsageError(f"{path}: data.target as a list of columns needs a CSV or Parquet file")
         for c in data_cfg.target:
-            if c not in header:
+            if nfc(c) not in header:
                 raise UsageError(f"{path}: data.target column {c!r} is not in the header ({listed(header)})")
-    target = data_cfg.target[0] if isinstance(data_cfg.target, list) else table.target_name(data_cfg.target)
+    target = nfc(data_cfg.target[0]) if isinstance(data_cfg.target, list) else nfc(table.target_name(data_cfg.target))
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
@@ -257,11 +264,14 @@ def multilabel_targets(table, names: list[str], need: bool = True) -> np.ndarray
 
 
 def category_key(v: str):
-    """Categories sort as numbers where they read as numbers, then as text."""
+    """Categories sort as numbers where they read as finite numbers (:func:`.table.parse_number`),
+    then as text: a total order, so the order never depends on the order the levels were met in
+    (nor on Python's string hashing, which orders a set)."""
     try:
-        return (0, float(v), v)
+        f = parse_number(v.strip())
     except ValueError:
         return (1, 0.0, v)
+    return (0, f, v) if math.isfinite(f) else (1, 0.0, v)
 
 
 def merge_levels(parts: list[dict[str, list[str]]]) -> dict[str, list[str]]:
@@ -279,6 +289,10 @@ def row_weights(table, column: str, whole: bool = True) -> np.ndarray | None:
     if negative.size:
         raise UsageError(f"{table.path}, {table.where(int(negative[0]))}, column {column!r}: a row weight must be "
                          f"non-negative, got {w[negative[0]]:g}")
+    large = np.nonzero(w > FLOAT32_MAX)[0]
+    if large.size:  # the loop may keep weights in float32, where it would be infinite
+        raise UsageError(f"{table.path}, {table.where(int(large[0]))}, column {column!r}: a row weight must be at most "
+                         f"{FLOAT32_MAX:.4g} (the largest float32), got {w[large[0]]:g}; scale the weights down")
     if whole and not (w > 0).any():
         raise UsageError(f"{table.path}: every row weight in column {column!r} is 0; at least one row must count")
     return w

@@ -18,6 +18,9 @@ from . import files
 from .reader import Reader, Request
 from .table import SparseTable
 
+#: the largest feature index a line may hold: the parser stores indices as 32-bit integers
+MAX_INDEX = 2**31 - 2
+
 
 class SvmlightReader(Reader):
     name = "svmlight"
@@ -93,6 +96,9 @@ def _bad_line(content: bytes) -> tuple[int, str] | None:
                 return number, f"{pair.decode(errors='replace')!r} is not index:value"
             if not sep:
                 return number, f"{pair.decode(errors='replace')!r} is not index:value"
+            if not 0 <= index <= MAX_INDEX:
+                return number, (f"feature index {index} is outside 0 to {MAX_INDEX:,}, the indices an svmlight file "
+                                "may hold; number the features from 0 or 1")
             if index <= last:
                 return number, "the feature indices must increase along a line"
             last = index
@@ -107,7 +113,7 @@ def parse_svmlight(content: bytes, path: Path, first_line=lambda: 1):
 
     try:
         matrix, y = load_svmlight_file(io.BytesIO(content), zero_based=True, query_id=False, dtype=np.float64)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         where = _bad_line(content)
         if where is not None:
             raise UsageError(f"{path}, line {where[0] + first_line() - 1}: {where[1]}") from None
@@ -131,8 +137,8 @@ def features(matrix, y: np.ndarray, path: Path, base: int, width: int | None, fi
         zero = np.nonzero(matrix.indices == 0)[0]
         if zero.size:
             row = int(np.searchsorted(matrix.indptr, zero[0], side="right")) - 1 + first_row
-            raise UsageError(f"{path}: row {row} has feature index 0, but training read its file as one-based (indices "
-                             "from 1); write the file with the indices training used")
+            raise UsageError(f"{path}, {row_line(path, row)}: the line has feature index 0, but training read its "
+                             "file as one-based (indices from 1); write the file with the indices training used")
         matrix.indices -= 1
     if width is not None:
         if n_cols > width:
@@ -143,21 +149,41 @@ def features(matrix, y: np.ndarray, path: Path, base: int, width: int | None, fi
         raise UsageError(f"{path}: no line has a feature; an svmlight line is 'label index:value ...'")
     matrix = scipy.sparse.csr_matrix((matrix.data, matrix.indices, matrix.indptr), shape=(matrix.shape[0], n_cols),
                                      copy=False)
-    check_finite(matrix, path, first_row)
+    check_finite(matrix, path, first_row, base, svmlight=True)
     if not np.isfinite(y).all():
-        raise UsageError(f"{path}: the label of row {int(np.nonzero(~np.isfinite(y))[0][0]) + first_row} is not a "
-                         "finite number")
+        row = int(np.nonzero(~np.isfinite(y))[0][0]) + first_row
+        raise UsageError(f"{path}, {row_line(path, row)}: the label {y[row - first_row]} is not a finite number")
     return matrix
 
 
-def check_finite(matrix, path, first_row: int = 0) -> None:
+def check_finite(matrix, path, first_row: int = 0, base: int = 0, svmlight: bool = False) -> None:
     """Every stored value of a CSR ``matrix`` finite; the first that is not is named by row
-    (counted from ``first_row``) and column."""
+    (counted from ``first_row``) and column, or for an ``svmlight`` file by its line (1-based, as
+    an editor shows it) and its feature index as written (the column plus ``base``)."""
     bad = ~np.isfinite(matrix.data)
     if bad.any():
         k = int(np.nonzero(bad)[0][0])
         row = int(np.searchsorted(matrix.indptr, k, side="right")) - 1 + first_row
-        raise UsageError(f"{path}: row {row}, column {int(matrix.indices[k])}: {matrix.data[k]} is not a finite number")
+        column = int(matrix.indices[k])
+        where = (f"{row_line(path, row)}, feature index {column + base}" if svmlight
+                 else f"row {row}, column {column}")
+        raise UsageError(f"{path}, {where}: {matrix.data[k]} is not a finite number")
+
+
+def row_line(path: Path, row: int) -> str:
+    """``"line L"``: the 1-based line of the file's ``row``-th data line (0-based; blank and
+    comment lines hold no row), read again only to name it in a message."""
+    count = -1
+    try:
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, start=1):
+                if raw.split(b"#", 1)[0].strip():
+                    count += 1
+                    if count == row:
+                        return f"line {number}"
+    except OSError:
+        pass
+    return f"row {row}"
 
 
 def byte_range(path: Path, rank: int, world_size: int, max_bytes: int) -> tuple[bytes, int]:

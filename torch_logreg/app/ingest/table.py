@@ -17,6 +17,8 @@ numbers or text is one sentence naming it.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -26,6 +28,12 @@ from ...errors import UsageError
 
 #: the name a table gives the target column of a file whose columns have no names (an array)
 ARRAY_TARGET = "<target>"
+
+
+def nfc(text: str) -> str:
+    """``text`` in Unicode normal form C: names, categories and labels are compared so, so that
+    one spelled with a composed character and one with a combining accent are one."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def listed(items) -> str:
@@ -52,7 +60,7 @@ class Table(ABC):
 
     @abstractmethod
     def text(self, name: str) -> np.ndarray:
-        """The stripped cells of column ``name`` as an object array of str."""
+        """The stripped cells of column ``name`` as an object array of str, in Unicode NFC."""
 
     @abstractmethod
     def raw(self, name: str) -> list[str]:
@@ -72,13 +80,34 @@ class Table(ABC):
         return f"row {row + self.first_row}"
 
 
+#: a number as a CSV cell writes it: ASCII digits, an optional sign, point and exponent (what
+#: Python's float() accepts besides, such as "1_000" or other scripts' digits, is not a number
+#: here), or one of the words for the non-finite values (refused as such where numbers are read)
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity|nan)",
+                    re.IGNORECASE)
+#: the mantissa of a number that is not zero: a non-zero digit before any exponent
+NONZERO = re.compile(r"^[^eE]*[1-9]")
+
+
+def parse_number(text: str) -> float:
+    """``text`` (stripped) as a float64 by :data:`NUMBER`'s grammar; a ValueError saying why not,
+    including a non-zero number too small for float64, which would read as 0 (refused, not
+    rounded: a value written is meant)."""
+    if not NUMBER.fullmatch(text):
+        raise ValueError(f"{text!r} is not a number")
+    value = float(text)
+    if value == 0.0 and NONZERO.match(text):
+        raise ValueError(f"{text!r} is too small for a float64 (it would read as 0); write 0 if 0 is meant")
+    return value
+
+
 def _parse_float(text: str, path: Path, where: str, column: str) -> float:
     if text.strip() == "":
         raise UsageError(f"{path}, {where}, column {column!r}: empty cell")
     try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"{path}, {where}, column {column!r}: {text!r} is not a number") from None
+        value = parse_number(text.strip())
+    except ValueError as exc:
+        raise UsageError(f"{path}, {where}, column {column!r}: {exc}") from None
     if not math.isfinite(value):
         raise UsageError(f"{path}, {where}, column {column!r}: {text!r} is not a finite number")
     return value
@@ -99,7 +128,7 @@ class RowsTable(Table):
     def text(self, name: str) -> np.ndarray:
         i = self._index[name]
         out = np.empty(len(self.rows), dtype=object)
-        out[:] = [cells[i].strip() for _, cells in self.rows]
+        out[:] = [nfc(cells[i].strip()) for _, cells in self.rows]
         return out
 
     def numbers(self, name: str) -> np.ndarray:
@@ -171,7 +200,7 @@ class ArrowTable(Table):
 
         column = self._column(name)
         if _is_text(pa, column.type):
-            values = pc.utf8_trim_whitespace(column).to_pylist()
+            values = [nfc(v) for v in pc.utf8_trim_whitespace(column).to_pylist()]
         else:
             values = [_number_text(v) for v in column.to_pylist()]
         out = np.empty(len(values), dtype=object)
@@ -185,10 +214,18 @@ class ArrowTable(Table):
         column = self._column(name, numeric=True)
         try:
             if _is_text(pa, column.type):
-                column = pc.cast(pc.utf8_trim_whitespace(column), pa.float64())
+                trimmed = pc.utf8_trim_whitespace(column)
+                column = pc.cast(trimmed, pa.float64())
+                values = column.to_numpy(zero_copy_only=False)
+                # Arrow's reading of a cell must be the grammar's (parse_number): every cell matches it,
+                # and a zero is written as one (not a number too small for float64)
+                grammar = pc.all(pc.match_substring_regex(trimmed, f"^({NUMBER.pattern})$", ignore_case=True))
+                zeros = pc.filter(trimmed, pc.equal(column, 0.0))
+                underflow = pc.any(pc.match_substring_regex(zeros, NONZERO.pattern))
+                if grammar.as_py() is False or underflow.as_py():
+                    values = None
             else:
-                column = pc.cast(column, pa.float64())
-            values = column.to_numpy(zero_copy_only=False)
+                values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowException:  # a cell Arrow cannot read as a number: the strict reader says which
             values = None
         if values is not None and np.isfinite(values).all():
@@ -197,8 +234,8 @@ class ArrowTable(Table):
             return self._strict().numbers(name)
         if values is None:
             cells = self.text(name)
-            bad = next(i for i, v in enumerate(cells) if not _is_number_text(v))
-            raise UsageError(f"{self.path}, {self.where(bad)}, column {name!r}: {cells[bad]!r} is not a number")
+            return np.array([_parse_float(v, self.path, self.where(i), name) for i, v in enumerate(cells)],
+                            dtype=np.float64)
         bad = int(np.nonzero(~np.isfinite(values))[0][0])
         raise UsageError(f"{self.path}, {self.where(bad)}, column {name!r}: {values[bad]} is not a finite number")
 
@@ -261,9 +298,3 @@ def _number_text(v) -> str:
     return str(v)
 
 
-def _is_number_text(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
