@@ -90,8 +90,6 @@ def test_fit_exact_newton_on_a_wide_csr_matrix_is_refused_before_allocating():
         fit_exact(model, X, np.arange(20) % 2, solver="newton")
 
 
-@pytest.mark.xfail(strict=True, reason="solvers.dispatch.choose_solver does not yet ask "
-                   "solvers.hessian.dense_hessian_fits before newton")
 def test_auto_never_picks_a_hessian_that_does_not_fit(monkeypatch):
     from torch_logreg.solvers import choose_solver
 

@@ -241,7 +241,7 @@ class LoopConfig:
         arguments.number("seed", self.seed, low=0, integer=True)
         arguments.choice("step", self.step, STEPS)
         optimizers.make(self.solver, {}, **self.update_rule())  # a hyper-parameter the rule does not take
-        self.schedule_rule()
+        self.schedule_rule().check_rate(self.lr)  # a growing rate that would overflow in some epoch
         self.plateau_rule()
 
     def update_rule(self) -> dict:

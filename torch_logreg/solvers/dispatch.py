@@ -39,15 +39,19 @@ def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, spa
     the coordinate passes on dense columns); with ``l1 = 0``, ``"newton"`` while it is at most
     ``NEWTON_MAX_PARAMS`` (``NEWTON_MAX_PARAMS_UNPENALISED`` when not ``penalised``), else
     ``"lbfgs"``. Without numba, ``"cd"`` gives way to newton (up to ``NEWTON_MAX_PARAMS``) or
-    proximal."""
+    proximal. Newton only where its dense Hessian fits this machine's memory
+    (:func:`~.hessian.dense_hessian_fits`), else the first-order solver."""
+    from .hessian import dense_hessian_fits
+
+    fits = dense_hessian_fits(n_params, 1, bias=False, softmax=True)
     if l1 > 0:
         if sparse:
             from .coordinate_kernels import available
 
             if available():
                 return "cd"
-        return "newton" if n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS) else "proximal"
-    return "newton" if n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED) else "lbfgs"
+        return "newton" if fits and n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS) else "proximal"
+    return "newton" if fits and n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED) else "lbfgs"
 
 
 def resolve(solver: str, n_params: int = 0, *, l1: float = 0.0, penalised: bool = True, sparse: bool = False,
