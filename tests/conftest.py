@@ -47,6 +47,8 @@ def step_cache(tmp_path_factory):
 
 
 def pytest_addoption(parser):
+    parser.addoption("--first-case", action="store_true",
+                     help="run the first case of each test function only (make test-fast)")
     parser.addoption("--all-modules", action="store_true",
                      help="fail unless the run imported every module of torch_logreg (make test-fast)")
 
@@ -64,6 +66,21 @@ def _package_modules() -> list[str]:
         if parts[-1] != "__main__":  # the command line's entry point runs main() when imported
             names.append(".".join(parts))
     return sorted(names)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``--first-case``: one case of each test function (its first parametrization), so a
+    quick run still reaches every test's code path, once."""
+    if not config.getoption("--first-case"):
+        return
+    seen, keep, drop = set(), [], []
+    for item in items:
+        key = (item.nodeid.split("[")[0])  # the test function, without its parameters
+        (drop if key in seen else keep).append(item)
+        seen.add(key)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -189,6 +189,7 @@ def test_importing_the_package_is_light():
     assert loaded == "[]"
 
 
+@pytest.mark.e2e
 def test_the_core_names_load_no_sklearn_scipy_or_pandas():
     code = ("import sys, torch_logreg as tl\n"
             "tl.fit, tl.fit_exact, tl.LogisticRegression, tl.SoftmaxRegression, tl.MLP, tl.check_gradients, tl.Trainer\n"

@@ -408,6 +408,7 @@ def test_log_proba_is_finite_for_extreme_logits():
     np.testing.assert_allclose(logp, np.stack([-np.logaddexp(0, z), -np.logaddexp(0, -z)], axis=1), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_works_inside_grid_search(iris):
     """GridSearchCV clones, sets parameters and scores it like scikit-learn's own estimator: the
     same grid over scikit-learn's LogisticRegression gives the same fold scores. Only the L1 cells

@@ -77,6 +77,7 @@ def test_too_few_rows_is_one_clear_error():
         kfold(y, 1)
 
 
+@pytest.mark.e2e
 def test_the_same_seed_gives_the_same_folds_everywhere(capsys, tmp_path, monkeypatch):
     """cv, path, the cross-validated classifier and cross_validate_grid, on the same rows with the same seed,
     hold out the same rows. The path and the classifier show their folds (``folds``, ``path_.folds``); the two

@@ -146,6 +146,7 @@ def test_float64_check_passes_near_the_optimum(kind, offset, largest, sort):
     assert {c.reference for c in report.comparisons} == {"closed_form", "autograd", "finite_difference"}
 
 
+@pytest.mark.slow
 def test_grad_check_every_does_not_fail_near_the_optimum():
     model, X, T = at_optimum("softmax")
     history = tl.fit(model, X, T, solver="gd", lr=0.1, epochs=4, tol=0.0, grad_check_every=1, device="cpu")

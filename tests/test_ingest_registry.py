@@ -24,6 +24,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 N = 90
 NAMES = ["x1", "x2", "x3", "x4"]  # as an array's columns are named; x2: a category code; x4: weights, or a feature
 
+#: each case runs the train, evaluate and predict commands
+pytestmark = pytest.mark.e2e
+
 
 def rows() -> tuple[np.ndarray, np.ndarray]:
     """Features (N, 4): two real columns, a category code (0, 1, 2) and a positive weight; labels."""

@@ -63,7 +63,8 @@ def test_learning_rate_grid_for_first_order_solvers(iris):
 
 def test_invalid_combinations_fail_before_fitting(iris):
     X, y = iris
-    match = r"invalid combination \{'penalty': 'l1', 'solver': 'lbfgs'\}.*solvers that can: \['auto', 'newton', 'proximal', 'cd'\]"
+    match = (r"invalid combination \{'penalty': 'l1', 'solver': 'lbfgs'\}.*"
+             r"solvers that can: \['auto', 'newton', 'proximal', 'cd'\]")
     with pytest.raises(ValueError, match=match):
         cross_validate_grid(X, y, {"penalty": ["l1"], "solver": ["lbfgs"]})
     with pytest.raises(ValueError, match=r"invalid combination \{'C': 0\}: C must be a finite number > 0"):

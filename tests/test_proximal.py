@@ -103,6 +103,7 @@ def saga_fit(sparse_problem):
     return SkLogisticRegression(C=0.2, l1_ratio=1.0, solver="saga", tol=1e-10, max_iter=100_000, random_state=0).fit(X, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["proximal", "cd"])
 def test_sparse_l1_matches_sklearn_saga(sparse_problem, saga_fit, solver):
     """(c) The objective (read by one function at both coefficient sets) within 1e-6 relative of saga's at
@@ -234,6 +235,7 @@ def test_choose_solver_rule():
     assert choose_solver(1001, penalised=False) == "lbfgs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["auto", "proximal"])
 def test_estimator_on_wide_sparse_l1_matches_dense_newton(solver):
     """(i) ``penalty="l1"`` on a wide sparse matrix: ``solver="auto"`` takes coordinate descent; it and the

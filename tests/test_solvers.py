@@ -78,6 +78,7 @@ def test_binary_l2_matches_sklearn(cancer, C, solver):
         np.testing.assert_allclose(W, sk.coef_, rtol=1e-8, atol=1e-8 * scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_multinomial_probabilities_match_sklearn(digits, sk_digits, solver):
     X, y = digits
