@@ -46,7 +46,7 @@ def test_defaults_match_the_documented_keys():
         ("train.solver=sgd", "train.solver must be one of ['gd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam', "
                              "'adamw', 'newton', 'lbfgs', 'proximal', 'cd'], got 'sgd'"),
         ("train.betas=[0.8, 0.9]", "train.solver='gd' takes no betas"),
-        ("train.schedule=linear", "train.schedule must be one of ['constant', 'step', 'exponential', 'cosine']"),
+        ("train.schedule=linear", "train.schedule must be one of ['constant', 'step', 'exponential', 'cosine', 'plateau']"),
         ("train.device=tpu", "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("train.dtype=float16", "train.dtype must be one of ['float32', 'float64', 'bfloat16'], got 'float16'"),
         ("data.name=mnist", "data.name must be one of"),

@@ -437,7 +437,7 @@ def test_works_inside_grid_search(iris):
          r"solver='lbfgs' cannot minimise an L1 penalty \(penalty='l1'\); .*\['auto', 'newton', 'proximal', 'cd'\]"),
         ({"penalty": "elasticnet", "l1_ratio": 0.5, "solver": "gd"}, ValueError,
          r"solver='gd' cannot minimise an L1 penalty \(penalty='elasticnet'\); .*\['auto', 'newton', 'proximal', 'cd'\]"),
-        ({"penalty": "l3"}, ValueError, r"penalty must be one of \['l2', 'l1', 'elasticnet', None\], got 'l3'"),
+        ({"penalty": "l3"}, ValueError, r"penalty must be one of \['l2', 'l1', 'elasticnet', 'firth', None\], got 'l3'"),
         ({"solver": "saga"}, ValueError,
          r"solver must be one of \['auto', 'newton', 'lbfgs', 'proximal', 'cd', 'gd', 'momentum', 'nesterov'"),
         ({"max_iter": 0}, ValueError, r"max_iter must be an integer >= 1"),

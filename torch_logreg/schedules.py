@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from . import arguments
 
-SCHEDULES = ("constant", "step", "exponential", "cosine")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")  # plateau: see Plateau
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from .errors import UsageError
 from .gradients import compare_gradients
 from .registry import L1_LOOP_SOLVERS, STEPS
 from .registry import LOOP_SOLVERS as SOLVERS
-from .schedules import Schedule
+from .schedules import Plateau, Schedule
 from .steps import select
 from .stopping import EXPLODED, Stopping, flat_buffer
 
@@ -67,7 +67,10 @@ class History:
 
     ``train_objective`` is what the steps minimised (the epoch's mean of each step's objective:
     mean negative log-likelihood plus the L2 penalty); ``train_loss`` and ``val_loss`` are the
-    mean negative log-likelihood alone, so the two are comparable."""
+    mean negative log-likelihood alone, so the two are comparable. ``grad_norm`` is the norm of the
+    epoch's mean gradient before any clipping; ``clipped_steps`` (with ``clip_grad_norm``) the steps
+    whose gradient was clipped so far, at each check. ``lr`` is the exception to one entry per check:
+    the rate each epoch used, one entry per epoch."""
 
     epochs: list[int] = field(default_factory=list)
     train_objective: list[float] = field(default_factory=list)
@@ -75,6 +78,8 @@ class History:
     val_loss: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     grad_checks: list[tuple[int, float]] = field(default_factory=list)  # (step, max rel error)
+    lr: list[float] = field(default_factory=list)  # the learning rate of every epoch (one entry per epoch)
+    clipped_steps: list[int] = field(default_factory=list)  # with clip_grad_norm: steps clipped so far, per check
     stop_reason: str = ""
     n_epochs: int = 0
     n_steps: int = 0
@@ -88,7 +93,7 @@ class History:
     def to_dict(self) -> dict:
         # shallow copies: dataclasses.asdict deep-copies, which grows with the run at every checkpoint
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("epochs", "train_objective", "train_loss", "val_loss", "grad_norm"):
+        for key in ("epochs", "train_objective", "train_loss", "val_loss", "grad_norm", "lr", "clipped_steps"):
             d[key] = list(d[key])
         d["grad_checks"] = [list(x) for x in self.grad_checks]
         return d
@@ -149,7 +154,14 @@ class LoopConfig:
     rmsprop, adam, adamw) with its hyper-parameters named as torch.optim names them
     (``momentum``, ``betas``, ``eps``, ``alpha``, ``weight_decay``; one the rule does not take is an
     error), ``lr`` and its ``schedule`` (constant | step | exponential | cosine, with
-    ``step_size``, ``gamma``, ``warmup_epochs``, ``warmup_start_factor``: see ``schedules.py``),
+    ``step_size``, ``gamma``, ``warmup_epochs``, ``warmup_start_factor``: see ``schedules.py``; or
+    plateau: the rate cut by ``factor`` when the validation loss, or the training objective without
+    validation rows, has not improved by ``threshold`` (relative) for more than ``plateau_patience``
+    stopping checks, then ``cooldown`` checks without counting, never below ``min_lr``: torch's
+    ``ReduceLROnPlateau`` with its names and defaults, stepped at each stopping check),
+    ``clip_grad_norm`` (0 or None = off: the global 2-norm of each step's gradient, after the reduce
+    across workers, scaled down to at most this before the update, as
+    ``torch.nn.utils.clip_grad_norm_``),
     ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``l1`` (gd only: a proximal step,
     soft-thresholding the weights by ``lr * l1`` after each update, gives exact zeros; full-batch gd
     is then ISTA), ``tol`` (gradient-norm threshold; with ``l1``, of the minimum-norm subgradient),
@@ -182,6 +194,12 @@ class LoopConfig:
     gamma: float = 0.1
     warmup_epochs: int = 0
     warmup_start_factor: float = 1.0 / 3.0
+    factor: float = 0.1
+    plateau_patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+    clip_grad_norm: float | None = None
     tol: float = 1e-6
     patience: int = 0
     min_delta: float = 0.0
@@ -209,6 +227,11 @@ class LoopConfig:
         if self.l1 and self.cuda_graph:
             raise UsageError("l1 > 0 does not combine with cuda_graph (the graph captures the update without the "
                              "proximal step)")
+        if self.clip_grad_norm:
+            arguments.number("clip_grad_norm", self.clip_grad_norm, low=0, low_open=True)
+            if self.cuda_graph:
+                raise UsageError("clip_grad_norm does not combine with cuda_graph (the graph captures the update "
+                                 "without the clipping)")
         arguments.number("tol", self.tol, low=0)
         arguments.number("patience", self.patience, low=0, integer=True)
         arguments.number("min_delta", self.min_delta, low=0)
@@ -219,6 +242,7 @@ class LoopConfig:
         arguments.choice("step", self.step, STEPS)
         optimizers.make(self.solver, {}, **self.update_rule())  # a hyper-parameter the rule does not take
         self.schedule_rule()
+        self.plateau_rule()
 
     def update_rule(self) -> dict:
         """The update rule's hyper-parameters, as ``optimizers.make`` takes them."""
@@ -226,9 +250,17 @@ class LoopConfig:
                 "weight_decay": self.weight_decay}
 
     def schedule_rule(self) -> Schedule:
-        """The learning rate's schedule over the run's epochs."""
+        """The learning rate's schedule over the run's epochs (plateau: the warm-up alone, the
+        cuts being :meth:`plateau_rule`'s)."""
         return Schedule(self.schedule, epochs=self.epochs, step_size=self.step_size, gamma=self.gamma,
                         warmup_epochs=self.warmup_epochs, warmup_start_factor=self.warmup_start_factor)
+
+    def plateau_rule(self) -> Plateau | None:
+        """With ``schedule = "plateau"``: the rate's state, cut as the metric stalls; else None."""
+        if self.schedule != "plateau":
+            return None
+        return Plateau(self.lr, factor=self.factor, patience=self.plateau_patience, threshold=self.threshold,
+                       cooldown=self.cooldown, min_lr=self.min_lr)
 
     @classmethod
     def from_options(cls, options: dict) -> LoopConfig:
@@ -313,6 +345,8 @@ class Trainer:
         c = config
         self.solver, self.lr, self.epochs, self.l2, self.l1 = c.solver, float(c.lr), c.epochs, float(c.l2), float(c.l1)
         self.schedule = c.schedule_rule()
+        #: the plateau schedule's state (its rate, best metric, counters), or None
+        self.plateau = c.plateau_rule()
         self.lr_now = self.lr  # the learning rate of the current epoch
         self.grad_check_every, self.check_every = c.grad_check_every, c.check_every
         n = self.n_rows
@@ -329,6 +363,15 @@ class Trainer:
         self.stopping = Stopping(params, tol=c.tol, patience=c.patience, min_delta=c.min_delta,
                                  check_every=c.check_every)
         self._step_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
+        #: global-norm clipping: the bound (0 = off), a buffer the clipped gradient goes to (the
+        #: step's own is left as it was, so the epoch's gradient and its norm are the unclipped
+        #: ones), and the count of clipped steps, kept on the device (read at checks and logs only)
+        self.clip = float(c.clip_grad_norm or 0.0)
+        self._clipped: dict[str, Tensor] = {}
+        self.clipped_steps: Tensor | None = None
+        if self.clip:
+            self._clipped = flat_buffer(params)[1]
+            self.clipped_steps = torch.zeros((), dtype=torch.int64, device=self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
         self._choose_step(params)
         self.history = History()
@@ -400,6 +443,8 @@ class Trainer:
             **self.stopping.state_dict(),  # last_good, best_state, best_metric, bad_epochs
             "generator": self.generator.get_state(),
             "history": self.history.to_dict(),
+            **({"plateau": self.plateau.state_dict()} if self.plateau is not None else {}),
+            **({"clipped_steps": int(self.clipped_steps)} if self.clipped_steps is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -411,6 +456,10 @@ class Trainer:
         self.stopping.load_state_dict(state, self.device, self.dtype)
         self.generator.set_state(state["generator"])
         self.history = History.from_dict(state["history"])
+        if self.plateau is not None and "plateau" in state:
+            self.plateau.load_state_dict(state["plateau"])
+        if self.clipped_steps is not None:
+            self.clipped_steps.fill_(int(state.get("clipped_steps", 0)))
 
     @property
     def n_rows(self) -> int:
@@ -436,7 +485,9 @@ class Trainer:
             with torch.no_grad():
                 plan = self._lookups()
                 while self.epoch < self.epochs and stop_reason is None:
-                    self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
+                    base = self.lr if self.plateau is None else self.plateau.lr
+                    self.lr_now = state.lr = base * self.schedule.factor(self.epoch)
+                    self.history.lr.append(self.lr_now)
                     epoch_loss, epoch_penalty = self._epoch(params, state, plan)
                     self.epoch += 1
                     state.epoch = self.epoch
@@ -496,9 +547,9 @@ class Trainer:
             if l1:  # the steps' objective has the smooth penalty only
                 l1_term = penalty.l1_value(params, l1)
                 loss = loss + l1_term
-                step_penalty.copy_(penalty.value(params, l2) + l1_term)
+                step_penalty.copy_(penalty.value(params, l2) + l1_term)  # type: ignore[arg-type]
             elif l2 and not includes_update:
-                step_penalty.copy_(penalty.value(params, l2))
+                step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
             if one_batch:
                 epoch_loss, epoch_penalty = loss, step_penalty
                 if grads is not self.grad_mean:
@@ -514,7 +565,7 @@ class Trainer:
                     for k, g in grads.items():
                         self.grad_mean[k].add_(g, alpha=nb / n)
             if not includes_update:
-                update(params, grads)
+                update(params, self._clip_grads(grads) if self.clip else grads)
             self.step += 1
             state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
             for cb in callbacks:
@@ -551,6 +602,18 @@ class Trainer:
         for start in range(0, n, self.batch_size):
             yield perm[start : start + self.batch_size]
 
+    def _clip_grads(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``grads`` with their global 2-norm scaled down to at most ``clip_grad_norm``
+        (``optimizers.clip_grad_norm``, on a copy); counts the step as clipped when it scaled."""
+        clipped = self._clipped
+        for k, g in grads.items():
+            clipped[k].copy_(g)
+        total = optimizers.clip_grad_norm(clipped, self.clip)
+        # the rule's coefficient max_norm / (total + 1e-6) is below 1 exactly when this holds
+        assert self.clipped_steps is not None
+        self.clipped_steps.add_(total + 1e-6 > self.clip)
+        return clipped
+
     def _update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         self.optimizer.step(params, grads, self.lr_now)
         if self.l1:  # the proximal step of l1 ||W||_1: soft-thresholding by lr * l1 gives exact zeros
@@ -561,7 +624,7 @@ class Trainer:
     def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
         if self.l2:
-            self._step_penalty.copy_(penalty.value(params, self.l2))
+            self._step_penalty.copy_(penalty.value(params, self.l2))  # type: ignore[arg-type]
         self._update(params, grads)
 
     def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:
@@ -607,7 +670,11 @@ class Trainer:
             readings.append(epoch_loss - epoch_penalty)
         if self.X_val is not None:
             readings.append(self.model.objective(self.X_val, self.T_val))
+        if self.clipped_steps is not None:
+            readings.append(self.clipped_steps.to(epoch_loss.dtype))
         values = torch.stack(readings).tolist()
+        if self.clipped_steps is not None:
+            history.clipped_steps.append(int(values.pop()))
         train_objective, grad_norm, param_sum = values[:3]
         train_loss = values[3] if penalised else train_objective
         val_loss = values[-1] if self.X_val is not None else None
@@ -619,6 +686,8 @@ class Trainer:
             history.val_loss.append(val_loss)
         state.train_objective, state.train_loss = train_objective, train_loss
         state.val_loss, state.grad_norm = val_loss, grad_norm
+        if self.plateau is not None:  # the next epoch's rate, from this check's metric
+            self.plateau.step(val_loss if val_loss is not None else train_objective)
         return self.stopping.decide(params, history, self.epoch, train_objective, grad_norm, param_sum, val_loss)
 
     def _finish(self, params: dict[str, Tensor], state: TrainState, stop_reason: str) -> History:

@@ -145,9 +145,18 @@ def cmd_cv(args) -> int:
     cfg, name = _load(args)
     if args.device:
         cfg.train.device = args.device
-    grid = cv.parse_grid(args.grid, cfg)
-    rows, path = cv.cross_validate(cfg, grid, folds=args.folds, run_dir=args.run_dir, name=name,
-                                              quiet=args.quiet)
+    if args.random:
+        if args.grid:
+            raise UsageError("--random draws from --space ranges; leave --grid out (or run the grid without --random)")
+        space = cv.parse_space(args.space, cfg)
+        rows, path = cv.cross_validate(cfg, space, folds=args.folds, run_dir=args.run_dir, name=name, quiet=args.quiet,
+                                       draws=cv.draw(space, args.random, cfg.train.seed, cfg))
+    else:
+        if args.space:
+            raise UsageError("--space gives the ranges of --random N; add --random N, or give values with --grid")
+        grid = cv.parse_grid(args.grid, cfg)
+        rows, path = cv.cross_validate(cfg, grid, folds=args.folds, run_dir=args.run_dir, name=name,
+                                       quiet=args.quiet)
     print(cv.table(rows))
     print(f"results in {path} (results.json, TensorBoard hparams)")
     return 0
@@ -254,7 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "split, e.g. --grid train.l2=0,0.01,0.1 --grid train.lr=0.1,0.5.")
     config_args(p)
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2", default=[],
-                   help="values to try for a config key (repeatable; every combination is tried; required)")
+                   help="values to try for a config key (repeatable; every combination is tried; required "
+                        "unless --random)")
+    p.add_argument("--random", type=int, default=0, metavar="N",
+                   help="random search: N combinations drawn from the --space ranges, seeded by train.seed "
+                        "(default 0: the grid)")
+    p.add_argument("--space", action="append", metavar="KEY=SCALE:LO:HI", default=[],
+                   help="a range to draw a config key from: log:1e-4:1e-1 (log-uniform), uniform:0:0.5, "
+                        "int:8:128 (integers, ends included); repeatable, with --random")
     p.add_argument("--folds", type=int, default=5, help="number of folds")
     p.add_argument("--run-dir", metavar="DIR", default=None,
                    help="where to write results (default: a new cv-* directory under log.dir)")

@@ -290,6 +290,9 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         X_raw, y_raw = ingest.take_rows(X_raw, torch.from_numpy(np.nonzero(mask)[0])), np.asarray(y_raw)[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     ingest.check_standardized(X, X_raw, data_path, schema.feature_names)
+    if isinstance(schema.target, list):  # several 0/1 target columns, read as they are
+        T = model.targets(torch.as_tensor(np.asarray(y_raw)).to(dev), len(y_raw))
+        return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None, multilabel=True)}
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
     return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None)}
 

@@ -31,11 +31,16 @@ FLOAT_LISTS = ("train.betas",)
 class DataConfig:
     name: str = "breast_cancer"  # a built-in data set, used when path is empty
     path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
-    target: str = ""  # CSV: the target column's name; .npy, sparse .npz: its column index (default: last)
+    # CSV: the target column's name (or, for model.kind = "multilabel", a list of 0/1 columns, one per
+    # output); .npy, sparse .npz: its column index (default: last)
+    target: str | list[str] = ""
     categorical: list[str] = field(default_factory=list)  # columns to one-hot encode (an array's: x1, x2, ...)
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
     hash: list[str] = field(default_factory=list)  # columns hashed (whitespace tokens, signed) into a sparse block
     hash_bits: int = 20  # the hash block has 2**hash_bits columns
+    pixels: str = ""  # CSV, Parquet: a column of space-separated numbers (an image a row), expanded to features
+    drop: list[str] = field(default_factory=list)  # columns left out of the features
+    split_column: str = ""  # a column naming each row's split: Training/PublicTest/PrivateTest or train/val/test
     weight: str = ""  # CSV, Parquet: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
@@ -75,11 +80,20 @@ class TrainConfig:
     eps: float = -1.0  # adagrad, rmsprop, adam, adamw; < 0 = the optimizer's default (as torch.optim's)
     alpha: float = 0.99  # rmsprop
     weight_decay: float = 0.01  # adamw (decoupled; l2 is the penalty every solver minimises)
-    schedule: str = "constant"  # constant | step | exponential | cosine (learning rate per epoch)
+    schedule: str = "constant"  # constant | step | exponential | cosine | plateau (learning rate per epoch)
     step_size: int = 1  # step: epochs between decays
     gamma: float = 0.1  # step, exponential: the decay factor
     warmup_epochs: int = 0  # a linear warm-up before the schedule; 0 = none
     warmup_start_factor: float = 0.3333333333333333  # the warm-up's first rate over lr
+    # plateau (torch's ReduceLROnPlateau, its names and defaults): on the validation loss, or the
+    # training objective without a validation split, lr *= factor after more than plateau_patience
+    # checks without a relative improvement of threshold, then cooldown checks uncounted, never below min_lr
+    factor: float = 0.1
+    plateau_patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
+    clip_grad_norm: float = 0.0  # the loop: each step's global gradient 2-norm clipped to this; 0 = off
     tol: float = 1e-6  # stop when the gradient norm falls below
     patience: int = 20  # early stopping / plateau, in epochs; 0 = off
     grad_check_every: int = 0  # steps; 0 = off
@@ -135,6 +149,12 @@ RANGES = {
     "train.l1": (0.0, None),
     "train.momentum": (0.0, [1.0]),
     "train.tol": (0.0, None),
+    "train.factor": (0.0, [1.0]),
+    "train.plateau_patience": (0, None),
+    "train.threshold": (0.0, None),
+    "train.cooldown": (0, None),
+    "train.min_lr": (0.0, None),
+    "train.clip_grad_norm": (0.0, None),
     "train.patience": (0, None),
     "train.grad_check_every": (0, None),
     "train.check_every": (1, None),
@@ -168,6 +188,10 @@ def _field_types(section: str) -> dict[str, type]:
 
 def _coerce(key: str, value, kind: type, where: str):
     """Check ``value`` against the field's type; ints are accepted where floats are expected."""
+    if key == "data.target" and isinstance(value, list):  # several 0/1 columns: a multilabel target
+        if value and all(isinstance(v, str) and v for v in value):
+            return list(value)
+        raise UsageError(f"{where}: data.target must be a column name or a list of column names, got {value!r}")
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -233,6 +257,13 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     if cfg.train.class_weight and target_is_real(cfg.model):
         raise UsageError(f"{sources.get('train.class_weight', 'config')}: train.class_weight needs classes; "
                          f"this model ({cfg.model.kind}) predicts real values")
+    if isinstance(cfg.data.target, list):
+        where = sources.get("data.target", "config")
+        if cfg.model.kind != "multilabel":
+            raise UsageError(f"{where}: data.target as a list of columns is for model.kind = 'multilabel' (one sigmoid "
+                             f"per column); model.kind is {cfg.model.kind!r}")
+        if cfg.train.class_weight:
+            raise UsageError(f"{where}: train.class_weight needs one class a row; data.target lists several columns")
     check("train.device", arguments.device_name)
 
 
@@ -278,7 +309,8 @@ def update_rule_options(t: TrainConfig) -> dict:
 
 def schedule_options(t: TrainConfig) -> dict:
     return {"schedule": t.schedule, "step_size": t.step_size, "gamma": t.gamma, "warmup_epochs": t.warmup_epochs,
-            "warmup_start_factor": t.warmup_start_factor}
+            "warmup_start_factor": t.warmup_start_factor, "factor": t.factor, "plateau_patience": t.plateau_patience,
+            "threshold": t.threshold, "cooldown": t.cooldown, "min_lr": t.min_lr}
 
 
 def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:

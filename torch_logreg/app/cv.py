@@ -8,6 +8,12 @@ part of the fold's training rows, as ``train`` does), and scored on the held-out
 :func:`torch_logreg.folds.kfold`, which ``path`` deals too for the same rows and seed). The table is
 printed best first; a run directory keeps ``results.json`` and one TensorBoard hparams trial
 per combination, so the HPARAMS dashboard compares them.
+
+``--random N --space train.lr=log:1e-4:1e-1 --space model.hidden=int:8:128`` draws ``N``
+combinations instead (random search), each key from its range: ``log`` log-uniformly (both ends
+> 0), ``uniform`` uniformly, ``int`` an integer uniformly with both ends included; floats are kept
+to 6 significant digits. The draws are seeded by ``train.seed``: the same command draws the same
+trials. They are scored, ranked and saved as the grid's are (a draw repeated is tried once).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import copy
 import itertools
 import math
 
+import numpy as np
 import torch
 
 from .. import folds as folds_lib
@@ -44,9 +51,7 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
             raise UsageError(f"--grid expects KEY=V1,V2,... (e.g. train.l2=0,0.01), got {item!r}")
         if key in grid:
             raise UsageError(f"--grid names {key} twice")
-        if (key.split(".")[0] in ("data", "log") and key != "data.standardize") or key == "model.kind":
-            raise UsageError(f"--grid {key}: cv compares training settings on one data set and one kind of model "
-                             f"(train.*, model.* but kind, data.standardize); run cv once per {key} instead")
+        _searchable(key, "--grid")
         parsed = []
         for v in values:
             trial = copy.deepcopy(cfg)
@@ -58,20 +63,97 @@ def parse_grid(items: list[str], cfg: Config) -> dict[str, list]:
     return grid
 
 
+#: how --space draws a key's values
+SCALES = ("log", "uniform", "int")
+
+
+def _searchable(key: str, flag: str) -> None:
+    if (key.split(".")[0] in ("data", "log") and key != "data.standardize") or key == "model.kind":
+        raise UsageError(f"{flag} {key}: cv compares training settings on one data set and one kind of model "
+                         f"(train.*, model.* but kind, data.standardize); run cv once per {key} instead")
+
+
+def parse_space(items: list[str], cfg: Config) -> dict[str, tuple[str, float, float]]:
+    """``["train.lr=log:1e-4:1e-1"]`` -> ``{"train.lr": ("log", 1e-4, 0.1)}``; both ends checked
+    like ``--set`` (``model.hidden`` takes ``int``: one hidden layer of the drawn width)."""
+    if not items:
+        raise UsageError("--random needs at least one --space KEY=log|uniform|int:LO:HI (e.g. "
+                         "--space train.lr=log:1e-4:1e-1)")
+    space: dict[str, tuple[str, float, float]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key, parts = key.strip(), text.split(":")
+        if not sep or len(parts) != 3 or parts[0] not in SCALES:
+            raise UsageError(f"--space expects KEY=SCALE:LO:HI with SCALE one of {', '.join(SCALES)} (e.g. "
+                             f"train.lr=log:1e-4:1e-1), got {item!r}")
+        if key in space:
+            raise UsageError(f"--space names {key} twice")
+        _searchable(key, "--space")
+        scale = parts[0]
+        try:
+            lo, hi = float(parts[1]), float(parts[2])
+        except ValueError:
+            raise UsageError(f"--space {item}: LO and HI must be numbers") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise UsageError(f"--space {item}: needs finite LO <= HI")
+        if scale == "log" and lo <= 0:
+            raise UsageError(f"--space {item}: a log scale needs LO > 0")
+        if scale == "int" and not (lo.is_integer() and hi.is_integer()):
+            raise UsageError(f"--space {item}: an int scale needs integer ends")
+        for end in (lo, hi):  # each end must be a value the key takes
+            trial = copy.deepcopy(cfg)
+            set_value(trial, key, _value(key, scale, end, cfg), f"--space {item}")
+            validate(trial, {key: f"--space {item}"})
+        space[key] = (scale, lo, hi)
+    return space
+
+
+def _value(key: str, scale: str, x: float, cfg: Config):
+    """A drawn number as the key's value: an int for an int scale (a list of one for model.hidden)."""
+    if scale != "int":
+        return x
+    return [int(x)] if isinstance(getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]), list) else int(x)
+
+
+def draw(space: dict[str, tuple[str, float, float]], n: int, seed: int, cfg: Config) -> list[dict]:
+    """``n`` combinations drawn from ``space`` with NumPy's generator seeded by ``seed``."""
+    if n < 1:
+        raise UsageError(f"--random must be at least 1, got {n}")
+    rng = np.random.default_rng(seed)
+    combos = []
+    for _ in range(n):
+        combo = {}
+        for key, (scale, lo, hi) in space.items():
+            if scale == "int":
+                x = float(rng.integers(int(lo), int(hi) + 1))
+            else:
+                u = rng.uniform(math.log(lo), math.log(hi)) if scale == "log" else rng.uniform(lo, hi)
+                x = min(max(float(f"{math.exp(u) if scale == 'log' else u:.6g}"), lo), hi)
+            combo[key] = _value(key, scale, x, cfg)
+        combos.append(combo)
+    return combos
+
+
 def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: str | None = None,
-                   name: str = "cv", quiet: bool = False) -> tuple[list[dict], object]:
-    """Score every combination of ``grid`` by ``folds``-fold cross-validation; rows best first."""
+                   name: str = "cv", quiet: bool = False, draws: list[dict] | None = None) -> tuple[list[dict], object]:
+    """Score every combination of ``grid`` (or each of ``draws``, a random search's combinations,
+    ``grid`` then its space, saved as such) by ``folds``-fold cross-validation; rows best first."""
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
     device = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     kind = target_kind(cfg.model)
+    if isinstance(cfg.data.target, list):
+        raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)
     probe = build_model(cfg.model, ds.X.shape[1], len(classes))
-    train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
-                                                   cfg.train.seed, stratify=kind != "linear", classes=classes)
-    pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
+    if ds.split is not None:  # data.split_column: its test rows stay unseen, the others are dealt into folds
+        pool = torch.from_numpy(np.nonzero(ds.split != 2)[0])
+    else:
+        train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
+                                                       cfg.train.seed, stratify=kind != "linear", classes=classes)
+        pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
     X_pool, y_pool = data_lib.take_rows(ds.X, pool), y.index_select(0, pool.to(y.device))
     stratify = kind != "linear"
     splits = folds_lib.kfold(y_pool.cpu().numpy(), folds, seed=cfg.train.seed, stratify=stratify, name="--folds",
@@ -79,10 +161,13 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
     keys = list(grid)
     trials = {}
-    for values in itertools.product(*(grid[k] for k in keys)):  # every combination checked before any runs
+    combinations = (itertools.product(*(grid[k] for k in keys)) if draws is None
+                    else [tuple(d[k] for k in keys) for d in draws])
+    for values in combinations:  # every combination checked before any runs
+        values = _hashable(values)
         trial = copy.deepcopy(cfg)
         for k, v in zip(keys, values):
-            setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], v)
+            setattr(getattr(trial, k.split(".")[0]), k.split(".")[1], list(v) if isinstance(v, tuple) else v)
         validate(trial, {})
         check_cuda_graph(trial, probe, device)
         trials[values] = trial
@@ -92,7 +177,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         return data_lib.take_rows(X_pool, index), y_pool.index_select(0, index.to(y_pool.device)).to(device)
 
     def fit_and_score(combo: dict, train, test) -> dict:
-        trial = trials[tuple(combo[k] for k in keys)]
+        trial = trials[_hashable(combo[k] for k in keys)]
         (Xtr, ytr), (Xte, yte) = rows_of(train), rows_of(test)
         wtr = row_weights(trial, ds.weight, pool[torch.from_numpy(train)], ytr, len(classes))
         wtr = None if wtr is None else wtr.to(device=device, dtype=dtype)
@@ -121,26 +206,34 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     def report(row: dict) -> None:
         if not quiet:
             done = ", ".join(f"{k}={row[k]}" for k in keys)
-            print(f"cv {list(trials).index(tuple(row[k] for k in keys)) + 1}: {done}: held-out loss "
+            print(f"cv {list(trials).index(_hashable(row[k] for k in keys)) + 1}: {done}: held-out loss "
                   f"{row.get('mean_loss', math.nan):.5g}", flush=True)
 
     combos = [dict(zip(keys, values)) for values in trials]
     rows = model_selection.score_grid(combos, splits, fit_and_score, rank_by="loss", on_row=report)
     rows.sort(key=lambda r: r["rank"])  # printed and saved best first
+    for row in rows:  # lists again (model.hidden), as the config writes them
+        row.update({k: list(row[k]) for k in keys if isinstance(row[k], tuple)})
 
     path = new_run_dir(cfg, f"cv-{name}", run_dir)
     write_text_atomic(path / "config.toml", cfg.to_toml())
-    write_text_atomic(path / "results.json", json_text({"folds": folds, "grid": grid, "rows": rows}))
+    search = {"grid": grid} if draws is None else {"random": len(draws), "space": grid, "seed": cfg.train.seed}
+    write_text_atomic(path / "results.json", json_text({"folds": folds, **search, "rows": rows}))
     from torch.utils.tensorboard import SummaryWriter
 
     from .tensorboard import config_hparams, write_hparams
 
     for i, row in enumerate(rows):
         with SummaryWriter(log_dir=str(path / f"trial-{i:03d}")) as writer:
-            trial = trials[tuple(row[k] for k in keys)]
+            trial = trials[_hashable(row[k] for k in keys)]
             means = {k.removeprefix("mean_"): v for k, v in row.items() if k.startswith("mean_")}
             write_hparams(writer, config_hparams(trial, f"{folds}-fold cv"), means)
     return rows, path
+
+
+def _hashable(values) -> tuple:
+    """A combination's values as a dictionary key: a list value (model.hidden) as a tuple."""
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values)
 
 
 def table(rows: list[dict]) -> str:

@@ -118,7 +118,7 @@ def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: in
 
 def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
     """What ``fit`` takes as ``y``: indices, one-hot rows (one sigmoid per class) or values."""
-    if kind == "multilabel":
+    if kind == "multilabel" and y.dim() == 1:  # one class a row: its indicator row
         return torch.nn.functional.one_hot(y, n_classes)
     return y
 
@@ -130,7 +130,7 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     data = open_data(cfg, device)
     kind = target_kind(cfg.model)
     y, classes = _labels(cfg, data.y, data.n_features)
-    idx = _split(cfg, y, classes)
+    idx = _split(cfg, y, classes, getattr(data, "split", None))
     if standardizer is None:
         standardizer = (data.fit_standardizer(idx["train"]) if cfg.data.standardize
                         else ingest.Standardizer.identity(data.n_features))
@@ -160,6 +160,8 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     kind = target_kind(cfg.model)
+    if isinstance(cfg.data.target, list):  # (N, K) 0/1 columns: the outputs are named by the columns
+        return torch.as_tensor(np.asarray(y_raw, dtype=np.int64)), list(cfg.data.target)
     y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
@@ -167,10 +169,19 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     return y, classes
 
 
-def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
+def _split(cfg: Config, y: Tensor, classes: list[str], split: np.ndarray | None = None) -> dict[str, Tensor]:
+    """The rows of each split: as ``data.split_column`` names them (``split``: each row's code, 0
+    train, 1 val, 2 test; val_fraction and test_fraction then unused), else a seeded draw."""
     kind = target_kind(cfg.model)
-    idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
-                                                cfg.train.seed, stratify=kind != "linear", classes=classes)))
+    if cfg.data.split_column:
+        if split is None:
+            raise UsageError("data.split_column needs the file read whole by one process (not streamed, not under "
+                             "torchrun)")
+        idx = {s: torch.from_numpy(np.nonzero(split == code)[0]) for code, s in enumerate(SPLITS)}
+    else:
+        idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
+                                                    cfg.train.seed, stratify=kind != "linear" and y.dim() == 1,
+                                                    classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     return idx
@@ -239,6 +250,7 @@ def loop_config(cfg: Config, device: str | torch.device | None = None, step: str
     return LoopConfig(
         solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, l1=t.l1, tol=t.tol,
         patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every, cuda_graph=t.cuda_graph,
+        clip_grad_norm=t.clip_grad_norm,
         seed=t.seed, step=step if step and t.step == "auto" else t.step, device=t.device if device is None else device,
         dtype=t.dtype, **update_rule_options(t), **schedule_options(t),
     )

@@ -121,9 +121,39 @@ def classification_metrics(P: Predictions, classes: list[str] | None = None) -> 
     return out
 
 
+def multilabel_metrics(logits: Tensor, T: Tensor, names: list[str] | None = None) -> dict[str, float]:
+    """Scores of ``K`` sigmoid outputs against ``(N, K)`` 0/1 targets where a row may have several
+    1s (a multilabel target of several columns), each output a yes/no at logit >= 0:
+    ``accuracy``: the rows with every output right (scikit-learn's subset accuracy);
+    ``hamming_accuracy``: the outputs right; ``auc``: the macro mean of the outputs' ROC AUCs
+    (those with both outcomes); ``log_loss``: the mean binary cross-entropy per output;
+    ``brier``: the mean of ``(p - t)^2``; ``precision_macro``, ``recall_macro``, ``f1_macro``
+    over the outputs, and with ``names`` each output's."""
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+
+    z = logits.detach().to(device="cpu", dtype=torch.float64)
+    t = T.detach().cpu().to(torch.float64)
+    p, truth, pred = torch.sigmoid(z).numpy(), t.numpy().astype(np.int64), (z >= 0).long().numpy()
+    out = {"accuracy": float(accuracy_score(truth, pred)), "hamming_accuracy": float((truth == pred).mean())}
+    present = [k for k in range(truth.shape[1]) if 0 < truth[:, k].sum() < len(truth)]
+    out["auc"] = float(roc_auc_score(truth[:, present], p[:, present], average="macro")) if present else math.nan
+    # -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z)
+    nll = t * torch.nn.functional.softplus(-z) + (1 - t) * torch.nn.functional.softplus(z)
+    out["log_loss"] = float(nll.mean())
+    out["brier"] = float(((p - truth) ** 2).mean())
+    precision, recall, f1, _ = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)
+    out.update(precision_macro=float(precision), recall_macro=float(recall), f1_macro=float(f1))
+    if names is not None:
+        precision, recall, f1, _ = precision_recall_fscore_support(truth, pred, average=None, zero_division=0)
+        for i, name in enumerate(names):
+            out.update({f"precision[{name}]": float(precision[i]), f"recall[{name}]": float(recall[i]),
+                        f"f1[{name}]": float(f1[i])})
+    return out
+
+
 @torch.no_grad()
 def evaluate(model, X: Tensor | None, T: Tensor, classes: list[str] | None = None,
-             logits: Tensor | None = None) -> dict[str, float]:
+             logits: Tensor | None = None, multilabel: bool = False) -> dict[str, float]:
     """Metrics of ``model`` on features ``X`` (or their ``logits``, computed elsewhere) and
     prepared targets ``T`` (N, K), flat scalars.
 
@@ -131,9 +161,13 @@ def evaluate(model, X: Tensor | None, T: Tensor, classes: list[str] | None = Non
     adds :func:`classification_metrics` (``accuracy``, ``auc``, ``log_loss``, ``brier``,
     ``precision_macro``, ``recall_macro``, ``f1_macro``, and with ``classes`` the per-class
     ``precision[<label>]``, ``recall[<label>]``, ``f1[<label>]``). An empty split gives ``{}``.
+    ``multilabel``: the targets are several 0/1 columns, scored by :func:`multilabel_metrics`.
     """
     logits, out = _loss(model, X, T, logits)
     if logits is None or model.link == "identity":
+        return out
+    if multilabel:
+        out.update(multilabel_metrics(logits, T, classes))
         return out
     out.update(classification_metrics(predictions(model, X, T, logits), classes))
     return out

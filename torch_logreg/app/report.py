@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..layers import Linear
 from ..models import single_linear
 from . import ingest
 from . import metrics as metrics_lib
@@ -66,9 +67,10 @@ def split_metrics(model, prep: Prepared, classes: list[str] | None, train_logits
     """:func:`~torch_logreg.app.metrics.evaluate` of each split; the training split's from the
     logits and targets of every training row (``train_logits``, or the training rows' own
     :meth:`~.rows.TrainingRows.logits`), however they are held."""
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in ("val", "test")}
+    multilabel = isinstance(prep.schema.target, list)  # several 0/1 target columns
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes, multilabel=multilabel) for s in ("val", "test")}
     logits, T = train_logits if train_logits is not None else prep.rows.logits(model)
-    result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits)
+    result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits, multilabel=multilabel)
     return {s: result[s] for s in SPLITS}
 
 
@@ -120,7 +122,7 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
     scores = {m: result[split][m] for m in HPARAM_METRICS if m in result[split]}
     scores.update({f"{s}/{m}": result[s][m] for s in SPLITS for m in HPARAM_METRICS if m in result[s]})
     write_hparams(writer, config_hparams(cfg, split), scores, step)
-    if model.link != "identity":
+    if model.link != "identity" and not isinstance(prep.schema.target, list):  # one class a row
         if split == "train":
             P = metrics_lib.predictions(model, None, train_logits[1], train_logits[0])
         else:
@@ -143,4 +145,10 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
         names = prep.classes if model.n_outputs > 1 else [prep.classes[-1]]
         for name, img in zip(names, weight_images(layer.weight, prep.image_shape, names)):
             writer.add_image(f"weights/class_{name}", img, step, dataformats="HWC")
+    elif prep.image_shape is not None:  # an MLP: its first layer's units (64 at most), grey, each scaled by its max
+        first = next((m for m in model.children() if isinstance(m, Linear)), None)
+        if first is not None:
+            w = first.weight.detach()[:64].double().cpu()
+            w = 0.5 + 0.5 * w / w.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
+            writer.add_images("weights/first_layer", w.reshape(-1, 1, *prep.image_shape), step)
     writer.flush()

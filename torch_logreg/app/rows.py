@@ -259,6 +259,7 @@ class InMemory(HeldData):
     def __init__(self, ds) -> None:
         super().__init__(ds.y, ds.weight, ds.schema, ds.fingerprint, ds.image_shape, ds.true_weights)
         self.X, self.n_features = ds.X, ds.X.shape[1]
+        self.split = ds.split  # data.split_column's code of each row, or None
 
     def rows(self, index: Tensor) -> Tensor:
         return ingest.take_rows(self.X, index)

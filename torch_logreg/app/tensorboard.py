@@ -18,7 +18,8 @@ from .config import Config
 
 
 class TensorBoardLogger(Callback):
-    """Scalars every ``every`` steps (``train/batch_objective``, ``grad_norm``, ``lr``,
+    """Scalars every ``every`` steps (``train/batch_objective``, ``grad_norm``: the step's before
+    any clipping, ``grad_norm/clipped_steps``: the steps clipped so far, ``lr``,
     ``perf/samples_per_second``); at the first stopping check after each interval the epoch
     metrics (``train/objective``: mean NLL + penalty, what the steps minimise; ``train/loss`` and
     ``val/loss``: mean NLL, comparable; ``train/accuracy``, ``val/accuracy``, ``val/auc``);
@@ -51,7 +52,10 @@ class TensorBoardLogger(Callback):
         w = self.writer
         w.add_scalar("train/batch_objective", state.loss.item(), state.step)
         norm = torch.sqrt(sum((g * g).sum() for g in state.grads.values()))
-        w.add_scalar("grad_norm", norm.item(), state.step)
+        w.add_scalar("grad_norm", norm.item(), state.step)  # before clipping
+        clipped = getattr(state.trainer, "clipped_steps", None)
+        if clipped is not None:
+            w.add_scalar("grad_norm/clipped_steps", clipped.item(), state.step)
         w.add_scalar("lr", self.lr if state.lr is None else state.lr, state.step)
         now = time.perf_counter()
         w.add_scalar("perf/samples_per_second", self._samples / max(now - self._clock, 1e-9), state.step)

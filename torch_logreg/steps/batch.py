@@ -35,6 +35,8 @@ class BatchStep(Step):
     row numbers and never gathered. Elsewhere the step is about a dozen torch operations.
     """
 
+    grads: dict[str, Tensor]  # the buffers every step returns
+
     name = "batch"
 
     def __init__(self, model, batch_size: int, dtype: torch.dtype, device) -> None:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ...errors import UsageError
 from . import files
+from .columns import split_codes, square_shape
 from .labels import keep_mask, take_rows
 from .reader import Request
 from .registry import reader_for
@@ -34,6 +35,7 @@ class Dataset:
     true_weights: Tensor | None = None  # synthetic: the logistic model the labels came from
     fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (files.fingerprint)
     weight: np.ndarray | None = None  # (N,) row weights (data.weight), or None
+    split: np.ndarray | None = None  # (N,) each row's split from data.split_column (0 train, 1 val, 2 test), or None
 
 
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
@@ -102,7 +104,10 @@ def encode(table, data_cfg, combine_levels=None, whole: bool = True) -> Dataset:
     schema = infer_schema(table, data_cfg, combine_levels)
     X = schema.features(table)
     ds = Dataset(X, schema.labels(table), schema, fingerprint=table.fingerprint,
-                 weight=row_weights(table, schema.weight, whole))
+                 weight=row_weights(table, schema.weight, whole),
+                 split=split_codes(table, data_cfg.split_column) if data_cfg.split_column else None)
+    if schema.pixels and schema.n_features == schema.pixels_width:  # the features are one image
+        ds.image_shape = square_shape(schema.pixels_width)
     if data_cfg.keep_classes:
         ds = keep_classes(ds, [str(c) for c in data_cfg.keep_classes], whole)
     return ds
@@ -118,6 +123,8 @@ def keep_classes(ds: Dataset, keep: list[str], whole: bool = True) -> Dataset:
     ds.y = y[mask]
     if ds.weight is not None:
         ds.weight = ds.weight[mask]
+    if ds.split is not None:
+        ds.split = ds.split[mask]
     return ds
 
 

@@ -49,7 +49,8 @@ def read_new(path: Path, schema: Schema, need_target: bool, max_bytes: int, keep
         missing = [c for c in keep if c not in header]
         if missing:
             raise UsageError(f"{path}: --keep column {missing[0]!r} is not in the header ({listed(header)})")
-        allowed = set(schema.columns) | {table.target_name(schema.target or "target"), schema.weight} | set(keep)
+        targets = schema.target if isinstance(schema.target, list) else [table.target_name(schema.target or "target")]
+        allowed = set(schema.columns) | {*targets, schema.weight} | set(keep)
         extra = [c for c in header if c not in allowed]
         if extra and not ignore_extra:
             raise UsageError(f"{path}: column {extra[0]!r} was not used in training; pass --keep {extra[0]} to copy it to "

@@ -40,7 +40,7 @@ class Reader(ABC):
     suffixes: tuple[str, ...] = ()
     sparse: bool = False
     #: the config options that name its columns
-    options: tuple[str, ...] = ("data.categorical", "data.hash", "data.weight")
+    options: tuple[str, ...] = ("data.categorical", "data.hash", "data.weight", "data.pixels", "data.split_column")
 
     def accepts(self, path: Path) -> bool:
         """Whether this reader reads ``path`` among those of its suffixes (a second look where two
@@ -69,7 +69,8 @@ class Reader(ABC):
         """A UsageError when the config names columns of a kind (categorical, hashed, weight) that
         a file of this format does not have (:attr:`options`)."""
         named = [k for k, v in (("data.categorical", data_cfg.categorical), ("data.hash", data_cfg.hash),
-                                ("data.weight", data_cfg.weight)) if v and k not in self.options]
+                                ("data.weight", data_cfg.weight), ("data.pixels", data_cfg.pixels),
+                                ("data.split_column", data_cfg.split_column)) if v and k not in self.options]
         if named:
             where = "CSV and Parquet files only" if self.sparse else "files with a column for it (CSV, Parquet)"
             raise UsageError(f"{named[0]} applies to {where}; {path} is a {self.name} file")

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ...errors import UsageError
 from ...validation import as_sparse_csr
+from .columns import expand_pixels, pixel_width
 from .table import listed
 
 #: data.hash_bits: the hash block's width is 2**bits
@@ -38,13 +39,17 @@ class Schema:
     columns: list[str]  # raw feature columns, in input order
     categorical: dict[str, list[str]] = field(default_factory=dict)  # column -> categories
     add_radius: bool = False
-    target: str = ""  # data.target: a column's name, or an index for a file whose columns have no names
+    # data.target: a column's name, an index for a file whose columns have no names, or several
+    # columns' names (a multilabel target, one 0/1 column per output)
+    target: str | list[str] = ""
     drop_first: bool = False  # one-hot: each categorical column's first level has no column
     hashed: list[str] = field(default_factory=list)  # columns hashed (signed) into the hash block
     hash_bits: int = 0  # the hash block has 2**hash_bits columns
     sparse_width: int = 0  # a sparse file's columns (0: not a sparse file)
     svmlight_base: int = 0  # an svmlight file's first feature index (0 or 1), as training read it
     weight: str = ""  # the column of row weights (not a feature; new files may have it)
+    pixels: str = ""  # the column of space-separated numbers expanded to pixels_width features
+    pixels_width: int = 0
 
     @property
     def sparse(self) -> bool:
@@ -60,7 +65,8 @@ class Schema:
         """The model's input width (without building :attr:`feature_names`)."""
         if self.sparse_width:
             return self.sparse_width
-        dense = sum(len(self.levels(c)) if c in self.categorical else 1 for c in self.columns if c not in self.hashed)
+        dense = sum(len(self.levels(c)) if c in self.categorical else self.pixels_width if c == self.pixels else 1
+                    for c in self.columns if c not in self.hashed)
         return dense + int(self.add_radius) + (1 << self.hash_bits if self.hashed else 0)
 
     @property
@@ -73,6 +79,8 @@ class Schema:
                 continue
             if c in self.categorical:
                 names.extend(f"{c}={v}" for v in self.levels(c))
+            elif c == self.pixels:
+                names.extend(f"{c}{j + 1}" for j in range(self.pixels_width))
             else:
                 names.append(c)
         if self.add_radius:
@@ -85,13 +93,15 @@ class Schema:
         return {"columns": list(self.columns), "categorical": {k: list(v) for k, v in self.categorical.items()},
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
-                "svmlight_base": self.svmlight_base, "weight": self.weight}
+                "svmlight_base": self.svmlight_base, "weight": self.weight, "pixels": self.pixels,
+                "pixels_width": self.pixels_width}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
         return cls(list(d["columns"]), {k: list(v) for k, v in d["categorical"].items()}, bool(d["add_radius"]), d["target"],
                    bool(d.get("drop_first", False)), list(d.get("hashed", [])), int(d.get("hash_bits", 0)),
-                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")))
+                   int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), str(d.get("weight", "")),
+                   str(d.get("pixels", "")), int(d.get("pixels_width", 0)))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -117,6 +127,9 @@ class Schema:
         parts = []
         for c in self.columns:
             if c in self.hashed:
+                continue
+            if c == self.pixels:
+                parts.append(expand_pixels(table, c, self.pixels_width))
                 continue
             parts.append(self._one_hot(table, c) if c in self.categorical else table.numbers(c)[:, None])
         out = np.concatenate(parts, axis=1) if parts else np.zeros((table.n_rows, 0), dtype=np.float64)
@@ -146,6 +159,8 @@ class Schema:
         when the file has no target and ``need`` is false."""
         if table.sparse:
             return table.y
+        if isinstance(self.target, list):
+            return multilabel_targets(table, self.target, need)
         name = table.target_name(self.target or "target")
         if name not in table.header:
             if need:
@@ -171,14 +186,20 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
     categorical, hashed, weight = list(data_cfg.categorical), list(data_cfg.hash), data_cfg.weight
-    target = table.target_name(data_cfg.target)
+    if isinstance(data_cfg.target, list):  # several 0/1 columns: checked here, read by Schema.labels
+        if not table.named:
+            raise UsageError(f"{path}: data.target as a list of columns needs a CSV or Parquet file")
+        for c in data_cfg.target:
+            if c not in header:
+                raise UsageError(f"{path}: data.target column {c!r} is not in the header ({listed(header)})")
+    target = data_cfg.target[0] if isinstance(data_cfg.target, list) else table.target_name(data_cfg.target)
     if not target:
         raise UsageError(f"{path}: set data.target to the name of the target column (one of {listed(header)})")
     if target not in header:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
     if weight and weight not in header:
         raise UsageError(f"{path}: data.weight column {weight!r} is not in the header ({listed(header)})")
-    if weight and weight in (target, *categorical, *hashed):
+    if weight and weight in (*([target] if isinstance(data_cfg.target, str) else data_cfg.target), *categorical, *hashed):
         raise UsageError(f"{path}: the data.weight column {weight!r} cannot also be the target or a feature")
     for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
         for c in names:
@@ -190,7 +211,16 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if both:
         raise UsageError(f"column {both[0]!r} is in both data.categorical and data.hash; a column is one-hot encoded "
                          "or hashed, not both")
-    columns = [c for c in header if c not in (target, weight)]
+    pixels, left_out = data_cfg.pixels, [*data_cfg.drop, *([data_cfg.split_column] if data_cfg.split_column else [])]
+    for key, names in (("data.pixels", [pixels] if pixels else []), ("data.drop", data_cfg.drop),
+                       ("data.split_column", [data_cfg.split_column] if data_cfg.split_column else [])):
+        for c in names:
+            if c not in header:
+                raise UsageError(f"{path}: {key} column {c!r} is not in the header ({listed(header)})")
+            if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
+                raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
+    targets = data_cfg.target if isinstance(data_cfg.target, list) else [target]
+    columns = [c for c in header if c not in (*targets, weight, *left_out)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     if data_cfg.add_radius and hashed:
@@ -205,7 +235,25 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if combine_levels is not None:
         cats = combine_levels(cats)
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
-                  hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight)
+                  hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
+                  pixels_width=pixel_width(table, pixels) if pixels else 0)
+
+
+def multilabel_targets(table, names: list[str], need: bool = True) -> np.ndarray | None:
+    """``(N, K)`` int64: the 0/1 target columns ``names`` (one per output of a multilabel model);
+    None when the file has none of them and ``need`` is false; another value names its line."""
+    missing = [c for c in names if c not in table.header]
+    if missing and (need or len(missing) < len(names)):
+        raise UsageError(f"{table.path}: the target column {missing[0]!r} is missing (columns: {listed(table.header)})")
+    if missing:
+        return None
+    Y = np.stack([table.numbers(c) for c in names], axis=1)
+    bad = np.argwhere((Y != 0) & (Y != 1))
+    if bad.size:
+        r, k = (int(v) for v in bad[0])
+        raise UsageError(f"{table.path}, {table.where(r)}, column {names[k]!r}: a multilabel target is 0 or 1, "
+                         f"got {Y[r, k]:g}")
+    return Y.astype(np.int64)
 
 
 def category_key(v: str):
