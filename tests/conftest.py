@@ -30,13 +30,15 @@ def step_cache(tmp_path_factory):
     tests write nothing into the user's cache, and no choice measured by an earlier run is used."""
     old = os.environ.get("TORCH_LOGREG_CACHE")
     os.environ["TORCH_LOGREG_CACHE"] = str(tmp_path_factory.mktemp("step_cache"))
-    # numba loaded up front: a short run in a process without it keeps to the torch path, so the
-    # steps tests see would otherwise depend on which test ran first (tests/test_cold_start.py
-    # covers the process without it)
-    from torch_logreg.steps import measure
+    # the kernels for runs of any length: the suite's problems are small, and its tests of the
+    # kernels' paths would otherwise run the torch path (tests/test_cold_start.py restores the
+    # short-run rule and covers it; subprocesses keep the library's default)
+    from torch_logreg.steps import select
 
-    measure.load_jit()
+    min_run = select.MIN_RUN_SECONDS
+    select.MIN_RUN_SECONDS = 0.0
     yield
+    select.MIN_RUN_SECONDS = min_run
     if old is None:
         os.environ.pop("TORCH_LOGREG_CACHE", None)
     else:

@@ -5,6 +5,11 @@ import pytest
 import torch
 
 import torch_logreg as tl
+from torch_logreg.steps import select
+
+#: the library's shortest run for the kernels, read when the tests are collected (the suite then
+#: sets it to 0: conftest.py)
+LIBRARY_MIN_RUN_SECONDS = select.MIN_RUN_SECONDS
 
 KINDS = ("binary", "multilabel", "softmax", "regression")
 

@@ -332,7 +332,7 @@ def test_resume_keeps_the_step_the_run_chose(capsys, tmp_path, monkeypatch):
 
     data = write_csv(tmp_path / "d.csv")
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, *train_args(data, run_dir, "train.epochs=10", "train.tol=0"))[0] == 0
+    assert run_cli(capsys, *train_args(data, run_dir, "train.epochs=10", "train.tol=0", "train.step=auto"))[0] == 0
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert saved["step_choice"] in ("auto", "rule", "reference", "feature_major", "row_major", "fused")
     saved["step_choice"], saved["finished"] = "reference", False

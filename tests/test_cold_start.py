@@ -1,11 +1,12 @@
-"""numba's one-time load in a fresh process: a run too short to pay it keeps to the torch path.
+"""Short runs: a run too short to pay a share of numba's load keeps to the torch path, decided
+from the call alone (``select.kernels_pay``), whether or not the process has loaded numba.
 
-In a test run numba is loaded up front (``conftest.py``); here a process without it is
-played by replacing ``jit.ready`` and ``jit.imported``, and one test starts a real fresh
-interpreter. What is pinned: which step a cold run takes and why (``selection.reason``), that it
-computes what the warm run's step does (float64, to 1e-12), and that the load's measured time is
-kept on disk and read back. Nothing depends on this machine's speed: the load's cost is set where
-a test needs it.
+In a test run the kernels are taken for runs of any length (``conftest.py``); here the library's
+threshold is restored (and a process without numba played by replacing ``jit.ready`` and
+``jit.imported``, which must change nothing), and one test starts a real fresh interpreter. What
+is pinned: which step a short run takes and why (``selection.reason``), that it computes what the
+kernels' step does (float64, to 1e-12), and that nothing measured changes it. Nothing depends on
+this machine's speed.
 """
 
 import json
@@ -25,15 +26,16 @@ from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.reference import ReferenceStep
 
-from helpers import KINDS, assert_same_fit, train_variants
+from helpers import KINDS, LIBRARY_MIN_RUN_SECONDS, assert_same_fit, train_variants
 
 needs_numba = pytest.mark.skipif(not batch_fused.available(), reason="numba is not installed")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def go_cold(monkeypatch, cache: Path) -> None:
-    """From here on, a process in which numba is neither imported nor loaded (as the selector sees
-    it), with the disk cache in ``cache`` and the default estimate of the load."""
+    """From here on, the library's shortest run for the kernels, in a process in which numba is
+    neither imported nor loaded (as far as anything could look), with the disk cache in ``cache``."""
+    monkeypatch.setattr(select, "MIN_RUN_SECONDS", LIBRARY_MIN_RUN_SECONDS)
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(cache))
     monkeypatch.setattr(jit, "ready", lambda: False)
     monkeypatch.setattr(jit, "imported", lambda: False)
@@ -56,30 +58,33 @@ def cold(monkeypatch, tmp_path):
     return tmp_path
 
 
-def test_a_run_pays_for_the_load_when_its_torch_path_would_take_longer(cold):
-    load = jit.IMPORT_SECONDS + jit.INIT_SECONDS
-    assert measure.jit_seconds() == pytest.approx(load)
-    per_step = measure.TORCH_STEP_SECONDS + 1000 * measure.TORCH_BYTE_SECONDS
-    shortest = int(load / per_step) + 1  # the fewest steps whose torch path takes the load
-    assert measure.pays_for_jit(shortest, 1000) and not measure.pays_for_jit(shortest - 1, 1000)
-    assert measure.pays_for_jit(None, 1000)  # an unknown length keeps the kernels
+def test_a_run_takes_the_kernels_when_its_torch_path_would_take_long_enough(cold):
+    per_step = select.TORCH_STEP_SECONDS + 1000 * select.TORCH_BYTE_SECONDS
+    shortest = int(select.MIN_RUN_SECONDS / per_step) + 1  # the fewest steps whose torch path takes the threshold
+    assert select.kernels_pay(shortest, 1000) and not select.kernels_pay(shortest - 1, 1000)
+    assert select.kernels_pay(None, 1000)  # an unknown length keeps the kernels
 
 
 def test_a_loaded_numba_costs_nothing_more():
-    assert jit.ready() and measure.jit_seconds() == 0.0  # loaded by conftest.py
-    assert measure.pays_for_jit(1, 8) and jit.load() == {}
+    measure.load_jit()
+    assert jit.ready() and measure.jit_seconds() == 0.0
+    assert jit.load() == {} and measure.load_jit() == 0.0
 
 
-def test_the_load_measured_on_this_machine_is_read_from_the_disk_cache(cold, monkeypatch):
-    path = measure.cache_file()
-    measure.write_disk(path, measure.jit_key(), {"step": "numba", "seconds": {"import": 0.5, "init": 2.0}})
-    assert measure.jit_seconds() == pytest.approx(2.5)
-    monkeypatch.setattr(jit, "imported", lambda: True)  # what is left once numba is imported
-    assert measure.jit_seconds() == pytest.approx(2.0)
-    assert measure.jit_seconds(measured=False) == pytest.approx(jit.INIT_SECONDS)  # the rule's fixed estimate
-    # a damaged entry falls back to the defaults
-    measure.write_disk(path, measure.jit_key(), {"step": "numba", "seconds": {"init": "slow", "import": -1}})
-    assert measure.jit_seconds() == pytest.approx(jit.INIT_SECONDS)
+@needs_numba
+@pytest.mark.parametrize("loaded", [False, True])
+def test_the_rule_does_not_depend_on_what_the_process_loaded_or_measured(cold, monkeypatch, loaded):
+    """The same call takes the same step with numba loaded or not, and whatever the disk cache holds."""
+    monkeypatch.setattr(jit, "ready", lambda: loaded)
+    monkeypatch.setattr(jit, "imported", lambda: loaded)
+    measure.write_disk(measure.cache_file(), "numba-load", {"step": "numba", "seconds": {"import": 50.0, "init": 50.0}})
+    model = tl.LogisticRegression(10).double()
+    X = torch.randn(100, 10, dtype=torch.float64)
+    T = model.targets((X[:, 0] > 0).double(), 100)
+    short, long_ = 30, 100_000  # 0.8 ms and 2.6 s on the torch path by the estimate
+    for step in ("rule", "auto"):
+        assert select.full_batch(model, X, T, step=step, steps=short).selection.step == "feature_major"
+        assert select.full_batch(model, X, T, step=step, steps=long_).selection.step == "row_major"
 
 
 @needs_numba
@@ -125,7 +130,7 @@ def test_the_warm_run_of_the_same_problem_takes_the_kernel():
 
 @needs_numba
 def test_a_long_cold_run_pays_for_the_load(cold, monkeypatch):
-    monkeypatch.setattr(measure, "jit_seconds", lambda measured=True: 1e-4)  # a load shorter than 30 torch steps
+    monkeypatch.setattr(select, "MIN_RUN_SECONDS", 1e-5)  # shorter than 30 torch steps
     (trainer, _, _), = train_variants("binary", [{}], epochs=30, lr=0.5, tol=0.0)
     assert trainer.stepper.selection.step == "row_major" and trainer.stepper.kernel_name == "batch_fused"
 
@@ -156,11 +161,10 @@ def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
 
 @needs_numba
 @pytest.mark.e2e
-def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_measures(tmp_path):
+def test_a_fresh_process_runs_a_short_fit_without_numba(tmp_path):
     """A real fresh interpreter: a short fit (dense and sparse) and a small exact solve leave numba unimported (and
     SciPy's linear algebra, which Newton's measured Hessian product alone needs); loading numba
-    then measures both parts and writes them to the disk cache, which a second fresh interpreter
-    reads back."""
+    then takes its time, once."""
     script = textwrap.dedent("""
         import json, sys
         import torch
@@ -194,11 +198,8 @@ def test_a_fresh_process_runs_a_short_fit_without_numba_and_keeps_the_load_it_me
     assert first["step"] == "feature_major" and not first["numba"] and not first["scipy"]
     assert first["estimate"] == pytest.approx(jit.IMPORT_SECONDS + jit.INIT_SECONDS)
     assert first["loaded"] > 0 and first["after"] == 0.0
-    entry = json.loads((tmp_path / "steps.json").read_text())["entries"][measure.jit_key()]
-    assert set(entry["seconds"]) == {"import", "init"}
-    assert sum(entry["seconds"].values()) == pytest.approx(first["loaded"])
-    second = run("read")
-    assert not second["numba"] and second["estimate"] == pytest.approx(first["loaded"])
+    second = run("read")  # nothing kept changes the next process
+    assert not second["numba"] and second["estimate"] == first["estimate"] and second["step"] == first["step"]
 
 
 @needs_numba
@@ -254,21 +255,3 @@ def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monke
     assert warm.selection.step == "row_major" and cold_step.selection.step == expected[0]
     assert expected[1] in cold_step.selection.reason
     torch.testing.assert_close(solutions[1], solutions[0], rtol=0, atol=1e-7)
-
-
-@needs_numba
-def test_the_rule_decides_from_the_fixed_estimate_and_auto_from_the_measured_load(cold):
-    """A fresh process decides "rule" alike every time (a run and its resumption take the same
-    step, whatever load an earlier process measured); "auto" uses this machine's measurement."""
-    from torch_logreg.steps import select
-
-    measure.write_disk(measure.cache_file(), measure.jit_key(), {"step": "numba", "seconds": {"import": 50.0,
-                                                                                              "init": 50.0}})
-    model = tl.LogisticRegression(10).double()
-    X = torch.randn(100, 10, dtype=torch.float64)
-    T = model.targets((X[:, 0] > 0).double(), 100)
-    steps = 100_000  # 2.5 s on the torch path by the estimate: more than the fixed 0.81 s, less than 100 s
-    rule = select.full_batch(model, X, T, step="rule", steps=steps)
-    auto = select.full_batch(model, X, T, step="auto", steps=steps)
-    assert rule.selection.step == "row_major" and not rule.selection.reason
-    assert auto.selection.step == "feature_major" and "a run of 100,000 steps" in auto.selection.reason

@@ -76,7 +76,7 @@ def test_a_forced_fused_step_fits_like_the_reference(kind):
     assert_same_fit(fused, ref)
 
 
-def test_auto_measures_it_for_several_outputs_beside_the_blocked_step(monkeypatch):
+def test_auto_measures_it_for_several_outputs(monkeypatch):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", "")
     monkeypatch.setattr(measure, "TINY_WORK", 0)
     monkeypatch.setattr(measure, "MIN_STEP_SECONDS", 0.0)
@@ -84,9 +84,9 @@ def test_auto_measures_it_for_several_outputs_beside_the_blocked_step(monkeypatc
     measure.clear_cache()
     try:
         model, X, T = problem("softmax", 640)
-        assert {"fused", "blocked", "feature_major"} <= set(select.full_batch_candidates(model, X, T))
-        model1, X1, T1 = problem("binary", 640)  # one output: the one-output kernel, no blocked step
-        assert "blocked" not in select.full_batch_candidates(model1, X1, T1)
+        assert {"fused", "feature_major"} <= set(select.full_batch_candidates(model, X, T))
+        model1, X1, T1 = problem("binary", 640)  # one output: the one-output kernel
+        assert "fused" in select.full_batch_candidates(model1, X1, T1)
     finally:
         measure.clear_cache()
 

@@ -17,7 +17,6 @@ import torch_logreg as tl
 from torch_logreg.errors import UsageError
 from torch_logreg.steps import batch_fused, fused_cpu, fused_k_cpu, measure, row_major, select
 from torch_logreg.steps.batch import BatchStep
-from torch_logreg.steps.blocked import BlockedStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.reference import ReferenceStep
 from torch_logreg.steps.row_major import RowMajorStep
@@ -27,10 +26,10 @@ from helpers import KINDS, assert_same_fit, make_model, make_targets, randomize,
 #: what one call of a slow candidate, and of any other, adds to the selector's clock
 SLOW_S = 0.03
 FAST_S = 0.001
-CLASSES = {"feature_major": FeatureMajorStep, "row_major": RowMajorStep, "blocked": BlockedStep,
+CLASSES = {"feature_major": FeatureMajorStep, "row_major": RowMajorStep,
            "reference": ReferenceStep, "fused": fused_cpu.FusedStep, "batch": BatchStep}
 #: the full-batch candidates on dense CPU data when the fused kernel does not apply
-DENSE = ("reference", "row_major", "blocked", "feature_major")
+DENSE = ("reference", "row_major", "feature_major")
 needs_numba = pytest.mark.skipif(not fused_cpu.available(), reason="numba is not installed")
 
 
@@ -112,7 +111,7 @@ def test_auto_keeps_the_fastest_candidate(monkeypatch, always_measure, fast):
 
 
 def test_auto_in_the_loop_fits_like_the_reference(monkeypatch, always_measure):
-    count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
+    count_calls(monkeypatch, slow=("feature_major", "reference"))
     auto, ref = train_variants("softmax", [{"step": "auto"}, {"step": "reference"}], seed=3, solver="nesterov",
                                lr=0.2, epochs=15, l2=0.01, tol=0, device="cpu")
     assert auto[0].stepper.name == "row_major" and auto[0].stepper.selection.source == "measured"
@@ -135,7 +134,7 @@ def test_auto_measures_mini_batches_too(monkeypatch, always_measure):
 
 def test_the_choice_is_remembered_in_the_process(monkeypatch, always_measure):
     model, X, T = problem()
-    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
+    calls = count_calls(monkeypatch, slow=("feature_major", "row_major"))
     assert select.full_batch(model, X, T, step="auto").selection.step == "reference"
     calls.update(dict.fromkeys(calls, 0))
     again = select.full_batch(model, X[:380], T[:380], step="auto")  # the same shape class (log2 of the rows)
@@ -153,21 +152,21 @@ def test_the_rule_is_kept_unless_a_challenger_is_clearly_faster(monkeypatch, alw
 
 
 def test_a_short_run_counts_each_steps_set_up(monkeypatch, always_measure, tmp_path):
-    # the feature-major and blocked steps are as fast per step, but the first costs a copy of X
+    # the feature-major and row-major steps are as fast per step, but the first costs a copy of X
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    count_calls(monkeypatch, slow=("row_major", "reference"), build={"feature_major": 50 * FAST_S})
+    count_calls(monkeypatch, slow=("reference",), build={"feature_major": 50 * FAST_S})
     model, X, T = problem()
     step = select.full_batch(model, X, T, step="auto", steps=5)
-    assert step.name == "blocked" and step.selection.source == "measured" and "set-up" in step.selection.reason
+    assert step.name == "row_major" and step.selection.source == "measured" and "set-up" in step.selection.reason
     assert step.selection.setup["feature_major"] == pytest.approx(50 * FAST_S)
     assert select.full_batch(model, X, T, step="auto").name == "feature_major"  # per step: the rule's
     assert select.full_batch(model, X, T, step="auto", steps=10**6).name == "feature_major"  # the copy pays off
     cpu = torch.device("cpu")
     assert select.training_step(model, X, T, batch_size=X.shape[0], dtype=X.dtype, device=cpu, step="auto",
-                                steps=5).name == "blocked"
+                                steps=5).name == "row_major"
     measure.clear_cache()  # as a new process would start: the disk cache keeps the set-up times
     again = select.full_batch(model, X, T, step="auto", steps=5)
-    assert again.name == "blocked" and again.selection.source == "disk"
+    assert again.name == "row_major" and again.selection.source == "disk"
 
 
 @needs_numba
@@ -215,7 +214,7 @@ def test_tiny_problems_are_not_measured(monkeypatch):
     step = select.full_batch(model, X, T, step="auto")
     assert step.name == "feature_major" and "under" in step.selection.reason
     assert calls["feature_major"] == 2  # a warm-up, one timed call
-    assert calls["reference"] == calls["row_major"] == calls["blocked"] == 0
+    assert calls["reference"] == calls["row_major"] == 0
 
 
 def test_measuring_stops_at_its_budget(monkeypatch, always_measure):
@@ -224,7 +223,7 @@ def test_measuring_stops_at_its_budget(monkeypatch, always_measure):
     model, X, T = problem()
     step = select.full_batch(model, X, T, step="auto")
     assert step.name == "feature_major" and "budget" in step.selection.reason
-    assert calls["row_major"] == calls["reference"] == calls["blocked"] == 0
+    assert calls["row_major"] == calls["reference"] == 0
 
 
 def test_several_processes_and_streamed_data_keep_the_rule(monkeypatch, always_measure):
@@ -248,7 +247,7 @@ def test_measuring_leaves_the_model_as_it_was(monkeypatch, always_measure):
     count_calls(monkeypatch, slow=("feature_major",))  # the budget then covers every candidate
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
     step = select.full_batch(model, X, T, step="auto")
-    assert set(step.selection.seconds) == {"feature_major", "fused", "row_major", "reference"}  # not blocked: fused runs
+    assert set(step.selection.seconds) == {"feature_major", "fused", "row_major", "reference"}
     assert all(torch.equal(p, before[k]) for k, p in model.named_parameters())
 
 
@@ -269,7 +268,7 @@ def test_a_failing_compiled_candidate_is_left_out_with_a_warning(monkeypatch, al
 
 
 def test_the_choice_and_the_timings_are_logged(monkeypatch, always_measure, caplog):
-    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "row_major"))
     model, X, T = problem()
     with caplog.at_level(logging.DEBUG, logger="torch_logreg"):
         select.full_batch(model, X, T, step="auto")
@@ -282,7 +281,7 @@ def test_the_choice_and_the_timings_are_logged(monkeypatch, always_measure, capl
 
 def test_the_disk_cache_round_trips(monkeypatch, always_measure, tmp_path):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
+    calls = count_calls(monkeypatch, slow=("feature_major", "reference"))
     model, X, T = problem()
     assert select.full_batch(model, X, T, step="auto").selection.step == "row_major"
     data = json.loads((tmp_path / "steps.json").read_text())
@@ -302,7 +301,7 @@ def test_timings_from_other_kernels_are_measured_again(monkeypatch, always_measu
     """The disk key holds a digest of the steps' source: after an upgrade (or an edit) the cached
     timings describe other kernels, so the shape is measured afresh."""
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    calls = count_calls(monkeypatch, slow=("feature_major", "blocked", "reference"))
+    calls = count_calls(monkeypatch, slow=("feature_major", "reference"))
     model, X, T = problem()
     select.full_batch(model, X, T, step="auto")
     (key, _), = json.loads((tmp_path / "steps.json").read_text())["entries"].items()
@@ -319,7 +318,7 @@ def test_timings_from_other_kernels_are_measured_again(monkeypatch, always_measu
 def test_a_damaged_cache_file_is_ignored_and_replaced(monkeypatch, always_measure, tmp_path, text):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
     (tmp_path / "steps.json").write_text(text)
-    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "row_major"))
     model, X, T = problem()
     step = select.full_batch(model, X, T, step="auto")
     assert step.selection.step == "reference" and step.selection.source == "measured"
@@ -329,7 +328,7 @@ def test_a_damaged_cache_file_is_ignored_and_replaced(monkeypatch, always_measur
 
 def test_a_cached_step_that_no_longer_applies_is_measured_again(monkeypatch, always_measure, tmp_path):
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "row_major"))
     model, X, T = problem()
     key = measure.disk_key(measure.shape_key("full", model, X, X.shape[0], select.full_batch_candidates(model, X, T)))
     (tmp_path / "steps.json").write_text(json.dumps({"version": 1, "entries": {key: {"step": "fused"}}}))
@@ -341,7 +340,7 @@ def test_an_unwritable_cache_does_not_stop_training(monkeypatch, always_measure,
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("TORCH_LOGREG_CACHE", str(blocker / "below"))  # a folder that cannot be made
-    count_calls(monkeypatch, slow=("feature_major", "blocked", "row_major"))
+    count_calls(monkeypatch, slow=("feature_major", "row_major"))
     model, X, T = problem()
     assert select.full_batch(model, X, T, step="auto").selection.step == "reference"
 
@@ -360,7 +359,7 @@ def test_the_cache_file_location(monkeypatch, tmp_path):
 
 
 FORCED = [("reference", "reference"), ("feature_major", "feature_major"), ("row_major", "row_major"),
-          ("blocked", "blocked"), pytest.param("fused", "fused_cpu", marks=needs_numba)]
+          pytest.param("fused", "fused_cpu", marks=needs_numba)]
 
 
 @pytest.mark.parametrize("step,name", FORCED)
@@ -384,7 +383,6 @@ REFUSED = [
     (dict(model=tl.MLP(3, [4]), step="feature_major"), "one Linear layer"),
     (dict(step="feature_major", batch_size=10), "full-batch training"),
     (dict(step="fused", batch_size=10), "full-batch training"),
-    (dict(step="blocked", batch_size=10), "full-batch training"),
     (dict(step="row_major", grad_check_every=5), "gradient checks"),
     (dict(step="feature_major", fast_path=False), "fast path"),
     (dict(step="row_major", dtype="bfloat16"), "bfloat16"),
@@ -420,10 +418,13 @@ def test_the_config_key_reaches_the_loop():
     from torch_logreg.app.config import Config, load_config
     from torch_logreg.app.fitting import exact_options, loop_config, loop_options
 
-    assert Config().train.step == "auto" and loop_config(Config()).step == "auto"
+    # the default is the fixed rule, the same step in every process; measuring is opt-in
+    assert Config().train.step == "rule" and loop_config(Config()).step == "rule"
     assert loop_options(load_config(None, ["train.step=reference"]))["step"] == "reference"
-    # a resumed run keeps the step "auto" chose; a step the config forces stays forced
-    assert loop_config(Config(), step="row_major").step == "row_major"
+    # a resumed run keeps the step "auto" chose; a step the config forces or the rule takes stays
+    auto = load_config(None, ["train.step=auto"])
+    assert loop_config(auto, step="row_major").step == "row_major"
+    assert loop_config(Config(), step="row_major").step == "rule"
     assert loop_config(load_config(None, ["train.step=reference"]), step="row_major").step == "reference"
     # an exact solver takes no loop step: a forced one leaves its Hessian's BLAS to the rule
     assert exact_options(load_config(None, ["train.solver=lbfgs", "train.step=fused"]))["step"] == "rule"
@@ -435,7 +436,7 @@ def test_the_config_key_reaches_the_loop():
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("step", ["auto", "rule", "reference", "feature_major", "row_major", "blocked", "fused"])
+@pytest.mark.parametrize("step", ["auto", "rule", "reference", "feature_major", "row_major", "fused"])
 def test_every_choice_equals_the_reference_step(monkeypatch, always_measure, kind, step):
     model, X, T = problem(kind, n=700, d=9, seed=KINDS.index(kind))
     if step == "fused" and (not fused_cpu.available() or select.problem("fused", model, X, full=True)):
@@ -446,3 +447,19 @@ def test_every_choice_equals_the_reference_step(monkeypatch, always_measure, kin
     assert grads.keys() == grads_ref.keys()
     for name, g in grads_ref.items():
         assert (grads[name] - g).abs().max().item() <= 1e-12 * g.abs().max().item(), name
+
+
+@pytest.mark.parametrize("where", ["trainer", "config"])
+def test_the_removed_blocked_step_is_read_as_the_rule(where):
+    """``step = "blocked"`` (a step no longer kept: benchmarks/README.md) still runs, as "rule", with a
+    warning; a config naming it still loads."""
+    if where == "config":
+        from torch_logreg.app.config import load_config
+        from torch_logreg.app.fitting import loop_options
+
+        assert loop_options(load_config(None, ["train.step=blocked"]))["step"] == "blocked"
+    X, y = torch.randn(50, 3), torch.randint(0, 2, (50,))
+    with pytest.warns(FutureWarning, match="blocked"):
+        trainer = tl.Trainer(tl.LogisticRegression(3), X, y, device="cpu", step="blocked", epochs=2)
+    assert trainer.stepper.selection.source == "rule"
+    trainer.run()

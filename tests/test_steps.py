@@ -44,7 +44,7 @@ def test_fast_step_equals_reference_step(kind, bias, l2, n, d):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("solver", ["gd", "nesterov"])
-@pytest.mark.parametrize("step", ["rule", "feature_major", "blocked"])
+@pytest.mark.parametrize("step", ["rule", "feature_major", "row_major"])
 def test_fit_with_and_without_fast_path_agree(kind, solver, step):
     fast, ref = train_variants(kind, [{"fast_path": True, "step": step}, {"fast_path": False}], seed=1, solver=solver,
                                lr=0.2, epochs=30, l2=0.01, tol=0, device="cpu")

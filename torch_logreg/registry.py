@@ -27,5 +27,6 @@ SOLVERS = LOOP_SOLVERS + EXACT_SOLVERS
 
 #: the steps a run can ask for (``train.step``, ``Trainer(step=...)``; see ``steps/select.py``):
 #: "auto" measures the ones that apply once and keeps the fastest, "rule" takes the fixed size
-#: rule, and the others force that step (each a file in steps/)
+#: rule, and the others force that step (each a file in steps/; "blocked", no longer kept, is read
+#: as "rule" with a warning, so that configs naming it still run)
 STEPS = ("auto", "rule", "reference", "feature_major", "row_major", "blocked", "fused")

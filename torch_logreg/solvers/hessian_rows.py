@@ -18,7 +18,7 @@ logit is summed in X's dtype, ``s_n`` in float64, the scaled row in X's dtype as
 rounds it, and the bias's row in float64. Rows are cut into chunks fixed by the shape, summed in
 chunk order, so the result does not depend on the thread count.
 
-Used by Newton's solve where numba is loaded already (the solve's own step loaded it), the product
+Used by Newton's solve where the selector's rule takes the kernels (``select.kernels_pay``), the product
 is torch's, X is a dense float32 or float64 CPU tensor, and the model has one output: otherwise
 the torch path forms the Hessian. Both agree to rounding (tests bound the difference).
 """
@@ -32,7 +32,6 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from ..steps import jit
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -48,10 +47,9 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 
 
 def applies(X: Tensor, link: str, outputs: int, product) -> bool:
-    """Whether :class:`RowScaler` forms this solve's Hessians: numba loaded in the process, one
-    sigmoid or identity output, a dense contiguous float32/float64 X on the CPU, and torch's
-    product."""
-    return (numba is not None and jit.ready() and link in ("sigmoid", "identity") and outputs == 1
+    """Whether :class:`RowScaler` forms this solve's Hessians: numba importable, one sigmoid or
+    identity output, a dense contiguous float32/float64 X on the CPU, and torch's product."""
+    return (numba is not None and link in ("sigmoid", "identity") and outputs == 1
             and product is F.gram and X.layout == torch.strided and X.device.type == "cpu"
             and X.dtype in (torch.float32, torch.float64) and X.is_contiguous())
 

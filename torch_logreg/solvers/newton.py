@@ -11,16 +11,16 @@ from torch import Tensor
 from .. import functional as F
 from .. import penalty
 from ..penalty import l1_optimality, soft_threshold
-from ..steps import jit, select
+from ..steps import select
 from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
-#: the steps against which the selector weighs numba's load where it is not loaded yet
-#: (``select.full_batch``'s ``steps``): a solve takes 5-10 iterations from zero (``max_iter``
-#: bounds them and is far more), each about two evaluations' worth of time numba could save (the
-#: evaluation itself, and the Hessian kernel's gain over the torch path, about as much). Fewer
-#: than ``select.FEATURE_MAJOR_MIN_STEPS``, so a short solve does not copy X for the feature-major step
+#: the steps against which the selector weighs the kernels (``select.full_batch``'s ``steps``): a
+#: solve takes 5-10 iterations from zero (``max_iter`` bounds them and is far more), each about two
+#: evaluations' worth of time numba could save (the evaluation itself, and the Hessian kernel's
+#: gain over the torch path, about as much). Fewer than ``select.FEATURE_MAJOR_MIN_STEPS``, so a
+#: short solve does not copy X for the feature-major step
 EVALUATIONS = 12
 
 
@@ -136,12 +136,14 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
 
     # the loop's full-batch step (one fused pass on CPU for one output); results equal
     # objective_and_grad's. It returns its own buffers, so the values kept are copied. About an
-    # evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
-    step = select.full_batch(model, X, T, sample_weight=w, steps=min(max_iter, EVALUATIONS)).step
-    # one read of X for the logits, the curvature, diag(s) X and the product where numba is loaded (by that step)
+    # evaluation an iteration: a solve too short for the kernels keeps to the torch path
+    evaluations = min(max_iter, EVALUATIONS)
+    step = select.full_batch(model, X, T, sample_weight=w, steps=evaluations).step
+    # one read of X for the logits, the curvature, diag(s) X and the product where the rule takes
+    # the kernels (decided from the call alone, as the step is)
     rows = None
-    if jit.ready():
-        from . import hessian_rows  # imports numba, loaded already
+    if X.device.type == "cpu" and X.layout == torch.strided and select.kernels_pay(evaluations, X.nbytes):
+        from . import hessian_rows  # imports numba
 
         if hessian_rows.applies(X, link, theta.shape[0], product):
             rows = hessian_rows.RowScaler(X, link, bias, w)

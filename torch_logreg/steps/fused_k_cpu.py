@@ -37,8 +37,8 @@ except ImportError:  # pragma: no cover
 #: the fixed rule (``step="rule"``) takes this step, for several outputs, from this many features
 #: and up to this many outputs: there it beat the feature-major step per step on the reference
 #: Intel machine, with no copy of X to make; narrower X or more outputs favour feature-major
-#: (figures: benchmarks/README.md). numba's one-time load in a process is weighed apart: a run too
-#: short to pay it keeps to the torch path (``measure.pays_for_jit``).
+#: (figures: benchmarks/README.md). A run too short for the kernels keeps to the torch path
+#: (``select.kernels_pay``).
 RULE_MIN_FEATURES = 512
 RULE_MAX_OUTPUTS = 16
 #: for a float32 softmax or sigmoid link, whose exponentials the kernel takes a tile at a time

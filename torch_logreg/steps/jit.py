@@ -2,11 +2,11 @@
 
 Before the first numba kernel of a process runs, numba is imported and its CPU target initialised
 (its implementations of NumPy and of the math library registered; SciPy's BLAS imported), whatever
-the kernel: most of a second. Each kernel then loads from numba's on-disk cache in far less
-(figures: benchmarks/README.md). A short run on the torch path can
-finish before that load would: the selector (``select.py``) weighs it through
-:func:`torch_logreg.steps.measure.pays_for_jit`, and :func:`~torch_logreg.steps.measure.load_jit`
-keeps the time it measured on disk.
+the kernel: most of a second, paid once per process. Each kernel then loads from numba's on-disk
+cache (``cache=True``) in far less; only its first-ever compile on a machine costs more (figures:
+benchmarks/README.md). The selector (``select.py``) gives the kernels every run long enough to pay a
+share of that load (``select.MIN_RUN_SECONDS``), whether or not this process has paid it already,
+so that a call takes the same step in every process.
 
 This module imports nothing heavy: :func:`ready` only looks at what is loaded.
 """

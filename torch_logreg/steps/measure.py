@@ -1,5 +1,9 @@
 """Choosing a step by measuring it, once per process and shape class (like cuDNN's benchmark mode).
 
+Opt-in only (``step = "auto"``): the default, ``"rule"``, decides from the call alone, so that a
+call gives the same bits in every process; measured timings change with the machine's load, and so
+may the step and the result's last bits. Nothing measured here changes what ``"rule"`` takes.
+
 Which step is fastest depends on the CPU (AVX-512 or AVX2), its BLAS, the GPU and the shape, so
 fixed size thresholds cannot be right everywhere. For ``step = "auto"`` the selector hands this
 module the steps that apply, the fixed rule's choice first, and :func:`choose`:
@@ -77,12 +81,6 @@ MARGIN = 0.05
 #: what the first call of a JIT-compiled candidate costs at least on CUDA (Triton compiles): skipped
 #: when the budget cannot cover it. On the CPU it is numba's load, where not yet paid (:func:`jit_seconds`)
 FIRST_CALL_SECONDS = {"cuda": 2.0}
-#: the torch path's cost per step, for :func:`pays_for_jit`: a fixed part (the dispatch of a dozen
-#: operations) and a part per byte of the batch (two reads of X^T), each from the feature-major
-#: step on the reference machine (benchmarks/README.md). Both on the fast side, so that a run is
-#: judged short only where it surely is
-TORCH_STEP_SECONDS = 25e-6
-TORCH_BYTE_SECONDS = 1e-10
 #: candidates compiled on their first call in a process
 JIT_COMPILED = ("fused",)
 #: the disk cache's format; a file of another version is ignored (and replaced on the next write)
@@ -194,45 +192,18 @@ def disk_key(key: tuple) -> str:
 # --- numba's one-time load -----------------------------------------------------------------------
 
 
-def jit_key() -> str:
-    """The disk cache's key of numba's load on this machine (numba's version, the CPU model, the architecture)."""
-    import importlib.metadata
-
-    try:
-        version = importlib.metadata.version("numba")
-    except importlib.metadata.PackageNotFoundError:
-        version = "none"
-    return "|".join(("numba-load", version, cpu_model(), platform.machine()))
-
-
-def _jit_measured() -> dict[str, float]:
-    """The load's parts as measured on this machine (the disk cache), where they were."""
-    path = cache_file()
-    entry = read_disk(path).get(jit_key()) if path is not None else None
-    return {k: v for k, v in _timings(entry.get("seconds")).items() if v > 0} if entry is not None else {}
-
-
-def jit_seconds(measured: bool = True) -> float:
-    """What numba's load would still cost this process: its import where not imported yet and
-    the initialisation of its CPU target where not done yet, each as measured on this machine
-    (the disk cache; not with ``measured=False``), else :data:`~torch_logreg.steps.jit.IMPORT_SECONDS`
-    and ``INIT_SECONDS``; 0 once paid."""
+def jit_seconds() -> float:
+    """What numba's load would still cost this process, by the fixed estimate
+    (:data:`~torch_logreg.steps.jit.IMPORT_SECONDS` and ``INIT_SECONDS``); 0 once paid."""
     if jit.ready():
         return 0.0
-    parts = _jit_measured() if measured else {}
-    left = parts.get("init", jit.INIT_SECONDS)
-    return left if jit.imported() else left + parts.get("import", jit.IMPORT_SECONDS)
+    return jit.INIT_SECONDS if jit.imported() else jit.INIT_SECONDS + jit.IMPORT_SECONDS
 
 
 def load_jit() -> float:
-    """Pay numba's load now (:func:`torch_logreg.steps.jit.load`), and keep the time of each part
-    on disk for later processes; returns the seconds it took (0 where paid already)."""
-    parts = jit.load()
-    path = cache_file()
-    if parts and path is not None:
-        write_disk(path, jit_key(), {"step": "numba", "seconds": {**_jit_measured(), **parts},
-                                      "written": time.strftime("%Y-%m-%d %H:%M:%S")})
-    seconds = sum(parts.values())
+    """Pay numba's load now (:func:`torch_logreg.steps.jit.load`); returns the seconds it took (0
+    where paid already)."""
+    seconds = sum(jit.load().values())
     if seconds:
         LOG.debug("numba loaded in %s", format_seconds(seconds))
     return seconds
@@ -241,27 +212,6 @@ def load_jit() -> float:
 def first_call_seconds(device: torch.device) -> float:
     """What the first call of a JIT-compiled step costs at least in this process, on ``device``."""
     return jit_seconds() if device.type == "cpu" else FIRST_CALL_SECONDS.get(device.type, 0.0)
-
-
-def unpaid_load(steps: int | None, step_bytes: int, measured: bool = False) -> float:
-    """numba's load (seconds) where a run of ``steps`` steps on batches of ``step_bytes`` bytes is
-    too short to pay it (:func:`pays_for_jit`), else 0."""
-    if steps is None or jit.ready():
-        return 0.0
-    load = jit_seconds(measured)
-    return load if steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS) < load else 0.0
-
-
-def pays_for_jit(steps: int | None, step_bytes: int, measured: bool = False) -> bool:
-    """Whether a run of ``steps`` steps on batches of ``step_bytes`` bytes is long enough to pay
-    numba's load in this process: True once it is paid, or where ``steps`` is unknown; else
-    whether the whole run on the torch path (:data:`TORCH_STEP_SECONDS` and
-    :data:`TORCH_BYTE_SECONDS` a step, both on the fast side) would take at least the load. A
-    kernel saves at most that run's time, so a shorter run is done sooner without it; a longer
-    one loses at most the load. The load is the fixed estimate unless ``measured`` (then as
-    measured on this machine, :func:`jit_seconds`): a fresh process then decides the same way
-    every time, so a run and its resumption take the same step."""
-    return not unpaid_load(steps, step_bytes, measured)
 
 
 # --- the disk cache ------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
 * the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel (numba on
   CPU, for one sigmoid or identity output or, :class:`~.fused_k_cpu.FusedKStep`, for any outputs;
   Triton on CUDA, one output), :class:`~.feature_major.FeatureMajorStep`,
-  :class:`~.blocked.BlockedStep` (row blocks, each read from memory once; CPU),
   :class:`~.row_major.RowMajorStep` or the reference step;
 * ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
 * mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``;
@@ -21,27 +20,33 @@ Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads``
 
 Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
 
-* ``"rule"`` (the library's default): a fixed rule from sizes: for the full batch, the fused
-  kernel from its size thresholds (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``,
-  ``fused_triton.MIN_ENTRIES``), for a small problem on the CPU the row-major step (one call of
-  the batch kernel; ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several
-  outputs on a wide X on the CPU the K-output fused step (``fused_k_cpu.rule_min_features``,
-  ``RULE_MAX_OUTPUTS``), else the feature-major step; for mini-batches, ``BatchStep``. On the
-  CPU, where numba is not loaded in the process yet (a fresh interpreter) and the run, by the
-  number of steps the caller gives, would be done on the torch path sooner than numba loads
-  (:func:`~.measure.pays_for_jit`), the feature-major step for the full batch
-  (the reference step for fewer than ``FEATURE_MAJOR_MIN_STEPS`` steps, too few to pay for its
-  copy of X) and the reference step for mini-batches (the sparse step without its kernels on
-  sparse X);
-* ``"auto"`` (the config's default): the steps that apply are measured on the real data, once per
-  process and shape class, and the fastest kept (``measure.py``: tiny problems are not measured,
-  the cost is bounded, the choice is cached in the process and on disk; where the caller says
-  how many steps the run takes, a step's set-up counts too; a run too short to pay numba's load,
-  by the load measured on this machine, is not measured). Streamed data and runs of several
-  processes (each would measure apart, and might choose differently) keep the rule;
-* ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches),
-  ``"blocked"`` or ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
-  says why in one sentence.
+* ``"rule"`` (the default, of the library and of the command line): a fixed rule from the call
+  alone (model, shape, dtype, device, batch size, the run's length), never from what the process
+  did before, so the same call takes the same step, and gives the same bits, in a fresh process,
+  after other fits and on a rerun. For the full batch, the fused kernel from its size thresholds
+  (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``, ``fused_triton.MIN_ENTRIES``), for a small
+  problem on the CPU the row-major step (one call of the batch kernel;
+  ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several outputs on a wide X on the
+  CPU the K-output fused step (``fused_k_cpu.rule_min_features``, ``RULE_MAX_OUTPUTS``), else the
+  feature-major step; for mini-batches, ``BatchStep``. On the CPU, a run whose steps would take
+  less than :data:`MIN_RUN_SECONDS` on the torch path (:func:`torch_seconds`, a fixed estimate from
+  the number of steps the caller gives and the bytes of a batch) keeps to torch, loaded or not:
+  the feature-major step for the full batch (the reference step for fewer than
+  ``FEATURE_MAJOR_MIN_STEPS`` steps, too few to pay for its copy of X), the reference step for
+  mini-batches, the sparse step without its kernels on sparse X. Longer runs take the kernels and
+  pay numba's load (:mod:`.jit`) once per process;
+* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``): where the rule would take the
+  kernels, the steps that apply are measured on the real data, once per process and shape class,
+  and the fastest kept (``measure.py``: tiny problems are not measured, the cost is bounded, the
+  choice is cached in the process and on disk; where the caller says how many steps the run
+  takes, a step's set-up counts too). The timings, and so the step and the last bits of the
+  result, may change from run to run with the machine's load; the cache never changes what
+  "rule" takes. Streamed data and runs of several processes (each would measure apart, and
+  might choose differently) keep the rule;
+* ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
+  ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
+  says why in one sentence. ``"blocked"``, a step no longer kept (benchmarks/README.md), is
+  read as ``"rule"`` with a warning, so that configs naming it still run.
 
 Every step but the CUDA graph computes the objective and the gradient only, and tests pin each to
 the reference step, so the choice changes results only within those tolerances. The returned step
@@ -73,6 +78,41 @@ _DATA_PARALLEL = "several processes (each would measure apart and might choose d
 #: pays for its copy of X; fewer take the reference step. The copy costs a few to a few tens of
 #: the steps' gain over the reference step (figures: benchmarks/README.md)
 FEATURE_MAJOR_MIN_STEPS = 16
+#: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (the dispatch of a dozen
+#: operations) and a part per byte of the batch (two reads of X^T), each from the feature-major
+#: step on the reference machine (benchmarks/README.md); fixed, so that every process decides alike
+TORCH_STEP_SECONDS = 25e-6
+TORCH_BYTE_SECONDS = 1e-10
+#: a CPU run whose steps take less than this on the torch path (:func:`torch_seconds`) keeps to
+#: torch; a longer one takes the kernels. About an eighth of numba's load in a fresh process
+#: (:mod:`.jit`), which is paid once per process: a run this long or longer gains at least its
+#: share of the load when a process runs a few fits (figures: benchmarks/README.md)
+MIN_RUN_SECONDS = 0.1
+#: step names no longer kept, read as "rule" (with a warning) so that configs naming them still run
+REMOVED = {"blocked": "the blocked step was never faster than the fused step it would replace (benchmarks/README.md)"}
+
+
+def _current(step: str) -> str:
+    """``step``, or "rule" for a removed step's name (:data:`REMOVED`), with a warning saying why."""
+    arguments.choice("step", step, STEPS)
+    if step in REMOVED:
+        warnings.warn(f"step={step!r} is no longer offered ({REMOVED[step]}); the rule's step runs", FutureWarning,
+                      stacklevel=3)
+        return "rule"
+    return step
+
+
+def torch_seconds(steps: int, step_bytes: int) -> float:
+    """The fixed estimate of a run of ``steps`` steps on batches of ``step_bytes`` bytes on the torch
+    path: ``steps x (TORCH_STEP_SECONDS + step_bytes x TORCH_BYTE_SECONDS)``."""
+    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS)
+
+
+def kernels_pay(steps: int | None, step_bytes: int) -> bool:
+    """Whether a CPU run of ``steps`` steps (None: not known, taken as long) on batches of
+    ``step_bytes`` bytes takes the kernels: :func:`torch_seconds` is at least :data:`MIN_RUN_SECONDS`.
+    A function of its arguments alone, whatever this process has loaded."""
+    return steps is None or torch_seconds(steps, step_bytes) >= MIN_RUN_SECONDS
 
 
 def _tag(step, source: str, reason: str = "", name: str | None = None):
@@ -136,7 +176,7 @@ def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, 
 
 
 #: the forced steps bound to the whole of X (the others also run on mini-batches)
-_FULL_BATCH_ONLY = ("feature_major", "blocked", "fused")
+_FULL_BATCH_ONLY = ("feature_major", "fused")
 
 
 def _fused_step(model, X: Tensor, T: Tensor):
@@ -180,23 +220,21 @@ def _wide_few_outputs(model, X: Tensor) -> bool:
             and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
 
 
-def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = "",
-                     short: str | None = None):
+def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
     """The fixed rule, tagged: for one sigmoid or identity output on a large X, the single-pass
     fused kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first
     step; if that fails, a warning says why and the torch path is used); for a small X on the
     CPU, the row-major step (one call of the batch kernel); for several outputs on a wide X on
     the CPU (``fused_k_cpu.rule_min_features`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
     fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
-    ``steps`` steps too short to pay numba's load (:func:`_short_cold_run`, or ``short``, why,
-    where the caller has decided) takes the feature-major step, or the reference step where it
+    ``steps`` steps too short for the kernels (:func:`_short_run`) takes the feature-major step, or the reference step where it
     has fewer than :data:`FEATURE_MAJOR_MIN_STEPS` steps to pay for the copy of X."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
     if X.device.type == "cuda":
         return _tag(_rule_cuda(model, X, T), "rule", reason)
-    short = _short_cold_run(steps, X.nbytes) if short is None else short
+    short = _short_run(steps, X.nbytes)
     if short:
         if steps is not None and steps < FEATURE_MAJOR_MIN_STEPS:
             return _tag(ReferenceStep(model), "rule", f"{short}; too few to pay for a copy of X")
@@ -211,16 +249,14 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
     return _tag(step, "rule", reason)
 
 
-def _short_cold_run(steps: int | None, step_bytes: int, measured: bool = False) -> str:
+def _short_run(steps: int | None, step_bytes: int) -> str:
     """Why a CPU run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
-    (numba not loaded in this process, and the run too short to pay its load:
-    :func:`~.measure.pays_for_jit`; the load as measured on this machine where ``measured``,
-    for "auto", else the fixed estimate, so that "rule" decides alike in every fresh process), or ''."""
-    load = measure.unpaid_load(steps, step_bytes, measured)
-    if not load:
+    (not :func:`kernels_pay`), or ''."""
+    if kernels_pay(steps, step_bytes):
         return ""
-    return (f"a run of {steps:,} steps, done sooner on the torch path than numba's load in this process "
-            f"(about {measure.format_seconds(load)})")
+    assert steps is not None  # a run of unknown length takes the kernels
+    return (f"a run of {steps:,} steps, about {measure.format_seconds(torch_seconds(steps, step_bytes))} on the torch "
+            f"path: under {measure.format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
 
 
 def _rule_cuda(model, X: Tensor, T: Tensor):
@@ -262,12 +298,7 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     """The full-batch steps that apply to a single-``Linear`` model on ``X``, by name, as
     builders: the rule's choice first, then the others, likelier winners first. The
     feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
-    rule's; the blocked step is measured on the CPU only (it keeps X's blocks in the CPU's caches;
-    on a GPU it would only multiply the kernel launches) and not for one sigmoid or identity
-    output, where the fused kernel reads X once per step in one pass (which the blocked step
-    approximates with several BLAS calls per block); for several outputs both are measured (which
-    wins depends on the CPU); the reference step is left out for a CUDA graph (``graph``)."""
-    from .blocked import BlockedStep
+    rule's; the reference step is left out for a CUDA graph (``graph``)."""
     from .feature_major import FeatureMajorStep
     from .row_major import RowMajorStep
 
@@ -275,11 +306,8 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     rule = _rule_name(model, X)
     if rule == "feature_major" or measure.room_for(X.nbytes, X.device):
         builders["feature_major"] = lambda: FeatureMajorStep(model, X, T)
-    fusable = _fused_problem(model, X) is None
-    if fusable:
+    if _fused_problem(model, X) is None:
         builders["fused"] = lambda: _fused_step(model, X, T)
-    if X.device.type == "cpu" and not (fusable and model.n_outputs == 1 and model.link != "softmax"):
-        builders["blocked"] = lambda: BlockedStep(model, X, T)
     builders["row_major"] = lambda: RowMajorStep(model, X, T)
     if not graph:
         builders["reference"] = lambda: ReferenceStep(model)
@@ -297,10 +325,6 @@ def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Te
         from .row_major import RowMajorStep
 
         return _tag(RowMajorStep(model, X, T), "forced")
-    if step == "blocked":
-        from .blocked import BlockedStep
-
-        return _tag(BlockedStep(model, X, T), "forced")
     return _tag(_fused_step(model, X, T), "forced")
 
 
@@ -318,8 +342,8 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
                  cuda_graph: bool = False, steps: int | None = None, step_bytes: int = 0):
     """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given), or the
     forced reference step; a UsageError says why anything else cannot run on sparse X. A run of
-    ``steps`` steps on batches of ``step_bytes`` bytes too short to pay numba's load runs the
-    sparse step's torch products."""
+    ``steps`` steps on batches of ``step_bytes`` bytes too short for the kernels (:func:`_short_run`)
+    runs the sparse step's torch products."""
     from .sparse import SparseStep, check_model
 
     check_model(model)
@@ -334,7 +358,7 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
     if step not in ("auto", "rule"):
         raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
-    short = _short_cold_run(steps, step_bytes)
+    short = _short_run(steps, step_bytes)
     if not short:
         from . import sparse_fused  # imports numba
 
@@ -353,8 +377,8 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
     the step is for a CUDA graph (which replays the fast steps only); ``steps``: how many steps
     the run will take, where known: "auto" then counts each step's set-up (a copy of X for the
     feature-major step) against the time it saves (``measure.for_steps``), and on the CPU a run
-    too short to pay numba's load keeps to the torch path ("rule" too; neither measures then)."""
-    arguments.choice("step", step, STEPS)
+    too short for the kernels keeps to the torch path (:func:`_short_run`; "auto" does not measure then)."""
+    step = _current(step)
     if X.layout != torch.strided:
         return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph, steps=steps,
                             step_bytes=_sparse_bytes(X))
@@ -365,11 +389,8 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         return _forced_full_batch(step, model, X, T, sample_weight)
     if sample_weight is not None or single_linear(model) is None:
         return _tag(ReferenceStep(model, sample_weight), "rule")
-    if step == "rule" or measure_reason:
+    if step == "rule" or measure_reason or (X.device.type == "cpu" and _short_run(steps, X.nbytes)):
         return _rule_full_batch(model, X, T, steps, measure_reason)
-    short = _short_cold_run(steps, X.nbytes, measured=True) if X.device.type == "cpu" else ""
-    if short:  # measuring would load numba
-        return _rule_full_batch(model, X, T, steps, short=short)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
     return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
@@ -382,6 +403,7 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
     ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
     how many steps the run will take, where known: on the CPU, a run too short to pay numba's
     load takes the reference step (a step of its own name, so that a resumed run takes it again)."""
+    step = _current(step)
     layer = single_linear(model)
     if layer is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
@@ -389,9 +411,7 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
 
     if step in ("auto", "rule") and torch.device(device).type == "cpu":
         width = X.shape[1] if X is not None else layer.weight.shape[1]
-        # the measured load only where "auto" may measure (several processes decide alike)
-        short = _short_cold_run(steps, batch_size * width * dtype.itemsize,
-                                measured=step == "auto" and not measure_reason)
+        short = _short_run(steps, batch_size * width * dtype.itemsize)
         if short:
             return _tag(ReferenceStep(model), "rule", short)
 
@@ -445,7 +465,7 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
     if sparse:
         from .sparse import SparseStep
 
-        short = _short_cold_run(steps, step_bytes)
+        short = _short_run(steps, step_bytes)
         return _tag(SparseStep(model, fused=not short), "rule", short or "weighted mini-batches")
     return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule", "weighted mini-batches")
 
@@ -466,8 +486,8 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
     (a UsageError says why a forced step cannot run here). ``steps``: how many steps the run
     will take, where known: "auto" then counts each full-batch step's set-up, and on the CPU a
-    run too short to pay numba's load keeps to the torch path (:func:`_short_cold_run`)."""
-    arguments.choice("step", step, STEPS)
+    run too short for the kernels keeps to the torch path (:func:`_short_run`)."""
+    step = _current(step)
     n = X.shape[0]
     full = batch_size >= n
     sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
