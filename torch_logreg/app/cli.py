@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..registry import EXACT_SOLVERS
 
 DEFAULT_CONFIG = "breast_cancer.toml"
+PER_CLASS_HELP = "print precision, recall and F1 of each class whatever their number (default: up to 10 classes)"
 QUIET_HELP = "no progress output (default: a progress bar on a terminal, plain lines otherwise)"
 
 
@@ -26,29 +27,36 @@ def _configs_dir() -> Path:
 
 
 def _load(args):
+    """The config and the run's name: the config file's name, or the data's (``data.name``: a
+    built-in set, or a file's name without its suffix) when ``--set`` chose other data."""
     from .config import load_config
 
     path = args.config
     if path is None:
         shipped = _configs_dir() / DEFAULT_CONFIG
         path = shipped if shipped.exists() else None
-    return load_config(path, args.set or []), (Path(path).stem if path else "breast_cancer")
+    cfg = load_config(path, args.set or [])
+    data_set = any(item.partition("=")[0].strip() in ("data.path", "data.name") for item in args.set or [])
+    return cfg, (Path(path).stem if path and not data_set else cfg.data.name)
 
 
-def _print_metrics(metrics: dict) -> None:
-    """One line of summary metrics per split, then the per-class ones (``f1[label]``) on the next."""
-    for split in ("train", "val", "test", "data"):
-        if metrics.get(split):
-            values = metrics[split]
-            summary = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" not in k)
-            print(f"{split:<5} {summary}")
-            per_class = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" in k)
-            if per_class:
-                print(f"{'':<5} {per_class}")
+#: a per-class table is printed without --per-class up to this many classes
+PER_CLASS_MAX = 10
 
 
-def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+def _print_metrics(metrics: dict, per_class: bool = False) -> None:
+    """The splits' metrics as a table, then precision, recall and F1 per class (for up to
+    :data:`PER_CLASS_MAX` classes, or any number with ``per_class``)."""
+    from .metrics import per_class_table, summary_table
+
+    table = summary_table(metrics)
+    if table:
+        print(table)
+    n_classes = max((sum(k.startswith("f1[") for k in v) for v in metrics.values() if isinstance(v, dict)), default=0)
+    if n_classes and (per_class or n_classes <= PER_CLASS_MAX):
+        print(per_class_table(metrics))
+    elif n_classes:
+        print(f"({n_classes} classes: --per-class prints precision, recall and F1 of each; metrics.json holds them)")
 
 
 def cmd_train(args) -> int:
@@ -58,10 +66,10 @@ def cmd_train(args) -> int:
     if args.device:
         cfg.train.device = args.device
     result = commands.train(cfg, run_dir=args.run_dir, quiet=args.quiet, name=name)
-    return _finish(result)
+    return _finish(result, args.per_class)
 
 
-def _finish(result) -> int:
+def _finish(result, per_class: bool = False) -> int:
     if result.run_dir is None:  # not rank 0 of a multi-process run: rank 0 reports
         return 128 + int(result.signal) if result.interrupted else 0
     if result.interrupted:
@@ -71,7 +79,7 @@ def _finish(result) -> int:
     m = result.metrics
     unit = "iterations" if m.get("solver") in EXACT_SOLVERS else "epochs"
     print(f"run {result.run_dir}: {m['epochs']} {unit}, stopped: {m['stop_reason']}, device {m['device']}")
-    _print_metrics(m)
+    _print_metrics(m, per_class)
     return 0
 
 
@@ -79,7 +87,7 @@ def cmd_resume(args) -> int:
     from . import commands
 
     return _finish(commands.resume(args.run, quiet=args.quiet, device=args.device, overrides=args.set,
-                                   allow_changed_data=args.allow_changed_data))
+                                   allow_changed_data=args.allow_changed_data), args.per_class)
 
 
 def cmd_evaluate(args) -> int:
@@ -91,7 +99,7 @@ def cmd_evaluate(args) -> int:
 
         print(json_text(metrics), end="")
     else:
-        _print_metrics(metrics)
+        _print_metrics(metrics, args.per_class)
     return 0
 
 
@@ -164,7 +172,7 @@ def cmd_path(args) -> int:
                                     run_dir=args.run_dir, name=name, quiet=args.quiet)
     print(result.format())
     print(f"chosen penalty {result.penalty:.6g} ({args.choice}); table in {path / 'path.csv'}")
-    return _finish(refit)
+    return _finish(refit, args.per_class)
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the run (default: a new directory under log.dir named after the config and time)")
     p.add_argument("--device", default=None, help="override train.device: auto, cpu, cuda or cuda:N (default: the config's)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_train)
 
     def allow_changed(p, what):
@@ -215,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     allow_changed(p, "the data file differs from the one the run was trained on")
     p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run", formatter_class=fmt)
@@ -222,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="a CSV/.npy/.npz file with the target (default: the run's own train/val/test splits)")
     p.add_argument("--json", action="store_true", help="print JSON (default: a text table)")
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     allow_changed(p, "the run's data file or config.toml changed since training")
     p.set_defaults(func=cmd_evaluate)
 
@@ -282,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write results (default: a new path-* directory under log.dir)")
     p.add_argument("--device", default=None, help="override train.device (default: the config's)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)
