@@ -134,8 +134,9 @@ def test_tensorboard_reads_the_events_file(trained):
     assert any(t.startswith("weights/") for t in tags["histograms"])
     assert any(t.startswith("gradients/") for t in tags["histograms"])
     assert "test/pr_curve" in tags["tensors"] and "config/text_summary" in tags["tensors"]
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams_tags(trained))
-    assert "hparam/test/accuracy" in tags["scalars"]
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams_tags(trained))
+    assert {"test/loss", "test/accuracy", "test/auc"} <= set(tags["scalars"])  # the scores at the final step
+    assert not [t for t in tags["scalars"] if t.startswith("hparam")]
 
 
 def hparams_tags(run_dir) -> list[str]:

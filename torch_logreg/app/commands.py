@@ -109,9 +109,10 @@ def _events_failure(run_dir: Path, exc: OSError) -> UsageError:
 
 def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,
                 resume_state: dict | None, writer) -> RunResult:
+    from .tensorboard import TensorBoardLogger, config_text
+
     if resume_state is None:
-        writer.add_text("config", "```toml\n" + cfg.to_toml() + "\n```", 0)
-    from .tensorboard import TensorBoardLogger
+        writer.add_text("config", config_text(cfg), 0)
 
     interrupt = StopOnInterrupt()
     has_val = prep.X["val"].shape[0] > 0
