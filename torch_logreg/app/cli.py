@@ -1,4 +1,5 @@
-"""The ``torch-logreg`` command line: train, resume, evaluate, predict, export, gradcheck.
+"""The ``torch-logreg`` command line: train, resume, evaluate, predict, sample, export, gradcheck,
+cv and path.
 
 Every user mistake prints one sentence and exits with status 2, without a traceback
 (set TORCH_LOGREG_DEBUG=1 to see one). Ctrl-C during training saves a checkpoint and exits
@@ -113,6 +114,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .sample import sample
+
+    n = sample(args.run, args.output, rows=args.rows, split=args.split, force=args.force)
+    print(f"wrote {n} rows of the {args.split} split to {args.output}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from . import export
 
@@ -133,8 +142,9 @@ EXPORT_DESCRIPTION = (
     "as its value, a categorical column as the 0-based index of its category in the run's saved category list "
     "(printed here). The model itself one-hot encodes categories, appends the radius feature (data.add_radius) "
     "and applies the saved standardizer. Formats: onnx (torch.onnx dynamo exporter, needs the onnx and onnxscript "
-    "packages; dynamic batch dimension), torchscript (torch.jit.load), state_dict (a weights_only torch.save dict; "
-    "torch_logreg.app.export.load_state_dict_export rebuilds it). The run directory is only read."
+    "packages: pip install -e '.[onnx]'; dynamic batch dimension), torchscript (torch.jit.load), state_dict "
+    "(a weights_only torch.save dict; torch_logreg.app.export.load_state_dict_export rebuilds it). "
+    "The run directory is only read."
 )
 
 
@@ -250,6 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
     allow_changed(p, "the run's config.toml changed since training")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("sample", help="write rows of a run's data as a CSV that predict and evaluate --data take",
+                       formatter_class=fmt,
+                       description="Write the first rows of a split of the run's data as a CSV of raw columns: the "
+                                   "training feature columns, then the target column (predict ignores it; evaluate "
+                                   "--data scores it). For runs whose features are the raw numeric columns (not "
+                                   "one-hot, radius, hashed or sparse ones). The run directory is only read.")
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--output", metavar="PATH", required=True, help="the .csv file to write (its directory must exist)")
+    p.add_argument("--rows", type=int, default=10, help="how many rows (fewer if the split is smaller)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split the rows come from")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never a file of the run)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("export", help="write the model, with its input preparation, as ONNX, TorchScript or a state_dict",
                        formatter_class=fmt, description=EXPORT_DESCRIPTION)
