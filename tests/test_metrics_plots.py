@@ -180,7 +180,7 @@ def _hparams_dashboard(logdir: Path):
 def test_hparams_of_train_runs_and_cv_trials_share_one_dashboard(xor_run):
     """TensorBoard builds the dashboard from the sessions: the keys each run set (those that apply
     to its model), the varied ones first, and each run's scores under their own tags: a train run's
-    test split (test/...), a cv trial's fold means (cv/...), never mixed in one column."""
+    test split (test/...), a cv trial's fold means (trial/...), never mixed in one column."""
     from torch.utils.tensorboard import SummaryWriter
 
     from torch_logreg.app.config import load_config
@@ -190,7 +190,7 @@ def test_hparams_of_train_runs_and_cv_trials_share_one_dashboard(xor_run):
     trial = load_config(xor_run / "config.toml")
     trial.train.l2 = 0.5
     with SummaryWriter(str(xor_run.parent / "cv-xor" / "trial-000")) as writer:
-        write_hparams(writer, config_hparams(trial, "3-fold cv"), {"cv/loss": 0.69, "cv/accuracy": 0.55})
+        write_hparams(writer, config_hparams(trial, "3-fold cv"), {"trial/loss": 0.69, "trial/accuracy": 0.55})
     experiment, sessions = _hparams_dashboard(xor_run.parent)
     infos = {h.name: h for h in experiment.hparam_infos}
     assert {"train.lr", "train.l2", "model.kind", "data", "scored_on"} <= set(infos)
@@ -198,7 +198,7 @@ def test_hparams_of_train_runs_and_cv_trials_share_one_dashboard(xor_run):
     assert infos["train.l2"].differs and not infos["train.lr"].differs
     assert [h.name for h in experiment.hparam_infos][0] in ("train.l2", "scored_on")  # the varied keys first
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"test/loss", "test/accuracy", "cv/loss", "cv/accuracy", "val/loss"} <= metric_tags
+    assert {"test/loss", "test/accuracy", "trial/loss", "trial/accuracy", "val/loss"} <= metric_tags
     assert not [t for t in metric_tags if t.startswith("hparam")]
     assert set(sessions) == {"xor", "cv-xor/trial-000"}
     test = json.loads((xor_run / "metrics.json").read_text())["test"]
@@ -209,4 +209,4 @@ def test_hparams_of_train_runs_and_cv_trials_share_one_dashboard(xor_run):
     assert "train/loss" in values
     hparams, values = sessions["cv-xor/trial-000"]
     assert hparams["train.l2"] == 0.5 and hparams["scored_on"] == "3-fold cv"
-    assert values == {"cv/loss": pytest.approx(0.69), "cv/accuracy": pytest.approx(0.55)}
+    assert values == {"trial/loss": pytest.approx(0.69), "trial/accuracy": pytest.approx(0.55)}

@@ -28,7 +28,7 @@ class TensorBoardLogger(Callback):
     weight and gradient histograms at the start, every ``histograms_every`` epochs and at the end;
     gradient-check errors; ``pictures(writer, state)`` every ``pictures_every`` epochs (the
     probability map of 2-D data, so the decision boundary can be watched as it moves). The
-    custom-scalars layout (:data:`LAYOUT`) is written with the first events."""
+    custom-scalars :func:`layout` is written when training begins."""
 
     def __init__(self, writer: SummaryWriter, *, every: int, histograms_every: int, lr: float,
                  train_eval=None, val_eval=None, pictures: Callable[[SummaryWriter, TrainState], None] | None = None,
@@ -44,13 +44,13 @@ class TensorBoardLogger(Callback):
         self._pending_epoch_log = True
         self._grad_checks_logged = 0
         self._histogram_step: int | None = None
-        # every events file of the run carries it (a resumed run writes a new file); the dashboard
-        # merges the layouts of all runs, dropping repeated charts
-        writer.add_custom_scalars(LAYOUT)
 
     def on_train_begin(self, state: TrainState) -> None:
         self._grad_checks_logged = len(state.history.grad_checks)
         self._clock = time.perf_counter()
+        # in every events file of the run (a resumed run starts a new one): the dashboard merges
+        # the layouts of all runs, dropping repeated charts
+        self.writer.add_custom_scalars(layout(state.model.link == "identity"))
         if state.step == 0:  # the initial weights (no gradient yet); a resumed run has them already
             self.histograms(state)
 
@@ -111,16 +111,16 @@ class TensorBoardLogger(Callback):
         self.writer.flush()
 
 
-#: the custom-scalars dashboard: the training, validation and test curves of each quantity on one
-#: chart (the test split's score is one point, at the final step)
-LAYOUT = {
-    "training": {
+def layout(regression: bool) -> dict:
+    """The custom-scalars dashboard of a run: the training, validation and test curves of each
+    quantity on one chart (the test split's score is one point, at the final step), and the
+    objective of each epoch with that of each batch."""
+    score = ("R^2", "r2") if regression else ("accuracy", "accuracy")
+    return {"training": {
         "loss (mean negative log-likelihood): train, val, test": ["Multiline", [r"^(train|val|test)/loss$"]],
-        "accuracy: train, val, test": ["Multiline", [r"^(train|val|test)/accuracy$"]],
+        f"{score[0]}: train, val, test": ["Multiline", [rf"^(train|val|test)/{score[1]}$"]],
         "objective (loss + penalty): epoch and batch": ["Multiline", [r"^train/(batch_)?objective$"]],
-        "R^2: train, val, test": ["Multiline", [r"^(train|val|test)/r2$"]],
-    },
-}
+    }}
 
 
 def applicable_config(cfg: Config) -> dict[str, dict]:
@@ -165,7 +165,8 @@ def config_text(cfg: Config) -> str:
 
 #: the scores of a finished run sent to its HPARAMS session, logged as ``<split>/<name>`` at the
 #: final step (the split the scores are measured on, ``scored_on``: test, else val, else train), so
-#: they sit at the end of the curves of the same name; a cv trial logs its fold means as ``cv/<name>``
+#: they sit at the end of the curves of the same name; a cv trial logs its fold means as ``trial/<name>``
+#: (a name that sorts after the curves', so TensorBoard's Time Series does not open on its single points)
 HPARAM_METRICS = ("loss", "accuracy", "auc", "r2")
 
 
