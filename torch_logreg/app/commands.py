@@ -132,8 +132,10 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
         trainer.load_state_dict(resume_state["trainer"])
         torch.set_rng_state(resume_state["rng"]["torch"])
     try:
-        if cfg.train.solver in EXACT_SOLVERS:
+        if cfg.train.solver in EXACT_SOLVERS:  # the loop's callbacks do not run: the logger's ends are called here
+            logger.on_train_begin(TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step))
             history = fit_exact_run(cfg, trainer, writer, interrupt, quiet)
+            logger.on_train_end(TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step))
         else:
             history = trainer.run()
     except TrainingDiverged as exc:
