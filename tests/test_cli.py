@@ -642,7 +642,7 @@ def test_a_run_saved_by_version_0_1_0_still_loads(capsys, tmp_path):
     saved = json.loads((run_dir / "metrics.json").read_text())
     code, out, err = run_cli(capsys, "evaluate", "--run", run_dir)
     assert code == 0, err
-    rows = {line.split()[0]: line.split() for line in out.splitlines()}
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].strip()}  # the summary's rows
     assert rows["split"][1] == "loss"
     for split in ("train", "val", "test"):
         # the same float32 model on the same split; summation order may differ on another CPU
