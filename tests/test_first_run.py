@@ -12,7 +12,9 @@ import pytest
 from torch_logreg.app.config import load_config
 from torch_logreg.app.metrics import per_class_table, summary_table
 from torch_logreg.app.progress import stop_sentence
+from torch_logreg.app.sample import sample
 from torch_logreg.app.tensorboard import applicable_config, config_hparams
+from torch_logreg.errors import UsageError
 
 from helpers import run_cli
 
@@ -57,6 +59,15 @@ def test_only_the_keys_that_apply():
     assert mlp["model.hidden"] == "[64]"
     assert {"train.betas", "train.eps", "model.activation"} <= set(mlp) and "train.momentum" not in mlp
     assert mlp["scored_on"] == "test"
+
+
+def test_sample_refuses_before_reading_the_run(tmp_path):
+    with pytest.raises(UsageError, match="--rows must be at least 1, got 0"):
+        sample(tmp_path / "no-run", tmp_path / "new.csv", rows=0)
+    with pytest.raises(UsageError, match="--split must be one of train, val, test"):
+        sample(tmp_path / "no-run", tmp_path / "new.csv", split="dev")
+    with pytest.raises(UsageError, match="does not exist"):
+        sample(tmp_path / "no-run", tmp_path / "new.csv")
 
 
 @pytest.mark.e2e
