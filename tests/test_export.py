@@ -53,7 +53,7 @@ def write_csv(path: Path, header, rows) -> Path:
 def raw_inputs(kind: str, directory: Path) -> Path:
     """A CSV of raw rows in the run's training columns (a few dozen rows)."""
     rng = np.random.default_rng(1)
-    if kind in ("binary", "softmax"):
+    if kind in ("binary", "softmax", "mlp"):
         from sklearn import datasets
 
         bunch = datasets.load_breast_cancer() if kind == "binary" else datasets.load_iris()
@@ -81,6 +81,9 @@ def train_run(directory: Path, kind: str) -> Path:
         "binary": ("breast_cancer.toml", []),
         "radius": ("donut_radius.toml", ["data.n_samples=300"]),
         "softmax": ("digits.toml", ["data.name=iris"]),
+        # evaluation mode in every format: batch norm's running statistics, no dropout
+        "mlp": ("digits_mlp.toml", ["data.name=iris", "model.dropout=0.2", "model.batch_norm=true",
+                                    "train.batch_size=16"]),
         "categorical": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}"]),
         "drop_first": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}",
                                               "data.drop_first=true"]),
@@ -144,7 +147,7 @@ for fmt, model_path, x_path, out_path in sorted(jobs, key=lambda j: j[0] == "sta
     np.savez(out_path, all=run(X), one=run(X[:1]), three=run(X[1:4]), needs_library="torch_logreg" in sys.modules)
 """
 
-KINDS = ("binary", "radius", "softmax", "categorical", "drop_first")
+KINDS = ("binary", "radius", "softmax", "categorical", "drop_first", "mlp")
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +183,7 @@ def test_export_in_a_fresh_process_matches_predict(exported, kind, fmt):
         for module in ONNX_STACK:
             pytest.importorskip(module)
     expected, out = exported[kind]["predict"], exported[kind][fmt]
-    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "drop_first": 1, "softmax": 3}[kind]
+    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "drop_first": 1, "softmax": 3, "mlp": 3}[kind]
     assert out["all"].shape == expected.shape == (expected.shape[0], n_outputs)
     assert np.abs(out["all"] - expected).max() <= TOL
     # the batch dimension is dynamic: one row and three rows give the same values as in the batch

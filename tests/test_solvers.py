@@ -576,3 +576,28 @@ def test_callback_stops_at_a_target_objective(cancer, solver):
     assert result.stop_reason == "callback" and not result.converged
     assert result.loss <= target < result.losses[-2]
     assert [n for n, _ in seen] == list(range(result.n_iter + 1))
+
+
+def test_a_solve_has_its_own_history(iris):
+    """An exact solve records what the loop records, one entry per iterate from the start: the
+    objective, the loss without the penalty (below it once the weights move) and the optimality."""
+    X, y = iris
+    result = fit_exact(tl.SoftmaxRegression(4, 3).double(), X, y, solver="newton", l2=0.01)
+    history = result.history
+    assert history.epochs == list(range(result.n_iter + 1)) and history.n_epochs == result.n_iter
+    assert history.train_objective == result.losses and history.grad_norm == result.grad_norms
+    assert len(history.train_loss) == len(result.losses) and history.train_loss[0] == result.losses[0]
+    assert all(loss < f for loss, f in zip(history.train_loss[1:], result.losses[1:]))
+    assert history.stop_reason == "converged"
+
+
+def test_one_dispatch_says_which_solver_runs():
+    from torch_logreg.solvers.dispatch import resolve
+
+    assert resolve("auto", 400) == "newton" and resolve("auto", 401) == "lbfgs"
+    assert resolve("auto", 3000, l1=0.1) == "proximal" and resolve("lbfgs", 10) == "lbfgs"
+    with pytest.raises(tl.UsageError, match=r"solver='lbfgs' cannot minimise an L1 penalty \(l1=0.1\); "
+                                            r"solvers that can: \['auto', 'newton', 'proximal', 'cd'\]"):
+        resolve("lbfgs", 10, l1=0.1)
+    with pytest.raises(tl.UsageError, match="solver must be one of"):
+        resolve("adam", 10)

@@ -418,11 +418,15 @@ def test_the_full_batch_selector_refuses_what_it_cannot_run():
 
 def test_the_config_key_reaches_the_loop():
     from torch_logreg.app.config import Config, load_config
-    from torch_logreg.app.fitting import loop_options
+    from torch_logreg.app.fitting import exact_options, loop_config, loop_options
 
-    assert Config().train.step == "auto" and loop_options(Config())["step"] == "auto"
+    assert Config().train.step == "auto" and loop_config(Config()).step == "auto"
     assert loop_options(load_config(None, ["train.step=reference"]))["step"] == "reference"
-    assert loop_options(load_config(None, ["train.solver=lbfgs", "train.step=fused"]))["step"] == "rule"
+    # a resumed run keeps the step "auto" chose; a step the config forces stays forced
+    assert loop_config(Config(), step="row_major").step == "row_major"
+    assert loop_config(load_config(None, ["train.step=reference"]), step="row_major").step == "reference"
+    # an exact solver takes no loop step: a forced one leaves its Hessian's BLAS to the rule
+    assert exact_options(load_config(None, ["train.solver=lbfgs", "train.step=fused"]))["step"] == "rule"
     with pytest.raises(UsageError, match="train.step"):
         load_config(None, ["train.step=fastest"])
 

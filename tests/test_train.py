@@ -358,3 +358,24 @@ def test_a_logistic_objective_that_explodes_is_divergence(kind):
     assert history.stop_reason == "diverged" and history.n_epochs < 100
     assert history.train_objective[-1] > EXPLODED * max(history.train_objective[0], 1)
     assert kept and all(torch.equal(p, q) for p, q in zip(model.parameters(), kept[-1]))
+
+
+def test_the_config_form_and_the_keyword_form_train_alike():
+    """``Trainer(model, TrainingData, LoopConfig)`` is what ``fit``'s keywords make: the same weights,
+    bit for bit; an unknown setting is a TypeError naming it, a hyper-parameter the rule does not
+    take an error when the config is made."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(120, 4, generator=g, dtype=torch.float64)
+    y = (X[:, 0] - X[:, 1] > 0).long()
+    a, b = tl.LogisticRegression(4).double(), tl.LogisticRegression(4).double()
+    b.load_state_dict(a.state_dict())
+    settings = dict(solver="adam", lr=0.05, epochs=5, batch_size=16, l2=0.01, device="cpu")
+    tl.fit(a, X, y, **settings)
+    history = tl.Trainer(b, tl.TrainingData(X, y), tl.LoopConfig(**settings)).run()
+    assert history.n_epochs == 5 and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(TypeError, match="unknown loop setting 'learning_rate'"):
+        tl.fit(tl.LogisticRegression(4), X, y, learning_rate=0.1)
+    with pytest.raises(tl.UsageError, match="solver='gd' takes no betas"):
+        tl.LoopConfig(betas=(0.5, 0.5))
+    with pytest.raises(tl.UsageError, match="X_val and y_val must be given together"):
+        tl.TrainingData(X, y, X_val=X)

@@ -6,10 +6,11 @@ The layers, each importing only those above it in this list:
       validation, devices, errors, registry             the references the gradients are checked by
     steps/       one batch's objective and gradient: reference, feature-major, batch, fused
                  (numba, Triton), CUDA graph; select.py chooses
-    train.py     the hand-written loop (streaming.py, distributed.py: the same loop on files, on
+    train.py     the hand-written loop, Trainer(model, TrainingData, LoopConfig); its stopping
+                 rules in stopping.py (streaming.py, distributed.py: the same loop on files, on
                  several processes)
     solvers/     exact optima: Newton, proximal Newton, L-BFGS, proximal gradient (FISTA); theta
-                 helpers; separation
+                 helpers; separation; dispatch.py, which solver runs for a name and a penalty
     inference/   standard errors and tests of unpenalised fits: covariances, results, margins,
                  constraints
     path.py      regularization paths: warm-started penalties, k-fold scores, the refit
@@ -41,14 +42,15 @@ _PUBLIC = {
     "UsageError": "errors",
     "PerfectSeparationError": "solvers.separation", "Separation": "solvers.separation",
     "SeparationWarning": "solvers.separation", "find_separation": "solvers.separation",
-    "Linear": "layers", "ReLU": "layers", "Sigmoid": "layers", "Tanh": "layers",
+    "BatchNorm1d": "layers", "Dropout": "layers", "Linear": "layers", "ReLU": "layers", "Sigmoid": "layers",
+    "Tanh": "layers",
     "RegularizationPath": "path", "regularization_path": "path",
     "MLP": "models", "LinearRegression": "models", "LogisticRegression": "models", "SoftmaxRegression": "models",
     "StackedModel": "models",
     "ConvergenceWarning": "solvers", "SolverResult": "solvers", "fit_exact": "solvers",
     "StreamingTrainer": "streaming", "fit_streaming": "streaming",
-    "Callback": "train", "GradientCheckFailed": "train", "History": "train", "Trainer": "train",
-    "TrainingDiverged": "train", "TrainState": "train", "fit": "train",
+    "Callback": "train", "GradientCheckFailed": "train", "History": "train", "LoopConfig": "train", "Trainer": "train",
+    "TrainingData": "train", "TrainingDiverged": "train", "TrainState": "train", "fit": "train",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .errors import UsageError
-from .train import History, Trainer, TrainState
+from .train import History, LoopConfig, Trainer, TrainState, trainer_arguments
 
 
 @dataclass(frozen=True)
@@ -135,27 +135,30 @@ class DistributedTrainer(Trainer):
 
     ``X``, ``y``: the full data set, the same on every rank, of which this rank keeps its shard
     (``shard=True``, the default), or already this rank's shard (``shard=False``). The initial
-    parameters are broadcast from rank 0, so randomly initialised models start equal. Every
-    other keyword is the Trainer's; ``device`` defaults to the process group's device.
+    parameters are broadcast from rank 0, so randomly initialised models start equal. ``data``,
+    ``config`` and ``callbacks`` (or the keyword form) are the Trainer's; ``device`` defaults to
+    the process group's device.
     """
 
     data_parallel = True
 
-    def __init__(self, model, X, y, *, shard: bool = True, group=None, **kwargs) -> None:
+    def __init__(self, model, data, config: LoopConfig | None = None, callbacks=(), *, shard: bool = True, group=None,
+                 **settings) -> None:
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("DistributedTrainer needs a process group: call init_distributed() first")
         self.group = group
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
-        if kwargs.get("device", "auto") in ("auto", None):
-            kwargs["device"] = _group_device()
+        data, config, callbacks = trainer_arguments(data, config, callbacks, settings)
+        if config.device in ("auto", None):
+            config = replace(config, device=_group_device())
         if shard:
-            X, y = shard_rows(X, self.rank, self.world_size), shard_rows(y, self.rank, self.world_size)
-            if kwargs.get("sample_weight") is not None:
-                kwargs["sample_weight"] = shard_rows(kwargs["sample_weight"], self.rank, self.world_size)
-        if kwargs.get("grad_check_every", 0):
+            part = {"X": data.X, "y": data.y, "sample_weight": data.sample_weight}
+            data = replace(data, **{k: v if v is None else shard_rows(v, self.rank, self.world_size)
+                                    for k, v in part.items()})
+        if config.grad_check_every:
             raise UsageError("grad_check_every is not supported by DistributedTrainer; check gradients in one process")
-        super().__init__(model, X, y, **kwargs)
+        super().__init__(model, data, config, callbacks)
         self.local_n = int(self.X.shape[0])
         counts = torch.tensor([self.local_n, math.ceil(self.local_n / self.batch_size)], dtype=torch.float64,
                               device=self.device)

@@ -382,3 +382,34 @@ def tanh_backward(grad_output: Tensor, y: Tensor) -> Tensor:
 def relu_backward(grad_output: Tensor, y: Tensor) -> Tensor:
     """``d relu / dz = 1[z > 0]``; ``y > 0`` exactly where ``z > 0``."""
     return grad_output * (y > 0).to(grad_output.dtype)
+
+
+def batch_norm_forward(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``(xhat, inv_std)``: ``xhat = (x - mean) inv_std``, ``inv_std = 1 / sqrt(var + eps)``.
+
+    ``x`` ``(N, C)``; ``mean`` and ``var`` ``(C,)``: the batch's own (training, ``var`` the
+    biased one, ``mean_n (x - mean)^2``) or the running statistics (evaluation).
+    """
+    inv_std = torch.rsqrt(var + eps)
+    return (x - mean) * inv_std, inv_std
+
+
+def batch_norm_backward(
+    grad_output: Tensor, xhat: Tensor, inv_std: Tensor, weight: Tensor | None, batch_stats: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``y = weight xhat + bias`` (no weight: ``weight = 1``) given ``g = dL/dy``
+    ``(N, C)``: ``dL/dweight = sum_n g xhat``, ``dL/dbias = sum_n g``, and
+
+    * batch statistics (training), where the mean and variance depend on every row:
+      ``dL/dx = weight inv_std (g - (sum_n g + xhat sum_n g xhat) / N)``;
+    * fixed statistics (evaluation): ``dL/dx = weight inv_std g``.
+
+    Returns ``(dL/dx, dL/dweight, dL/dbias)``, each ``(N, C)`` or ``(C,)``.
+    """
+    grad_weight = (grad_output * xhat).sum(dim=0)
+    grad_bias = grad_output.sum(dim=0)
+    g = grad_output
+    if batch_stats:
+        g = g - (grad_bias + xhat * grad_weight) / grad_output.shape[0]
+    scale = inv_std if weight is None else weight * inv_std
+    return g * scale, grad_weight, grad_bias

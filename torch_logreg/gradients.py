@@ -29,7 +29,7 @@ from torch import Tensor
 
 from . import functional as F
 from . import penalty
-from .layers import Layer, Linear
+from .layers import BatchNorm1d, Dropout, Layer, Linear, repeatable
 
 REFERENCES = ("closed_form", "autograd", "finite_difference")
 
@@ -210,10 +210,15 @@ def rounding_scale(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Te
     sum. This runs the backward on magnitudes: the signal at the logits is
     ``(|link(z)| + |T| + max_k Z_nk) / N`` (the residual ``link(z) - T`` is a difference of the
     first two; ``Z`` bounds the logits with their rounding, by the forward on magnitudes
-    ``H <- H |W|^T + |b|`` through a ``Linear`` and ``H <- H + |act(a)|`` through an
-    activation, whose slopes are at most 1), a ``Linear`` gets ``G^T H_in`` (weight) and
-    ``sum_n G`` (bias), and the signal goes on as ``G |W|`` times ``|act'|``. The L2 term adds
-    ``l2 |W|`` on penalised parameters. Keys as ``named_parameters()``; no host sync.
+    ``H <- H |W|^T + |b|`` through a ``Linear``, ``H <- H + |act(a)|`` through an
+    activation, whose slopes are at most 1, ``H <- H m`` through dropout's mask ``m >= 0``), a
+    ``Linear`` gets ``G^T H_in`` (weight) and ``sum_n G`` (bias), and the signal goes on as
+    ``G |W|`` times ``|act'|`` (or ``m``). Through batch normalization, with ``s = |weight| inv_std``
+    and ``Xh = (H + c) inv_std`` bounding ``xhat``'s terms (``c = mean_n H`` for batch statistics,
+    ``|running_mean|`` for fixed ones): ``H <- Xh |weight| + |bias|``, the weight gets
+    ``sum_n G Xh``, the bias ``sum_n G``, and the signal goes on as ``s G``, for batch statistics
+    ``s (G + (sum_n G + Xh sum_n G Xh) / N)``. The L2 term adds ``l2 |W|`` on penalised
+    parameters. Keys as ``named_parameters()``; no host sync.
     """
     layers = list(model.named_children())
     n = X.shape[0]
@@ -227,6 +232,11 @@ def rounding_scale(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Te
                 h = h @ layer.weight.abs().T
                 if layer.bias is not None:
                     h = h + layer.bias.abs()
+            elif isinstance(layer, Dropout):
+                h = layer(h, cache=False)
+            elif isinstance(layer, BatchNorm1d):
+                _, xhat = _norm_magnitudes(layer, a, h)
+                h = xhat if layer.weight is None else xhat * layer.weight.abs() + layer.bias.abs()
             else:
                 h = h + out.abs()
             a = out
@@ -239,7 +249,15 @@ def rounding_scale(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Te
                 if layer.bias is not None:
                     scale[f"{prefix}.bias"] = g.sum(dim=0)
                 g = g @ layer.weight.abs()
-            else:  # |g| times |act'| at the forward point, from the layer's own backward
+            elif isinstance(layer, BatchNorm1d):
+                slope, xhat = _norm_magnitudes(layer, a_in, h_in)
+                if layer.weight is not None:
+                    scale[f"{prefix}.weight"] = (g * xhat).sum(dim=0)
+                    scale[f"{prefix}.bias"] = g.sum(dim=0)
+                if layer.training:
+                    g = g + (g.sum(dim=0) + xhat * (g * xhat).sum(dim=0)) / n
+                g = g * slope
+            else:  # |g| times |act'| (or dropout's mask) at the forward point, from the layer's own backward
                 layer(a_in, cache=True)
                 g = layer.backward(g).abs()
                 layer.clear_cache()
@@ -248,6 +266,18 @@ def rounding_scale(model, X: Tensor, T: Tensor, l2: float = 0.0) -> dict[str, Te
                 if penalty.penalised(name):
                     scale[name] = scale[name] + l2 * param.abs()
     return scale
+
+
+def _norm_magnitudes(layer: BatchNorm1d, a: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """``(|weight| inv_std, Xh)`` of a batch normalization at input ``a`` whose entries' magnitudes
+    are bounded by ``h`` (see :func:`rounding_scale`)."""
+    if layer.training:
+        var, centre = torch.var(a, dim=0, correction=0), h.mean(dim=0)
+    else:
+        var, centre = layer.running_var, layer.running_mean.abs()
+    inv_std = 1.0 / torch.sqrt(var + layer.eps)
+    slope = inv_std if layer.weight is None else layer.weight.abs() * inv_std
+    return slope, (h + centre) * inv_std
 
 
 def _compare(
@@ -286,10 +316,21 @@ def compare_gradients(
     fd_max_coords: int | None = 256,
     seed: int = 0,
 ) -> GradientReport:
-    """Compare the manual gradient on prepared targets ``T (N, K)`` with the references."""
+    """Compare the manual gradient on prepared targets ``T (N, K)`` with the references.
+
+    The model is checked in the mode it is in (training or evaluation), inside
+    :func:`~torch_logreg.layers.repeatable`: dropout keeps one mask for every forward of the
+    check and batch normalization's running statistics are left as they were.
+    """
     unknown = set(references) - set(REFERENCES)
     if unknown:
         raise ValueError(f"unknown gradient reference(s) {sorted(unknown)}; choose from {REFERENCES}")
+    with repeatable(model):
+        return _compare_gradients(model, X, T, l2, references, fd_max_coords, seed)
+
+
+def _compare_gradients(model, X: Tensor, T: Tensor, l2: float, references: tuple[str, ...],
+                       fd_max_coords: int | None, seed: int) -> GradientReport:
     tols = TOLERANCES[model.dtype]
     loss, manual = model.objective_and_grad(X, T, l2)
     manual = {k: v.clone() for k, v in manual.items()}

@@ -15,6 +15,7 @@ Dividing by ``C * N`` gives the objective above with ``l2 = 1 / (C * N)``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import cast
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from . import functional as F
 from . import penalty, validation
 from .errors import UsageError
-from .layers import ACTIVATIONS, Layer, Linear
+from .layers import ACTIVATIONS, BatchNorm1d, Dropout, Layer, Linear
 
 
 def single_linear(model) -> Linear | None:
@@ -47,6 +48,11 @@ class StackedModel(nn.Module):
     (``logits(X, cache=True)``, as :meth:`objective_and_grad` does), and :meth:`backward` drops
     the caches once it has read them: ``model(X)`` keeps no reference to ``X``. ``forward`` and
     ``logits`` compile with ``torch.jit.script``.
+
+    With dropout or batch normalization among the layers (``mode_dependent``), ``forward``,
+    ``logits`` and the objectives follow the module's mode as torch's layers do: training mode
+    (the default of a new module) draws masks and normalizes by the batch, evaluation mode
+    (``model.eval()``) does neither. :meth:`predict` always predicts in evaluation mode.
     """
 
     # properties torch.jit.script must not compile (Python-side helpers, ``next()`` on a generator)
@@ -64,6 +70,8 @@ class StackedModel(nn.Module):
         self._link_fn, self.loss_fn = F.LINKS[link]
         first = cast(Linear, next(iter(layers.values())))  # a model's first layer is its Linear input
         self.n_features: int = first.in_features
+        #: whether a layer computes otherwise in training than in evaluation mode
+        self.mode_dependent = any(isinstance(layer, (Dropout, BatchNorm1d)) for layer in layers.values())
 
     # -- shapes and placement --
     @property
@@ -81,6 +89,25 @@ class StackedModel(nn.Module):
     def constructor_args(self) -> dict:
         """Keyword arguments that rebuild this model (saved with checkpoints)."""
         return dict(self._init_args)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode within the block, the mode before it after (a no-op for a model whose
+        layers compute alike in both)."""
+        switch = self.mode_dependent and self.training
+        if switch:
+            self.eval()
+        try:
+            yield self
+        finally:
+            if switch:
+                self.train()
+
+    def seed_dropout(self, seed: int) -> None:
+        """Draw each dropout layer's masks from a generator of its own, the ``i``-th layer's (in
+        order, from 0) seeded with ``seed + i``."""
+        for i, layer in enumerate(m for m in self.children() if isinstance(m, Dropout)):
+            layer.manual_seed(seed + i)
 
     # -- forward --
     def logits(self, X: Tensor, cache: bool = False) -> Tensor:
@@ -164,9 +191,10 @@ class StackedModel(nn.Module):
     # -- predictions --
     def predict(self, X) -> Tensor:
         """Class labels ``(N,)`` (binary: p >= 0.5; softmax: argmax), 0/1 matrix ``(N, K)`` for
-        K sigmoids, or predictions for regression (``(N,)`` when there is one output)."""
+        K sigmoids, or predictions for regression (``(N,)`` when there is one output); in
+        evaluation mode, whatever the model's mode."""
         X = self.check_input(X)
-        with torch.no_grad():
+        with torch.no_grad(), self.evaluating():
             z = self.logits(X)
             if self.link == "softmax":
                 return z.argmax(dim=1)
@@ -219,6 +247,12 @@ class MLP(StackedModel):
 
     ``hidden`` lists the hidden widths; ``link`` is ``"sigmoid"`` (binary / multi-label),
     ``"softmax"`` (K classes) or ``"identity"`` (regression). Weights start small and random.
+
+    Each hidden layer ``i`` is ``fc{i} -> [bn{i}] -> act{i} -> [drop{i}]``: ``batch_norm`` puts a
+    :class:`~torch_logreg.layers.BatchNorm1d` before the activation, ``dropout = p > 0`` a
+    :class:`~torch_logreg.layers.Dropout` after it (:meth:`seed_dropout` seeds their masks). The
+    L2 penalty takes its rule from :mod:`~torch_logreg.penalty` (parameters named ``weight``), so
+    it covers the batch-norm scales ``bn{i}.weight`` too.
     """
 
     def __init__(
@@ -229,6 +263,8 @@ class MLP(StackedModel):
         activation: str = "tanh",
         link: str = "sigmoid",
         bias: bool = True,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise UsageError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -236,7 +272,11 @@ class MLP(StackedModel):
         layers: dict[str, Layer] = {}
         for i in range(len(hidden)):
             layers[f"fc{i}"] = Linear(widths[i], widths[i + 1], bias=bias)
+            if batch_norm:
+                layers[f"bn{i}"] = BatchNorm1d(widths[i + 1])
             layers[f"act{i}"] = ACTIVATIONS[activation]()
+            if dropout:
+                layers[f"drop{i}"] = Dropout(dropout)
         layers["out"] = Linear(widths[-1], n_outputs, bias=bias)
         super().__init__(layers, link, n_outputs)
         self._init_args = {
@@ -246,6 +286,8 @@ class MLP(StackedModel):
             "activation": activation,
             "link": link,
             "bias": bias,
+            "dropout": float(dropout),
+            "batch_norm": bool(batch_norm),
         }
 
 

@@ -64,8 +64,8 @@ from .devices import resolve_device, resolve_dtype
 from .errors import UsageError
 from .folds import stratified_folds  # kept importable from here, where it was first defined
 from .models import LinearRegression, LogisticRegression, SoftmaxRegression
-from .registry import EXACT_SOLVERS, L1_SOLVERS
-from .solvers import ConvergenceWarning, check_sample_weight, choose_solver, fit_exact
+from .solvers import ConvergenceWarning, check_sample_weight, fit_exact
+from .solvers.dispatch import resolve as resolve_solver
 
 __all__ = [
     "KINDS",
@@ -94,14 +94,9 @@ LAMBDA_MAX_MARGIN = 1e-9
 
 def choose_path_solver(solver: str, l1_ratio: float, n_params: int, sparse: bool = False) -> str:
     """The exact solver for the fits of a path: ``solver`` itself when given (checked against the L1 term), else
-    :func:`torch_logreg.solvers.choose_solver`'s rule for ``n_params`` parameters on dense or ``sparse`` X."""
-    arguments.choice("solver", solver, ("auto", *EXACT_SOLVERS))
-    if solver != "auto":
-        if l1_ratio > 0 and solver not in L1_SOLVERS:
-            raise UsageError(f"solver={solver!r} cannot minimise an L1 penalty (l1_ratio={l1_ratio:g}); "
-                             f"use one of {['auto', *L1_SOLVERS]}")
-        return solver
-    return choose_solver(n_params, l1=l1_ratio, penalised=True, sparse=sparse)
+    :func:`torch_logreg.solvers.choose_solver`'s rule for ``n_params`` parameters on dense or ``sparse`` X
+    (:func:`torch_logreg.solvers.dispatch.resolve`, the rule the estimator and the command line use too)."""
+    return resolve_solver(solver, n_params, l1=l1_ratio, sparse=sparse, term=f"l1_ratio={l1_ratio:g}")
 
 
 # --- the choice --------------------------------------------------------------------------------

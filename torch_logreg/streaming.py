@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import arguments, validation
 from .errors import UsageError
-from .train import History, Trainer
+from .train import History, LoopConfig, Trainer
 
 ORDERS = ("permutation", "blocks")
 
@@ -276,16 +276,17 @@ class StreamingTrainer(Trainer):
     ``sample_weight`` being those of every row and of these rows respectively; batches draw the
     same permutation over them as the in-memory Trainer over ``X[rows]``. ``transform``: applied
     to each batch's rows (float64) as they are read, e.g. a standardizer's.
-    Validation data (``X_val``, ``y_val``) is held in memory as usual. Every other keyword is the
+    Validation data (``X_val``, ``y_val``) is held in memory as usual. ``data``, ``config`` and
+    ``callbacks`` (or the keyword form ``StreamingTrainer(model, X, y, lr=..., ...)``) are the
     Trainer's; ``batch_size`` must be positive unless the whole file fits.
     """
 
     streams_data = True
     X: np.ndarray  # type: ignore[assignment]  # the rows stay in their memory-mapped file
 
-    def __init__(self, model, X, y, *, memory_budget_bytes: int, prefetch: int = 2, order: str = "permutation",
-                 validate: bool = True, compute_threads: int | None = None, rows=None, transform=None,
-                 **kwargs) -> None:
+    def __init__(self, model, data, config: LoopConfig | None = None, callbacks=(), *, memory_budget_bytes: int,
+                 prefetch: int = 2, order: str = "permutation", validate: bool = True,
+                 compute_threads: int | None = None, rows=None, transform=None, **settings) -> None:
         arguments.number("memory_budget_bytes", memory_budget_bytes, low=1, integer=True)
         arguments.number("prefetch", prefetch, low=1, integer=True)
         arguments.choice("order", order, ORDERS)
@@ -298,7 +299,7 @@ class StreamingTrainer(Trainer):
         self._requested_prefetch = prefetch
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.transform = transform
-        super().__init__(model, X, y, **kwargs)
+        super().__init__(model, data, config, callbacks, **settings)
         n = self.n_samples
         slot, staging = BatchStreamer.sizes(self.X, self.y, self.batch_size, int(self.model.n_outputs), self.dtype,
                                             transform is not None)

@@ -1,6 +1,8 @@
 """The hand-written update loop.
 
-Per step: a step's objective and manual gradient on a batch (``steps/``), then an in-place
+``Trainer(model, data, config)`` runs it: ``data`` the rows (:class:`TrainingData`), ``config``
+the settings (:class:`LoopConfig`, checked when made). Per step: a step's objective and manual
+gradient on a batch (``steps/``, through the interface of ``steps/base.py``), then an in-place
 update of the parameters under ``torch.no_grad()`` by the chosen update rule (``optimizers/``:
 gd, momentum, nesterov, adagrad, rmsprop, adam, adamw, each written out and equal to its
 ``torch.optim`` namesake) at the epoch's learning rate (``schedules.py``). No ``torch.optim`` and
@@ -9,8 +11,8 @@ no ``loss.backward()``.
 Host synchronisation (reading a number back from the device) happens only at stopping checks,
 every ``check_every`` epochs, and in callbacks that choose to read values; never in the step.
 
-Stopping rules, tested at each check: the gradient norm falls below ``tol`` ("converged");
-with validation data, the validation loss has not improved for ``patience`` epochs
+The stopping rules (``stopping.py``), tested at each check: the gradient norm falls below ``tol``
+("converged"); with validation data, the validation loss has not improved for ``patience`` epochs
 ("early_stopping", best weights restored); without it, the training loss has not improved for
 ``patience`` epochs ("plateau"); the epoch budget runs out ("max_epochs"); a callback sets
 ``state.stop_reason`` (which becomes the run's stop reason, e.g. "interrupted"). A non-finite
@@ -32,13 +34,14 @@ from . import functional as F
 from .devices import resolve_device, resolve_precision
 from .errors import UsageError
 from .gradients import compare_gradients
-from .registry import L1_LOOP_SOLVERS
+from .registry import L1_LOOP_SOLVERS, STEPS
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Schedule
 from .steps import select
+from .stopping import EXPLODED, Stopping, flat_buffer
 
-#: the objective counts as diverged above this multiple of its first value (or of 1, if larger)
-EXPLODED = 1e3
+__all__ = ["EXPLODED", "Callback", "GradientCheckFailed", "History", "LoopConfig", "Trainer", "TrainingData",
+           "TrainingDiverged", "TrainState", "fit"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -136,22 +139,153 @@ class Callback:
     def on_train_end(self, state: TrainState) -> None: ...
 
 
-def _flat_buffer(params: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-    """One zeroed flat tensor with room for every parameter, and a view of it shaped like each."""
-    first = next(iter(params.values()))
-    flat = torch.zeros(sum(p.numel() for p in params.values()), dtype=first.dtype, device=first.device)
-    views, offset = {}, 0
-    for k, p in params.items():
-        views[k] = flat[offset : offset + p.numel()].view(p.shape)
-        offset += p.numel()
-    return flat, views
+
+@dataclass
+class LoopConfig:
+    """The loop's settings, each checked when the config is made (a bad value is a ``ValueError``
+    naming it, or a :class:`UsageError`, itself one, for a combination the loop refuses).
+
+    ``solver``: the update rule (one of ``registry.LOOP_SOLVERS``: gd, momentum, nesterov, adagrad,
+    rmsprop, adam, adamw) with its hyper-parameters named as torch.optim names them
+    (``momentum``, ``betas``, ``eps``, ``alpha``, ``weight_decay``; one the rule does not take is an
+    error), ``lr`` and its ``schedule`` (constant | step | exponential | cosine, with
+    ``step_size``, ``gamma``, ``warmup_epochs``, ``warmup_start_factor``: see ``schedules.py``),
+    ``epochs``, ``batch_size`` (0 = full batch), ``l2``, ``l1`` (gd only: a proximal step,
+    soft-thresholding the weights by ``lr * l1`` after each update, gives exact zeros; full-batch gd
+    is then ISTA), ``tol`` (gradient-norm threshold; with ``l1``, of the minimum-norm subgradient),
+    ``patience`` (epochs; 0 = off), ``min_delta``, ``grad_check_every`` (steps; 0 = off),
+    ``grad_check_coords``, ``check_every`` (epochs between stopping checks, the only host syncs),
+    ``fast_path`` (a single ``Linear`` layer: for a full batch, one fused pass over a large X for
+    one sigmoid or identity output (numba on CPU, Triton on CUDA), else a feature-major copy of X;
+    for mini-batches, buffers made once; False = the reference path), ``cuda_graph`` (CUDA, full
+    batch on the fast path: capture the step and the update once as a CUDA graph and replay it
+    each epoch, which removes the per-kernel launch cost that dominates small problems), ``step``
+    ("rule", the default: the fixed size rule; "auto": measure the steps that apply once per shape
+    and keep the fastest; or "reference" | "feature_major" | "row_major" | "blocked" | "fused" to
+    force one: see ``steps/select.py``), ``seed``, ``device`` ("auto" | "cpu" | "cuda" |
+    "cuda:N") and ``dtype`` ("float32" | "float64" | "bfloat16"; default: the model's).
+    """
+
+    solver: str = "gd"
+    lr: float = 0.1
+    epochs: int = 100
+    batch_size: int = 0
+    l2: float = 0.0
+    l1: float = 0.0
+    momentum: float = optimizers.DEFAULTS["momentum"]
+    betas: tuple[float, float] = optimizers.DEFAULTS["betas"]
+    eps: float | None = None
+    alpha: float = optimizers.DEFAULTS["alpha"]
+    weight_decay: float = optimizers.DEFAULTS["weight_decay"]
+    schedule: str = "constant"
+    step_size: int = 1
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    warmup_start_factor: float = 1.0 / 3.0
+    tol: float = 1e-6
+    patience: int = 0
+    min_delta: float = 0.0
+    grad_check_every: int = 0
+    grad_check_coords: int = 32
+    check_every: int = 1
+    fast_path: bool = True
+    cuda_graph: bool = False
+    step: str = "rule"
+    seed: int = 0
+    device: str | torch.device | None = "auto"
+    dtype: str | torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        arguments.choice("solver", self.solver, SOLVERS)
+        arguments.number("lr", self.lr, low=0, low_open=True)
+        arguments.number("epochs", self.epochs, low=1, integer=True)
+        arguments.number("batch_size", self.batch_size, low=0, integer=True)
+        arguments.number("l2", self.l2, low=0)
+        arguments.number("l1", self.l1, low=0)
+        if self.l1 and self.solver not in L1_LOOP_SOLVERS:
+            raise UsageError(f"l1 > 0 in the loop takes a proximal step after the update of solver in "
+                             f"{list(L1_LOOP_SOLVERS)}, not {self.solver!r}; for an accelerated or exact L1 fit use "
+                             "fit_exact(solver='proximal' or 'newton')")
+        if self.l1 and self.cuda_graph:
+            raise UsageError("l1 > 0 does not combine with cuda_graph (the graph captures the update without the "
+                             "proximal step)")
+        arguments.number("tol", self.tol, low=0)
+        arguments.number("patience", self.patience, low=0, integer=True)
+        arguments.number("min_delta", self.min_delta, low=0)
+        arguments.number("grad_check_every", self.grad_check_every, low=0, integer=True)
+        arguments.number("grad_check_coords", self.grad_check_coords, low=1, integer=True)
+        arguments.number("check_every", self.check_every, low=1, integer=True)
+        arguments.number("seed", self.seed, low=0, integer=True)
+        arguments.choice("step", self.step, STEPS)
+        optimizers.make(self.solver, {}, **self.update_rule())  # a hyper-parameter the rule does not take
+        self.schedule_rule()
+
+    def update_rule(self) -> dict:
+        """The update rule's hyper-parameters, as ``optimizers.make`` takes them."""
+        return {"momentum": self.momentum, "betas": self.betas, "eps": self.eps, "alpha": self.alpha,
+                "weight_decay": self.weight_decay}
+
+    def schedule_rule(self) -> Schedule:
+        """The learning rate's schedule over the run's epochs."""
+        return Schedule(self.schedule, epochs=self.epochs, step_size=self.step_size, gamma=self.gamma,
+                        warmup_epochs=self.warmup_epochs, warmup_start_factor=self.warmup_start_factor)
+
+    @classmethod
+    def from_options(cls, options: dict) -> LoopConfig:
+        """The config of keyword ``options`` (the names of the fields); an unknown name is a
+        ``TypeError`` that lists the known ones."""
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in options if k not in names]
+        if unknown:
+            raise TypeError(f"unknown loop setting {unknown[0]!r}; the settings are {', '.join(names)}, and the "
+                            "data's X, y, sample_weight, X_val, y_val")
+        return cls(**options)
+
+
+@dataclass
+class TrainingData:
+    """The rows a run trains on: ``X`` ``(N, D)`` (a tensor or array; or sparse: a ``scipy.sparse``
+    matrix or a torch sparse tensor, trained on as a CSR tensor, never densified), ``y`` as the
+    model's ``targets`` takes it (labels ``(N,)`` or targets ``(N, K)``), ``sample_weight``
+    ``(N,)`` (each row's loss times its weight; None = all 1), and the held-out ``X_val``,
+    ``y_val`` (for early stopping), given together or not at all."""
+
+    X: object
+    y: object
+    sample_weight: object = None
+    X_val: object = None
+    y_val: object = None
+
+    def __post_init__(self) -> None:
+        if (self.X_val is None) != (self.y_val is None):
+            raise UsageError("X_val and y_val must be given together")
+
+
+def trainer_arguments(data, config, callbacks, settings: dict) -> tuple[TrainingData, LoopConfig, list[Callback]]:
+    """A Trainer's ``(data, config, callbacks)`` from either form of call: ``Trainer(model, data,
+    config, callbacks)``, or the keyword form ``Trainer(model, X, y, **settings)`` whose settings
+    are :class:`LoopConfig`'s fields and :class:`TrainingData`'s ``sample_weight``, ``X_val``,
+    ``y_val``, with ``callbacks``."""
+    if isinstance(data, TrainingData):
+        if settings:
+            raise TypeError(f"Trainer(model, data, config) takes its settings in config, not as keywords "
+                            f"({', '.join(settings)})")
+        return data, LoopConfig() if config is None else config, list(callbacks)
+    X, y, settings = data, config, dict(settings)
+    rows = {k: settings.pop(k) for k in ("sample_weight", "X_val", "y_val") if k in settings}
+    callbacks = settings.pop("callbacks", callbacks)
+    config = LoopConfig.from_options(settings)  # the settings are checked before the rows
+    return TrainingData(X, y, **rows), config, list(callbacks)
 
 
 class Trainer:
     """The loop's state, so that a run can be checkpointed and resumed exactly.
 
-    Most users call :func:`fit`; the application keeps a ``Trainer`` to save
-    :meth:`state_dict` in checkpoints and to :meth:`load_state_dict` when resuming.
+    ``Trainer(model, data, config, callbacks)``: ``data`` a :class:`TrainingData`, ``config`` a
+    :class:`LoopConfig` (default: its defaults), ``callbacks`` a list of :class:`Callback`. The
+    keyword form ``Trainer(model, X, y, lr=0.1, ...)`` (the settings of :func:`fit`) makes both.
+    Most users call :func:`fit`; the application keeps a ``Trainer`` to save :meth:`state_dict` in
+    checkpoints and to :meth:`load_state_dict` when resuming.
     """
 
     #: subclasses that read batches from disk (no full batch in memory) set this
@@ -159,136 +293,44 @@ class Trainer:
     #: subclasses whose :meth:`reduce` combines gradients across processes set this
     data_parallel = False
 
-    def __init__(
-        self,
-        model,
-        X,
-        y,
-        *,
-        solver: str = "gd",
-        lr: float = 0.1,
-        epochs: int = 100,
-        batch_size: int = 0,
-        l2: float = 0.0,
-        l1: float = 0.0,
-        momentum: float = 0.9,
-        betas: tuple[float, float] = optimizers.DEFAULTS["betas"],
-        eps: float | None = None,
-        alpha: float = optimizers.DEFAULTS["alpha"],
-        weight_decay: float = optimizers.DEFAULTS["weight_decay"],
-        schedule: str = "constant",
-        step_size: int = 1,
-        gamma: float = 0.1,
-        warmup_epochs: int = 0,
-        warmup_start_factor: float = 1.0 / 3.0,
-        tol: float = 1e-6,
-        patience: int = 0,
-        min_delta: float = 0.0,
-        grad_check_every: int = 0,
-        grad_check_coords: int = 32,
-        check_every: int = 1,
-        fast_path: bool = True,
-        cuda_graph: bool = False,
-        step: str = "rule",
-        seed: int = 0,
-        device: str | torch.device | None = "auto",
-        dtype: str | torch.dtype | None = None,
-        X_val=None,
-        y_val=None,
-        callbacks: list[Callback] | tuple[Callback, ...] = (),
-        sample_weight=None,
-    ) -> None:
-        arguments.choice("solver", solver, SOLVERS)
-        arguments.number("lr", lr, low=0, low_open=True)
-        arguments.number("epochs", epochs, low=1, integer=True)
-        arguments.number("batch_size", batch_size, low=0, integer=True)
-        arguments.number("l2", l2, low=0)
-        arguments.number("l1", l1, low=0)
-        if l1 and solver not in L1_LOOP_SOLVERS:
-            raise UsageError(f"l1 > 0 in the loop takes a proximal step after the update of solver in "
-                             f"{list(L1_LOOP_SOLVERS)}, not {solver!r}; for an accelerated or exact L1 fit use "
-                             "fit_exact(solver='proximal' or 'newton')")
-        if l1 and cuda_graph:
-            raise UsageError("l1 > 0 does not combine with cuda_graph (the graph captures the update without the "
-                             "proximal step)")
-        arguments.number("tol", tol, low=0)
-        arguments.number("patience", patience, low=0, integer=True)
-        arguments.number("min_delta", min_delta, low=0)
-        arguments.number("grad_check_every", grad_check_every, low=0, integer=True)
-        arguments.number("grad_check_coords", grad_check_coords, low=1, integer=True)
-        arguments.number("check_every", check_every, low=1, integer=True)
-        arguments.number("seed", seed, low=0, integer=True)
-        if (X_val is None) != (y_val is None):
-            raise UsageError("X_val and y_val must be given together")
-
-        self.device = resolve_device(device)
+    def __init__(self, model, data, config: LoopConfig | None = None, callbacks=(), **settings) -> None:
+        data, config, callbacks = trainer_arguments(data, config, callbacks, settings)
+        self.config = config
+        self.device = resolve_device(config.device)
         #: the dtype of the weights and data, and the one autocast computes the step in (bfloat16) or None
-        self.dtype, self.autocast = resolve_precision(dtype, next(model.parameters()).dtype, self.device)
-        if lr > torch.finfo(self.dtype).max:  # the update would multiply by infinity
-            raise UsageError(f"lr={lr:g} is larger than the largest {str(self.dtype).replace('torch.', '')} "
+        self.dtype, self.autocast = resolve_precision(config.dtype, next(model.parameters()).dtype, self.device)
+        if config.lr > torch.finfo(self.dtype).max:  # the update would multiply by infinity
+            raise UsageError(f"lr={config.lr:g} is larger than the largest {str(self.dtype).replace('torch.', '')} "
                              f"({torch.finfo(self.dtype).max:.3g})")
         self.model = model.to(device=self.device, dtype=self.dtype)
-        self.X, self.T = self._prepare(X, y, "X", "y")
+        self.X, self.T = self._prepare(data.X, data.y, "X", "y")
         #: (N,) weights of the rows, each row's loss multiplied by its weight; None = all 1
-        self.sample_weight = validation.sample_weights(sample_weight, self.n_rows, self.dtype, self.device)
+        self.sample_weight = validation.sample_weights(data.sample_weight, self.n_rows, self.dtype, self.device)
         self.X_val = self.T_val = None
-        if X_val is not None:
-            self.X_val, self.T_val = self._prepare(X_val, y_val, "X_val", "y_val")
+        if data.X_val is not None:
+            self.X_val, self.T_val = self._prepare(data.X_val, data.y_val, "X_val", "y_val")
 
-        self.solver, self.lr, self.epochs, self.l2, self.l1 = solver, float(lr), epochs, float(l2), float(l1)
-        self.schedule = Schedule(schedule, epochs=epochs, step_size=step_size, gamma=gamma, warmup_epochs=warmup_epochs,
-                                 warmup_start_factor=warmup_start_factor)
+        c = config
+        self.solver, self.lr, self.epochs, self.l2, self.l1 = c.solver, float(c.lr), c.epochs, float(c.l2), float(c.l1)
+        self.schedule = c.schedule_rule()
         self.lr_now = self.lr  # the learning rate of the current epoch
-        self.tol, self.patience, self.min_delta = float(tol), patience, float(min_delta)
-        self.grad_check_every, self.grad_check_coords = grad_check_every, grad_check_coords
-        self.check_every, self.seed = check_every, seed
+        self.grad_check_every, self.check_every = c.grad_check_every, c.check_every
         n = self.n_rows
-        self.batch_size = n if batch_size in (0, None) or batch_size >= n else batch_size
+        self.batch_size = n if c.batch_size in (0, None) or c.batch_size >= n else c.batch_size
         #: steps in an epoch (a data-parallel subclass may pad its shard with empty batches to more)
         self.steps_per_epoch = math.ceil(n / self.batch_size) if n else 1
         self.callbacks = list(callbacks)
 
         params = dict(self.model.named_parameters())
-        self.optimizer = optimizers.make(solver, params, momentum=momentum, betas=betas, eps=eps, alpha=alpha,
-                                         weight_decay=weight_decay)
-        # the epoch's mean gradient and two copies of the parameters (the last finite ones, and a
-        # spare the check fills), each one flat buffer with a view per parameter, made once
-        self._grad_flat, self.grad_mean = _flat_buffer(params)
-        self._good_flat, self.last_good = _flat_buffer(params)
-        self._spare_flat, self._spare = _flat_buffer(params)
-        with torch.no_grad():
-            for k, p in params.items():
-                self.last_good[k].copy_(p)
-        self.best_state: dict[str, Tensor] | None = None
-        self.best_metric = math.inf
-        self.bad_epochs = 0
+        self.optimizer = optimizers.make(c.solver, params, **c.update_rule())
+        # the epoch's mean gradient: one flat buffer with a view per parameter, made once
+        self._grad_flat, self.grad_mean = flat_buffer(params)
+        #: the stopping rules, with the last finite and the best parameters they keep
+        self.stopping = Stopping(params, tol=c.tol, patience=c.patience, min_delta=c.min_delta,
+                                 check_every=c.check_every)
         self._step_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        # the one decision of which step computes a batch (steps/select.py)
-        self.stepper = select.training_step(
-            self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
-            fast_path=fast_path, grad_check=bool(grad_check_every), in_memory=not self.streams_data,
-            cuda_graph=cuda_graph, data_parallel=self.data_parallel, autocast=self.autocast,
-            update=lambda grads: self._record_penalty_and_update(params, grads),
-            update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
-            step=step, sample_weight=self.sample_weight,
-            # "auto" weighs a full-batch step's set-up against the run's steps, and a short run
-            # on the CPU does without numba where it is not loaded yet
-            steps=self.epochs * self.steps_per_epoch,
-        )
-        if self.batch_size >= n and getattr(self.stepper, "flat_grad", None) is not None:
-            # the epoch's gradient is the step's: the check reads the step's own buffer
-            self._grad_flat, self.grad_mean = self.stepper.flat_grad, self.stepper.grads
-        # mini-batches of in-memory data are gathered into buffers made once
-        self._gather = None
-        if self.stepper.name == "batch" and not self.streams_data:
-            self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
-                            self.T.new_empty(self.batch_size, self.T.shape[1]))
-        # ... or not gathered at all: a step that reads the rows in place takes their numbers
-        # (the base class's batches only: a subclass that makes its own batches gets them gathered)
-        self._step_rows = None
-        if self._gather is not None and type(self)._batches is Trainer._batches and hasattr(self.stepper, "rows_step"):
-            self._step_rows = self.stepper.rows_step(self.X, self.T)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self._choose_step(params)
         self.history = History()
         self.epoch = 0
         self.step = 0
@@ -303,6 +345,51 @@ class Trainer:
             raise UsageError(f"{yname}: {exc}") from exc
         return X, T
 
+    def _choose_step(self, params: dict[str, Tensor]) -> None:
+        """The one decision of which step computes a batch (steps/select.py), and how batches reach it."""
+        c = self.config
+        self.stepper = select.training_step(
+            self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
+            fast_path=c.fast_path, grad_check=bool(c.grad_check_every), in_memory=not self.streams_data,
+            cuda_graph=c.cuda_graph, data_parallel=self.data_parallel, autocast=self.autocast,
+            update=lambda grads: self._record_penalty_and_update(params, grads),
+            update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
+            step=c.step, sample_weight=self.sample_weight,
+            # "auto" weighs a full-batch step's set-up against the run's steps, and a short run
+            # on the CPU does without numba where it is not loaded yet
+            steps=self.epochs * self.steps_per_epoch,
+        )
+        if self.batch_size >= self.n_rows and self.stepper.flat_grad is not None:
+            # the epoch's gradient is the step's: the check reads the step's own buffer
+            self._grad_flat, self.grad_mean = self.stepper.flat_grad, self.stepper.grads
+        # mini-batches of in-memory data are gathered into buffers made once
+        self._gather = None
+        if self.stepper.name == "batch" and not self.streams_data:
+            self._gather = (self.X.new_empty(self.batch_size, self.X.shape[1]),
+                            self.T.new_empty(self.batch_size, self.T.shape[1]))
+        # ... or not gathered at all: a step that reads the rows in place takes their numbers
+        # (the base class's batches only: a subclass that makes its own batches gets them gathered)
+        self._step_rows = None
+        if self._gather is not None and type(self)._batches is Trainer._batches:
+            self._step_rows = self.stepper.rows_step(self.X, self.T)
+
+    # -- what the stopping rules keep, under the names a checkpoint gives them --
+    @property
+    def last_good(self) -> dict[str, Tensor]:
+        return self.stopping.last_good
+
+    @property
+    def best_state(self) -> dict[str, Tensor] | None:
+        return self.stopping.best_state
+
+    @property
+    def best_metric(self) -> float:
+        return self.stopping.best_metric
+
+    @property
+    def bad_epochs(self) -> int:
+        return self.stopping.bad_epochs
+
     # -- checkpointing --
     def state_dict(self) -> dict:
         """Everything but the model's own parameters that the loop needs to continue exactly."""
@@ -310,27 +397,18 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
-            "last_good": {k: v.detach().cpu().clone() for k, v in self.last_good.items()},
-            "best_state": None if self.best_state is None else {k: v.cpu().clone() for k, v in self.best_state.items()},
-            "best_metric": self.best_metric,
-            "bad_epochs": self.bad_epochs,
+            **self.stopping.state_dict(),  # last_good, best_state, best_metric, bad_epochs
             "generator": self.generator.get_state(),
             "history": self.history.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        to = {"device": self.device, "dtype": self.dtype}
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
         elif state.get("velocity"):  # saved by 0.1.0, whose momentum buffers had this name
             self.optimizer.load_state_dict({"name": self.solver, "steps": self.step, "state": {"velocity": state["velocity"]}})
-        for k, v in state["last_good"].items():
-            self.last_good[k].copy_(v.to(**to))
-        best = state["best_state"]
-        self.best_state = None if best is None else {k: v.to(**to) for k, v in best.items()}
-        self.best_metric = float(state["best_metric"])
-        self.bad_epochs = int(state["bad_epochs"])
+        self.stopping.load_state_dict(state, self.device, self.dtype)
         self.generator.set_state(state["generator"])
         self.history = History.from_dict(state["history"])
 
@@ -346,6 +424,105 @@ class Trainer:
         return self._step_rows is not None
 
     # -- the loop --
+    def run(self) -> History:
+        """Train until a stopping rule fires; returns the :class:`History`."""
+        params = dict(self.model.named_parameters())
+        state = TrainState(model=self.model, trainer=self, epoch=self.epoch, step=self.step)
+        for cb in self.callbacks:
+            cb.on_train_begin(state)
+        start = time.perf_counter()
+        stop_reason = None
+        try:
+            with torch.no_grad():
+                plan = self._lookups()
+                while self.epoch < self.epochs and stop_reason is None:
+                    self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
+                    epoch_loss, epoch_penalty = self._epoch(params, state, plan)
+                    self.epoch += 1
+                    state.epoch = self.epoch
+                    state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
+                    if state.checked:
+                        stop_reason = self._check(params, epoch_loss, epoch_penalty, state)
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(state)
+                    if stop_reason is None and state.stop_reason:
+                        stop_reason = state.stop_reason
+        finally:
+            self.history.n_epochs, self.history.n_steps = self.epoch, self.step
+            self.history.wall_time += time.perf_counter() - start
+        return self._finish(params, state, stop_reason or "max_epochs")
+
+    def _lookups(self) -> tuple:
+        """What each step of a run uses, looked up once: on small problems the loop's own Python
+        is a fair part of a step. The step's gradient buffers count as flat only with their flat
+        tensor; a step that reads each batch's rows in place takes their numbers instead of the
+        rows (not under gradient checks, which read the rows)."""
+        stepper = self.stepper
+        flat_grads = stepper.grads if stepper.flat_grad is not None else None
+        step_rows = None if self.grad_check_every else self._step_rows
+        # the penalty at the weights each step used, so the epoch's loss is told from its
+        # objective (a CUDA graph fills it inside the graph, before the update)
+        if not (self.l2 or self.l1):
+            self._step_penalty.zero_()
+        return (stepper.step, self.reduce, self._update, stepper.includes_update, flat_grads, stepper.flat_grad,
+                step_rows, self.callbacks)
+
+    def _epoch(self, params: dict[str, Tensor], state: TrainState, plan: tuple) -> tuple[Tensor, Tensor]:
+        """One pass over the batches, each one stepped, reduced and applied; returns the epoch's
+        objective and penalty (row-weighted means over its batches, on the device) and leaves its
+        mean gradient in ``grad_mean``."""
+        step, reduce, update, includes_update, flat_grads, flat_grad, step_rows, callbacks = plan
+        n, l2, l1, step_penalty, grad_check_every = self.n_rows, self.l2, self.l1, self._step_penalty, self.grad_check_every
+        one_batch = self.steps_per_epoch == 1  # the epoch's loss and gradient are the step's
+        # dropout and batch norm: training mode for the steps, evaluation mode for the checks after
+        modal = getattr(self.model, "mode_dependent", False)
+        if modal:
+            self.model.train()
+        if not one_batch:
+            epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
+            epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
+            self._grad_flat.zero_()
+        for batch in (self._row_batches() if step_rows is not None else self._batches()):
+            if step_rows is not None:  # the batch is its rows' numbers
+                loss, grads = step_rows(batch, l2)
+                nb = batch.shape[0]
+            else:
+                Xb, Tb = batch
+                if grad_check_every and self.step % grad_check_every == 0:
+                    self._grad_check(Xb, Tb)
+                loss, grads = step(Xb, Tb, l2)
+                nb = Xb.shape[0]
+            loss, grads = reduce(loss, grads, nb)
+            if l1:  # the steps' objective has the smooth penalty only
+                l1_term = penalty.l1_value(params, l1)
+                loss = loss + l1_term
+                step_penalty.copy_(penalty.value(params, l2) + l1_term)  # type: ignore[arg-type]
+            elif l2 and not includes_update:
+                step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
+            if one_batch:
+                epoch_loss, epoch_penalty = loss, step_penalty
+                if grads is not self.grad_mean:
+                    for k, g in grads.items():
+                        self.grad_mean[k].copy_(g)
+            else:
+                epoch_loss.add_(loss, alpha=nb / n)
+                if l2 or l1:
+                    epoch_penalty.add_(step_penalty, alpha=nb / n)
+                if grads is flat_grads:  # one flat buffer, laid out like grad_mean's
+                    self._grad_flat.add_(flat_grad, alpha=nb / n)
+                else:
+                    for k, g in grads.items():
+                        self.grad_mean[k].add_(g, alpha=nb / n)
+            if not includes_update:
+                update(params, grads)
+            self.step += 1
+            state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
+            for cb in callbacks:
+                cb.on_step(state)
+        if modal:
+            self.model.eval()
+        return epoch_loss, epoch_penalty
+
     def _batches(self):
         n = self.X.shape[0]
         if self.batch_size >= n:
@@ -381,8 +558,15 @@ class Trainer:
                 if penalty.penalised(name):
                     p.copy_(penalty.soft_threshold(p, self.lr_now * self.l1))
 
+    def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
+        """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
+        if self.l2:
+            self._step_penalty.copy_(penalty.value(params, self.l2))  # type: ignore[arg-type]
+        self._update(params, grads)
+
     def _grad_check(self, Xb: Tensor, Tb: Tensor) -> None:
-        report = compare_gradients(self.model, Xb, Tb, self.l2, fd_max_coords=self.grad_check_coords, seed=self.step)
+        report = compare_gradients(self.model, Xb, Tb, self.l2, fd_max_coords=self.config.grad_check_coords,
+                                   seed=self.step)
         self.history.grad_checks.append((self.step, report.max_rel_error))
         if not report.passed:
             worst = report.worst()
@@ -402,131 +586,20 @@ class Trainer:
         """
         return loss, grads
 
-    @torch.no_grad()
-    def _restore(self, params: dict[str, Tensor], state: dict[str, Tensor]) -> None:
-        for k, p in params.items():
-            p.copy_(state[k])
-
-    def run(self) -> History:
-        """Train until a stopping rule fires; returns the :class:`History`."""
-        model, history = self.model, self.history
-        params = dict(model.named_parameters())
-        n = self.n_rows
-        state = TrainState(model=model, trainer=self, epoch=self.epoch, step=self.step)
-        for cb in self.callbacks:
-            cb.on_train_begin(state)
-        start = time.perf_counter()
-        stop_reason = None
-        try:
-            with torch.no_grad():
-                # one step an epoch: the epoch's loss and gradient are the step's
-                one_batch = self.steps_per_epoch == 1
-                # looked up once: on small problems the loop's own Python is a fair part of a step
-                step, reduce, update = self.stepper.step, self.reduce, self._update
-                includes_update = getattr(self.stepper, "includes_update", False)  # a CUDA graph
-                batch_grads = getattr(self.stepper, "grads", None)
-                batch_flat = getattr(self.stepper, "flat_grad", None)
-                grad_check_every, callbacks = self.grad_check_every, self.callbacks
-                # a step that reads each batch's rows in place, given their numbers (no gather)
-                step_rows = None if grad_check_every else self._step_rows
-                # the penalty at the weights each step used, so the epoch's loss is told from its
-                # objective (a CUDA graph fills it inside the graph, before the update)
-                l2, l1, step_penalty = self.l2, self.l1, self._step_penalty
-                if not (l2 or l1):
-                    step_penalty.zero_()
-                while self.epoch < self.epochs and stop_reason is None:
-                    self.lr_now = state.lr = self.lr * self.schedule.factor(self.epoch)
-                    if not one_batch:
-                        epoch_loss = torch.zeros((), dtype=self.dtype, device=self.device)
-                        epoch_penalty = torch.zeros((), dtype=self.dtype, device=self.device)
-                        self._grad_flat.zero_()
-                    for batch in (self._row_batches() if step_rows is not None else self._batches()):
-                        if step_rows is not None:  # the batch is its rows' numbers
-                            loss, grads = step_rows(batch, l2)
-                            nb = batch.shape[0]
-                        else:
-                            Xb, Tb = batch
-                            if grad_check_every and self.step % grad_check_every == 0:
-                                self._grad_check(Xb, Tb)
-                            loss, grads = step(Xb, Tb, l2)
-                            nb = Xb.shape[0]
-                        loss, grads = reduce(loss, grads, nb)
-                        if l1:  # the steps' objective has the smooth penalty only
-                            l1_term = penalty.l1_value(params, l1)
-                            loss = loss + l1_term
-                            step_penalty.copy_(penalty.value(params, l2) + l1_term)  # type: ignore[arg-type]
-                        elif l2 and not includes_update:
-                            step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
-                        if one_batch:
-                            epoch_loss, epoch_penalty = loss, step_penalty
-                            if grads is not self.grad_mean:
-                                for k, g in grads.items():
-                                    self.grad_mean[k].copy_(g)
-                        else:
-                            epoch_loss.add_(loss, alpha=nb / n)
-                            if l2 or l1:
-                                epoch_penalty.add_(step_penalty, alpha=nb / n)
-                            if grads is batch_grads:  # one flat buffer, laid out like grad_mean's
-                                self._grad_flat.add_(batch_flat, alpha=nb / n)  # type: ignore[arg-type]
-                            else:
-                                for k, g in grads.items():
-                                    self.grad_mean[k].add_(g, alpha=nb / n)
-                        if not includes_update:
-                            update(params, grads)
-                        self.step += 1
-                        state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
-                        for cb in callbacks:
-                            cb.on_step(state)
-                    self.epoch += 1
-                    state.epoch = self.epoch
-                    state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
-                    if state.checked:
-                        stop_reason = self._check(params, epoch_loss, epoch_penalty, state)
-                    for cb in self.callbacks:
-                        cb.on_epoch_end(state)
-                    if stop_reason is None and state.stop_reason:
-                        stop_reason = state.stop_reason
-        finally:
-            history.n_epochs, history.n_steps = self.epoch, self.step
-            history.wall_time += time.perf_counter() - start
-        if stop_reason is None:
-            stop_reason = "max_epochs"
-        if stop_reason == "early_stopping" and self.best_state is not None:
-            self._restore(params, self.best_state)
-        history.stop_reason = stop_reason
-        state.stop_reason = stop_reason
-        for cb in self.callbacks:
-            cb.on_train_end(state)
-        if stop_reason == "diverged":
-            raise TrainingDiverged(
-                f"training diverged: the objective became {history.train_objective[-1]:.6g} at epoch {self.epoch} "
-                f"with lr={self.lr:g}; the model holds the last finite weights. "
-                "Try a smaller learning rate.",
-                history,
-            )
-        return history
-
-    def _record_penalty_and_update(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
-        """The update as a CUDA graph captures it: the penalty of the weights the step used, then the update."""
-        if self.l2:
-            self._step_penalty.copy_(penalty.value(params, self.l2))  # type: ignore[arg-type]
-        self._update(params, grads)
-
     def _check(self, params: dict[str, Tensor], epoch_loss: Tensor, epoch_penalty: Tensor,
                state: TrainState) -> str | None:
-        """Stopping check at the end of an epoch: the only place the loop reads the device."""
+        """Stopping check at the end of an epoch: the only place the loop reads the device.
+        Records the epoch in the history and the state; the rules are :class:`Stopping`'s."""
         history = self.history
-        # Everything the check needs, read back in one transfer. A NaN or infinity anywhere in
-        # the parameters makes the sum of their entries non-finite, so one number covers them.
+        # Everything the check needs, read back in one transfer (the parameter sum stands for
+        # the finiteness of every parameter).
         if self.l1:  # the minimum-norm subgradient at the new weights (the proximal gradient mapping)
             grad_norm = torch.linalg.vector_norm(torch.cat([
                 (penalty.l1_optimality(p, self.grad_mean[k], self.l1) if penalty.penalised(k) else self.grad_mean[k])
                 .reshape(-1) for k, p in params.items()]))
         else:
             grad_norm = torch.linalg.vector_norm(self._grad_flat)
-        for k, p in params.items():
-            self._spare[k].copy_(p)
-        param_sum = self._spare_flat.sum()
+        param_sum = self.stopping.parameter_sum(params)
         # without a penalty the loss is the objective: one operation fewer, which tiny problems notice
         penalised = bool(self.l2 or self.l1)
         readings = [epoch_loss, grad_norm, param_sum]
@@ -546,66 +619,37 @@ class Trainer:
             history.val_loss.append(val_loss)
         state.train_objective, state.train_loss = train_objective, train_loss
         state.val_loss, state.grad_norm = val_loss, grad_norm
+        return self.stopping.decide(params, history, self.epoch, train_objective, grad_norm, param_sum, val_loss)
 
-        if not (math.isfinite(train_objective) and math.isfinite(grad_norm) and math.isfinite(param_sum)):
-            self._restore(params, self.last_good)
-            return "diverged"
-        # an objective far above where the run started is divergence too, before it overflows: a
-        # logistic model's objective grows only linearly in the weights, so a too-large step can
-        # climb for a long time without ever reaching infinity
-        if train_objective > EXPLODED * max(history.train_objective[0], 1.0):
-            self._restore(params, self.last_good)
-            return "diverged"
-        # the spare now holds these finite parameters: it becomes the last good copy
-        self._good_flat, self._spare_flat = self._spare_flat, self._good_flat
-        self.last_good, self._spare = self._spare, self.last_good
-
-        if self.patience:
-            metric = val_loss if val_loss is not None else train_objective
-            if metric < self.best_metric - self.min_delta:
-                self.best_metric, self.bad_epochs = metric, 0
-                history.best_epoch = self.epoch
-                if val_loss is not None:
-                    self.best_state = {k: p.detach().clone() for k, p in params.items()}
-            else:
-                self.bad_epochs += self.check_every
-                if self.bad_epochs >= self.patience:
-                    return "early_stopping" if val_loss is not None else "plateau"
-        if grad_norm < self.tol:
-            return "converged"
-        return None
+    def _finish(self, params: dict[str, Tensor], state: TrainState, stop_reason: str) -> History:
+        """The end of a run: the best held-out weights back after early stopping, the callbacks
+        told, and divergence raised (the model holding the last finite weights)."""
+        self.stopping.restore_best(params, stop_reason)
+        self.history.stop_reason = state.stop_reason = stop_reason
+        for cb in self.callbacks:
+            cb.on_train_end(state)
+        if stop_reason == "diverged":
+            raise TrainingDiverged(
+                f"training diverged: the objective became {self.history.train_objective[-1]:.6g} at epoch "
+                f"{self.epoch} with lr={self.lr:g}; the model holds the last finite weights. "
+                "Try a smaller learning rate.",
+                self.history,
+            )
+        return self.history
 
 
-def fit(model, X, y, **kwargs) -> History:
+def fit(model, X, y, *, sample_weight=None, X_val=None, y_val=None, callbacks=(), **settings) -> History:
     """Train ``model`` on ``X (N, D)``, ``y`` with the hand-written loop; returns a History.
 
-    ``X`` may be sparse (``scipy.sparse`` CSR/CSC/COO matrix or array, torch sparse COO/CSR
-    tensor): it becomes a torch sparse CSR tensor, never densified, and a single-``Linear`` model
-    trains on the sparse step (``steps/sparse.py``); other models are refused.
-
-    Keyword arguments (the names the configs use): ``solver``, the update rule (one of
-    ``registry.LOOP_SOLVERS``: gd, momentum, nesterov, adagrad, rmsprop, adam, adamw) with its
-    hyper-parameters named as torch.optim names them (``momentum``, ``betas``, ``eps``, ``alpha``,
-    ``weight_decay``; one the rule does not take is an error), ``lr`` and its ``schedule``
-    (constant | step | exponential | cosine, with ``step_size``, ``gamma``, ``warmup_epochs``,
-    ``warmup_start_factor``: see ``schedules.py``), ``epochs``, ``batch_size`` (0 = full batch),
-    ``l2``, ``l1`` (gd only: a proximal step, soft-thresholding the weights by ``lr * l1`` after
-    each update, gives exact zeros; full-batch gd is then ISTA), ``tol``
-    (gradient-norm threshold; with ``l1``, of the minimum-norm subgradient), ``patience`` (epochs; 0 = off), ``min_delta``,
-    ``grad_check_every`` (steps; 0 = off), ``grad_check_coords``, ``check_every`` (epochs
-    between stopping checks, the only host syncs), ``fast_path`` (a single ``Linear``
-    layer: for a full batch, one fused pass over a large X for one sigmoid or identity output
-    (numba on CPU, Triton on CUDA), else a feature-major copy of X; for mini-batches, buffers
-    made once; False = the reference path), ``cuda_graph`` (CUDA, full batch on the fast path:
-    capture the step and the update once as a CUDA graph and replay it each epoch, which removes
-    the per-kernel launch cost that dominates small problems), ``step`` ("rule", the default: the
-    fixed size rule above; "auto": measure the steps that apply once per shape and keep the
-    fastest; or "reference" | "feature_major" | "row_major" | "fused" to force one: see
-    ``steps/select.py``), ``seed``, ``device`` ("auto" |
-    "cpu" | "cuda" | "cuda:N"), ``dtype`` ("float32" |
-    "float64"; default: the model's), ``X_val``, ``y_val`` (for early stopping) and
-    ``callbacks``.
+    ``X``, ``y``, ``sample_weight``, ``X_val``, ``y_val``: the rows, as :class:`TrainingData`
+    takes them (``X`` may be sparse: a ``scipy.sparse`` CSR/CSC/COO matrix or array, or a torch
+    sparse COO/CSR tensor, becomes a torch sparse CSR tensor, never densified, and a
+    single-``Linear`` model trains on the sparse step, ``steps/sparse.py``; other models are
+    refused). ``settings``: the fields of :class:`LoopConfig` (``solver``, ``lr``, ``epochs``,
+    ``batch_size``, ``l2``, ``l1``, ``tol``, ``patience``, ``step``, ``seed``, ``device``,
+    ``dtype``, ...; an unknown name is a ``TypeError``). ``callbacks``: :class:`Callback` hooks.
 
     The model is moved to the run's device and dtype and trained in place.
     """
-    return Trainer(model, X, y, **kwargs).run()
+    config = LoopConfig.from_options(settings)
+    return Trainer(model, TrainingData(X, y, sample_weight, X_val, y_val), config, callbacks).run()

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..errors import UsageError
 from ..gradients import compare_gradients
 from ..registry import EXACT_SOLVERS
 from ..train import Callback, TrainingDiverged, TrainState
-from . import data as data_lib
+from . import ingest
 from . import metrics as metrics_lib
-from . import sources
 from .checkpoint import save_checkpoint
 from .config import Config
 from .files import USER_FIXABLE, check_output, write_text_atomic
@@ -29,17 +29,15 @@ from .fitting import (
     Prepared,
     build_model,
     check_cuda_graph,
-    check_standardized,
     end_distributed,
     fit_exact_run,
+    fit_targets,
     make_trainer,
     prepare,
     run_device,
     start_distributed,
     storage_dtype,
-    world_size,
 )
-from .inputs import labels_to_targets, read_inputs
 from .progress import Progress
 from .report import epoch_pictures, final_report, split_metrics
 from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_from_checkpoint, new_run_dir, payload
@@ -47,10 +45,8 @@ from .runs import CheckpointWriter, RunResult, StopOnInterrupt, load_run, model_
 
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
     step = resume_state.get("step_choice") if resume_state else None
-    return make_trainer(cfg, model, prep.X["train"], prep.T["train"], device, dtype, X_val=prep.X["val"],
-                        T_val=prep.T["val"], callbacks=callbacks, distributed=world_size() > 1, step=step,
-                        sample_weight=prep.weight, sharded=prep.sharded, stream=prep.stream,
-                        standardizer=prep.standardizer)
+    return make_trainer(cfg, model, prep.rows, device, dtype, X_val=prep.X["val"], T_val=prep.T["val"],
+                        callbacks=callbacks, step=step)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
@@ -71,10 +67,8 @@ def _run_here(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, 
             history = trainer.run()
         except TrainingDiverged as exc:
             raise UsageError(str(exc)) from None
-        if prep.sharded and history.stop_reason != "interrupted":
-            from .shards import gather_logits
-
-            gather_logits(model, prep.X["train"], prep.T["train"])  # rank 0 reports the training split
+        if history.stop_reason != "interrupted":
+            prep.rows.logits(model)  # rank 0 reports the training split (a collective call where rows are spread)
         return RunResult(None, {"stop_reason": history.stop_reason, "epochs": trainer.epoch},
                          interrupted=history.stop_reason == "interrupted", signal=interrupt.signal)
 
@@ -119,8 +113,7 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
     logger = TensorBoardLogger(writer, every=cfg.log.every,
                                histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
                                lr=cfg.train.lr,
-                               # a rank's part of the training rows is not the training split
-                               train_eval=None if prep.sharded or prep.stream else (prep.X["train"], prep.T["train"]),
+                               train_eval=prep.rows.tensors(),
                                val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
                                pictures=epoch_pictures(prep), pictures_every=cfg.log.checkpoint_every)
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
@@ -151,12 +144,7 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
                          signal=interrupt.signal)
     if trainer.best_state is None:  # no validation data: the final weights are the best we have
         save_checkpoint(run_dir / "best.pt", payload(trainer, prep, cfg, True))
-    train_logits = None
-    if prep.sharded:
-        from .shards import gather_logits
-
-        train_logits = gather_logits(model, prep.X["train"], prep.T["train"])
-    metrics = final_report(writer, model, prep, cfg, history, run_dir, device, train_logits)
+    metrics = final_report(writer, model, prep, cfg, history, run_dir, device, prep.rows.logits(model))
     return RunResult(run_dir, metrics)
 
 
@@ -166,7 +154,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     device, rank0 = start_distributed(cfg)
     dtype = storage_dtype(cfg)
     prep = prepare(cfg, device, dtype)
-    model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
+    model = build_model(cfg.model, prep.n_features, len(prep.classes), cfg.train.seed)
     check_cuda_graph(cfg, model, device)  # before the run directory exists
     path = None
     existed = run_dir is not None and Path(run_dir).exists()
@@ -226,7 +214,7 @@ def resume(run_dir: str | Path, quiet: bool = False, device: str | None = None, 
                              + "start a new one with train")
     dev, rank0 = start_distributed(cfg)
     dtype = storage_dtype(cfg)
-    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
     prep = prepare(cfg, dev, dtype, standardizer)
     _check_data_unchanged(path, payload, prep, allow_changed_data, "resume would continue on other data")
     model = model_from_checkpoint(payload, dev, dtype)
@@ -265,7 +253,7 @@ def _check_config_unchanged(path: Path, cfg: Config, command: str, allow: bool =
 def _check_data_unchanged(path: Path, payload: dict, prep: Prepared, allow: bool, consequence: str) -> None:
     """Refuse (or, when ``allow``, only say) that the data file differs from the one the run was
     trained on: the same seed would split other rows."""
-    diff = sources.change(payload.get("data_fingerprint"), prep.fingerprint)
+    diff = ingest.change(payload.get("data_fingerprint"), prep.fingerprint)
     if diff is None:
         return
     what = f"data file {prep.fingerprint['path']} has changed since run {path} was trained on it ({diff})"
@@ -286,27 +274,43 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
     dev = run_device(cfg.train.device)
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
-    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
     if data_path is None:
         prep = prepare(cfg, dev, dtype, standardizer)
         _check_data_unchanged(path, payload, prep, allow_changed_data,
                               "its train/validation/test splits would be other rows")
         return split_metrics(model, prep, payload["classes"] or None)
-    schema = data_lib.Schema.from_dict(payload["schema"])
-    new = read_inputs(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
+    schema = ingest.Schema.of_run(payload)
+    new = ingest.read_new(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
     X_raw, y_raw = new.X, new.y
     if cfg.data.keep_classes and model.link != "identity":  # the rows training kept, and only those
-        mask = data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes])
+        mask = ingest.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes])
         if not mask.any():
-            raise UsageError(f"{data_path}: no row has a label of data.keep_classes ({data_lib.listed(cfg.data.keep_classes)})")
+            raise UsageError(f"{data_path}: no row has a label of data.keep_classes ({ingest.listed(cfg.data.keep_classes)})")
         if not mask.all():
             _notice(f"{data_path}: {int((~mask).sum())} of {len(mask)} rows have labels outside data.keep_classes "
-                    f"({data_lib.listed(cfg.data.keep_classes)}) and are left out, as in training")
-        X_raw, y_raw = data_lib.take_rows(X_raw, torch.from_numpy(np.nonzero(mask)[0])), np.asarray(y_raw)[mask]
+                    f"({ingest.listed(cfg.data.keep_classes)}) and are left out, as in training")
+        X_raw, y_raw = ingest.take_rows(X_raw, torch.from_numpy(np.nonzero(mask)[0])), np.asarray(y_raw)[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
-    check_standardized(X, X_raw, data_path, schema.feature_names)
+    ingest.check_standardized(X, X_raw, data_path, schema.feature_names)
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
     return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None)}
+
+
+def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) -> Tensor:
+    """New rows' raw labels as the model's (N, K) targets: values for regression, else the
+    training classes' indices (a label training did not see is named)."""
+    if model.link == "identity":
+        kind = "linear"
+        y, _ = ingest.encode_labels(y_raw, kind)
+    else:
+        names = [ingest.label_name(v) for v in (y_raw.tolist() if hasattr(y_raw, "tolist") else y_raw)]
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise UsageError(f"{source}: label {unknown[0]!r} was not seen in training (classes: {ingest.listed(classes)})")
+        y = torch.tensor([classes.index(v) for v in names], dtype=torch.int64)
+    y = y.to(model.device)
+    return model.targets(fit_targets(kind, y, len(classes)), len(y))
 
 
 def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False,
@@ -323,11 +327,11 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     dtype = storage_dtype(cfg)
     model = model_from_checkpoint(payload, dev, dtype)
     predictions.check_threshold(threshold, model.link, model.n_outputs)
-    schema = data_lib.Schema.from_dict(payload["schema"])
-    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
-    new = read_inputs(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes, keep=list(keep))
+    schema = ingest.Schema.of_run(payload)
+    standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
+    new = ingest.read_new(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes, keep=list(keep))
     X = standardizer.transform(new.X.to(dev)).to(dtype)
-    check_standardized(X, new.X, input_path, schema.feature_names)
+    ingest.check_standardized(X, new.X, input_path, schema.feature_names)
     with torch.no_grad():
         out = model(X).float().cpu().numpy() if dtype != torch.float64 else model(X).cpu().numpy()
     columns = predictions.table(out, model.link, payload["classes"], threshold, out.dtype)
@@ -339,13 +343,11 @@ def gradcheck(cfg: Config, max_rows: int = 2000):
     device = run_device(cfg.train.device)
     dtype = torch.float64
     prep = prepare(cfg, device, dtype)
-    model = build_model(cfg.model, prep.X["train"].shape[1], len(prep.classes), cfg.train.seed)
+    model = build_model(cfg.model, prep.n_features, len(prep.classes), cfg.train.seed)
     model = model.to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=dtype))
-    X, T = prep.X["train"][:max_rows], prep.T["train"][:max_rows]
-    if prep.stream is not None:  # the training rows are in the file
-        X = prep.standardizer.transform(next(prep.stream.chunks(prep.stream.rows[:max_rows]))).to(device, dtype)
+    X, T = prep.rows.head(max_rows)
     return compare_gradients(model, X, T, cfg.train.l2, seed=cfg.train.seed)

@@ -18,7 +18,7 @@ from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
 from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
-from .sources import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
+from .ingest.files import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
 DATASETS = ("breast_cancer", "digits", "iris", "wine", "blobs", "donut", "xor", "synthetic")
 MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
@@ -34,11 +34,11 @@ class DataConfig:
     name: str = "breast_cancer"
     path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
     target: str = ""  # CSV: the target column's name; .npy, sparse .npz: its column index (default: last)
-    categorical: list[str] = field(default_factory=list)  # CSV columns to one-hot encode
+    categorical: list[str] = field(default_factory=list)  # columns to one-hot encode (an array's: x1, x2, ...)
     drop_first: bool = False  # one-hot without each column's first level (a full-rank design for inference)
-    hash: list[str] = field(default_factory=list)  # CSV columns hashed (whitespace tokens, signed) into a sparse block
+    hash: list[str] = field(default_factory=list)  # columns hashed (whitespace tokens, signed) into a sparse block
     hash_bits: int = 20  # the hash block has 2**hash_bits columns
-    weight: str = ""  # CSV: a column of row weights (non-negative), each row's loss multiplied by its weight
+    weight: str = ""  # CSV, Parquet: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
     n_samples: int = 0  # generated sets: rows (0 = the set's default)
@@ -59,6 +59,8 @@ class ModelConfig:
     activation: str = "tanh"  # mlp: tanh | relu | sigmoid
     link: str = "auto"  # mlp output: auto (sigmoid for 2 classes, softmax for more) | sigmoid | softmax | identity
     init: str = "auto"  # mlp: auto (kaiming_uniform for relu, else xavier_uniform) or a scheme of init.py
+    dropout: float = 0.0  # mlp: the rate of dropout after each hidden activation (0 = none)
+    batch_norm: bool = False  # mlp: batch normalization before each hidden activation
 
 
 @dataclass
@@ -126,6 +128,7 @@ RANGES = {
     "data.hash_bits": (1, 30),
     "data.val_fraction": (0.0, [1.0]),
     "data.test_fraction": (0.0, [1.0]),
+    "model.dropout": (0.0, [1.0]),
     "train.lr": ([0.0], None),
     "train.epochs": (1, None),
     "train.batch_size": (0, None),
@@ -258,8 +261,14 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "
                              f"({', '.join(LOOP_SOLVERS)})")
+        if (m.dropout or m.batch_norm) and cfg.train.solver not in LOOP_SOLVERS:
+            key = "model.dropout" if m.dropout else "model.batch_norm"
+            raise UsageError(f"{sources.get(key, where)}: {key} trains with the loop's update rules "
+                             f"({', '.join(LOOP_SOLVERS)}), which switch between training and evaluation mode; "
+                             f"train.solver is {cfg.train.solver!r}")
         return
-    for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto")):
+    for key, default in (("hidden", []), ("activation", "tanh"), ("link", "auto"), ("init", "auto"),
+                         ("dropout", 0.0), ("batch_norm", False)):
         if getattr(m, key) != default:
             raise UsageError(f"{sources.get(f'model.{key}', where)}: model.{key} applies to model.kind = 'mlp'; "
                              f"model.kind is {m.kind!r}")

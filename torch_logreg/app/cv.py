@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..estimators import model_selection
 from ..registry import EXACT_SOLVERS
 from ..train import TrainingDiverged
-from . import data as data_lib
+from . import ingest as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
 from .files import json_text, write_text_atomic

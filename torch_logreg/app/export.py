@@ -71,8 +71,8 @@ from torch import Tensor, nn
 from ..devices import resolve_precision
 from ..errors import UsageError
 from ..models import MODELS
-from .data import Schema, Standardizer
 from .files import atomic_write, check_output
+from .ingest import Schema, Standardizer
 from .runs import load_run, model_from_checkpoint
 
 FORMATS = ("onnx", "torchscript", "state_dict")
@@ -123,7 +123,7 @@ class RawFeatureModel(nn.Module):
     @classmethod
     def from_run(cls, payload: dict, dtype: str) -> RawFeatureModel:
         """The wrapper of a run's checkpoint ``payload`` (its weights, schema and standardizer)."""
-        schema = Schema.from_dict(payload["schema"])
+        schema = Schema.of_run(payload)
         if schema.sparse:
             raise UsageError("this run's features are sparse (an svmlight or scipy .npz file, or hashed CSV columns), "
                              "which the export formats do not take as raw columns; use predict with the run")

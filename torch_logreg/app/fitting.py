@@ -1,53 +1,65 @@
 """From a config to a fit: the data prepared on the run's device, the model built, and the one
-mapping of the ``[train]`` table onto the hand-written loop (:class:`~torch_logreg.train.Trainer`)
-or the exact solvers (:func:`~torch_logreg.solvers.fit_exact`), used by ``train``, ``resume``
-and ``cv`` alike."""
+mapping of the ``[train]`` table onto the hand-written loop (:func:`loop_config`, a
+:class:`~torch_logreg.train.LoopConfig` for the :class:`~torch_logreg.train.Trainer`) or the exact
+solvers (:func:`exact_options`, for :func:`~torch_logreg.solvers.fit_exact`), which the solver
+dispatch chooses between; used by ``train``, ``resume`` and ``cv`` alike."""
 
 from __future__ import annotations
 
-import os
+import math
 import sys
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .. import penalty
 from ..devices import resolve_device, resolve_precision
 from ..errors import UsageError
 from ..init import AUTO as AUTO_INIT
 from ..init import initialize
 from ..models import MLP, LinearRegression, LogisticRegression, SoftmaxRegression
 from ..optimizers import optimizer_class
-from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
+from ..registry import EXACT_SOLVERS, L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS
+from ..solvers import dispatch
 from ..steps.select import cuda_graph_problem
-from ..train import Trainer, TrainState
-from . import data as data_lib
+from ..train import History, LoopConfig, Trainer, TrainState
+from . import ingest
 from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
+from .ingest import check_standardized  # noqa: F401 (its name here before it moved)
+from .rows import MemoryRows, Training, TrainingRows, open_data, world_size
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Prepared:
-    """The three splits on the run's device, ready for the model, and what produced them."""
+    """The three splits on the run's device, ready for the model, and what produced them. The
+    training rows are one source (:class:`~.rows.TrainingRows`: in memory, this rank's part, or
+    a memory-mapped stream); ``X`` and ``T`` hold the validation and test splits, and the training
+    split's where this process holds it in memory."""
 
+    rows: TrainingRows  # the training rows, standardized, with their targets and weights
     X: dict[str, Tensor]  # standardized features per split
     T: dict[str, Tensor]  # prepared targets (N, K) per split
     y: dict[str, Tensor]  # encoded labels (class indices) or values per split
     plane: dict[str, np.ndarray] | None  # raw 2-D coordinates per split, for the probability map
-    schema: data_lib.Schema
+    schema: ingest.Schema
     classes: list[str]
-    standardizer: data_lib.Standardizer
+    standardizer: ingest.Standardizer
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
-    weight: Tensor | None = None  # (N_train,) the training rows' weights (data.weight, train.class_weight)
-    sharded: bool = False  # under torchrun: X["train"] is this rank's part of the training rows (shards.py)
-    stream: object = None  # out_of_core.Stream: the training rows stay in the file (X["train"] has none)
+
+    @property
+    def weight(self) -> Tensor | None:
+        """(N_train,) the training rows' weights (data.weight, train.class_weight), or None."""
+        return self.rows.weight
+
+    @property
+    def n_features(self) -> int:
+        return self.rows.n_features
 
 
 def run_device(name: str) -> torch.device:
@@ -96,9 +108,11 @@ def _build_mlp(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: in
     if link == "sigmoid" and n_classes > 2:
         raise UsageError(f"the target has {n_classes} classes but model.link = 'sigmoid' has one output; "
                          "use model.link = 'softmax' (or 'auto')")
-    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias)
+    model = MLP(n_features, model_cfg.hidden, n_outputs, activation=model_cfg.activation, link=link, bias=model_cfg.bias,
+                dropout=model_cfg.dropout, batch_norm=model_cfg.batch_norm)
     scheme = AUTO_INIT[model_cfg.activation] if model_cfg.init == "auto" else model_cfg.init
     initialize(model, scheme, seed)
+    model.seed_dropout(seed)
     return model
 
 
@@ -110,110 +124,43 @@ def fit_targets(kind: str, y: Tensor, n_classes: int) -> Tensor:
 
 
 def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
-            standardizer: data_lib.Standardizer | None = None) -> Prepared:
+            standardizer: ingest.Standardizer | None = None) -> Prepared:
     """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
-    on ``device``. Under torchrun each rank reads only its part of a .npy, svmlight or Parquet
-    file (:mod:`~torch_logreg.app.shards`); other data every rank reads whole."""
-    if shards_apply(cfg):
-        return _prepare_parts(cfg, device, dtype, standardizer)
-    from . import out_of_core
-
-    if out_of_core.applies(cfg.data):
-        return _prepare_streamed(cfg, device, dtype, standardizer)
-    ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
-    y, classes = _labels(cfg, ds.y, ds.X.shape[1])
-    idx = _split(cfg, y, classes)
-    X_split = {s: data_lib.take_rows(ds.X, i) for s, i in idx.items()}
-    ds.X = None  # the rows are in the splits now
-    y_split = {s: y.index_select(0, i.to(y.device)) for s, i in idx.items()}
-    if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit(X_split["train"]) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
-    weight = row_weights(cfg, ds.weight, idx["train"], y_split["train"], len(classes))
-    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer, weight)
-
-
-def shards_apply(cfg: Config) -> bool:
-    """Whether this process reads only its part of the data file (under torchrun)."""
-    from . import shards
-
-    return shards.applies(cfg.data, world_size())
-
-
-def _prepare_parts(cfg: Config, device: torch.device, dtype: torch.dtype,
-                   standardizer: data_lib.Standardizer | None) -> Prepared:
-    """:func:`prepare` from this rank's part of the file: its training rows, and the held-out rows
-    gathered from every rank."""
-    from ..distributed import get_rank
-    from . import shards
-
-    rank = get_rank()
-    part = shards.read_part(cfg.data, rank, world_size())
-    labels = shards.gather_labels(part)
-    ds = part.ds
-    y, classes = _labels(cfg, labels.y, ds.X.shape[1])
-    idx = _split(cfg, y, classes)
-    mask, rows = shards.local_rows(idx["train"], labels, rank)
-    weight = row_weights(cfg, labels.weight, idx["train"], y.index_select(0, idx["train"]), len(classes))
-    idx = {**idx, "train": idx["train"][mask]}  # the global numbers of the training rows this rank holds
-    X_split = {"train": data_lib.take_rows(ds.X, rows),
-               **{s: shards.gather_rows(ds.X, idx[s], labels, rank) for s in ("val", "test")}}
-    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
-    ds.X = None  # the part is in the splits now
-    if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit(X_split["train"], shards.Combine()) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X_split["train"].shape[1]))
-    return _prepared(cfg, device, dtype, ds, X_split, y_split, idx, classes, standardizer,
-                     None if weight is None else weight[mask], sharded=True)
-
-
-def _prepare_streamed(cfg: Config, device: torch.device, dtype: torch.dtype,
-                      standardizer: data_lib.Standardizer | None) -> Prepared:
-    """:func:`prepare` for a .npy or Parquet file larger than ``data.memory_budget``: the held-out
-    rows in memory, the training rows left on disk for the streamed loop (out_of_core.py)."""
-    from . import out_of_core
-
-    path = Path(cfg.data.path).expanduser()
-    if world_size() > 1:
-        raise UsageError(f"{path} is larger than data.memory_budget, and a streamed run is one process; under torchrun "
-                         "each process reads only its part of the file: leave data.memory_budget out")
-    out_of_core.check_settings(cfg, path)
-    source = out_of_core.open_source(cfg.data)
-    X, y_raw = source.X, source.y
-    kept = np.arange(len(y_raw))
-    if cfg.data.keep_classes:
-        kept = np.nonzero(data_lib.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes]))[0]
-        if not kept.size:
-            raise UsageError(f"data.keep_classes {list(cfg.data.keep_classes)} matches no row of {path}")
-    y, classes = _labels(cfg, y_raw[kept], X.shape[1])
-    idx = _split(cfg, y, classes)
-    file_rows = {s: kept[i.numpy()] for s, i in idx.items()}
-    held = {s: out_of_core.read_rows(X, file_rows[s]) for s in ("val", "test")}
-    held_bytes = sum(h.numel() for h in held.values()) * (8 + torch.empty((), dtype=dtype).element_size())
+    on ``device``, however its rows are held (:func:`~.rows.open_data`)."""
+    data = open_data(cfg, device)
     kind = target_kind(cfg.model)
-    probe = build_model(cfg.model, X.shape[1], len(classes))
-    budget = out_of_core.batch_budget(cfg, held_bytes, X.shape[1], probe.n_outputs, dtype)
-    targets = np.zeros((len(y_raw),) + ((len(classes),) if kind == "multilabel" else ()),
-                      dtype=np.float64 if kind == "linear" else np.int64)
-    targets[kept] = fit_targets(kind, y, len(classes)).numpy()
-    stream = out_of_core.Stream(path, X, targets, file_rows["train"], budget, source.keep)
+    y, classes = _labels(cfg, data.y, data.n_features)
+    idx = _split(cfg, y, classes)
     if standardizer is None:
-        standardizer = (data_lib.Standardizer.fit_parts(stream.chunks) if cfg.data.standardize
-                        else data_lib.Standardizer.identity(X.shape[1]))
-    X_split = {"train": torch.zeros((0, X.shape[1]), dtype=torch.float64), **held}
-    y_split = {s: y.index_select(0, i) for s, i in idx.items()}
-    weight = row_weights(cfg, None if source.weight is None else source.weight[kept], idx["train"], y_split["train"],
-                         len(classes))
-    ds = data_lib.Dataset(X_split["train"], y_raw[:0], source.schema, fingerprint=source.fingerprint)
-    prep = _prepared(cfg, device, dtype, ds, X_split, y_split, {s: torch.from_numpy(r) for s, r in file_rows.items()},
-                     classes, standardizer, weight)
-    prep.stream, prep.plane = stream, None
-    return prep
+        standardizer = (data.fit_standardizer(idx["train"]) if cfg.data.standardize
+                        else ingest.Standardizer.identity(data.n_features))
+    probe = build_model(cfg.model, data.n_features, len(classes)).to(device=device, dtype=dtype)
+    y_split = {s: y.index_select(0, i.to(y.device)).to(device) for s, i in idx.items()}
+    fit_y = {s: fit_targets(kind, v, len(classes)) for s, v in y_split.items()}
+    T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
+    weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes))
+    weight = None if weight is None else weight.to(device=device, dtype=dtype)
+    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
+    rows, raw = {}, {}
+    train_rows, raw["train"] = data.training(t)
+    for s in ("val", "test"):
+        raw[s] = data.rows(idx[s])
+        rows[s] = data.standardized(raw[s], t, idx[s])
+    held = train_rows.tensors()
+    X = {**({"train": held[0]} if held is not None else {}), **rows}
+    T["train"] = train_rows.T  # this process's training rows
+    y_split["train"] = y_split["train"][data.held(idx["train"]).to(device)]
+    schema = data.schema
+    plane = None
+    if len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None:
+        plane = {s: raw[s][:, :2].double().cpu().numpy() for s in SPLITS}
+    return Prepared(train_rows, X, T, y_split, plane, schema, classes, standardizer, data.image_shape,
+                    data.true_weights, data.fingerprint)
 
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
     kind = target_kind(cfg.model)
-    y, classes = data_lib.encode_labels(y_raw, kind)
+    y, classes = ingest.encode_labels(y_raw, kind)
     if kind != "linear" and len(classes) < 2:
         raise UsageError(f"the target has only one class ({classes[0]!r}); a classifier needs at least two")
     build_model(cfg.model, n_features, len(classes))  # fail early on labels that do not fit the kind
@@ -222,32 +169,11 @@ def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
 
 def _split(cfg: Config, y: Tensor, classes: list[str]) -> dict[str, Tensor]:
     kind = target_kind(cfg.model)
-    idx = dict(zip(SPLITS, data_lib.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
-                                                  cfg.train.seed, stratify=kind != "linear", classes=classes)))
+    idx = dict(zip(SPLITS, ingest.split_indices(y, len(y), cfg.data.val_fraction, cfg.data.test_fraction,
+                                                cfg.train.seed, stratify=kind != "linear", classes=classes)))
     if len(idx["train"]) == 0:
         raise UsageError("the training split is empty; lower data.val_fraction or data.test_fraction")
     return idx
-
-
-def _prepared(cfg: Config, device: torch.device, dtype: torch.dtype, ds: data_lib.Dataset, X_split: dict,
-              y_split: dict, idx: dict, classes: list[str], standardizer: data_lib.Standardizer,
-              weight: Tensor | None, sharded: bool = False) -> Prepared:
-    """The splits standardized, with their targets, on ``device``."""
-    kind = target_kind(cfg.model)
-    n_features = X_split["train"].shape[1]
-    plane = None
-    if len(ds.schema.columns) == 2 and not ds.schema.categorical and not ds.schema.sparse:
-        plane = {s: X_split[s][:, :2].double().cpu().numpy() for s in SPLITS}
-    X_out, T_out, y_out = {}, {}, {}
-    probe = build_model(cfg.model, n_features, len(classes)).to(device=device, dtype=dtype)
-    for s in SPLITS:
-        X_out[s] = standardizer.transform(X_split[s].to(device=device, dtype=torch.float64)).to(dtype)
-        check_standardized(X_out[s], X_split[s], cfg.data.path or f"data set {cfg.data.name!r}", ds.schema.feature_names,
-                           idx[s])
-        y_out[s] = y_split[s].to(device)
-        T_out[s] = probe.targets(fit_targets(kind, y_out[s], len(classes)), len(y_out[s]))
-    return Prepared(X_out, T_out, y_out, plane, ds.schema, classes, standardizer, ds.image_shape, ds.true_weights,
-                    ds.fingerprint, None if weight is None else weight.to(device=device, dtype=dtype), sharded)
 
 
 def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor, n_classes: int) -> Tensor | None:
@@ -255,35 +181,9 @@ def row_weights(cfg: Config, weights: np.ndarray | None, rows: Tensor, y: Tensor
     ``train.class_weight``'s (float64), or None when neither is set."""
     w = None if weights is None else torch.as_tensor(np.array(weights, dtype=np.float64)).index_select(0, rows.cpu())
     if cfg.train.class_weight == "balanced":
-        balanced = data_lib.balanced_weights(y, n_classes, w)
+        balanced = ingest.balanced_weights(y, n_classes, w)
         w = balanced if w is None else w * balanced
     return w
-
-
-def check_standardized(X: Tensor, raw: Tensor, source: str, names: list[str], rows: Tensor | None = None) -> None:
-    """A finite value whose standardized form the storage dtype cannot hold (far outside the
-    training rows' range) is the data's problem, named here, not an infinity in the model. For a
-    CSR ``X`` (whose non-zeros sit where ``raw``'s do) the stored values are checked."""
-    sparse = X.layout == torch.sparse_csr
-    bad = ~torch.isfinite(X.values() if sparse else X)
-    if not bool(bad.any()):
-        return
-    if sparse:
-        k = int(bad.nonzero()[0, 0])
-        r = int(torch.searchsorted(X.crow_indices(), torch.tensor(k, device=X.device), right=True)) - 1
-        c, value = int(X.col_indices()[k]), raw.values()[k].item()
-    else:
-        r, c = (int(i) for i in bad.nonzero()[0])
-        value = raw[r, c].item()
-    dtype = str(X.dtype).replace("torch.", "")
-    row = int(rows[r]) if rows is not None else r
-    raise UsageError(f"{source}: row {row}, column {names[c]!r}: {value:g} is so far from the training "
-                     f"rows' values that, standardized, it exceeds what {dtype} can hold; check the value"
-                     + (", or set train.dtype = 'float64'" if dtype != "float64" else ""))
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
@@ -329,19 +229,25 @@ def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
         raise UsageError(f"train.cuda_graph = true {problem}")
 
 
-def loop_options(cfg: Config) -> dict:
-    """The ``[train]`` table as :class:`~torch_logreg.train.Trainer` keywords: the one mapping of the
-    config onto the loop. For newton / lbfgs the Trainer only holds the prepared data and the
-    checkpoint state (solver "gd", no fast path: the exact solvers choose their own step)."""
+def loop_config(cfg: Config, device: str | torch.device | None = None, step: str | None = None) -> LoopConfig:
+    """The ``[train]`` table as the loop's :class:`~torch_logreg.train.LoopConfig`: the one mapping of
+    the config onto the loop (a loop solver's; the exact solvers take :func:`exact_options`).
+    ``device``: where the run is (default ``train.device``); ``step``: the step a resumed run chose
+    when it started, taken where ``train.step = "auto"``, so that it continues as it began. The
+    dtype is the config's name: "bfloat16" keeps float32 weights and computes under autocast."""
     t = cfg.train
-    exact = t.solver in EXACT_SOLVERS
-    return {
-        "solver": "gd" if exact else t.solver, "lr": t.lr, "epochs": t.epochs, "batch_size": t.batch_size,
-        "l2": t.l2, "l1": 0.0 if exact else t.l1, "tol": t.tol, "patience": t.patience,
-        "grad_check_every": t.grad_check_every, "check_every": t.check_every, "cuda_graph": t.cuda_graph,
-        "seed": t.seed, "fast_path": not exact, "step": "rule" if exact else t.step,
-        **({} if exact else update_rule_options(t)), **schedule_options(t),
-    }
+    return LoopConfig(
+        solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, l1=t.l1, tol=t.tol,
+        patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every, cuda_graph=t.cuda_graph,
+        seed=t.seed, step=step if step and t.step == "auto" else t.step, device=t.device if device is None else device,
+        dtype=t.dtype, **update_rule_options(t), **schedule_options(t),
+    )
+
+
+def loop_options(cfg: Config) -> dict:
+    """:func:`loop_config` as keywords, the form :func:`torch_logreg.fit` takes."""
+    config = loop_config(cfg)
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def exact_options(cfg: Config) -> dict:
@@ -353,65 +259,85 @@ def exact_options(cfg: Config) -> dict:
             "step": "auto" if t.step == "auto" else "rule"}
 
 
+def solver_of(cfg: Config) -> str:
+    """The solver ``train.solver`` runs, by the solver dispatch (the rule the estimator and the
+    regularization path follow): an exact solver, or one of the loop's update rules."""
+    t = cfg.train
+    return dispatch.resolve(t.solver, l1=t.l1, choices=SOLVERS, l1_solvers=L1_SOLVERS + L1_LOOP_SOLVERS,
+                            term=f"train.l1 = {t.l1:g}")
+
+
 def storage_dtype(cfg: Config) -> torch.dtype:
     """The dtype the run keeps its weights and data in (float32 under ``dtype = "bfloat16"``)."""
     return resolve_precision(cfg.train.dtype)[0]
 
 
-def make_trainer(cfg: Config, model, X: Tensor, T: Tensor, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), distributed: bool = False, step: str | None = None,
-                 sample_weight: Tensor | None = None, sharded: bool = False, stream=None,
-                 standardizer: data_lib.Standardizer | None = None) -> Trainer:
-    """The Trainer for ``cfg`` on prepared data (``distributed``: each rank keeps its shard of
-    ``X``, or all of it when ``sharded``, ``X`` being already this rank's rows; ``stream``: an
-    out_of_core.Stream whose training rows are read from the file as the loop goes, through the
-    ``standardizer``;
-    ``step``: the step a resumed run chose when it started, kept so it continues as it began;
-    ``sample_weight``: the rows' weights)."""
+def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val: Tensor | None = None,
+                 T_val: Tensor | None = None, callbacks=(), step: str | None = None) -> Trainer | SolverRun:
+    """The Trainer for ``cfg`` on the training ``rows`` (a :class:`~.rows.TrainingRows`, which
+    builds the loop that reads them), or for an exact solver the :class:`SolverRun`; ``step``: the
+    step a resumed run chose when it started, kept so it continues as it began."""
     check_cuda_graph(cfg, model, device)
-    trainer_cls, shard = Trainer, {}
-    if distributed:
-        from ..distributed import DistributedTrainer as trainer_cls
-
-        shard = {"shard": not sharded}
+    if dispatch.is_exact(solver_of(cfg)):
+        X, T = rows.in_memory(f"solver = {solver_of(cfg)!r} needs them; use a loop solver (gd, sgd, adam, ...)")
+        return SolverRun(cfg, model, X, T, device, rows.weight)
     has_val = X_val is not None and X_val.shape[0] > 0
-    options = loop_options(cfg)
-    if step and options["step"] == "auto":
-        options["step"] = step
-    if stream is not None:
-        from ..streaming import StreamingTrainer
-
-        return StreamingTrainer(model, stream.X, stream.targets, memory_budget_bytes=stream.budget, rows=stream.rows,
-                                transform=standardizer.transform, validate=False, **options, device=device,
-                                dtype=cfg.train.dtype, X_val=X_val if has_val else None,
-                                y_val=T_val if has_val else None, callbacks=list(callbacks), sample_weight=sample_weight)
-    # the config's name, not ``dtype``: "bfloat16" keeps float32 weights and computes under autocast
-    return trainer_cls(model, X, T, **options, device=device, dtype=cfg.train.dtype,
-                       X_val=X_val if has_val else None, y_val=T_val if has_val else None, callbacks=list(callbacks),
-                       sample_weight=sample_weight, **shard)
+    return rows.trainer(model, loop_config(cfg, device, step), list(callbacks), X_val=X_val if has_val else None,
+                        y_val=T_val if has_val else None)
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
         sample_weight: Tensor | None = None) -> None:
-    """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or newton / lbfgs
+    """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or an exact solver
     (no warnings, no separation check). What ``cv`` runs for each fold."""
-    if cfg.train.solver in EXACT_SOLVERS:
+    if dispatch.is_exact(solver_of(cfg)):
         from ..solvers import fit_exact
 
         fit_exact(model, X, T, **exact_options(cfg), sample_weight=sample_weight, warn=False, check_separation=False)
         return
-    make_trainer(cfg, model, X, T, model.device, model.dtype, X_val=X_val, T_val=T_val,
-                 sample_weight=sample_weight).run()
+    make_trainer(cfg, model, MemoryRows(X, T, sample_weight), model.device, model.dtype, X_val=X_val,
+                 T_val=T_val).run()
 
 
-def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool):
-    """Newton or L-BFGS on the analytic derivatives instead of the loop; returns a History.
+class SolverRun:
+    """An exact solver's run, held as the commands hold a Trainer: the model on the run's device
+    and dtype, the prepared rows, the :class:`~torch_logreg.train.History` of the solve, and a
+    :meth:`state_dict` with a Trainer's keys for the checkpoints. A resumed exact run solves again
+    from the saved weights, so :meth:`load_state_dict` reads back only the counts and the History."""
+
+    #: no step and no early stopping on held-out rows: the solver chooses its own steps
+    stepper = None
+    best_state = None
+
+    def __init__(self, cfg: Config, model, X: Tensor, T: Tensor, device, sample_weight: Tensor | None = None) -> None:
+        self.cfg = cfg
+        dtype = resolve_precision(cfg.train.dtype, next(model.parameters()).dtype, device)[0]
+        self.model = model.to(device=device, dtype=dtype)
+        self.X, self.T, self.sample_weight = X, T, sample_weight
+        self.history = History()
+        self.epoch = self.step = 0
+
+    def state_dict(self) -> dict:
+        weights = {k: p.detach().cpu().clone() for k, p in self.model.named_parameters()}
+        return {"epoch": self.epoch, "step": self.step, "last_good": weights, "best_state": None,
+                "best_metric": math.inf, "bad_epochs": 0,
+                "generator": torch.Generator().manual_seed(self.cfg.train.seed).get_state(),
+                "history": self.history.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = History.from_dict(state["history"])
+
+
+def fit_exact_run(cfg: Config, trainer: SolverRun, writer, interrupt, quiet: bool) -> History:
+    """Newton, L-BFGS, the proximal gradient or coordinate descent on the analytic derivatives
+    instead of the loop; returns the solver's History (kept in ``trainer``, a :class:`SolverRun`).
 
     Each iterate's objective and loss (without the penalties) go to TensorBoard
-    (``train/objective``, ``train/loss`` by iteration); a first Ctrl-C
-    stops at the next iterate and saves the weights; ``resume`` then solves again from them
-    (to the same optimum, though not along a bit-identical path). A convergence or separation
-    warning is printed as one line.
+    (``train/objective``, ``train/loss`` by iteration), with the optimality measure
+    (``grad_norm``); a first Ctrl-C stops at the next iterate and saves the weights; ``resume``
+    then solves again from them (to the same optimum, though not along a bit-identical path). A
+    convergence or separation warning is printed as one line.
     """
     from ..solvers import fit_exact
 
@@ -419,15 +345,8 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
     state = TrainState(model=trainer.model, trainer=trainer)
     interrupt.on_train_begin(state)
 
-    params = dict(trainer.model.named_parameters())
-    data_losses: list[float] = []
-
     def on_iterate(n_iter: int, objective: float) -> bool:
-        # the solvers call back with the model at the iterate
-        loss = objective - float(penalty.value(params, t.l2)) - float(penalty.l1_value(params, t.l1))
-        data_losses.append(loss)
         writer.add_scalar("train/objective", objective, n_iter)
-        writer.add_scalar("train/loss", loss, n_iter)
         if not quiet:
             print(f"{t.solver} iteration {n_iter}  objective {objective:.10g}", file=sys.stderr, flush=True)
         return interrupt.requested
@@ -439,13 +358,12 @@ def fit_exact_run(cfg: Config, trainer: Trainer, writer, interrupt, quiet: bool)
     interrupt.on_train_end(state)
     for w in caught:
         print(f"torch-logreg: warning: {w.message}", file=sys.stderr)
-    for i, g in enumerate(result.grad_norms):
+    history = result.history
+    for i, loss in enumerate(history.train_loss):
+        writer.add_scalar("train/loss", loss, i)
+    for i, g in enumerate(history.grad_norm):
         writer.add_scalar("grad_norm", g, i)
-    history = trainer.history
-    history.epochs = list(range(len(result.losses)))
-    history.train_objective, history.grad_norm = list(result.losses), list(result.grad_norms)
-    history.train_loss = data_losses
-    history.stop_reason = "interrupted" if result.stop_reason == "callback" else result.stop_reason
-    history.n_epochs = history.n_steps = trainer.epoch = trainer.step = result.n_iter
-    history.wall_time = result.wall_time
+    if result.stop_reason == "callback":
+        history.stop_reason = "interrupted"
+    trainer.history, trainer.epoch, trainer.step = history, result.n_iter, result.n_iter
     return history

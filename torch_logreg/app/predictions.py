@@ -15,16 +15,17 @@ import numpy as np
 
 from ..errors import UsageError
 from .files import atomic_write
+from .ingest.registry import output_format
 
 FORMATS = (".csv", ".parquet")
 
 
 def check_format(output: Path) -> None:
     """Refuse, before any work, an output whose suffix names no format we write."""
-    if output.suffix.lower() not in FORMATS:
+    if output_format(output, FORMATS) is None:
         suffix = repr(output.suffix) if output.suffix else "a name without a suffix"
         raise UsageError(f"cannot write {output}: predictions are written as .csv or .parquet, not {suffix}")
-    if output.suffix.lower() == ".parquet":
+    if output_format(output, FORMATS) == ".parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
@@ -65,7 +66,7 @@ def write(path: Path, kept: dict[str, list[str]], columns: dict[str, np.ndarray]
     names = [*kept, *columns]
     data = [*kept.values(), *columns.values()]
     n = len(next(iter(columns.values())))
-    if path.suffix.lower() == ".parquet":  # numbers as numbers, in the model's dtype
+    if output_format(path, FORMATS) == ".parquet":  # numbers as numbers, in the model's dtype
         import pyarrow as pa
         import pyarrow.parquet as pq
 

@@ -48,10 +48,8 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
         raise UsageError(f"--folds must be at least 2, got {folds}")
     device = run_device(cfg.train.device)
     prep = prepare(cfg, device, torch.float64)
-    if prep.stream is not None:
-        raise UsageError(f"{prep.stream.path} is larger than data.memory_budget; path fits each penalty exactly, with "
-                         "the training rows in memory: raise data.memory_budget or leave it out")
-    X, y = prep.X["train"], prep.y["train"]
+    X, _ = prep.rows.in_memory("path fits each penalty exactly, with the training rows in memory")
+    y = prep.y["train"]
     kind = KINDS[cfg.model.kind]
     if kind == "multilabel":
         y = torch.nn.functional.one_hot(y, len(prep.classes))

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..models import single_linear
-from . import data as data_lib
+from . import ingest
 from . import metrics as metrics_lib
 from .config import Config
 from .files import json_text, write_text_atomic
@@ -25,7 +25,7 @@ def predict_proba_raw(model, prep: Prepared):
     def fn(points: np.ndarray) -> np.ndarray:
         X = torch.from_numpy(points)
         if prep.schema.add_radius:
-            X = data_lib.with_radius(X)
+            X = ingest.with_radius(X)
         X = prep.standardizer.transform(X).to(device=model.device, dtype=model.dtype)
         with torch.no_grad():
             return model(X).double().cpu().numpy()
@@ -63,18 +63,12 @@ def epoch_pictures(prep: Prepared) -> Callable | None:
 
 
 def split_metrics(model, prep: Prepared, classes: list[str] | None, train_logits: tuple | None = None) -> dict:
-    """:func:`~torch_logreg.app.metrics.evaluate` of each split. The training split's rows may not
-    be in ``prep.X["train"]``: ``train_logits`` gives its logits and targets when this process holds
-    only a part of it (under torchrun, gathered from every rank); a streamed run's are computed from
-    the file a chunk at a time."""
+    """:func:`~torch_logreg.app.metrics.evaluate` of each split; the training split's from the
+    logits and targets of every training row (``train_logits``, or the training rows' own
+    :meth:`~.rows.TrainingRows.logits`), however they are held."""
     result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes) for s in ("val", "test")}
-    if train_logits is None and prep.stream is not None:
-        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
-    if train_logits is None:
-        result["train"] = metrics_lib.evaluate(model, prep.X["train"], prep.T["train"], classes)
-    else:
-        logits, T = train_logits
-        result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits)
+    logits, T = train_logits if train_logits is not None else prep.rows.logits(model)
+    result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits)
     return {s: result[s] for s in SPLITS}
 
 
@@ -82,10 +76,11 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
                  train_logits: tuple | None = None) -> dict:
     """Write metrics.json (every split's :func:`~torch_logreg.app.metrics.evaluate`, per-class
     scores named by the class labels, and how the run went) and, with a ``writer``, the final
-    TensorBoard entries; returns what metrics.json holds. ``train_logits``: see :func:`split_metrics`."""
+    TensorBoard entries; returns what metrics.json holds. ``train_logits``: the logits and targets
+    of every training row, when already computed (see :func:`split_metrics`)."""
     classes = prep.classes if model.link != "identity" else None
-    if train_logits is None and prep.stream is not None:  # computed once: the pictures use them too
-        train_logits = prep.stream.logits(model, prep.standardizer.transform), prep.T["train"]
+    if train_logits is None:  # computed once: the pictures use them too
+        train_logits = prep.rows.logits(model)
     result = split_metrics(model, prep, classes, train_logits)
     out = {
         **{s: result[s] for s in SPLITS},
@@ -116,7 +111,7 @@ def final_report(writer, model, prep: Prepared, cfg: Config, history, run_dir: P
 
 
 def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict, layer,
-               train_logits: tuple | None) -> None:
+               train_logits: tuple) -> None:
     from .plots import confusion_matrix_image, reliability_image, weight_images
     from .tensorboard import HPARAM_METRICS, config_hparams, write_hparams
 
@@ -125,7 +120,7 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
     scores = {f"{split}/{m}": result[split][m] for m in HPARAM_METRICS if m in result[split]}
     write_hparams(writer, config_hparams(cfg, split), scores, step)
     if model.link != "identity":
-        if split == "train" and train_logits is not None:
+        if split == "train":
             P = metrics_lib.predictions(model, None, train_logits[1], train_logits[0])
         else:
             P = metrics_lib.predictions(model, prep.X[split], prep.T[split])

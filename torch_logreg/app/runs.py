@@ -171,9 +171,9 @@ def load_run(run_dir: str | Path, which: str = "checkpoint.pt") -> tuple[Path, d
 
 def _check_parts(payload: dict) -> None:
     """Every part a command reads, read once here, so a damaged one is named before any work."""
-    from . import data as data_lib
+    from .ingest import Schema
 
-    schema = data_lib.Schema.from_dict(payload["schema"])
+    schema = Schema.of_run(payload)
     std = payload["standardizer"]
     mean, scale = std["mean"], std["scale"]
     if not (isinstance(mean, Tensor) and isinstance(scale, Tensor) and mean.dim() == 1 and mean.shape == scale.shape):
@@ -203,4 +203,4 @@ def model_from_checkpoint(payload: dict, device=None, dtype=None):
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as exc:
         raise UsageError(f"checkpoint weights do not fit a {payload['model_class']}({payload['model_args']}): {exc}") from None
-    return model.to(device=device, dtype=dtype)
+    return model.to(device=device, dtype=dtype).eval()  # a run's model predicts; the loop switches to training

@@ -139,7 +139,8 @@ def applicable_config(cfg: Config) -> dict[str, dict]:
         keep["data"] |= {"name"} | ({"n_samples", "noise"} if data["name"] in ("blobs", "donut", "xor", "synthetic")
                                     else set())
         keep["data"] |= {"n_features"} if data["name"] == "synthetic" else set()
-    keep["model"] = {"kind", "bias"} | ({"hidden", "activation", "link", "init"} if model["kind"] == "mlp" else set())
+    mlp = {"hidden", "activation", "link", "init", "dropout", "batch_norm"}
+    keep["model"] = {"kind", "bias"} | (mlp if model["kind"] == "mlp" else set())
     solver = train["solver"]
     keep["train"] = {"solver", "epochs", "l2", "tol", "seed", "device", "dtype", "step"}
     if solver in L1_SOLVERS + L1_LOOP_SOLVERS:

@@ -127,8 +127,8 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
 
     def _check_params(self, n_params: int, sparse: bool) -> tuple[str, float]:
         """Validate the hyper-parameters; return the solver and the L1 share (the single-C estimator's rules)."""
-        if self.penalty is None:
-            raise UsageError("penalty=None leaves no C to choose; use penalty in ['l2', 'l1', 'elasticnet']")
+        if self.penalty in (None, "firth"):
+            raise UsageError(f"penalty={self.penalty!r} leaves no C to choose; use penalty in ['l2', 'l1', 'elasticnet']")
         arguments.choice("solver", self.solver, SOLVERS)
         arguments.choice("scoring", self.scoring, SCORINGS_OF_KIND["softmax"])
         arguments.choice("choice", self.choice, CHOICES)

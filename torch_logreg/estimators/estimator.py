@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import types
 import warnings
 
 import numpy as np
@@ -47,11 +46,13 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..inference import COV_TYPES, WEIGHTS_KINDS, infer
 from ..models import LogisticRegression, SoftmaxRegression
-from ..registry import EXACT_SOLVERS, L1_SOLVERS, LOOP_SOLVERS
+from ..registry import EXACT_SOLVERS, LOOP_SOLVERS
 from ..solvers import ConvergenceWarning as SolverConvergenceWarning
-from ..solvers import choose_solver, fit_exact
+from ..solvers import SolverResult, fit_exact, is_exact
+from ..solvers.dispatch import resolve as resolve_solver
+from ..solvers.glm import vector
 
-PENALTIES = ("l2", "l1", "elasticnet", None)
+PENALTIES = ("l2", "l1", "elasticnet", "firth", None)
 #: the scipy.sparse formats ``fit`` and the predictions take as they are (others are converted to CSR)
 SPARSE_FORMATS = ("csr", "csc")
 SOLVERS = ("auto", *EXACT_SOLVERS, *LOOP_SOLVERS)
@@ -80,8 +81,11 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    penalty : {"l2", "l1", "elasticnet", None}, default "l2"
-        The penalty on the weights (never on the intercept).
+    penalty : {"l2", "l1", "elasticnet", "firth", None}, default "l2"
+        The penalty on the weights (never on the intercept). ``"firth"``: Firth's bias-reduced logit
+        (the likelihood penalised by ``(1/2) log det I``, finite under separation; binary,
+        ``solver="newton"``; ``C`` is not used); its ``inference_`` has the standard errors of the
+        penalised information, as R's logistf.
     C : float > 0, default 1.0
         Inverse regularisation strength: it multiplies the summed loss.
     l1_ratio : float in [0, 1] or None, default None
@@ -123,6 +127,15 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     weights_kind : {"freq_weights", "var_weights"}, default "freq_weights"
         How ``inference_`` reads the sample weights (times the class weights): as frequencies
         (``nobs = sum w``) or as variance weights (``nobs = N``), statsmodels' GLM names.
+    penalty_factor : (D,) array of floats >= 0 or None, default None
+        Per-feature multiplier of the L1 and L2 penalty (0: unpenalised), glmnet's ``penalty.factor``
+        taken as given (glmnet rescales the factors to sum to D).
+    lower_bounds, upper_bounds : (D,) arrays (``-inf`` / ``inf`` allowed) or None, default None
+        Bounds on the coefficients (glum's names), e.g. ``lower_bounds=[0, -inf]`` for an effect that
+        must not be negative. ``inference_`` is not given for a bounded fit.
+
+    ``penalty_factor``, the bounds, ``penalty="firth"`` and ``fit(..., offset=)`` are for two classes, dense
+    ``X`` and ``solver`` in ``"auto"``, ``"newton"``, ``"cd"`` (:mod:`torch_logreg.solvers.glm`).
 
     Non-convergence (the gradient above ``tol`` after ``max_iter`` iterations or a stalled line
     search) is a :class:`ConvergenceWarning` that states the gradient reached (with separated classes
@@ -155,6 +168,9 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         learning_rate=0.1,
         cov_type="nonrobust",
         weights_kind="freq_weights",
+        penalty_factor=None,
+        lower_bounds=None,
+        upper_bounds=None,
     ):
         self.penalty = penalty
         self.C = C
@@ -169,6 +185,9 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.cov_type = cov_type
         self.weights_kind = weights_kind
+        self.penalty_factor = penalty_factor
+        self.lower_bounds = lower_bounds
+        self.upper_bounds = upper_bounds
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -185,7 +204,6 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             arguments.number("l1_ratio", self.l1_ratio, low=0, high=1)
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise UsageError("penalty='elasticnet' needs l1_ratio, a finite number >= 0 and <= 1 (0: pure L2, 1: pure L1)")
-        arguments.choice("solver", self.solver, SOLVERS)
         arguments.number("max_iter", self.max_iter, low=1, integer=True)
         if self.tol is not None:
             arguments.number("tol", self.tol, low=0)
@@ -197,16 +215,21 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             raise UsageError(f"cov_type must be one of {list(COV_TYPES)}, got {self.cov_type!r}")
         if not isinstance(self.weights_kind, str) or self.weights_kind not in WEIGHTS_KINDS:
             raise UsageError(f"weights_kind must be one of {list(WEIGHTS_KINDS)}, got {self.weights_kind!r}")
-        l1_share = {"l2": 0.0, "l1": 1.0, None: 0.0}.get(self.penalty, self.l1_ratio)
-        solver = self.solver
-        if l1_share > 0 and solver not in ("auto", *L1_SOLVERS):
-            raise UsageError(
-                f"penalty={self.penalty!r} (an L1 term) needs a solver that handles it: solver in "
-                f"{['auto', *L1_SOLVERS]}, got solver={solver!r}"
-            )
-        if solver == "auto":
-            solver = choose_solver(n_params, l1=l1_share, penalised=self.penalty is not None, sparse=sparse)
+        l1_share = {"l2": 0.0, "l1": 1.0, "firth": 0.0, None: 0.0}.get(self.penalty, self.l1_ratio)
+        # the loop's rules take no L1 term here (the exact solvers minimise it)
+        solver = resolve_solver(self.solver, n_params, l1=l1_share, penalised=self.penalty not in (None, "firth"),
+                                sparse=sparse, choices=SOLVERS, term=f"penalty={self.penalty!r}")
+        if self._glm_terms():
+            if self.solver not in ("auto", "newton", "cd"):
+                raise UsageError(f"penalty_factor, lower_bounds, upper_bounds, penalty='firth' and offsets are fitted by "
+                                 f"solver in ['auto', 'newton', 'cd'], not {self.solver!r}")
+            solver = "cd" if self.solver == "cd" else "newton"
         return solver, float(l1_share)
+
+    def _glm_terms(self, offset=None) -> bool:
+        """Whether the fit has a term of :mod:`torch_logreg.solvers.glm` (offset, factors, bounds, Firth)."""
+        extras = (offset, self.penalty_factor, self.lower_bounds, self.upper_bounds)
+        return self.penalty == "firth" or any(v is not None for v in extras)
 
     def _check_groups(self, groups, n: int, n_classes: int) -> np.ndarray | None:
         """``groups`` against ``cov_type`` and ``X``: ``(N,)`` integer cluster codes, or None without clusters."""
@@ -274,9 +297,10 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             )
         return X, y, y_index, sw, weighted
 
-    def fit(self, X, y, sample_weight=None, groups=None):
+    def fit(self, X, y, sample_weight=None, groups=None, offset=None):
         """Fit on ``X`` (N, D) and labels ``y`` (N,); ``sample_weight`` (N,) optional; ``groups`` (N,), the
-        cluster of each row of ``X``, for ``cov_type="cluster"`` only.
+        cluster of each row of ``X``, for ``cov_type="cluster"`` only; ``offset`` (N,), a known term added to
+        each row's logit (two classes; statsmodels' GLM ``offset``): pass it to the predictions too.
 
         ``X`` may be a ``scipy.sparse`` matrix or array: it is fitted as a sparse tensor, never densified;
         ``inference_`` then is not available (it reads dense rows).
@@ -291,11 +315,17 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         n_params = (d + int(bool(self.fit_intercept))) * (1 if k == 2 else k)
         solver, l1_share = self.resolve_params(n_params, sparse=validation.is_sparse(X))
+        glm_terms = self._glm_terms(offset)
+        if glm_terms and (k != 2 or validation.is_sparse(X)):
+            raise UsageError("offset, penalty_factor, lower_bounds, upper_bounds and penalty='firth' need two classes "
+                             f"and dense X; this y has {k} classes" + (" and X is sparse" if validation.is_sparse(X) else ""))
+        if glm_terms and solver not in ("newton", "cd"):  # "auto" chose another for this size
+            solver = "newton"
         codes = self._check_groups(groups, n, k)
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype)
 
-        if self.penalty is None:
+        if self.penalty in (None, "firth"):
             l2 = l1 = 0.0
         else:
             l2, l1 = (1.0 - l1_share) / (self.C * n), l1_share / (self.C * n)
@@ -315,14 +345,18 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         if self.tol is not None:
             tol = float(self.tol)
         else:
-            tol = PENALISED_TOL if self.penalty is not None else ml_tol
+            tol = PENALISED_TOL if self.penalty not in (None, "firth") else ml_tol
 
         self._inference_error = None
         self._inference = None
         separated = False
-        if solver in EXACT_SOLVERS:
+        if is_exact(solver):
+            extras = {}
+            if glm_terms:
+                extras = dict(offset=offset, penalty_factor=self.penalty_factor, lower_bounds=self.lower_bounds,
+                              upper_bounds=self.upper_bounds, penalty="firth" if self.penalty == "firth" else None)
             result = fit_exact(model, Xt, yt, solver=solver, l2=l2, l1=l1, sample_weight=wt, max_iter=int(self.max_iter),
-                               tol=tol, warn=False, check_separation=self.penalty is None)
+                               tol=tol, warn=False, check_separation=self.penalty is None, **extras)
             n_iter, grad_norm, stop_reason = result.n_iter, result.grad_norm, result.stop_reason
             gradient = f"max|gradient| = {grad_norm:.3e}"
             summary_result = result
@@ -346,7 +380,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             n_iter, stop_reason = result.n_epochs, result.stop_reason
             grad_norm, euclidean = _gradient_norms(model, Xt, yt, wt, l2)
             gradient = f"|gradient| = {euclidean:.3e} (Euclidean; max|gradient| = {grad_norm:.3e})"
-            summary_result = types.SimpleNamespace(solver=solver, converged=stop_reason == "converged", n_iter=n_iter)
+            summary_result = SolverResult.from_history(solver, result, l2=l2, tol=tol)
         if stop_reason != "converged" and not separated:
             self._warn_not_converged(solver, n_iter, stop_reason, gradient, tol)
 
@@ -362,7 +396,11 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.intercept_ = np.zeros(W.shape[0])
 
-        if self.penalty is None:
+        bounded = self.lower_bounds is not None or self.upper_bounds is not None
+        if bounded and self.penalty is None:
+            self._inference_error = ("the coefficients were fitted within bounds, where the likelihood's curvature does "
+                                     "not give their standard errors")
+        elif self.penalty in (None, "firth"):
             names = [str(c) for c in getattr(self, "feature_names_in_", [])] or None
             # grad_tol=inf: the gradient is checked below, after infer's checks for separation and a singular
             # design, which explain a fit that cannot reach the optimum better than its gradient; infer's
@@ -373,7 +411,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                     self._inference = infer(
                         model, Xt, yt, wt, result=summary_result, grad_tol=math.inf, feature_names=names,
                         class_names=[str(c) for c in self.classes_], dep_variable=dep_variable, cov_type=self.cov_type,
-                        groups=codes, weights_kind=self.weights_kind,
+                        groups=codes, weights_kind=self.weights_kind, offset=offset, penalty=self.penalty,
                     )
                 except ValueError as exc:
                     self._inference_error = str(exc)
@@ -416,7 +454,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         """Standard errors, z-values, p-values, confidence intervals and likelihood statistics
         of an unpenalised fit (:class:`~torch_logreg.inference.InferenceResult`)."""
         check_is_fitted(self, "coef_")
-        if self.penalty is not None:
+        if self.penalty not in (None, "firth"):
             raise InferenceUnavailable(
                 f"inference_ needs an unpenalised fit (penalty=None), but this estimator was fit with "
                 f"penalty={self.penalty!r}: penalised coefficients are shrunk and their standard errors "
@@ -427,7 +465,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         return self._inference
 
     # -- predictions --
-    def _logits(self, X) -> torch.Tensor:
+    def _logits(self, X, offset=None) -> torch.Tensor:
         check_is_fitted(self, "coef_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=SPARSE_FORMATS)
         layer = self.model_.linear
@@ -436,16 +474,22 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         else:
             Xt = _to_tensor(X, layer.weight.dtype, layer.weight.device)
         with torch.no_grad():
-            return F.linear(Xt, layer.weight, layer.bias)
+            z = F.linear(Xt, layer.weight, layer.bias)
+        if offset is not None:
+            if z.shape[1] != 1:
+                raise UsageError("offset is supported for two classes only")
+            z = z + vector(offset, "offset", z.shape[0], z.dtype, z.device)[:, None]
+        return z
 
-    def decision_function(self, X):
-        """Logits: ``(N,)`` for two classes (positive: ``classes_[1]``), else ``(N, K)``."""
-        z = self._logits(X).to("cpu", torch.float64).numpy()
+    def decision_function(self, X, offset=None):
+        """Logits: ``(N,)`` for two classes (positive: ``classes_[1]``; plus ``offset`` ``(N,)``), else ``(N, K)``."""
+        z = self._logits(X, offset).to("cpu", torch.float64).numpy()
         return z[:, 0] if z.shape[1] == 1 else z
 
-    def predict_proba(self, X):
-        """``(N, K)`` class probabilities, columns in the order of ``classes_``."""
-        z = self._logits(X)
+    def predict_proba(self, X, offset=None):
+        """``(N, K)`` class probabilities, columns in the order of ``classes_`` (two classes: ``offset`` ``(N,)``
+        added to the logits, as in the fit)."""
+        z = self._logits(X, offset)
         if z.shape[1] == 1:
             p = torch.sigmoid(z)
             proba = torch.cat([torch.sigmoid(-z), p], dim=1)
@@ -453,18 +497,18 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             proba = torch.softmax(z, dim=1)
         return proba.to("cpu", torch.float64).numpy()
 
-    def predict_log_proba(self, X):
-        """``(N, K)`` log-probabilities, computed stably from the logits."""
-        z = self._logits(X)
+    def predict_log_proba(self, X, offset=None):
+        """``(N, K)`` log-probabilities, computed stably from the logits (plus ``offset``)."""
+        z = self._logits(X, offset)
         if z.shape[1] == 1:
             logp = torch.cat([F.log_sigmoid(-z), F.log_sigmoid(z)], dim=1)
         else:
             logp = torch.log_softmax(z, dim=1)
         return logp.to("cpu", torch.float64).numpy()
 
-    def predict(self, X):
-        """Labels from ``classes_``: the positive class where the logit is > 0, else the argmax."""
-        z = self._logits(X)
+    def predict(self, X, offset=None):
+        """Labels from ``classes_``: the positive class where the logit (plus ``offset``) is > 0, else the argmax."""
+        z = self._logits(X, offset)
         idx = (z[:, 0] > 0).to(torch.int64) if z.shape[1] == 1 else z.argmax(dim=1)
         return self.classes_[idx.cpu().numpy()]
 

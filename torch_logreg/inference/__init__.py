@@ -52,6 +52,8 @@ The package, each module importing only those listed before it:
     constraints         linear restrictions R theta = q given as arrays, the Wald test, ChiSquareTest
     constraint_strings  restrictions written as text ("GPA = TUCE = 0") read into (R, q)
     margins             marginal effects and their delta-method standard errors
+    prediction          get_prediction: predicted probabilities with delta-method intervals (binary)
+    residuals           resid_*, get_influence (leverage, Cook's distance) and Hosmer-Lemeshow (binary)
     results             InferenceResult and infer, which computes it
 """
 
@@ -72,6 +74,8 @@ from .diagnostics import (
     rcond_bounds,
 )
 from .margins import MarginalEffects
+from .prediction import PredictionResults
+from .residuals import Influence
 from .results import SPARSE_DENSE_MAX_ENTRIES, InferenceResult, infer
 from .tables import Summary, Table
 
@@ -87,8 +91,10 @@ __all__ = [
     "ChiSquareTest",
     "CollinearityWarning",
     "InferenceResult",
+    "Influence",
     "MarginalEffects",
     "PerfectSeparationError",
+    "PredictionResults",
     "Separation",
     "SeparationWarning",
     "Summary",

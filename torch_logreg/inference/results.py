@@ -15,6 +15,7 @@ from torch import Tensor
 from .. import functional as F
 from ..errors import UsageError
 from ..solvers import prepare
+from ..solvers.glm import vector
 from ..solvers.params import augment, get_theta, linear_layer
 from . import constraints
 from .constraint_strings import read_constraints
@@ -22,6 +23,8 @@ from .constraints import ChiSquareTest
 from .covariance import WEIGHTS_KINDS, check_cov_type, group_codes, inverse_information, sandwich
 from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationError, check_conditioning, find_separation
 from .margins import MarginalEffects, margeff_summaries, marginal_effects
+from .prediction import PredictionResults, predict
+from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
 from .tables import Summary, Table, coefficient_summary, fit_header
 
@@ -63,6 +66,45 @@ class InferenceResult:
     #: ``{"overall" | "mean": (effects (K, A), Jacobian (K A, C A))}`` and ``"keep"`` (the non-constant
     #: columns), from :func:`~.margins.margeff_summaries`; read by :meth:`get_margeff`
     margeff_terms: dict | None = field(default=None, repr=False, compare=False)
+    #: the per-row quantities of a binary fit (:class:`~.residuals.Fitted`), read by the residuals and diagnostics
+    fitted: Fitted | None = field(default=None, repr=False, compare=False)
+
+    def _fitted(self) -> Fitted:
+        if self.fitted is None:
+            raise UsageError("residuals and influence are computed for binary fits only (statsmodels' GLM Binomial)")
+        return self.fitted
+
+    @property
+    def resid_response(self) -> np.ndarray:
+        """``y - mu`` ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_response()
+
+    @property
+    def resid_pearson(self) -> np.ndarray:
+        """``sqrt(v) (y - mu) / sqrt(mu (1 - mu))`` ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_pearson()
+
+    @property
+    def resid_deviance(self) -> np.ndarray:
+        """The signed square roots of the rows' deviances ``(N,)`` (:mod:`.residuals`)."""
+        return self._fitted().resid_deviance()
+
+    def get_influence(self) -> Influence:
+        """Leverage (``hat_matrix_diag``), ``resid_studentized`` and ``cooks_distance`` of each row, statsmodels'
+        ``GLMResults.get_influence()`` for a binary fit (:mod:`.residuals`)."""
+        return influence(self._fitted(), self.k_params)
+
+    def hosmer_lemeshow(self, groups: int = 10) -> ChiSquareTest:
+        """The Hosmer-Lemeshow test over ``groups`` groups of fitted probability (:func:`.residuals.hosmer_lemeshow`)."""
+        return hosmer_lemeshow(self._fitted(), groups)
+
+    def get_prediction(self, X, offset=None) -> PredictionResults:
+        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``) with their
+        standard errors and confidence intervals (``.summary_frame(alpha)``), statsmodels' ``get_prediction``
+        for a binary GLM (:mod:`.prediction` states the maths). Binary fits only."""
+        if self.params.ndim != 1:
+            raise UsageError("get_prediction is available for binary fits only")
+        return predict(self.params, self.cov, X, self.has_intercept, offset)
 
     @property
     def tvalues(self) -> np.ndarray:
@@ -230,6 +272,8 @@ def infer(
     cov_type: str = "nonrobust",
     groups=None,
     weights_kind: str = "freq_weights",
+    offset=None,
+    penalty: str | None = None,
 ) -> InferenceResult:
     """Standard errors, tests and likelihood statistics of an unpenalised fit of ``model``.
 
@@ -246,6 +290,15 @@ def infer(
     required by ``"cluster"`` and refused otherwise. ``weights_kind`` (:data:`~.covariance.WEIGHTS_KINDS`) says
     whether ``sample_weight`` holds frequency weights (``nobs = sum w``) or variance weights
     (``nobs = N``), as statsmodels' GLM. ``dep_variable`` names the response in the summaries.
+    ``offset`` ``(N,)`` (binary models) is the known term the fit added to each logit, as in
+    ``GLM(y, X, family=Binomial(), offset=offset)``: ``llnull`` is then the intercept-only fit with
+    the offset, and marginal effects are not computed.
+
+    ``penalty="firth"`` (binary, ``cov_type="nonrobust"``): the model holds Firth's estimate
+    (``fit_exact(..., penalty="firth")``), the gradient checked is that of the penalised likelihood
+    (the modified score), ``Cov = I^-1`` at the estimate (as R's logistf), separation is no
+    obstacle, and ``llf``, ``llnull`` are the penalised log-likelihoods ``l + (1/2) log det I`` of
+    the fit and of the intercept-only Firth fit (with the offset), as logistf reports them.
 
     Raises :class:`PerfectSeparationError` when the classes are (quasi-)completely separated
     and ``ValueError`` for a penalised fit or a singular information matrix (collinear or
@@ -265,9 +318,19 @@ def infer(
     if model.link not in ("sigmoid", "softmax"):
         raise UsageError(f"inference is for logistic models (link 'sigmoid' or 'softmax'), not {model.link!r}")
     cov_type = check_cov_type(cov_type, groups, model.link)
+    firth = penalty == "firth"
+    if penalty not in (None, "firth"):
+        raise UsageError(f"penalty must be None or 'firth', got {penalty!r}")
+    if firth and (model.link != "sigmoid" or cov_type != "nonrobust"):
+        raise UsageError("inference for penalty='firth' is for binary models with cov_type='nonrobust'")
     if weights_kind not in WEIGHTS_KINDS:
         raise UsageError(f"weights_kind must be one of {', '.join(map(repr, WEIGHTS_KINDS))}, got {weights_kind!r}")
     X, T, w = prepare(model, X, y, sample_weight)
+    off = None
+    if offset is not None:
+        if model.link != "sigmoid":
+            raise UsageError("offset is supported for binary models (one sigmoid output) only")
+        off = vector(offset, "offset", X.shape[0], X.dtype, X.device)
     if X.layout != torch.strided:  # leverages, sandwiches and marginal effects read the rows densely
         if X.shape[0] * X.shape[1] > SPARSE_DENSE_MAX_ENTRIES:
             raise UsageError(f"inference reads sparse X as dense rows, and this X has {X.shape[0]:,} x {X.shape[1]:,} "
@@ -282,7 +345,7 @@ def infer(
     if bias:
         names = ["const", *names]
     codes, n_groups = group_codes(groups, X.shape[0], X.device) if cov_type == "cluster" else (None, None)
-    sep = find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
+    sep = None if firth else find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
     if sep is not None:
         raise PerfectSeparationError(sep)
 
@@ -294,7 +357,7 @@ def infer(
         wn = torch.ones(n, dtype=X.dtype, device=X.device) if w is None else w
         wsum = wn.sum()
         nobs = float(wsum) if weights_kind == "freq_weights" else float(n)
-        z = Xa @ theta.T
+        z = Xa @ theta.T if off is None else Xa @ theta.T + off[:, None]
         nll, grad_z = model.loss_fn(z, T, w)
         llf = -nll * n
         # gradient of the per-observation log-likelihood, sum_n w_n (p_n - t_n) x~_n / sum_n w_n
@@ -305,6 +368,8 @@ def infer(
             params = theta[0]
             tbar = (wn[:, None] * T).sum(0) / wsum
             llnull = wsum * _xlogy(tbar, tbar).sum() + wsum * _xlogy(1 - tbar, 1 - tbar).sum()
+            if off is not None or firth:
+                llnull = _llnull_offset(T[:, 0], off if off is not None else torch.zeros_like(wn), wn, tbar[0], firth)
             n_contrasts = 1
             prob = torch.sigmoid(z[:, 0])
             resid = T - prob[:, None]  # (N, 1)
@@ -321,7 +386,17 @@ def infer(
             curvature = None
         collinearity = check_conditioning(info, names, n_contrasts)
         cov = inverse_information(info)
+        if firth:  # the modified score's gradient and the penalised likelihood (solvers/glm.py)
+            assert curvature is not None  # binary (checked above)
+            h = wn * curvature * ((Xa @ cov) * Xa).sum(1)
+            grad = (Xa.T @ (wn * (prob - T[:, 0]) - h * (0.5 - prob))).abs().max()
+            llf = llf + 0.5 * torch.linalg.slogdet(info)[1]
         k_params = n_contrasts * a
+        fitted = None
+        if curvature is not None:  # binary: the rows' leverages in the IRLS hat matrix, from the nonrobust I^-1
+            hat = wn * curvature * ((Xa @ cov) * Xa).sum(1)
+            vw = wn if weights_kind == "var_weights" else torch.ones_like(wn)
+            fitted = Fitted(*(to_numpy(v) for v in (T[:, 0], prob, wn, vw, hat)))
         if cov_type != "nonrobust":
             cov = sandwich(cov, Xa, resid, w, cov_type, weights_kind, codes, n_groups, nobs, k_params, curvature)
         bse = torch.sqrt(cov.diagonal()).view(params.shape)
@@ -336,7 +411,7 @@ def infer(
         )
         grad_v = grad.item() / float(wsum)
         contrasts = torch.cat([torch.zeros_like(theta[:1]), params.view(n_contrasts, a)])  # (K, A), class 0 at zero
-        margeff_terms = margeff_summaries(Xa, contrasts, wn / wsum)
+        margeff_terms = margeff_summaries(Xa, contrasts, wn / wsum) if off is None else None
     if grad_v > grad_tol:
         raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
@@ -363,7 +438,7 @@ def infer(
         param_names=names,
         class_names=classes,
         cov=to_numpy(cov),
-        model_name="Logit" if model.link == "sigmoid" else "MNLogit",
+        model_name=("Firth logit" if firth else "Logit") if model.link == "sigmoid" else "MNLogit",
         solver=getattr(result, "solver", "") if result is not None else "",
         converged=getattr(result, "converged", None) if result is not None else None,
         n_iter=getattr(result, "n_iter", None) if result is not None else None,
@@ -372,7 +447,30 @@ def infer(
         weights_kind=weights_kind,
         n_groups=n_groups,
         margeff_terms=margeff_terms,
+        fitted=fitted,
     )
+
+
+def _llnull_offset(y: Tensor, offset: Tensor, w: Tensor, ybar: Tensor, firth: bool = False, max_iter: int = 100) -> Tensor:
+    """The log-likelihood of the intercept-only model with ``offset``, ``max_c sum_n w_n log p(y_n | c + o_n)``,
+    by Newton on the one parameter from ``logit(ybar)`` (statsmodels' GLM ``llnull`` with an offset); with ``firth``
+    the penalised one, ``+ (1/2) log I(c)``, ``I(c) = sum_n w_n p_n (1 - p_n)``, by Firth's modified score."""
+    c = torch.log(ybar / (1 - ybar)) if 0 < float(ybar) < 1 else torch.zeros_like(ybar)
+    for _ in range(max_iter):
+        p = torch.sigmoid(c + offset)
+        g, h = (w * (y - p)).sum(), (w * p * (1 - p)).sum()
+        if firth:  # leverages w_n p_n (1 - p_n) / I, each times (1/2 - p_n)
+            g = g + (w * p * (1 - p) * (0.5 - p)).sum() / h
+        step = g / h
+        c = c + step
+        if bool(step.abs() <= 1e-15 * max(1.0, float(c.abs()))):
+            break
+    eta = c + offset
+    llf = (w * (F.log_sigmoid(eta) * y + F.log_sigmoid(-eta) * (1 - y))).sum()
+    if firth:
+        p = torch.sigmoid(eta)
+        llf = llf + 0.5 * torch.log((w * p * (1 - p)).sum())
+    return llf
 
 
 def _xlogy(x: Tensor, y: Tensor) -> Tensor:

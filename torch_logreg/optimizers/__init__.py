@@ -9,6 +9,9 @@
 ``make(name, params, **hyper)`` builds one from the name the config uses (the registry's line
 ``OPTIMIZERS`` says which class each name is). An optimizer's state (moments, step count) is in
 its ``state_dict``, so a resumed run continues bit for bit.
+
+:func:`~.clip.clip_grad_norm` scales the gradients to a global norm bound before a step, as
+``torch.nn.utils.clip_grad_norm_``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import importlib
 
 from ..registry import OPTIMIZERS
 from .base import DEFAULTS, Optimizer
+from .clip import clip_grad_norm
 
-__all__ = ["DEFAULTS", "Optimizer", "make", "optimizer_class"]
+__all__ = ["DEFAULTS", "Optimizer", "clip_grad_norm", "make", "optimizer_class"]
 
 
 def optimizer_class(name: str) -> type[Optimizer]:

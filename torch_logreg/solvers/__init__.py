@@ -55,7 +55,11 @@ Solvers
     (sparse) features.
 
 :func:`choose_solver` is the rule that picks one of them from the problem's size (the
-estimator's ``solver="auto"``).
+estimator's ``solver="auto"``); :func:`~.dispatch.resolve`, the one rule of which solver runs for a
+name and a penalty, used by the estimator, the regularization path and the command line.
+
+Each call returns a :class:`SolverResult`, whose ``history`` is the run's
+:class:`~torch_logreg.train.History` (one entry per iterate, the start first), as the loop's.
 
 Convergence is declared when the optimality measure, the largest absolute entry of the
 gradient (with ``l1 > 0``: of the minimum-norm subgradient), falls to ``tol`` or below, the
@@ -82,11 +86,21 @@ import torch
 from torch import Tensor
 
 from .. import arguments, validation
+from .. import penalty as penalty_terms
 from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..models import single_linear
 from ..registry import EXACT_SOLVERS, L1_SOLVERS
+from . import glm
 from .coordinate import coordinate
+from .dispatch import (
+    NEWTON_MAX_PARAMS,
+    NEWTON_MAX_PARAMS_UNPENALISED,
+    PROXIMAL_NEWTON_MAX_PARAMS,
+    choose_solver,
+    is_exact,
+    resolve,
+)
 from .lbfgs import lbfgs
 from .newton import newton
 from .params import augment, get_theta, linear_layer, set_theta
@@ -103,13 +117,18 @@ __all__ = [
     "NonFiniteError",
     "SOLVERS",
     "SolverResult",
+    "NEWTON_MAX_PARAMS",
+    "NEWTON_MAX_PARAMS_UNPENALISED",
+    "PROXIMAL_NEWTON_MAX_PARAMS",
     "augment",
     "check_sample_weight",
     "choose_solver",
     "fit_exact",
     "get_theta",
+    "is_exact",
     "linear_layer",
     "prepare",
+    "resolve",
     "set_theta",
 ]
 
@@ -132,6 +151,11 @@ def fit_exact(
     warn: bool = True,
     callback=None,
     step: str = "rule",
+    offset=None,
+    penalty_factor=None,
+    lower_bounds=None,
+    upper_bounds=None,
+    penalty: str | None = None,
 ) -> SolverResult:
     """Minimise ``(1/N) sum_n w_n loss_n + (l2/2)||W||^2 + l1 ||W||_1`` exactly; model trained in place.
 
@@ -156,6 +180,22 @@ def fit_exact(
     gradient take the fixed rule's step either way: a measured step's set-up (a copy of X for the
     feature-major step) would be paid again by every solve, for a few dozen evaluations.
 
+    The terms of the analysts' models, for a binary model (one sigmoid output, a single ``Linear``)
+    on dense ``X`` with ``solver="newton"`` or ``"cd"`` (:mod:`~torch_logreg.solvers.glm`, which states
+    the maths): ``offset`` ``(N,)``, a known term added to each row's logit (an exposure, a prior
+    model's score), statsmodels' and glmnet's ``offset``; ``penalty_factor`` ``(D,)`` non-negative,
+    the per-coefficient multiplier of both the L1 and the L2 term (0 leaves a coefficient
+    unpenalised; glmnet's ``penalty.factor``, though glmnet rescales the factors to sum to ``D`` and
+    this takes them as given, as glum's ``P1``/``P2``); ``lower_bounds`` / ``upper_bounds`` ``(D,)``,
+    glum's names, ``-inf`` / ``inf`` allowed, bounds on the weights (never on the bias), the box in
+    which coordinate descent solves each Newton model; ``penalty="firth"``, Firth's bias-reduced
+    logit (the likelihood penalised by the Jeffreys prior ``(1/2) log det I``), finite under
+    separation, with no other penalty or bound.
+
+    The result's ``history`` is the solve as the loop records a run (a
+    :class:`~torch_logreg.train.History`: per iterate, the objective, the loss without the
+    penalties and the optimality measure).
+
     After an unpenalised classification fit (``l1 = l2 = 0``) with ``check_separation``, samples
     predicted with probability within ``1e-7`` of certainty trigger a linear-programming check
     for (quasi-)complete separation; when found, a
@@ -169,18 +209,21 @@ def fit_exact(
     tol = arguments.number("tol", tol, low=0)
     arguments.number("max_iter", max_iter, low=1, integer=True)
     arguments.number("history_size", history_size, low=1, integer=True)
-    if l1 > 0 and solver not in L1_SOLVERS:
-        raise UsageError(
-            f"solver={solver!r} cannot minimise an L1 penalty (l1={l1:g}); solvers that can: "
-            f"{list(L1_SOLVERS)}"
-        )
+    resolve(solver, l1=l1, choices=EXACT_SOLVERS)
     if device is not None or dtype is not None:
         dev = resolve_device(device) if device is not None else model.device
         model.to(device=dev, dtype=resolve_dtype(dtype, default=model.dtype))
+    extras = (offset, penalty_factor, lower_bounds, upper_bounds)
+    if penalty is not None or any(v is not None for v in extras):
+        return _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_separation, warn, callback,
+                        offset, penalty_factor, lower_bounds, upper_bounds, penalty)
     X, T, w = prepare(model, X, y, sample_weight)
 
     start = time.perf_counter()
     result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
+    if result.penalized:  # each iterate's loss without the penalties, at the model's parameters then
+        params = dict(model.named_parameters())
+        result.data_loss = lambda f: f - float(penalty_terms.value(params, l2)) - float(penalty_terms.l1_value(params, l1))
     if solver == "newton":
         newton(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
     elif solver == "proximal":
@@ -190,7 +233,17 @@ def fit_exact(
     else:
         lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result, callback)
     result.wall_time = time.perf_counter() - start
+    result.data_loss = None  # it holds the model: the result is kept (and pickled) without it
 
+    _warn_stopped(result, solver, max_iter, tol, warn)
+    single = single_linear(model) is not None
+    if check_separation and single and not result.penalized and model.link in ("sigmoid", "softmax"):
+        _check_separation(model, X, T, w, result, warn)
+    return result
+
+
+def _warn_stopped(result: SolverResult, solver: str, max_iter: int, tol: float, warn: bool, stacklevel: int = 3) -> None:
+    """The :class:`ConvergenceWarning` of a solve that stopped before ``tol``."""
     if warn and result.stop_reason not in ("converged", "callback"):
         if result.stop_reason == "max_iter":
             why = f"did not converge in {result.n_iter} iterations (max_iter={max_iter})"
@@ -200,47 +253,52 @@ def fit_exact(
             f"{solver}: {why}; the optimality measure max|gradient| is {result.grad_norm:.3e} > tol={tol:g}. "
             "Increase max_iter, loosen tol, standardise the features or add a penalty.",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    single = single_linear(model) is not None
-    if check_separation and single and not result.penalized and model.link in ("sigmoid", "softmax"):
-        sep = find_separation(model, X, T, w, screen=True)
-        if sep is not None:
-            result.separation = sep
-            if warn:
-                warnings.warn(sep.message, SeparationWarning, stacklevel=2)
+
+
+def _check_separation(model, X, T, w, result: SolverResult, warn: bool, stacklevel: int = 3) -> None:
+    sep = find_separation(model, X, T, w, screen=True)
+    if sep is not None:
+        result.separation = sep
+        if warn:
+            warnings.warn(sep.message, SeparationWarning, stacklevel=stacklevel)
+
+
+def _fit_glm(model, X, y, solver, l2, l1, sample_weight, max_iter, tol, check_separation, warn, callback,
+             offset, penalty_factor, lower_bounds, upper_bounds, penalty_name) -> SolverResult:
+    """:func:`fit_exact` with an offset, penalty factors, bounds or Firth's penalty (:mod:`.glm`)."""
+    arguments.choice("penalty", penalty_name, (None, "firth"))
+    firth = penalty_name == "firth"
+    if single_linear(model) is None or model.link != "sigmoid" or model.n_outputs != 1:
+        raise UsageError("offset, penalty_factor, lower_bounds, upper_bounds and penalty='firth' are for a binary "
+                         "logistic model (one sigmoid output, a single Linear layer)")
+    if solver not in ("newton", "cd"):
+        raise UsageError(f"offset, penalty_factor, bounds and penalty='firth' are solved by solver='newton' or 'cd', "
+                         f"not {solver!r}")
+    if firth and (l1 > 0 or l2 > 0 or lower_bounds is not None or upper_bounds is not None or penalty_factor is not None):
+        raise UsageError("penalty='firth' is the only penalty of its fit: leave l1, l2, penalty_factor and the bounds out")
+    if validation.is_sparse(X) or (isinstance(X, Tensor) and X.layout != torch.strided):
+        raise UsageError("offset, penalty_factor, bounds and penalty='firth' need dense X")
+    X, T, w = prepare(model, X, y, sample_weight)
+    n, d = X.shape
+    dt, dev = model.dtype, model.device
+    off = glm.vector(offset, "offset", n, dt, dev) if offset is not None else None
+    factor = glm.vector(penalty_factor, "penalty_factor", d, dt, dev, low=0) if penalty_factor is not None else None
+    lower = glm.vector(lower_bounds, "lower_bounds", d, dt, dev, infinite=True) if lower_bounds is not None else None
+    upper = glm.vector(upper_bounds, "upper_bounds", d, dt, dev, infinite=True) if upper_bounds is not None else None
+    if lower is not None and upper is not None and bool((lower > upper).any()):
+        j = int((lower > upper).nonzero()[0, 0])
+        raise UsageError(f"lower_bounds[{j}] = {float(lower[j]):g} exceeds upper_bounds[{j}] = {float(upper[j]):g}")
+    penalised = l2 > 0 or l1 > 0
+    result = SolverResult(solver, False, 0, math.nan, math.nan, "", l2=l2, l1=l1, tol=tol, weighted=w is not None)
+    start = time.perf_counter()
+    glm.glm_newton(model, X, T, w, off, l2, l1, factor, lower, upper, firth, max_iter, tol, result, callback)
+    result.wall_time = time.perf_counter() - start
+    _warn_stopped(result, solver, max_iter, tol, warn, stacklevel=4)  # at fit_exact's caller
+    if check_separation and not penalised and not firth:
+        _check_separation(model, X, T, w, result, warn, stacklevel=4)
     return result
-
-
-#: ``choose_solver``: Newton while its Hessian has at most this many rows, under an L2 penalty ...
-NEWTON_MAX_PARAMS = 400
-#: ... and without a penalty, where inference forms and factorises that Hessian anyway and L-BFGS approaches an
-#: optimum with no ``l2`` to bound the curvature from below slowly; above either, L-BFGS
-NEWTON_MAX_PARAMS_UNPENALISED = 1000
-#: with an L1 term, proximal Newton (FISTA on the dense ``(KA, KA)`` Hessian, ``O((KA)^2)`` memory and work per
-#: inner step) up to this many rows for dense X, and up to ``NEWTON_MAX_PARAMS`` for sparse X, whose Hessian is
-#: dense where X is not; above, the proximal gradient
-PROXIMAL_NEWTON_MAX_PARAMS = 2000
-
-
-def choose_solver(n_params: int, *, l1: float = 0.0, penalised: bool = True, sparse: bool = False) -> str:
-    """The exact solver for a problem of ``n_params = K A`` parameters (the Hessian's rows): with
-    ``l1 > 0`` and ``sparse`` X, ``"cd"`` (coordinate descent: on sparse data 10-60x faster than
-    the others to the same tolerance, as measured in benchmarks/README.md); with ``l1 > 0`` and
-    dense X, ``"newton"`` (proximal Newton) while ``n_params`` is at most
-    ``PROXIMAL_NEWTON_MAX_PARAMS``, else ``"proximal"`` (whose multi-threaded matrix products beat
-    the coordinate passes on dense columns); with ``l1 = 0``, ``"newton"`` while it is at most
-    ``NEWTON_MAX_PARAMS`` (``NEWTON_MAX_PARAMS_UNPENALISED`` when not ``penalised``), else
-    ``"lbfgs"``. Without numba, ``"cd"`` gives way to newton (up to ``NEWTON_MAX_PARAMS``) or
-    proximal."""
-    if l1 > 0:
-        if sparse:
-            from .coordinate_kernels import available
-
-            if available():
-                return "cd"
-        return "newton" if n_params <= (NEWTON_MAX_PARAMS if sparse else PROXIMAL_NEWTON_MAX_PARAMS) else "proximal"
-    return "newton" if n_params <= (NEWTON_MAX_PARAMS if penalised else NEWTON_MAX_PARAMS_UNPENALISED) else "lbfgs"
 
 
 def prepare(model, X, y, sample_weight=None) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -217,9 +217,13 @@ def coordinate(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, call
             refresh(o)
         return (outputs[0].F if softmax else sum(o.F for o in outputs)), max(o.opt for o in outputs)
 
+    def data_loss() -> float:
+        """The loss without the penalties at the current point (the model holds the start until the end)."""
+        return outputs[0].loss if softmax else sum(o.loss for o in outputs)
+
     it = 0
     F_total, opt = evaluate()
-    if not record_iterate(result, it, F_total, opt, tol, max_iter, callback):
+    if not record_iterate(result, it, F_total, opt, tol, max_iter, callback, data_loss()):
         while True:
             steps: list[float] = []
             for o in outputs:
@@ -235,7 +239,7 @@ def coordinate(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, call
             it += 1
             result.line_search_steps.append(min(steps))
             F_total, opt = evaluate()
-            if record_iterate(result, it, F_total, opt, tol, max_iter, callback):
+            if record_iterate(result, it, F_total, opt, tol, max_iter, callback, data_loss()):
                 break
 
     out = np.stack([np.concatenate([[o.b], o.w]) if bias else o.w for o in outputs])

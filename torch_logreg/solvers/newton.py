@@ -111,6 +111,10 @@ def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
     return torch.cholesky_solve(b, chol)
 
 
+#: the public name of the solve, for the other Newton solvers of the package (glm.py)
+spd_solve = _spd_solve
+
+
 def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None, blas: str = "rule") -> None:
     layer = linear_layer(model)
     prefix = next(name for name, _ in model.named_children())

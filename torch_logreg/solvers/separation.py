@@ -183,6 +183,8 @@ def _separation_message(sep: Separation, binary: bool) -> str:
         "Remove or merge the separating features, collect more data, or fit with a penalty "
         "(l2 > 0; estimator: penalty='l2'), whose estimate does exist."
     )
+    if binary:  # Firth's estimate is finite under separation and, unlike a ridge one, first-order unbiased
+        remedy += " Firth's bias-reduced logit also exists: fit_exact(..., penalty='firth'); estimator: penalty='firth'."
     if sep.kind == "complete":
         return (
             f"Complete separation: a linear combination of the features classifies all {sep.n_samples} samples "

@@ -12,13 +12,14 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
+from .base import Step
 from .common import IN_PLACE
 
 if TYPE_CHECKING:
     from .batch_fused import RowsKernel
 
 
-class BatchStep:
+class BatchStep(Step):
     """``step(Xb, Tb, l2) -> (loss, grads)`` for the mini-batches of a single-``Linear`` model,
     like ``objective_and_grad(Xb, Tb, l2)``, in buffers allocated once for the largest batch.
 
@@ -33,6 +34,8 @@ class BatchStep:
     :meth:`rows_step` binds it to the whole in-memory data set, so that a batch is given as its
     row numbers and never gathered. Elsewhere the step is about a dozen torch operations.
     """
+
+    grads: dict[str, Tensor]  # the buffers every step returns
 
     name = "batch"
 

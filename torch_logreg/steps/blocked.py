@@ -46,6 +46,7 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
+from .base import Step
 from .common import LINKS
 
 #: fewest rows of a block: below it the fixed cost of a block's five or six calls into torch
@@ -80,7 +81,7 @@ def block_rows(n_features: int, n_outputs: int, itemsize: int, threads: int | No
     return max(MIN_ROWS, rows // 64 * 64)
 
 
-class BlockedStep:
+class BlockedStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data, like ``objective_and_grad``.
 
     ``rows``: the rows per block (default :func:`block_rows`). The logits, the loss terms and the
@@ -93,6 +94,8 @@ class BlockedStep:
     blocks' ``(K, R)`` buffers lie one after another in flat ``(K N,)`` tensors, the targets
     copied into the same layout once, so the loss is one reduction over them.
     """
+
+    grads: dict[str, Tensor]  # the buffers every step returns
 
     name = "blocked"
 

@@ -7,8 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .base import Step
 
-class GraphedStep:
+
+class GraphedStep(Step):
     """Wraps a bound full-batch step: ``step(X, T, l2)`` replays the captured step *and* the
     update (:attr:`includes_update`), returning the graph's static loss and gradient tensors.
 
@@ -25,12 +27,11 @@ class GraphedStep:
                  device: torch.device) -> None:
         self.inner, self.update, self.key, self.device = inner, update, key, device
         self.name = f"cuda_graph({inner.name})"
-        self.flat_grad = getattr(inner, "flat_grad", None)
-        self.grads = getattr(inner, "grads", None)
+        self.flat_grad, self.grads = inner.flat_grad, inner.grads
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_key: tuple | None = None
         #: how the inner step was chosen (set by the selector)
-        self.selection = getattr(inner, "selection", None)
+        self.selection = inner.selection
         self._out: tuple[Tensor, dict[str, Tensor]] | None = None
 
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:

@@ -24,10 +24,11 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
+from .base import Step
 from .common import IN_PLACE, transpose
 
 
-class FeatureMajorStep:
+class FeatureMajorStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data, like ``objective_and_grad``.
 
     The intermediates live in buffers allocated here, once: the logits, overwritten by the

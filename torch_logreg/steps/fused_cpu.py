@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from . import batch_fused
+from .base import Step
 from .common import bind_single_pass, fusable, step_from_sums
 from .jit import ERROR_MODEL
 from .prefetch import LINE_BYTES
@@ -217,7 +218,7 @@ if numba is not None:
     }
 
 
-class FusedStep:
+class FusedStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data in one pass over X, like
     ``objective_and_grad``; see the module docstring for where it applies."""
 

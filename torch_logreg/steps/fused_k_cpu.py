@@ -27,6 +27,7 @@ from torch import Tensor
 from .. import penalty
 from ..models import single_linear
 from . import batch_fused
+from .base import Step
 
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
@@ -71,7 +72,7 @@ def problem(model, X: Tensor) -> str | None:
     return None
 
 
-class FusedKStep:
+class FusedKStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data in one pass over X, like
     ``objective_and_grad``, for any number of outputs (see the module docstring)."""
 

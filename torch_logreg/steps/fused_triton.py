@@ -20,6 +20,7 @@ import os
 import torch
 from torch import Tensor
 
+from .base import Step
 from .common import bind_single_pass, fusable, step_from_sums
 
 try:
@@ -110,7 +111,7 @@ if triton is not None:
         tl.store(out + D + 1, tl.sum(loss_sum, axis=0))
 
 
-class TritonStep:
+class TritonStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` on fixed full-batch data in one pass over X on the GPU,
     like ``objective_and_grad``; see the module docstring for where it applies."""
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .base import Step
 
-class AutocastStep:
+
+class AutocastStep(Step):
     name = "autocast"
 
     def __init__(self, inner, dtype: torch.dtype, device: torch.device) -> None:

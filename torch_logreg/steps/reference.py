@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from .base import Step
 
-class ReferenceStep:
+
+class ReferenceStep(Step):
     """``step(X, T, l2) -> (loss, grads)``: :meth:`StackedModel.objective_and_grad` on the batch
     it is given (optionally sample-weighted). Every other step is pinned to this one by tests."""
 

@@ -31,6 +31,7 @@ from .. import functional as F
 from .. import penalty
 from ..errors import UsageError
 from ..models import single_linear
+from .base import Step
 
 if TYPE_CHECKING:
     from .sparse_fused import BlockedFused, SparseFused
@@ -43,7 +44,7 @@ def check_model(model) -> None:
                          f"not {type(model).__name__}; pass X densified (X.toarray() or X.to_dense()) for this model")
 
 
-class SparseStep:
+class SparseStep(Step):
     """``step(X, T, l2) -> (loss, grads)`` for a sparse CSR ``X``, like ``objective_and_grad``.
 
     Built with the full batch ``X`` (and its ``sample_weight``), it keeps ``X^T`` as a CSR
