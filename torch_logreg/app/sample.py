@@ -27,7 +27,7 @@ SPLITS = ("train", "val", "test")
 def sample(run_dir: str | Path, output: str | Path, rows: int = 10, split: str = "test", force: bool = False) -> int:
     """Write the first ``rows`` rows of ``split`` of the run's data to the CSV ``output``; returns
     how many were written (fewer when the split is smaller)."""
-    from . import data as data_lib
+    from . import ingest
     from .fitting import prepare
     from .runs import load_run
 
@@ -39,19 +39,18 @@ def sample(run_dir: str | Path, output: str | Path, rows: int = 10, split: str =
     out = check_output(output, run_dir=path, force=force)
     if out.suffix.lower() != ".csv":
         raise UsageError(f"cannot write {out}: sample writes CSV; name the file *.csv")
-    schema = data_lib.Schema.from_dict(payload["schema"])
+    schema = ingest.Schema.from_dict(payload["schema"])
     if schema.categorical or schema.add_radius or schema.hashed or schema.sparse_width:
         raise UsageError(f"run {path} encodes its columns (categories, the radius feature, hashed or sparse columns); "
                          "sample writes raw numeric columns only: take rows of the run's own data file instead")
-    standardizer = data_lib.Standardizer.from_state_dict(payload["standardizer"])
+    standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
     prep = prepare(cfg, torch.device("cpu"), torch.float64, standardizer)
-    if prep.stream is not None and split == "train":
-        raise UsageError("the training rows of this run stay in its file (data.memory_budget); use --split val or test")
-    Z = prep.X[split][:rows]
+    # the training rows come from their source (in memory, or read from the file); the others are held
+    Z = prep.rows.head(rows)[0].to(torch.float64) if split == "train" else prep.X[split][:rows]
     if Z.shape[0] == 0:
         raise UsageError(f"run {path} has no {split} split (data.{split}_fraction = 0); use --split train")
     X = (Z * standardizer.scale.to(Z) + standardizer.mean.to(Z)).numpy()
-    y = prep.y[split][:rows].cpu().numpy()
+    y = prep.y[split][: Z.shape[0]].cpu().numpy()
     labels = [repr(float(v)) for v in y] if target_is_real(cfg.model) else [prep.classes[int(i)] for i in y]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
