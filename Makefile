@@ -33,13 +33,14 @@ setup: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/torch-logreg train
+	@echo "Next: $(BIN)/tensorboard --logdir runs, then open http://localhost:6006 (README.md tours the commands)"
 
 # the fast tier: the unit tests of each floor of the package, without the tests marked slow
 # (more than a few seconds), e2e (the command line end to end) or cuda; --all-modules fails the
 # run unless it imported every module of torch_logreg
 FAST_TESTS := tests/test_architecture.py tests/test_functional.py tests/test_gradients.py tests/test_steps.py \
 	tests/test_optimizers.py tests/test_train.py tests/test_mlp.py tests/test_config.py tests/test_blocked_step.py \
-	tests/test_hessian_rows.py
+	tests/test_hessian_rows.py tests/test_first_run.py
 
 lint: $(DEV)
 	$(BIN)/ruff check .

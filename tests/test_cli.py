@@ -134,8 +134,9 @@ def test_tensorboard_reads_the_events_file(trained):
     assert any(t.startswith("weights/") for t in tags["histograms"])
     assert any(t.startswith("gradients/") for t in tags["histograms"])
     assert "test/pr_curve" in tags["tensors"] and "config/text_summary" in tags["tensors"]
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(hparams_tags(trained))
-    assert "hparam/test/accuracy" in tags["scalars"]
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams_tags(trained))
+    assert {"test/loss", "test/accuracy", "test/auc"} <= set(tags["scalars"])  # the scores at the final step
+    assert not [t for t in tags["scalars"] if t.startswith("hparam")]
 
 
 def hparams_tags(run_dir) -> list[str]:
@@ -641,9 +642,11 @@ def test_a_run_saved_by_version_0_1_0_still_loads(capsys, tmp_path):
     saved = json.loads((run_dir / "metrics.json").read_text())
     code, out, err = run_cli(capsys, "evaluate", "--run", run_dir)
     assert code == 0, err
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:1].strip()}  # the summary's rows
+    assert rows["split"][1] == "loss"
     for split in ("train", "val", "test"):
         # the same float32 model on the same split; summation order may differ on another CPU
-        assert f"{split:<5} loss {saved[split]['loss']:.4f}" in out
+        assert rows[split][1] == f"{saved[split]['loss']:.4f}"
     code, out, err = run_cli(capsys, "resume", "--run", run_dir, "--quiet")
     assert code == 0, err
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -680,8 +683,10 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise():
     tl.fit(tl.LogisticRegression(3), X, y, epochs=20, tol=0, device="cpu", callbacks=[Progress(20, stream=pipe)])
     assert "20/20" in term.getvalue() and "epoch/s" in term.getvalue() and "loss=" in term.getvalue()
     lines = pipe.getvalue().splitlines()
-    assert lines[0].startswith("epoch 1/20  objective") and lines[-1].startswith("epoch 20/20  objective")
-    assert all(" loss " in line for line in lines)
+    assert lines[0].startswith("epoch 1/20  objective") and lines[-2].startswith("epoch 20/20  objective")
+    assert all(" loss " in line for line in lines[:-1])
+    assert lines[-1] == "reached the epoch limit 20/20 (resume --set train.epochs=N goes on)"
+    assert term.getvalue().rstrip().endswith("reached the epoch limit 20/20 (resume --set train.epochs=N goes on)")
     assert "\r" not in pipe.getvalue()
 
 

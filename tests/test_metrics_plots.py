@@ -178,26 +178,35 @@ def _hparams_dashboard(logdir: Path):
 
 
 def test_hparams_of_train_runs_and_cv_trials_share_one_dashboard(xor_run):
+    """TensorBoard builds the dashboard from the sessions: the keys each run set (those that apply
+    to its model), the varied ones first, and each run's scores under their own tags: a train run's
+    test split (test/...), a cv trial's fold means (trial/...), never mixed in one column."""
     from torch.utils.tensorboard import SummaryWriter
 
     from torch_logreg.app.config import load_config
-    from torch_logreg.app.tensorboard import METRIC_TAGS, config_hparams, write_hparams
+    from torch_logreg.app.tensorboard import config_hparams, write_hparams
 
     # a cv trial in the same log directory, written as cv writes one: the trial's config, its fold means
     trial = load_config(xor_run / "config.toml")
     trial.train.l2 = 0.5
     with SummaryWriter(str(xor_run.parent / "cv-xor" / "trial-000")) as writer:
-        write_hparams(writer, config_hparams(trial, "3-fold cv"), {"loss": 0.69, "accuracy": 0.55, "diverged": 0.0})
+        write_hparams(writer, config_hparams(trial, "3-fold cv"), {"trial/loss": 0.69, "trial/accuracy": 0.55})
     experiment, sessions = _hparams_dashboard(xor_run.parent)
-    assert [m.name.tag for m in experiment.metric_infos] == list(METRIC_TAGS)
-    assert {"train.lr", "train.l2", "model.kind", "data", "scored_on"} <= {h.name for h in experiment.hparam_infos}
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert {"train.lr", "train.l2", "model.kind", "data", "scored_on"} <= set(infos)
+    assert not {"model.hidden", "model.activation", "train.betas"} & set(infos)  # not a logistic run's keys
+    assert infos["train.l2"].differs and not infos["train.lr"].differs
+    assert [h.name for h in experiment.hparam_infos][0] in ("train.l2", "scored_on")  # the varied keys first
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"test/loss", "test/accuracy", "trial/loss", "trial/accuracy", "val/loss"} <= metric_tags
+    assert not [t for t in metric_tags if t.startswith("hparam")]
     assert set(sessions) == {"xor", "cv-xor/trial-000"}
     test = json.loads((xor_run / "metrics.json").read_text())["test"]
     hparams, values = sessions["xor"]
     assert hparams["scored_on"] == "test" and hparams["data"] == "xor" and hparams["train.epochs"] == 20
-    for name in ("loss", "accuracy", "auc", "f1_macro", "log_loss", "brier"):
-        assert values[f"hparam/{name}"] == pytest.approx(test[name], rel=1e-6), name
-    assert "hparam/train/loss" in values
+    for name in ("loss", "accuracy", "auc"):
+        assert values[f"test/{name}"] == pytest.approx(test[name], rel=1e-6), name
+    assert "train/loss" in values
     hparams, values = sessions["cv-xor/trial-000"]
     assert hparams["train.l2"] == 0.5 and hparams["scored_on"] == "3-fold cv"
-    assert values == {"hparam/loss": pytest.approx(0.69), "hparam/accuracy": pytest.approx(0.55)}
+    assert values == {"trial/loss": pytest.approx(0.69), "trial/accuracy": pytest.approx(0.55)}

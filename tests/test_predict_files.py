@@ -88,7 +88,8 @@ def test_evaluate_and_predict_take_the_users_file(capsys, tmp_path, config):
     rows = new_rows(tmp_path, config, sets)
     code, out, err = run_cli(capsys, "evaluate", "--run", run_dir, "--data", rows)
     assert code == 0, err
-    assert out.startswith("data ") and ("loss" in out)
+    header, data = out.splitlines()[:2]
+    assert header.split()[:2] == ["split", "loss"] and data.startswith("data ")
     classes = torch.load(run_dir / "checkpoint.pt", weights_only=True)["classes"]
     for source in (rows, new_rows(tmp_path, config, sets, with_target=False)):
         out_path = tmp_path / f"pred-{source.stem}.csv"

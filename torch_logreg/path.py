@@ -350,6 +350,7 @@ def regularization_path(
     keep_fold_coefs: bool = False,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float64",
+    progress=None,
 ) -> RegularizationPath:
     """Fit a warm-started path of decreasing penalties, cross-validate it and refit at the chosen penalty.
 
@@ -365,7 +366,8 @@ def regularization_path(
     (:func:`choose_path_solver`) or one of :data:`~torch_logreg.registry.EXACT_SOLVERS` (``"lbfgs"``: no L1);
     ``tol`` and ``max_iter`` are :func:`~torch_logreg.solvers.fit_exact`'s, per fit. Fits that stop short of ``tol`` are counted
     (``n_not_converged``) and reported in one :class:`~torch_logreg.solvers.ConvergenceWarning`.
-    ``keep_fold_coefs`` keeps every fold's path (``fold_coef_path``).
+    ``keep_fold_coefs`` keeps every fold's path (``fold_coef_path``). ``progress``, if given, is called after each fit
+    as ``progress(stage, j, penalty)``: ``stage`` is ``"all"`` (the whole data) or ``"fold f"``, ``j`` the penalty's index.
     """
     arguments.choice("kind", kind, KINDS)
     l1_ratio = arguments.number("l1_ratio", l1_ratio, low=0, high=1)
@@ -416,7 +418,7 @@ def regularization_path(
         _intercept_only(model, T, w, "the data")
     n_pen = penalties.shape[0]
 
-    def fit_path(model, X, T, w, n_rows, on_fit):
+    def fit_path(model, X, T, w, n_rows, on_fit, stage):
         """Fit every penalty in turn from the model's current parameters (warm starts)."""
         scale = n / n_rows if penalty_scaling == "sum" else 1.0
         stats = []
@@ -426,6 +428,8 @@ def regularization_path(
                                max_iter=max_iter, tol=tol, warn=False, check_separation=False)
             stats.append(result)
             on_fit(j, model)
+            if progress is not None:
+                progress(stage, j, lam)
         return stats
 
     # the full-data path
@@ -437,7 +441,7 @@ def regularization_path(
         if bias:
             intercept_path[j] = m.linear.bias.detach()
 
-    full_stats = fit_path(model, Xt, T, w, n, keep_full)
+    full_stats = fit_path(model, Xt, T, w, n, keep_full, "all")
 
     # the folds
     scores = torch.empty(len(folds), n_pen, dtype=dtype, device=device)
@@ -463,7 +467,7 @@ def regularization_path(
                 if bias:
                     fold_intercepts[f, j] = m.linear.bias.detach()
 
-        fold_stats += fit_path(fold_model, X_tr, T_tr, w_tr, len(train), score_fit)
+        fold_stats += fit_path(fold_model, X_tr, T_tr, w_tr, len(train), score_fit, f"fold {f + 1}")
 
     scores_np = scores.to("cpu", torch.float64).numpy()
     mean = scores_np.mean(0)

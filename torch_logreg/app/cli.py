@@ -1,4 +1,5 @@
-"""The ``torch-logreg`` command line: train, resume, evaluate, predict, export, gradcheck.
+"""The ``torch-logreg`` command line: train, resume, evaluate, predict, sample, export, gradcheck,
+cv and path.
 
 Every user mistake prints one sentence and exits with status 2, without a traceback
 (set TORCH_LOGREG_DEBUG=1 to see one). Ctrl-C during training saves a checkpoint and exits
@@ -18,6 +19,7 @@ from ..errors import UsageError
 from ..registry import EXACT_SOLVERS
 
 DEFAULT_CONFIG = "breast_cancer.toml"
+PER_CLASS_HELP = "print precision, recall and F1 of each class whatever their number (default: up to 10 classes)"
 QUIET_HELP = "no progress output (default: a progress bar on a terminal, plain lines otherwise)"
 
 
@@ -26,29 +28,36 @@ def _configs_dir() -> Path:
 
 
 def _load(args):
+    """The config and the run's name: the config file's name, or the data's (``data.name``: a
+    built-in set, or a file's name without its suffix) when ``--set`` chose other data."""
     from .config import load_config
 
     path = args.config
     if path is None:
         shipped = _configs_dir() / DEFAULT_CONFIG
         path = shipped if shipped.exists() else None
-    return load_config(path, args.set or []), (Path(path).stem if path else "breast_cancer")
+    cfg = load_config(path, args.set or [])
+    data_set = any(item.partition("=")[0].strip() in ("data.path", "data.name") for item in args.set or [])
+    return cfg, (Path(path).stem if path and not data_set else cfg.data.name)
 
 
-def _print_metrics(metrics: dict) -> None:
-    """One line of summary metrics per split, then the per-class ones (``f1[label]``) on the next."""
-    for split in ("train", "val", "test", "data"):
-        if metrics.get(split):
-            values = metrics[split]
-            summary = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" not in k)
-            print(f"{split:<5} {summary}")
-            per_class = "  ".join(f"{k} {_num(v)}" for k, v in values.items() if "[" in k)
-            if per_class:
-                print(f"{'':<5} {per_class}")
+#: a per-class table is printed without --per-class up to this many classes
+PER_CLASS_MAX = 10
 
 
-def _num(v) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+def _print_metrics(metrics: dict, per_class: bool = False) -> None:
+    """The splits' metrics as a table, then precision, recall and F1 per class (for up to
+    :data:`PER_CLASS_MAX` classes, or any number with ``per_class``)."""
+    from .metrics import per_class_table, summary_table
+
+    table = summary_table(metrics)
+    if table:
+        print(table)
+    n_classes = max((sum(k.startswith("f1[") for k in v) for v in metrics.values() if isinstance(v, dict)), default=0)
+    if n_classes and (per_class or n_classes <= PER_CLASS_MAX):
+        print(per_class_table(metrics))
+    elif n_classes:
+        print(f"({n_classes} classes: --per-class prints precision, recall and F1 of each; metrics.json holds them)")
 
 
 def cmd_train(args) -> int:
@@ -58,10 +67,10 @@ def cmd_train(args) -> int:
     if args.device:
         cfg.train.device = args.device
     result = commands.train(cfg, run_dir=args.run_dir, quiet=args.quiet, name=name)
-    return _finish(result)
+    return _finish(result, args.per_class)
 
 
-def _finish(result) -> int:
+def _finish(result, per_class: bool = False) -> int:
     if result.run_dir is None:  # not rank 0 of a multi-process run: rank 0 reports
         return 128 + int(result.signal) if result.interrupted else 0
     if result.interrupted:
@@ -71,7 +80,7 @@ def _finish(result) -> int:
     m = result.metrics
     unit = "iterations" if m.get("solver") in EXACT_SOLVERS else "epochs"
     print(f"run {result.run_dir}: {m['epochs']} {unit}, stopped: {m['stop_reason']}, device {m['device']}")
-    _print_metrics(m)
+    _print_metrics(m, per_class)
     return 0
 
 
@@ -79,7 +88,7 @@ def cmd_resume(args) -> int:
     from . import commands
 
     return _finish(commands.resume(args.run, quiet=args.quiet, device=args.device, overrides=args.set,
-                                   allow_changed_data=args.allow_changed_data))
+                                   allow_changed_data=args.allow_changed_data), args.per_class)
 
 
 def cmd_evaluate(args) -> int:
@@ -91,7 +100,7 @@ def cmd_evaluate(args) -> int:
 
         print(json_text(metrics), end="")
     else:
-        _print_metrics(metrics)
+        _print_metrics(metrics, args.per_class)
     return 0
 
 
@@ -102,6 +111,14 @@ def cmd_predict(args) -> int:
     n = commands.predict(args.run, args.input, args.output, force=args.force,
                          allow_changed_data=args.allow_changed_data, keep=keep, threshold=args.threshold)
     print(f"wrote {n} predictions to {args.output}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample import sample
+
+    n = sample(args.run, args.output, rows=args.rows, split=args.split, force=args.force)
+    print(f"wrote {n} rows of the {args.split} split to {args.output}")
     return 0
 
 
@@ -125,8 +142,9 @@ EXPORT_DESCRIPTION = (
     "as its value, a categorical column as the 0-based index of its category in the run's saved category list "
     "(printed here). The model itself one-hot encodes categories, appends the radius feature (data.add_radius) "
     "and applies the saved standardizer. Formats: onnx (torch.onnx dynamo exporter, needs the onnx and onnxscript "
-    "packages; dynamic batch dimension), torchscript (torch.jit.load), state_dict (a weights_only torch.save dict; "
-    "torch_logreg.app.export.load_state_dict_export rebuilds it). The run directory is only read."
+    "packages: pip install -e '.[onnx]'; dynamic batch dimension), torchscript (torch.jit.load), state_dict "
+    "(a weights_only torch.save dict; torch_logreg.app.export.load_state_dict_export rebuilds it). "
+    "The run directory is only read."
 )
 
 
@@ -173,7 +191,7 @@ def cmd_path(args) -> int:
                                     run_dir=args.run_dir, name=name, quiet=args.quiet)
     print(result.format())
     print(f"chosen penalty {result.penalty:.6g} ({args.choice}); table in {path / 'path.csv'}")
-    return _finish(refit)
+    return _finish(refit, args.per_class)
 
 
 class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -207,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the run (default: a new directory under log.dir named after the config and time)")
     p.add_argument("--device", default=None, help="override train.device: auto, cpu, cuda or cuda:N (default: the config's)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_train)
 
     def allow_changed(p, what):
@@ -224,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     allow_changed(p, "the data file differs from the one the run was trained on")
     p.add_argument("--device", default=None, help="override the saved train.device (default: the saved one)")
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run", formatter_class=fmt)
@@ -231,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="a CSV/.npy/.npz file with the target (default: the run's own train/val/test splits)")
     p.add_argument("--json", action="store_true", help="print JSON (default: a text table)")
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     allow_changed(p, "the run's data file or config.toml changed since training")
     p.set_defaults(func=cmd_evaluate)
 
@@ -248,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
     allow_changed(p, "the run's config.toml changed since training")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("sample", help="write rows of a run's data as a CSV that predict and evaluate --data take",
+                       formatter_class=fmt,
+                       description="Write the first rows of a split of the run's data as a CSV of raw columns: the "
+                                   "training feature columns, then the target column (predict ignores it; evaluate "
+                                   "--data scores it). For runs whose features are the raw numeric columns (not "
+                                   "one-hot, radius, hashed or sparse ones). The run directory is only read.")
+    p.add_argument("--run", metavar="DIR", required=True, help="the run directory")
+    p.add_argument("--output", metavar="PATH", required=True, help="the .csv file to write (its directory must exist)")
+    p.add_argument("--rows", type=int, default=10, help="how many rows (fewer if the split is smaller)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="the split the rows come from")
+    p.add_argument("--force", action="store_true", help="replace an existing file (never a file of the run)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("export", help="write the model, with its input preparation, as ONNX, TorchScript or a state_dict",
                        formatter_class=fmt, description=EXPORT_DESCRIPTION)
@@ -298,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write results (default: a new path-* directory under log.dir)")
     p.add_argument("--device", default=None, help="override train.device (default: the config's)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--per-class", action="store_true", help=PER_CLASS_HELP)
     p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("gradcheck", help="three-way gradient check on the configured data and model", formatter_class=fmt)

@@ -114,9 +114,10 @@ def _events_failure(run_dir: Path, exc: OSError) -> UsageError:
 
 def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,
                 resume_state: dict | None, writer) -> RunResult:
+    from .tensorboard import TensorBoardLogger, config_text
+
     if resume_state is None:
-        writer.add_text("config", "```toml\n" + cfg.to_toml() + "\n```", 0)
-    from .tensorboard import TensorBoardLogger
+        writer.add_text("config", config_text(cfg), 0)
 
     interrupt = StopOnInterrupt()
     has_val = prep.X["val"].shape[0] > 0
@@ -135,8 +136,10 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
         trainer.load_state_dict(resume_state["trainer"])
         torch.set_rng_state(resume_state["rng"]["torch"])
     try:
-        if cfg.train.solver in EXACT_SOLVERS:
+        if cfg.train.solver in EXACT_SOLVERS:  # the loop's callbacks do not run: the logger's ends are called here
+            logger.on_train_begin(TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step))
             history = fit_exact_run(cfg, trainer, writer, interrupt, quiet)
+            logger.on_train_end(TrainState(model=model, trainer=trainer, epoch=trainer.epoch, step=trainer.step))
         else:
             history = trainer.run()
     except TrainingDiverged as exc:

@@ -29,7 +29,9 @@ FLOAT_LISTS = ("train.betas",)
 
 @dataclass
 class DataConfig:
-    name: str = "breast_cancer"  # a built-in data set, used when path is empty
+    # a built-in data set, used when path is empty; with a path, the data's name (runs are named after it),
+    # by default the file's name without its suffix
+    name: str = "breast_cancer"
     path: str = ""  # a CSV, .npy, .npz (NumPy or scipy sparse) or svmlight (.svm, .svmlight, .libsvm) file
     # CSV: the target column's name (or, for model.kind = "multilabel", a list of 0/1 columns, one per
     # output); .npy, sparse .npz: its column index (default: last)
@@ -236,7 +238,8 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
               low_open=isinstance(low, list), high=None if high is None else (high[0] if isinstance(high, list) else high),
               high_open=isinstance(high, list), integer=integer)
     for key, options in CHOICES.items():
-        check(key, arguments.choice, options)
+        if key != "data.name" or not cfg.data.path.strip():
+            check(key, arguments.choice, options)
     _validate_model(cfg, sources)
     _validate_sizes(cfg, sources)
     # "--set data.path=$DATA" with $DATA unset would silently mean the default data set (in a file,
@@ -244,6 +247,8 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
     if sources.get("data.path", "").startswith("--set") and not cfg.data.path.strip():
         raise UsageError(f"{sources['data.path']}: data.path is empty; leave it out to use data.name "
                          f"({cfg.data.name!r}), or give a file")
+    if cfg.data.path.strip() and cfg.data.name in ("", *DATASETS):  # a built-in set's name never names a file
+        cfg.data.name = Path(cfg.data.path.strip()).stem or cfg.data.name
     _validate_update_rule(cfg, sources)
     where = sources.get("data.test_fraction", sources.get("data.val_fraction", "config"))
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:

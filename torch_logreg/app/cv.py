@@ -226,7 +226,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     for i, row in enumerate(rows):
         with SummaryWriter(log_dir=str(path / f"trial-{i:03d}")) as writer:
             trial = trials[_hashable(row[k] for k in keys)]
-            means = {k.removeprefix("mean_"): v for k, v in row.items() if k.startswith("mean_")}
+            means = {"trial/" + k.removeprefix("mean_"): v for k, v in row.items() if k.startswith("mean_")}
             write_hparams(writer, config_hparams(trial, f"{folds}-fold cv"), means)
     return rows, path
 

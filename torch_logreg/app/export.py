@@ -205,7 +205,8 @@ def load_state_dict_export(path: str | Path) -> RawFeatureModel:
 def _needs(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(f"the onnx format needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)}")
+        raise UsageError(f"the onnx format needs the package(s) {', '.join(missing)}: pip install {' '.join(missing)} "
+                         "(or, in a clone of the project, .venv/bin/pip install -e '.[onnx]')")
 
 
 def _torchscript_bytes(wrapper: RawFeatureModel, meta: dict) -> bytes:

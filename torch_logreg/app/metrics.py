@@ -210,3 +210,52 @@ def _r2(outputs: Tensor, T: Tensor) -> float:
     ss_res = ((outputs - T) ** 2).sum()
     ss_tot = ((T - T.mean(dim=0)) ** 2).sum()
     return (1 - ss_res / ss_tot).item() if ss_tot > 0 else float("nan")
+
+
+#: the splits a summary table lists, in this order (``data``: ``evaluate --data``'s file)
+TABLE_SPLITS = ("train", "val", "test", "data")
+
+
+def _cell(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def summary_table(metrics: dict) -> str:
+    """The splits' scalar metrics (those without ``[class]``) as a table, a split per row and a
+    metric per column, in :func:`evaluate`'s order. ``log_loss`` is left out where it reads as
+    ``loss`` on every split (a single sigmoid or a softmax: both are the mean negative
+    log-likelihood); a model with one sigmoid per class keeps both, since there they differ."""
+    rows = {s: {k: v for k, v in metrics[s].items() if "[" not in k} for s in TABLE_SPLITS if metrics.get(s)}
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(k for r in rows.values() for k in r))
+    if "log_loss" in columns and all(_cell(r.get("log_loss")) == _cell(r.get("loss")) for r in rows.values()):
+        columns.remove("log_loss")
+    widths = [max(len(c), 6) for c in columns]
+    lines = ["split " + "  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    for split, r in rows.items():
+        lines.append(f"{split:<5} " + "  ".join(_cell(r.get(c)).rjust(w) for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+#: longest class label a per-class table shows (a longer one is cut, ending in "~")
+LABEL_WIDTH = 16
+
+
+def per_class_table(metrics: dict, splits: tuple[str, ...] = TABLE_SPLITS) -> str:
+    """Precision, recall and F1 of each class (``precision[<label>]`` ...) as a table: a class per
+    row, the three scores of each split side by side; at most :data:`LABEL_WIDTH` characters of
+    each label. Empty when the splits hold no per-class scores (regression)."""
+    present = [s for s in splits if metrics.get(s) and any(k.startswith("f1[") for k in metrics[s])]
+    if not present:
+        return ""
+    labels = [k[3:-1] for k in metrics[present[0]] if k.startswith("f1[")]
+    shown = [lab if len(lab) <= LABEL_WIDTH else lab[: LABEL_WIDTH - 1] + "~" for lab in labels]
+    width = max(5, *(len(s) for s in shown))
+    scores = (("precision", "prec"), ("recall", "recall"), ("f1", "f1"))
+    lines = [" " * width + "".join(f"  {s:^20}" for s in present),
+             f"{'class':<{width}}" + ("  " + " ".join(f"{h:>6}" for _, h in scores)) * len(present)]
+    for lab, text in zip(labels, shown):
+        lines.append(f"{text:<{width}}" + "".join(
+            "  " + " ".join(f"{_cell(metrics[s].get(f'{m}[{lab}]')):>6}" for m, _ in scores) for s in present))
+    return "\n".join(line.rstrip() for line in lines)

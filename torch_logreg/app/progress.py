@@ -1,4 +1,5 @@
-"""Progress over epochs: a tqdm bar on a terminal, plain lines otherwise."""
+"""Progress over epochs: a tqdm bar on a terminal, plain lines otherwise; the run's end as one
+sentence that says why it stopped; and the progress of ``path`` over its penalties."""
 
 from __future__ import annotations
 
@@ -7,7 +8,31 @@ import sys
 from ..train import Callback, TrainState
 
 
+def stop_sentence(reason: str | None, epoch: int, total: int, patience: int = 0, tol: float | None = None,
+                  best_epoch: int | None = None) -> str:
+    """Why a run of the loop ended at ``epoch`` of ``total``, e.g. "stopped early at 69/1000:
+    validation loss no better for 20 epochs (best at epoch 49, its weights kept)"."""
+    at = f"{epoch}/{total}"
+    if reason == "early_stopping":
+        best = f" (best at epoch {best_epoch}, its weights kept)" if best_epoch is not None else ""
+        return f"stopped early at {at}: validation loss no better for {patience} epochs{best}"
+    if reason == "plateau":
+        return f"stopped at {at}: training objective no better for {patience} epochs (no validation split)"
+    if reason == "converged":
+        return f"converged at {at}: gradient norm below train.tol = {tol:g}" if tol is not None else f"converged at {at}"
+    if reason == "max_epochs":
+        return f"reached the epoch limit {at} (resume --set train.epochs=N goes on)"
+    if reason == "interrupted":
+        return f"interrupted at {at}; checkpoint saved"
+    if reason == "diverged":
+        return f"diverged at {at}; the last finite weights are kept"
+    return f"stopped at {at}: {reason}"
+
+
 class Progress(Callback):
+    """Epochs done, with the objective, the training loss and the validation loss at each check;
+    at the end, one line saying why the run stopped (:func:`stop_sentence`)."""
+
     def __init__(self, total_epochs: int, stream=None, lines: int = 10) -> None:
         self.total = total_epochs
         self.stream = stream or sys.stderr
@@ -44,6 +69,40 @@ class Progress(Callback):
 
     def on_train_end(self, state: TrainState) -> None:
         if self.bar is not None:
+            self.bar.refresh()
             self.bar.close()
         elif state.train_loss is not None and self._last_printed != state.epoch:
             self._line(state)  # the epoch the run stopped at
+        trainer = state.trainer
+        print(stop_sentence(state.stop_reason, state.epoch, self.total, getattr(trainer, "patience", 0),
+                            getattr(trainer, "tol", None), state.history.best_epoch),
+              file=self.stream, flush=True)
+
+
+class PathProgress:
+    """``path``'s fits as they finish, for :func:`torch_logreg.path.regularization_path`'s
+    ``on_fit``: a bar over every (pass, penalty) fit on a terminal; otherwise a line per pass
+    (the whole training split, then each fold) with the penalties done."""
+
+    def __init__(self, n_passes: int, n_penalties: int, stream=None) -> None:
+        self.n_passes, self.n_penalties = n_passes, n_penalties
+        self.stream = stream or sys.stderr
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=n_passes * n_penalties, unit="fit", file=self.stream, dynamic_ncols=True)
+
+    def __call__(self, stage: str, j: int, penalty: float) -> None:
+        """``stage``: "all" (the training split) or "fold f"; ``j``: the penalty's index."""
+        what = "training split" if stage == "all" else stage
+        if self.bar is not None:
+            self.bar.set_description_str(f"{what}, penalty {penalty:.3g}", refresh=False)
+            self.bar.update(1)
+        elif j == self.n_penalties - 1:
+            print(f"path: {what}: {self.n_penalties} penalties fitted, down to {penalty:.3g}", file=self.stream,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -26,6 +26,7 @@ from ..registry import EXACT_SOLVERS
 from .config import Config
 from .files import json_text, write_text_atomic
 from .fitting import prepare, run_device
+from .progress import PathProgress
 from .runs import new_run_dir
 
 #: model.kind -> the path's kind
@@ -56,12 +57,15 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
     if kind == "multilabel":
         y = torch.nn.functional.one_hot(y, len(prep.classes))
     solver = cfg.train.solver if cfg.train.solver in EXACT_SOLVERS else "auto"
+    progress = None if quiet else PathProgress(folds + 1, n_penalties)
     result = regularization_path(
         X, y, kind=kind, l1_ratio=l1_ratio, n_penalties=n_penalties, penalty_min_ratio=min_ratio, cv=folds,
         scoring=scoring, choice=choice, sample_weight=prep.weight, solver=solver, tol=cfg.train.tol,
         max_iter=cfg.train.epochs, fit_intercept=cfg.model.bias,
         n_classes=len(prep.classes) if kind == "softmax" else None, seed=cfg.train.seed, device=device,
-        dtype=torch.float64)
+        dtype=torch.float64, progress=progress)
+    if progress is not None:
+        progress.close()
 
     path = new_run_dir(cfg, f"path-{name}", run_dir)
     write_text_atomic(path / "config.toml", cfg.to_toml())
@@ -90,8 +94,14 @@ def _csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
+#: path scalars are logged at step round(STEPS_PER_DECADE * log10(largest penalty / penalty)): TensorBoard's
+#: x-axis is a step, so this makes it the penalty on a log scale (0 at the largest, 1000 a decade below)
+STEPS_PER_DECADE = 1000
+
+
 def _log(path: Path, result, names: list[str] | None) -> None:
-    """TensorBoard: the pictures, and per penalty (step = its index) the score and the non-zeros."""
+    """TensorBoard: the pictures, and per penalty the score and the non-zeros, at steps that
+    place each penalty on a log10 axis (:data:`STEPS_PER_DECADE`)."""
     from torch.utils.tensorboard import SummaryWriter
 
     from .plots import path_images
@@ -103,7 +113,9 @@ def _log(path: Path, result, names: list[str] | None) -> None:
     with SummaryWriter(log_dir=str(path)) as writer:
         writer.add_image("path/coefficients", coefficients, 0, dataformats="HWC")
         writer.add_image("path/cross_validation", curve, 0, dataformats="HWC")
+        top = float(np.max(result.penalties))
         for i, penalty in enumerate(result.penalties):
-            writer.add_scalar("path/log10_penalty", float(np.log10(penalty)), i)
-            writer.add_scalar(f"path/mean_{result.scoring}", float(result.mean_scores[i]), i)
-            writer.add_scalar("path/n_nonzero", float(result.n_nonzero[i]), i)
+            step = round(STEPS_PER_DECADE * float(np.log10(top / penalty)))
+            writer.add_scalar("path/log10_penalty", float(np.log10(penalty)), step)
+            writer.add_scalar(f"path/mean_{result.scoring}", float(result.mean_scores[i]), step)
+            writer.add_scalar("path/n_nonzero", float(result.n_nonzero[i]), step)

@@ -119,8 +119,7 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
 
     step = history.n_steps
     split = held_out_split(prep)
-    scores = {m: result[split][m] for m in HPARAM_METRICS if m in result[split]}
-    scores.update({f"{s}/{m}": result[s][m] for s in SPLITS for m in HPARAM_METRICS if m in result[s]})
+    scores = {f"{split}/{m}": result[split][m] for m in HPARAM_METRICS if m in result[split]}
     write_hparams(writer, config_hparams(cfg, split), scores, step)
     if model.link != "identity" and not isinstance(prep.schema.target, list):  # one class a row
         if split == "train":
