@@ -35,12 +35,10 @@ train: $(STAMP)
 	$(BIN)/torch-logreg train
 	@echo "Next: $(BIN)/tensorboard --logdir runs, then open http://localhost:6006 (README.md tours the commands)"
 
-# the fast tier: the unit tests of each floor of the package, without the tests marked slow
-# (more than a few seconds), e2e (the command line end to end) or cuda; --all-modules fails the
-# run unless it imported every module of torch_logreg
-FAST_TESTS := tests/test_architecture.py tests/test_functional.py tests/test_gradients.py tests/test_steps.py \
-	tests/test_optimizers.py tests/test_train.py tests/test_mlp.py tests/test_config.py tests/test_blocked_step.py \
-	tests/test_hessian_rows.py tests/test_first_run.py
+# the fast tier: the first case of each test function (--first-case), without the tests marked
+# slow (more than a few seconds), e2e (the command line end to end) or cuda; --all-modules fails
+# the run unless it imported every module of torch_logreg
+FAST := -m "not slow and not e2e and not cuda" --first-case --all-modules
 
 lint: $(DEV)
 	$(BIN)/ruff check .
@@ -53,7 +51,7 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(DEV)
-	$(BIN)/python -m pytest -q -m "not slow and not e2e and not cuda" --all-modules $(FAST_TESTS)
+	$(BIN)/python -m pytest -q $(FAST) --durations=10
 
 bench: $(DEV)
 	$(BIN)/python benchmarks/run.py --quick
