@@ -241,7 +241,9 @@ class LoopConfig:
         arguments.number("seed", self.seed, low=0, integer=True)
         arguments.choice("step", self.step, STEPS)
         optimizers.make(self.solver, {}, **self.update_rule())  # a hyper-parameter the rule does not take
-        self.schedule_rule().check_rate(self.lr)  # a growing rate that would overflow in some epoch
+        rule = self.schedule_rule()
+        if rule.peak_factor() > 1:  # a growing rate that would overflow in some epoch (a large lr: see Trainer)
+            rule.check_rate(self.lr)
         self.plateau_rule()
 
     def update_rule(self) -> dict:
