@@ -155,3 +155,10 @@ def test_path_reports_each_pass_over_the_penalties(capsys, tmp_path):
     passes = [line for line in err.splitlines() if line.startswith("path: ")]
     assert [line.split(":")[1].strip() for line in passes] == ["training split", "fold 1", "fold 2"]
     assert all("4 penalties fitted" in line for line in passes)
+
+
+def test_the_stop_sentence_names_the_runs_own_patience(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--run-dir", tmp_path / "run", "--set", "train.epochs=400",
+                             "--set", "train.patience=3", "--set", "train.device=cpu")
+    assert code == 0, err
+    assert "validation loss no better for 3 epochs" in out + err

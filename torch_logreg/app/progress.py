@@ -73,9 +73,9 @@ class Progress(Callback):
             self.bar.close()
         elif state.train_loss is not None and self._last_printed != state.epoch:
             self._line(state)  # the epoch the run stopped at
-        trainer = state.trainer
-        print(stop_sentence(state.stop_reason, state.epoch, self.total, getattr(trainer, "patience", 0),
-                            getattr(trainer, "tol", None), state.history.best_epoch),
+        config = getattr(state.trainer, "config", None)  # an exact solver's run has no loop settings
+        print(stop_sentence(state.stop_reason, state.epoch, self.total, getattr(config, "patience", 0),
+                            getattr(config, "tol", None), state.history.best_epoch),
               file=self.stream, flush=True)
 
 
