@@ -295,3 +295,15 @@ def assert_reuses_buffers_and_follows_updates(step, model, X, T, seed: int = 4, 
                 p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype))
         assert ({k: g.data_ptr() for k, g in step.step(X, T, 0.1)[1].items()} == ids) or not same_buffers
         assert_step_equals_reference(step, model, X, T, 0.1)
+
+
+#: solver -> (torch.optim class, its keyword arguments besides lr): every hyper-parameter default
+REFERENCES = {
+    "gd": (torch.optim.SGD, {}),
+    "momentum": (torch.optim.SGD, {"momentum": 0.9}),
+    "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
+    "adagrad": (torch.optim.Adagrad, {}),
+    "rmsprop": (torch.optim.RMSprop, {}),
+    "adam": (torch.optim.Adam, {}),
+    "adamw": (torch.optim.AdamW, {}),
+}

@@ -9,18 +9,10 @@ import torch
 import torch_logreg as tl
 from torch_logreg import optimizers
 
+from helpers import REFERENCES
+
 # --- clipping the global gradient norm ---------------------------------------------------------
 
-#: solver -> (torch.optim class, its keyword arguments besides lr)
-REFERENCES = {
-    "gd": (torch.optim.SGD, {}),
-    "momentum": (torch.optim.SGD, {"momentum": 0.9}),
-    "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (torch.optim.Adagrad, {}),
-    "rmsprop": (torch.optim.RMSprop, {}),
-    "adam": (torch.optim.Adam, {}),
-    "adamw": (torch.optim.AdamW, {}),
-}
 STEPS, LR = 40, 0.05
 
 

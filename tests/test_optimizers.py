@@ -11,17 +11,8 @@ import torch_logreg as tl
 from torch_logreg.schedules import Schedule
 
 from conftest import DEVICES
+from helpers import REFERENCES
 
-#: solver -> (torch.optim class, its keyword arguments besides lr): every hyper-parameter default
-REFERENCES = {
-    "gd": (torch.optim.SGD, {}),
-    "momentum": (torch.optim.SGD, {"momentum": 0.9}),
-    "nesterov": (torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
-    "adagrad": (torch.optim.Adagrad, {}),
-    "rmsprop": (torch.optim.RMSprop, {}),
-    "adam": (torch.optim.Adam, {}),
-    "adamw": (torch.optim.AdamW, {}),
-}
 N, D, K, LR, STEPS, SEED = 64, 5, 3, 0.05, 200, 4
 
 
