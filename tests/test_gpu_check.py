@@ -103,11 +103,14 @@ def test_the_dry_run_resolves_every_part(tmp_path):
 def test_make_gpu_check_passes_the_interpreter_the_folder_and_the_dry_run():
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    dry = subprocess.run(["make", "-n", "gpu-check", "PYTHON=py3", "OUT=somewhere", "DRY_RUN=1"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    # as a user's make would run it, not as a child of `make test` (whose MAKEFLAGS and MAKELEVEL
+    # would have it print the directories it enters)
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "gpu-check", "PYTHON=py3", "OUT=somewhere", "DRY_RUN=1"],
+                         cwd=ROOT, capture_output=True, text=True, check=True, env=env).stdout.strip()
     assert dry == "py3 scripts/gpu_check.py --out somewhere --dry-run"
-    real = subprocess.run(["make", "-n", "gpu-check", "DRY_RUN=0"], cwd=ROOT, capture_output=True, text=True,
-                          check=True, env={k: v for k, v in os.environ.items() if k != "OUT"}).stdout.strip()
+    real = subprocess.run(["make", "-n", "--no-print-directory", "gpu-check", "DRY_RUN=0"], cwd=ROOT, capture_output=True,
+                          text=True, check=True, env=env).stdout.strip()
     assert real.endswith("scripts/gpu_check.py --out runs/gpu-check")
 
 
