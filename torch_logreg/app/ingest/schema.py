@@ -104,7 +104,7 @@ class Schema:
         """The saved schema, its names and categories in Unicode NFC as files are read (a run of an
         earlier version may have saved another spelling; the order is kept)."""
         return cls([nfc(c) for c in d["columns"]], {nfc(k): [nfc(v) for v in levels] for k, levels in d["categorical"].items()},
-                   bool(d["add_radius"]), nfc(d["target"]),
+                   bool(d["add_radius"]), [nfc(t) for t in d["target"]] if isinstance(d["target"], list) else nfc(d["target"]),
                    bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
                    int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))),
                    nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)))
