@@ -114,7 +114,7 @@ def _events_failure(run_dir: Path, exc: OSError) -> UsageError:
 
 def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype, quiet: bool,
                 resume_state: dict | None, writer) -> RunResult:
-    from .tensorboard import TensorBoardLogger, config_text
+    from .tensorboard import TensorBoardLogger, config_text, pictures_every
 
     if resume_state is None:
         writer.add_text("config", config_text(cfg), 0)
@@ -126,7 +126,8 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
                                lr=cfg.train.lr,
                                train_eval=prep.rows.tensors(),
                                val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
-                               pictures=epoch_pictures(prep), pictures_every=cfg.log.checkpoint_every)
+                               pictures=epoch_pictures(prep),
+                               pictures_every=pictures_every(cfg.train.epochs, cfg.log.checkpoint_every))
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
     callbacks: list[Callback] = [logger, ckpt, interrupt]
     if not quiet:

@@ -34,7 +34,18 @@ from . import ingest as data_lib
 from . import metrics as metrics_lib
 from .config import Config, parse_value, set_value, validate
 from .files import json_text, write_text_atomic
-from .fitting import build_model, check_cuda_graph, fit, fit_targets, row_weights, run_device, storage_dtype, target_kind
+from .fitting import (
+    build_model,
+    check_cuda_graph,
+    fit,
+    fit_targets,
+    row_weights,
+    run_device,
+    split_data,
+    storage_dtype,
+    target_kind,
+)
+from .rows import InMemory
 from .runs import new_run_dir
 
 
@@ -145,16 +156,15 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     kind = target_kind(cfg.model)
     if isinstance(cfg.data.target, list):
         raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
-    ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
-    y, classes = data_lib.encode_labels(ds.y, kind)
-    probe = build_model(cfg.model, ds.X.shape[1], len(classes))
-    if ds.split is not None:  # data.split_column: its test rows stay unseen, the others are dealt into folds
-        pool = torch.from_numpy(np.nonzero(ds.split != 2)[0])
-    else:
-        train_idx, val_idx, _ = data_lib.split_indices(y, ds.X.shape[0], cfg.data.val_fraction, cfg.data.test_fraction,
-                                                       cfg.train.seed, stratify=kind != "linear", classes=classes)
-        pool = torch.cat([train_idx, val_idx])  # the test split stays unseen
-    X_pool, y_pool = data_lib.take_rows(ds.X, pool), y.index_select(0, pool.to(y.device))
+    data, y, classes, idx = split_data(cfg, device)  # as train reads, labels and splits them
+    if not isinstance(data, InMemory):
+        raise UsageError(f"cv refits on every fold and needs the rows in memory; {cfg.data.path} is larger than "
+                         "data.memory_budget: raise it, or cross-validate on a sample")
+    probe = build_model(cfg.model, data.n_features, len(classes))
+    pool = torch.cat([idx["train"], idx["val"]])  # the test split stays unseen
+    if cfg.data.split_column:  # its train and validation rows in the file's order
+        pool = pool.sort().values
+    X_pool, y_pool = data.rows(pool), y.index_select(0, pool.to(y.device))
     stratify = kind != "linear"
     splits = folds_lib.kfold(y_pool.cpu().numpy(), folds, seed=cfg.train.seed, stratify=stratify, name="--folds",
                              class_names=classes)
@@ -179,7 +189,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     def fit_and_score(combo: dict, train, test) -> dict:
         trial = trials[_hashable(combo[k] for k in keys)]
         (Xtr, ytr), (Xte, yte) = rows_of(train), rows_of(test)
-        wtr = row_weights(trial, ds.weight, pool[torch.from_numpy(train)], ytr, len(classes))
+        wtr = row_weights(trial, data.weight, pool[torch.from_numpy(train)], ytr, len(classes))
         wtr = None if wtr is None else wtr.to(device=device, dtype=dtype)
         std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
                else data_lib.Standardizer.identity(Xtr.shape[1]))

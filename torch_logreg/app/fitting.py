@@ -29,7 +29,7 @@ from ..train import History, LoopConfig, Trainer, TrainState
 from . import ingest
 from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
 from .ingest import check_standardized  # noqa: F401 (its name here before it moved)
-from .rows import MemoryRows, Training, TrainingRows, open_data, world_size
+from .rows import HeldData, MemoryRows, Training, TrainingRows, open_data, world_size
 
 SPLITS = ("train", "val", "test")
 
@@ -159,11 +159,8 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
             standardizer: ingest.Standardizer | None = None) -> Prepared:
     """The config's data, split, standardized (``standardizer``: the one a resumed run saved) and
     on ``device``, however its rows are held (:func:`~.rows.open_data`)."""
-    data = open_data(cfg, device)
-    check_combinations(cfg, data.schema.sparse)
+    data, y, classes, idx = split_data(cfg, device)
     kind = target_kind(cfg.model)
-    y, classes = _labels(cfg, data.y, data.n_features)
-    idx = _split(cfg, y, classes, getattr(data, "split", None))
     if standardizer is None:
         standardizer = (data.fit_standardizer(idx["train"]) if cfg.data.standardize
                         else ingest.Standardizer.identity(data.n_features))
@@ -189,6 +186,15 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
         plane = {s: raw[s][:, :2].double().cpu().numpy() for s in SPLITS}
     return Prepared(train_rows, X, T, y_split, plane, schema, classes, standardizer, data.image_shape,
                     data.true_weights, data.fingerprint)
+
+
+def split_data(cfg: Config, device: torch.device) -> tuple[HeldData, Tensor, list[str], dict[str, Tensor]]:
+    """The config's data as held (:func:`~.rows.open_data`), its labels encoded (class indices or
+    values), the class names, and the row numbers of each split: where ``prepare`` and ``cv`` start."""
+    data = open_data(cfg, device)
+    check_combinations(cfg, data.schema.sparse)
+    y, classes = _labels(cfg, data.y, data.n_features)
+    return data, y, classes, _split(cfg, y, classes, getattr(data, "split", None))
 
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:

@@ -19,6 +19,16 @@ from ..train import Callback, TrainState
 from . import metrics as metrics_lib
 from .config import Config, dumps_toml, target_is_real
 
+#: the most probability maps a run draws: each takes a large part of a second, and TensorBoard's
+#: Images dashboard keeps only 10 of a tag by default (``--samples_per_plugin images=N`` for more)
+MAX_PICTURES = 20
+
+
+def pictures_every(epochs: int, checkpoint_every: int) -> int:
+    """The epochs between two probability maps: at each checkpoint, but at most :data:`MAX_PICTURES`
+    in a run of ``epochs``."""
+    return max(checkpoint_every, math.ceil(epochs / MAX_PICTURES))
+
 
 class TensorBoardLogger(Callback):
     """Scalars every ``every`` steps (``train/batch_objective``, ``grad_norm``: the step's before
