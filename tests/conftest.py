@@ -2,8 +2,12 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 CUDA = torch.cuda.is_available()
+
+# `pytest --hypothesis-profile=thorough`: the property tests try ten times their examples
+settings.register_profile("thorough", max_examples=10 * settings.get_profile("default").max_examples)
 
 #: devices to parametrize over; the CUDA entry is skipped cleanly where there is no GPU
 DEVICES = [

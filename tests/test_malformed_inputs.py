@@ -34,6 +34,9 @@ from torch_logreg.app.config import Config
 pytestmark = pytest.mark.e2e
 
 PREFIX = "torch-logreg: error: "
+#: examples a property tries: hypothesis' default of 100 in the suite, ten times more with
+#: `pytest --hypothesis-profile=thorough` (registered in conftest.py) for a deeper search
+EXAMPLES = settings.default.max_examples
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -285,7 +288,7 @@ def mutate_csv(mutations) -> bytes:
     return data
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(mutations=st.lists(CSV_MUTATIONS, min_size=1, max_size=3))
 @example(mutations=[("head", 6)])  # 3 rows of each class: too few for a stratified split
 @example(mutations=[("cell", 0, 3, '"x\ny"')])  # a header name with a line break, and no target column
@@ -437,7 +440,7 @@ def data_path_in(content: bytes) -> list[Path]:
     return [Path(path)] if isinstance(path, str) and Path(path).name else []
 
 
-@settings(max_examples=200, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(mutations=st.lists(CONFIG_MUTATIONS, min_size=1, max_size=3))
 @example(mutations=[("empty",), ("set", "train.momentum", "0")])  # a value the default solver does not take
 @example(mutations=[("set", "train.seed", "4294967296")])  # a seed past 32 bits
@@ -621,7 +624,7 @@ def broken_deflate() -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=250, **SETTINGS)
+@settings(max_examples=EXAMPLES, **SETTINGS)
 @given(file=numpy_file())
 @example(file=(".npz", foreign_zip({"X.npy": b"garbage", "y.npy": b"garbage"})))  # zip members that are not arrays
 @example(file=(".npy", foreign_zip({"X.npy": b"garbage", "y.npy": b"garbage"})))  # an archive named .npy
@@ -747,7 +750,7 @@ SETTING_COMBINATIONS = st.tuples(
 
 
 @pytest.mark.slow
-@settings(max_examples=30, **SETTINGS)
+@settings(max_examples=max(30, EXAMPLES // 3), **SETTINGS)
 @given(file=sparse_or_parquet_file(), combination=SETTING_COMBINATIONS)
 @example(file=(".svm", b"1 1:1 1099511627776:1\n" * 3), combination=("logistic", "gd", "float32", ()))
 @example(file=(".svm", b"0 1:1\n1 1000000:1\n" * 20), combination=("logistic", "newton", "float32", ()))
