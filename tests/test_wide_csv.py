@@ -48,7 +48,7 @@ def test_a_bad_cell_of_a_wide_csv_is_named_by_its_line_and_column(tmp_path, text
     write_wide(tmp_path / "wide.csv", width=csv_file.WIDE + 1, cell=(1, 4_321, text))
     table = tables.read_csv(tmp_path / "wide.csv", 1 << 30)
     schema = infer_schema(table, DataConfig(path=str(tmp_path / "wide.csv"), target="y"))
-    with pytest.raises(UsageError, match=f"wide.csv, line 3, column 'x4322': "):
+    with pytest.raises(UsageError, match="wide.csv, line 3, column 'x4322': "):
         schema.features(table)
 
 
