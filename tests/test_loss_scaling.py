@@ -256,3 +256,28 @@ def test_float16_on_cuda_skips_the_overflowing_steps(cancer):
     assert trainer.optimizer.steps == 40 - skipped
     assert trainer.state_dict()["loss_scaler"]["skipped"] == skipped
     assert history.epochs == list(range(skipped + 1, 41))
+
+
+def test_tensorboard_logs_the_loss_scale_and_the_skipped_steps():
+    from torch_logreg.app.tensorboard import TensorBoardLogger
+
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.setdefault(tag, []).append((step, value))
+
+        def add_custom_scalars(self, layout): ...
+
+        def add_histogram(self, *args): ...
+
+        def flush(self): ...
+
+    X, y = _softmax_data()
+    trainer = _trainer(12, 2.0**24, X, y)
+    writer = Writer()
+    trainer.callbacks.append(TensorBoardLogger(writer, every=1, histograms_every=0, lr=0.05))
+    trainer.run()
+    assert writer.scalars["loss_scale"][0] == (1, 2.0**23)  # the first step overflowed: halved
+    assert writer.scalars["loss_scale/skipped_steps"][-1] == (12, trainer.scaler.skipped)

@@ -74,3 +74,10 @@ def test_a_csv_too_wide_for_the_memory_bound_is_refused_before_it_is_parsed(caps
     assert "more than this machine's memory (10.0 MB)" in line
     assert "convert it to svmlight or a scipy sparse .npz" in line and "data.drop" in line and "data.hash" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_text_columns_of_two_arrow_types_are_read_one_by_one(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    columns = {"a": pa.array(["1", " 2.5"]), "b": pa.array(["3", "-4e1"], type=pa.large_string())}
+    table = tables.ArrowTable(tmp_path / "d.parquet", ["a", "b"], columns, None)
+    assert table.numbers_of(["a", "b"]).tolist() == [[1.0, 3.0], [2.5, -40.0]]

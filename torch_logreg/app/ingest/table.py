@@ -253,7 +253,8 @@ class ArrowTable(Table):
         import pyarrow as pa
 
         columns = [self.columns[c] for c in names]
-        if len(names) < 2 or not all(_is_text(pa, c.type) and not c.null_count for c in columns):
+        if len(names) < 2 or len({c.type for c in columns}) > 1 or not _is_text(pa, columns[0].type) \
+                or any(c.null_count for c in columns):
             return super().numbers_of(names)
         values = arrow_numbers(pa.chunked_array(columns).combine_chunks())
         if values is None or not np.isfinite(values).all():  # a cell to name: column by column, as numbers() does
