@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "torch_logreg"
 
 #: the layers, lowest first: a module may import modules of its own layer or of lower ones
 LAYERS = [
-    {"errors", "arguments", "devices", "validation", "functional", "registry", "penalty", "folds", "memory"},
+    {"errors", "arguments", "devices", "validation", "functional", "registry", "penalty", "folds", "memory",
+     "loss_scaling"},
     {"layers", "models", "gradients", "init", "schedules", "optimizers"},
     {"steps"},
     {"train", "stopping", "streaming", "distributed"},

@@ -48,7 +48,7 @@ def test_defaults_match_the_documented_keys():
         ("train.betas=[0.8, 0.9]", "train.solver='gd' takes no betas"),
         ("train.schedule=linear", "train.schedule must be one of ['constant', 'step', 'exponential', 'cosine', 'plateau']"),
         ("train.device=tpu", "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
-        ("train.dtype=float16", "train.dtype must be one of ['float32', 'float64', 'bfloat16'], got 'float16'"),
+        ("train.dtype=float8", "train.dtype must be one of ['float32', 'float64', 'bfloat16', 'float16'], got 'float8'"),
         ("data.name=mnist", "data.name must be one of"),
         ("model.kind=probit", "model.kind must be one of"),
         ("data.test_fraction=0.9", "must be < 1"),

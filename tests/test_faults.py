@@ -340,3 +340,33 @@ def test_few_clusters_draw_a_warning():
     with pytest.warns(FewClustersWarning, match="with 2 clusters: .* singular"):
         clf = tl.LogisticRegressionClassifier(penalty=None, cov_type="cluster").fit(X, Y, groups=np.arange(N) % 2)
         clf.inference_  # noqa: B018 (computed when first asked for)
+
+
+# --- a Parquet row group larger than data.memory_budget ---------------------------------------------
+
+
+def test_a_parquet_row_group_larger_than_the_memory_budget_is_named_with_how_to_rewrite_it(capsys, tmp_path):
+    import re
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = 4000
+    rng = np.random.default_rng(1)
+    X4 = rng.normal(size=(n, 4))
+    table = pa.table({**{f"x{j}": X4[:, j] for j in range(4)}, "y": (X4[:, 0] > 0).astype(np.int64)})
+    data = tmp_path / "d.parquet"
+    pq.write_table(table, data, row_group_size=n)  # one group of 4,000 rows x 5 columns x 8 bytes: 160 kB
+    sets = ["data.target='y'", "data.memory_budget=100000", "train.batch_size=64", "train.solver='adam'",
+            "train.epochs=2", "data.val_fraction=0.05", "data.test_fraction=0.05"]
+    line = expect_error(capsys, f"{data}: row group 0 holds 4,000 rows that unpack to 156.2 KiB, more than "
+                                "data.memory_budget = 100000 bytes", *train_args(data, tmp_path / "run", *sets))
+    assert "data.max_bytes" not in line
+    assert "pq.write_table(pq.read_table(" in line and "raise data.memory_budget" in line
+    assert not (tmp_path / "run").exists()
+    # the rewrite the sentence gives streams
+    rows = int(re.search(r"row_group_size=(\d+)", line).group(1))
+    assert 0 < rows < n
+    pq.write_table(pq.read_table(data), data, row_group_size=rows)
+    code, _, err = run_cli(capsys, *train_args(data, tmp_path / "run", *sets))
+    assert code == 0, err

@@ -40,16 +40,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-#: mixed precision: the name -> (the dtype weights and data are kept in, the dtype autocast computes in)
-MIXED = {"bfloat16": (torch.float32, torch.bfloat16)}
+#: mixed precision: the name -> (the dtype weights and data are kept in, the dtype autocast computes in);
+#: float16 with dynamic loss scaling (``loss_scaling.py``), on CUDA only
+MIXED = {"bfloat16": (torch.float32, torch.bfloat16), "float16": (torch.float32, torch.float16)}
+#: the one sentence that refuses float16 off CUDA
+FLOAT16_CUDA_ONLY = ("dtype 'float16' (float16 products with dynamic loss scaling) runs on a CUDA device only; on "
+                     "the CPU use 'float32', 'float64' or 'bfloat16'")
 
 
 def resolve_precision(dtype, default: torch.dtype = torch.float32,
                       device: torch.device | None = None) -> tuple[torch.dtype, torch.dtype | None]:
-    """``(storage dtype, autocast dtype or None)``: ``"bfloat16"`` keeps float32 master weights and
-    data and computes the step under ``torch.autocast`` in bfloat16; every other name is
-    :func:`resolve_dtype`'s, without autocast. ``device``: refuse bfloat16 where it cannot run."""
+    """``(storage dtype, autocast dtype or None)``: ``"bfloat16"`` and ``"float16"`` keep float32
+    master weights and data and compute the step under ``torch.autocast`` in that dtype (float16
+    with loss scaling); every other name is :func:`resolve_dtype`'s, without autocast. ``device``:
+    refuse one where it cannot run (float16 off CUDA)."""
     if isinstance(dtype, str) and dtype in MIXED:
+        if dtype == "float16" and device is not None and device.type != "cuda":
+            raise UsageError(FLOAT16_CUDA_ONLY)
         if device is not None and device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise UsageError(f"dtype 'bfloat16' needs a GPU with bfloat16 support; {torch.cuda.get_device_name(device)} "
                              "has none: use 'float32'")
@@ -66,4 +73,5 @@ def resolve_dtype(dtype: str | torch.dtype | None, default: torch.dtype = torch.
             return dtype
     elif isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
-    raise TypeError(f"unsupported dtype {dtype!r}: use 'float32' or 'float64' (or 'bfloat16' for the loop)")
+    raise TypeError(f"unsupported dtype {dtype!r}: use 'float32' or 'float64' (or 'bfloat16', or 'float16' on CUDA, "
+                    "for the loop)")

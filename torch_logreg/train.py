@@ -175,7 +175,8 @@ class LoopConfig:
     ("rule", the default: the fixed rule, the same step in every process; "auto", opt-in: measure
     the steps that apply once per shape and keep the fastest; or "reference" | "feature_major" |
     "row_major" | "fused" to force one: see ``steps/select.py``), ``seed``, ``device`` ("auto" | "cpu" | "cuda" |
-    "cuda:N") and ``dtype`` ("float32" | "float64" | "bfloat16"; default: the model's).
+    "cuda:N") and ``dtype`` ("float32" | "float64" | "bfloat16" | "float16", CUDA only, with dynamic
+    loss scaling: see ``loss_scaling.py``; default: the model's).
     """
 
     solver: str = "gd"
@@ -447,6 +448,7 @@ class Trainer:
             "history": self.history.to_dict(),
             **({"plateau": self.plateau.state_dict()} if self.plateau is not None else {}),
             **({"clipped_steps": int(self.clipped_steps)} if self.clipped_steps is not None else {}),
+            **({"loss_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -462,6 +464,14 @@ class Trainer:
             self.plateau.load_state_dict(state["plateau"])
         if self.clipped_steps is not None:
             self.clipped_steps.fill_(int(state.get("clipped_steps", 0)))
+        if self.scaler is not None and "loss_scaler" in state:
+            self.scaler.load_state_dict(state["loss_scaler"])
+
+    @property
+    def scaler(self):
+        """float16: the step's :class:`~torch_logreg.loss_scaling.LossScaler` (a step with a
+        non-finite gradient is skipped: no update, no part in the epoch's gradient); else None."""
+        return self.stepper.scaler
 
     @property
     def n_rows(self) -> int:
@@ -490,10 +500,13 @@ class Trainer:
                     base = self.lr if self.plateau is None else self.plateau.lr
                     self.lr_now = state.lr = base * self.schedule.factor(self.epoch)
                     self.history.lr.append(self.lr_now)
+                    skipped = self.scaler.skipped if self.scaler is not None else 0
                     epoch_loss, epoch_penalty = self._epoch(params, state, plan)
                     self.epoch += 1
                     state.epoch = self.epoch
-                    state.checked = self.epoch % self.check_every == 0 or self.epoch == self.epochs
+                    # float16: an epoch whose every step was skipped has no gradient to check
+                    stepped = self.scaler is None or self.scaler.skipped - skipped < self.steps_per_epoch
+                    state.checked = stepped and (self.epoch % self.check_every == 0 or self.epoch == self.epochs)
                     if state.checked:
                         stop_reason = self._check(params, epoch_loss, epoch_penalty, state)
                     for cb in self.callbacks:
@@ -526,6 +539,7 @@ class Trainer:
         mean gradient in ``grad_mean``."""
         step, reduce, update, includes_update, flat_grads, flat_grad, step_rows, callbacks = plan
         n, l2, l1, step_penalty, grad_check_every = self.n_rows, self.l2, self.l1, self._step_penalty, self.grad_check_every
+        scaler = self.scaler
         one_batch = self.steps_per_epoch == 1  # the epoch's loss and gradient are the step's
         # dropout and batch norm: training mode for the steps, evaluation mode for the checks after
         modal = getattr(self.model, "mode_dependent", False)
@@ -546,6 +560,8 @@ class Trainer:
                 loss, grads = step(Xb, Tb, l2)
                 nb = Xb.shape[0]
             loss, grads = reduce(loss, grads, nb)
+            # float16: a step whose gradient overflowed is skipped (one flag read, as GradScaler.step reads it)
+            applied = scaler is None or scaler.finite(grads)
             if l1:  # the steps' objective has the smooth penalty only
                 l1_term = penalty.l1_value(params, l1)
                 loss = loss + l1_term
@@ -554,20 +570,22 @@ class Trainer:
                 step_penalty.copy_(penalty.value(params, l2))  # type: ignore[arg-type]
             if one_batch:
                 epoch_loss, epoch_penalty = loss, step_penalty
-                if grads is not self.grad_mean:
+                if applied and grads is not self.grad_mean:
                     for k, g in grads.items():
                         self.grad_mean[k].copy_(g)
             else:
                 epoch_loss.add_(loss, alpha=nb / n)
                 if l2 or l1:
                     epoch_penalty.add_(step_penalty, alpha=nb / n)
-                if grads is flat_grads:  # one flat buffer, laid out like grad_mean's
+                if applied and grads is flat_grads:  # one flat buffer, laid out like grad_mean's
                     self._grad_flat.add_(flat_grad, alpha=nb / n)
-                else:
+                elif applied:
                     for k, g in grads.items():
                         self.grad_mean[k].add_(g, alpha=nb / n)
-            if not includes_update:
+            if not includes_update and applied:
                 update(params, self._clip_grads(grads) if self.clip else grads)
+            if scaler is not None:
+                scaler.update()
             self.step += 1
             state.step, state.loss, state.grads, state.batch_size = self.step, loss, grads, nb
             for cb in callbacks:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..devices import resolve_precision
 from ..errors import UsageError
 from ..gradients import compare_gradients
 from ..registry import EXACT_SOLVERS
@@ -164,6 +165,7 @@ def train(cfg: Config, run_dir: str | None = None, quiet: bool = False, name: st
     """Train from ``cfg`` into a new run directory. Under torchrun every rank trains on its
     shard and only rank 0 creates the directory, logs and writes checkpoints."""
     device, rank0 = start_distributed(cfg)
+    resolve_precision(cfg.train.dtype, device=device)  # float16 off CUDA: refused before the data is read
     dtype = storage_dtype(cfg)
     prep = prepare(cfg, device, dtype)
     model = build_model(cfg.model, prep.n_features, len(prep.classes), cfg.train.seed)

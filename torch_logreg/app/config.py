@@ -107,7 +107,8 @@ class TrainConfig:
     step: str = "rule"
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"  # float32 | float64 | bfloat16 (the loop: float32 weights, bfloat16 products)
+    # float32 | float64 | bfloat16 | float16 (the loop: float32 weights, 16-bit products; float16: CUDA, loss-scaled)
+    dtype: str = "float32"
 
 
 @dataclass
@@ -174,7 +175,7 @@ CHOICES = {
     "train.solver": SOLVERS,
     "train.schedule": SCHEDULES,
     "train.step": STEPS,
-    "train.dtype": ("float32", "float64", "bfloat16"),
+    "train.dtype": ("float32", "float64", "bfloat16", "float16"),
     "train.class_weight": ("", "balanced"),
 }
 
@@ -271,6 +272,10 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
         if cfg.train.class_weight:
             raise UsageError(f"{where}: train.class_weight needs one class a row; data.target lists several columns")
     check("train.device", arguments.device_name)
+    if cfg.train.dtype == "float16" and cfg.train.device == "cpu":  # on a machine without CUDA: when training starts
+        from ..devices import FLOAT16_CUDA_ONLY
+
+        raise UsageError(f"{sources.get('train.dtype', 'config')}: train.{FLOAT16_CUDA_ONLY}")
 
 
 def target_is_real(model_cfg: ModelConfig) -> bool:
@@ -290,9 +295,9 @@ def _validate_model(cfg: Config, sources: dict[str, str]) -> None:
                 arguments.number("each width in model.hidden", width, low=1, integer=True)
             except ValueError as exc:
                 raise UsageError(f"{sources.get('model.hidden', where)}: {exc}") from None
-        if cfg.train.dtype == "bfloat16":
-            raise UsageError(f"{sources.get('train.dtype', where)}: train.dtype = 'bfloat16' computes a single linear "
-                             "layer's products under autocast; an MLP trains in float32 or float64")
+        if cfg.train.dtype in ("bfloat16", "float16"):
+            raise UsageError(f"{sources.get('train.dtype', where)}: train.dtype = {cfg.train.dtype!r} computes a single "
+                             "linear layer's products under autocast; an MLP trains in float32 or float64")
         if cfg.train.solver in ("newton", "proximal", "cd"):
             raise UsageError(f"{sources.get('train.solver', where)}: train.solver = {cfg.train.solver!r} needs a model "
                              "without hidden layers; an MLP trains with lbfgs or the loop "
@@ -346,8 +351,8 @@ def _validate_update_rule(cfg: Config, sources: dict[str, str]) -> None:
 
     t = cfg.train
     if t.solver not in LOOP_SOLVERS:
-        if t.dtype == "bfloat16":
-            raise UsageError(f"{sources.get('train.dtype', 'config')}: train.dtype = 'bfloat16' is for the loop's "
+        if t.dtype in ("bfloat16", "float16"):
+            raise UsageError(f"{sources.get('train.dtype', 'config')}: train.dtype = {t.dtype!r} is for the loop's "
                              f"update rules; train.solver = {t.solver!r} needs float32 or float64")
         return
     where = sources.get("train.solver", "config")

@@ -101,9 +101,10 @@ def build_model(model_cfg: ModelConfig, n_features: int, n_classes: int, seed: i
 
 def check_combinations(cfg: Config, sparse: bool) -> None:
     """The settings the data decides between, refused before training (the config alone checks
-    the others): bfloat16 autocast takes dense products only."""
-    if sparse and cfg.train.dtype == "bfloat16":
-        raise UsageError(f"train.dtype = 'bfloat16' computes dense products under autocast, and {cfg.data.path or 'the data'} "
+    the others): bfloat16 and float16 autocast take dense products only."""
+    if sparse and cfg.train.dtype in ("bfloat16", "float16"):
+        raise UsageError(f"train.dtype = {cfg.train.dtype!r} computes dense products under autocast, and "
+                         f"{cfg.data.path or 'the data'} "
                          "gives sparse features (a sparse file or hashed columns); use train.dtype = 'float32' or 'float64'")
 
 

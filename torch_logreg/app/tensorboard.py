@@ -33,13 +33,14 @@ def pictures_every(epochs: int, checkpoint_every: int) -> int:
 class TensorBoardLogger(Callback):
     """Scalars every ``every`` steps (``train/batch_objective``, ``grad_norm``: the step's before
     any clipping, ``grad_norm/clipped_steps``: the steps clipped so far, ``lr``,
-    ``perf/samples_per_second``); at the first stopping check after each interval the epoch
-    metrics (``train/objective``: mean NLL + penalty, what the steps minimise; ``train/loss`` and
-    ``val/loss``: mean NLL, comparable; ``train/accuracy``, ``val/accuracy``, ``val/auc``);
-    weight and gradient histograms at the start, every ``histograms_every`` epochs and at the end;
-    gradient-check errors; ``pictures(writer, state)`` every ``pictures_every`` epochs (the
-    probability map of 2-D data, so the decision boundary can be watched as it moves). The
-    custom-scalars :func:`layout` is written when training begins."""
+    ``perf/samples_per_second``; under float16 ``loss_scale`` and ``loss_scale/skipped_steps``);
+    at the first stopping check after each interval the epoch metrics (``train/objective``: mean
+    NLL + penalty, what the steps minimise; ``train/loss`` and ``val/loss``: mean NLL, comparable;
+    ``train/accuracy``, ``val/accuracy``, ``val/auc``); weight and gradient histograms at the
+    start, every ``histograms_every`` epochs and at the end; gradient-check errors;
+    ``pictures(writer, state)`` every ``pictures_every`` epochs (the probability map of 2-D data,
+    so the decision boundary can be watched as it moves). The custom-scalars :func:`layout` is
+    written when training begins."""
 
     def __init__(self, writer: SummaryWriter, *, every: int, histograms_every: int, lr: float,
                  train_eval=None, val_eval=None, pictures: Callable[[SummaryWriter, TrainState], None] | None = None,
@@ -76,6 +77,10 @@ class TensorBoardLogger(Callback):
         clipped = getattr(state.trainer, "clipped_steps", None)
         if clipped is not None:
             w.add_scalar("grad_norm/clipped_steps", clipped.item(), state.step)
+        scaler = getattr(state.trainer, "scaler", None)
+        if scaler is not None:  # float16: the loss scale, and the steps skipped for a non-finite gradient
+            w.add_scalar("loss_scale", scaler.scale.item(), state.step)
+            w.add_scalar("loss_scale/skipped_steps", scaler.skipped, state.step)
         w.add_scalar("lr", self.lr if state.lr is None else state.lr, state.step)
         now = time.perf_counter()
         w.add_scalar("perf/samples_per_second", self._samples / max(now - self._clock, 1e-9), state.step)

@@ -17,6 +17,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..loss_scaling import LossScaler
     from .measure import Selection
 
 
@@ -39,6 +40,9 @@ class Step:
     sample_weight: Tensor | None = None
     #: how the step was chosen (``select.py`` sets it)
     selection: Selection | None = None
+    #: float16: the loss scale of the gradients the step returns (``loss_scaling.LossScaler``),
+    #: which the loop reads to skip a step with a non-finite gradient and to update; None without
+    scaler: LossScaler | None = None
 
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError

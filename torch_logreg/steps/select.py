@@ -451,7 +451,8 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
     """The step for sample-weighted training (see :func:`training_step`; ``steps`` and
     ``step_bytes`` as for :func:`_sparse_step`)."""
     if grad_check or autocast is not None or cuda_graph:
-        what = "gradient checks" if grad_check else "bfloat16" if autocast is not None else "cuda_graph"
+        what = "gradient checks" if grad_check else str(autocast).removeprefix("torch.") if autocast is not None \
+            else "cuda_graph"
         raise UsageError(f"sample weights in the loop do not combine with {what}; leave the weights out or turn "
                          f"{what} off")
     sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
@@ -501,7 +502,8 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                             grad_check=grad_check, autocast=autocast, cuda_graph=cuda_graph, steps=steps,
                             step_bytes=step_bytes)
     if autocast is not None and cuda_graph:
-        raise ValueError("cuda_graph runs the float32 or float64 step; it does not take dtype 'bfloat16'")
+        raise ValueError(f"cuda_graph runs the float32 or float64 step; it does not take dtype "
+                         f"'{str(autocast).removeprefix('torch.')}'")
     if cuda_graph:
         problem_ = cuda_graph_problem(model, device, full_batch=full and in_memory, fast_path=fast_path,
                                       grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
@@ -514,10 +516,11 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
         if why is not None:
             raise UsageError(f"step={step!r} {why}")
     if autocast is not None:
-        from .mixed import AutocastStep
+        from .mixed import AutocastStep, LossScaledStep
 
-        return _tag(AutocastStep(ReferenceStep(model), autocast, device), "forced" if forced else "rule",
-                    name="reference")
+        mixed = LossScaledStep(model, device) if autocast == torch.float16 else \
+            AutocastStep(ReferenceStep(model), autocast, device)
+        return _tag(mixed, "forced" if forced else "rule", name="reference")
     if grad_check or not fast_path:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
     reason = _DATA_PARALLEL if data_parallel else ""

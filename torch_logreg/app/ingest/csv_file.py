@@ -7,6 +7,11 @@ quote never closed, bytes that are not UTF-8, a cell Python reads as a number an
 sends the file to the strict line-by-line reader (:func:`read_csv_table`), which either reads it
 or raises the error that names the line. A file is thus read the same way by both; the fast path
 is only faster.
+
+Arrow's reader holds about :data:`ARROW_COLUMN_BYTES` a column whatever the rows, the strict
+reader about :data:`CELL_BYTES` a cell: a file of more than :data:`WIDE` columns is read by the
+one that holds less (a file of a million columns and a few rows, line by line). What reading a
+file holds is checked against the memory bound (:mod:`torch_logreg.memory`) before it is parsed.
 """
 
 from __future__ import annotations
@@ -16,10 +21,18 @@ import csv
 import io
 from pathlib import Path
 
+from ... import memory
 from ...errors import UsageError
 from . import files
 from .reader import Reader, Request
 from .table import ArrowTable, RowsTable, Table, nfc
+
+#: what Arrow's reader holds a column (its builders and arrays), and the strict reader a cell (a
+#: Python string and its place in a row's list), in bytes: estimates for the memory bound
+ARROW_COLUMN_BYTES = 10_000
+CELL_BYTES = 100
+#: columns beyond which the reader is chosen by what it holds (below, Arrow's columns take a few MB)
+WIDE = 10_000
 
 
 class CsvReader(Reader):
@@ -34,6 +47,11 @@ def read_csv_table(path: Path, max_bytes: int = files.DEFAULT_MAX_BYTES) -> tupl
     """Header, (line number, cells) rows and the file's fingerprint; ragged rows, a quote that is
     never closed, bytes that are not UTF-8 and empty files are errors that name the line."""
     content, print_ = files.read_bytes(path, max_bytes)
+    return _rows(path, content, print_)
+
+
+def _rows(path: Path, content: bytes, print_: dict) -> tuple[list[str], list[tuple[int, list[str]]], dict]:
+    """:func:`read_csv_table` of ``content``, the bytes of ``path``."""
     try:
         text = content.decode("utf-8-sig")  # a byte-order mark is accepted
     except UnicodeDecodeError as exc:
@@ -92,8 +110,30 @@ def read_csv(path: Path, max_bytes: int) -> Table:
         return RowsTable(path, header, rows, print_)
 
     content, print_ = files.read_bytes(path, max_bytes)
-    table = _arrow_csv(path, content, print_, strict)
-    return table if table is not None else strict()
+    # the rows: at most the lines
+    n_columns, n_rows = _width(content), content.count(b"\n") + (not content.endswith(b"\n"))
+    arrow = n_columns <= WIDE or ARROW_COLUMN_BYTES <= CELL_BYTES * n_rows
+    held = (ARROW_COLUMN_BYTES * n_columns if arrow else CELL_BYTES * n_columns * n_rows)
+    # the bytes, their text, and the float64 features twice while they are put together
+    memory.check(held + 4 * len(content) + 16 * n_columns * n_rows,
+                 f"reading {path} ({n_columns:,} columns, {n_rows:,} lines)",
+                 "convert it to svmlight or a scipy sparse .npz if most cells are 0, or leave columns out with "
+                 "data.drop or hash them with data.hash" if n_columns > WIDE else
+                 "convert it to Parquet or .npy and set data.memory_budget to train streamed from disk")
+    table = _arrow_csv(path, content, print_, strict) if arrow else None
+    if table is not None:
+        return table
+    header, rows, _ = _rows(path, content, print_)
+    return RowsTable(path, header, rows, print_)
+
+
+def _width(content: bytes) -> int:
+    """The cells of the header line (0 when it cannot be read: the strict reader says why)."""
+    line = content[: content.find(b"\n") + 1 or len(content)]
+    try:
+        return len(next(csv.reader(io.StringIO(line.decode("utf-8-sig")), strict=True)))
+    except (StopIteration, UnicodeDecodeError, csv.Error):
+        return 0
 
 
 def _arrow_csv(path: Path, content: bytes, print_: dict, strict) -> Table | None:

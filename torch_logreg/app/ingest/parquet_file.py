@@ -47,16 +47,26 @@ class ParquetReader(Reader):
             return 0  # not readable: reading it whole says why
 
     def blocks(self, path: Path, request: Request):
-        """One row group at a time, each unpacking to at most ``request.max_bytes``."""
+        """One row group at a time, each unpacking to at most ``request.max_bytes`` (the streamed
+        run's ``data.memory_budget``): every group's size is checked before the first is read."""
+        import pyarrow.parquet as pq
+
         sizes = group_sizes(path)
+        with pq.ParquetFile(path) as handle:
+            unpacked = [unpacked_bytes(handle, [g]) for g in range(len(sizes))]
+        budget = request.max_bytes
+        for g, size in enumerate(unpacked):
+            if size > budget:
+                fits = max(1, sizes[g] * budget // size // 2)  # rows of half the budget: room for their encoding
+                raise UsageError(
+                    f"{path}: row group {g} holds {sizes[g]:,} rows that unpack to {files.size_text(size)}, more than "
+                    f"data.memory_budget = {budget} bytes, and a file larger than the budget is streamed a row group "
+                    f"at a time; rewrite it with smaller row groups (import pyarrow.parquet as pq; pq.write_table("
+                    f"pq.read_table({str(path)!r}), 'smaller.parquet', row_group_size={fits})) or raise "
+                    "data.memory_budget")
         firsts = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
         for g in range(len(sizes)):
-            try:
-                yield read_parquet(path, request.max_bytes, row_groups=[g], first_row=firsts[g], fingerprint=False)
-            except UsageError as exc:
-                raise UsageError(f"{exc} (row group {g}; a streamed Parquet file is read a row group at a time: write "
-                                 "it with smaller row groups, pyarrow.parquet.write_table(..., row_group_size=...))") \
-                    from None
+            yield read_parquet(path, budget, row_groups=[g], first_row=firsts[g], fingerprint=False)
 
 
 def group_sizes(path: Path) -> list[int]:

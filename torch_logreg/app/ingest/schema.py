@@ -126,18 +126,25 @@ class Schema:
         if table.sparse:
             return as_sparse_csr(table.matrix, "X", torch.float64)
         path = table.path
-        missing = [c for c in self.columns if c not in table.header]
+        header = set(table.header)
+        missing = [c for c in self.columns if c not in header]
         if missing:
             raise UsageError(f"{path}: column {missing[0]!r} used in training is missing; expected columns "
                              f"{listed(self.columns)}")
-        parts = []
+        parts, plain = [], []  # plain: a run of number columns, read as one block (a file may have a million)
+        hashed = set(self.hashed)
         for c in self.columns:
-            if c in self.hashed:
+            if c in hashed:
                 continue
-            if c == self.pixels:
-                parts.append(expand_pixels(table, c, self.pixels_width))
+            if c not in self.categorical and c != self.pixels:
+                plain.append(c)
                 continue
-            parts.append(self._one_hot(table, c) if c in self.categorical else table.numbers(c)[:, None])
+            if plain:
+                parts.append(table.numbers_of(plain))
+                plain = []
+            parts.append(expand_pixels(table, c, self.pixels_width) if c == self.pixels else self._one_hot(table, c))
+        if plain:
+            parts.append(table.numbers_of(plain))
         out = np.concatenate(parts, axis=1) if parts else np.zeros((table.n_rows, 0), dtype=np.float64)
         X = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float64))
         if self.add_radius:
@@ -227,7 +234,8 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
             if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
                 raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
     targets = data_cfg.target if isinstance(data_cfg.target, list) else [target]
-    columns = [c for c in header if c not in (*targets, weight, *left_out)]
+    apart = {*targets, weight, *left_out}
+    columns = [c for c in header if c not in apart]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     if data_cfg.add_radius and hashed:

@@ -71,6 +71,11 @@ class Table(ABC):
         """Column ``name`` as finite float64 numbers; a cell that is not one is a UsageError
         naming its line."""
 
+    def numbers_of(self, names: list[str]) -> np.ndarray:
+        """``(N, len(names))``: the columns ``names`` as :meth:`numbers` reads each, in one block
+        (a table of many columns reads them at once where it can)."""
+        return np.stack([self.numbers(c) for c in names], axis=1) if names else np.zeros((self.n_rows, 0))
+
     def labels(self, name: str) -> np.ndarray:
         """Column ``name`` as target values: text (numbers keep their type in an array)."""
         return self.text(name).astype(str)
@@ -135,6 +140,19 @@ class RowsTable(Table):
         i = self._index[name]
         return np.array([_parse_float(cells[i].strip(), self.path, f"line {line}", name) for line, cells in self.rows],
                         dtype=np.float64)
+
+    def numbers_of(self, names: list[str]) -> np.ndarray:
+        # every cell in one Arrow array: a cost per cell, none per column (a file may have a million)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        idx = [self._index[c] for c in names]
+        cells = pa.array([row[i].strip() for _, row in self.rows for i in idx], type=pa.large_string())
+        # ASCII only: the cells then read alike whoever strips them (Python's blanks and Arrow's differ)
+        values = arrow_numbers(cells) if pc.all(pc.string_is_ascii(cells)).as_py() is not False else None
+        if values is None or not np.isfinite(values).all():  # a cell to name: column by column, as numbers() does
+            return super().numbers_of(names)
+        return values.reshape(len(self.rows), len(names))
 
     def where(self, row: int) -> str:
         return f"line {self.rows[row][0]}"
@@ -212,22 +230,13 @@ class ArrowTable(Table):
         import pyarrow.compute as pc
 
         column = self._column(name, numeric=True)
-        try:
-            if _is_text(pa, column.type):
-                trimmed = pc.utf8_trim_whitespace(column)
-                column = pc.cast(trimmed, pa.float64())
-                values = column.to_numpy(zero_copy_only=False)
-                # Arrow's reading of a cell must be the grammar's (parse_number): every cell matches it,
-                # and a zero is written as one (not a number too small for float64)
-                grammar = pc.all(pc.match_substring_regex(trimmed, f"^({NUMBER.pattern})$", ignore_case=True))
-                zeros = pc.filter(trimmed, pc.equal(column, 0.0))
-                underflow = pc.any(pc.match_substring_regex(zeros, NONZERO.pattern))
-                if grammar.as_py() is False or underflow.as_py():
-                    values = None
-            else:
+        if _is_text(pa, column.type):
+            values = arrow_numbers(column)
+        else:
+            try:
                 values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
-        except pa.ArrowException:  # a cell Arrow cannot read as a number: the strict reader says which
-            values = None
+            except pa.ArrowException:  # a cell Arrow cannot read as a number: the strict reader says which
+                values = None
         if values is not None and np.isfinite(values).all():
             return values.astype(np.float64, copy=False)
         if self._slow is not None:  # the strict reader reads the cell Arrow refused, or names its line
@@ -239,8 +248,44 @@ class ArrowTable(Table):
         bad = int(np.nonzero(~np.isfinite(values))[0][0])
         raise UsageError(f"{self.path}, {self.where(bad)}, column {name!r}: {values[bad]} is not a finite number")
 
+    def numbers_of(self, names: list[str]) -> np.ndarray:
+        # the text columns read as one array: a cost per cell, not per column
+        import pyarrow as pa
+
+        columns = [self.columns[c] for c in names]
+        if len(names) < 2 or len({c.type for c in columns}) > 1 or not _is_text(pa, columns[0].type) \
+                or any(c.null_count for c in columns):
+            return super().numbers_of(names)
+        values = arrow_numbers(pa.chunked_array(columns).combine_chunks())
+        if values is None or not np.isfinite(values).all():  # a cell to name: column by column, as numbers() does
+            return super().numbers_of(names)
+        return values.reshape(len(names), self.n_rows).T
+
     def where(self, row: int) -> str:
         return self._strict().where(row) if self._slow is not None else super().where(row)
+
+
+def arrow_numbers(cells) -> np.ndarray | None:
+    """A pyarrow text array as float64 numbers, each cell stripped of blanks and read by Arrow;
+    None unless every cell is one by :data:`NUMBER`'s grammar and not a non-zero number read as 0
+    (then the caller reads the cells one by one, to name the one that is not). Non-finite values
+    (``nan``, ``inf``) are returned, for the caller to refuse."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        trimmed = pc.utf8_trim_whitespace(cells)
+        column = pc.cast(trimmed, pa.float64())
+    except pa.ArrowException:
+        return None
+    # Arrow's reading of a cell must be the grammar's (parse_number): every cell matches it, and a
+    # zero is written as one (not a number too small for float64)
+    grammar = pc.all(pc.match_substring_regex(trimmed, f"^({NUMBER.pattern})$", ignore_case=True))
+    zeros = pc.filter(trimmed, pc.equal(column, 0.0))
+    underflow = pc.any(pc.match_substring_regex(zeros, NONZERO.pattern))
+    if grammar.as_py() is False or underflow.as_py():
+        return None
+    return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
 
 
 class ArrayTable(Table):
@@ -261,6 +306,9 @@ class ArrayTable(Table):
 
     def numbers(self, name: str) -> np.ndarray:
         return self.X[:, self._index[name]]
+
+    def numbers_of(self, names: list[str]) -> np.ndarray:
+        return self.X[:, [self._index[c] for c in names]]
 
     def labels(self, name: str) -> np.ndarray:
         return self.y
