@@ -47,8 +47,11 @@ lint: $(DEV)
 typecheck: $(DEV)
 	$(BIN)/mypy
 
+# the suite on JOBS processes (pytest-xdist; each takes the next test as it finishes one)
+JOBS ?= 2
+
 test: lint typecheck
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist worksteal --durations=15
 
 test-fast: $(DEV)
 	$(BIN)/python -m pytest -q $(FAST) --durations=10

@@ -327,8 +327,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
     import time
 
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference, *extra), check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    reference = tmp_path / "reference"  # the uninterrupted run, alongside the one to be killed
+    whole = subprocess.Popen(_train_cmd(reference, *extra), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(run_dir, *extra), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -340,6 +341,8 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.kill()
     proc.wait()
+    _, err = whole.communicate(timeout=600)
+    assert whole.returncode == 0, err
     result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr
