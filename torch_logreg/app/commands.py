@@ -57,7 +57,7 @@ from .runs import (
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.rows, device, dtype, X_val=prep.X["val"], T_val=prep.T["val"],
-                        callbacks=callbacks, step=step)
+                        callbacks=callbacks, step=step, schema=prep.schema)
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,

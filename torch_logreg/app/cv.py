@@ -198,7 +198,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             Xtr, Ttr = data_lib.take_rows(Xtr, fit_rows), Ttr.index_select(0, fit_rows.to(device))
             wtr = None if wtr is None else wtr.index_select(0, fit_rows.to(device))
         try:
-            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr)
+            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr, schema=ds.schema)
             return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
         except TrainingDiverged:  # recorded as such (mean_diverged: the share of folds), ranked last
             return {"loss": math.nan, "diverged": 1.0}

@@ -8,6 +8,7 @@ l1_ratio`` and ``train.l2 = lambda * (1 - l1_ratio)`` in the config's terms). Th
 gets ``path.csv`` and ``path.json`` (the table), TensorBoard pictures of the coefficients against
 the penalty and of the cross-validation curve, and ``refit/``: an ordinary ``train`` run at the
 chosen penalty (the best or the one-standard-error one), which ``evaluate`` and ``predict`` take.
+``train.penalty_factor``, ``train.lower_bounds`` and ``train.upper_bounds`` hold at every penalty.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import UsageError
 from ..registry import EXACT_SOLVERS
 from .config import Config
 from .files import json_text, write_text_atomic
-from .fitting import prepare, run_device
+from .fitting import coefficient_options, prepare, run_device
 from .progress import PathProgress
 from .runs import new_run_dir
 
@@ -63,7 +64,7 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
         scoring=scoring, choice=choice, sample_weight=prep.weight, solver=solver, tol=cfg.train.tol,
         max_iter=cfg.train.epochs, fit_intercept=cfg.model.bias,
         n_classes=len(prep.classes) if kind == "softmax" else None, seed=cfg.train.seed, device=device,
-        dtype=torch.float64, progress=progress)
+        dtype=torch.float64, progress=progress, **coefficient_options(cfg, prep.schema))
     if progress is not None:
         progress.close()
 
