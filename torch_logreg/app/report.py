@@ -13,7 +13,6 @@ import torch
 
 from ..layers import Linear
 from ..models import single_linear
-from . import ingest
 from . import metrics as metrics_lib
 from .config import Config
 from .files import json_text, write_text_atomic
@@ -21,12 +20,10 @@ from .fitting import SPLITS, Prepared
 
 
 def predict_proba_raw(model, prep: Prepared):
-    """Raw 2-D points -> probabilities (M, K), through the radius feature and the standardizer."""
+    """Raw 2-D points -> probabilities (M, K), through the radius feature, the products and the standardizer."""
 
     def fn(points: np.ndarray) -> np.ndarray:
-        X = torch.from_numpy(points)
-        if prep.schema.add_radius:
-            X = ingest.with_radius(X)
+        X = prep.schema.extend(torch.from_numpy(points))
         X = prep.standardizer.transform(X).to(device=model.device, dtype=model.dtype)
         with torch.no_grad():
             return model(X).double().cpu().numpy()

@@ -403,8 +403,9 @@ def check_stream_settings(cfg, path: Path) -> None:
                          "(gd, momentum, nesterov, adam, ...) or raise data.memory_budget")
     if not t.batch_size:
         raise UsageError(f"{why} in mini-batches: set train.batch_size (e.g. 1024)")
-    if cfg.data.add_radius:
-        raise UsageError(f"{why}; data.add_radius applies to two columns held in memory")
+    if cfg.data.add_radius or cfg.data.interactions:
+        key = "data.add_radius" if cfg.data.add_radius else "data.interactions"
+        raise UsageError(f"{why}; {key} computes features from columns held in memory")
     if t.grad_check_every:
         raise UsageError(f"{why}; train.grad_check_every needs the rows in memory (run `torch-logreg gradcheck`)")
 

@@ -18,7 +18,7 @@ from .columns import split_codes, square_shape
 from .labels import keep_mask, take_rows
 from .reader import Request
 from .registry import reader_for
-from .schema import Schema, infer_schema, merge_levels, row_weights, with_radius
+from .schema import Schema, check_interactions, infer_schema, merge_levels, row_weights
 from .table import listed
 
 DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
@@ -53,9 +53,9 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         return ds
     if data_cfg.keep_classes:  # as a file's rows are kept when read
         ds = keep_classes(ds, [str(c) for c in data_cfg.keep_classes])
-    if data_cfg.add_radius:
-        ds.X = with_radius(ds.X)
-        ds.schema.add_radius = True
+    ds.schema.add_radius = bool(data_cfg.add_radius)
+    ds.schema.interactions = check_interactions(data_cfg.interactions, ds.schema.columns, {}, f"data set {data_cfg.name!r}")
+    ds.X = ds.schema.extend(ds.X)
     return ds
 
 

@@ -4,7 +4,9 @@
 
 The features, in order: the raw columns that are not hashed (one-hot blocks in place of the
 categorical ones, without the first level when ``drop_first``), the radius feature
-``sqrt(x1^2 + x2^2)``, then the ``2**hash_bits`` columns the hashed ones share: each cell is
+``sqrt(x1^2 + x2^2)``, the products of ``interactions`` (each a list of raw numeric columns,
+named ``x1*x2``: the product of the raw values, standardized afterwards like any feature), then
+the ``2**hash_bits`` columns the hashed ones share: each cell is
 split on whitespace and every token ``t`` of column ``c`` adds ``±1`` to column
 ``h("c=t") mod 2**hash_bits`` (signed hashing, so collisions cancel on average; scikit-learn's
 ``FeatureHasher`` with MurmurHash3, the same on every machine and in every process). A sparse
@@ -53,6 +55,7 @@ class Schema:
     weight: str = ""  # the column of row weights (not a feature; new files may have it)
     pixels: str = ""  # the column of space-separated numbers expanded to pixels_width features
     pixels_width: int = 0
+    interactions: list[list[str]] = field(default_factory=list)  # raw numeric columns whose product is a feature
 
     @property
     def sparse(self) -> bool:
@@ -70,7 +73,7 @@ class Schema:
             return self.sparse_width
         dense = sum(len(self.levels(c)) if c in self.categorical else self.pixels_width if c == self.pixels else 1
                     for c in self.columns if c not in self.hashed)
-        return dense + int(self.add_radius) + (1 << self.hash_bits if self.hashed else 0)
+        return dense + int(self.add_radius) + len(self.interactions) + (1 << self.hash_bits if self.hashed else 0)
 
     @property
     def feature_names(self) -> list[str]:
@@ -88,6 +91,7 @@ class Schema:
                 names.append(c)
         if self.add_radius:
             names.append("radius")
+        names.extend("*".join(t) for t in self.interactions)
         if self.hashed:
             names.extend(f"hash{j}" for j in range(1 << self.hash_bits))
         return names
@@ -97,7 +101,7 @@ class Schema:
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
                 "svmlight_base": self.svmlight_base, "weight": self.weight, "pixels": self.pixels,
-                "pixels_width": self.pixels_width}
+                "pixels_width": self.pixels_width, "interactions": [list(t) for t in self.interactions]}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
@@ -107,7 +111,8 @@ class Schema:
                    bool(d["add_radius"]), [nfc(t) for t in d["target"]] if isinstance(d["target"], list) else nfc(d["target"]),
                    bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
                    int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))),
-                   nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)))
+                   nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)),
+                   [[nfc(c) for c in t] for t in d.get("interactions", [])])
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -142,9 +147,19 @@ class Schema:
         X = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float64))
         if self.add_radius:
             X = with_radius(X)
+        if self.interactions:
+            X = torch.cat([X, products(lambda c: torch.tensor(table.numbers(c), dtype=torch.float64), self.interactions)], dim=1)
         if self.hashed:
             X = join_dense(X, hash_block({c: table.text(c) for c in self.hashed}, self.hash_bits))
         return X
+
+    def extend(self, X: Tensor) -> Tensor:
+        """``X`` ``(N, C)`` the raw numeric columns, in :attr:`columns`' order (a built-in set's, a
+        plane's points) -> its features: the radius and the products appended."""
+        out = with_radius(X) if self.add_radius else X
+        if self.interactions:
+            out = torch.cat([out, products(lambda c: X[:, self.columns.index(c)], self.interactions)], dim=1)
+        return out
 
     def _one_hot(self, table, c: str) -> np.ndarray:
         cats = self.categorical[c]
@@ -189,6 +204,8 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if table.sparse:
         if data_cfg.add_radius:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
+        if data_cfg.interactions:
+            raise UsageError(f"{table.path}: data.interactions multiplies named numeric columns; a sparse file has none")
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
     categorical, hashed, weight = [nfc(c) for c in data_cfg.categorical], [nfc(c) for c in data_cfg.hash], \
@@ -241,9 +258,40 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         cats[c] = sorted(set(values.tolist()), key=category_key)
     if combine_levels is not None:
         cats = combine_levels(cats)
+    interactions = check_interactions(data_cfg.interactions, columns, {**{c: "categorical" for c in categorical},
+                                                                       **{c: "hashed" for c in hashed},
+                                                                       **({pixels: "a pixels column"} if pixels else {})},
+                                      path)
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
                   hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
-                  pixels_width=pixel_width(table, pixels) if pixels else 0)
+                  pixels_width=pixel_width(table, pixels) if pixels else 0, interactions=interactions)
+
+
+def check_interactions(interactions, columns: list[str], not_numeric: dict[str, str], where) -> list[list[str]]:
+    """``data.interactions`` (lists of column names) in NFC, each name a raw feature column that holds numbers
+    (``not_numeric``: column -> what it is instead); anything else is a UsageError naming it."""
+    out = []
+    for names in interactions:
+        names = [nfc(c) for c in names]
+        for c in names:
+            if c not in columns:
+                raise UsageError(f"{where}: data.interactions column {c!r} is not a feature column ({listed(columns)})")
+            if c in not_numeric:
+                raise UsageError(f"{where}: data.interactions multiplies numeric columns; {c!r} is {not_numeric[c]}")
+        out.append(names)
+    return out
+
+
+def products(column, interactions: list[list[str]]) -> Tensor:
+    """``(N, P)`` float64: for each of the ``P`` interactions the product of its columns' raw values
+    (``column(name)``: that column, ``(N,)``)."""
+    parts = []
+    for names in interactions:
+        p = column(names[0]).to(torch.float64)
+        for c in names[1:]:
+            p = p * column(c).to(torch.float64)
+        parts.append(p[:, None])
+    return torch.cat(parts, dim=1)
 
 
 def multilabel_targets(table, names: list[str], need: bool = True) -> np.ndarray | None:
