@@ -16,7 +16,7 @@ from .. import arguments
 from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
-from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
+from ..registry import EXACT_SOLVERS, L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
 from .ingest.files import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
@@ -296,6 +296,23 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
             raise UsageError(f"{where}: train.class_weight needs one class a row; data.target lists several columns")
     check("train.device", arguments.device_name)
     _validate_coefficients(cfg, sources)
+    _validate_offset(cfg, sources)
+
+
+def _validate_offset(cfg: Config, sources: dict[str, str]) -> None:
+    """data.offset: a column of a file, taken by the loop (any model) or, among the exact solvers, by
+    newton and cd on a binary model (:mod:`torch_logreg.solvers.glm`)."""
+    if not cfg.data.offset:
+        return
+    where = sources.get("data.offset", "config")
+    if not cfg.data.path.strip():
+        raise UsageError(f"{where}: data.offset names a column of a CSV or Parquet file (data.path); the built-in "
+                         f"data set {cfg.data.name!r} has none")
+    t = cfg.train
+    if t.solver in EXACT_SOLVERS and (t.solver not in ("newton", "cd") or cfg.model.kind != "logistic"):
+        raise UsageError(f"{where}: data.offset is taken by the loop's update rules and, among the exact solvers, by "
+                         f"train.solver = 'newton' or 'cd' on a binary model (model.kind = 'logistic'); this config has "
+                         f"train.solver = {t.solver!r}, model.kind = {cfg.model.kind!r}")
 
 
 def _validate_coefficients(cfg: Config, sources: dict[str, str]) -> None:

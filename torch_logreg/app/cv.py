@@ -145,6 +145,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     kind = target_kind(cfg.model)
     if isinstance(cfg.data.target, list):
         raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
+    if cfg.data.offset:
+        raise UsageError("cv fits each fold without data.offset's column; leave data.offset out, or use train")
     ds = data_lib.load_dataset(cfg.data, seed=cfg.train.seed, device=device)
     y, classes = data_lib.encode_labels(ds.y, kind)
     probe = build_model(cfg.model, ds.X.shape[1], len(classes))

@@ -52,6 +52,15 @@ class Prepared:
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
+    #: (N_split, 1) the offsets (data.offset) of each split on the device, or None without them
+    offset: dict[str, Tensor | None] | None = None
+
+    def logits(self, model, split: str) -> Tensor:
+        """``(N, K)`` the model's logits on a held split's rows, its offsets added."""
+        with torch.no_grad():
+            z = model.logits(self.X[split])
+        o = None if self.offset is None else self.offset[split]
+        return z if o is None else z + o
 
     @property
     def weight(self) -> Tensor | None:
@@ -174,7 +183,12 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
     weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes), classes)
     weight = None if weight is None else weight.to(device=device, dtype=dtype)
-    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
+    offset = None
+    if data.offset is not None:  # (N, 1) per split: one term added to the logits of every output
+        offset = {s: torch.from_numpy(data.offset[i.numpy()][:, None]).to(device=device, dtype=dtype)
+                  for s, i in idx.items()}
+    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg,
+                 None if offset is None else offset["train"])
     rows, raw = {}, {}
     train_rows, raw["train"] = data.training(t)
     for s in ("val", "test"):
@@ -186,10 +200,11 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     y_split["train"] = y_split["train"][data.held(idx["train"]).to(device)]
     schema = data.schema
     plane = None
-    if len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None:
+    if (len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None
+            and offset is None):  # with an offset a point's probability depends on its row's offset too
         plane = {s: raw[s][:, :2].double().cpu().numpy() for s in SPLITS}
     return Prepared(train_rows, X, T, y_split, plane, schema, classes, standardizer, data.image_shape,
-                    data.true_weights, data.fingerprint)
+                    data.true_weights, data.fingerprint, offset)
 
 
 def _labels(cfg: Config, y_raw, n_features: int) -> tuple[Tensor, list[str]]:
@@ -251,6 +266,8 @@ def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
 
     if cfg.train.grad_check_every:
         raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
+    if cfg.data.offset:
+        raise UsageError("data.offset is read by one process; run without torchrun")
     if cfg.train.solver in EXACT_SOLVERS:
         raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use {' / '.join(LOOP_SOLVERS)} "
                          "under torchrun")
@@ -367,18 +384,22 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val: Tensor | None = None,
                  T_val: Tensor | None = None, callbacks=(), step: str | None = None,
-                 schema: ingest.Schema | None = None) -> Trainer | SolverRun:
+                 schema: ingest.Schema | None = None, offset_val: Tensor | None = None) -> Trainer | SolverRun:
     """The Trainer for ``cfg`` on the training ``rows`` (a :class:`~.rows.TrainingRows`, which
     builds the loop that reads them), or for an exact solver the :class:`SolverRun`; ``step``: the
     step a resumed run chose when it started, kept so it continues as it began; ``schema``: the
-    features' (for the per-coefficient terms, :func:`coefficient_options`)."""
+    features' (for the per-coefficient terms, :func:`coefficient_options`); ``offset_val``: the
+    held-out rows' offsets, where the training rows have them (:attr:`.rows.TrainingRows.offset`)."""
     check_cuda_graph(cfg, model, device)
     if dispatch.is_exact(solver_of(cfg)):
         X, T = rows.in_memory(f"solver = {solver_of(cfg)!r} needs them; use a loop solver (gd, sgd, adam, ...)")
-        return SolverRun(cfg, model, X, T, device, rows.weight, exact_options(cfg, schema))
+        options = exact_options(cfg, schema)
+        if rows.offset is not None:
+            options["offset"] = rows.offset[:, 0]
+        return SolverRun(cfg, model, X, T, device, rows.weight, options)
     has_val = X_val is not None and X_val.shape[0] > 0
     return rows.trainer(model, loop_config(cfg, device, step), list(callbacks), X_val=X_val if has_val else None,
-                        y_val=T_val if has_val else None)
+                        y_val=T_val if has_val else None, offset_val=offset_val if has_val else None)
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,

@@ -65,7 +65,8 @@ def split_metrics(model, prep: Prepared, classes: list[str] | None, train_logits
     logits and targets of every training row (``train_logits``, or the training rows' own
     :meth:`~.rows.TrainingRows.logits`), however they are held."""
     multilabel = isinstance(prep.schema.target, list)  # several 0/1 target columns
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes, multilabel=multilabel) for s in ("val", "test")}
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes, multilabel=multilabel,
+                                      logits=prep.logits(model, s)) for s in ("val", "test")}
     logits, T = train_logits if train_logits is not None else prep.rows.logits(model)
     result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits, multilabel=multilabel)
     return {s: result[s] for s in SPLITS}
@@ -122,7 +123,7 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
         if split == "train":
             P = metrics_lib.predictions(model, None, train_logits[1], train_logits[0])
         else:
-            P = metrics_lib.predictions(model, prep.X[split], prep.T[split])
+            P = metrics_lib.predictions(model, prep.X[split], prep.T[split], prep.logits(model, split))
         if model.n_outputs == 1:
             writer.add_pr_curve(f"{split}/pr_curve", torch.from_numpy((P.y == 1).astype(np.int64)),
                                 torch.from_numpy(P.proba[:, 1]), step)

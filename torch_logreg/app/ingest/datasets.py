@@ -36,6 +36,7 @@ class Dataset:
     fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (files.fingerprint)
     weight: np.ndarray | None = None  # (N,) row weights (data.weight), or None
     split: np.ndarray | None = None  # (N,) each row's split from data.split_column (0 train, 1 val, 2 test), or None
+    offset: np.ndarray | None = None  # (N,) each row's offset (data.offset), or None
 
 
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
@@ -105,7 +106,8 @@ def encode(table, data_cfg, combine_levels=None, whole: bool = True) -> Dataset:
     X = schema.features(table)
     ds = Dataset(X, schema.labels(table), schema, fingerprint=table.fingerprint,
                  weight=row_weights(table, schema.weight, whole),
-                 split=split_codes(table, data_cfg.split_column) if data_cfg.split_column else None)
+                 split=split_codes(table, data_cfg.split_column) if data_cfg.split_column else None,
+                 offset=schema.offsets(table))
     if schema.pixels and schema.n_features == schema.pixels_width:  # the features are one image
         ds.image_shape = square_shape(schema.pixels_width)
     if data_cfg.keep_classes:
@@ -125,6 +127,8 @@ def keep_classes(ds: Dataset, keep: list[str], whole: bool = True) -> Dataset:
         ds.weight = ds.weight[mask]
     if ds.split is not None:
         ds.split = ds.split[mask]
+    if ds.offset is not None:
+        ds.offset = ds.offset[mask]
     return ds
 
 

@@ -56,6 +56,7 @@ class Schema:
     pixels: str = ""  # the column of space-separated numbers expanded to pixels_width features
     pixels_width: int = 0
     interactions: list[list[str]] = field(default_factory=list)  # raw numeric columns whose product is a feature
+    offset: str = ""  # the column added to each row's logits (not a feature; new rows need it)
 
     @property
     def sparse(self) -> bool:
@@ -101,7 +102,8 @@ class Schema:
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
                 "svmlight_base": self.svmlight_base, "weight": self.weight, "pixels": self.pixels,
-                "pixels_width": self.pixels_width, "interactions": [list(t) for t in self.interactions]}
+                "pixels_width": self.pixels_width, "interactions": [list(t) for t in self.interactions],
+                "offset": self.offset}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
@@ -112,7 +114,7 @@ class Schema:
                    bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
                    int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))),
                    nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)),
-                   [[nfc(c) for c in t] for t in d.get("interactions", [])])
+                   [[nfc(c) for c in t] for t in d.get("interactions", [])], nfc(str(d.get("offset", ""))))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -175,6 +177,21 @@ class Schema:
         block[np.arange(table.n_rows), codes] = 1.0
         return block[:, int(self.drop_first):]
 
+    def offsets(self, table) -> np.ndarray | None:
+        """``(N,)`` float64: the ``offset`` column of a table's rows (finite numbers), or None
+        without one; a file that lacks it, or a value that is not finite, is named."""
+        if not self.offset:
+            return None
+        if self.offset not in table.header:
+            raise UsageError(f"{table.path}: the offset column {self.offset!r} (data.offset) is needed: the model adds "
+                             f"it to each row's logit (columns: {listed(table.header)})")
+        o = table.numbers(self.offset)
+        bad = np.nonzero(~np.isfinite(o))[0]
+        if bad.size:
+            raise UsageError(f"{table.path}, {table.where(int(bad[0]))}, column {self.offset!r}: an offset must be a "
+                             f"finite number, got {o[bad[0]]:g}")
+        return o
+
     def labels(self, table, need: bool = True) -> np.ndarray | None:
         """The target values of a table's rows (text, or numbers as an array stores them); None
         when the file has no target and ``need`` is false."""
@@ -204,8 +221,9 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if table.sparse:
         if data_cfg.add_radius:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
-        if data_cfg.interactions:
-            raise UsageError(f"{table.path}: data.interactions multiplies named numeric columns; a sparse file has none")
+        for key in ("interactions", "offset"):
+            if getattr(data_cfg, key):
+                raise UsageError(f"{table.path}: data.{key} names columns of a CSV or Parquet file; a sparse file has none")
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
     categorical, hashed, weight = [nfc(c) for c in data_cfg.categorical], [nfc(c) for c in data_cfg.hash], \
@@ -223,6 +241,12 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
     if weight and weight not in header:
         raise UsageError(f"{path}: data.weight column {weight!r} is not in the header ({listed(header)})")
+    offset = nfc(data_cfg.offset)
+    if offset and (not table.named or offset not in header):
+        raise UsageError(f"{path}: data.offset column {offset!r} is not in the header ({listed(header)})"
+                         if table.named else f"{path}: data.offset names a column of a CSV or Parquet file")
+    if offset and offset in ([target] if isinstance(data_cfg.target, str) else data_cfg.target) + [weight]:
+        raise UsageError(f"{path}: the data.offset column {offset!r} cannot also be the target or the weight")
     if weight and weight in (*([target] if isinstance(data_cfg.target, str) else data_cfg.target), *categorical, *hashed):
         raise UsageError(f"{path}: the data.weight column {weight!r} cannot also be the target or a feature")
     for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
@@ -244,7 +268,7 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
             if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
                 raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
     targets = data_cfg.target if isinstance(data_cfg.target, list) else [target]
-    columns = [c for c in header if c not in (*targets, weight, *left_out)]
+    columns = [c for c in header if c not in (*targets, weight, offset, *left_out)]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
     if data_cfg.add_radius and hashed:
@@ -264,7 +288,7 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
                                       path)
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
                   hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
-                  pixels_width=pixel_width(table, pixels) if pixels else 0, interactions=interactions)
+                  pixels_width=pixel_width(table, pixels) if pixels else 0, interactions=interactions, offset=offset)
 
 
 def check_interactions(interactions, columns: list[str], not_numeric: dict[str, str], where) -> list[list[str]]:
