@@ -167,3 +167,16 @@ def test_cv_and_path_take_interactions(capsys, tmp_path):
     assert code == 0, err
     model = model_from_checkpoint(torch.load(tmp_path / "path" / "refit" / "checkpoint.pt", weights_only=True))
     assert model.n_features == 7
+
+
+@pytest.mark.e2e
+def test_sample_writes_the_raw_columns_of_a_run_with_products(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--quiet", "--config", CONFIGS / "xor_interaction.toml", "--run-dir",
+                           tmp_path / "run", "--set", "train.device=cpu", "--set", "data.n_samples=100")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "run", "--output", tmp_path / "s.csv", "--rows", "4")
+    assert code == 0, err
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "x1,x2,target"
+    code, _, err = run_cli(capsys, "predict", "--run", tmp_path / "run", "--input", tmp_path / "s.csv", "--output",
+                           tmp_path / "p.csv")
+    assert code == 0, err

@@ -159,6 +159,13 @@ def test_cli_train_with_offset_equals_the_library(capsys, tmp_path, data, solver
     np.testing.assert_allclose(p, expected, rtol=0, atol=1e-6)
     code, out, err = run_cli(capsys, "evaluate", "--run", tmp_path / "run", "--data", new, "--json")
     assert code == 0, err
+    # sample writes the offset column, which predict then reads
+    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "run", "--output", tmp_path / "s.csv", "--rows", "5")
+    assert code == 0, err
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "x1,x2,x3,log_exposure,y"
+    code, _, err = run_cli(capsys, "predict", "--run", tmp_path / "run", "--input", tmp_path / "s.csv", "--output",
+                           tmp_path / "sp.csv")
+    assert code == 0, err
 
 
 @pytest.mark.e2e
