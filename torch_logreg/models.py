@@ -164,15 +164,19 @@ class StackedModel(nn.Module):
         return self.objective_and_grad(X, T, l2)
 
     def objective_and_grad(
-        self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None
+        self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None,
+        offset: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Unchecked fast path: ``X (N, D)`` and prepared targets ``T (N, K)``; no host sync.
 
         ``sample_weight`` ``(N,)`` (optional) weighs each sample's loss:
-        ``(1/N) sum_n w_n loss_n + (l2/2) sum_W ||W||^2``.
+        ``(1/N) sum_n w_n loss_n + (l2/2) sum_W ||W||^2``. ``offset`` ``(N, 1)`` or ``(N, K)``
+        (optional) is added to the logits (the gradient through it is the same ``dL/dlogits``).
         """
         with torch.no_grad():
             z = self.logits(X, cache=True)
+            if offset is not None:
+                z = z + offset
             loss, grad_logits = self.loss_fn(z, T, sample_weight)
             self.backward(grad_logits)
             layers = cast(dict[str, Layer], self._modules).items()  # = named_children(), without its overhead
@@ -182,10 +186,13 @@ class StackedModel(nn.Module):
                 loss = penalty.add(loss, grads, params, l2)
         return loss, grads
 
-    def objective(self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None) -> Tensor:
-        """The objective alone (no backward), from prepared targets (optionally sample-weighted)."""
+    def objective(self, X: Tensor, T: Tensor, l2: float = 0.0, sample_weight: Tensor | None = None,
+                  offset: Tensor | None = None) -> Tensor:
+        """The objective alone (no backward), from prepared targets (optionally sample-weighted, with
+        ``offset`` added to the logits as in :meth:`objective_and_grad`)."""
         with torch.no_grad():
-            loss, _ = self.loss_fn(self.logits(X), T, sample_weight)
+            z = self.logits(X)
+            loss, _ = self.loss_fn(z if offset is None else z + offset, T, sample_weight)
             return loss + penalty.value(dict(self.named_parameters()), l2)
 
     # -- predictions --

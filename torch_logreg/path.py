@@ -64,7 +64,7 @@ from .devices import resolve_device, resolve_dtype
 from .errors import UsageError
 from .folds import stratified_folds  # kept importable from here, where it was first defined
 from .models import LinearRegression, LogisticRegression, SoftmaxRegression
-from .solvers import ConvergenceWarning, check_sample_weight, fit_exact
+from .solvers import ConvergenceWarning, check_sample_weight, fit_exact, glm
 from .solvers.dispatch import resolve as resolve_solver
 
 __all__ = [
@@ -165,12 +165,23 @@ def _intercept_only(model, T: Tensor, w: Tensor | None, where: str) -> None:
             layer.bias.copy_(logs - logs.mean())
 
 
-def lambda_max(model, X: Tensor, T: Tensor, w: Tensor | None, l1_ratio: float) -> float:
+def lambda_max(model, X: Tensor, T: Tensor, w: Tensor | None, l1_ratio: float, factor: Tensor | None = None,
+               lower: Tensor | None = None, upper: Tensor | None = None) -> float:
     """``max |dF_smooth/dW| / max(l1_ratio, 1e-3)`` at the intercept-only fit (module docstring): the smallest
-    penalty whose fit has ``W = 0`` (for ``l1_ratio >= 1e-3``). Leaves the model at that fit."""
+    penalty whose fit has ``W = 0`` (for ``l1_ratio >= 1e-3``). Leaves the model at that fit.
+
+    With penalty factors ``f`` ``(D,)`` the entry of feature ``j`` counts as ``|g_j| / f_j`` (an unpenalised one,
+    ``f_j = 0``, not at all: no penalty zeroes it); with bounds ``(D,)``, an entry whose descent direction leaves
+    the box at 0 (``g_j > 0`` with ``lower_j >= 0``, ``g_j < 0`` with ``upper_j <= 0``) not at all either."""
     _intercept_only(model, T, w, "the data")
     _, grads = model.objective_and_grad(X, T, 0.0, w)
-    g = grads["linear.weight"].abs().max().item()
+    g = grads["linear.weight"]
+    if lower is not None:
+        g = torch.where((g > 0) & (lower >= 0), torch.zeros_like(g), g)
+    if upper is not None:
+        g = torch.where((g < 0) & (upper <= 0), torch.zeros_like(g), g)
+    g = g.abs() if factor is None else torch.where(factor > 0, g.abs() / factor, torch.zeros_like(g))
+    g = g.max().item()
     if not g > 0:
         raise UsageError("the gradient of the loss with respect to W is zero at the intercept-only fit (no feature "
                          "varies with the targets), so no penalty sequence can be derived; pass penalties=[...]")
@@ -351,6 +362,9 @@ def regularization_path(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float64",
     progress=None,
+    penalty_factor=None,
+    lower_bounds=None,
+    upper_bounds=None,
 ) -> RegularizationPath:
     """Fit a warm-started path of decreasing penalties, cross-validate it and refit at the chosen penalty.
 
@@ -368,6 +382,10 @@ def regularization_path(
     (``n_not_converged``) and reported in one :class:`~torch_logreg.solvers.ConvergenceWarning`.
     ``keep_fold_coefs`` keeps every fold's path (``fold_coef_path``). ``progress``, if given, is called after each fit
     as ``progress(stage, j, penalty)``: ``stage`` is ``"all"`` (the whole data) or ``"fold f"``, ``j`` the penalty's index.
+    ``penalty_factor``, ``lower_bounds``, ``upper_bounds`` ``(D,)``: :func:`~torch_logreg.solvers.fit_exact`'s, the
+    same at every penalty of the path (``kind="binary"``, dense X, ``solver`` ``"newton"`` or ``"cd"``; ``"auto"``
+    takes newton); the penalty of coefficient ``j`` is then ``lambda f_j``, and ``lambda_max`` counts the
+    features a penalty can zero (:func:`lambda_max`).
     """
     arguments.choice("kind", kind, KINDS)
     l1_ratio = arguments.number("l1_ratio", l1_ratio, low=0, high=1)
@@ -401,7 +419,20 @@ def regularization_path(
     k, T = _targets(kind, y, n, n_classes, device, dtype)
     w = check_sample_weight(sample_weight, n, dtype, device)
     bias = bool(fit_intercept)
+    terms = {name: v for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
+                                     ("upper_bounds", upper_bounds)) if v is not None}
+    if terms:
+        if kind != "binary":
+            raise UsageError(f"{next(iter(terms))} applies to kind='binary' (one sigmoid output), not kind={kind!r}")
+        if solver == "auto":  # the solvers that take per-coefficient terms
+            solver = "newton"
+        if solver not in ("newton", "cd"):
+            raise UsageError(f"{next(iter(terms))} is honoured by solver='newton' or 'cd', not {solver!r}")
     solver = choose_path_solver(solver, l1_ratio, (d + int(bias)) * k, sparse=Xt.layout != torch.strided)
+    factor, lower, upper = (None if v is None else glm.vector(v, name, d, dtype, device, low=0 if name == "penalty_factor"
+                                                              else -math.inf, infinite=name != "penalty_factor")
+                            for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
+                                            ("upper_bounds", upper_bounds)))
 
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         stratify = kind in ("binary", "softmax")  # multilabel and linear targets: plain k-fold
@@ -412,7 +443,7 @@ def regularization_path(
 
     model = _make_model(kind, d, k, bias).to(device=device, dtype=dtype)
     if penalties is None:
-        top = lambda_max(model, Xt, T, w, l1_ratio) * (1 + LAMBDA_MAX_MARGIN)
+        top = lambda_max(model, Xt, T, w, l1_ratio, factor, lower, upper) * (1 + LAMBDA_MAX_MARGIN)
         penalties = top * np.geomspace(1.0, penalty_min_ratio, n_penalties) if n_penalties > 1 else np.array([top])
     else:
         _intercept_only(model, T, w, "the data")
@@ -425,7 +456,7 @@ def regularization_path(
         for j, lam in enumerate(penalties):
             lam = float(lam) * scale
             result = fit_exact(model, X, T, solver=solver, l2=lam * (1 - l1_ratio), l1=lam * l1_ratio, sample_weight=w,
-                               max_iter=max_iter, tol=tol, warn=False, check_separation=False)
+                               max_iter=max_iter, tol=tol, warn=False, check_separation=False, **terms)
             stats.append(result)
             on_fit(j, model)
             if progress is not None:

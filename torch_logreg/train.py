@@ -38,6 +38,7 @@ from .registry import L1_LOOP_SOLVERS, STEPS
 from .registry import LOOP_SOLVERS as SOLVERS
 from .schedules import Plateau, Schedule
 from .steps import select
+from .steps.offset import check_offset, offset_step
 from .stopping import EXPLODED, Stopping, flat_buffer
 
 __all__ = ["EXPLODED", "Callback", "GradientCheckFailed", "History", "LoopConfig", "Trainer", "TrainingData",
@@ -273,7 +274,7 @@ class LoopConfig:
         unknown = [k for k in options if k not in names]
         if unknown:
             raise TypeError(f"unknown loop setting {unknown[0]!r}; the settings are {', '.join(names)}, and the "
-                            "data's X, y, sample_weight, X_val, y_val")
+                            "data's X, y, sample_weight, X_val, y_val, offset, offset_val")
         return cls(**options)
 
 
@@ -283,17 +284,24 @@ class TrainingData:
     matrix or a torch sparse tensor, trained on as a CSR tensor, never densified), ``y`` as the
     model's ``targets`` takes it (labels ``(N,)`` or targets ``(N, K)``), ``sample_weight``
     ``(N,)`` (each row's loss times its weight; None = all 1), and the held-out ``X_val``,
-    ``y_val`` (for early stopping), given together or not at all."""
+    ``y_val`` (for early stopping), given together or not at all; ``offset`` ``(N,)`` or ``(N, K)``,
+    a known term added to each row's logits (:mod:`~torch_logreg.steps.offset`), with
+    ``offset_val`` for the held-out rows."""
 
     X: object
     y: object
     sample_weight: object = None
     X_val: object = None
     y_val: object = None
+    offset: object = None
+    offset_val: object = None
 
     def __post_init__(self) -> None:
         if (self.X_val is None) != (self.y_val is None):
             raise UsageError("X_val and y_val must be given together")
+        if self.X_val is not None and (self.offset is None) != (self.offset_val is None):
+            raise UsageError("with held-out rows, offset and offset_val must be given together (the validation loss "
+                             "adds the offset as training does)")
 
 
 def trainer_arguments(data, config, callbacks, settings: dict) -> tuple[TrainingData, LoopConfig, list[Callback]]:
@@ -307,7 +315,7 @@ def trainer_arguments(data, config, callbacks, settings: dict) -> tuple[Training
                             f"({', '.join(settings)})")
         return data, LoopConfig() if config is None else config, list(callbacks)
     X, y, settings = data, config, dict(settings)
-    rows = {k: settings.pop(k) for k in ("sample_weight", "X_val", "y_val") if k in settings}
+    rows = {k: settings.pop(k) for k in ("sample_weight", "X_val", "y_val", "offset", "offset_val") if k in settings}
     callbacks = settings.pop("callbacks", callbacks)
     config = LoopConfig.from_options(settings)  # the settings are checked before the rows
     return TrainingData(X, y, **rows), config, list(callbacks)
@@ -344,6 +352,17 @@ class Trainer:
         self.X_val = self.T_val = None
         if data.X_val is not None:
             self.X_val, self.T_val = self._prepare(data.X_val, data.y_val, "X_val", "y_val")
+        #: (N, 1) or (N, K) known terms added to the logits (steps/offset.py), and the held-out rows'; or None
+        self.offset = self.offset_val = None
+        if data.offset is not None:
+            if self.streams_data or self.data_parallel:
+                raise UsageError("an offset is taken by the loop on rows held in memory by one process; not by a "
+                                 "streamed or data-parallel run")
+            k = self.model.n_outputs
+            self.offset = check_offset(data.offset, self.n_rows, k, self.dtype, self.device)
+            if self.X_val is not None:
+                self.offset_val = check_offset(data.offset_val, self.X_val.shape[0], k, self.dtype, self.device,
+                                               "offset_val")
 
         c = config
         self.solver, self.lr, self.epochs, self.l2, self.l1 = c.solver, float(c.lr), c.epochs, float(c.l2), float(c.l1)
@@ -392,8 +411,15 @@ class Trainer:
         return X, T
 
     def _choose_step(self, params: dict[str, Tensor]) -> None:
-        """The one decision of which step computes a batch (steps/select.py), and how batches reach it."""
+        """The one decision of which step computes a batch (steps/select.py; with an offset,
+        steps/offset.py), and how batches reach it."""
         c = self.config
+        if self.offset is not None:
+            self._offset_step, self.stepper = offset_step(
+                self.model, self.offset, self.sample_weight, sparse=self.X.layout != torch.strided,
+                cuda_graph=c.cuda_graph, autocast=self.autocast, device=self.device)
+            self._gather = self._step_rows = None
+            return
         self.stepper = select.training_step(
             self.model, self.X, self.T, batch_size=self.batch_size, dtype=self.dtype, device=self.device,
             fast_path=c.fast_path, grad_check=bool(c.grad_check_every), in_memory=not self.streams_data,
@@ -604,6 +630,8 @@ class Trainer:
             idx = perm[start : start + self.batch_size]
             if self.sample_weight is not None:  # the step weights the batch by its rows' weights
                 self.stepper.sample_weight = self.sample_weight.index_select(0, idx)
+            if self.offset is not None:  # ... and adds its rows' offsets
+                self._offset_step.offset = self.offset.index_select(0, idx)
             if self.X.layout != torch.strided:  # sparse CSR rows
                 yield F.csr_rows(self.X, idx), self.T.index_select(0, idx)
             elif self._gather is None:
@@ -689,7 +717,7 @@ class Trainer:
         if penalised:
             readings.append(epoch_loss - epoch_penalty)
         if self.X_val is not None:
-            readings.append(self.model.objective(self.X_val, self.T_val))
+            readings.append(self.model.objective(self.X_val, self.T_val, offset=self.offset_val))
         if self.clipped_steps is not None:
             readings.append(self.clipped_steps.to(epoch_loss.dtype))
         values = torch.stack(readings).tolist()
@@ -727,11 +755,13 @@ class Trainer:
         return self.history
 
 
-def fit(model, X, y, *, sample_weight=None, X_val=None, y_val=None, callbacks=(), **settings) -> History:
+def fit(model, X, y, *, sample_weight=None, X_val=None, y_val=None, offset=None, offset_val=None, callbacks=(),
+        **settings) -> History:
     """Train ``model`` on ``X (N, D)``, ``y`` with the hand-written loop; returns a History.
 
-    ``X``, ``y``, ``sample_weight``, ``X_val``, ``y_val``: the rows, as :class:`TrainingData`
-    takes them (``X`` may be sparse: a ``scipy.sparse`` CSR/CSC/COO matrix or array, or a torch
+    ``X``, ``y``, ``sample_weight``, ``X_val``, ``y_val``, ``offset``, ``offset_val``: the rows, as
+    :class:`TrainingData` takes them (an offset, added to each row's logits, runs the reference
+    step: :mod:`~torch_logreg.steps.offset`) (``X`` may be sparse: a ``scipy.sparse`` CSR/CSC/COO matrix or array, or a torch
     sparse COO/CSR tensor, becomes a torch sparse CSR tensor, never densified, and a
     single-``Linear`` model trains on the sparse step, ``steps/sparse.py``; other models are
     refused). ``settings``: the fields of :class:`LoopConfig` (``solver``, ``lr``, ``epochs``,
@@ -741,4 +771,4 @@ def fit(model, X, y, *, sample_weight=None, X_val=None, y_val=None, callbacks=()
     The model is moved to the run's device and dtype and trained in place.
     """
     config = LoopConfig.from_options(settings)
-    return Trainer(model, TrainingData(X, y, sample_weight, X_val, y_val), config, callbacks).run()
+    return Trainer(model, TrainingData(X, y, sample_weight, X_val, y_val, offset, offset_val), config, callbacks).run()

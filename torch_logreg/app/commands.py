@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..devices import resolve_precision
 from ..errors import UsageError
+from ..functional import LINKS
 from ..gradients import compare_gradients
 from ..registry import EXACT_SOLVERS
 from ..train import Callback, TrainingDiverged, TrainState
@@ -58,7 +59,8 @@ from .runs import (
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.rows, device, dtype, X_val=prep.X["val"], T_val=prep.T["val"],
-                        callbacks=callbacks, step=step)
+                        callbacks=callbacks, step=step, schema=prep.schema,
+                        offset_val=None if prep.offset is None else prep.offset["val"])
 
 
 def _run(cfg: Config, run_dir: Path | None, prep: Prepared, model, device, dtype, quiet: bool,
@@ -122,11 +124,15 @@ def _logged_run(cfg: Config, run_dir: Path, prep: Prepared, model, device, dtype
 
     interrupt = StopOnInterrupt()
     has_val = prep.X["val"].shape[0] > 0
+    train_eval, val_eval = prep.rows.tensors(), (prep.X["val"], prep.T["val"]) if has_val else None
+    if prep.offset is not None:  # the per-epoch metrics add the rows' offsets, as the steps do
+        train_eval = None if train_eval is None else (*train_eval, prep.offset["train"])
+        val_eval = None if val_eval is None else (*val_eval, prep.offset["val"])
     logger = TensorBoardLogger(writer, every=cfg.log.every,
                                histograms_every=cfg.log.histograms_every or cfg.log.checkpoint_every,
                                lr=cfg.train.lr,
-                               train_eval=prep.rows.tensors(),
-                               val_eval=(prep.X["val"], prep.T["val"]) if has_val else None,
+                               train_eval=train_eval,
+                               val_eval=val_eval,
                                pictures=epoch_pictures(prep),
                                pictures_every=pictures_every(cfg.train.epochs, cfg.log.checkpoint_every))
     ckpt = CheckpointWriter(run_dir, cfg.log.checkpoint_every, prep, cfg)
@@ -316,7 +322,7 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
         return split_metrics(model, prep, payload["classes"] or None)
     schema = ingest.Schema.of_run(payload)
     new = ingest.read_new(Path(data_path), schema, need_target=True, max_bytes=cfg.data.max_bytes, ignore_extra=True)
-    X_raw, y_raw = new.X, new.y
+    X_raw, y_raw, offset = new.X, new.y, new.offset
     if cfg.data.keep_classes and model.link != "identity":  # the rows training kept, and only those
         mask = ingest.keep_mask(y_raw, [str(c) for c in cfg.data.keep_classes])
         if not mask.any():
@@ -325,13 +331,16 @@ def evaluate(run_dir: str | Path, data_path: str | None = None, allow_changed_da
             _notice(f"{data_path}: {int((~mask).sum())} of {len(mask)} rows have labels outside data.keep_classes "
                     f"({ingest.listed(cfg.data.keep_classes)}) and are left out, as in training")
         X_raw, y_raw = ingest.take_rows(X_raw, torch.from_numpy(np.nonzero(mask)[0])), np.asarray(y_raw)[mask]
+        offset = None if offset is None else offset[mask]
     X = standardizer.transform(X_raw.to(dev)).to(dtype)
     ingest.check_standardized(X, X_raw, data_path, schema.feature_names)
+    with torch.no_grad():
+        logits = model.logits(X) + (0 if offset is None else torch.tensor(offset[:, None]).to(device=dev, dtype=dtype))
     if isinstance(schema.target, list):  # several 0/1 target columns, read as they are
         T = model.targets(torch.as_tensor(np.asarray(y_raw)).to(dev), len(y_raw))
-        return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None, multilabel=True)}
+        return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None, logits=logits, multilabel=True)}
     T = labels_to_targets(model, payload["kind"], y_raw, payload["classes"], data_path)
-    return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None)}
+    return {"data": metrics_lib.evaluate(model, X, T, payload["classes"] or None, logits=logits)}
 
 
 def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) -> Tensor:
@@ -371,7 +380,11 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     X = standardizer.transform(new.X.to(dev)).to(dtype)
     ingest.check_standardized(X, new.X, input_path, schema.feature_names)
     with torch.no_grad():
-        out = model(X).float().cpu().numpy() if dtype != torch.float64 else model(X).cpu().numpy()
+        z = model.logits(X)
+        if new.offset is not None:  # the run's data.offset column, added to each row's logits as in training
+            z = z + torch.tensor(new.offset[:, None]).to(device=dev, dtype=dtype)
+        p = LINKS[model.link][0](z)
+        out = p.float().cpu().numpy() if dtype != torch.float64 else p.cpu().numpy()
     columns = predictions.table(out, model.link, payload["classes"], threshold, out.dtype)
     return predictions.write(out_path, new.kept, columns)
 

@@ -16,7 +16,7 @@ from .. import arguments
 from ..errors import UsageError
 from ..init import SCHEMES as INIT_SCHEMES
 from ..layers import ACTIVATIONS
-from ..registry import L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
+from ..registry import EXACT_SOLVERS, L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS, STEPS
 from ..schedules import SCHEDULES, Schedule
 from .ingest.files import CONFIG_MAX_BYTES, DEFAULT_MAX_BYTES, read_bytes
 
@@ -25,6 +25,10 @@ MODEL_KINDS = ("logistic", "multilabel", "softmax", "linear", "mlp")
 #: list keys whose entries are integers (the others hold strings)
 INT_LISTS = ("model.hidden",)
 FLOAT_LISTS = ("train.betas",)
+#: list keys whose entries are lists of strings
+NESTED_LISTS = ("data.interactions",)
+#: keys that map feature names to numbers (a TOML table), the exact solvers' per-coefficient terms
+COEFFICIENT_TABLES = ("train.penalty_factor", "train.lower_bounds", "train.upper_bounds")
 
 
 @dataclass
@@ -46,6 +50,9 @@ class DataConfig:
     weight: str = ""  # CSV, Parquet: a column of row weights (non-negative), each row's loss multiplied by its weight
     keep_classes: list[str] = field(default_factory=list)  # keep only rows with these labels
     add_radius: bool = False  # append sqrt(x1^2 + x2^2): what makes the donut separable
+    # products of raw numeric columns appended as features (standardized like any), e.g. [["x1", "x2"]]
+    interactions: list[list[str]] = field(default_factory=list)
+    offset: str = ""  # a column added to each row's logit as it is (an exposure's log, a prior model's score)
     n_samples: int = 0  # generated sets: rows (0 = the set's default)
     n_features: int = 0  # synthetic: columns (0 = the default, 20)
     noise: float = -1.0  # generated sets: noise level (< 0 = the set's default)
@@ -109,6 +116,11 @@ class TrainConfig:
     device: str = "auto"
     # float32 | float64 | bfloat16 | float16 (the loop: float32 weights, 16-bit products; float16: CUDA, loss-scaled)
     dtype: str = "float32"
+    # newton, cd on a binary model, by feature name (a TOML table, e.g. {x1 = 0.0}): each coefficient's
+    # multiplier of l1 and l2 (0 = unpenalised), and bounds on the coefficients (inf and -inf allowed)
+    penalty_factor: dict[str, float] = field(default_factory=dict)
+    lower_bounds: dict[str, float] = field(default_factory=dict)
+    upper_bounds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +219,18 @@ def _coerce(key: str, value, kind: type, where: str):
     elif kind is str:
         if isinstance(value, str):
             return value
+    elif kind is dict:
+        if isinstance(value, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           for v in value.values()):
+            return {str(k): float(v) for k, v in value.items()}
+        raise UsageError(f"{where}: {key} must be a table of feature names and numbers (e.g. {{x1 = 0.0}}), "
+                         f"got {value!r}")
     elif kind is list:
+        if isinstance(value, list) and key in NESTED_LISTS:
+            if all(isinstance(v, list) and len(v) >= 2 and all(isinstance(c, str) and c for c in v) for v in value):
+                return [list(v) for v in value]
+            raise UsageError(f"{where}: {key} must be a list of lists of two or more column names "
+                             f"(e.g. [[\"x1\", \"x2\"]]), got {value!r}")
         if isinstance(value, list) and key in FLOAT_LISTS:
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
                 return [float(v) for v in value]
@@ -218,7 +241,8 @@ def _coerce(key: str, value, kind: type, where: str):
             raise UsageError(f"{where}: {key} must be a list of integers, got {value!r}")
         if isinstance(value, list):
             return [str(v) for v in value]
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a table"}
     raise UsageError(f"{where}: {key} must be {names[kind]}, got {value!r}")
 
 
@@ -276,6 +300,54 @@ def validate(cfg: Config, sources: dict[str, str]) -> None:
         from ..devices import FLOAT16_CUDA_ONLY
 
         raise UsageError(f"{sources.get('train.dtype', 'config')}: train.{FLOAT16_CUDA_ONLY}")
+    _validate_coefficients(cfg, sources)
+    _validate_offset(cfg, sources)
+
+
+def _validate_offset(cfg: Config, sources: dict[str, str]) -> None:
+    """data.offset: a column of a file, taken by the loop (any model) or, among the exact solvers, by
+    newton and cd on a binary model (:mod:`torch_logreg.solvers.glm`)."""
+    if not cfg.data.offset:
+        return
+    where = sources.get("data.offset", "config")
+    if not cfg.data.path.strip():
+        raise UsageError(f"{where}: data.offset names a column of a CSV or Parquet file (data.path); the built-in "
+                         f"data set {cfg.data.name!r} has none")
+    t = cfg.train
+    if t.solver in EXACT_SOLVERS and (t.solver not in ("newton", "cd") or cfg.model.kind != "logistic"):
+        raise UsageError(f"{where}: data.offset is taken by the loop's update rules and, among the exact solvers, by "
+                         f"train.solver = 'newton' or 'cd' on a binary model (model.kind = 'logistic'); this config has "
+                         f"train.solver = {t.solver!r}, model.kind = {cfg.model.kind!r}")
+
+
+def _validate_coefficients(cfg: Config, sources: dict[str, str]) -> None:
+    """train.penalty_factor, train.lower_bounds, train.upper_bounds: the combinations refused before
+    any data is read (the names are checked against the features once the data is read:
+    :func:`.fitting.coefficient_options`). They are terms of the exact binary solve of
+    :mod:`torch_logreg.solvers.glm`, which newton and cd run."""
+    t = cfg.train
+    given = [k for k in COEFFICIENT_TABLES if getattr(t, k.split(".")[1])]
+    if not given:
+        return
+    key = given[0]
+    where = sources.get(key, "config")
+    if t.solver not in ("newton", "cd"):
+        raise UsageError(f"{where}: {key} is honoured by train.solver = 'newton' or 'cd' (the exact solvers with "
+                         f"per-coefficient terms); train.solver is {t.solver!r}")
+    if cfg.model.kind != "logistic":
+        raise UsageError(f"{where}: {key} applies to a binary model (model.kind = 'logistic'); model.kind is "
+                         f"{cfg.model.kind!r}")
+    for k in given:
+        for name, v in getattr(t, k.split(".")[1]).items():
+            bad = v != v or (k == "train.penalty_factor" and not (0 <= v < float("inf")))
+            if bad:
+                need = "a finite number >= 0" if k == "train.penalty_factor" else "a number (inf and -inf allowed)"
+                raise UsageError(f"{sources.get(k, 'config')}: {k}[{name!r}] is {v!r}; each value must be {need}")
+    for name, low in t.lower_bounds.items():
+        high = t.upper_bounds.get(name, float("inf"))
+        if low > high:
+            raise UsageError(f"{sources.get('train.lower_bounds', 'config')}: train.lower_bounds[{name!r}] = {low:g} "
+                             f"exceeds train.upper_bounds[{name!r}] = {high:g}")
 
 
 def target_is_real(model_cfg: ModelConfig) -> bool:
@@ -479,6 +551,8 @@ def _toml_value(v) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table, its keys quoted (a feature name may hold "=" or "*")
+        return "{" + ", ".join(f"{_toml_value(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 

@@ -156,6 +156,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     kind = target_kind(cfg.model)
     if isinstance(cfg.data.target, list):
         raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
+    if cfg.data.offset:
+        raise UsageError("cv fits each fold without data.offset's column; leave data.offset out, or use train")
     data, y, classes, idx = split_data(cfg, device)  # as train reads, labels and splits them
     if not isinstance(data, InMemory):
         raise UsageError(f"cv refits on every fold and needs the rows in memory; {cfg.data.path} is larger than "
@@ -208,7 +210,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
             Xtr, Ttr = data_lib.take_rows(Xtr, fit_rows), Ttr.index_select(0, fit_rows.to(device))
             wtr = None if wtr is None else wtr.index_select(0, fit_rows.to(device))
         try:
-            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr)
+            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr, schema=data.schema)
             return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
         except TrainingDiverged:  # recorded as such (mean_diverged: the share of folds), ranked last
             return {"loss": math.nan, "diverged": 1.0}

@@ -18,7 +18,13 @@ the command):
   row with an error). With ``data.drop_first`` the first category's column is left out, as in
   training;
 * the radius feature of a run trained with ``data.add_radius`` is *not* an input: the model
-  appends ``sqrt(f1^2 + f2^2)`` of the first two encoded features itself, as training did.
+  appends ``sqrt(f1^2 + f2^2)`` of the first two encoded features itself, as training did; nor
+  are the products of ``data.interactions``: the model appends the product of each interaction's
+  raw columns after it (the metadata's ``interactions`` names them).
+
+A run trained with ``data.offset`` is refused: its model adds a column to each logit that is not
+a feature, and the exported formats take the raw feature columns only (``predict`` reads the
+offset column).
 
 Then ``(x - mean) / scale`` with the training split's statistics (float64 buffers ``mean`` and
 ``scale``, the identity for ``data.standardize = false``), a cast to the run's dtype, and the
@@ -86,20 +92,22 @@ class RawFeatureModel(nn.Module):
     docstring for the encoding): one-hot of categorical codes, the radius feature, the saved
     standardizer, a cast to the model's dtype, the model.
 
-    ``RawFeatureModel(model_class, model_args, columns, categorical, add_radius, dtype, drop_first)``: the
-    model is rebuilt as ``MODELS[model_class](**model_args)`` in ``dtype`` (``"float32"`` or
-    ``"float64"``); ``mean`` and ``scale`` start as the identity until a state_dict is loaded
-    (:meth:`from_run` fills them from a run).
+    ``RawFeatureModel(model_class, model_args, columns, categorical, add_radius, dtype, drop_first,
+    interactions)``: the model is rebuilt as ``MODELS[model_class](**model_args)`` in ``dtype``
+    (``"float32"`` or ``"float64"``); ``mean`` and ``scale`` start as the identity until a
+    state_dict is loaded (:meth:`from_run` fills them from a run).
     """
 
     def __init__(self, model_class: str, model_args: dict, columns: list[str], categorical: dict[str, list[str]],
-                 add_radius: bool, dtype: str = "float32", drop_first: bool = False) -> None:
+                 add_radius: bool, dtype: str = "float32", drop_first: bool = False,
+                 interactions: list[list[str]] | None = None) -> None:
         super().__init__()
         if model_class not in MODELS:
             raise UsageError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
         self.model = MODELS[model_class](**model_args).to(resolve_precision(dtype)[0])
+        interactions = [list(t) for t in interactions or []]
         schema = Schema(list(columns), {k: list(v) for k, v in categorical.items()}, bool(add_radius),
-                        drop_first=bool(drop_first))
+                        drop_first=bool(drop_first), interactions=interactions)
         n_features = len(schema.feature_names)
         if n_features != self.model.n_features:
             raise UsageError(f"the schema gives {n_features} features but {model_class} takes {self.model.n_features}")
@@ -109,12 +117,13 @@ class RawFeatureModel(nn.Module):
         self.has_categorical = any(k > 0 for k in self.n_categories)
         self.add_radius = bool(add_radius)
         self.drop_first = bool(drop_first)
+        self.interactions = [[list(columns).index(c) for c in t] for t in interactions]
         self.dtype = resolve_precision(dtype)[0]
         self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
         self._args = {"model_class": model_class, "model_args": dict(model_args), "columns": list(columns),
                       "categorical": {k: list(v) for k, v in categorical.items()}, "add_radius": bool(add_radius),
-                      "dtype": dtype, "drop_first": bool(drop_first)}
+                      "dtype": dtype, "drop_first": bool(drop_first), "interactions": interactions}
 
     def constructor_args(self) -> dict:
         """Keyword arguments that rebuild this module (saved in the ``state_dict`` format)."""
@@ -124,11 +133,15 @@ class RawFeatureModel(nn.Module):
     def from_run(cls, payload: dict, dtype: str) -> RawFeatureModel:
         """The wrapper of a run's checkpoint ``payload`` (its weights, schema and standardizer)."""
         schema = Schema.of_run(payload)
+        offset = payload.get("config", {}).get("data", {}).get("offset", "")
+        if offset:
+            raise UsageError(f"this run adds the column {offset!r} (data.offset) to each logit, and the export formats "
+                             "take the raw feature columns only; use predict with the run, which reads that column")
         if schema.sparse:
             raise UsageError("this run's features are sparse (an svmlight or scipy .npz file, or hashed CSV columns), "
                              "which the export formats do not take as raw columns; use predict with the run")
         wrapper = cls(payload["model_class"], payload["model_args"], schema.columns, schema.categorical,
-                      schema.add_radius, dtype, schema.drop_first)
+                      schema.add_radius, dtype, schema.drop_first, schema.interactions)
         model = model_from_checkpoint(payload, torch.device("cpu"), resolve_precision(dtype)[0])
         wrapper.model.load_state_dict(model.state_dict())
         standardizer = Standardizer.from_state_dict(payload["standardizer"])
@@ -143,6 +156,7 @@ class RawFeatureModel(nn.Module):
             raise UsageError("expected raw features of shape (N, " + str(self.n_columns) + "), got "
                              + str(list(x.shape)))
         x = x.to(torch.float64)
+        raw = x
         if self.has_categorical:
             parts: list[Tensor] = []
             for j, k in enumerate(self.n_categories):
@@ -159,10 +173,20 @@ class RawFeatureModel(nn.Module):
             x = torch.cat(parts, dim=1)
         if self.add_radius:  # as data.with_radius, on the encoded features before standardization
             x = torch.cat([x, torch.sqrt(x[:, :1] ** 2 + x[:, 1:2] ** 2)], dim=1)
+        for columns in self.interactions:  # as Schema.features: the product of the raw columns
+            product = raw[:, columns[0] : columns[0] + 1]
+            for j in columns[1:]:
+                product = product * raw[:, j : j + 1]
+            x = torch.cat([x, product], dim=1)
         return (x - self.mean) / self.scale
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(self.encode(x).to(self.dtype))
+
+
+# TorchScript types an attribute by its class annotation, which this module's postponed annotations
+# leave a string it does not parse; an empty list has no type to infer
+RawFeatureModel.__annotations__["interactions"] = list[list[int]]
 
 
 def metadata(wrapper: RawFeatureModel, classes: list[str]) -> dict:
@@ -182,6 +206,7 @@ def metadata(wrapper: RawFeatureModel, classes: list[str]) -> dict:
         "categorical_encoding": "0-based index of the category in categorical[column]",
         "add_radius": args["add_radius"],
         "drop_first": args["drop_first"],
+        "interactions": args["interactions"],
         "input": INPUT_NAME,
         "input_dtype": "float64",
         "output": "predictions" if link == "identity" else "probabilities",

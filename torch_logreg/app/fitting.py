@@ -52,6 +52,15 @@ class Prepared:
     image_shape: tuple[int, int] | None
     true_weights: Tensor | None
     fingerprint: dict | None = None  # the data file's size, mtime and SHA-256, saved with the run
+    #: (N_split, 1) the offsets (data.offset) of each split on the device, or None without them
+    offset: dict[str, Tensor | None] | None = None
+
+    def logits(self, model, split: str) -> Tensor:
+        """``(N, K)`` the model's logits on a held split's rows, its offsets added."""
+        with torch.no_grad():
+            z = model.logits(self.X[split])
+        o = None if self.offset is None else self.offset[split]
+        return z if o is None else z + o
 
     @property
     def weight(self) -> Tensor | None:
@@ -171,7 +180,12 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     T = {s: probe.targets(fit_y[s], len(v)) for s, v in y_split.items()}
     weight = row_weights(cfg, data.weight, idx["train"], y_split["train"], len(classes), classes)
     weight = None if weight is None else weight.to(device=device, dtype=dtype)
-    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg)
+    offset = None
+    if data.offset is not None:  # (N, 1) per split: one term added to the logits of every output
+        offset = {s: torch.from_numpy(data.offset[i.numpy()][:, None]).to(device=device, dtype=dtype)
+                  for s, i in idx.items()}
+    t = Training(idx["train"], standardizer, T["train"], fit_y["train"], weight, device, dtype, cfg,
+                 None if offset is None else offset["train"])
     rows, raw = {}, {}
     train_rows, raw["train"] = data.training(t)
     for s in ("val", "test"):
@@ -183,10 +197,11 @@ def prepare(cfg: Config, device: torch.device, dtype: torch.dtype,
     y_split["train"] = y_split["train"][data.held(idx["train"]).to(device)]
     schema = data.schema
     plane = None
-    if len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None:
+    if (len(schema.columns) == 2 and not schema.categorical and not schema.sparse and raw["train"] is not None
+            and offset is None):  # with an offset a point's probability depends on its row's offset too
         plane = {s: raw[s][:, :2].double().cpu().numpy() for s in SPLITS}
     return Prepared(train_rows, X, T, y_split, plane, schema, classes, standardizer, data.image_shape,
-                    data.true_weights, data.fingerprint)
+                    data.true_weights, data.fingerprint, offset)
 
 
 def split_data(cfg: Config, device: torch.device) -> tuple[HeldData, Tensor, list[str], dict[str, Tensor]]:
@@ -194,6 +209,7 @@ def split_data(cfg: Config, device: torch.device) -> tuple[HeldData, Tensor, lis
     values), the class names, and the row numbers of each split: where ``prepare`` and ``cv`` start."""
     data = open_data(cfg, device)
     check_combinations(cfg, data.schema.sparse)
+    coefficient_options(cfg, data.schema)  # the feature names checked before anything is written
     y, classes = _labels(cfg, data.y, data.n_features)
     return data, y, classes, _split(cfg, y, classes, getattr(data, "split", None))
 
@@ -257,6 +273,8 @@ def start_distributed(cfg: Config) -> tuple[torch.device, bool]:
 
     if cfg.train.grad_check_every:
         raise UsageError("train.grad_check_every is not available with several processes; run the check in one")
+    if cfg.data.offset:
+        raise UsageError("data.offset is read by one process; run without torchrun")
     if cfg.train.solver in EXACT_SOLVERS:
         raise UsageError(f"train.solver = {cfg.train.solver!r} runs in one process; use {' / '.join(LOOP_SOLVERS)} "
                          "under torchrun")
@@ -314,13 +332,48 @@ def loop_options(cfg: Config) -> dict:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
-def exact_options(cfg: Config) -> dict:
+def exact_options(cfg: Config, schema: ingest.Schema | None = None) -> dict:
     """The ``[train]`` table as :func:`~torch_logreg.solvers.fit_exact` keywords (``epochs`` is the
     iteration budget; ``step = "auto"`` also has Newton measure its Hessian's BLAS, any other
-    step keeps the fixed rule there)."""
+    step keeps the fixed rule there), with the per-coefficient terms of :func:`coefficient_options`
+    on the features of ``schema``."""
     t = cfg.train
     return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol,
-            "step": "auto" if t.step == "auto" else "rule"}
+            "step": "auto" if t.step == "auto" else "rule", **coefficient_options(cfg, schema)}
+
+
+def coefficient_options(cfg: Config, schema: ingest.Schema | None) -> dict[str, np.ndarray]:
+    """``train.penalty_factor``, ``train.lower_bounds`` and ``train.upper_bounds`` as the ``(D,)``
+    arrays :func:`~torch_logreg.solvers.fit_exact` takes (a name left out: factor 1, no bound), the
+    keys given only. A name is a feature's (:attr:`~.ingest.Schema.feature_names`: ``x1``,
+    ``colour=red``, ``x1*x2``) or a categorical or pixels column's, which stands for each of its
+    features; an unknown name is a UsageError listing the known ones."""
+    t = cfg.train
+    given = {k: getattr(t, k) for k in ("penalty_factor", "lower_bounds", "upper_bounds") if getattr(t, k)}
+    if not given:
+        return {}
+    assert schema is not None, "the per-coefficient terms are resolved on the run's features"
+    if schema.sparse:
+        raise UsageError(f"train.{next(iter(given))} needs dense features; {cfg.data.path or 'the data'} gives sparse "
+                         "ones (a sparse file or hashed columns)")
+    names = schema.feature_names
+    where = {n: [j] for j, n in enumerate(names)}
+    for column in schema.columns:  # a categorical or pixels column's name: each of its features
+        if column not in where:
+            where[column] = [j for j, n in enumerate(names)
+                             if n.startswith(f"{column}=") or (column == schema.pixels and n[len(column):].isdigit()
+                                                               and n.startswith(column))]
+    defaults = {"penalty_factor": 1.0, "lower_bounds": -math.inf, "upper_bounds": math.inf}
+    out = {}
+    for key, table in given.items():
+        values = np.full(len(names), defaults[key])
+        for name, v in table.items():
+            if not where.get(name):
+                raise UsageError(f"train.{key}: unknown feature {name!r}; the features are {ingest.listed(names)} "
+                                 "(a categorical column's name stands for all its one-hot columns)")
+            values[where[name]] = v
+        out[key] = values
+    return out
 
 
 def solver_of(cfg: Config) -> str:
@@ -337,27 +390,34 @@ def storage_dtype(cfg: Config) -> torch.dtype:
 
 
 def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val: Tensor | None = None,
-                 T_val: Tensor | None = None, callbacks=(), step: str | None = None) -> Trainer | SolverRun:
+                 T_val: Tensor | None = None, callbacks=(), step: str | None = None,
+                 schema: ingest.Schema | None = None, offset_val: Tensor | None = None) -> Trainer | SolverRun:
     """The Trainer for ``cfg`` on the training ``rows`` (a :class:`~.rows.TrainingRows`, which
     builds the loop that reads them), or for an exact solver the :class:`SolverRun`; ``step``: the
-    step a resumed run chose when it started, kept so it continues as it began."""
+    step a resumed run chose when it started, kept so it continues as it began; ``schema``: the
+    features' (for the per-coefficient terms, :func:`coefficient_options`); ``offset_val``: the
+    held-out rows' offsets, where the training rows have them (:attr:`.rows.TrainingRows.offset`)."""
     check_cuda_graph(cfg, model, device)
     if dispatch.is_exact(solver_of(cfg)):
         X, T = rows.in_memory(f"solver = {solver_of(cfg)!r} needs them; use a loop solver (gd, sgd, adam, ...)")
-        return SolverRun(cfg, model, X, T, device, rows.weight)
+        options = exact_options(cfg, schema)
+        if rows.offset is not None:
+            options["offset"] = rows.offset[:, 0]
+        return SolverRun(cfg, model, X, T, device, rows.weight, options)
     has_val = X_val is not None and X_val.shape[0] > 0
     return rows.trainer(model, loop_config(cfg, device, step), list(callbacks), X_val=X_val if has_val else None,
-                        y_val=T_val if has_val else None)
+                        y_val=T_val if has_val else None, offset_val=offset_val if has_val else None)
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
-        sample_weight: Tensor | None = None) -> None:
+        sample_weight: Tensor | None = None, schema: ingest.Schema | None = None) -> None:
     """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or an exact solver
     (no warnings, no separation check). What ``cv`` runs for each fold."""
     if dispatch.is_exact(solver_of(cfg)):
         from ..solvers import fit_exact
 
-        fit_exact(model, X, T, **exact_options(cfg), sample_weight=sample_weight, warn=False, check_separation=False)
+        fit_exact(model, X, T, **exact_options(cfg, schema), sample_weight=sample_weight, warn=False,
+                  check_separation=False)
         return
     make_trainer(cfg, model, MemoryRows(X, T, sample_weight), model.device, model.dtype, X_val=X_val,
                  T_val=T_val).run()
@@ -373,8 +433,11 @@ class SolverRun:
     stepper = None
     best_state = None
 
-    def __init__(self, cfg: Config, model, X: Tensor, T: Tensor, device, sample_weight: Tensor | None = None) -> None:
+    def __init__(self, cfg: Config, model, X: Tensor, T: Tensor, device, sample_weight: Tensor | None = None,
+                 options: dict | None = None) -> None:
         self.cfg = cfg
+        #: the fit_exact keywords of the solve (:func:`exact_options`)
+        self.options = exact_options(cfg) if options is None else options
         dtype = resolve_precision(cfg.train.dtype, next(model.parameters()).dtype, device)[0]
         self.model = model.to(device=device, dtype=dtype)
         self.X, self.T, self.sample_weight = X, T, sample_weight
@@ -417,7 +480,7 @@ def fit_exact_run(cfg: Config, trainer: SolverRun, writer, interrupt, quiet: boo
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit_exact(trainer.model, trainer.X, trainer.T, **exact_options(cfg), sample_weight=trainer.sample_weight,
+        result = fit_exact(trainer.model, trainer.X, trainer.T, **trainer.options, sample_weight=trainer.sample_weight,
                            callback=on_iterate)
     interrupt.on_train_end(state)
     for w in caught:

@@ -189,11 +189,12 @@ def _loss(model, X: Tensor | None, T: Tensor, logits: Tensor | None = None) -> t
 
 
 @torch.no_grad()
-def training_metrics(model, X: Tensor, T: Tensor) -> dict[str, float]:
+def training_metrics(model, X: Tensor, T: Tensor, offset: Tensor | None = None) -> dict[str, float]:
     """The cheap metrics read during training, on the run's device: ``loss``, then ``accuracy``
     (argmax for softmax and one-sigmoid-per-class, logit >= 0 for a single sigmoid) and, for a
-    single sigmoid, ``auc``; regression ``r2``. The same values :func:`evaluate` reports."""
-    logits, out = _loss(model, X, T)
+    single sigmoid, ``auc``; regression ``r2``. The same values :func:`evaluate` reports.
+    ``offset`` ``(N, 1)`` or ``(N, K)``: added to the logits (data.offset)."""
+    logits, out = _loss(model, X, T, None if offset is None else model.logits(X) + offset)
     if logits is None or model.link == "identity":
         return out
     if model.n_outputs == 1:

@@ -8,6 +8,7 @@ l1_ratio`` and ``train.l2 = lambda * (1 - l1_ratio)`` in the config's terms). Th
 gets ``path.csv`` and ``path.json`` (the table), TensorBoard pictures of the coefficients against
 the penalty and of the cross-validation curve, and ``refit/``: an ordinary ``train`` run at the
 chosen penalty (the best or the one-standard-error one), which ``evaluate`` and ``predict`` take.
+``train.penalty_factor``, ``train.lower_bounds`` and ``train.upper_bounds`` hold at every penalty.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..errors import UsageError
 from ..registry import EXACT_SOLVERS
 from .config import Config
 from .files import json_text, write_text_atomic
-from .fitting import prepare, run_device
+from .fitting import coefficient_options, prepare, run_device
 from .progress import PathProgress
 from .runs import new_run_dir
 
@@ -46,6 +47,8 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
                          f"{cfg.model.kind!r}")
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
+    if cfg.data.offset:
+        raise UsageError("path fits each penalty without data.offset's column; leave data.offset out, or use train")
     if n_penalties < 2:  # before any data is read (the library refuses it too)
         raise UsageError(f"--n-penalties {n_penalties}: a path needs at least 2 penalties (1 is only the largest, which "
                          "zeroes every weight: an intercept-only model)")
@@ -63,7 +66,7 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
         scoring=scoring, choice=choice, sample_weight=prep.weight, solver=solver, tol=cfg.train.tol,
         max_iter=cfg.train.epochs, fit_intercept=cfg.model.bias,
         n_classes=len(prep.classes) if kind == "softmax" else None, seed=cfg.train.seed, device=device,
-        dtype=torch.float64, progress=progress)
+        dtype=torch.float64, progress=progress, **coefficient_options(cfg, prep.schema))
     if progress is not None:
         progress.close()
 

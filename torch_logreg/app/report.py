@@ -13,7 +13,6 @@ import torch
 
 from ..layers import Linear
 from ..models import single_linear
-from . import ingest
 from . import metrics as metrics_lib
 from .config import Config
 from .files import json_text, write_text_atomic
@@ -21,12 +20,10 @@ from .fitting import SPLITS, Prepared
 
 
 def predict_proba_raw(model, prep: Prepared):
-    """Raw 2-D points -> probabilities (M, K), through the radius feature and the standardizer."""
+    """Raw 2-D points -> probabilities (M, K), through the radius feature, the products and the standardizer."""
 
     def fn(points: np.ndarray) -> np.ndarray:
-        X = torch.from_numpy(points)
-        if prep.schema.add_radius:
-            X = ingest.with_radius(X)
+        X = prep.schema.extend(torch.from_numpy(points))
         X = prep.standardizer.transform(X).to(device=model.device, dtype=model.dtype)
         with torch.no_grad():
             return model(X).double().cpu().numpy()
@@ -68,7 +65,8 @@ def split_metrics(model, prep: Prepared, classes: list[str] | None, train_logits
     logits and targets of every training row (``train_logits``, or the training rows' own
     :meth:`~.rows.TrainingRows.logits`), however they are held."""
     multilabel = isinstance(prep.schema.target, list)  # several 0/1 target columns
-    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes, multilabel=multilabel) for s in ("val", "test")}
+    result = {s: metrics_lib.evaluate(model, prep.X[s], prep.T[s], classes, multilabel=multilabel,
+                                      logits=prep.logits(model, s)) for s in ("val", "test")}
     logits, T = train_logits if train_logits is not None else prep.rows.logits(model)
     result["train"] = metrics_lib.evaluate(model, None, T, classes, logits=logits, multilabel=multilabel)
     return {s: result[s] for s in SPLITS}
@@ -125,7 +123,7 @@ def _log_final(writer, model, prep: Prepared, cfg: Config, history, result: dict
         if split == "train":
             P = metrics_lib.predictions(model, None, train_logits[1], train_logits[0])
         else:
-            P = metrics_lib.predictions(model, prep.X[split], prep.T[split])
+            P = metrics_lib.predictions(model, prep.X[split], prep.T[split], prep.logits(model, split))
         if model.n_outputs == 1:
             writer.add_pr_curve(f"{split}/pr_curve", torch.from_numpy((P.y == 1).astype(np.int64)),
                                 torch.from_numpy(P.proba[:, 1]), step)

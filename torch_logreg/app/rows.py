@@ -50,16 +50,20 @@ def world_size() -> int:
 
 
 class TrainingRows(ABC):
-    """The training split's rows, standardized, with their prepared targets ``T`` (N, K) and row
-    weights (or None); see the module docstring."""
+    """The training split's rows, standardized, with their prepared targets ``T`` (N, K), row
+    weights and offsets ``(N, 1)`` (data.offset; in memory only), each or None; see the module docstring."""
+
+    #: (N, 1) the rows' offsets, added to their logits (data.offset), or None
+    offset: Tensor | None = None
 
     def __init__(self, T: Tensor, weight: Tensor | None, n_features: int) -> None:
         self.T, self.weight, self.n_features = T, weight, n_features
 
     @abstractmethod
     def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
-                y_val: Tensor | None = None) -> Trainer:
-        """The loop over these rows, run as ``config`` says, with the held-out rows for early stopping."""
+                y_val: Tensor | None = None, offset_val: Tensor | None = None) -> Trainer:
+        """The loop over these rows, run as ``config`` says, with the held-out rows (and their
+        offsets) for early stopping."""
 
     @abstractmethod
     def logits(self, model) -> tuple[Tensor, Tensor] | None:
@@ -89,13 +93,15 @@ class MemoryRows(TrainingRows):
     """Every training row in memory (``X`` (N, D)); ``spread``: under torchrun, each rank trains
     on its block of them."""
 
-    def __init__(self, X: Tensor, T: Tensor, weight: Tensor | None = None, spread: bool = False) -> None:
+    def __init__(self, X: Tensor, T: Tensor, weight: Tensor | None = None, spread: bool = False,
+                 offset: Tensor | None = None) -> None:
         super().__init__(T, weight, X.shape[1])
-        self.X, self.spread = X, spread
+        self.X, self.spread, self.offset = X, spread, offset
 
     def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
-                y_val: Tensor | None = None) -> Trainer:
-        data = TrainingData(self.X, self.T, self.weight, X_val, y_val)
+                y_val: Tensor | None = None, offset_val: Tensor | None = None) -> Trainer:
+        data = TrainingData(self.X, self.T, self.weight, X_val, y_val, self.offset,
+                            offset_val if X_val is not None else None)
         if self.spread:
             from ..distributed import DistributedTrainer
 
@@ -106,7 +112,8 @@ class MemoryRows(TrainingRows):
         if world_size() > 1 and _rank() != 0:
             return None
         with torch.no_grad():
-            return model.logits(self.X), self.T
+            z = model.logits(self.X)
+            return (z if self.offset is None else z + self.offset), self.T
 
     def head(self, n: int) -> tuple[Tensor, Tensor]:
         if self.X.layout == torch.sparse_csr:  # a CSR tensor is not sliced: its first rows taken
@@ -121,7 +128,7 @@ class RankRows(MemoryRows):
     """This rank's part of the training rows (under torchrun, each rank reading its part of the file)."""
 
     def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
-                y_val: Tensor | None = None) -> Trainer:
+                y_val: Tensor | None = None, offset_val: Tensor | None = None) -> Trainer:
         from ..distributed import DistributedTrainer
 
         data = TrainingData(self.X, self.T, self.weight, X_val, y_val)
@@ -158,7 +165,7 @@ class StreamRows(TrainingRows):
         self.transform, self.keep = transform, keep
 
     def trainer(self, model, config: LoopConfig, callbacks=(), X_val: Tensor | None = None,
-                y_val: Tensor | None = None) -> Trainer:
+                y_val: Tensor | None = None, offset_val: Tensor | None = None) -> Trainer:
         from ..streaming import StreamingTrainer
 
         data = TrainingData(self.X, self.targets, self.weight, X_val, y_val)
@@ -219,10 +226,14 @@ class Training:
     device: torch.device
     dtype: torch.dtype
     cfg: object
+    offset: Tensor | None = None  # (N_train, 1) on the device, or None
 
 
 class HeldData(ABC):
     """The data set's rows as held before the split; see the module docstring."""
+
+    #: (N,) every row's offset (data.offset; in memory only), or None
+    offset: np.ndarray | None = None
 
     def __init__(self, y, weight: np.ndarray | None, schema: ingest.Schema, fingerprint: dict | None = None,
                  image_shape=None, true_weights: Tensor | None = None) -> None:
@@ -262,6 +273,7 @@ class InMemory(HeldData):
         super().__init__(ds.y, ds.weight, ds.schema, ds.fingerprint, ds.image_shape, ds.true_weights)
         self.X, self.n_features = ds.X, ds.X.shape[1]
         self.split = ds.split  # data.split_column's code of each row, or None
+        self.offset = ds.offset
 
     def rows(self, index: Tensor) -> Tensor:
         return ingest.take_rows(self.X, index)
@@ -272,7 +284,7 @@ class InMemory(HeldData):
     def training(self, t: Training) -> tuple[TrainingRows, Tensor]:
         raw = self.rows(t.index)
         X = self.standardized(raw, t, t.index)
-        return MemoryRows(X, t.T, t.weight, spread=world_size() > 1), raw
+        return MemoryRows(X, t.T, t.weight, spread=world_size() > 1, offset=t.offset), raw
 
 
 class RankPart(HeldData):
@@ -403,8 +415,9 @@ def check_stream_settings(cfg, path: Path) -> None:
                          "(gd, momentum, nesterov, adam, ...) or raise data.memory_budget")
     if not t.batch_size:
         raise UsageError(f"{why} in mini-batches: set train.batch_size (e.g. 1024)")
-    if cfg.data.add_radius:
-        raise UsageError(f"{why}; data.add_radius applies to two columns held in memory")
+    if cfg.data.add_radius or cfg.data.interactions or cfg.data.offset:
+        key = next(f"data.{k}" for k in ("add_radius", "interactions", "offset") if getattr(cfg.data, k))
+        raise UsageError(f"{why}; {key} computes features from columns held in memory")
     if t.grad_check_every:
         raise UsageError(f"{why}; train.grad_check_every needs the rows in memory (run `torch-logreg gradcheck`)")
 

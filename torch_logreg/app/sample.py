@@ -1,5 +1,5 @@
 """``torch-logreg sample``: rows of a run's own data as a CSV of raw columns, the file ``predict``
-and ``evaluate --data`` take (the training feature columns, then the target column), written
+and ``evaluate --data`` take (the training feature columns, a data.offset column, then the target column), written
 without pandas.
 
 The rows are the first ``rows`` of a split (the test split by default) as the run prepares them,
@@ -50,12 +50,14 @@ def sample(run_dir: str | Path, output: str | Path, rows: int = 10, split: str =
     if Z.shape[0] == 0:
         raise UsageError(f"run {path} has no {split} split (data.{split}_fraction = 0); use --split train")
     X = (Z * standardizer.scale.to(Z) + standardizer.mean.to(Z)).numpy()
+    X = X[:, : len(schema.columns)]  # the raw columns; data.interactions' products are computed from them again
+    offset = None if prep.offset is None else prep.offset[split][: Z.shape[0], 0].numpy()
     y = prep.y[split][: Z.shape[0]].cpu().numpy()
     labels = [repr(float(v)) for v in y] if target_is_real(cfg.model) else [prep.classes[int(i)] for i in y]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([*schema.columns, schema.target or "target"])
-    for x, label in zip(X, labels):
-        writer.writerow([*(repr(float(v)) for v in x), label])
+    writer.writerow([*schema.columns, *([schema.offset] if offset is not None else []), schema.target or "target"])
+    for i, (x, label) in enumerate(zip(X, labels)):
+        writer.writerow([*(repr(float(v)) for v in x), *([repr(float(offset[i]))] if offset is not None else []), label])
     write_text_atomic(out, text.getvalue())
     return len(labels)

@@ -159,11 +159,13 @@ def applicable_config(cfg: Config) -> dict[str, dict]:
                                     else set())
         keep["data"] |= {"n_features"} if data["name"] == "synthetic" else set()
     mlp = {"hidden", "activation", "link", "init", "dropout", "batch_norm"}
+    keep["data"] |= {k for k in ("interactions", "offset") if data[k]}
     keep["model"] = {"kind", "bias"} | (mlp if model["kind"] == "mlp" else set())
     solver = train["solver"]
     keep["train"] = {"solver", "epochs", "l2", "tol", "seed", "device", "dtype", "step"}
     if solver in L1_SOLVERS + L1_LOOP_SOLVERS:
         keep["train"].add("l1")
+    keep["train"] |= {k for k in ("penalty_factor", "lower_bounds", "upper_bounds") if train[k]}
     if not target_is_real(cfg.model):
         keep["train"].add("class_weight")
     if solver in LOOP_SOLVERS:
@@ -196,7 +198,7 @@ def config_hparams(cfg: Config, scored_on: str) -> dict:
     ``scored_on``: what the scores were measured on (``"test"``, ``"val"``, ``"train"``, or e.g.
     ``"5-fold cv"``). Lists are written as text."""
     applied = applicable_config(cfg)
-    hp = {f"{sec}.{k}": (str(v) if isinstance(v, list) else v)
+    hp = {f"{sec}.{k}": (str(v) if isinstance(v, (list, dict)) else v)
           for sec in ("model", "train") for k, v in applied[sec].items()}
     hp.update({"data": cfg.data.path or cfg.data.name, "data.standardize": cfg.data.standardize, "scored_on": scored_on})
     return hp

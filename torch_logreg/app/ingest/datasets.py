@@ -18,7 +18,7 @@ from .columns import split_codes, square_shape
 from .labels import keep_mask, take_rows
 from .reader import Request
 from .registry import reader_for
-from .schema import Schema, infer_schema, merge_levels, row_weights, with_radius
+from .schema import Schema, check_interactions, infer_schema, merge_levels, row_weights
 from .table import listed
 
 DEFAULT_SIZES = {"blobs": 600, "donut": 1000, "xor": 1000, "synthetic": 1_000_000}
@@ -36,6 +36,7 @@ class Dataset:
     fingerprint: dict | None = None  # a file's size, mtime and SHA-256 (files.fingerprint)
     weight: np.ndarray | None = None  # (N,) row weights (data.weight), or None
     split: np.ndarray | None = None  # (N,) each row's split from data.split_column (0 train, 1 val, 2 test), or None
+    offset: np.ndarray | None = None  # (N,) each row's offset (data.offset), or None
 
 
 def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") -> Dataset:
@@ -53,9 +54,9 @@ def load_dataset(data_cfg, seed: int = 0, device: torch.device | str = "cpu") ->
         return ds
     if data_cfg.keep_classes:  # as a file's rows are kept when read
         ds = keep_classes(ds, [str(c) for c in data_cfg.keep_classes])
-    if data_cfg.add_radius:
-        ds.X = with_radius(ds.X)
-        ds.schema.add_radius = True
+    ds.schema.add_radius = bool(data_cfg.add_radius)
+    ds.schema.interactions = check_interactions(data_cfg.interactions, ds.schema.columns, {}, f"data set {data_cfg.name!r}")
+    ds.X = ds.schema.extend(ds.X)
     return ds
 
 
@@ -105,7 +106,8 @@ def encode(table, data_cfg, combine_levels=None, whole: bool = True) -> Dataset:
     X = schema.features(table)
     ds = Dataset(X, schema.labels(table), schema, fingerprint=table.fingerprint,
                  weight=row_weights(table, schema.weight, whole),
-                 split=split_codes(table, data_cfg.split_column) if data_cfg.split_column else None)
+                 split=split_codes(table, data_cfg.split_column) if data_cfg.split_column else None,
+                 offset=schema.offsets(table))
     if schema.pixels and schema.n_features == schema.pixels_width:  # the features are one image
         ds.image_shape = square_shape(schema.pixels_width)
     if data_cfg.keep_classes:
@@ -125,6 +127,8 @@ def keep_classes(ds: Dataset, keep: list[str], whole: bool = True) -> Dataset:
         ds.weight = ds.weight[mask]
     if ds.split is not None:
         ds.split = ds.split[mask]
+    if ds.offset is not None:
+        ds.offset = ds.offset[mask]
     return ds
 
 

@@ -24,6 +24,7 @@ class NewData:
     X: Tensor  # (N, D) float64 features, before the standardizer (a CSR tensor for sparse data)
     y: np.ndarray | None  # the raw target, when the file has it
     kept: dict[str, list[str]] = field(default_factory=dict)  # columns copied to predict's output, as written
+    offset: np.ndarray | None = None  # (N,) the data.offset column, for a run trained with one
 
 
 def read_new(path: Path, schema: Schema, need_target: bool, max_bytes: int, keep: list[str] = (),
@@ -50,10 +51,10 @@ def read_new(path: Path, schema: Schema, need_target: bool, max_bytes: int, keep
         if missing:
             raise UsageError(f"{path}: --keep column {missing[0]!r} is not in the header ({listed(header)})")
         targets = schema.target if isinstance(schema.target, list) else [table.target_name(schema.target or "target")]
-        allowed = set(schema.columns) | {*targets, schema.weight} | set(keep)
+        allowed = set(schema.columns) | {*targets, schema.weight, schema.offset} | set(keep)
         extra = [c for c in header if c not in allowed]
         if extra and not ignore_extra:
             raise UsageError(f"{path}: column {extra[0]!r} was not used in training; pass --keep {extra[0]} to copy it to "
                              f"the output, or remove it (the model's columns: {listed(schema.columns)})")
     X = schema.features(table)
-    return NewData(X, schema.labels(table, need_target), {c: table.raw(c) for c in keep})
+    return NewData(X, schema.labels(table, need_target), {c: table.raw(c) for c in keep}, schema.offsets(table))

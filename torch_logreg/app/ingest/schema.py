@@ -4,7 +4,9 @@
 
 The features, in order: the raw columns that are not hashed (one-hot blocks in place of the
 categorical ones, without the first level when ``drop_first``), the radius feature
-``sqrt(x1^2 + x2^2)``, then the ``2**hash_bits`` columns the hashed ones share: each cell is
+``sqrt(x1^2 + x2^2)``, the products of ``interactions`` (each a list of raw numeric columns,
+named ``x1*x2``: the product of the raw values, standardized afterwards like any feature), then
+the ``2**hash_bits`` columns the hashed ones share: each cell is
 split on whitespace and every token ``t`` of column ``c`` adds ``±1`` to column
 ``h("c=t") mod 2**hash_bits`` (signed hashing, so collisions cancel on average; scikit-learn's
 ``FeatureHasher`` with MurmurHash3, the same on every machine and in every process). A sparse
@@ -53,6 +55,8 @@ class Schema:
     weight: str = ""  # the column of row weights (not a feature; new files may have it)
     pixels: str = ""  # the column of space-separated numbers expanded to pixels_width features
     pixels_width: int = 0
+    interactions: list[list[str]] = field(default_factory=list)  # raw numeric columns whose product is a feature
+    offset: str = ""  # the column added to each row's logits (not a feature; new rows need it)
 
     @property
     def sparse(self) -> bool:
@@ -70,7 +74,7 @@ class Schema:
             return self.sparse_width
         dense = sum(len(self.levels(c)) if c in self.categorical else self.pixels_width if c == self.pixels else 1
                     for c in self.columns if c not in self.hashed)
-        return dense + int(self.add_radius) + (1 << self.hash_bits if self.hashed else 0)
+        return dense + int(self.add_radius) + len(self.interactions) + (1 << self.hash_bits if self.hashed else 0)
 
     @property
     def feature_names(self) -> list[str]:
@@ -88,6 +92,7 @@ class Schema:
                 names.append(c)
         if self.add_radius:
             names.append("radius")
+        names.extend("*".join(t) for t in self.interactions)
         if self.hashed:
             names.extend(f"hash{j}" for j in range(1 << self.hash_bits))
         return names
@@ -97,7 +102,8 @@ class Schema:
                 "add_radius": self.add_radius, "target": self.target, "drop_first": self.drop_first,
                 "hashed": list(self.hashed), "hash_bits": self.hash_bits, "sparse_width": self.sparse_width,
                 "svmlight_base": self.svmlight_base, "weight": self.weight, "pixels": self.pixels,
-                "pixels_width": self.pixels_width}
+                "pixels_width": self.pixels_width, "interactions": [list(t) for t in self.interactions],
+                "offset": self.offset}
 
     @classmethod
     def from_dict(cls, d: dict) -> Schema:
@@ -107,7 +113,8 @@ class Schema:
                    bool(d["add_radius"]), [nfc(t) for t in d["target"]] if isinstance(d["target"], list) else nfc(d["target"]),
                    bool(d.get("drop_first", False)), [nfc(c) for c in d.get("hashed", [])], int(d.get("hash_bits", 0)),
                    int(d.get("sparse_width", 0)), int(d.get("svmlight_base", 0)), nfc(str(d.get("weight", ""))),
-                   nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)))
+                   nfc(str(d.get("pixels", ""))), int(d.get("pixels_width", 0)),
+                   [[nfc(c) for c in t] for t in d.get("interactions", [])], nfc(str(d.get("offset", ""))))
 
     @classmethod
     def of_run(cls, payload: dict) -> Schema:
@@ -149,9 +156,19 @@ class Schema:
         X = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float64))
         if self.add_radius:
             X = with_radius(X)
+        if self.interactions:
+            X = torch.cat([X, products(lambda c: torch.tensor(table.numbers(c), dtype=torch.float64), self.interactions)], dim=1)
         if self.hashed:
             X = join_dense(X, hash_block({c: table.text(c) for c in self.hashed}, self.hash_bits))
         return X
+
+    def extend(self, X: Tensor) -> Tensor:
+        """``X`` ``(N, C)`` the raw numeric columns, in :attr:`columns`' order (a built-in set's, a
+        plane's points) -> its features: the radius and the products appended."""
+        out = with_radius(X) if self.add_radius else X
+        if self.interactions:
+            out = torch.cat([out, products(lambda c: X[:, self.columns.index(c)], self.interactions)], dim=1)
+        return out
 
     def _one_hot(self, table, c: str) -> np.ndarray:
         cats = self.categorical[c]
@@ -166,6 +183,21 @@ class Schema:
         block = np.zeros((table.n_rows, len(cats)), dtype=np.float64)
         block[np.arange(table.n_rows), codes] = 1.0
         return block[:, int(self.drop_first):]
+
+    def offsets(self, table) -> np.ndarray | None:
+        """``(N,)`` float64: the ``offset`` column of a table's rows (finite numbers), or None
+        without one; a file that lacks it, or a value that is not finite, is named."""
+        if not self.offset:
+            return None
+        if self.offset not in table.header:
+            raise UsageError(f"{table.path}: the offset column {self.offset!r} (data.offset) is needed: the model adds "
+                             f"it to each row's logit (columns: {listed(table.header)})")
+        o = table.numbers(self.offset)
+        bad = np.nonzero(~np.isfinite(o))[0]
+        if bad.size:
+            raise UsageError(f"{table.path}, {table.where(int(bad[0]))}, column {self.offset!r}: an offset must be a "
+                             f"finite number, got {o[bad[0]]:g}")
+        return o
 
     def labels(self, table, need: bool = True) -> np.ndarray | None:
         """The target values of a table's rows (text, or numbers as an array stores them); None
@@ -196,6 +228,9 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
     if table.sparse:
         if data_cfg.add_radius:
             raise UsageError("data.add_radius needs two dense columns; it does not apply to sparse or hashed features")
+        for key in ("interactions", "offset"):
+            if getattr(data_cfg, key):
+                raise UsageError(f"{table.path}: data.{key} names columns of a CSV or Parquet file; a sparse file has none")
         return Schema([], target=data_cfg.target, sparse_width=table.matrix.shape[1], svmlight_base=table.base)
     path, header = table.path, table.header
     categorical, hashed, weight = [nfc(c) for c in data_cfg.categorical], [nfc(c) for c in data_cfg.hash], \
@@ -213,6 +248,12 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         raise UsageError(f"{path}: target column {target!r} is not in the header ({listed(header)})")
     if weight and weight not in header:
         raise UsageError(f"{path}: data.weight column {weight!r} is not in the header ({listed(header)})")
+    offset = nfc(data_cfg.offset)
+    if offset and (not table.named or offset not in header):
+        raise UsageError(f"{path}: data.offset column {offset!r} is not in the header ({listed(header)})"
+                         if table.named else f"{path}: data.offset names a column of a CSV or Parquet file")
+    if offset and offset in ([target] if isinstance(data_cfg.target, str) else data_cfg.target) + [weight]:
+        raise UsageError(f"{path}: the data.offset column {offset!r} cannot also be the target or the weight")
     if weight and weight in (*([target] if isinstance(data_cfg.target, str) else data_cfg.target), *categorical, *hashed):
         raise UsageError(f"{path}: the data.weight column {weight!r} cannot also be the target or a feature")
     for key, names in (("data.categorical", categorical), ("data.hash", hashed)):
@@ -234,7 +275,7 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
             if c in (target, weight) or (key != "data.drop" and c in data_cfg.drop):
                 raise UsageError(f"{path}: the {key} column {c!r} cannot also be the target, the weight or dropped")
     targets = data_cfg.target if isinstance(data_cfg.target, list) else [target]
-    apart = {*targets, weight, *left_out}
+    apart = {*targets, weight, offset, *left_out}
     columns = [c for c in header if c not in apart]
     if not columns:
         raise UsageError(f"{path}: no feature columns besides the target {target!r}")
@@ -249,9 +290,40 @@ def infer_schema(table, data_cfg, combine_levels=None) -> Schema:
         cats[c] = sorted(set(values.tolist()), key=category_key)
     if combine_levels is not None:
         cats = combine_levels(cats)
+    interactions = check_interactions(data_cfg.interactions, columns, {**{c: "categorical" for c in categorical},
+                                                                       **{c: "hashed" for c in hashed},
+                                                                       **({pixels: "a pixels column"} if pixels else {})},
+                                      path)
     return Schema(columns, cats, bool(data_cfg.add_radius), data_cfg.target, drop_first=data_cfg.drop_first,
                   hashed=hashed, hash_bits=data_cfg.hash_bits if hashed else 0, weight=weight, pixels=pixels,
-                  pixels_width=pixel_width(table, pixels) if pixels else 0)
+                  pixels_width=pixel_width(table, pixels) if pixels else 0, interactions=interactions, offset=offset)
+
+
+def check_interactions(interactions, columns: list[str], not_numeric: dict[str, str], where) -> list[list[str]]:
+    """``data.interactions`` (lists of column names) in NFC, each name a raw feature column that holds numbers
+    (``not_numeric``: column -> what it is instead); anything else is a UsageError naming it."""
+    out = []
+    for names in interactions:
+        names = [nfc(c) for c in names]
+        for c in names:
+            if c not in columns:
+                raise UsageError(f"{where}: data.interactions column {c!r} is not a feature column ({listed(columns)})")
+            if c in not_numeric:
+                raise UsageError(f"{where}: data.interactions multiplies numeric columns; {c!r} is {not_numeric[c]}")
+        out.append(names)
+    return out
+
+
+def products(column, interactions: list[list[str]]) -> Tensor:
+    """``(N, P)`` float64: for each of the ``P`` interactions the product of its columns' raw values
+    (``column(name)``: that column, ``(N,)``)."""
+    parts = []
+    for names in interactions:
+        p = column(names[0]).to(torch.float64)
+        for c in names[1:]:
+            p = p * column(c).to(torch.float64)
+        parts.append(p[:, None])
+    return torch.cat(parts, dim=1)
 
 
 def multilabel_targets(table, names: list[str], need: bool = True) -> np.ndarray | None:
