@@ -55,6 +55,7 @@ The package, each module importing only those listed before it:
     constraint_strings  restrictions written as text ("GPA = TUCE = 0") read into (R, q)
     margins             marginal effects and their delta-method standard errors
     prediction          get_prediction: predicted probabilities with delta-method intervals (binary)
+    profile             profile-likelihood intervals (conf_int(method="profile")), for ML and Firth fits
     residuals           resid_*, get_influence (leverage, Cook's distance) and Hosmer-Lemeshow (binary)
     results             InferenceResult and infer, which computes it
 """

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import arguments
 from .. import functional as F
 from ..errors import UsageError
 from ..solvers import prepare
@@ -25,6 +26,7 @@ from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationErro
 from .fitdata import FitData
 from .margins import MarginalEffects, marginal_effects
 from .prediction import PredictionResults, predict
+from .profile import profile_intervals
 from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
 from .tables import Summary, Table, coefficient_summary, fit_header
@@ -131,8 +133,21 @@ class InferenceResult:
     def cov_params(self) -> np.ndarray:
         return self.cov
 
-    def conf_int(self, alpha: float = 0.05) -> np.ndarray:
-        """``params -+ z_{1 - alpha/2} bse``: shape ``params.shape + (2,)`` (lower, upper)."""
+    def conf_int(self, alpha: float = 0.05, method: str = "wald") -> np.ndarray:
+        """Confidence intervals of the parameters: shape ``params.shape + (2,)`` (lower, upper).
+
+        ``method="wald"``: ``params -+ z_{1 - alpha/2} bse``, with this result's covariance; ``"profile"``: the
+        profile-likelihood intervals ``{v : 2 (llf - l_p(v)) <= z_{1 - alpha/2}^2}``, R's ``confint`` on a glm and
+        logistf's (for Firth's fits the profile of the penalised likelihood), found by root-finding on the
+        profile (:mod:`.profile`); they follow the likelihood's shape (asymmetric where it is) and do not
+        depend on ``cov_type``. Each costs a few constrained Newton fits per end.
+        """
+        arguments.choice("method", method, ("wald", "profile"))
+        if method == "profile":
+            if self.data is None:
+                raise UsageError("conf_int(method='profile') needs the fit's rows, which this InferenceResult does not keep")
+            flat = profile_intervals(self.data, self.params.reshape(-1), self.bse.reshape(-1), alpha)
+            return flat.reshape(*self.params.shape, 2)
         q = normal_quantile(alpha)
         return np.stack([self.params - q * self.bse, self.params + q * self.bse], axis=-1)
 
