@@ -11,6 +11,8 @@ from torch_logreg.inference import infer
 from torch_logreg.inference.margins import AT, METHODS, margeff_terms
 from torch_logreg.solvers import fit_exact
 
+from conftest import CUDA_ONLY
+
 SM_FIT = dict(disp=0, method="newton", tol=1e-12, maxiter=100)
 #: statsmodels refuses these (``_check_discrete_args``): a 0/1 column has no logarithm, and at a median or
 #: zero row its switch is not defined
@@ -175,3 +177,19 @@ def test_jacobian_of_every_method_matches_finite_differences(ey, ex):
     torch.testing.assert_close(jac, fd, rtol=1e-6, atol=1e-8)
     for chunk in (1, 7):  # the sums over chunks of rows equal one pass
         torch.testing.assert_close(margeff_terms(Xa, B, omega, chunk, ey=ey, ex=ex)[1], jac, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("device", CUDA_ONLY)
+def test_margins_and_profile_intervals_on_cuda_match_cpu(device):
+    data = sm.datasets.spector.load_pandas()
+    X, y = data.exog.to_numpy(dtype=float).copy(), data.endog.to_numpy(dtype=float).copy()
+    results = {}
+    for dev in ("cpu", device):
+        model = tl.LogisticRegression(3).double().to(dev)
+        results[dev] = infer(model, X, y, result=fit_exact(model, X, y, tol=1e-11))
+    cpu, gpu = results["cpu"], results[device]
+    for at, method, dummy in (("median", "eyex", False), ("mean", "eydx", True), ("overall", "dyex", False)):
+        a, b = gpu.get_margeff(at, method, dummy), cpu.get_margeff(at, method, dummy)
+        np.testing.assert_allclose(a.margeff, b.margeff, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a.margeff_se, b.margeff_se, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(gpu.conf_int(method="profile"), cpu.conf_int(method="profile"), rtol=1e-7)
