@@ -42,7 +42,10 @@ class MarginalEffects:
 
     @property
     def zvalues(self) -> np.ndarray:
-        return self.margeff / self.margeff_se
+        """``margeff / margeff_se``; NaN where both are 0 (a column that is 0 at the row the effects are read at,
+        with ``method="dyex"`` or ``"eyex"``)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.margeff / self.margeff_se
 
     @property
     def tvalues(self) -> np.ndarray:
