@@ -25,8 +25,8 @@ LAYERS = [
     {"", "__main__"},  # the package root (lazy names) and python -m torch_logreg
 ]
 #: the modules of the inference package, lowest first: each imports only those before it
-INFERENCE = ["stats", "tables", "diagnostics", "covariance", "constraints", "constraint_strings", "margins", "prediction",
-             "residuals", "results"]
+INFERENCE = ["stats", "tables", "fitdata", "diagnostics", "covariance", "constraints", "constraint_strings", "margins",
+             "prediction", "profile", "residuals", "results"]
 #: the core: maths to models and the references; also the steps, the loop and the solvers
 LIBRARY = set().union(*LAYERS[:6])
 #: third-party packages the library must not import (the app and the scikit-learn wing may)

@@ -458,10 +458,13 @@ def test_single_class_is_refused(iris):
         LogisticRegressionClassifier().fit(X, np.full(len(X), 3))
 
 
-def test_first_order_solver_refuses_weights(iris):
+def test_first_order_solver_takes_weights(iris):
+    """Class weights with a loop solver are the sample weights they multiply (the optimum: test_estimator_parity.py)."""
     X, y = iris
-    with pytest.raises(ValueError, match="does not support sample_weight or class_weight"):
-        LogisticRegressionClassifier(solver="gd", class_weight="balanced").fit(X, y)
+    balanced = LogisticRegressionClassifier(solver="gd", class_weight="balanced", max_iter=50).fit(X, y)
+    w = len(y) / (3 * np.bincount(y))[y]
+    weighted = LogisticRegressionClassifier(solver="gd", max_iter=50).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(balanced.coef_, weighted.coef_, rtol=1e-10, atol=1e-12)
 
 
 # --- features too large for the dtype ----------------------------------------------------------

@@ -752,10 +752,10 @@ def test_marginal_effects_without_intercept_skip_constant_columns(spector):
 def test_marginal_effects_refusals(spector):
     X, y, _ = spector
     _, res = _fit_and_infer(tl.LogisticRegression(3), X, y)
-    with pytest.raises(ValueError, match="method='dydx' only, got 'eyex'"):
-        res.get_margeff(method="eyex")
-    with pytest.raises(ValueError, match="at='overall' or at='mean', got 'median'"):
-        res.get_margeff(at="median")
+    with pytest.raises(ValueError, match="method must be one of 'dydx', 'eyex', 'dyex', 'eydx', got 'ey'"):
+        res.get_margeff(method="ey")
+    with pytest.raises(ValueError, match="at must be one of 'overall', 'mean', 'median', 'zero', got 'all'"):
+        res.get_margeff(at="all")
 
 
 @pytest.mark.parametrize("cov_type", ["HC2", "cluster"])

@@ -47,7 +47,11 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         smallest penalty whose fit has all weights zero; :mod:`torch_logreg.path`) down to ``1e-4 lambda_max``
         (scikit-learn instead takes ``logspace(-4, 4, m)``).
     l1_ratio : float in [0, 1] or None, default None
-        The L1 share of an elastic-net penalty; required with ``penalty="elasticnet"``.
+        The L1 share of an elastic-net penalty; ``penalty="elasticnet"`` needs it or ``l1_ratios``.
+    l1_ratios : list of float in [0, 1] or None, default None
+        Candidate L1 shares (``penalty="elasticnet"``), chosen with ``C`` on the same folds, as scikit-learn's
+        ``LogisticRegressionCV(l1_ratios=...)``: one path per share; the share whose best mean score is the
+        best (ties: the first listed), then ``C`` by ``choice`` along its path.
     penalty : {"l2", "l1", "elasticnet"}, default "l2"
         The penalty on the weights (never on the intercept).
     cv : int >= 2, a scikit-learn splitter or a list of (train, test) index pairs, default 5
@@ -87,6 +91,9 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
     scores_ : (n_folds, P) the held-out scores (in the scoring's own sense: lower log-loss is better);
     n_iter_ : (P,) iterations of the fits on all rows; path_ : the
     :class:`~torch_logreg.path.RegularizationPath` (table, ``format()``, the coefficient path, the folds);
+    with ``l1_ratios`` (R of them): ``l1_ratios_`` (R,), ``scores_`` (n_folds, R, P) (scikit-learn's layout),
+    ``paths_`` the R paths (``path_``, ``n_iter_`` those of the chosen share), and ``Cs_`` (R, P) when ``Cs`` is a
+    count (each share's grid starts at its own ``lambda_max``);
     model_ : the torch model behind the predictions; n_features_in_, feature_names_in_ (when X has column names).
     ``inference_`` is never available: every fit here is penalised.
     """
@@ -96,6 +103,7 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         Cs=10,
         l1_ratio=None,
         penalty="l2",
+        l1_ratios=None,
         cv=5,
         scoring="log_loss",
         choice="best",
@@ -112,6 +120,7 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         self.Cs = Cs
         self.l1_ratio = l1_ratio
         self.penalty = penalty
+        self.l1_ratios = l1_ratios
         self.cv = cv
         self.scoring = scoring
         self.choice = choice
@@ -136,11 +145,29 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
             raise UsageError(f"refit must be True or False, got {self.refit!r}")
         if self.random_state is not None:
             arguments.number("random_state", self.random_state, low=0, integer=True)
+        ratios = self._check_l1_ratios()
+        l1_ratio = self.l1_ratio if ratios is None else float(ratios.max())  # the largest share: the L1 rules
         single = LogisticRegressionClassifier(
-            penalty=self.penalty, l1_ratio=self.l1_ratio, solver=self.solver, max_iter=self.max_iter, tol=self.tol,
+            penalty=self.penalty, l1_ratio=l1_ratio, solver=self.solver, max_iter=self.max_iter, tol=self.tol,
             fit_intercept=self.fit_intercept, class_weight=self.class_weight, device=self.device, dtype=self.dtype,
         )
         return single.resolve_params(n_params, sparse=sparse)
+
+    def _check_l1_ratios(self) -> np.ndarray | None:
+        """``l1_ratios`` as a float64 array of distinct shares in [0, 1], or None."""
+        if self.l1_ratios is None:
+            return None
+        if self.penalty != "elasticnet" or self.l1_ratio is not None:
+            raise UsageError("l1_ratios is the grid of penalty='elasticnet' and takes the place of l1_ratio: set "
+                             f"penalty='elasticnet' and l1_ratio=None (got penalty={self.penalty!r}, "
+                             f"l1_ratio={self.l1_ratio!r})")
+        try:
+            ratios = np.asarray(self.l1_ratios, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise UsageError(f"l1_ratios must be a list of numbers in [0, 1], got {self.l1_ratios!r}") from None
+        if ratios.size == 0 or not np.all((ratios >= 0) & (ratios <= 1)) or np.unique(ratios).size != ratios.size:
+            raise UsageError(f"l1_ratios must be a non-empty list of distinct numbers in [0, 1], got {self.l1_ratios!r}")
+        return ratios
 
     def _check_Cs(self):
         """``Cs`` as an int count or a float64 array of positive values."""
@@ -182,18 +209,26 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
             grid = {"penalties": 1.0 / (Cs * n)}  # lambda = 1 / (C N), the penalty of the fit on all N rows
         tol = PENALISED_TOL if self.tol is None else self.tol
 
+        ratios = self._check_l1_ratios()
+        shares = [l1_share] if ratios is None else [float(r) for r in ratios]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SolverConvergenceWarning)
-            path = regularization_path(
-                X, y_index, kind="binary" if k == 2 else "softmax", l1_ratio=l1_share, **grid, cv=folds,
+            paths = [regularization_path(
+                X, y_index, kind="binary" if k == 2 else "softmax", l1_ratio=share, **grid, cv=folds,
                 scoring=self.scoring, choice=self.choice, penalty_scaling="sum", sample_weight=sw if weighted else None,
-                solver=solver, tol=tol, max_iter=self.max_iter, fit_intercept=bool(self.fit_intercept), n_classes=k,
+                solver=solver if ratios is None else self._path_solver(share, n_params, X),
+                tol=tol, max_iter=self.max_iter, fit_intercept=bool(self.fit_intercept), n_classes=k,
                 keep_fold_coefs=not self.refit, device=self.device, dtype=resolve_dtype(self.dtype),
-            )
+            ) for share in shares]
         for w in caught:  # the path's ConvergenceWarning as the class scikit-learn's filters know too
             category = ConvergenceWarning if issubclass(w.category, SolverConvergenceWarning) else w.category
             warnings.warn(w.message if category is w.category else str(w.message), category, stacklevel=2)
 
+        # the share whose best mean score is the best (argmax / argmin: the first listed of equals)
+        best = [p.mean_scores[p.best_index] for p in paths]
+        chosen = int(np.argmax(best) if paths[0].greater_is_better else np.argmin(best))
+        path = paths[chosen]
+        l1_share = shares[chosen]
         index = path.index
         model = path.model
         if not self.refit:
@@ -207,6 +242,12 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         self.C_ = float(self.Cs_[index])
         self.l1_ratio_ = float(l1_share)
         self.scores_ = path.scores.copy()
+        if ratios is not None:
+            self.paths_ = paths
+            self.l1_ratios_ = ratios
+            self.scores_ = np.stack([p.scores for p in paths], axis=1)
+            if isinstance(Cs, int):
+                self.Cs_ = np.stack([1.0 / (p.penalties * n) for p in paths])
         self.n_iter_ = path.n_iter.astype(np.int32)
         self.tol_ = float(tol)
         self.coef_ = model.linear.weight.detach().to("cpu", torch.float64).numpy().copy()
@@ -215,6 +256,13 @@ class LogisticRegressionCVClassifier(LogisticRegressionClassifier):
         else:
             self.intercept_ = np.zeros(self.coef_.shape[0])
         return self
+
+    def _path_solver(self, share: float, n_params: int, X) -> str:
+        """The solver of the path of L1 share ``share`` (``"auto"`` and the L1 rules decide per share)."""
+        single = LogisticRegressionClassifier(penalty="elasticnet", l1_ratio=share, solver=self.solver, max_iter=self.max_iter,
+                                              tol=self.tol, fit_intercept=self.fit_intercept, device=self.device,
+                                              dtype=self.dtype)
+        return single.resolve_params(n_params, sparse=validation.is_sparse(X))[0]
 
     @property
     def inference_(self):

@@ -90,7 +90,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Inverse regularisation strength: it multiplies the summed loss.
     l1_ratio : float in [0, 1] or None, default None
         The L1 share of an elastic-net penalty; required with ``penalty="elasticnet"``.
-    solver : {"auto", "newton", "lbfgs", "proximal", "cd", "gd", "momentum", "nesterov"}, default "auto"
+    solver : {"auto", "newton", "lbfgs", "proximal", "cd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", \
+"adamw"}, default "auto"
         ``"newton"``: Newton/IRLS (proximal Newton with an L1 term). ``"lbfgs"``: L-BFGS (no L1).
         ``"proximal"``: accelerated proximal gradient (L1 and elastic net without a Hessian, for
         many features). ``"cd"``: proximal Newton with coordinate descent (L1 and elastic net on
@@ -99,8 +100,9 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         Hessian's rows: with an L1 term proximal Newton on small problems and the proximal
         gradient on wide ones (sparse ``X`` counts as wide sooner); without one Newton on small
         problems (a larger bound when unpenalised) and L-BFGS beyond. The first-order loops
-        ``"gd" | "momentum" | "nesterov"`` (:func:`torch_logreg.fit`, full batch) take
-        ``learning_rate``; they support the L2 penalty or none, and no sample or class weights.
+        ``"gd" | "momentum" | "nesterov" | "adagrad" | "rmsprop" | "adam" | "adamw"`` (:func:`torch_logreg.fit`, full
+        batch) take ``learning_rate``; they support the L2 penalty or none, with sample and class weights (adamw
+        without its decoupled weight decay: the penalty is the objective's, so it steps as adam).
     max_iter : int >= 1, default 100
         Iterations of the solver (epochs for the first-order loops).
     tol : float >= 0 or None, default None
@@ -133,6 +135,11 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
     lower_bounds, upper_bounds : (D,) arrays (``-inf`` / ``inf`` allowed) or None, default None
         Bounds on the coefficients (glum's names), e.g. ``lower_bounds=[0, -inf]`` for an effect that
         must not be negative. ``inference_`` is not given for a bounded fit.
+
+    warm_start : bool, default False
+        True: a refit starts from the previous fit's coefficients (scikit-learn's ``warm_start``) when they have
+        the shape of the new problem (same features, classes and intercept), else from zeros. A refit on the same
+        data then stops at once (Newton: within two steps).
 
     ``penalty_factor``, the bounds, ``penalty="firth"`` and ``fit(..., offset=)`` are for two classes, dense
     ``X`` and ``solver`` in ``"auto"``, ``"newton"``, ``"cd"`` (:mod:`torch_logreg.solvers.glm`).
@@ -171,6 +178,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         penalty_factor=None,
         lower_bounds=None,
         upper_bounds=None,
+        warm_start=False,
     ):
         self.penalty = penalty
         self.C = C
@@ -188,6 +196,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         self.penalty_factor = penalty_factor
         self.lower_bounds = lower_bounds
         self.upper_bounds = upper_bounds
+        self.warm_start = warm_start
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -209,6 +218,8 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             arguments.number("tol", self.tol, low=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise UsageError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+        if not isinstance(getattr(self, "warm_start", False), (bool, np.bool_)):
+            raise UsageError(f"warm_start must be True or False, got {self.warm_start!r}")
         self._check_class_weight()
         arguments.number("learning_rate", self.learning_rate, low=0, low_open=True)
         if not isinstance(self.cov_type, str) or self.cov_type not in COV_TYPES:
@@ -328,6 +339,7 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
         bias = bool(self.fit_intercept)
         model = LogisticRegression(d, bias=bias) if k == 2 else SoftmaxRegression(d, k, bias=bias)
         model = model.to(device=device, dtype=dtype)
+        self._warm_start(model)
         # the exact solvers and inference_ form X~^T S X~: refuse columns whose squares overflow
         # dtype here, on X as passed, before a conversion could turn large values into infinities
         Xt = validation.as_tensor(X, "X") if validation.is_sparse(X) else _to_tensor(X, None, torch.device("cpu"))
@@ -361,16 +373,13 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
                 warnings.warn(result.separation.message, SeparationWarning, stacklevel=2)
                 separated = True
         else:
-            if weighted:
-                raise UsageError(
-                    f"solver={solver!r} (first-order loop) does not support sample_weight or class_weight; "
-                    "use solver in ['auto', 'newton', 'lbfgs']"
-                )
             from ..train import fit as first_order_fit
 
+            # adamw's decoupled decay is off: the penalty is the objective's L2 term, in the gradient as for the others
+            decay = {"weight_decay": 0.0} if solver == "adamw" else {}
             result = first_order_fit(
-                model, Xt, yt, solver=solver, lr=float(self.learning_rate), epochs=int(self.max_iter),
-                l2=l2, tol=tol, device=device, dtype=dtype,
+                model, Xt, yt, sample_weight=wt, solver=solver, lr=float(self.learning_rate), epochs=int(self.max_iter),
+                l2=l2, tol=tol, device=device, dtype=dtype, **decay,
             )
             n_iter, stop_reason = result.n_epochs, result.stop_reason
             grad_norm, euclidean = _gradient_norms(model, Xt, yt, wt, l2)
@@ -423,6 +432,19 @@ class LogisticRegressionClassifier(ClassifierMixin, BaseEstimator):
             for caught_warning in caught if self._inference is not None else []:
                 warnings.warn(caught_warning.message, stacklevel=2)
         return self
+
+    def _warm_start(self, model) -> None:
+        """With ``warm_start``, copy the previous fit's parameters into ``model`` when their shapes agree."""
+        previous = getattr(self, "model_", None) if getattr(self, "warm_start", False) else None
+        if previous is None:
+            return
+        old, new = previous.linear, model.linear
+        if old.weight.shape != new.weight.shape or (old.bias is None) != (new.bias is None):
+            return
+        with torch.no_grad():
+            new.weight.copy_(old.weight)
+            if new.bias is not None:
+                new.bias.copy_(old.bias)
 
     def _warn_not_converged(self, solver: str, n_iter: int, stop_reason: str, gradient: str, tol: float) -> None:
         """The :class:`ConvergenceWarning` of a fit that stopped with ``gradient`` (its text) above ``tol``."""

@@ -37,8 +37,9 @@ covariance; ``summary()`` names it as statsmodels does (``Covariance Type: HC0``
 
 Tests and effects: :meth:`~InferenceResult.wald_test` (``R theta = q``: a matrix, the pair
 ``(R, q)`` or a string such as ``"GPA = TUCE = 0"``), :meth:`~InferenceResult.lr_test` (against a
-nested fit), :meth:`~InferenceResult.odds_ratios` and :meth:`~InferenceResult.get_margeff` (average marginal
-effects with delta-method standard errors, statsmodels' ``get_margeff()``). Tables come as a
+nested fit), :meth:`~InferenceResult.odds_ratios` and :meth:`~InferenceResult.get_margeff` (marginal effects
+``at=`` overall, mean, median or zero, ``method=`` dydx, eyex, dyex or eydx, ``dummy=``, with delta-method
+standard errors, statsmodels' ``get_margeff()``). Tables come as a
 :class:`Table` (values, row and column labels) rather than a pandas DataFrame: the library does not
 depend on pandas.
 
@@ -46,6 +47,7 @@ The package, each module importing only those listed before it:
 
     stats               the normal quantile and the chi-square tail, float64 NumPy copies
     tables              Summary and Table: statsmodels' layout
+    fitdata             FitData: the fit's rows, kept for what is computed on demand
     diagnostics         separation (re-exported from solvers.separation) and collinearity: whether the MLE
                         and its covariance exist
     covariance          nonrobust, HC0-HC3 and cluster covariances
@@ -53,6 +55,7 @@ The package, each module importing only those listed before it:
     constraint_strings  restrictions written as text ("GPA = TUCE = 0") read into (R, q)
     margins             marginal effects and their delta-method standard errors
     prediction          get_prediction: predicted probabilities with delta-method intervals (binary)
+    profile             profile-likelihood intervals (conf_int(method="profile")), for ML and Firth fits
     residuals           resid_*, get_influence (leverage, Cook's distance) and Hosmer-Lemeshow (binary)
     results             InferenceResult and infer, which computes it
 """

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import arguments
 from .. import functional as F
 from ..errors import UsageError
 from ..solvers import prepare
@@ -22,8 +23,10 @@ from .constraint_strings import read_constraints
 from .constraints import ChiSquareTest
 from .covariance import WEIGHTS_KINDS, check_cov_type, group_codes, inverse_information, sandwich
 from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationError, check_conditioning, find_separation
-from .margins import MarginalEffects, margeff_summaries, marginal_effects
+from .fitdata import FitData
+from .margins import MarginalEffects, marginal_effects
 from .prediction import PredictionResults, predict
+from .profile import profile_intervals
 from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
 from .tables import Summary, Table, coefficient_summary, fit_header
@@ -63,9 +66,9 @@ class InferenceResult:
     cov_type: str = "nonrobust"
     weights_kind: str = "freq_weights"
     n_groups: int | None = None
-    #: ``{"overall" | "mean": (effects (K, A), Jacobian (K A, C A))}`` and ``"keep"`` (the non-constant
-    #: columns), from :func:`~.margins.margeff_summaries`; read by :meth:`get_margeff`
-    margeff_terms: dict | None = field(default=None, repr=False, compare=False)
+    #: the fit's rows on its device (:class:`~.fitdata.FitData`), read by :meth:`get_margeff` and
+    #: :meth:`conf_int` with ``method="profile"``
+    data: FitData | None = field(default=None, repr=False, compare=False)
     #: the per-row quantities of a binary fit (:class:`~.residuals.Fitted`), read by the residuals and diagnostics
     fitted: Fitted | None = field(default=None, repr=False, compare=False)
 
@@ -130,8 +133,21 @@ class InferenceResult:
     def cov_params(self) -> np.ndarray:
         return self.cov
 
-    def conf_int(self, alpha: float = 0.05) -> np.ndarray:
-        """``params -+ z_{1 - alpha/2} bse``: shape ``params.shape + (2,)`` (lower, upper)."""
+    def conf_int(self, alpha: float = 0.05, method: str = "wald") -> np.ndarray:
+        """Confidence intervals of the parameters: shape ``params.shape + (2,)`` (lower, upper).
+
+        ``method="wald"``: ``params -+ z_{1 - alpha/2} bse``, with this result's covariance; ``"profile"``: the
+        profile-likelihood intervals ``{v : 2 (llf - l_p(v)) <= z_{1 - alpha/2}^2}``, R's ``confint`` on a glm and
+        logistf's (for Firth's fits the profile of the penalised likelihood), found by root-finding on the
+        profile (:mod:`.profile`); they follow the likelihood's shape (asymmetric where it is) and do not
+        depend on ``cov_type``. Each costs a few constrained Newton fits per end.
+        """
+        arguments.choice("method", method, ("wald", "profile"))
+        if method == "profile":
+            if self.data is None:
+                raise UsageError("conf_int(method='profile') needs the fit's rows, which this InferenceResult does not keep")
+            flat = profile_intervals(self.data, self.params.reshape(-1), self.bse.reshape(-1), alpha)
+            return flat.reshape(*self.params.shape, 2)
         q = normal_quantile(alpha)
         return np.stack([self.params - q * self.bse, self.params + q * self.bse], axis=-1)
 
@@ -204,18 +220,23 @@ class InferenceResult:
         values = np.column_stack([np.exp(self.params.reshape(-1)), np.exp(ci)])
         return Table(values, self.flat_param_names, ["odds_ratio", "lower", "upper"])
 
-    def get_margeff(self, at: str = "overall", method: str = "dydx") -> MarginalEffects:
+    def get_margeff(self, at: str = "overall", method: str = "dydx", dummy: bool = False) -> MarginalEffects:
         """Marginal effects ``d P(y = k | x) / d x_j`` with delta-method standard errors, statsmodels' ``get_margeff()``.
 
-        ``at="overall"``: the average over the samples (weighted by ``w_n / sum w``) of the effects at
-        each sample, ``p_n (1 - p_n) beta_j`` (binary), ``p_nk (beta_kj - sum_l p_nl beta_lj)``
-        (K classes, all K classes including the reference); ``at="mean"``: the effects at the
-        (weighted) mean of the rows. Only ``method="dydx"``. Constant columns (the intercept) have no
-        effect and are left out. ``Cov(effects) = J Cov(theta) J^T`` with the exact Jacobian ``J`` of
-        the effects with respect to the parameters (statsmodels differentiates numerically with a
-        complex step) and this result's covariance.
+        ``at`` (where): ``"overall"``, the average over the samples (weighted by ``w_n / sum w``) of the
+        effects at each sample; ``"mean"``, ``"median"``, the effects at the (weighted) mean or median row;
+        ``"zero"``, at the row of zeros (1 in constant columns). ``method`` (what): ``"dydx"``,
+        ``p (1 - p) beta_j`` (binary), ``p_k (beta_kj - sum_l p_l beta_lj)`` (K classes, all K classes
+        including the reference); ``"eydx"`` divides by ``p`` (``d ln p / d x_j``), ``"dyex"`` multiplies by
+        ``x_j`` (``d p / d ln x_j``), ``"eyex"`` both (elasticities); each at a row, before averaging.
+        ``dummy=True`` (with ``"dydx"`` or ``"eydx"``, ``at="overall"`` or ``"mean"``, as statsmodels allows)
+        gives each column holding only 0 and 1 its discrete change, ``p(x_j = 1) - p(x_j = 0)`` (``"eydx"``:
+        of ``ln p``). Constant columns (the intercept) have no effect and are left out.
+        ``Cov(effects) = J Cov(theta) J^T`` with the exact Jacobian ``J`` of the effects with respect to the
+        parameters (:mod:`.margins`; statsmodels differentiates numerically with a complex step) and this
+        result's covariance. Not computed for fits with an offset.
         """
-        return marginal_effects(self, at, method)
+        return marginal_effects(self, at, method, dummy)
 
     def summary(self, alpha: float = 0.05) -> Summary:
         """A table of the fit and the coefficients in the manner of statsmodels' ``summary()``."""
@@ -410,8 +431,7 @@ def infer(
             else torch.full((), math.nan, dtype=X.dtype, device=X.device)
         )
         grad_v = grad.item() / float(wsum)
-        contrasts = torch.cat([torch.zeros_like(theta[:1]), params.view(n_contrasts, a)])  # (K, A), class 0 at zero
-        margeff_terms = margeff_summaries(Xa, contrasts, wn / wsum) if off is None else None
+        data = FitData(Xa, T, wn, off, model.link == "softmax", firth)
     if grad_v > grad_tol:
         raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
@@ -446,7 +466,7 @@ def infer(
         cov_type=cov_type,
         weights_kind=weights_kind,
         n_groups=n_groups,
-        margeff_terms=margeff_terms,
+        data=data,
         fitted=fitted,
     )
 
