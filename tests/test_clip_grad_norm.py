@@ -35,6 +35,7 @@ def gradient_function(seed: int):
     return grad, start
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf])
 @pytest.mark.parametrize("solver", list(REFERENCES))
 def test_clipping_then_the_update_rule_equal_torch_over_40_steps(solver, norm_type):

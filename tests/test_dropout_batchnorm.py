@@ -320,6 +320,7 @@ class ModeLog(tl.Callback):
         self.epochs.append(state.model.training)
 
 
+@pytest.mark.slow
 def test_the_loop_trains_in_training_mode_and_checks_in_evaluation_mode():
     gen = torch.Generator().manual_seed(10)
     X = torch.randn(120, 4, generator=gen, dtype=torch.float64)

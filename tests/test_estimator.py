@@ -143,6 +143,7 @@ def test_inference_matches_statsmodels_with_feature_names():
     assert "GPA" in str(res.summary())
 
 
+@pytest.mark.slow
 def test_multinomial_inference_shape_and_reference_class():
     data = sm.datasets.anes96.load_pandas()
     X, y = data.exog.to_numpy(dtype=float).copy(), data.endog.to_numpy().astype(int)
@@ -505,6 +506,7 @@ def test_float64_limit_is_its_own(cancer):
         LogisticRegressionClassifier().fit(X * 1e160, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "data_dtype,dtype,scale,rtol",
     [(data_dtype, "float64", scale, 1e-7) for data_dtype in (np.float32, np.float64) for scale in (1e20, 1e30)]

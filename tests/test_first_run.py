@@ -157,6 +157,7 @@ def test_path_reports_each_pass_over_the_penalties(capsys, tmp_path):
     assert all("4 penalties fitted" in line for line in passes)
 
 
+@pytest.mark.slow
 def test_the_stop_sentence_names_the_runs_own_patience(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--run-dir", tmp_path / "run", "--set", "train.epochs=400",
                              "--set", "train.patience=3", "--set", "train.device=cpu")

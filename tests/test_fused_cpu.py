@@ -160,6 +160,7 @@ def test_make_step_picks_the_fused_kernel_where_it_applies():
         FusedStep(tl.MLP(d, [4]), big, torch.zeros(big.shape[0], 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["binary", "regression"])
 def test_fit_on_the_fused_path_equals_the_reference_fit(kind):
     gen = torch.Generator().manual_seed(11)

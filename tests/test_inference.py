@@ -303,6 +303,7 @@ def test_scaled_column_is_not_refused_and_matches_statsmodels(link):
     np.testing.assert_allclose(res.llf, ref.llf, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_well_conditioned_designs_give_no_warning(spector, anes96):
     with warnings.catch_warnings():
         warnings.simplefilter("error", CollinearityWarning)
@@ -658,6 +659,7 @@ def test_lr_test_refusals(spector, anes96):
 # --- odds ratios and marginal effects ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_odds_ratios(spector, anes96):
     X, y, ref = spector
     _, res = _fit_and_infer(tl.LogisticRegression(3), X, y, feature_names=SPECTOR_NAMES, cov_type="HC0")

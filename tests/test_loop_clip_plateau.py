@@ -30,6 +30,7 @@ def mlp_problem(seed: int = 0):
     return model, X, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", list(REFERENCES))
 def test_clipping_in_the_loop_equals_torch_clip_grad_norm_and_optim_over_40_steps(solver):
     model, X, y = mlp_problem()

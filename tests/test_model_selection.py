@@ -27,6 +27,7 @@ def test_expand_grid_order_and_union():
         expand_grid({"C": []})
 
 
+@pytest.mark.slow
 def test_scores_equal_a_hand_rolled_stratified_loop(iris):
     X, y = iris
     rows = cross_validate_grid(X, y, {"C": [0.01, 1.0], "penalty": ["l2", "l1"]}, n_splits=3, seed=1, base_params={"tol": 1e-8})

@@ -87,6 +87,7 @@ def cold_fit(kind, X, y, lam, l1_ratio, tol=1e-10):
 # --- (a) every fit on the path is optimal ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,l1_ratio,solver", [("binary", 1.0, "auto"), ("binary", 0.5, "auto"), ("binary", 0.0, "auto"),
                                                   ("softmax", 1.0, "auto"), ("binary", 1.0, "proximal"),
                                                   ("softmax", 0.0, "lbfgs")])
@@ -141,6 +142,7 @@ def test_pure_l2_starts_at_the_glmnet_maximum_and_never_reaches_zero():
 # --- (c) warm starts reach the cold fits ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,l1_ratio", [("binary", 1.0), ("softmax", 0.5)])
 def test_warm_started_path_equals_cold_fits(kind, l1_ratio):
     X, y = make_data(kind)
@@ -156,6 +158,7 @@ def test_warm_started_path_equals_cold_fits(kind, l1_ratio):
 # --- (d) the scores are a k-fold computation --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scaling", ["mean", "sum"])
 def test_cv_scores_equal_a_hand_made_k_fold(scaling):
     X, y = make_data("binary", seed=1)
@@ -212,6 +215,7 @@ def test_one_standard_error_rule_on_a_constructed_table():
     assert best_index(np.array([0.2, 0.1, 0.1])) == 1  # ties: the larger penalty
 
 
+@pytest.mark.slow
 def test_the_1se_choice_is_refit():
     X, y = make_data("binary")
     result = tl.regularization_path(X, y, n_penalties=10, penalty_min_ratio=1e-3, cv=3, choice="1se", tol=1e-10)
@@ -279,6 +283,7 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+@pytest.mark.slow
 def test_chosen_c_and_coefficients_match_sklearn_logistic_regression_cv(cancer):
     X, y = cancer
     folds = stratified_folds(y, 5, seed=0)

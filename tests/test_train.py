@@ -29,6 +29,7 @@ def test_nesterov_matches_sklearn_on_breast_cancer(cancer):
     assert model.linear.bias.item() == pytest.approx(sk.intercept_[0], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_softmax_on_digits_approaches_the_exact_optimum():
     """300 Nesterov epochs on digits (float32) against the exact optimum of the same objective
     (Newton, float64): most of the way there in the objective, and as accurate on held-out data."""
