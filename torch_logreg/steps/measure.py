@@ -96,8 +96,8 @@ class Selection:
     """How a step was chosen: ``step`` (a name of ``registry.STEPS``), ``source`` ("measured",
     "cache" (this process), "disk", "rule" (not measured; ``reason`` says why) or "forced"),
     ``seconds`` (per candidate measured, its fastest timed call, or its warm-up call where that
-    was already far slower than the best), the key, and ``setup`` (per candidate measured, the
-    seconds its build took)."""
+    was already far slower than the best), the key, ``setup`` (per candidate measured, the
+    seconds its build took) and ``rule`` (the row of ``select.RULE`` that decided, in words)."""
 
     step: str
     source: str
@@ -105,12 +105,14 @@ class Selection:
     key: tuple = ()
     reason: str = ""
     setup: dict[str, float] = field(default_factory=dict)
+    rule: str = ""
 
     def describe(self) -> str:
-        """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"``, with the
-        reason after another semicolon where there is one."""
+        """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"`` or
+        ``"fused (rule; rule row 7: CPU, one sigmoid ...)"``, with the reason after another
+        semicolon where there is one."""
         times = ", ".join(f"{name} {format_seconds(s)}" for name, s in self.seconds.items())
-        return f"{self.step} ({'; '.join(part for part in (self.source, times, self.reason) if part)})"
+        return f"{self.step} ({'; '.join(p for p in (self.source, self.rule, times, self.reason) if p)})"
 
 
 #: the choices made in this process, by :func:`shape_key`
