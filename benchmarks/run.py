@@ -653,17 +653,19 @@ def _fresh_runs(case: str, methods: tuple[str, ...], repeats: int) -> tuple[dict
 def fresh(table: Table, repeats: int, quick: bool = False) -> None:
     """Fresh interpreters (``benchmarks/fresh.py``): a script's first fit, every one-time cost
     included, against the same fit with the kernel step forced and against autograd (scikit-learn
-    for ``fit_exact``), each in a process of its own, round-robin. ``quick``: the tiny case only."""
+    for ``fit_exact``), each in a process of its own, round-robin. ``quick``: the tiny case, without the forced kernel."""
     from fresh import CASES, NEWTON
 
     section = "fresh"
-    methods = ("hand", "kernel", "autograd")
+    methods = ("hand", "autograd") if quick else ("hand", "kernel", "autograd")
     for case, (n, d, k, epochs, kernel_step) in CASES.items():
         if quick and case != "tiny":
             continue
         runs, first, second = _fresh_runs(case, methods, repeats)
         shape = f"{n:,} x {d}" + (f" x {k}" if k > 1 else "")
         for m, label in (("hand", f"fit, step={STEP!r}"), ("kernel", f"fit, step={kernel_step!r} (numba loaded)")):
+            if m not in methods:
+                continue
             setup = first[m].median - second[m].median
             note = (f"set-up {format_seconds(setup)} = {setup / (second[m].median / epochs):.1f} epochs; "
                     f"numba {'loaded' if runs[m][0]['numba'] else 'not imported'}; {runs[m][0]['step']}")
