@@ -1,22 +1,13 @@
 """The one place that decides which step computes a batch's objective and gradient.
 
 Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads`` keyed like
-``named_parameters()``) and a ``name``. What applies:
-
-* gradient checks, ``fast_path=False`` or a model that is not a single ``Linear``: the
-  reference step (the model's own manual backward);
-* mini-batches of a single-``Linear`` model: :class:`~.batch.BatchStep` (the row layout in
-  buffers made once), or the reference step;
-* the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel (numba on
-  CPU, for one sigmoid or identity output or, :class:`~.fused_k_cpu.FusedKStep`, for any outputs;
-  Triton on CUDA, one output), :class:`~.feature_major.FeatureMajorStep`,
-  :class:`~.row_major.RowMajorStep` or the reference step;
-* ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
-* mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``;
-* sparse X (a torch sparse CSR tensor): :class:`~.sparse.SparseStep` for a single ``Linear``, full
-  batch or mini-batches (nothing is measured: the dense candidates do not apply), or the forced
-  reference step; other models, forced dense steps, gradient checks, autocast and CUDA graphs are
-  refused with a :class:`~torch_logreg.errors.UsageError`.
+``named_parameters()``) and a ``name``: the reference step (the model's own manual backward),
+:class:`~.feature_major.FeatureMajorStep`, :class:`~.row_major.RowMajorStep` (:class:`~.batch.BatchStep`
+on mini-batches), the fused kernels (numba on the CPU, Triton on CUDA) and
+:class:`~.sparse.SparseStep` on a torch sparse CSR X (which refuses other models, forced dense
+steps, gradient checks, autocast and CUDA graphs with a :class:`~torch_logreg.errors.UsageError`).
+``cuda_graph`` captures the full-batch step and the update as one CUDA graph; ``dtype =
+"bfloat16"`` runs the reference step under ``torch.autocast``.
 
 Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
 
@@ -290,6 +281,21 @@ def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, 
 _FULL_BATCH_ONLY = ("feature_major", "fused")
 
 
+def _build(name: str, model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
+    """The full-batch step ``name`` bound to ``X``, ``T``."""
+    if name == "reference":
+        return ReferenceStep(model, sample_weight)
+    if name == "feature_major":
+        from .feature_major import FeatureMajorStep
+
+        return FeatureMajorStep(model, X, T)
+    if name == "row_major":
+        from .row_major import RowMajorStep
+
+        return RowMajorStep(model, X, T)
+    return _fused_step(model, X, T)
+
+
 def _fused_step(model, X: Tensor, T: Tensor):
     if X.device.type == "cpu":
         from . import fused_cpu
@@ -307,9 +313,6 @@ def _fused_step(model, X: Tensor, T: Tensor):
 def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
     """The rule's step for the full batch of dense ``X`` (rows 5-11 of :data:`RULE`), tagged. A
     Triton kernel that fails its first step gives way to the feature-major step, with a warning."""
-    from .feature_major import FeatureMajorStep
-    from .row_major import RowMajorStep
-
     call = _dense(model, X, steps)
     number = decide(call)
     row = RULE[number - 1]
@@ -318,14 +321,8 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
             else _short_words(steps, X.nbytes)
     if row.kernels and call.device == "cpu":
         measure.load_jit()
-    if row.step == "reference":
-        step = ReferenceStep(model)
-    elif row.step == "row_major":
-        step = RowMajorStep(model, X, T)
-    elif row.step == "fused" and call.device == "cuda":
-        step = _first_triton_step(model, X, T)
-    else:
-        step = _fused_step(model, X, T) if row.step == "fused" else FeatureMajorStep(model, X, T)
+    step = _first_triton_step(model, X, T) if row.step == "fused" and call.device == "cuda" else \
+        _build(row.step, model, X, T)
     return _tag(step, "rule", reason, row=number)
 
 
@@ -350,43 +347,17 @@ def _first_triton_step(model, X: Tensor, T: Tensor):
     return FeatureMajorStep(model, X, T)
 
 
-def _rule_name(model, X: Tensor) -> str:
-    """The step the rule takes for a full batch of unknown length (where "auto" starts from)."""
-    return RULE[decide(_dense(model, X)) - 1].step
-
-
 def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -> dict[str, Callable[[], object]]:
     """The full-batch steps that apply to a single-``Linear`` model on ``X``, by name, as
     builders: the rule's choice first, then the others, likelier winners first. The
     feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
     rule's; the reference step is left out for a CUDA graph (``graph``)."""
-    from .feature_major import FeatureMajorStep
-    from .row_major import RowMajorStep
-
-    builders: dict[str, Callable[[], object]] = {}
-    rule = _rule_name(model, X)
-    if rule == "feature_major" or measure.room_for(X.nbytes, X.device):
-        builders["feature_major"] = lambda: FeatureMajorStep(model, X, T)
-    if _fused_problem(model, X) is None:
-        builders["fused"] = lambda: _fused_step(model, X, T)
-    builders["row_major"] = lambda: RowMajorStep(model, X, T)
-    if not graph:
-        builders["reference"] = lambda: ReferenceStep(model)
+    rule = RULE[decide(_dense(model, X)) - 1].step
+    names = [name for name in ("feature_major", "fused", "row_major", "reference")
+             if (name != "feature_major" or rule == name or measure.room_for(X.nbytes, X.device))
+             and (name != "fused" or _fused_problem(model, X) is None) and (name != "reference" or not graph)]
+    builders = {name: lambda name=name: _build(name, model, X, T) for name in names}
     return {rule: builders.pop(rule), **builders}
-
-
-def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
-    if step == "reference":
-        return _tag(ReferenceStep(model, sample_weight), "forced")
-    if step == "feature_major":
-        from .feature_major import FeatureMajorStep
-
-        return _tag(FeatureMajorStep(model, X, T), "forced")
-    if step == "row_major":
-        from .row_major import RowMajorStep
-
-        return _tag(RowMajorStep(model, X, T), "forced")
-    return _tag(_fused_step(model, X, T), "forced")
 
 
 def _sparse_bytes(X: Tensor) -> int:
@@ -453,7 +424,7 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         why = problem(step, model, X, full=True, sample_weight=sample_weight)
         if why is not None:
             raise UsageError(f"step={step!r} {why}")
-        return _forced_full_batch(step, model, X, T, sample_weight)
+        return _tag(_build(step, model, X, T, sample_weight), "forced")
     if sample_weight is not None or single_linear(model) is None:
         return _tag(ReferenceStep(model, sample_weight), "rule")
     if step == "rule" or measure_reason or _dense(model, X, steps).short:
