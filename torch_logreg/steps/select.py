@@ -22,14 +22,10 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   take the kernels and pay numba's load (:mod:`.jit`) once per process. Before the table, the
   reference step is the only one for gradient checks, ``fast_path=False``, a model that is not
   one ``Linear``, sample weights on dense X, bfloat16 (under autocast) and a streamed full batch;
-* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``): where the rule would take the
-  kernels, the steps that apply are measured on the real data, once per process and shape class,
-  and the fastest kept (``measure.py``: tiny problems are not measured, the cost is bounded, the
-  choice is cached in the process and on disk; where the caller says how many steps the run
-  takes, a step's set-up counts too). The timings, and so the step and the last bits of the
-  result, may change from run to run with the machine's load; the cache never changes what
-  "rule" takes. Streamed data and runs of several processes (each would measure apart, and
-  might choose differently) keep the rule;
+* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``; ``measure.py``): where the rule
+  would take the kernels, the steps that apply are timed on the real data, once per process and
+  shape class, and the fastest kept. The step, and the last bits, may then change with the
+  machine's load; streamed data and runs of several processes keep the rule;
 * ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
   ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
   says why in one sentence. ``"blocked"``, a step no longer kept (benchmarks/README.md), is
@@ -62,19 +58,16 @@ from .reference import ReferenceStep
 _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
 #: why "auto" does not measure a run of several processes
 _DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
-#: the fewest full-batch steps of a short run (numba not loaded) for which the feature-major step
-#: pays for its copy of X; fewer take the reference step. The copy costs a few to a few tens of
-#: the steps' gain over the reference step (figures: benchmarks/README.md)
+#: the fewest full-batch steps of a short run for which the feature-major step pays for its copy
+#: of X (the copy costs a few to a few tens of the steps' gain over the reference step)
 FEATURE_MAJOR_MIN_STEPS = 16
-#: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (the dispatch of a dozen
-#: operations) and a part per byte of the batch (two reads of X^T), each from the feature-major
-#: step on the reference machine (benchmarks/README.md); fixed, so that every process decides alike
+#: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (a dozen operations'
+#: dispatch) and a part per byte of the batch (two reads of X^T); fixed, so every process decides alike
 TORCH_STEP_SECONDS = 25e-6
 TORCH_BYTE_SECONDS = 1e-10
 #: a CPU run whose steps take less than this on the torch path (:func:`torch_seconds`) keeps to
-#: torch; a longer one takes the kernels. About an eighth of numba's load in a fresh process
-#: (:mod:`.jit`), which is paid once per process: a run this long or longer gains at least its
-#: share of the load when a process runs a few fits (figures: benchmarks/README.md)
+#: torch; a longer one takes the kernels: about an eighth of numba's load (:mod:`.jit`), paid once
+#: per process, so a run this long gains at least its share of it over a few fits
 MIN_RUN_SECONDS = 0.1
 #: step names no longer kept, read as "rule" (with a warning) so that configs naming them still run
 REMOVED = {"blocked": "the blocked step was never faster than the fused step it would replace (benchmarks/README.md)"}
@@ -105,7 +98,7 @@ def kernels_pay(steps: int | None, step_bytes: int) -> bool:
 
 def _tag(step, source: str, reason: str = "", name: str | None = None, row: int = 0):
     name = name or _USER_NAMES.get(step.name, step.name)
-    step.selection = Selection(name, source, reason=reason, rule=_row_words(row) if row else "")
+    step.selection = Selection(name, source, reason=reason, rule=f"rule row {row}: {RULE[row - 1].when}" if row else "")
     if source == "rule" and name == "fused":
         measure.mark_warm(name)
     return step
@@ -116,10 +109,9 @@ def _tag(step, source: str, reason: str = "", name: str | None = None, row: int 
 
 @dataclass(frozen=True)
 class Call:
-    """What the rule reads of a call, and nothing of the process: the model, X (None for
-    mini-batches whose data is not given), X's device type, whether X is sparse, whether a batch
-    is the whole of X, the run's length in steps (None: not known, taken as long) and the bytes
-    of a batch."""
+    """What the rule reads of a call, nothing of the process: the model, X (None where not given),
+    its device type, whether X is sparse and a batch the whole of it, the run's length in steps
+    (None: not known, taken as long) and a batch's bytes."""
 
     model: object
     X: Tensor | None
@@ -144,10 +136,8 @@ def _large_one_output(c: Call) -> bool:
 
 
 def _small_cpu_problem(c: Call) -> bool:
-    """The whole of X is one batch that :mod:`.batch_fused`'s one-thread kernel serves (a
-    contiguous X in the model's dtype, at most ``batch_fused.MAX_WORK`` rows x features x outputs)
-    small enough for ``row_major.rule_takes``: there a step is a few microseconds of arithmetic,
-    and any torch step spends more than that in dispatching its dozen operations."""
+    """X is one batch for :mod:`.batch_fused`'s one-thread kernel, small enough for
+    ``row_major.rule_takes``: a few microseconds of arithmetic, less than a torch step's dispatch."""
     X, model = c.X, c.model
     if c.device != "cpu" or X.dim() != 2 or not X.is_contiguous():
         return False
@@ -215,10 +205,6 @@ RULE: tuple[Row, ...] = (
 def decide(call: Call) -> int:
     """The number (from 1) of the first row of :data:`RULE` that matches ``call``."""
     return next(i for i, row in enumerate(RULE, 1) if row.test(call))
-
-
-def _row_words(number: int) -> str:
-    return f"rule row {number}: {RULE[number - 1].when}"
 
 
 def _dense(model, X: Tensor, steps: int | None = None) -> Call:
@@ -372,10 +358,8 @@ _SPARSE = "sparse X (the dense steps do not apply)"
 def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tensor | None = None, *, step: str = "rule",
                  fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
                  cuda_graph: bool = False, steps: int | None = None, step_bytes: int = 0):
-    """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given), or the
-    forced reference step; a UsageError says why anything else cannot run on sparse X. A run of
-    ``steps`` steps on batches of ``step_bytes`` bytes too short for the kernels (row 1 of
-    :data:`RULE`) runs the sparse step's torch products."""
+    """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given; rows 1-2
+    of :data:`RULE`), or the forced reference step; a UsageError says why nothing else can run."""
     from .sparse import SparseStep, check_model
 
     check_model(model)
@@ -410,12 +394,9 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
                measure_reason: str = "", graph: bool = False, steps: int | None = None):
     """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
     Sample weights and models that are not one ``Linear`` take the reference step; sparse ``X``
-    takes the sparse step (any sample weights included).
-    ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
-    the step is for a CUDA graph (which replays the fast steps only); ``steps``: how many steps
-    the run will take, where known: "auto" then counts each step's set-up (a copy of X for the
-    feature-major step) against the time it saves (``measure.for_steps``), and on the CPU a run
-    too short for the kernels keeps to the torch path (:data:`RULE`; "auto" does not measure then)."""
+    the sparse step. ``measure_reason``: why "auto" should not measure here; ``graph``: the step
+    is for a CUDA graph (which replays the fast steps only); ``steps``: the run's length, where
+    known (:data:`RULE`; "auto" counts each step's set-up against it, ``measure.for_steps``)."""
     step = _current(step)
     if X.layout != torch.strided:
         return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph, steps=steps,
@@ -436,11 +417,9 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
 
 def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
                X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = "", steps: int | None = None):
-    """A step for batches of up to ``batch_size`` rows: buffers made once for a single ``Linear``
-    (``BatchStep``), else the reference. ``step="auto"`` measures the two on the first
-    ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
-    how many steps the run will take, where known: on the CPU, a run too short to pay numba's
-    load takes the reference step (a step of its own name, so that a resumed run takes it again)."""
+    """A step for batches of up to ``batch_size`` rows: ``BatchStep`` (buffers made once) for a
+    single ``Linear``, else the reference (rows 3-4 of :data:`RULE`; ``steps``: the run's length).
+    ``step="auto"`` measures the two on the first ``batch_size`` rows of ``X``, ``T``."""
     step = _current(step)
     layer = single_linear(model)
     if layer is None or step == "reference":
@@ -521,12 +500,9 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``sample_weight`` ``(N,)``: a full batch is weighted by it; for mini-batches the step is
     one with a ``sample_weight`` attribute (the reference or sparse step), which the loop sets to
-    each batch's weights.
-    With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
-    a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
-    (a UsageError says why a forced step cannot run here). ``steps``: how many steps the run
-    will take, where known: "auto" then counts each full-batch step's set-up, and on the CPU a
-    run too short for the kernels keeps to the torch path (:data:`RULE`)."""
+    each batch's weights. With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured
+    with the step (a ValueError says why a graph cannot run). ``step``: "rule", "auto" or a step to
+    force (a UsageError says why it cannot run here); ``steps``: the run's length, where known."""
     step = _current(step)
     n = X.shape[0]
     full = batch_size >= n
