@@ -36,7 +36,8 @@ Solvers
 
 ``lbfgs``
     Limited-memory BFGS (two-loop recursion, ``history_size`` pairs) with a strong Wolfe line
-    search (``wolfe.py``: it lengthens a step as well as shortening it), on all parameters of any :class:`~torch_logreg.models.StackedModel`; smooth
+    search (``wolfe.py``: it lengthens a step as well as shortening it), on all parameters of any
+    :class:`~torch_logreg.models.StackedModel`; smooth
     objectives only (``l1 = 0``).
 
 ``proximal``

@@ -8,7 +8,8 @@ Along a descent direction ``d`` from ``x``, with ``phi(t) = f(x + t d)`` and ``p
 
 with ``c1 = ARMIJO`` (1e-4) and ``c2 = 0.9``, the values quasi-Newton methods use (Nocedal & Wright,
 *Numerical Optimization*, ch. 3; Moré & Thuente 1994 is a refinement of the same scheme). ``slack``
-(a few ulps of ``phi(0)``) lets a step at the optimum pass despite rounding.
+(a few ulps of ``phi(0)``) lets a step at the optimum pass despite rounding: there a trial may
+not lower the value at all, and one within ``slack`` of the best so far counts as no higher.
 
 Unlike backtracking, the search may lengthen a step: while the Armijo condition holds and the slope
 is still steep and negative, ``t`` grows (by cubic extrapolation, between 1.1 and 4 times). Once an
@@ -72,7 +73,7 @@ def search(phi: Callable[[float], tuple[float, float, Any]], f0: float, d0: floa
         armijo = math.isfinite(f) and f <= f0 + ARMIJO * t * d0 + slack
         if armijo and math.isfinite(d) and abs(d) <= -CURVATURE * d0:
             return t, f, payload
-        if not armijo or f >= lo[1] or not math.isfinite(d):
+        if not armijo or f > lo[1] + slack or not math.isfinite(d):  # within slack counts as no higher
             hi = (t, f, d, payload)
         elif d * ((hi[0] if hi is not None else t) - lo[0]) >= 0:  # a minimum lies between t and the low end
             hi, lo = lo, (t, f, d, payload)
