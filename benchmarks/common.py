@@ -290,11 +290,20 @@ def max_weight_difference(model, ref: AutogradReference) -> float:
 
 def fit_trainer(model, X, y, *, epochs: int, lr: float, batch_size: int = 0, device="cpu", dtype=torch.float32, seed=0):
     """A Trainer for ``epochs`` epochs with every early stop off (tol=0, patience=0), on the step
-    the selector chooses (``STEP``); ``trainer.stepper.selection`` says which and how."""
-    return Trainer(
-        model, X, y, solver="gd", lr=lr, epochs=epochs, batch_size=batch_size, tol=0.0, patience=0,
-        seed=seed, device=device, dtype=dtype, step=STEP,
+    the selector chooses (``STEP``) for a long run: the sections time epoch after epoch
+    (``trainer.epochs += 1``) on one Trainer, so it is built for :data:`LONG_RUN_EPOCHS` epochs (a
+    run of one epoch would keep to the torch path) and then set to ``epochs``.
+    ``trainer.stepper.selection`` says which step and how."""
+    trainer = Trainer(
+        model, X, y, solver="gd", lr=lr, epochs=max(epochs, LONG_RUN_EPOCHS), batch_size=batch_size, tol=0.0,
+        patience=0, seed=seed, device=device, dtype=dtype, step=STEP,
     )
+    trainer.epochs = epochs
+    return trainer
+
+
+#: the run's length the benchmarks' Trainers are built for (so the step is a long run's)
+LONG_RUN_EPOCHS = 100
 
 
 def fit_cases(

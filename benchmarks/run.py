@@ -24,12 +24,16 @@ Sections (see benchmarks/README.md for what each row means):
   and scikit-learn's lbfgs and saga against ``fit_exact(lbfgs)`` on the same matrix;
 * ``out-of-core``: mini-batch epochs streamed from a memory-mapped ``.npy`` (budget a tenth
   of the file) against the same epochs from memory;
-* ``scaling``: time per epoch vs N (1e4 .. 1e7; 1e6 with --quick) with fitted log-log slopes;
+* ``scaling``: time per epoch vs N (1e4 .. 1e7; 2e5 with --quick) with fitted log-log slopes;
 * ``tiny``: 100 x 10, where fixed per-call overheads dominate: fit per step vs autograd;
 * ``fresh``: a script's first fit, each in a fresh interpreter (``fresh.py``; CPU): one-time
-  costs included (numba's load, layout copies), against autograd's first fit.
+  costs included (numba's load, layout copies), against autograd's first fit;
+* ``fits``: what a user meets (``fits.py``; CPU): the first fit in a fresh interpreter and five
+  fits in one, E = 20 (binary 1e6 x 100, softmax 60,000 x 784 x 10; and B = 64 mini-batches, E = 2),
+  the default step and the torch path against the same autograd loop, from just before the call
+  to just after.
 
-Every section but ``fresh`` measures a process in which numba is loaded (it is loaded up front,
+Every section but ``fresh`` and ``fits`` measures a process in which numba is loaded (it is loaded up front,
 and the load's time printed): their figures are per step once the one-time costs are paid.
 
 Ratios are ``other / this``: above 1 means the row's method is faster than the one it is
@@ -384,13 +388,14 @@ def _sparse_peak_memory(Xt, yt, fused: bool, epochs: int) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
+def sparse(table: Table, n: int, d: int, per_row: int, repeats: int, peak_memory: bool = True) -> None:
     """Hashed-feature-sized sparse data: ``n`` x ``d`` float32 CSR, ``per_row`` stored entries a
     row, binary labels. The loop's epoch (the sparse step, which runs the fused kernel of
     ``steps/sparse_fused.py``, plus the update) against one read of the CSR arrays (the floor),
     against the step's torch path (``X W^T`` and ``X^T G`` as sparse products through a stored CSR
     ``X^T``) and against autograd through ``torch.sparse.mm``; the peak memory of training with
-    each step, relative to the CSR arrays plus the weights; then scikit-learn's lbfgs at ``C = 1``
+    each step, relative to the CSR arrays plus the weights (``peak_memory``: two child processes);
+    then scikit-learn's lbfgs at ``C = 1``
     on the same CSR matrix (float64) against ``fit_exact(lbfgs)`` stopped at the same objective."""
     section = "sparse"
     import scipy.sparse as sp
@@ -460,7 +465,7 @@ def sparse(table: Table, n: int, d: int, per_row: int, repeats: int) -> None:
     table.add(section, "autograd epoch through torch.sparse.mm", times["autograd"], floor=times["floor"])
     weight_bytes = (d + 1) * 4
     memory = table.extra.setdefault("sparse_memory", {})
-    for fused, label in ((True, f"sparse step ({kernel})"), (False, "torch.mv path")):
+    for fused, label in ((True, f"sparse step ({kernel})"), (False, "torch.mv path")) if peak_memory else ():
         extra = _sparse_peak_memory(Xt, yt, fused, epochs=3)
         ratio = (csr_bytes + weight_bytes + extra) / (csr_bytes + weight_bytes)
         memory[label] = {"csr_bytes": csr_bytes, "weight_bytes": weight_bytes, "extra_bytes": extra, "ratio": ratio}
@@ -645,18 +650,22 @@ def _fresh_runs(case: str, methods: tuple[str, ...], repeats: int) -> tuple[dict
     return runs, first, second
 
 
-def fresh(table: Table, repeats: int) -> None:
+def fresh(table: Table, repeats: int, quick: bool = False) -> None:
     """Fresh interpreters (``benchmarks/fresh.py``): a script's first fit, every one-time cost
     included, against the same fit with the kernel step forced and against autograd (scikit-learn
-    for ``fit_exact``), each in a process of its own, round-robin."""
+    for ``fit_exact``), each in a process of its own, round-robin. ``quick``: the tiny case, without the forced kernel."""
     from fresh import CASES, NEWTON
 
     section = "fresh"
-    methods = ("hand", "kernel", "autograd")
+    methods = ("hand", "autograd") if quick else ("hand", "kernel", "autograd")
     for case, (n, d, k, epochs, kernel_step) in CASES.items():
+        if quick and case != "tiny":
+            continue
         runs, first, second = _fresh_runs(case, methods, repeats)
         shape = f"{n:,} x {d}" + (f" x {k}" if k > 1 else "")
         for m, label in (("hand", f"fit, step={STEP!r}"), ("kernel", f"fit, step={kernel_step!r} (numba loaded)")):
+            if m not in methods:
+                continue
             setup = first[m].median - second[m].median
             note = (f"set-up {format_seconds(setup)} = {setup / (second[m].median / epochs):.1f} epochs; "
                     f"numba {'loaded' if runs[m][0]['numba'] else 'not imported'}; {runs[m][0]['step']}")
@@ -668,6 +677,8 @@ def fresh(table: Table, repeats: int) -> None:
         import sklearn  # noqa: F401
     except ImportError:
         return
+    if quick:
+        return
     n, d, _ = NEWTON
     runs, first, second = _fresh_runs("newton", methods, repeats)
     for m, label in (("hand", "fit_exact(newton)"), ("kernel", "fit_exact(newton), numba loaded in it")):
@@ -678,11 +689,36 @@ def fresh(table: Table, repeats: int) -> None:
               note=f"tol 1e-8; second {format_seconds(second['autograd'].median)}")
 
 
+def fits(table: Table, repeats: int, quick: bool = False) -> None:
+    """What a user meets (``benchmarks/fits.py``): in fresh interpreters, the first fit and five fits
+    one after another, from just before the first call to just after the last, with the library's
+    default step, with the torch path forced and with the autograd loop over the same epochs and
+    batches. ``quick``: the small binary case, the default step and autograd only."""
+    import statistics
+
+    from fits import CASES, FITS, METHODS, QUICK, run_case
+
+    section = "fits"
+    methods = ("rule", "autograd") if quick else METHODS
+    for spec in (QUICK if quick else CASES).values():
+        kind, n, d, epochs, batch_size = spec
+        samples = run_case(spec, methods, repeats)
+        shape = f"{kind} {n:,} x {d}" + (" x 10" if kind == "softmax" else "") + f", E={epochs}" + \
+            (f", B={batch_size}" if batch_size else "")
+        for i, what in enumerate(("first fit in a fresh process", f"{FITS} fits in one process")):
+            t = {m: _timing(samples[m][i]) for m in methods}
+            for m in methods:
+                label = {"rule": "step='rule'", "torch": "torch path forced", "autograd": "autograd loop"}[m]
+                table.add(section, f"{shape}: {what}, {label}", t[m], vs="" if m == "autograd" else "autograd",
+                          other=None if m == "autograd" else t["autograd"],
+                          note=f"per fit {format_seconds(statistics.median(samples[m][i]) / (1 if i == 0 else FITS))}")
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
 #: the sections of the suite, in the order they run
-SECTIONS = ("binary", "softmax", "exact", "l1", "sparse", "out-of-core", "scaling", "tiny", "fresh")
+SECTIONS = ("binary", "softmax", "exact", "l1", "sparse", "out-of-core", "scaling", "tiny", "fresh", "fits")
 
 
 def _sections(value: str) -> tuple[str, ...]:
@@ -695,7 +731,9 @@ def _sections(value: str) -> tuple[str, ...]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smaller problems and fewer repeats (under a minute)")
+    p.add_argument("--quick", action="store_true",
+                   help="every section on smaller problems, fewer repeats (well under a minute once numba's cache "
+                        "holds the kernels; a first-ever run compiles them too)")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the machine description as JSON")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-step-cache", action="store_true",
@@ -727,16 +765,18 @@ def main(argv=None) -> int:
     print(f"loop step: {STEP!r} (measured once per shape class and kept; disk cache: {cache or 'off'})", flush=True)
 
     table = Table()
-    n_max = 10**7 if not q and "scaling" in only else 10**6  # 4 GB of float32 for scaling's largest N only
-    ns = [10**4, 10**5, 10**6] + ([] if q else [10**7])
+    # --quick: every section on problems a fifth to a tenth of the full run's, so that it runs in well
+    # under a minute once numba's disk cache holds the kernels (benchmarks/README.md)
+    n_main = 2 * 10**5 if q else 10**6
+    n_max = 10**7 if not q and "scaling" in only else n_main  # 4 GB of float32 for scaling's largest N only
+    ns = [10**4, 10**5, 2 * 10**5] if q else [10**4, 10**5, 10**6, 10**7]
     X_all, y_all = make_binary(n_max, 100, device=device)
-    n_main = 10**6
     X, y = X_all[:n_main], y_all[:n_main]
 
     if "binary" in only:
         floor = full_batch(table, "binary", X, y, 1, device, repeats=3 if q else 11, epochs=2 if q else 5)
         hand_epoch = next(r["median_s"] for r in table.rows if r["case"].startswith("Trainer.run per epoch"))
-        n_sgd = 10**5 if q else n_main
+        n_sgd = 2 * 10**4 if q else n_main
         if n_sgd == n_main:
             sklearn_sgd(table, "binary", X, y, floor, hand_epoch, repeats=2 if q else 5)
         else:  # --quick: a slice, compared with the loop's per-epoch time scaled to the same rows
@@ -744,33 +784,35 @@ def main(argv=None) -> int:
             table.rows[-1]["note"] += f", N={n_sgd:,}; ratio vs Trainer.run scaled by rows"
             table.rows[-1]["x_floor"] = None
 
-        n_mb = 20_000 if q else 50_000
+        n_mb = 5_000 if q else 50_000
         mini_batches(table, "binary mb", X[:n_mb], y[:n_mb], 1, device, (64, 256, 1024), repeats=2 if q else 5)
         table.notes.append(f"binary mb: N = {n_mb:,} x 100 float32")
 
     if "softmax" in only:
-        Xs, ys = make_multiclass(60_000, 784, 10, device=device)
+        n_soft = 10_000 if q else 60_000
+        Xs, ys = make_multiclass(n_soft, 784, 10, device=device)
         full_batch(table, "softmax", Xs, ys, 10, device, repeats=3 if q else 11, epochs=2 if q else 5)
-        n_smb = 10_000 if q else 20_000
+        n_smb = 2_000 if q else 20_000
         mini_batches(table, "softmax mb", Xs[:n_smb], ys[:n_smb], 10, device, (64, 256, 1024), repeats=2 if q else 5)
-        table.notes.append(f"softmax: 60,000 x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
+        table.notes.append(f"softmax: {n_soft:,} x 784 x 10 float32 (mini-batches on the first {n_smb:,} rows)")
         del Xs, ys
 
     if {"exact", "l1", "sparse"} & set(only):
         try:
             import sklearn  # noqa: F401
             if "exact" in only:
-                n_ex = 20_000 if q else 100_000
+                n_ex = 5_000 if q else 100_000
                 exact_solvers(table, X[:n_ex], y[:n_ex], l2=1e-4, repeats=2 if q else 5)
             if "l1" in only:
-                sparse_l1(table, 50_000 if q else 100_000, 100_000, repeats=1 if q else 3)
+                sparse_l1(table, 2_000 if q else 100_000, 5_000 if q else 100_000, repeats=1 if q else 3)
             if "sparse" in only:
-                sparse(table, 50_000 if q else 500_000, 1 << 18 if q else 1 << 20, 40, repeats=3 if q else 7)
+                sparse(table, 5_000 if q else 500_000, 1 << 15 if q else 1 << 20, 40, repeats=3 if q else 7,
+                       peak_memory=not q)
         except ImportError:
             table.add("exact", "sklearn LogisticRegression lbfgs", None, note="scikit-learn not installed")
 
     if "out-of-core" in only:
-        n_ooc = 100_000 if q else 500_000
+        n_ooc = 20_000 if q else 500_000
         out_of_core(table, X[:n_ooc], y[:n_ooc], device, batch_size=4096, repeats=2 if q else 5)
 
     if "scaling" in only:
@@ -779,7 +821,9 @@ def main(argv=None) -> int:
     if "tiny" in only:
         tiny(table, device, repeats=5 if q else 31)
     if "fresh" in only and device.type == "cpu":
-        fresh(table, repeats=1 if q else 3)
+        fresh(table, repeats=1 if q else 3, quick=q)
+    if "fits" in only and device.type == "cpu":
+        fits(table, repeats=1 if q else 3, quick=q)
 
     elapsed = time.perf_counter() - started
     print()

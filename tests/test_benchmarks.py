@@ -23,7 +23,8 @@ def test_run_quick_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = proc.stdout
     assert "| section" in text and "ratio (vs / this)" in text
-    for section in ("binary", "binary mb", "softmax", "softmax mb", "exact", "sparse", "scaling", "tiny"):
+    for section in ("binary", "binary mb", "softmax", "softmax mb", "exact", "sparse", "out-of-core", "scaling", "tiny",
+                    "fresh", "fits"):
         assert f"| {section} " in text, section
     assert "log-log slope" in text
     data = json.loads(out.read_text())

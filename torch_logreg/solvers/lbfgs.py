@@ -11,8 +11,9 @@ from torch import Tensor
 from .. import penalty
 from ..models import single_linear
 from ..steps import select
+from . import wolfe
 from .params import center, get_theta, set_theta, softmax_null_cols
-from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
+from .result import NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 
 def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult, callback=None) -> None:
@@ -34,10 +35,10 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
     # About an evaluation an iteration: where numba is not loaded, a short solve keeps to the torch path
     step = select.full_batch(model, X, T, sample_weight=w, steps=max_iter).step
 
-    def fg(x: Tensor) -> tuple[Tensor, Tensor]:
+    def fg(x: Tensor) -> tuple[float, Tensor]:
         assign(x)
-        f, grads = step(X, T, l2)
-        return f, torch.cat([grads[n].reshape(-1) for n in names])
+        f, grads = step(X, T, l2)  # the step's buffers: read (and copied by cat) before the next call
+        return f.item(), torch.cat([grads[n].reshape(-1) for n in names])
 
     x = flat_params()
     f, g = fg(x)
@@ -47,7 +48,7 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
     rho_hist: list[Tensor] = []
     it = 0
     while True:
-        f_now = f.item()
+        f_now = f
         if record_iterate(result, it, f_now, g.abs().max().item(), tol, max_iter, callback):
             break
         # two-loop recursion: d = -H_k g (in place: with many parameters each temporary vector
@@ -73,20 +74,20 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
             gtd = -(g @ g).item()
             if not math.isfinite(gtd):
                 raise NonFiniteError(f"lbfgs: the squared norm of the gradient overflows at iteration {it}; {NON_FINITE_HINT}")
-        t = 1.0 if s_hist else min(1.0, 1.0 / max(g.abs().sum().item(), eps))
-        slack = 8 * eps * abs(f_now)
-        accepted = False
-        for _ in range(MAX_HALVINGS):
-            x_new = x + t * d
-            f_new, g_new = fg(x_new)
-            if f_new.item() <= f_now + ARMIJO * t * gtd + slack:
-                accepted = True
-                break
-            t *= 0.5
-        if not accepted:
+        # the first step of a direction d = -g: unit length (the search lengthens or shortens it)
+        t = 1.0 if s_hist else 1.0 / max(g.norm().item(), eps)
+
+        def phi(t: float, x=x, d=d):
+            x_t = x + t * d
+            f_t, g_t = fg(x_t)
+            return f_t, (g_t @ d).item(), (x_t, g_t)
+
+        found = wolfe.search(phi, f_now, gtd, t, slack=8 * eps * abs(f_now))
+        if found is None:
             assign(x)
             result.stop_reason = "line_search_failed"
             break
+        t, f_new, (x_new, g_new) = found
         s, yv = x_new - x, g_new - g
         sy = s @ yv
         if sy.item() > eps * (yv @ yv).item():

@@ -1,45 +1,25 @@
 """Choosing a step by measuring it, once per process and shape class (like cuDNN's benchmark mode).
 
-Opt-in only (``step = "auto"``): the default, ``"rule"``, decides from the call alone, so that a
-call gives the same bits in every process; measured timings change with the machine's load, and so
-may the step and the result's last bits. Nothing measured here changes what ``"rule"`` takes.
+Opt-in only (``step = "auto"``): the default, ``"rule"`` (``select.RULE``), decides from the call
+alone, so that a call gives the same bits in every process; measured timings change with the
+machine's load, and so may the step and the result's last bits. Nothing measured here changes what
+``"rule"`` takes. :func:`choose`, given the steps that apply (the rule's choice first):
 
-Which step is fastest depends on the CPU (AVX-512 or AVX2), its BLAS, the GPU and the shape, so
-fixed size thresholds cannot be right everywhere. For ``step = "auto"`` the selector hands this
-module the steps that apply, the fixed rule's choice first, and :func:`choose`:
+1. keeps the rule's step without measuring a tiny problem (under :data:`TINY_WORK` entries of X
+   times outputs) or a rule step under :data:`MIN_STEP_SECONDS`;
+2. otherwise builds each candidate on the real X and T, warms it up by one call and times it
+   (the rule's step twice; a challenger once, again when within :data:`CLOSE` of the best, not
+   at all when its warm-up took :data:`SLOW` times the best), starting no candidate that would
+   take measuring past :data:`BUDGET_STEPS` times the rule's step (nor a JIT-compiled one whose
+   first call the budget cannot cover);
+3. keeps the fastest unless it beats the rule's step by under :data:`MARGIN`; where the caller
+   knows the run's length (``steps``), the least ``set-up + steps x step`` (:func:`for_steps`);
+4. remembers the timings in the process (:func:`shape_key`) and on disk (:func:`cache_file`,
+   keyed also by the CPU model and a digest of the steps' source).
 
-1. skips measuring where it cannot pay: a tiny problem (fewer than :data:`TINY_WORK` entries of
-   X times outputs), or a rule step that takes under :data:`MIN_STEP_SECONDS` once warm. Any
-   choice is fine there; the rule's is kept;
-2. otherwise builds each candidate on the real X and T and runs it once to warm it up, then times
-   it (``time.perf_counter``; ``torch.cuda.synchronize`` around each call on CUDA): the rule's
-   step twice, a challenger once (not at all when its warm-up call already took :data:`SLOW`
-   times the best), and a second time when it comes within :data:`CLOSE` of the best. A step's
-   time is the fastest of its timed calls;
-3. keeps the fastest, unless it beats the rule's step by less than :data:`MARGIN` (within the
-   noise of a shared machine the rule's choice stays). A caller that knows how many steps the
-   step will run (``steps``: a full-batch loop's epochs) gets the step of least
-   ``set-up + steps x step`` instead, where that is cheaper than the fastest by more than
-   :data:`MARGIN` (:func:`for_steps`): a step whose set-up is a copy of X (the feature-major
-   step) can cost more in a short run than it saves per step. A candidate's set-up is its
-   build, timed when it is measured;
-4. remembers the choice for the process, keyed by :func:`shape_key` (device, dtype, link,
-   outputs, bias, log2 of the rows and of the features, the candidates, threads, torch
-   version), and on disk (:func:`cache_file`), keyed also by the CPU model and a digest of the
-   steps' source, so a second fit of the same shape class, in this process or a later one,
-   measures nothing. What is remembered are the timings (per step and set-up), so a later run
-   of another length still chooses for its own ``steps``.
-
-Cost: beyond the rule step's build and first call (which a run without measuring pays too),
-measuring, the challengers' builds and warm-ups included, starts no new candidate once another
-would take it past :data:`BUDGET_STEPS` times the rule's step, so it costs about that many steps
-(epochs, for the full batch) at most, once per machine and shape class. A JIT-compiled candidate not yet
-run in this process (the fused kernels: numba loads or compiles, Triton compiles) is left out
-when the budget cannot cover its first call. Steps compute the objective and the gradient only (none updates the parameters; a
-CUDA graph, which includes the update, wraps the chosen step afterwards), so measuring leaves the
-model as it was. Every path is pinned to the reference step by the tests, so the choice changes
-the results only within those tolerances. The choice and the timings are logged at DEBUG on the
-``torch_logreg`` logger.
+Steps compute the objective and the gradient only, so measuring leaves the model as it was; the
+choice and the timings are logged at DEBUG on the ``torch_logreg`` logger. Figures and the
+reasons for each constant: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -96,8 +76,8 @@ class Selection:
     """How a step was chosen: ``step`` (a name of ``registry.STEPS``), ``source`` ("measured",
     "cache" (this process), "disk", "rule" (not measured; ``reason`` says why) or "forced"),
     ``seconds`` (per candidate measured, its fastest timed call, or its warm-up call where that
-    was already far slower than the best), the key, and ``setup`` (per candidate measured, the
-    seconds its build took)."""
+    was already far slower than the best), the key, ``setup`` (per candidate measured, the
+    seconds its build took) and ``rule`` (the row of ``select.RULE`` that decided, in words)."""
 
     step: str
     source: str
@@ -105,12 +85,14 @@ class Selection:
     key: tuple = ()
     reason: str = ""
     setup: dict[str, float] = field(default_factory=dict)
+    rule: str = ""
 
     def describe(self) -> str:
-        """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"``, with the
-        reason after another semicolon where there is one."""
+        """``"feature_major (measured; feature_major 29.70 ms, reference 46.40 ms)"`` or
+        ``"fused (rule; rule row 7: CPU, one sigmoid ...)"``, with the reason after another
+        semicolon where there is one."""
         times = ", ".join(f"{name} {format_seconds(s)}" for name, s in self.seconds.items())
-        return f"{self.step} ({'; '.join(part for part in (self.source, times, self.reason) if part)})"
+        return f"{self.step} ({'; '.join(p for p in (self.source, self.rule, times, self.reason) if p)})"
 
 
 #: the choices made in this process, by :func:`shape_key`

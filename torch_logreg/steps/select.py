@@ -1,48 +1,31 @@
 """The one place that decides which step computes a batch's objective and gradient.
 
 Every step has the interface ``step(X, T, l2) -> (objective, grads)`` (``grads`` keyed like
-``named_parameters()``) and a ``name``. What applies:
-
-* gradient checks, ``fast_path=False`` or a model that is not a single ``Linear``: the
-  reference step (the model's own manual backward);
-* mini-batches of a single-``Linear`` model: :class:`~.batch.BatchStep` (the row layout in
-  buffers made once), or the reference step;
-* the full batch of a single-``Linear`` model, in memory: the single-pass fused kernel (numba on
-  CPU, for one sigmoid or identity output or, :class:`~.fused_k_cpu.FusedKStep`, for any outputs;
-  Triton on CUDA, one output), :class:`~.feature_major.FeatureMajorStep`,
-  :class:`~.row_major.RowMajorStep` or the reference step;
-* ``cuda_graph``: that full-batch step and the update captured as one CUDA graph;
-* mixed precision (``dtype = "bfloat16"``): the reference step under ``torch.autocast``;
-* sparse X (a torch sparse CSR tensor): :class:`~.sparse.SparseStep` for a single ``Linear``, full
-  batch or mini-batches (nothing is measured: the dense candidates do not apply), or the forced
-  reference step; other models, forced dense steps, gradient checks, autocast and CUDA graphs are
-  refused with a :class:`~torch_logreg.errors.UsageError`.
+``named_parameters()``) and a ``name``: the reference step (the model's own manual backward),
+:class:`~.feature_major.FeatureMajorStep`, :class:`~.row_major.RowMajorStep` (:class:`~.batch.BatchStep`
+on mini-batches), the fused kernels (numba on the CPU, Triton on CUDA) and
+:class:`~.sparse.SparseStep` on a torch sparse CSR X (which refuses other models, forced dense
+steps, gradient checks, autocast and CUDA graphs with a :class:`~torch_logreg.errors.UsageError`).
+``cuda_graph`` captures the full-batch step and the update as one CUDA graph; ``dtype =
+"bfloat16"`` runs the reference step under ``torch.autocast``.
 
 Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Trainer(step=...)``):
 
-* ``"rule"`` (the default, of the library and of the command line): a fixed rule from the call
-  alone (model, shape, dtype, device, batch size, the run's length), never from what the process
-  did before, so the same call takes the same step, and gives the same bits, in a fresh process,
-  after other fits and on a rerun. For the full batch, the fused kernel from its size thresholds
-  (``fused_cpu.MIN_ENTRIES`` and ``MIN_FEATURES``, ``fused_triton.MIN_ENTRIES``), for a small
-  problem on the CPU the row-major step (one call of the batch kernel;
-  ``row_major.RULE_MAX_ROWS_OUTPUTS``, ``RULE_MAX_WORK``), for several outputs on a wide X on the
-  CPU the K-output fused step (``fused_k_cpu.rule_min_features``, ``RULE_MAX_OUTPUTS``), else the
-  feature-major step; for mini-batches, ``BatchStep``. On the CPU, a run whose steps would take
-  less than :data:`MIN_RUN_SECONDS` on the torch path (:func:`torch_seconds`, a fixed estimate from
-  the number of steps the caller gives and the bytes of a batch) keeps to torch, loaded or not:
-  the feature-major step for the full batch (the reference step for fewer than
-  ``FEATURE_MAJOR_MIN_STEPS`` steps, too few to pay for its copy of X), the reference step for
-  mini-batches, the sparse step without its kernels on sparse X. Longer runs take the kernels and
-  pay numba's load (:mod:`.jit`) once per process;
-* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``): where the rule would take the
-  kernels, the steps that apply are measured on the real data, once per process and shape class,
-  and the fastest kept (``measure.py``: tiny problems are not measured, the cost is bounded, the
-  choice is cached in the process and on disk; where the caller says how many steps the run
-  takes, a step's set-up counts too). The timings, and so the step and the last bits of the
-  result, may change from run to run with the machine's load; the cache never changes what
-  "rule" takes. Streamed data and runs of several processes (each would measure apart, and
-  might choose differently) keep the rule;
+* ``"rule"`` (the default, of the library and of the command line): the first row of the table
+  :data:`RULE` that matches the call, read from the call alone (model, shape, dtype, device,
+  sparse or dense, batch size, the run's length), never from what the process did before, so the
+  same call takes the same step, and gives the same bits, in a fresh process, after other fits
+  and on a rerun. :data:`RULE` is the table, first match wins; ``selection.describe()`` names
+  the row that decided. "Too short for the kernels" (off CUDA): the run's steps would take less than
+  :data:`MIN_RUN_SECONDS` on the torch path (:func:`torch_seconds`, a fixed estimate from the
+  number of steps the caller gives and the bytes of a batch; :func:`kernels_pay`). Longer runs
+  take the kernels and pay numba's load (:mod:`.jit`) once per process. Before the table, the
+  reference step is the only one for gradient checks, ``fast_path=False``, a model that is not
+  one ``Linear``, sample weights on dense X, bfloat16 (under autocast) and a streamed full batch;
+* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``; ``measure.py``): where the rule
+  would take the kernels, the steps that apply are timed on the real data, once per process and
+  shape class, and the fastest kept. The step, and the last bits, may then change with the
+  machine's load; streamed data and runs of several processes keep the rule;
 * ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
   ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
   says why in one sentence. ``"blocked"``, a step no longer kept (benchmarks/README.md), is
@@ -58,6 +41,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -74,19 +58,16 @@ from .reference import ReferenceStep
 _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
 #: why "auto" does not measure a run of several processes
 _DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
-#: the fewest full-batch steps of a short run (numba not loaded) for which the feature-major step
-#: pays for its copy of X; fewer take the reference step. The copy costs a few to a few tens of
-#: the steps' gain over the reference step (figures: benchmarks/README.md)
+#: the fewest full-batch steps of a short run for which the feature-major step pays for its copy
+#: of X (the copy costs a few to a few tens of the steps' gain over the reference step)
 FEATURE_MAJOR_MIN_STEPS = 16
-#: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (the dispatch of a dozen
-#: operations) and a part per byte of the batch (two reads of X^T), each from the feature-major
-#: step on the reference machine (benchmarks/README.md); fixed, so that every process decides alike
+#: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (a dozen operations'
+#: dispatch) and a part per byte of the batch (two reads of X^T); fixed, so every process decides alike
 TORCH_STEP_SECONDS = 25e-6
 TORCH_BYTE_SECONDS = 1e-10
 #: a CPU run whose steps take less than this on the torch path (:func:`torch_seconds`) keeps to
-#: torch; a longer one takes the kernels. About an eighth of numba's load in a fresh process
-#: (:mod:`.jit`), which is paid once per process: a run this long or longer gains at least its
-#: share of the load when a process runs a few fits (figures: benchmarks/README.md)
+#: torch; a longer one takes the kernels: about an eighth of numba's load (:mod:`.jit`), paid once
+#: per process, so a run this long gains at least its share of it over a few fits
 MIN_RUN_SECONDS = 0.1
 #: step names no longer kept, read as "rule" (with a warning) so that configs naming them still run
 REMOVED = {"blocked": "the blocked step was never faster than the fused step it would replace (benchmarks/README.md)"}
@@ -115,12 +96,119 @@ def kernels_pay(steps: int | None, step_bytes: int) -> bool:
     return steps is None or torch_seconds(steps, step_bytes) >= MIN_RUN_SECONDS
 
 
-def _tag(step, source: str, reason: str = "", name: str | None = None):
+def _tag(step, source: str, reason: str = "", name: str | None = None, row: int = 0):
     name = name or _USER_NAMES.get(step.name, step.name)
-    step.selection = Selection(name, source, reason=reason)
+    step.selection = Selection(name, source, reason=reason, rule=f"rule row {row}: {RULE[row - 1].when}" if row else "")
     if source == "rule" and name == "fused":
         measure.mark_warm(name)
     return step
+
+
+# --- the rule ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """What the rule reads of a call, nothing of the process: the model, X (None where not given),
+    its device type, whether X is sparse and a batch the whole of it, the run's length in steps
+    (None: not known, taken as long) and a batch's bytes."""
+
+    model: object
+    X: Tensor | None
+    device: str
+    sparse: bool
+    full: bool
+    steps: int | None
+    step_bytes: int
+
+    @property
+    def short(self) -> bool:
+        """Off CUDA, a run too short to pay its share of numba's load (not :func:`kernels_pay`)."""
+        return self.device != "cuda" and not kernels_pay(self.steps, self.step_bytes)
+
+
+def _large_one_output(c: Call) -> bool:
+    from . import fused_cpu
+
+    X = c.X
+    return (c.device == "cpu" and X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES
+            and fused_cpu.supports(c.model, X))
+
+
+def _small_cpu_problem(c: Call) -> bool:
+    """X is one batch for :mod:`.batch_fused`'s one-thread kernel, small enough for
+    ``row_major.rule_takes``: a few microseconds of arithmetic, less than a torch step's dispatch."""
+    X, model = c.X, c.model
+    if c.device != "cpu" or X.dim() != 2 or not X.is_contiguous():
+        return False
+    from . import batch_fused, row_major
+
+    n, d = X.shape
+    return (X.dtype == model.dtype and row_major.rule_takes(n, d, int(model.n_outputs))
+            and batch_fused.one_thread(n, model.n_outputs * d) and batch_fused.applies(model, X.dtype, X.device, n))
+
+
+def _wide_few_outputs(c: Call) -> bool:
+    """Several outputs (or a softmax), at least ``fused_k_cpu.rule_min_features`` features (128
+    for a float32 softmax or sigmoid link, 512 otherwise), at most ``RULE_MAX_OUTPUTS`` outputs,
+    where the K-output fused step applies."""
+    X, model = c.X, c.model
+    if c.device != "cpu" or (model.n_outputs == 1 and model.link != "softmax"):
+        return False
+    from . import fused_k_cpu
+
+    return (X.dim() == 2 and X.shape[1] >= fused_k_cpu.rule_min_features(model, X.dtype)
+            and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
+
+
+def _large_cuda(c: Call) -> bool:
+    if c.device != "cuda":
+        return False
+    from . import fused_triton
+
+    return c.X.numel() >= fused_triton.MIN_ENTRIES and fused_triton.supports(c.model, c.X)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of :data:`RULE`: ``when`` in words, the ``step`` it takes, ``test(call)``, and
+    whether the step runs compiled kernels (``kernels``: numba is loaded for it on the CPU)."""
+
+    when: str
+    step: str
+    test: Callable[[Call], bool]
+    kernels: bool = False
+
+
+#: the default step, first matching row wins (figures for each threshold: benchmarks/README.md).
+#: Rows 1-2 are sparse X, 3-4 mini-batches, 5-11 the full batch of dense X in memory
+RULE: tuple[Row, ...] = (
+    Row("sparse X, a run too short for the kernels", "sparse", lambda c: c.sparse and c.short),
+    Row("sparse X", "sparse", lambda c: c.sparse, kernels=True),
+    Row("mini-batches, a run too short for the kernels", "reference", lambda c: not c.full and c.short),
+    Row("mini-batches", "row_major", lambda c: not c.full, kernels=True),
+    Row(f"full batch, a run too short for the kernels and for a copy of X (under {FEATURE_MAJOR_MIN_STEPS} steps)",
+        "reference", lambda c: c.short and c.steps < FEATURE_MAJOR_MIN_STEPS),
+    Row("full batch, a run too short for the kernels", "feature_major", lambda c: c.short),
+    Row("CPU, one sigmoid or identity output, fused_cpu.MIN_ENTRIES entries and MIN_FEATURES features or more",
+        "fused", _large_one_output, kernels=True),
+    Row("CPU, a small problem (row_major.rule_takes, the batch kernel on one thread)", "row_major",
+        _small_cpu_problem, kernels=True),
+    Row("CPU, several outputs, fused_k_cpu.rule_min_features features or more, RULE_MAX_OUTPUTS outputs or fewer",
+        "fused", _wide_few_outputs, kernels=True),
+    Row("CUDA, one sigmoid or identity output, fused_triton.MIN_ENTRIES entries or more", "fused", _large_cuda,
+        kernels=True),
+    Row("otherwise", "feature_major", lambda c: True),
+)
+
+
+def decide(call: Call) -> int:
+    """The number (from 1) of the first row of :data:`RULE` that matches ``call``."""
+    return next(i for i, row in enumerate(RULE, 1) if row.test(call))
+
+
+def _dense(model, X: Tensor, steps: int | None = None) -> Call:
+    return Call(model, X, X.device.type, False, True, steps, X.nbytes)
 
 
 def _fused_problem(model, X: Tensor) -> str | None:
@@ -179,6 +267,21 @@ def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, 
 _FULL_BATCH_ONLY = ("feature_major", "fused")
 
 
+def _build(name: str, model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
+    """The full-batch step ``name`` bound to ``X``, ``T``."""
+    if name == "reference":
+        return ReferenceStep(model, sample_weight)
+    if name == "feature_major":
+        from .feature_major import FeatureMajorStep
+
+        return FeatureMajorStep(model, X, T)
+    if name == "row_major":
+        from .row_major import RowMajorStep
+
+        return RowMajorStep(model, X, T)
+    return _fused_step(model, X, T)
+
+
 def _fused_step(model, X: Tensor, T: Tensor):
     if X.device.type == "cpu":
         from . import fused_cpu
@@ -193,105 +296,41 @@ def _fused_step(model, X: Tensor, T: Tensor):
     return fused_triton.TritonStep(model, X, T)
 
 
-def _small_cpu_problem(model, X: Tensor) -> bool:
-    """Whether the whole of X is one batch that :mod:`.batch_fused`'s one-thread kernel serves (the
-    CPU, numba, at most ``batch_fused.MAX_WORK`` rows x features x outputs, a contiguous X in the
-    model's dtype) small enough for the rule's row-major step (``row_major.rule_takes``): there a
-    step is a few microseconds of arithmetic, and any torch step spends more than that in
-    dispatching its dozen operations."""
-    if X.device.type != "cpu" or X.dim() != 2 or not X.is_contiguous():
-        return False
-    from . import batch_fused, row_major
-
-    n, d = X.shape
-    return (X.dtype == model.dtype and row_major.rule_takes(n, d, int(model.n_outputs))
-            and batch_fused.one_thread(n, model.n_outputs * d) and batch_fused.applies(model, X.dtype, X.device, n))
-
-
-def _wide_few_outputs(model, X: Tensor) -> bool:
-    """Whether the rule gives X to the K-output fused step (``fused_k_cpu``): several outputs (or
-    a softmax), at least ``rule_min_features`` features (128 for a float32 softmax or sigmoid link,
-    512 otherwise) and at most ``RULE_MAX_OUTPUTS`` outputs, where that step applies."""
-    if model.n_outputs == 1 and model.link != "softmax":
-        return False
-    from . import fused_k_cpu
-
-    return (X.dim() == 2 and X.shape[1] >= fused_k_cpu.rule_min_features(model, X.dtype)
-            and model.n_outputs <= fused_k_cpu.RULE_MAX_OUTPUTS and fused_k_cpu.problem(model, X) is None)
-
-
 def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
-    """The fixed rule, tagged: for one sigmoid or identity output on a large X, the single-pass
-    fused kernel, compiled with numba on CPU or with Triton on CUDA (compiled here by a first
-    step; if that fails, a warning says why and the torch path is used); for a small X on the
-    CPU, the row-major step (one call of the batch kernel); for several outputs on a wide X on
-    the CPU (``fused_k_cpu.rule_min_features`` features or more, ``RULE_MAX_OUTPUTS`` outputs or
-    fewer), the K-output fused step; otherwise the feature-major step. On the CPU, a run of
-    ``steps`` steps too short for the kernels (:func:`_short_run`) takes the feature-major step, or the reference step where it
-    has fewer than :data:`FEATURE_MAJOR_MIN_STEPS` steps to pay for the copy of X."""
-    from .feature_major import FeatureMajorStep
-    from .row_major import RowMajorStep
-
-    if X.device.type == "cuda":
-        return _tag(_rule_cuda(model, X, T), "rule", reason)
-    short = _short_run(steps, X.nbytes)
-    if short:
-        if steps is not None and steps < FEATURE_MAJOR_MIN_STEPS:
-            return _tag(ReferenceStep(model), "rule", f"{short}; too few to pay for a copy of X")
-        return _tag(FeatureMajorStep(model, X, T), "rule", short)
-    name = _rule_name(model, X)
-    if name in ("fused", "row_major"):
+    """The rule's step for the full batch of dense ``X`` (rows 5-11 of :data:`RULE`), tagged. A
+    Triton kernel that fails its first step gives way to the feature-major step, with a warning."""
+    call = _dense(model, X, steps)
+    number = decide(call)
+    row = RULE[number - 1]
+    if call.short:
+        reason = f"{_short_words(steps, X.nbytes)}; too few to pay for a copy of X" if row.step == "reference" \
+            else _short_words(steps, X.nbytes)
+    if row.kernels and call.device == "cpu":
         measure.load_jit()
-    if name == "fused":
-        step = _fused_step(model, X, T)
-    else:
-        step = RowMajorStep(model, X, T) if name == "row_major" else FeatureMajorStep(model, X, T)
-    return _tag(step, "rule", reason)
+    step = _first_triton_step(model, X, T) if row.step == "fused" and call.device == "cuda" else \
+        _build(row.step, model, X, T)
+    return _tag(step, "rule", reason, row=number)
 
 
-def _short_run(steps: int | None, step_bytes: int) -> str:
-    """Why a CPU run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
-    (not :func:`kernels_pay`), or ''."""
-    if kernels_pay(steps, step_bytes):
-        return ""
-    assert steps is not None  # a run of unknown length takes the kernels
+def _short_words(steps: int | None, step_bytes: int) -> str:
+    """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path."""
     return (f"a run of {steps:,} steps, about {measure.format_seconds(torch_seconds(steps, step_bytes))} on the torch "
             f"path: under {measure.format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
 
 
-def _rule_cuda(model, X: Tensor, T: Tensor):
-    """The rule on CUDA: the Triton kernel where it applies and runs, else the feature-major step."""
+def _first_triton_step(model, X: Tensor, T: Tensor):
+    """The Triton kernel after a first step, or, where that fails, the feature-major step."""
     from .feature_major import FeatureMajorStep
 
-    try:  # _rule_name imports Triton for CUDA data
-        if _rule_name(model, X) == "fused":
-            step = _fused_step(model, X, T)
-            step.step(X, T, 0.0)
-            torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
-            return step
+    try:
+        step = _fused_step(model, X, T)
+        step.step(X, T, 0.0)
+        torch.cuda.synchronize(X.device)  # a kernel fault surfaces here, not mid-run
+        return step
     except Exception as exc:  # a broken Triton install or a driver mismatch must not stop training
         warnings.warn(f"the fused Triton kernel could not run ({type(exc).__name__}: {exc}); "
-                      "using the torch fast path", RuntimeWarning, stacklevel=4)
+                      "using the torch fast path", RuntimeWarning, stacklevel=5)
     return FeatureMajorStep(model, X, T)
-
-
-def _rule_name(model, X: Tensor) -> str:
-    """The name of the step :func:`_rule_full_batch` takes (before any fallback): the rule itself."""
-    if X.device.type == "cpu":
-        from . import fused_cpu
-
-        if X.numel() >= fused_cpu.MIN_ENTRIES and X.shape[1] >= fused_cpu.MIN_FEATURES and fused_cpu.supports(model, X):
-            return "fused"
-        if _small_cpu_problem(model, X):
-            return "row_major"
-        if _wide_few_outputs(model, X):
-            return "fused"
-    elif X.device.type == "cuda":
-        from . import fused_triton
-
-        if X.numel() >= fused_triton.MIN_ENTRIES and fused_triton.supports(model, X):
-            return "fused"
-    return "feature_major"
 
 
 def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -> dict[str, Callable[[], object]]:
@@ -299,33 +338,12 @@ def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -
     builders: the rule's choice first, then the others, likelier winners first. The
     feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
     rule's; the reference step is left out for a CUDA graph (``graph``)."""
-    from .feature_major import FeatureMajorStep
-    from .row_major import RowMajorStep
-
-    builders: dict[str, Callable[[], object]] = {}
-    rule = _rule_name(model, X)
-    if rule == "feature_major" or measure.room_for(X.nbytes, X.device):
-        builders["feature_major"] = lambda: FeatureMajorStep(model, X, T)
-    if _fused_problem(model, X) is None:
-        builders["fused"] = lambda: _fused_step(model, X, T)
-    builders["row_major"] = lambda: RowMajorStep(model, X, T)
-    if not graph:
-        builders["reference"] = lambda: ReferenceStep(model)
+    rule = RULE[decide(_dense(model, X)) - 1].step
+    names = [name for name in ("feature_major", "fused", "row_major", "reference")
+             if (name != "feature_major" or rule == name or measure.room_for(X.nbytes, X.device))
+             and (name != "fused" or _fused_problem(model, X) is None) and (name != "reference" or not graph)]
+    builders = {name: lambda name=name: _build(name, model, X, T) for name in names}
     return {rule: builders.pop(rule), **builders}
-
-
-def _forced_full_batch(step: str, model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None):
-    if step == "reference":
-        return _tag(ReferenceStep(model, sample_weight), "forced")
-    if step == "feature_major":
-        from .feature_major import FeatureMajorStep
-
-        return _tag(FeatureMajorStep(model, X, T), "forced")
-    if step == "row_major":
-        from .row_major import RowMajorStep
-
-        return _tag(RowMajorStep(model, X, T), "forced")
-    return _tag(_fused_step(model, X, T), "forced")
 
 
 def _sparse_bytes(X: Tensor) -> int:
@@ -340,10 +358,8 @@ _SPARSE = "sparse X (the dense steps do not apply)"
 def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tensor | None = None, *, step: str = "rule",
                  fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
                  cuda_graph: bool = False, steps: int | None = None, step_bytes: int = 0):
-    """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given), or the
-    forced reference step; a UsageError says why anything else cannot run on sparse X. A run of
-    ``steps`` steps on batches of ``step_bytes`` bytes too short for the kernels (:func:`_short_run`)
-    runs the sparse step's torch products."""
+    """The step for sparse ``X``: :class:`~.sparse.SparseStep` (bound to ``X`` when given; rows 1-2
+    of :data:`RULE`), or the forced reference step; a UsageError says why nothing else can run."""
     from .sparse import SparseStep, check_model
 
     check_model(model)
@@ -358,26 +374,29 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
     if step not in ("auto", "rule"):
         raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
-    short = _short_run(steps, step_bytes)
-    if not short:
+    number = _sparse_row(X, steps, step_bytes)
+    if RULE[number - 1].kernels:
         from . import sparse_fused  # imports numba
 
         if sparse_fused.supports_model(model):
             measure.load_jit()
+    short = _short_words(steps, step_bytes) if number == 1 else ""
     return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule",
-                short or (_SPARSE if step == "auto" else ""))
+                short or (_SPARSE if step == "auto" else ""), row=number)
+
+
+def _sparse_row(X: Tensor | None, steps: int | None, step_bytes: int) -> int:
+    """Row 1 or 2 of :data:`RULE`: the sparse step with or without its kernels."""
+    return decide(Call(None, X, "cpu" if X is None else X.device.type, True, X is not None, steps, step_bytes))
 
 
 def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
                measure_reason: str = "", graph: bool = False, steps: int | None = None):
     """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
     Sample weights and models that are not one ``Linear`` take the reference step; sparse ``X``
-    takes the sparse step (any sample weights included).
-    ``measure_reason``: why "auto" should not measure here (it then keeps the rule); ``graph``:
-    the step is for a CUDA graph (which replays the fast steps only); ``steps``: how many steps
-    the run will take, where known: "auto" then counts each step's set-up (a copy of X for the
-    feature-major step) against the time it saves (``measure.for_steps``), and on the CPU a run
-    too short for the kernels keeps to the torch path (:func:`_short_run`; "auto" does not measure then)."""
+    the sparse step. ``measure_reason``: why "auto" should not measure here; ``graph``: the step
+    is for a CUDA graph (which replays the fast steps only); ``steps``: the run's length, where
+    known (:data:`RULE`; "auto" counts each step's set-up against it, ``measure.for_steps``)."""
     step = _current(step)
     if X.layout != torch.strided:
         return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph, steps=steps,
@@ -386,10 +405,10 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
         why = problem(step, model, X, full=True, sample_weight=sample_weight)
         if why is not None:
             raise UsageError(f"step={step!r} {why}")
-        return _forced_full_batch(step, model, X, T, sample_weight)
+        return _tag(_build(step, model, X, T, sample_weight), "forced")
     if sample_weight is not None or single_linear(model) is None:
         return _tag(ReferenceStep(model, sample_weight), "rule")
-    if step == "rule" or measure_reason or (X.device.type == "cpu" and _short_run(steps, X.nbytes)):
+    if step == "rule" or measure_reason or _dense(model, X, steps).short:
         return _rule_full_batch(model, X, T, steps, measure_reason)
     candidates = full_batch_candidates(model, X, T, graph=graph)
     key = measure.shape_key("full", model, X, X.shape[0], candidates)
@@ -398,22 +417,20 @@ def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None,
 
 def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
                X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = "", steps: int | None = None):
-    """A step for batches of up to ``batch_size`` rows: buffers made once for a single ``Linear``
-    (``BatchStep``), else the reference. ``step="auto"`` measures the two on the first
-    ``batch_size`` rows of ``X``, ``T`` (in memory); a forced step is taken as it is. ``steps``:
-    how many steps the run will take, where known: on the CPU, a run too short to pay numba's
-    load takes the reference step (a step of its own name, so that a resumed run takes it again)."""
+    """A step for batches of up to ``batch_size`` rows: ``BatchStep`` (buffers made once) for a
+    single ``Linear``, else the reference (rows 3-4 of :data:`RULE`; ``steps``: the run's length).
+    ``step="auto"`` measures the two on the first ``batch_size`` rows of ``X``, ``T``."""
     step = _current(step)
     layer = single_linear(model)
     if layer is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
     from .batch import BatchStep
 
-    if step in ("auto", "rule") and torch.device(device).type == "cpu":
-        width = X.shape[1] if X is not None else layer.weight.shape[1]
-        short = _short_run(steps, batch_size * width * dtype.itemsize)
-        if short:
-            return _tag(ReferenceStep(model), "rule", short)
+    width = X.shape[1] if X is not None else layer.weight.shape[1]
+    step_bytes = batch_size * width * dtype.itemsize
+    number = decide(Call(model, X, torch.device(device).type, False, False, steps, step_bytes))
+    if step in ("auto", "rule") and number == 3:
+        return _tag(ReferenceStep(model), "rule", _short_words(steps, step_bytes), row=3)
 
     def batch_step():
         if torch.device(device).type == "cpu":
@@ -424,7 +441,8 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
         return BatchStep(model, batch_size, dtype, device)
 
     if step != "auto" or X is None or T is None or measure_reason:
-        return _tag(batch_step(), "forced" if step == "row_major" else "rule", measure_reason)
+        forced = step == "row_major"
+        return _tag(batch_step(), "forced" if forced else "rule", measure_reason, row=0 if forced else number)
     rows = min(batch_size, X.shape[0])
     candidates = {"row_major": batch_step, "reference": lambda: ReferenceStep(model)}
     key = measure.shape_key("mini", model, X, rows, candidates)
@@ -466,8 +484,9 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
     if sparse:
         from .sparse import SparseStep
 
-        short = _short_run(steps, step_bytes)
-        return _tag(SparseStep(model, fused=not short), "rule", short or "weighted mini-batches")
+        number = _sparse_row(None, steps, step_bytes)
+        short = _short_words(steps, step_bytes) if number == 1 else ""
+        return _tag(SparseStep(model, fused=not short), "rule", short or "weighted mini-batches", row=number)
     return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule", "weighted mini-batches")
 
 
@@ -482,12 +501,9 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     docstring). ``in_memory=False`` (streamed data) leaves out the steps bound to a full batch.
     With ``sample_weight`` ``(N,)``: a full batch is weighted by it; for mini-batches the step is
     one with a ``sample_weight`` attribute (the reference or sparse step), which the loop sets to
-    each batch's weights.
-    With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured with the step;
-    a ValueError says why a graph cannot run. ``step``: "rule", "auto" or a step to force
-    (a UsageError says why a forced step cannot run here). ``steps``: how many steps the run
-    will take, where known: "auto" then counts each full-batch step's set-up, and on the CPU a
-    run too short for the kernels keeps to the torch path (:func:`_short_run`)."""
+    each batch's weights. With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured
+    with the step (a ValueError says why a graph cannot run). ``step``: "rule", "auto" or a step to
+    force (a UsageError says why it cannot run here); ``steps``: the run's length, where known."""
     step = _current(step)
     n = X.shape[0]
     full = batch_size >= n
