@@ -42,6 +42,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -113,8 +114,8 @@ class Call:
     its device type, whether X is sparse and a batch the whole of it, the run's length in steps
     (None: not known, taken as long) and a batch's bytes."""
 
-    model: object
-    X: Tensor | None
+    model: Any
+    X: Any  # the Tensor X; None where not given (the rows that read it are never reached then)
     device: str
     sparse: bool
     full: bool
@@ -188,7 +189,7 @@ RULE: tuple[Row, ...] = (
     Row("mini-batches, a run too short for the kernels", "reference", lambda c: not c.full and c.short),
     Row("mini-batches", "row_major", lambda c: not c.full, kernels=True),
     Row(f"full batch, a run too short for the kernels and for a copy of X (under {FEATURE_MAJOR_MIN_STEPS} steps)",
-        "reference", lambda c: c.short and c.steps < FEATURE_MAJOR_MIN_STEPS),
+        "reference", lambda c: c.short and (c.steps or 0) < FEATURE_MAJOR_MIN_STEPS),
     Row("full batch, a run too short for the kernels", "feature_major", lambda c: c.short),
     Row("CPU, one sigmoid or identity output, fused_cpu.MIN_ENTRIES entries and MIN_FEATURES features or more",
         "fused", _large_one_output, kernels=True),
@@ -313,7 +314,9 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reas
 
 
 def _short_words(steps: int | None, step_bytes: int) -> str:
-    """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path."""
+    """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
+    (a short run: ``steps`` is known)."""
+    steps = steps or 0
     return (f"a run of {steps:,} steps, about {measure.format_seconds(torch_seconds(steps, step_bytes))} on the torch "
             f"path: under {measure.format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
 
