@@ -618,9 +618,9 @@ def test_cv_early_stopping_reads_a_validation_part_of_each_fold(capsys, tmp_path
     seen = []
     real_fit = fitting.fit
 
-    def spy(cfg, model, X, T, *, X_val=None, T_val=None, sample_weight=None):
+    def spy(cfg, model, X, T, *, X_val=None, T_val=None, **options):
         seen.append((cfg.train.patience, X.shape[0], None if X_val is None else X_val.shape[0]))
-        return real_fit(cfg, model, X, T, X_val=X_val, T_val=T_val, sample_weight=sample_weight)
+        return real_fit(cfg, model, X, T, X_val=X_val, T_val=T_val, **options)
 
     monkeypatch.setattr(cv, "fit", spy)
     code, _, err = run_cli(capsys, "cv", "--quiet", "--grid", "train.patience=0,5", "--folds", "3", "--run-dir",
