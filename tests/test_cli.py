@@ -318,8 +318,8 @@ def _train_cmd(run_dir, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,epochs",
-    [((), 400), (("train.batch_size=0", "train.epochs=1500"), 1500),  # mini-batch; full batch (fast path)
-     (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=250"), 250),  # an MLP on XOR
+    [((), 400), (("train.batch_size=0", "train.epochs=600"), 600),  # mini-batch; full batch (fast path)
+     (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=150"), 150),  # an MLP on XOR
      (("train.solver=adam", "train.schedule=cosine", "train.warmup_epochs=20"), 400)],  # moments, step count, schedule
     ids=["minibatch", "fullbatch", "mlp", "adam"],
 )

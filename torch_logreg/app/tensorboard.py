@@ -21,7 +21,7 @@ from .config import Config, dumps_toml, target_is_real
 
 #: the most probability maps a run draws: each takes a large part of a second, and TensorBoard's
 #: Images dashboard keeps only 10 of a tag by default (``--samples_per_plugin images=N`` for more)
-MAX_PICTURES = 20
+MAX_PICTURES = 10
 
 
 def pictures_every(epochs: int, checkpoint_every: int) -> int:
