@@ -25,7 +25,7 @@ from .covariance import WEIGHTS_KINDS, check_cov_type, group_codes, inverse_info
 from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationError, check_conditioning, find_separation
 from .fitdata import FitData
 from .margins import MarginalEffects, marginal_effects
-from .prediction import PredictionResults, predict
+from .prediction import MultinomialPredictionResults, PredictionResults, predict, predict_multinomial
 from .profile import profile_intervals
 from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
@@ -101,12 +101,16 @@ class InferenceResult:
         """The Hosmer-Lemeshow test over ``groups`` groups of fitted probability (:func:`.residuals.hosmer_lemeshow`)."""
         return hosmer_lemeshow(self._fitted(), groups)
 
-    def get_prediction(self, X, offset=None) -> PredictionResults:
-        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``) with their
-        standard errors and confidence intervals (``.summary_frame(alpha)``), statsmodels' ``get_prediction``
-        for a binary GLM (:mod:`.prediction` states the maths). Binary fits only."""
+    def get_prediction(self, X, offset=None) -> PredictionResults | MultinomialPredictionResults:
+        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``, binary fits)
+        with their standard errors and confidence intervals (``.summary_frame(alpha)``): statsmodels'
+        ``get_prediction`` for a binary GLM, and for K classes the delta method per class with columns
+        ``mean_<class>``, ``mean_se_<class>``, ``mean_ci_lower_<class>``, ``mean_ci_upper_<class>``
+        (:mod:`.prediction` states the maths)."""
         if self.params.ndim != 1:
-            raise UsageError("get_prediction is available for binary fits only")
+            if offset is not None:
+                raise UsageError("offset is supported for binary models (one sigmoid output) only")
+            return predict_multinomial(self.params, self.cov, X, self.has_intercept, self.class_names)
         return predict(self.params, self.cov, X, self.has_intercept, offset)
 
     @property
