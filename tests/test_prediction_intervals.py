@@ -81,3 +81,112 @@ def test_softmax_prediction_refuses_an_offset(anes96_fit):
     X, res = anes96_fit
     with pytest.raises(UsageError, match="binary models"):
         res.get_prediction(X[:2], offset=np.zeros(2))
+
+
+# --- predict --interval ------------------------------------------------------------------------
+
+
+def _write_csv(path, n: int = 150, classes: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    W = np.array([[0.0, 0.0], [1.0, -0.5], [-0.7, 1.2]])[:classes]
+    eta = X @ W.T + rng.gumbel(size=(n, classes))
+    y = eta.argmax(axis=1)
+    path.write_text("a,b,y\n" + "".join(f"{u:.6f},{v:.6f},{t}\n" for (u, v), t in zip(X, y)))
+    return path
+
+
+def _train(capsys, tmp_path, data, name, *more):
+    from helpers import run_cli
+
+    args = ["train", "--quiet", "--run-dir", tmp_path / name]
+    for s in [f"data.path={data}", "data.target=y", "train.device=cpu", "train.dtype=float64", *more]:
+        args += ["--set", s]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    return tmp_path / name
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind, classes", [("softmax", 3), ("logistic", 2)])
+def test_cli_interval_equals_get_prediction_on_the_training_split(capsys, tmp_path, kind, classes):
+    import pandas as pd
+    import torch
+
+    from torch_logreg.app import ingest
+    from torch_logreg.app.fitting import prepare
+    from torch_logreg.app.runs import load_run, model_from_checkpoint
+    from torch_logreg.inference import infer
+
+    from helpers import run_cli
+
+    data = _write_csv(tmp_path / "d.csv", classes=classes)
+    run = _train(capsys, tmp_path, data, "run", f"model.kind={kind}", "train.solver=newton", "train.l2=0",
+                 "train.tol=1e-12", "train.epochs=100")
+    new = tmp_path / "new.csv"
+    new.write_text("a,b\n0.3,-1.2\n2.5,0.4\n-1.0,1.0\n")
+    code, _, err = run_cli(capsys, "predict", "--run", run, "--input", new, "--output", tmp_path / "out.csv",
+                           "--interval", "0.9")
+    assert code == 0, err
+    out = pd.read_csv(tmp_path / "out.csv", dtype={"label": str})
+
+    # the library on the run's training split (val and test rows held out) and the same standardized rows
+    _, payload, cfg = load_run(run)
+    model = model_from_checkpoint(payload, torch.device("cpu"), torch.float64)
+    standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
+    prep = prepare(cfg, torch.device("cpu"), torch.float64, standardizer)
+    X_train, T = prep.rows.tensors()
+    assert len(X_train) < 150
+    res = infer(model, X_train, T)
+    Xn = standardizer.transform(torch.tensor([[0.3, -1.2], [2.5, 0.4], [-1.0, 1.0]], dtype=torch.float64)).numpy()
+    names = [str(c) for c in payload["classes"]]
+    if kind == "softmax":
+        ci = res.get_prediction(Xn).conf_int(0.1)
+        expected = {c: ci[:, k] for k, c in enumerate(names)}
+    else:
+        ci = res.get_prediction(Xn).conf_int(0.1)
+        expected = {names[1]: ci, names[0]: 1 - ci[:, ::-1]}
+    assert list(out.columns) == [col for c in names for col in (f"p_{c}", f"p_{c}_lower", f"p_{c}_upper")] + ["label"]
+    for c in names:
+        np.testing.assert_allclose(out[f"p_{c}_lower"], expected[c][:, 0], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(out[f"p_{c}_upper"], expected[c][:, 1], rtol=0, atol=1e-8)
+        assert (out[f"p_{c}_lower"] < out[f"p_{c}"]).all() and (out[f"p_{c}"] < out[f"p_{c}_upper"]).all()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_cli_interval_refusals(capsys, tmp_path):
+    from sklearn.datasets import dump_svmlight_file
+
+    from helpers import expect_error
+
+    data = _write_csv(tmp_path / "d.csv", classes=2)
+    new = tmp_path / "new.csv"
+    new.write_text("a,b\n0.3,-1.2\n")
+    newton = ["train.solver=newton", "train.epochs=20", "train.l2=0"]
+    runs = {
+        "plain": (newton, None),
+        "mlp": (["model.kind=mlp", "model.hidden=[3]", "train.epochs=2"], "model.kind = 'mlp'"),
+        "linear": (["model.kind=linear", *newton], "model.kind = 'linear'"),
+        "l1": (["train.solver=cd", "train.l1=0.01", "train.epochs=20"], "the L1 penalty has no curvature"),
+        "l2": ([*newton, "train.l2=0.1"], "unpenalised run (train.l2 = 0, it is 0.1)"),
+        "bounds": ([*newton, "train.lower_bounds={a = 0.0}"], "train.lower_bounds"),
+    }
+    for name, (more, message) in runs.items():
+        run = _train(capsys, tmp_path, data, name, *more)
+        if message is not None:
+            expect_error(capsys, message, "predict", "--run", run, "--input", new, "--output", tmp_path / f"{name}.csv",
+                         "--interval", "0.95")
+    for level in ("0", "1", "1.5", "-0.2"):
+        expect_error(capsys, "between 0 and 1 (exclusive)", "predict", "--run", tmp_path / "plain", "--input", new,
+                     "--output", tmp_path / "x.csv", "--interval", level)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    dump_svmlight_file(X, (X[:, 0] + rng.logistic(size=60) > 0).astype(int), str(tmp_path / "d.svm"))
+    from helpers import run_cli
+
+    code, _, err = run_cli(capsys, "train", "--quiet", "--run-dir", tmp_path / "sparse", "--set",
+                           f"data.path={tmp_path / 'd.svm'}", "--set", "train.solver=newton", "--set", "train.device=cpu")
+    assert code == 0, err
+    expect_error(capsys, "this run's are sparse", "predict", "--run", tmp_path / "sparse", "--input", tmp_path / "d.svm",
+                 "--output", tmp_path / "s.csv", "--interval", "0.95")
