@@ -75,6 +75,47 @@ def test_two_class_softmax_gives_the_binary_columns():
     np.testing.assert_allclose(soft["mean_se_0"], soft["mean_se_1"], rtol=1e-12)
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_l2_covariance_is_the_objectives_curvature(classes):
+    """With ``l2``, ``mean_se`` is ``J H^+ J^T``: ``H`` the autograd Hessian of N times the run's objective in all
+    K (or, binary, one) rows of ``[b, W]``, ``H^+`` its pseudo-inverse (a common shift of the K classes' intercepts
+    changes nothing), ``J`` the autograd Jacobian of the probabilities."""
+    import torch
+
+    import torch_logreg as tl
+    from torch_logreg.inference import infer
+    from torch_logreg.solvers import fit_exact
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] - X[:, 1] + rng.logistic(size=120) > 0).astype(int) + (classes == 3) * (X[:, 2] > 0.5)
+    model = (tl.LogisticRegression(3) if classes == 2 else tl.SoftmaxRegression(3, 3)).double()
+    l2 = 0.2
+    fit_exact(model, X, y, l2=l2, tol=1e-12)
+    res = infer(model, X, y, l2=l2)
+    Xt, new = torch.tensor(X), torch.tensor(X[:6])
+    T = model.targets(torch.tensor(y), len(y))
+    theta0 = torch.cat([model.linear.bias.detach()[:, None], model.linear.weight.detach()], 1).reshape(-1)
+
+    def objective(theta):
+        th = theta.view(-1, 4)
+        z = Xt @ th[:, 1:].T + th[:, 0]
+        nll = (-(T * torch.log_softmax(z, 1)).sum() if classes == 3
+               else torch.nn.functional.binary_cross_entropy_with_logits(z, T, reduction="sum"))
+        return nll + len(y) * 0.5 * l2 * (th[:, 1:] ** 2).sum()
+
+    def probs(theta):
+        th = theta.view(-1, 4)
+        z = new @ th[:, 1:].T + th[:, 0]
+        return torch.softmax(z, 1) if classes == 3 else torch.sigmoid(z)[:, 0]
+
+    H = torch.autograd.functional.hessian(objective, theta0)
+    J = torch.autograd.functional.jacobian(probs, theta0)
+    expected = torch.einsum("...i,ij,...j->...", J, torch.linalg.pinv(H, hermitian=True, rtol=1e-10), J).sqrt().numpy()
+    se = res.get_prediction(X[:6]).se_mean
+    np.testing.assert_allclose(se, expected, rtol=1e-6)
+
+
 def test_softmax_prediction_refuses_an_offset(anes96_fit):
     from torch_logreg.errors import UsageError
 
@@ -108,8 +149,9 @@ def _train(capsys, tmp_path, data, name, *more):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("l2", [0.0, 0.1])
 @pytest.mark.parametrize("kind, classes", [("softmax", 3), ("logistic", 2)])
-def test_cli_interval_equals_get_prediction_on_the_training_split(capsys, tmp_path, kind, classes):
+def test_cli_interval_equals_get_prediction_on_the_training_split(capsys, tmp_path, kind, classes, l2):
     import pandas as pd
     import torch
 
@@ -121,7 +163,7 @@ def test_cli_interval_equals_get_prediction_on_the_training_split(capsys, tmp_pa
     from helpers import run_cli
 
     data = _write_csv(tmp_path / "d.csv", classes=classes)
-    run = _train(capsys, tmp_path, data, "run", f"model.kind={kind}", "train.solver=newton", "train.l2=0",
+    run = _train(capsys, tmp_path, data, "run", f"model.kind={kind}", "train.solver=newton", f"train.l2={l2}",
                  "train.tol=1e-12", "train.epochs=100")
     new = tmp_path / "new.csv"
     new.write_text("a,b\n0.3,-1.2\n2.5,0.4\n-1.0,1.0\n")
@@ -137,7 +179,7 @@ def test_cli_interval_equals_get_prediction_on_the_training_split(capsys, tmp_pa
     prep = prepare(cfg, torch.device("cpu"), torch.float64, standardizer)
     X_train, T = prep.rows.tensors()
     assert len(X_train) < 150
-    res = infer(model, X_train, T)
+    res = infer(model, X_train, T, l2=l2)
     Xn = standardizer.transform(torch.tensor([[0.3, -1.2], [2.5, 0.4], [-1.0, 1.0]], dtype=torch.float64)).numpy()
     names = [str(c) for c in payload["classes"]]
     if kind == "softmax":
@@ -169,7 +211,7 @@ def test_cli_interval_refusals(capsys, tmp_path):
         "mlp": (["model.kind=mlp", "model.hidden=[3]", "train.epochs=2"], "model.kind = 'mlp'"),
         "linear": (["model.kind=linear", *newton], "model.kind = 'linear'"),
         "l1": (["train.solver=cd", "train.l1=0.01", "train.epochs=20"], "the L1 penalty has no curvature"),
-        "l2": ([*newton, "train.l2=0.1"], "unpenalised run (train.l2 = 0, it is 0.1)"),
+        "factor": ([*newton, "train.l2=0.1", "train.penalty_factor={a = 2.0}"], "without train.penalty_factor"),
         "bounds": ([*newton, "train.lower_bounds={a = 0.0}"], "train.lower_bounds"),
     }
     for name, (more, message) in runs.items():

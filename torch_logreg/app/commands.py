@@ -417,9 +417,9 @@ def _check_interval(cfg: Config, schema, interval: float) -> None:
     if t.l1 > 0:
         raise UsageError(f"--interval needs a run without train.l1 (it is {t.l1:g}): the L1 penalty has no curvature "
                          "at the coefficients it sets to zero, so the objective gives them no covariance")
-    if t.l2 > 0:
-        raise UsageError(f"--interval needs an unpenalised run (train.l2 = 0, it is {t.l2:g}): the covariance is the "
-                         "inverse information of the likelihood at its maximum, which a penalised fit does not reach")
+    if t.l2 > 0 and t.penalty_factor:
+        raise UsageError("--interval takes train.l2 alone, without train.penalty_factor: the covariance adds the "
+                         "curvature of the plain L2 penalty to the likelihood's")
 
 
 def _interval_bounds(cfg: Config, path: Path, payload: dict, dev, standardizer, X, offset, interval: float,
@@ -427,7 +427,8 @@ def _interval_bounds(cfg: Config, path: Path, payload: dict, dev, standardizer, 
     """``{p_<class>: (lower (M,), upper (M,))}`` at level ``interval`` for the standardized rows ``X`` ``(M, D)``
     (float64) with their offsets: :meth:`~torch_logreg.inference.InferenceResult.get_prediction` of the
     nonrobust inference of the run's model, in float64, on its training split (rows, weights and offsets) --
-    the inverse observed information of the likelihood at the run's weights; the interval is the one on each
+    the inverse observed information of the run's objective (the likelihood plus its L2 penalty) at the run's
+    weights, which must minimise it; the interval is the one on each
     probability's logit, mapped back, so it stays inside (0, 1)."""
     from ..inference import infer
 
@@ -438,7 +439,7 @@ def _interval_bounds(cfg: Config, path: Path, payload: dict, dev, standardizer, 
     off = None if prep.rows.offset is None else prep.rows.offset[:, 0]
     classes = [str(c) for c in payload["classes"]]
     try:
-        res = infer(model, X_train, T, prep.weight, offset=off, class_names=classes)
+        res = infer(model, X_train, T, prep.weight, offset=off, class_names=classes, l2=cfg.train.l2)
     except ValueError as exc:  # separation, a singular design, or weights away from the maximum likelihood
         raise UsageError(f"--interval: {exc}") from None
     alpha = 1 - interval
