@@ -211,6 +211,7 @@ def test_cli_interval_refusals(capsys, tmp_path):
         "mlp": (["model.kind=mlp", "model.hidden=[3]", "train.epochs=2"], "model.kind = 'mlp'"),
         "linear": (["model.kind=linear", *newton], "model.kind = 'linear'"),
         "l1": (["train.solver=cd", "train.l1=0.01", "train.epochs=20"], "the L1 penalty has no curvature"),
+        "short": (["train.solver=gd", "train.epochs=3"], "--interval: the model is not at the minimum"),
         "factor": ([*newton, "train.l2=0.1", "train.penalty_factor={a = 2.0}"], "without train.penalty_factor"),
         "bounds": ([*newton, "train.lower_bounds={a = 0.0}"], "train.lower_bounds"),
     }

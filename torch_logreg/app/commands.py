@@ -394,9 +394,12 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     if interval is not None:
         X64 = standardizer.transform(new.X.to(dev)).to(torch.float64)
         bounds = _interval_bounds(cfg, path, payload, dev, standardizer, X64, new.offset, interval, allow_changed_data)
-        columns = {k: v for name, col in columns.items()
-                   for k, v in [(name, col), *((f"{name}_{end}", bounds[name][i].astype(out.dtype))
-                                               for i, end in enumerate(("lower", "upper")) if name in bounds)]}
+        with_bounds: dict[str, np.ndarray] = {}
+        for name, col in columns.items():  # each p_<class> followed by its bounds
+            with_bounds[name] = col
+            if name in bounds:
+                with_bounds[f"{name}_lower"], with_bounds[f"{name}_upper"] = (b.astype(out.dtype) for b in bounds[name])
+        columns = with_bounds
     return predictions.write(out_path, new.kept, columns)
 
 

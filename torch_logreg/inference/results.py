@@ -456,6 +456,9 @@ def infer(
         )
         grad_v = grad.item() / float(wsum)
         data = FitData(Xa, T, wn, off, model.link == "softmax", firth)
+    if grad_v > grad_tol and l2:
+        raise UsageError(f"the model is not at the minimum of the log-likelihood plus the L2 penalty l2={l2:g}: the "
+                         f"gradient of that mean objective has max |entry| {grad_v:.3e} > grad_tol={grad_tol:g}")
     if grad_v > grad_tol:
         raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
