@@ -109,7 +109,8 @@ def cmd_predict(args) -> int:
 
     keep = [c.strip() for c in args.keep.split(",") if c.strip()] if args.keep else []
     n = commands.predict(args.run, args.input, args.output, force=args.force,
-                         allow_changed_data=args.allow_changed_data, keep=keep, threshold=args.threshold)
+                         allow_changed_data=args.allow_changed_data, keep=keep, threshold=args.threshold,
+                         interval=args.interval)
     print(f"wrote {n} predictions to {args.output}")
     return 0
 
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="binary classifiers: the label is the second class when its probability is at least this "
                         "(default: 0.5)")
+    p.add_argument("--interval", type=float, default=None, metavar="LEVEL",
+                   help="also write p_<class>_lower and p_<class>_upper, the confidence interval at this level (e.g. "
+                        "0.95) from the covariance of an unpenalised logistic or softmax run (default: none)")
     p.add_argument("--force", action="store_true", help="replace an existing file (never the input or a file of the run)")
     allow_changed(p, "the run's config.toml changed since training")
     p.set_defaults(func=cmd_predict)

@@ -361,9 +361,12 @@ def labels_to_targets(model, kind: str, y_raw, classes: list[str], source: str) 
 
 
 def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool = False,
-            allow_changed_data: bool = False, keep: list[str] = (), threshold: float | None = None) -> int:
+            allow_changed_data: bool = False, keep: list[str] = (), threshold: float | None = None,
+            interval: float | None = None) -> int:
     """Write class probabilities (``p_<class>``) and labels, or regression predictions, for every
-    row of ``input_path``, after the ``keep`` columns copied from it; returns the row count."""
+    row of ``input_path``, after the ``keep`` columns copied from it; returns the row count.
+    ``interval`` (a level in (0, 1)) adds ``p_<class>_lower`` and ``p_<class>_upper`` after each
+    ``p_<class>``: :func:`_interval_bounds`."""
     from . import predictions
 
     path, payload, cfg = load_run(run_dir)
@@ -375,6 +378,8 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
     model = model_from_checkpoint(payload, dev, dtype)
     predictions.check_threshold(threshold, model.link, model.n_outputs)
     schema = ingest.Schema.of_run(payload)
+    if interval is not None:
+        _check_interval(cfg, schema, interval)
     standardizer = ingest.Standardizer.from_state_dict(payload["standardizer"])
     new = ingest.read_new(Path(input_path), schema, need_target=False, max_bytes=cfg.data.max_bytes, keep=list(keep))
     X = standardizer.transform(new.X.to(dev)).to(dtype)
@@ -386,7 +391,67 @@ def predict(run_dir: str | Path, input_path: str, output_path: str, force: bool 
         p = LINKS[model.link][0](z)
         out = p.float().cpu().numpy() if dtype != torch.float64 else p.cpu().numpy()
     columns = predictions.table(out, model.link, payload["classes"], threshold, out.dtype)
+    if interval is not None:
+        X64 = standardizer.transform(new.X.to(dev)).to(torch.float64)
+        bounds = _interval_bounds(cfg, path, payload, dev, standardizer, X64, new.offset, interval, allow_changed_data)
+        with_bounds: dict[str, np.ndarray] = {}
+        for name, col in columns.items():  # each p_<class> followed by its bounds
+            with_bounds[name] = col
+            if name in bounds:
+                with_bounds[f"{name}_lower"], with_bounds[f"{name}_upper"] = (b.astype(out.dtype) for b in bounds[name])
+        columns = with_bounds
     return predictions.write(out_path, new.kept, columns)
+
+
+def _check_interval(cfg: Config, schema, interval: float) -> None:
+    """Refuse ``predict --interval`` where the run's fit has no covariance to give it (one sentence each)."""
+    if not 0 < interval < 1:
+        raise UsageError(f"--interval is a confidence level between 0 and 1 (exclusive), e.g. 0.95; got {interval:g}")
+    kind = cfg.model.kind
+    if kind not in ("logistic", "softmax"):
+        raise UsageError(f"--interval needs a logistic or softmax run (model.kind), whose coefficients have a covariance "
+                         f"from the likelihood; this run has model.kind = {kind!r}")
+    if schema.sparse:
+        raise UsageError("--interval needs dense features, and this run's are sparse (a sparse file or hashed columns)")
+    t = cfg.train
+    if t.lower_bounds or t.upper_bounds:
+        raise UsageError("--interval needs a run without train.lower_bounds or train.upper_bounds: at a bound the "
+                         "likelihood's curvature does not give the coefficients' covariance")
+    if t.l1 > 0:
+        raise UsageError(f"--interval needs a run without train.l1 (it is {t.l1:g}): the L1 penalty has no curvature "
+                         "at the coefficients it sets to zero, so the objective gives them no covariance")
+    if t.l2 > 0 and t.penalty_factor:
+        raise UsageError("--interval takes train.l2 alone, without train.penalty_factor: the covariance adds the "
+                         "curvature of the plain L2 penalty to the likelihood's")
+
+
+def _interval_bounds(cfg: Config, path: Path, payload: dict, dev, standardizer, X, offset, interval: float,
+                     allow_changed_data: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{p_<class>: (lower (M,), upper (M,))}`` at level ``interval`` for the standardized rows ``X`` ``(M, D)``
+    (float64) with their offsets: :meth:`~torch_logreg.inference.InferenceResult.get_prediction` of the
+    nonrobust inference of the run's model, in float64, on its training split (rows, weights and offsets) --
+    the inverse observed information of the run's objective (the likelihood plus its L2 penalty) at the run's
+    weights, which must minimise it; the interval is the one on each
+    probability's logit, mapped back, so it stays inside (0, 1)."""
+    from ..inference import infer
+
+    model = model_from_checkpoint(payload, dev, torch.float64)
+    prep = prepare(cfg, dev, torch.float64, standardizer)
+    _check_data_unchanged(path, payload, prep, allow_changed_data, "its training split would be other rows")
+    X_train, T = prep.rows.in_memory("predict --interval needs them")
+    off = None if prep.rows.offset is None else prep.rows.offset[:, 0]
+    classes = [str(c) for c in payload["classes"]]
+    try:
+        res = infer(model, X_train, T, prep.weight, offset=off, class_names=classes, l2=cfg.train.l2)
+    except ValueError as exc:  # separation, a singular design, or weights away from the maximum likelihood
+        raise UsageError(f"--interval: {exc}") from None
+    alpha = 1 - interval
+    if model.link == "sigmoid":
+        pred = res.get_prediction(X.cpu().numpy(), offset=offset)
+        ci = pred.conf_int(alpha)
+        return {f"p_{classes[1]}": (ci[:, 0], ci[:, 1]), f"p_{classes[0]}": (1 - ci[:, 1], 1 - ci[:, 0])}
+    ci = res.get_prediction(X.cpu().numpy()).conf_int(alpha)
+    return {f"p_{c}": (ci[:, k, 0], ci[:, k, 1]) for k, c in enumerate(classes)}
 
 
 #: gradcheck on sparse data: the rows checked are densified, at most this many entries (80 MB in float64)

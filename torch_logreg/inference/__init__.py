@@ -54,7 +54,7 @@ The package, each module importing only those listed before it:
     constraints         linear restrictions R theta = q given as arrays, the Wald test, ChiSquareTest
     constraint_strings  restrictions written as text ("GPA = TUCE = 0") read into (R, q)
     margins             marginal effects and their delta-method standard errors
-    prediction          get_prediction: predicted probabilities with delta-method intervals (binary)
+    prediction          get_prediction: predicted probabilities with delta-method intervals (binary, softmax)
     profile             profile-likelihood intervals (conf_int(method="profile")), for ML and Firth fits
     residuals           resid_*, get_influence (leverage, Cook's distance) and Hosmer-Lemeshow (binary)
     results             InferenceResult and infer, which computes it
@@ -77,7 +77,7 @@ from .diagnostics import (
     rcond_bounds,
 )
 from .margins import MarginalEffects
-from .prediction import PredictionResults
+from .prediction import MultinomialPredictionResults, PredictionResults
 from .residuals import Influence
 from .results import SPARSE_DENSE_MAX_ENTRIES, InferenceResult, infer
 from .tables import Summary, Table
@@ -96,6 +96,7 @@ __all__ = [
     "InferenceResult",
     "Influence",
     "MarginalEffects",
+    "MultinomialPredictionResults",
     "PerfectSeparationError",
     "PredictionResults",
     "Separation",

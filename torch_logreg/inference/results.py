@@ -15,6 +15,7 @@ from torch import Tensor
 from .. import arguments
 from .. import functional as F
 from ..errors import UsageError
+from ..penalty import theta_mask
 from ..solvers import prepare
 from ..solvers.glm import vector
 from ..solvers.params import augment, get_theta, linear_layer
@@ -25,7 +26,7 @@ from .covariance import WEIGHTS_KINDS, check_cov_type, group_codes, inverse_info
 from .diagnostics import LP_MAX_ROWS, CollinearityWarning, PerfectSeparationError, check_conditioning, find_separation
 from .fitdata import FitData
 from .margins import MarginalEffects, marginal_effects
-from .prediction import PredictionResults, predict
+from .prediction import MultinomialPredictionResults, PredictionResults, predict, predict_multinomial
 from .profile import profile_intervals
 from .residuals import Fitted, Influence, hosmer_lemeshow, influence
 from .stats import chi2_sf, normal_quantile, to_numpy
@@ -101,12 +102,16 @@ class InferenceResult:
         """The Hosmer-Lemeshow test over ``groups`` groups of fitted probability (:func:`.residuals.hosmer_lemeshow`)."""
         return hosmer_lemeshow(self._fitted(), groups)
 
-    def get_prediction(self, X, offset=None) -> PredictionResults:
-        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``) with their
-        standard errors and confidence intervals (``.summary_frame(alpha)``), statsmodels' ``get_prediction``
-        for a binary GLM (:mod:`.prediction` states the maths). Binary fits only."""
+    def get_prediction(self, X, offset=None) -> PredictionResults | MultinomialPredictionResults:
+        """The predicted probabilities of the rows of ``X`` ``(M, D)`` (plus ``offset`` ``(M,)``, binary fits)
+        with their standard errors and confidence intervals (``.summary_frame(alpha)``): statsmodels'
+        ``get_prediction`` for a binary GLM, and for K classes the delta method per class with columns
+        ``mean_<class>``, ``mean_se_<class>``, ``mean_ci_lower_<class>``, ``mean_ci_upper_<class>``
+        (:mod:`.prediction` states the maths)."""
         if self.params.ndim != 1:
-            raise UsageError("get_prediction is available for binary fits only")
+            if offset is not None:
+                raise UsageError("offset is supported for binary models (one sigmoid output) only")
+            return predict_multinomial(self.params, self.cov, X, self.has_intercept, self.class_names)
         return predict(self.params, self.cov, X, self.has_intercept, offset)
 
     @property
@@ -295,6 +300,7 @@ def infer(
     weights_kind: str = "freq_weights",
     offset=None,
     penalty: str | None = None,
+    l2: float = 0.0,
 ) -> InferenceResult:
     """Standard errors, tests and likelihood statistics of an unpenalised fit of ``model``.
 
@@ -321,6 +327,14 @@ def infer(
     obstacle, and ``llf``, ``llnull`` are the penalised log-likelihoods ``l + (1/2) log det I`` of
     the fit and of the intercept-only Firth fit (with the offset), as logistf reports them.
 
+    ``l2 > 0`` (``cov_type="nonrobust"``, not Firth): the model holds the minimizer of the mean negative
+    log-likelihood plus ``(l2 / 2) ||W||^2`` (the weights, not the intercept: :mod:`torch_logreg.penalty`), the
+    objective every solver minimises. The gradient checked is that objective's, separation is no obstacle, and
+    ``Cov`` is the inverse observed information of ``N`` times it, ``I + N l2 P``: binary ``P = diag(mask)``
+    (1 on the weights); K classes, in the contrasts against class 0, ``P = (I_{K-1} - 1 1^T / K) (x) diag(mask)``,
+    the Hessian of the penalty minimised over the common shift of all classes' weights, which no
+    probability depends on (the minimizer has ``sum_k W_k = 0``). ``llf`` and ``llnull`` stay the likelihood's.
+
     Raises :class:`PerfectSeparationError` when the classes are (quasi-)completely separated
     and ``ValueError`` for a penalised fit or a singular information matrix (collinear or
     constant features, named: :func:`~.diagnostics.check_conditioning`); a nearly singular one is
@@ -342,6 +356,10 @@ def infer(
     firth = penalty == "firth"
     if penalty not in (None, "firth"):
         raise UsageError(f"penalty must be None or 'firth', got {penalty!r}")
+    if not (l2 >= 0 and math.isfinite(l2)):
+        raise UsageError(f"l2 must be a finite number >= 0, got {l2!r}")
+    if l2 and (firth or cov_type != "nonrobust"):
+        raise UsageError("inference with l2 > 0 is for penalty=None and cov_type='nonrobust'")
     if firth and (model.link != "sigmoid" or cov_type != "nonrobust"):
         raise UsageError("inference for penalty='firth' is for binary models with cov_type='nonrobust'")
     if weights_kind not in WEIGHTS_KINDS:
@@ -366,7 +384,7 @@ def infer(
     if bias:
         names = ["const", *names]
     codes, n_groups = group_codes(groups, X.shape[0], X.device) if cov_type == "cluster" else (None, None)
-    sep = None if firth else find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
+    sep = None if firth or l2 else find_separation(model, X, T, w, screen=X.shape[0] * max(1, model.n_outputs - 1) > LP_MAX_ROWS)
     if sep is not None:
         raise PerfectSeparationError(sep)
 
@@ -383,7 +401,8 @@ def infer(
         llf = -nll * n
         # gradient of the per-observation log-likelihood, sum_n w_n (p_n - t_n) x~_n / sum_n w_n
         # (grad_z is already divided by N): it must vanish at the MLE
-        grad = (grad_z.T @ Xa).abs().max() * n
+        mask = theta_mask(theta, bias)
+        grad = (grad_z.T @ Xa + l2 * mask * theta).abs().max() * n
         if model.link == "sigmoid":
             info = F.block_diagonal_hessian(Xa, F.diagonal_curvature("sigmoid", z, w) * n)[0]
             params = theta[0]
@@ -405,6 +424,11 @@ def infer(
             n_contrasts = k - 1
             resid = (T - p)[:, 1:]
             curvature = None
+        if l2:  # the penalty's curvature, N l2 P (see the docstring)
+            P = torch.diag(mask[0])
+            if model.link == "softmax":
+                P = torch.kron(torch.eye(k - 1, dtype=X.dtype, device=X.device) - 1.0 / k, P)
+            info = info + n * l2 * P
         collinearity = check_conditioning(info, names, n_contrasts)
         cov = inverse_information(info)
         if firth:  # the modified score's gradient and the penalised likelihood (solvers/glm.py)
@@ -432,6 +456,9 @@ def infer(
         )
         grad_v = grad.item() / float(wsum)
         data = FitData(Xa, T, wn, off, model.link == "softmax", firth)
+    if grad_v > grad_tol and l2:
+        raise UsageError(f"the model is not at the minimum of the log-likelihood plus the L2 penalty l2={l2:g}: the "
+                         f"gradient of that mean objective has max |entry| {grad_v:.3e} > grad_tol={grad_tol:g}")
     if grad_v > grad_tol:
         raise UsageError(
             f"the model is not at the maximum-likelihood estimate: the gradient of the mean "
