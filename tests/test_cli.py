@@ -299,7 +299,7 @@ def _weights(run_dir: Path) -> dict:
     return load_checkpoint(run_dir / "checkpoint.pt")["model"]
 
 
-RESUME_SETS = ["train.epochs=400", "train.batch_size=32", "train.patience=0", "train.tol=0",
+RESUME_SETS = ["train.epochs=250", "train.batch_size=32", "train.patience=0", "train.tol=0",
                "train.solver=momentum", "train.lr=0.01", "log.checkpoint_every=1", "train.device=cpu",
                "train.dtype=float64"]
 
@@ -318,9 +318,9 @@ def _train_cmd(run_dir, *extra):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "extra,epochs",
-    [((), 400), (("train.batch_size=0", "train.epochs=600"), 600),  # mini-batch; full batch (fast path)
+    [((), 250), (("train.batch_size=0", "train.epochs=600"), 600),  # mini-batch; full batch (fast path)
      (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=150"), 150),  # an MLP on XOR
-     (("train.solver=adam", "train.schedule=cosine", "train.warmup_epochs=20"), 400)],  # moments, step count, schedule
+     (("train.solver=adam", "train.schedule=cosine", "train.warmup_epochs=20"), 250)],  # moments, step count, schedule
     ids=["minibatch", "fullbatch", "mlp", "adam"],
 )
 def test_sigkill_then_resume_is_bit_identical(tmp_path, extra, epochs):
@@ -376,7 +376,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, signame, status
     assert events and events[0].stat().st_size > 0
     result = subprocess.run(_cmd("resume", "--run", run_dir, "--quiet"), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 400
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 250
     again = subprocess.run(_cmd("resume", "--run", run_dir), cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 2 and "already finished" in again.stderr
 
