@@ -20,6 +20,7 @@ import torch
 from ..errors import UsageError
 from .config import target_is_real
 from .files import check_output, write_text_atomic
+from .ingest.registry import output_format
 
 SPLITS = ("train", "val", "test")
 
@@ -37,7 +38,7 @@ def sample(run_dir: str | Path, output: str | Path, rows: int = 10, split: str =
         raise UsageError(f"--rows must be at least 1, got {rows}")
     path, payload, cfg = load_run(run_dir)
     out = check_output(output, run_dir=path, force=force)
-    if out.suffix.lower() != ".csv":
+    if output_format(out, (".csv",)) is None:
         raise UsageError(f"cannot write {out}: sample writes CSV; name the file *.csv")
     schema = ingest.Schema.from_dict(payload["schema"])
     if schema.categorical or schema.add_radius or schema.hashed or schema.sparse_width:
