@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABCMeta, abstractmethod
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,7 +26,7 @@ from . import functional as F
 from .errors import UsageError
 
 
-class Layer(nn.Module):
+class Layer(nn.Module, metaclass=ABCMeta):
     """Base of the hand-differentiated layers.
 
     Subclasses implement ``forward(x, cache=True)`` (caching what their backward needs when
@@ -49,10 +50,10 @@ class Layer(nn.Module):
             raise RuntimeError(f"{type(self).__name__}.backward called before a forward with cache=True")
         return t
 
+    @abstractmethod
     def backward(self, grad_output: Tensor, need_input_grad: bool = True) -> Tensor | None:
         """``dL/d input`` from ``dL/d output`` (None where ``need_input_grad`` is false), the
         layer's own parameter gradients put in :attr:`grads`."""
-        raise NotImplementedError
 
     def clear_cache(self) -> None:
         """Drop the saved forward input/output (e.g. one that holds an autograd graph)."""

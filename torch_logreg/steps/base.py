@@ -9,6 +9,7 @@ so the loop reads it directly instead of probing the step for it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from .measure import Selection
 
 
-class Step:
+class Step(ABC):
     """Base class of every step; subclasses set ``name``, write :meth:`step` and override the
     capabilities they offer."""
 
@@ -44,8 +45,9 @@ class Step:
     #: which the loop reads to skip a step with a non-finite gradient and to update; None without
     scaler: LossScaler | None = None
 
+    @abstractmethod
     def step(self, X: Tensor, T: Tensor, l2: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
-        raise NotImplementedError
+        """``(loss, grads)`` of the objective on the batch ``X``, ``T`` with an L2 term ``l2``."""
 
     def rows_step(self, X: Tensor, T: Tensor) -> Callable[[np.ndarray, float], tuple[Tensor, dict[str, Tensor]]] | None:
         """``step_rows(rows, l2)``, the step on the batch ``X[rows]``, ``T[rows]`` read in place
