@@ -78,9 +78,16 @@ def _package_modules() -> list[str]:
     return sorted(names)
 
 
+#: the markers of the longest tests, which run first (see pytest_collection_modifyitems)
+LONG = ("slow", "e2e")
+
+
 def pytest_collection_modifyitems(config, items):
-    """With ``--first-case``: one case of each test function (its first parametrization), so a
-    quick run still reaches every test's code path, once."""
+    """The tests marked slow or e2e first, each group in its collection order: on several processes
+    (``make test``) the last tests to finish are then short ones, not a minute-long subprocess
+    that leaves the other process idle. With ``--first-case``: one case of each test function (its
+    first parametrization), so a quick run still reaches every test's code path, once."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in LONG))  # stable
     if not config.getoption("--first-case"):
         return
     seen, keep, drop = set(), [], []

@@ -10,6 +10,8 @@ import pytest
 
 from torch_logreg.app.checkpoint import load_checkpoint
 
+from helpers import run_cli
+
 #: the command line end to end: left out of `make test-fast`
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +27,13 @@ def _args(run_dir):
 
 
 @pytest.mark.slow
-def test_torchrun_two_ranks_match_one_process(tmp_path):
+def test_torchrun_two_ranks_match_one_process(tmp_path, capsys):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "torch_logreg.app.cli", *_args(single)], check=True, capture_output=True, timeout=300)
+    code, _, err = run_cli(capsys, *_args(single))  # one process: this one
+    assert code == 0, err
     runs = tmp_path / "runs"
     runs.mkdir()
     multi = runs / "multi"

@@ -18,6 +18,8 @@ from torch_logreg.app.checkpoint import load_checkpoint
 from torch_logreg.app.shards import byte_range, row_groups
 from torch_logreg.distributed import shard_bounds
 
+from helpers import run_cli
+
 #: the command line end to end: left out of `make test-fast`
 pytestmark = pytest.mark.e2e
 
@@ -137,22 +139,23 @@ def _files(tmp_path: Path) -> dict[str, list[str]]:
                         "data.weight=w", "train.class_weight=balanced"]}
 
 
+def _train_args(run_dir: Path, sets: list[str]) -> list[str]:
+    return ["train", "--quiet", "--run-dir", str(run_dir), *(a for s in SETS + sets for a in ("--set", s))]
+
+
 def _train(command: list[str], run_dir: Path, sets: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    args = [*command, "train", "--quiet", "--run-dir", str(run_dir)]
-    for s in SETS + sets:
-        args += ["--set", s]
-    return subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run([*command, *_train_args(run_dir, sets)], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["npy", "svmlight", "parquet"])
-def test_two_ranks_reading_their_parts_match_one_process(tmp_path, fmt):
+def test_two_ranks_reading_their_parts_match_one_process(tmp_path, capsys, fmt):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
     sets = _files(tmp_path)[fmt]
-    one = _train([sys.executable, "-m", "torch_logreg.app.cli"], tmp_path / "one", sets, tmp_path)
-    assert one.returncode == 0, one.stderr
+    code, _, err = run_cli(capsys, *_train_args(tmp_path / "one", sets))  # one process: this one
+    assert code == 0, err
     two = _train([torchrun, "--standalone", "--nproc_per_node=2", "-m", "torch_logreg.app.cli"], tmp_path / "two",
                  sets, tmp_path)
     assert two.returncode == 0, two.stderr
