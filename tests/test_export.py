@@ -63,17 +63,22 @@ def raw_inputs(kind: str, directory: Path) -> Path:
         radius, angle = rng.uniform(3, 12, 40), rng.uniform(0, 2 * np.pi, 40)
         rows = [[repr(float(r * np.cos(a))), repr(float(r * np.sin(a)))] for r, a in zip(radius, angle)]
         return write_csv(directory / "radius.csv", ["x1", "x2"], rows)
+    if kind == "offset":
+        rows = [row + [f"{rng.normal():.4f}"] for row in shop_rows(rng, 40)]
+        return write_csv(directory / "offset.csv", [*SHOP_HEADER, "log_exposure"], rows)
     return write_csv(directory / f"{kind}.csv", SHOP_HEADER, shop_rows(rng, 40))
 
 
-def shop_training_csv(path: Path) -> Path:
+def shop_training_csv(path: Path, offset: bool = False) -> Path:
+    """The shop rows with a target; ``offset``: with a column ``log_exposure`` added to the logit."""
     rng = np.random.default_rng(0)
     rows = []
     for row in shop_rows(rng, 200):
         dur, viewed, tod = float(row[2]), int(row[1]), int(row[4])
-        action = int(rng.random() < 1 / (1 + np.exp(-(dur - 2 + 0.5 * viewed - 1.0 * (tod == 3)))))
-        rows.append(row + [str(action)])
-    return write_csv(path, SHOP_HEADER + ["user_action"], rows)
+        o = rng.normal() if offset else 0.0
+        action = int(rng.random() < 1 / (1 + np.exp(-(dur - 2 + 0.5 * viewed - 1.0 * (tod == 3) + o))))
+        rows.append(row + [f"{o:.4f}"] * offset + [str(action)])
+    return write_csv(path, [*SHOP_HEADER, *["log_exposure"] * offset, "user_action"], rows)
 
 
 def train_run(directory: Path, kind: str) -> Path:
@@ -87,6 +92,8 @@ def train_run(directory: Path, kind: str) -> Path:
         "categorical": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}"]),
         "drop_first": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'shop.csv')}",
                                               "data.drop_first=true"]),
+        "offset": ("ecommerce_csv.toml", [f"data.path={shop_training_csv(directory / 'exposure.csv', offset=True)}",
+                                          "data.offset=log_exposure"]),
     }[kind]
     run_dir = directory / kind
     args = ["train", "--config", str(CONFIGS / config), "--run-dir", str(run_dir), "--quiet",
@@ -107,9 +114,9 @@ def predicted(path: Path, outputs: list[str]) -> np.ndarray:
     return np.array([[float(r[i]) for i in columns] for r in rows[1:]])
 
 
-def encoded(csv_path: Path, meta: dict) -> np.ndarray:
-    """Raw CSV rows -> the exported model's float64 input: numbers as they are, a category as its
-    index in the run's category list."""
+def encoded(csv_path: Path, meta: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw CSV rows -> the exported model's float64 inputs: numbers as they are, a category as its
+    index in the run's category list; and the offset column, where the run has one."""
     with open(csv_path, newline="") as fh:
         rows = list(csv.reader(fh))
     header = rows[0]
@@ -119,7 +126,8 @@ def encoded(csv_path: Path, meta: dict) -> np.ndarray:
         for r, row in enumerate(rows[1:]):
             cats = meta["categorical"].get(column)
             out[r, j] = cats.index(row[i]) if cats else float(row[i])
-    return out
+    offset = np.array([float(row[header.index(meta["offset"])]) for row in rows[1:]]) if meta["offset"] else None
+    return out, offset
 
 
 # loads each exported file in a new process that has imported nothing of this test run; the TorchScript and
@@ -129,11 +137,12 @@ import json, sys
 import numpy as np
 jobs = json.loads(sys.argv[1])
 for fmt, model_path, x_path, out_path in sorted(jobs, key=lambda j: j[0] == "state_dict"):
-    X = np.load(x_path)
+    with np.load(x_path) as f:
+        X, O = f["x"], f["offset"] if "offset" in f.files else None
     if fmt == "onnx":
         import onnxruntime
         session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-        run = lambda x: session.run(None, {"features": x})[0]
+        run = lambda x, o: session.run(None, {"features": x} if o is None else {"features": x, "offset": o})[0]
     else:
         import torch
         if fmt == "torchscript":
@@ -141,13 +150,16 @@ for fmt, model_path, x_path, out_path in sorted(jobs, key=lambda j: j[0] == "sta
         else:
             from torch_logreg.app.export import load_state_dict_export
             model = load_state_dict_export(model_path)
-        def run(x):
+        def run(x, o):
             with torch.no_grad():
-                return model(torch.from_numpy(x)).double().numpy()
-    np.savez(out_path, all=run(X), one=run(X[:1]), three=run(X[1:4]), needs_library="torch_logreg" in sys.modules)
+                args = (torch.from_numpy(x),) if o is None else (torch.from_numpy(x), torch.from_numpy(o))
+                return model(*args).double().numpy()
+    part = lambda s: None if O is None else O[s]
+    np.savez(out_path, all=run(X, O), one=run(X[:1], part(slice(0, 1))), three=run(X[1:4], part(slice(1, 4))),
+             needs_library="torch_logreg" in sys.modules)
 """
 
-KINDS = ("binary", "radius", "softmax", "categorical", "drop_first", "mlp")
+KINDS = ("binary", "radius", "softmax", "categorical", "drop_first", "mlp", "offset")
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +175,10 @@ def exported(tmp_path_factory):
         for fmt in formats:
             out = root / f"{kind}.{fmt}"
             assert main(["export", "--run", str(run_dir), "--format", fmt, "--output", str(out)]) == 0
-            jobs.append((fmt, str(out), str(root / f"{kind}.x.npy"), str(root / f"{kind}.{fmt}.out.npz")))
+            jobs.append((fmt, str(out), str(root / f"{kind}.x.npz"), str(root / f"{kind}.{fmt}.out.npz")))
         meta = torch.load(root / f"{kind}.state_dict", weights_only=True)["metadata"]
-        np.save(root / f"{kind}.x.npy", encoded(rows, meta))
+        X, offset = encoded(rows, meta)
+        np.savez(root / f"{kind}.x.npz", x=X, **({} if offset is None else {"offset": offset}))
         results[kind] = {"predict": predicted(root / f"{kind}.pred.csv", meta["outputs"]), "meta": meta,
                          "run_dir": run_dir}
     subprocess.run([sys.executable, "-c", FRESH, json.dumps(jobs)], check=True, cwd=root, timeout=300)
@@ -183,7 +196,8 @@ def test_export_in_a_fresh_process_matches_predict(exported, kind, fmt):
         for module in ONNX_STACK:
             pytest.importorskip(module)
     expected, out = exported[kind]["predict"], exported[kind][fmt]
-    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "drop_first": 1, "softmax": 3, "mlp": 3}[kind]
+    n_outputs = {"binary": 1, "radius": 1, "categorical": 1, "drop_first": 1, "offset": 1, "softmax": 3,
+                 "mlp": 3}[kind]
     assert out["all"].shape == expected.shape == (expected.shape[0], n_outputs)
     assert np.abs(out["all"] - expected).max() <= TOL
     # the batch dimension is dynamic: one row and three rows give the same values as in the batch
@@ -201,6 +215,26 @@ def test_export_metadata_names_the_inputs_and_outputs(exported):
     assert exported["radius"]["meta"]["columns"] == ["x1", "x2"] and exported["radius"]["meta"]["add_radius"]
     assert exported["softmax"]["meta"]["outputs"] == ["probability_0", "probability_1", "probability_2"]
     assert exported["drop_first"]["meta"]["drop_first"] and not meta["drop_first"]
+    assert meta["inputs"] == ["features"] and meta["offset"] == ""
+    offset = exported["offset"]["meta"]
+    assert offset["inputs"] == ["features", "offset"] and offset["offset"] == "log_exposure"
+    assert offset["columns"] == SHOP_HEADER  # the offset is an input of its own, not a feature column
+
+
+def test_an_offset_model_refuses_to_run_without_its_offset(exported, tmp_path):
+    out = tmp_path / "m.pt"
+    assert main(["export", "--run", str(exported["offset"]["run_dir"]), "--format", "state_dict", "--output",
+                 str(out)]) == 0
+    from torch_logreg.app.export import load_state_dict_export
+
+    model = load_state_dict_export(out)
+    x = torch.tensor([[1.0, 3.0, 2.5, 0.0, 3.0]], dtype=torch.float64)
+    for bad in (None, torch.zeros(2, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)):
+        with pytest.raises(ValueError, match="log_exposure"):
+            model(x, bad)
+    with torch.no_grad():  # the offset moves the logit by its value: logit(p) grows by 1
+        p0, p1 = (model(x, torch.tensor([o], dtype=torch.float64))[0, 0].double() for o in (0.0, 1.0))
+    assert float(torch.logit(p1) - torch.logit(p0)) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_state_dict_export_is_a_plain_weights_only_dict(exported, tmp_path):

@@ -184,5 +184,3 @@ def test_cli_offset_mistakes_are_one_sentence(capsys, tmp_path, data):
     no_offset.write_text("x1,x2,x3\n0.1,0.2,0.3\n")
     expect_error(capsys, "the offset column 'log_exposure' (data.offset) is needed", "predict", "--run",
                  tmp_path / "run", "--input", no_offset, "--output", tmp_path / "p.csv")
-    expect_error(capsys, "the export formats take the raw feature columns only", "export", "--run", tmp_path / "run",
-                 "--format", "state_dict", "--output", tmp_path / "m.pt")

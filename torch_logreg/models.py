@@ -118,9 +118,12 @@ class StackedModel(nn.Module):
             h = layer(h, cache)
         return h
 
-    def forward(self, X: Tensor) -> Tensor:
-        """Probabilities ``(N, K)`` (sigmoid or softmax), or predictions for regression."""
-        return self._link_fn(self.logits(X))
+    def forward(self, X: Tensor, offset: Tensor | None = None) -> Tensor:
+        """Probabilities ``(N, K)`` (sigmoid or softmax), or predictions for regression; ``offset``
+        ``(N, 1)`` or ``(N, K)``, where given, is added to the logits first (as in
+        :meth:`objective_and_grad`)."""
+        z = self.logits(X)
+        return self._link_fn(z if offset is None else z + offset)
 
     def backward(self, grad_logits: Tensor) -> None:
         """Manual backward from ``dL/dlogits`` after ``logits(X, cache=True)``; fills each

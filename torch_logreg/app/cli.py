@@ -132,6 +132,8 @@ def cmd_export(args) -> int:
           + ", ".join(meta["columns"]))
     for column, categories in meta["categorical"].items():
         print(f"  {column}: category index " + ", ".join(f"{i} = {c}" for i, c in enumerate(categories)))
+    if meta["offset"]:
+        print(f"input  'offset': float64 (N,), the column {meta['offset']!r}, added to each logit")
     print(f"output {meta['output']!r}: {meta['dtype']} (N, {len(meta['outputs'])}), columns " + ", ".join(meta["outputs"]))
     return 0
 
@@ -142,7 +144,8 @@ EXPORT_DESCRIPTION = (
     "The input is a float64 matrix (N, C) of the training feature columns in training order: a numeric column "
     "as its value, a categorical column as the 0-based index of its category in the run's saved category list "
     "(printed here). The model itself one-hot encodes categories, appends the radius feature (data.add_radius) "
-    "and applies the saved standardizer. Formats: onnx (torch.onnx dynamo exporter, needs the onnx and onnxscript "
+    "and applies the saved standardizer; a run trained with data.offset takes that column as a second input, "
+    "offset (N,). Formats: onnx (torch.onnx dynamo exporter, needs the onnx and onnxscript "
     "packages: pip install -e '.[onnx]'; dynamic batch dimension), torchscript (torch.jit.load), state_dict "
     "(a weights_only torch.save dict; torch_logreg.app.export.load_state_dict_export rebuilds it). "
     "The run directory is only read."

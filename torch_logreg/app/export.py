@@ -22,9 +22,10 @@ the command):
   are the products of ``data.interactions``: the model appends the product of each interaction's
   raw columns after it (the metadata's ``interactions`` names them).
 
-A run trained with ``data.offset`` is refused: its model adds a column to each logit that is not
-a feature, and the exported formats take the raw feature columns only (``predict`` reads the
-offset column).
+A run trained with ``data.offset`` takes a second input, ``offset``: float64, shape ``(N,)``, each
+row's value of that column (not a feature: it is added to each of the row's logits as it is, as
+``predict`` and training add it; the metadata's ``offset`` names the column). Its absence is an
+error, never a silent zero.
 
 Then ``(x - mean) / scale`` with the training split's statistics (float64 buffers ``mean`` and
 ``scale``, the identity for ``data.standardize = false``), a cast to the run's dtype, and the
@@ -41,7 +42,8 @@ Formats:
   ``torch_logreg.json`` (``torch.jit.load(F, _extra_files={"torch_logreg.json": ""})``).
 * ``onnx``: ``torch.onnx.export(..., dynamo=True)``, the ``torch.export``-based exporter (it
   needs the packages ``onnx`` and ``onnxscript``; run it with e.g. onnxruntime), one input
-  ``features`` with a dynamic batch dimension ``batch`` and one output, ``probabilities`` (or
+  ``features`` (two with an offset: ``features``, ``offset``) with a dynamic batch dimension
+  ``batch`` and one output, ``probabilities`` (or
   ``predictions`` for regression), the exporter's default opset (20 with torch 2.13); the
   metadata JSON is the model's ``metadata_props`` entry ``torch_logreg``.
 * ``state_dict``: ``torch.save`` of a plain dict, loadable with ``weights_only=True``::
@@ -57,7 +59,8 @@ Formats:
 
 Metadata (all three formats): ``columns``, ``categorical`` (column -> category list, index =
 code), ``drop_first`` (the first category of each has no one-hot column), ``add_radius``,
-``input`` / ``input_dtype``, ``output`` and ``outputs`` (the output
+``input`` / ``input_dtype``, ``offset`` (the offset column's name, or ``""``), ``inputs`` (the input
+names, in order), ``output`` and ``outputs`` (the output
 columns' names as in ``predict``'s header), ``classes``, ``model_class``, ``dtype``.
 """
 
@@ -85,6 +88,7 @@ FORMATS = ("onnx", "torchscript", "state_dict")
 EXPORT_FORMAT = "torch_logreg.export/1"
 METADATA_NAME = "torch_logreg.json"
 INPUT_NAME = "features"
+OFFSET_NAME = "offset"
 
 
 class RawFeatureModel(nn.Module):
@@ -93,14 +97,16 @@ class RawFeatureModel(nn.Module):
     standardizer, a cast to the model's dtype, the model.
 
     ``RawFeatureModel(model_class, model_args, columns, categorical, add_radius, dtype, drop_first,
-    interactions)``: the model is rebuilt as ``MODELS[model_class](**model_args)`` in ``dtype``
-    (``"float32"`` or ``"float64"``); ``mean`` and ``scale`` start as the identity until a
-    state_dict is loaded (:meth:`from_run` fills them from a run).
+    interactions, offset)``: the model is rebuilt as ``MODELS[model_class](**model_args)`` in
+    ``dtype`` (``"float32"`` or ``"float64"``); ``mean`` and ``scale`` start as the identity until a
+    state_dict is loaded (:meth:`from_run` fills them from a run). ``offset`` names the column a run
+    trained with ``data.offset`` adds to each logit (``forward(x, offset)`` then needs its values;
+    ``""``: none).
     """
 
     def __init__(self, model_class: str, model_args: dict, columns: list[str], categorical: dict[str, list[str]],
                  add_radius: bool, dtype: str = "float32", drop_first: bool = False,
-                 interactions: list[list[str]] | None = None) -> None:
+                 interactions: list[list[str]] | None = None, offset: str = "") -> None:
         super().__init__()
         if model_class not in MODELS:
             raise UsageError(f"unknown model class {model_class!r}; one of {', '.join(MODELS)}")
@@ -119,11 +125,13 @@ class RawFeatureModel(nn.Module):
         self.drop_first = bool(drop_first)
         self.interactions = [[list(columns).index(c) for c in t] for t in interactions]
         self.dtype = resolve_precision(dtype)[0]
+        self.offset = str(offset)
         self.register_buffer("mean", torch.zeros(n_features, dtype=torch.float64))
         self.register_buffer("scale", torch.ones(n_features, dtype=torch.float64))
         self._args = {"model_class": model_class, "model_args": dict(model_args), "columns": list(columns),
                       "categorical": {k: list(v) for k, v in categorical.items()}, "add_radius": bool(add_radius),
-                      "dtype": dtype, "drop_first": bool(drop_first), "interactions": interactions}
+                      "dtype": dtype, "drop_first": bool(drop_first), "interactions": interactions,
+                      "offset": self.offset}
 
     def constructor_args(self) -> dict:
         """Keyword arguments that rebuild this module (saved in the ``state_dict`` format)."""
@@ -133,15 +141,11 @@ class RawFeatureModel(nn.Module):
     def from_run(cls, payload: dict, dtype: str) -> RawFeatureModel:
         """The wrapper of a run's checkpoint ``payload`` (its weights, schema and standardizer)."""
         schema = Schema.of_run(payload)
-        offset = payload.get("config", {}).get("data", {}).get("offset", "")
-        if offset:
-            raise UsageError(f"this run adds the column {offset!r} (data.offset) to each logit, and the export formats "
-                             "take the raw feature columns only; use predict with the run, which reads that column")
         if schema.sparse:
             raise UsageError("this run's features are sparse (an svmlight or scipy .npz file, or hashed CSV columns), "
                              "which the export formats do not take as raw columns; use predict with the run")
         wrapper = cls(payload["model_class"], payload["model_args"], schema.columns, schema.categorical,
-                      schema.add_radius, dtype, schema.drop_first, schema.interactions)
+                      schema.add_radius, dtype, schema.drop_first, schema.interactions, schema.offset)
         model = model_from_checkpoint(payload, torch.device("cpu"), resolve_precision(dtype)[0])
         wrapper.model.load_state_dict(model.state_dict())
         standardizer = Standardizer.from_state_dict(payload["standardizer"])
@@ -180,8 +184,14 @@ class RawFeatureModel(nn.Module):
             x = torch.cat([x, product], dim=1)
         return (x - self.mean) / self.scale
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(self.encode(x).to(self.dtype))
+    def forward(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
+        h = self.encode(x).to(self.dtype)
+        if not self.offset:
+            return self.model(h)
+        if offset is None or offset.dim() != 1 or offset.shape[0] != x.shape[0]:
+            raise ValueError("this model adds the column '" + self.offset + "' to each logit: pass its values as "
+                             "the second input, offset, of shape (N,)")
+        return self.model(h, offset.to(self.dtype).unsqueeze(1))  # as predict: cast, then added to the logits
 
 
 # TorchScript types an attribute by its class annotation, which this module's postponed annotations
@@ -209,6 +219,8 @@ def metadata(wrapper: RawFeatureModel, classes: list[str]) -> dict:
         "interactions": args["interactions"],
         "input": INPUT_NAME,
         "input_dtype": "float64",
+        "offset": args["offset"],
+        "inputs": [INPUT_NAME, OFFSET_NAME] if args["offset"] else [INPUT_NAME],
         "output": "predictions" if link == "identity" else "probabilities",
         "outputs": outputs,
         "classes": list(classes),
@@ -247,6 +259,10 @@ def _onnx_bytes(wrapper: RawFeatureModel, meta: dict) -> bytes:
     _needs("onnx", "onnxscript")
     example = torch.zeros(2, wrapper.n_columns, dtype=torch.float64)  # code 0: a valid category everywhere
     batch = torch.export.Dim("batch")
+    args: tuple[Tensor, ...] = (example,)
+    shapes: dict = {"x": {0: batch}}
+    if wrapper.offset:
+        args, shapes = (example, torch.zeros(2, dtype=torch.float64)), {"x": {0: batch}, "offset": {0: batch}}
     # the exporter prints its progress to stdout and warns about torch internals: the command
     # prints its own summary
     log = logging.getLogger("torch.onnx")
@@ -255,8 +271,8 @@ def _onnx_bytes(wrapper: RawFeatureModel, meta: dict) -> bytes:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[meta["output"]], dynamic_shapes={"x": {0: batch}},
+            program = torch.onnx.export(wrapper, args, dynamo=True, input_names=meta["inputs"],
+                                        output_names=[meta["output"]], dynamic_shapes=shapes,
                                         external_data=False, verbose=False)
     finally:
         log.setLevel(level)
