@@ -156,8 +156,6 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     kind = target_kind(cfg.model)
     if isinstance(cfg.data.target, list):
         raise UsageError("cv folds are stratified by one class a row; data.target lists several columns (use train)")
-    if cfg.data.offset:
-        raise UsageError("cv fits each fold without data.offset's column; leave data.offset out, or use train")
     data, y, classes, idx = split_data(cfg, device)  # as train reads, labels and splits them
     if not isinstance(data, InMemory):
         raise UsageError(f"cv refits on every fold and needs the rows in memory; {cfg.data.path} is larger than "
@@ -167,6 +165,8 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
     if cfg.data.split_column:  # its train and validation rows in the file's order
         pool = pool.sort().values
     X_pool, y_pool = data.rows(pool), y.index_select(0, pool.to(y.device))
+    # (N_pool, 1) the pool's data.offset values, added to every logit of a row in fitting and scoring
+    o_pool = None if data.offset is None else torch.from_numpy(data.offset[pool.numpy()][:, None]).to(device, dtype)
     stratify = kind != "linear"
     splits = folds_lib.kfold(y_pool.cpu().numpy(), folds, seed=cfg.train.seed, stratify=stratify, name="--folds",
                              class_names=classes)
@@ -186,11 +186,12 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
 
     def rows_of(index) -> tuple:
         index = torch.from_numpy(index)
-        return data_lib.take_rows(X_pool, index), y_pool.index_select(0, index.to(y_pool.device)).to(device)
+        o = None if o_pool is None else o_pool.index_select(0, index.to(device))
+        return data_lib.take_rows(X_pool, index), y_pool.index_select(0, index.to(y_pool.device)).to(device), o
 
     def fit_and_score(combo: dict, train, test) -> dict:
         trial = trials[_hashable(combo[k] for k in keys)]
-        (Xtr, ytr), (Xte, yte) = rows_of(train), rows_of(test)
+        (Xtr, ytr, otr), (Xte, yte, ote) = rows_of(train), rows_of(test)
         wtr = row_weights(trial, data.weight, pool[torch.from_numpy(train)], ytr, len(classes))
         wtr = None if wtr is None else wtr.to(device=device, dtype=dtype)
         std = (data_lib.Standardizer.fit(Xtr) if trial.data.standardize
@@ -200,7 +201,7 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
         model = build_model(trial.model, Xtr.shape[1], len(classes), trial.train.seed).to(device=device, dtype=dtype)
         Ttr = model.targets(fit_targets(kind, ytr, len(classes)), len(ytr))
         Tte = model.targets(fit_targets(kind, yte, len(classes)), len(yte))
-        X_val = T_val = None
+        X_val = T_val = o_val = None
         share = trial.data.val_fraction / (1 - trial.data.test_fraction)
         if trial.train.patience and share > 0 and trial.train.solver not in EXACT_SOLVERS:
             # early stopping reads a validation part carved from this fold's training rows, as in train
@@ -208,10 +209,17 @@ def cross_validate(cfg: Config, grid: dict[str, list], folds: int = 5, run_dir: 
                                                                 classes=classes)
             X_val, T_val = data_lib.take_rows(Xtr, val_rows), Ttr.index_select(0, val_rows.to(device))
             Xtr, Ttr = data_lib.take_rows(Xtr, fit_rows), Ttr.index_select(0, fit_rows.to(device))
+            if otr is not None:
+                o_val, otr = otr.index_select(0, val_rows.to(device)), otr.index_select(0, fit_rows.to(device))
             wtr = None if wtr is None else wtr.index_select(0, fit_rows.to(device))
         try:
-            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr, schema=data.schema)
-            return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
+            fit(trial, model, Xtr, Ttr, X_val=X_val, T_val=T_val, sample_weight=wtr, schema=data.schema, offset=otr,
+                offset_val=o_val)
+            if ote is None:
+                return {**metrics_lib.evaluate(model, Xte, Tte), "diverged": 0.0}
+            with torch.no_grad():  # the held-out rows scored with their offsets, as evaluate scores them
+                z = model.logits(Xte) + ote
+            return {**metrics_lib.evaluate(model, None, Tte, logits=z), "diverged": 0.0}
         except TrainingDiverged:  # recorded as such (mean_diverged: the share of folds), ranked last
             return {"loss": math.nan, "diverged": 1.0}
 

@@ -410,17 +410,19 @@ def make_trainer(cfg: Config, model, rows: TrainingRows, device, dtype, *, X_val
 
 
 def fit(cfg: Config, model, X: Tensor, T: Tensor, *, X_val: Tensor | None = None, T_val: Tensor | None = None,
-        sample_weight: Tensor | None = None, schema: ingest.Schema | None = None) -> None:
+        sample_weight: Tensor | None = None, schema: ingest.Schema | None = None, offset: Tensor | None = None,
+        offset_val: Tensor | None = None) -> None:
     """Fit ``model`` on prepared data the way ``cfg`` says, quietly: the loop, or an exact solver
-    (no warnings, no separation check). What ``cv`` runs for each fold."""
+    (no warnings, no separation check). What ``cv`` runs for each fold; ``offset`` and
+    ``offset_val`` ``(N, 1)``: the rows' data.offset values, where the run has them."""
     if dispatch.is_exact(solver_of(cfg)):
         from ..solvers import fit_exact
 
         fit_exact(model, X, T, **exact_options(cfg, schema), sample_weight=sample_weight, warn=False,
-                  check_separation=False)
+                  check_separation=False, **({} if offset is None else {"offset": offset[:, 0]}))
         return
-    make_trainer(cfg, model, MemoryRows(X, T, sample_weight), model.device, model.dtype, X_val=X_val,
-                 T_val=T_val).run()
+    make_trainer(cfg, model, MemoryRows(X, T, sample_weight, offset=offset), model.device, model.dtype, X_val=X_val,
+                 T_val=T_val, offset_val=offset_val).run()
 
 
 class SolverRun:
