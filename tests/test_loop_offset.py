@@ -223,3 +223,55 @@ def test_cli_cv_fits_and_scores_each_fold_with_its_rows_offsets(capsys, tmp_path
     assert code == 0, err
     plain = json.loads((tmp_path / "cv0" / "results.json").read_text())["rows"][0]
     assert plain["mean_loss"] > min(r["mean_loss"] for r in rows)
+
+
+def _kkt_offset(theta, X, y, o, lam, l1_ratio):
+    """The largest violation of the optimality conditions at ``theta = [b, w]`` of
+    mean loss(sigmoid(b + X w + o), y) + lam (1 - a)/2 ||w||^2 + lam a ||w||_1."""
+    Xa = np.column_stack([np.ones(len(y)), X])
+    p = 1 / (1 + np.exp(-(Xa @ theta + o)))
+    g = Xa.T @ (p - y) / len(y) + lam * (1 - l1_ratio) * np.r_[0.0, theta[1:]]
+    l1 = lam * l1_ratio * np.r_[0.0, np.ones(len(theta) - 1)]
+    return max(abs(g[j] + l1[j] * np.sign(t)) if t != 0 else max(abs(g[j]) - l1[j], 0.0) for j, t in enumerate(theta))
+
+
+@pytest.mark.parametrize("solver", ["newton", "cd"])
+def test_path_with_an_offset_meets_the_optimality_conditions_and_scores_with_it(data, solver):
+    X, y, offset = data
+    result = tl.regularization_path(X, y, l1_ratio=0.7, n_penalties=5, cv=3, solver=solver, tol=1e-11, max_iter=300,
+                                    offset=offset, keep_fold_coefs=True)
+    coef, intercept = result.coef_path.numpy()[:, 0, :], result.intercept_path.numpy()[:, 0]
+    assert (coef[0] == 0).all()  # the largest penalty zeroes W; its intercept is the offset model's own
+    p0 = 1 / (1 + np.exp(-(intercept[0] + offset)))
+    assert abs(np.mean(p0 - y)) <= 1e-12
+    assert (coef[-1] != 0).any()
+    for j in range(len(result.penalties)):
+        assert _kkt_offset(np.r_[intercept[j], coef[j]], X, y, offset, result.penalties[j], 0.7) <= 1e-8, j
+    # a fold's held-out log loss adds the held-out rows' offsets to their logits
+    train, test = result.folds[1]
+    b, w = result.fold_intercept_path[1, 2, 0].item(), result.fold_coef_path[1, 2, 0].numpy()
+    z = b + X[test] @ w + offset[test]
+    loss = np.mean(np.logaddexp(0, z) - y[test] * z)
+    assert result.scores[1, 2] == pytest.approx(loss, rel=1e-12)
+    with pytest.raises(tl.UsageError, match="offset is honoured by solver='newton' or 'cd'"):
+        tl.regularization_path(X, y, l1_ratio=0.0, solver="lbfgs", cv=2, offset=offset)
+
+
+@pytest.mark.e2e
+def test_cli_path_with_an_offset_equals_the_library(capsys, tmp_path, data):
+    path = write_csv(tmp_path / "d.csv", data)
+    more = ["train.solver=newton", "train.tol=1e-11", "train.epochs=200"]
+    code, _, err = run_cli(capsys, "path", "--quiet", "--folds", "3", "--n-penalties", "4", "--l1-ratio", "0",
+                           "--run-dir", tmp_path / "p", *sets(path, *more))
+    assert code == 0, err
+    table = json.loads((tmp_path / "p" / "path.json").read_text())
+    cfg = load_config(None, sets(path, *more)[1::2])
+    prep = prepare(cfg, torch.device("cpu"), torch.float64)
+    X, T = prep.rows.tensors()
+    ref = tl.regularization_path(X, T[:, 0], l1_ratio=0.0, n_penalties=4, cv=3, solver="newton", tol=1e-11,
+                                 max_iter=200, seed=cfg.train.seed, offset=prep.rows.offset[:, 0])
+    assert [r["penalty"] for r in table["rows"]] == pytest.approx(list(ref.penalties), rel=1e-12)
+    assert table["penalty"] == pytest.approx(ref.penalty, rel=1e-12)
+    # the refit run is the exact fit with the offset at the chosen penalty
+    model = model_from_checkpoint(torch.load(tmp_path / "p" / "refit" / "checkpoint.pt", weights_only=True))
+    assert torch.allclose(model.linear.weight, ref.model.linear.weight, rtol=0, atol=1e-7)

@@ -137,10 +137,11 @@ def _make_model(kind: str, n_features: int, n_outputs: int, bias: bool):
     return LogisticRegression(n_features, n_outputs, bias=bias)
 
 
-def _intercept_only(model, T: Tensor, w: Tensor | None, where: str) -> None:
+def _intercept_only(model, T: Tensor, w: Tensor | None, where: str, offset: Tensor | None = None) -> None:
     """Set ``W = 0`` and the bias to the intercept-only optimum (closed form): the log-odds of the weighted mean
     of each target (sigmoid), the centred log of the weighted class shares (softmax), the weighted mean
-    (identity). Without a bias only ``W = 0``."""
+    (identity). Without a bias only ``W = 0``. With an ``offset`` ``(N,)`` (one sigmoid output) the bias solves
+    ``sum_n w_n (sigmoid(b + o_n) - t_n) = 0`` by Newton's method from the closed form."""
     layer = model.linear
     with torch.no_grad():
         layer.weight.zero_()
@@ -160,21 +161,37 @@ def _intercept_only(model, T: Tensor, w: Tensor | None, where: str) -> None:
                              "every class needs a positive weight in every training fold")
         if model.link == "sigmoid":
             layer.bias.copy_(torch.log(mean) - torch.log1p(-mean))
+            if offset is not None:
+                _offset_intercept(layer.bias, T[:, 0], w, offset)
         else:
             logs = torch.log(mean)
             layer.bias.copy_(logs - logs.mean())
 
 
+def _offset_intercept(bias: Tensor, t: Tensor, w: Tensor | None, offset: Tensor) -> None:
+    """Newton's method on the one intercept ``b`` of a logit with an offset, from ``bias``; in place. The
+    objective is convex in ``b`` with a positive second derivative, so the steps converge quadratically."""
+    w = torch.ones_like(t) if w is None else w
+    b = bias[0]
+    for _ in range(100):
+        p = torch.sigmoid(b + offset)
+        g = (w * (p - t)).sum() / w.sum()
+        b = b - g / ((w * p * (1 - p)).sum() / w.sum())
+        if abs(float(g)) <= 1e-15:
+            break
+    bias.fill_(b)
+
+
 def lambda_max(model, X: Tensor, T: Tensor, w: Tensor | None, l1_ratio: float, factor: Tensor | None = None,
-               lower: Tensor | None = None, upper: Tensor | None = None) -> float:
+               lower: Tensor | None = None, upper: Tensor | None = None, offset: Tensor | None = None) -> float:
     """``max |dF_smooth/dW| / max(l1_ratio, 1e-3)`` at the intercept-only fit (module docstring): the smallest
     penalty whose fit has ``W = 0`` (for ``l1_ratio >= 1e-3``). Leaves the model at that fit.
 
     With penalty factors ``f`` ``(D,)`` the entry of feature ``j`` counts as ``|g_j| / f_j`` (an unpenalised one,
     ``f_j = 0``, not at all: no penalty zeroes it); with bounds ``(D,)``, an entry whose descent direction leaves
     the box at 0 (``g_j > 0`` with ``lower_j >= 0``, ``g_j < 0`` with ``upper_j <= 0``) not at all either."""
-    _intercept_only(model, T, w, "the data")
-    _, grads = model.objective_and_grad(X, T, 0.0, w)
+    _intercept_only(model, T, w, "the data", offset)
+    _, grads = model.objective_and_grad(X, T, 0.0, w, None if offset is None else offset[:, None])
     g = grads["linear.weight"]
     if lower is not None:
         g = torch.where((g > 0) & (lower >= 0), torch.zeros_like(g), g)
@@ -365,6 +382,7 @@ def regularization_path(
     penalty_factor=None,
     lower_bounds=None,
     upper_bounds=None,
+    offset=None,
 ) -> RegularizationPath:
     """Fit a warm-started path of decreasing penalties, cross-validate it and refit at the chosen penalty.
 
@@ -385,7 +403,8 @@ def regularization_path(
     ``penalty_factor``, ``lower_bounds``, ``upper_bounds`` ``(D,)``: :func:`~torch_logreg.solvers.fit_exact`'s, the
     same at every penalty of the path (``kind="binary"``, dense X, ``solver`` ``"newton"`` or ``"cd"``; ``"auto"``
     takes newton); the penalty of coefficient ``j`` is then ``lambda f_j``, and ``lambda_max`` counts the
-    features a penalty can zero (:func:`lambda_max`).
+    features a penalty can zero (:func:`lambda_max`). ``offset`` ``(N,)``: a known term added to each row's logit
+    (statsmodels' and glmnet's ``offset``), in every fit and every held-out score, under the same conditions.
     """
     arguments.choice("kind", kind, KINDS)
     l1_ratio = arguments.number("l1_ratio", l1_ratio, low=0, high=1)
@@ -420,7 +439,7 @@ def regularization_path(
     w = check_sample_weight(sample_weight, n, dtype, device)
     bias = bool(fit_intercept)
     terms = {name: v for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
-                                     ("upper_bounds", upper_bounds)) if v is not None}
+                                     ("upper_bounds", upper_bounds), ("offset", offset)) if v is not None}
     if terms:
         if kind != "binary":
             raise UsageError(f"{next(iter(terms))} applies to kind='binary' (one sigmoid output), not kind={kind!r}")
@@ -433,6 +452,8 @@ def regularization_path(
                                                               else -math.inf, infinite=name != "penalty_factor")
                             for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
                                             ("upper_bounds", upper_bounds)))
+    o = None if offset is None else glm.vector(offset, "offset", n, dtype, device)
+    terms.pop("offset", None)  # each fit takes its own rows' offsets
 
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         stratify = kind in ("binary", "softmax")  # multilabel and linear targets: plain k-fold
@@ -443,20 +464,21 @@ def regularization_path(
 
     model = _make_model(kind, d, k, bias).to(device=device, dtype=dtype)
     if penalties is None:
-        top = lambda_max(model, Xt, T, w, l1_ratio, factor, lower, upper) * (1 + LAMBDA_MAX_MARGIN)
+        top = lambda_max(model, Xt, T, w, l1_ratio, factor, lower, upper, o) * (1 + LAMBDA_MAX_MARGIN)
         penalties = top * np.geomspace(1.0, penalty_min_ratio, n_penalties) if n_penalties > 1 else np.array([top])
     else:
-        _intercept_only(model, T, w, "the data")
+        _intercept_only(model, T, w, "the data", o)
     n_pen = penalties.shape[0]
 
-    def fit_path(model, X, T, w, n_rows, on_fit, stage):
+    def fit_path(model, X, T, w, o, n_rows, on_fit, stage):
         """Fit every penalty in turn from the model's current parameters (warm starts)."""
         scale = n / n_rows if penalty_scaling == "sum" else 1.0
         stats = []
         for j, lam in enumerate(penalties):
             lam = float(lam) * scale
             result = fit_exact(model, X, T, solver=solver, l2=lam * (1 - l1_ratio), l1=lam * l1_ratio, sample_weight=w,
-                               max_iter=max_iter, tol=tol, warn=False, check_separation=False, **terms)
+                               max_iter=max_iter, tol=tol, warn=False, check_separation=False, **terms,
+                               **({} if o is None else {"offset": o}))
             stats.append(result)
             on_fit(j, model)
             if progress is not None:
@@ -472,7 +494,7 @@ def regularization_path(
         if bias:
             intercept_path[j] = m.linear.bias.detach()
 
-    full_stats = fit_path(model, Xt, T, w, n, keep_full, "all")
+    full_stats = fit_path(model, Xt, T, w, o, n, keep_full, "all")
 
     # the folds
     scores = torch.empty(len(folds), n_pen, dtype=dtype, device=device)
@@ -485,20 +507,22 @@ def regularization_path(
         X_tr, X_te, T_tr, T_te = _rows(Xt, tr), _rows(Xt, te), T[tr], T[te]
         w_tr = None if w is None else w[tr]
         w_te = None if w is None else w[te]
+        o_tr, o_te = (None, None) if o is None else (o[tr], o[te])
         if w_te is not None and not bool(w_te.sum() > 0):
             raise UsageError(f"the held-out rows of fold {f} all have weight zero: they cannot be scored")
         fold_model = _make_model(kind, d, k, bias).to(device=device, dtype=dtype)
-        _intercept_only(fold_model, T_tr, w_tr, f"fold {f}")
+        _intercept_only(fold_model, T_tr, w_tr, f"fold {f}", o_tr)
 
-        def score_fit(j, m, f=f, X_te=X_te, T_te=T_te, w_te=w_te):
+        def score_fit(j, m, f=f, X_te=X_te, T_te=T_te, w_te=w_te, o_te=o_te):
             with torch.no_grad():
-                scores[f, j] = _score(m.link, scoring, m.logits(X_te), T_te, w_te)
+                z = m.logits(X_te)
+                scores[f, j] = _score(m.link, scoring, z if o_te is None else z + o_te[:, None], T_te, w_te)
             if fold_coefs is not None:
                 fold_coefs[f, j] = m.linear.weight.detach()
                 if bias:
                     fold_intercepts[f, j] = m.linear.bias.detach()
 
-        fold_stats += fit_path(fold_model, X_tr, T_tr, w_tr, len(train), score_fit, f"fold {f + 1}")
+        fold_stats += fit_path(fold_model, X_tr, T_tr, w_tr, o_tr, len(train), score_fit, f"fold {f + 1}")
 
     scores_np = scores.to("cpu", torch.float64).numpy()
     mean = scores_np.mean(0)

@@ -47,8 +47,6 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
                          f"{cfg.model.kind!r}")
     if folds < 2:
         raise UsageError(f"--folds must be at least 2, got {folds}")
-    if cfg.data.offset:
-        raise UsageError("path fits each penalty without data.offset's column; leave data.offset out, or use train")
     if n_penalties < 2:  # before any data is read (the library refuses it too)
         raise UsageError(f"--n-penalties {n_penalties}: a path needs at least 2 penalties (1 is only the largest, which "
                          "zeroes every weight: an intercept-only model)")
@@ -66,7 +64,8 @@ def run_path(cfg: Config, *, folds: int = 5, n_penalties: int = 30, l1_ratio: fl
         scoring=scoring, choice=choice, sample_weight=prep.weight, solver=solver, tol=cfg.train.tol,
         max_iter=cfg.train.epochs, fit_intercept=cfg.model.bias,
         n_classes=len(prep.classes) if kind == "softmax" else None, seed=cfg.train.seed, device=device,
-        dtype=torch.float64, progress=progress, **coefficient_options(cfg, prep.schema))
+        dtype=torch.float64, progress=progress, **coefficient_options(cfg, prep.schema),
+        offset=None if prep.rows.offset is None else prep.rows.offset[:, 0])
     if progress is not None:
         progress.close()
 
