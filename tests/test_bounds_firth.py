@@ -195,6 +195,26 @@ def test_firth_matches_firthmodels(separated):
     np.testing.assert_allclose(est.intercept_, np.ravel(ref.intercept_), atol=1e-6)
 
 
+def test_firth_standard_errors_are_the_inverse_information_at_the_estimate(separated):
+    """Ours are Heinze and Schemper's (and logistf's): the inverse of X'WX at Firth's estimate. firthmodels
+    reports the inverse of its Newton matrix instead, the information of the augmented data, whose row
+    weights are w_n + h_n (h the leverages): both computed here from the same estimate, each equal to its
+    package's numbers, so the two differ by that choice and not by the fit."""
+    firthmodels = pytest.importorskip("firthmodels")
+    X, y = separated
+    est = LogisticRegressionClassifier(penalty="firth").fit(X, y)
+    Xa = np.column_stack([np.ones(len(y)), X])
+    p = 1 / (1 + np.exp(-(Xa @ np.r_[est.intercept_, est.coef_[0]])))
+    info = Xa.T @ (Xa * (p * (1 - p))[:, None])
+    cov = np.linalg.inv(info)
+    np.testing.assert_allclose(np.asarray(est.inference_.bse), np.sqrt(np.diag(cov)), rtol=1e-8)
+    h = (p * (1 - p)) * np.einsum("ij,jk,ik->i", Xa, cov, Xa)
+    augmented = Xa.T @ (Xa * ((1 + h) * p * (1 - p))[:, None])
+    ref = firthmodels.FirthLogisticRegression(gtol=1e-12, xtol=1e-12, max_iter=100).fit(X, y)
+    theirs = np.r_[ref.bse_[-1], ref.bse_[:-1]]  # firthmodels puts the intercept last
+    np.testing.assert_allclose(theirs, np.sqrt(np.diag(np.linalg.inv(augmented))), rtol=1e-6)
+
+
 def test_firth_refuses_other_penalties(separated):
     X, y = separated
     with pytest.raises(UsageError, match="only penalty of its fit"):
