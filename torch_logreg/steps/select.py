@@ -70,8 +70,8 @@ MIN_RUN_SECONDS = 0.1
 REMOVED = {
     "blocked": "step='blocked' is no longer offered (the blocked step was never faster than the fused step it "
                "would replace, benchmarks/README.md)",
-    "auto": "step='auto' no longer measures candidate steps (the rule table's choice is as fast on every "
-            "benchmark row, benchmarks/README.md)",
+    "auto": "step='auto' no longer measures candidate steps (it made the step depend on the machine's load, "
+            "for little gain over the rule table's choice, benchmarks/README.md)",
 }
 
 
