@@ -96,11 +96,11 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = resolve_bench_device(args.device)
     print(describe_machine(machine_info(device)))
-    from torch_logreg.steps.measure import load_jit
+    from torch_logreg.steps import jit
 
     # loaded up front: the figures are per step once numba's one-time load is paid (run.py's
     # fresh section measures a script's first fit, the load included)
-    print(f"numba loaded in {load_jit() * 1e3:.0f} ms")
+    print(f"numba loaded in {jit.load_now() * 1e3:.0f} ms")
     print("times are medians over n samples (n=AxB: A samples of B calls each); "
           "'x floor' = time / time of X.sum(); 'autograd/this' > 1 means this is faster than autograd")
     for n, d in ((1_000_000, 100), (100, 10)):

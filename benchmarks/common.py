@@ -26,7 +26,6 @@ if str(ROOT) not in sys.path:  # running `python benchmarks/x.py` from a plain c
 
 import torch_logreg  # noqa: E402
 from torch_logreg import LogisticRegression, SoftmaxRegression, Trainer  # noqa: E402
-from torch_logreg.steps.measure import cpu_model  # noqa: E402  (the selector keys its disk cache by it)
 
 # --- timing ------------------------------------------------------------------------------------
 
@@ -208,15 +207,15 @@ def hand_model(d: int, k: int = 1, *, device="cpu", dtype=torch.float32):
 PATHS = {"fused_cpu": "fused single pass", "fused_k_cpu": "fused single pass, K outputs",
          "fused_triton": "fused Triton kernel", "feature_major": "feature-major", "blocked": "blocked",
          "row_major": "row-major", "batch": "row-major", "reference": "reference"}
-#: the ``step`` the benchmarks give the loop: the selector measures the steps once and keeps the fastest
-STEP = "auto"
+#: the ``step`` the benchmarks give the loop: the fixed rule table's step, the library's default
+STEP = "rule"
 
 
 def hand_step(model, X, T, lr: float, l2: float = 0.0, fast: bool = False):
     """One bare step of the hand-written loop: manual objective and gradient, in-place update.
-    ``fast``: the full-batch step the loop's selector picks (``steps.select.full_batch`` with
-    ``step="auto"``: measured once per shape class, then cached); ``step.path`` names it and
-    ``step.selection`` says how it was chosen (None for the reference path)."""
+    ``fast``: the full-batch step the loop's selector picks for a long run (``steps.select.full_batch``
+    with ``step="rule"``); ``step.path`` names it and ``step.selection`` says how it was chosen (None
+    for the reference path)."""
     params = dict(model.named_parameters())
     objective_and_grad = model.objective_and_grad
     path, selection = "reference", None
@@ -312,10 +311,9 @@ def fit_cases(
     """Per-epoch cost of the full loop, as two cases for :func:`measure_interleaved`.
 
     ``fit`` times ``torch_logreg.fit(..., epochs=E) / E`` (input checks and target preparation
-    included, and the selector's choice, which after the first fit of a shape comes from its
-    cache); ``run`` times only ``Trainer.run() / E`` on a Trainer built beforehand, untimed (the
-    loop itself: batching, steps, reduce hook, stopping checks). tol=0 and patience=0, so
-    exactly E epochs run.
+    included, and the selector's choice by the rule table); ``run`` times only ``Trainer.run() / E``
+    on a Trainer built beforehand, untimed (the loop itself: batching, steps, reduce hook, stopping
+    checks). tol=0 and patience=0, so exactly E epochs run.
     """
 
     def do_fit():
@@ -351,6 +349,18 @@ def cpu_capability() -> str:
         return torch.backends.cpu.get_cpu_capability()
     except (AttributeError, RuntimeError):  # older torch
         return "unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def blas_info() -> str:

@@ -3,7 +3,7 @@
     python benchmarks/fresh.py CASE METHOD      # prints one JSON line
 
 ``CASE`` is a key of :data:`CASES` or ``newton``; ``METHOD`` is ``hand`` (``torch_logreg.fit``
-with the benchmarks' step, ``"auto"``), ``kernel`` (the same fit with the step the selector takes
+with the benchmarks' step, ``"rule"``, the default), ``kernel`` (the same fit with the step the selector takes
 once numba is loaded, forced: what a fresh process paid before short runs kept to the torch path)
 or ``autograd`` (``nn.Linear`` + loss + ``torch.optim.SGD`` + ``backward``, as in the other
 sections). For ``newton`` (``fit_exact(solver="newton")``, float64, tol 1e-8, the defaults),
@@ -92,11 +92,11 @@ def newton(method: str) -> int:
     else:
         from torch_logreg import LogisticRegression
         from torch_logreg.solvers import fit_exact
-        from torch_logreg.steps import measure
+        from torch_logreg.steps import jit
 
         def fit():
             if method == "kernel":
-                measure.load_jit()
+                jit.load_now()
             fit_exact(LogisticRegression(d).double(), X, y, solver="newton", l2=l2, check_separation=False)
 
     times = []

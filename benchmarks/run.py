@@ -1,13 +1,11 @@
 """The benchmark suite: one table of medians and ratios, everything measured in this process.
 
-    python benchmarks/run.py [--quick] [--json out.json] [--device cpu|cuda] [--no-step-cache]
+    python benchmarks/run.py [--quick] [--json out.json] [--device cpu|cuda]
 
 The header names the machine: CPU model, SIMD level (``torch.backends.cpu.get_cpu_capability()``),
-the BLAS torch was built with, torch and the device. The loop runs with ``step="auto"``: its
-selector measures the steps that apply once per shape class and keeps the fastest (cached in the
-process and in ``~/.cache/torch_logreg/steps.json``; ``--no-step-cache`` measures afresh and
-leaves that file alone). Each case prints the step chosen and how (measured, cached, or the size
-rule for problems too small to measure).
+the BLAS torch was built with, torch and the device. The loop runs with ``step="rule"``, the
+library's default: the fixed rule table's step for a long run. Each case prints the step chosen
+and the row of the rule that decided.
 
 Sections (see benchmarks/README.md for what each row means):
 
@@ -89,7 +87,7 @@ class Table:
         if selection is None:
             return
         self.extra["selector"].append({"section": section, "case": case, "step": selection.step,
-                                       "source": selection.source, "seconds": selection.seconds,
+                                       "source": selection.source, "rule": selection.rule,
                                        "reason": selection.reason})
         print(f"step [{section}] {case}: {selection.describe()}", flush=True)
 
@@ -265,11 +263,6 @@ def exact_solvers(table: Table, X, y, l2: float, repeats: int) -> None:
             holder["m"] = model
 
         t = measure_interleaved({"s": Case(run)}, repeats=repeats, warmup=1)["s"]
-        if name == "newton":  # which BLAS formed its Hessians (chosen in the warm-up solve, cached since)
-            from torch_logreg.solvers import hessian
-
-            product = hessian.choose(Xt, True, STEP)
-            table.chose(section, f"newton's Hessian product, {n:,} x {d} float64", product.selection)
         T = holder["m"].targets(y, n)
         loss = float(holder["m"].objective(Xt, T, l2))
         table.add(section, f"torch_logreg fit_exact({name}) to the same objective", t, vs="sklearn lbfgs",
@@ -736,33 +729,25 @@ def main(argv=None) -> int:
                         "holds the kernels; a first-ever run compiles them too)")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the machine description as JSON")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--no-step-cache", action="store_true",
-                   help="measure the loop's steps afresh: neither read nor write the selector's disk cache")
     p.add_argument("--only", metavar="SECTIONS", type=_sections, default=SECTIONS,
                    help=f"run only these sections, comma-separated, from: {', '.join(SECTIONS)} (default: all; "
                         "binary includes its mini-batches and SGDClassifier, softmax its mini-batches; l1 is "
                         "the exact section's L1 rows)")
     args = p.parse_args(argv)
     only = args.only
-    if args.no_step_cache:
-        os.environ["TORCH_LOGREG_CACHE"] = ""
     device = resolve_bench_device(args.device)
     torch.manual_seed(0)
     q = args.quick
     started = time.perf_counter()
     info = machine_info(device)
-    from torch_logreg.steps.measure import cache_file
-
-    cache = cache_file()
     info["step"] = STEP
-    info["step_cache"] = None if cache is None else str(cache)
     print(describe_machine(info), flush=True)
-    from torch_logreg.steps.measure import load_jit
+    from torch_logreg.steps import jit
 
-    info["numba_load_s"] = load_jit()  # the other sections measure warm steps; "fresh" the one-time costs
+    info["numba_load_s"] = jit.load_now()  # the other sections measure warm steps; "fresh" the one-time costs
     print(f"numba loaded in {format_seconds(info['numba_load_s'])} (once per process; see the fresh section)",
           flush=True)
-    print(f"loop step: {STEP!r} (measured once per shape class and kept; disk cache: {cache or 'off'})", flush=True)
+    print(f"loop step: {STEP!r} (the rule table's step for a long run)", flush=True)
 
     table = Table()
     # --quick: every section on problems a fifth to a tenth of the full run's, so that it runs in well
@@ -832,7 +817,8 @@ def main(argv=None) -> int:
         print(note)
     print(f"steps the selector chose (step={STEP!r}):")
     for c in table.extra["selector"]:
-        print(f"  {c['section']:<12} {c['case']}: {c['step']} ({'; '.join(p for p in (c['source'], c['reason']) if p)})")
+        print(f"  {c['section']:<12} {c['case']}: {c['step']} "
+              f"({'; '.join(p for p in (c['source'], c['rule'], c['reason']) if p)})")
     print("'x floor' = median / median of X.sum() on the same data (one read of the features); "
           "ratio = compared-with / this, above 1 means this row is faster.")
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None

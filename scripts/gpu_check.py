@@ -147,12 +147,11 @@ def parts(python: str, out: Path, scratch: Path) -> list[Part]:
 BUDGET_S = 480
 
 
-def environment(scratch: Path) -> dict[str, str]:
-    """The child processes' environment: this checkout first on PYTHONPATH, the step selector's cache in
-    ``scratch`` (apart from the user's: no choice measured before counts), no .pyc files written into the checkout."""
+def environment() -> dict[str, str]:
+    """The child processes' environment: this checkout first on PYTHONPATH, no .pyc files written into
+    the checkout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    env["TORCH_LOGREG_CACHE"] = str(scratch / "steps")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -283,7 +282,7 @@ def check(scratch: Path, out: Path, dry_run: bool, only: str | None, error) -> i
     python = sys.executable
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    env = environment(scratch)
+    env = environment()
     os.environ["PYTHONPATH"] = env["PYTHONPATH"]  # the dry run imports in this process too
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))

@@ -1,4 +1,3 @@
-import os
 
 import pytest
 import torch
@@ -29,24 +28,16 @@ def cancer():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def step_cache(tmp_path_factory):
-    """The selector's disk cache in a fresh folder for the session (subprocesses included): the
-    tests write nothing into the user's cache, and no choice measured by an earlier run is used."""
-    old = os.environ.get("TORCH_LOGREG_CACHE")
-    os.environ["TORCH_LOGREG_CACHE"] = str(tmp_path_factory.mktemp("step_cache"))
-    # the kernels for runs of any length: the suite's problems are small, and its tests of the
-    # kernels' paths would otherwise run the torch path (tests/test_cold_start.py restores the
-    # short-run rule and covers it; subprocesses keep the library's default)
+def kernels_for_any_run():
+    """The kernels for runs of any length: the suite's problems are small, and its tests of the
+    kernels' paths would otherwise run the torch path (tests/test_cold_start.py restores the
+    short-run rule and covers it; subprocesses keep the library's default)."""
     from torch_logreg.steps import select
 
     min_run = select.MIN_RUN_SECONDS
     select.MIN_RUN_SECONDS = 0.0
     yield
     select.MIN_RUN_SECONDS = min_run
-    if old is None:
-        os.environ.pop("TORCH_LOGREG_CACHE", None)
-    else:
-        os.environ["TORCH_LOGREG_CACHE"] = old
 
 
 # --- the fast tier's reach -----------------------------------------------------------------------

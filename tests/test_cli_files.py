@@ -325,16 +325,38 @@ def test_full_disk_met_by_the_events_writer_is_one_sentence(capsys, tmp_path, mo
     assert "is whole; resume from it" in lines[0] and (run_dir / "checkpoint.pt").exists()
 
 
-def test_resume_keeps_the_step_the_run_chose(capsys, tmp_path, monkeypatch):
-    """train.step = "auto" measures once; a resumed run continues with the step it began with,
-    whatever a new measurement would say, so it ends as an uninterrupted run would."""
+def test_a_config_with_step_auto_runs_the_rule_with_a_warning(capsys, tmp_path):
+    """train.step = "auto" (which measured the candidate steps) still runs, as "rule", with a
+    FutureWarning; its weights are the rule's, bit for bit."""
+    data = write_csv(tmp_path / "d.csv")
+    weights = {}
+    for step in ("rule", "auto"):
+        run_dir = tmp_path / step
+        args = train_args(data, run_dir, "train.epochs=10", "train.tol=0", f"train.step={step}")
+        if step == "auto":
+            with pytest.warns(FutureWarning, match="no longer measures"):
+                code, _, err = run_cli(capsys, *args)
+        else:
+            code, _, err = run_cli(capsys, *args)
+        assert code == 0, err
+        weights[step] = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    assert weights["rule"].keys() == weights["auto"].keys()
+    assert all(torch.equal(weights["rule"][k], weights["auto"][k]) for k in weights["rule"])
+
+
+def test_resume_keeps_the_step_an_earlier_version_measured(capsys, tmp_path, monkeypatch):
+    """A run saved by an earlier version with train.step = "auto" recorded the step it had
+    measured (``step_choice``); resumed, it continues with that step, so it ends as an
+    uninterrupted run would."""
     from torch_logreg.app import commands
 
     data = write_csv(tmp_path / "d.csv")
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, *train_args(data, run_dir, "train.epochs=10", "train.tol=0", "train.step=auto"))[0] == 0
+    with pytest.warns(FutureWarning, match="no longer measures"):
+        code = run_cli(capsys, *train_args(data, run_dir, "train.epochs=10", "train.tol=0", "train.step=auto"))[0]
+    assert code == 0
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert saved["step_choice"] in ("auto", "rule", "reference", "feature_major", "row_major", "fused")
+    assert "step_choice" not in saved  # this version records none: the rule takes the same step again
     saved["step_choice"], saved["finished"] = "reference", False
     torch.save(saved, run_dir / "checkpoint.pt")
     seen = []

@@ -5,8 +5,7 @@ In a test run the kernels are taken for runs of any length (``conftest.py``); he
 threshold is restored (and a process without numba played by replacing ``jit.ready`` and
 ``jit.imported``, which must change nothing), and one test starts a real fresh interpreter. What
 is pinned: which step a short run takes and why (``selection.reason``), that it computes what the
-kernels' step does (float64, to 1e-12), and that nothing measured changes it. Nothing depends on
-this machine's speed.
+kernels' step does (float64, to 1e-12). Nothing depends on this machine's speed.
 """
 
 import json
@@ -21,7 +20,7 @@ import scipy.sparse as sp
 import torch
 
 import torch_logreg as tl
-from torch_logreg.steps import batch_fused, jit, measure, select
+from torch_logreg.steps import batch_fused, jit, select
 from torch_logreg.steps.batch import BatchStep
 from torch_logreg.steps.feature_major import FeatureMajorStep
 from torch_logreg.steps.reference import ReferenceStep
@@ -32,30 +31,18 @@ needs_numba = pytest.mark.skipif(not batch_fused.available(), reason="numba is n
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def go_cold(monkeypatch, cache: Path) -> None:
+def go_cold(monkeypatch) -> None:
     """From here on, the library's shortest run for the kernels, in a process in which numba is
-    neither imported nor loaded (as far as anything could look), with the disk cache in ``cache``."""
+    neither imported nor loaded (as far as anything could look)."""
     monkeypatch.setattr(select, "MIN_RUN_SECONDS", LIBRARY_MIN_RUN_SECONDS)
-    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(cache))
     monkeypatch.setattr(jit, "ready", lambda: False)
     monkeypatch.setattr(jit, "imported", lambda: False)
-    monkeypatch.setattr(measure, "load_jit", lambda: 0.0)  # "loading" changes nothing here
-    measure.clear_cache()
-
-
-@pytest.fixture(autouse=True)
-def fresh_choices(monkeypatch, tmp_path):
-    """A disk cache of the test's own, and no choice remembered from another test."""
-    monkeypatch.setenv("TORCH_LOGREG_CACHE", str(tmp_path))
-    measure.clear_cache()
-    yield
-    measure.clear_cache()
+    monkeypatch.setattr(jit, "load_now", lambda: 0.0)  # "loading" changes nothing here
 
 
 @pytest.fixture
-def cold(monkeypatch, tmp_path):
-    go_cold(monkeypatch, tmp_path)
-    return tmp_path
+def cold(monkeypatch):
+    go_cold(monkeypatch)
 
 
 def test_a_run_takes_the_kernels_when_its_torch_path_would_take_long_enough(cold):
@@ -66,59 +53,54 @@ def test_a_run_takes_the_kernels_when_its_torch_path_would_take_long_enough(cold
 
 
 def test_a_loaded_numba_costs_nothing_more():
-    measure.load_jit()
-    assert jit.ready() and measure.jit_seconds() == 0.0
-    assert jit.load() == {} and measure.load_jit() == 0.0
+    jit.load_now()
+    assert jit.ready()
+    assert jit.load() == {} and jit.load_now() == 0.0
 
 
 @needs_numba
 @pytest.mark.parametrize("loaded", [False, True])
-def test_the_rule_does_not_depend_on_what_the_process_loaded_or_measured(cold, monkeypatch, loaded):
-    """The same call takes the same step with numba loaded or not, and whatever the disk cache holds."""
+def test_the_rule_does_not_depend_on_what_the_process_loaded(cold, monkeypatch, loaded):
+    """The same call takes the same step with numba loaded or not."""
     monkeypatch.setattr(jit, "ready", lambda: loaded)
     monkeypatch.setattr(jit, "imported", lambda: loaded)
-    measure.write_disk(measure.cache_file(), "numba-load", {"step": "numba", "seconds": {"import": 50.0, "init": 50.0}})
     model = tl.LogisticRegression(10).double()
     X = torch.randn(100, 10, dtype=torch.float64)
     T = model.targets((X[:, 0] > 0).double(), 100)
     short, long_ = 30, 100_000  # 0.8 ms and 2.6 s on the torch path by the estimate
-    for step in ("rule", "auto"):
-        assert select.full_batch(model, X, T, step=step, steps=short).selection.step == "feature_major"
-        assert select.full_batch(model, X, T, step=step, steps=long_).selection.step == "row_major"
+    assert select.full_batch(model, X, T, steps=short).selection.step == "feature_major"
+    assert select.full_batch(model, X, T, steps=long_).selection.step == "row_major"
 
 
 @needs_numba
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("step", ["rule", "auto"])
-def test_a_short_cold_full_batch_run_takes_the_feature_major_step_and_the_same_path(monkeypatch, tmp_path, kind,
-                                                                                     step):
-    warm, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0, step=step)
+def test_a_short_cold_full_batch_run_takes_the_feature_major_step_and_the_same_path(monkeypatch, kind):
+    warm, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0)
     assert not warm[0].stepper.selection.reason.startswith("a run of")
-    go_cold(monkeypatch, tmp_path)
-    with_cold, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0, step=step)
+    go_cold(monkeypatch)
+    with_cold, = train_variants(kind, [{}], epochs=30, lr=0.5, tol=0.0)
     trainer = with_cold[0]
     assert isinstance(trainer.stepper, FeatureMajorStep)
     selection = trainer.stepper.selection
-    assert selection.source == "rule" and not selection.seconds  # nothing measured
+    assert selection.source == "rule"
     assert "a run of 30 steps" in selection.reason and "numba's load" in selection.reason
     assert_same_fit(with_cold, warm)
 
 
 @needs_numba
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("step", ["rule", "auto"])
-def test_a_cold_run_too_short_for_a_copy_of_x_takes_the_reference_step(monkeypatch, tmp_path, kind, step):
+def test_a_cold_run_too_short_for_a_copy_of_x_takes_the_reference_step(monkeypatch, kind):
     epochs = select.FEATURE_MAJOR_MIN_STEPS - 1
-    warm, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0, step=step)
-    go_cold(monkeypatch, tmp_path)
-    with_cold, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0, step=step)
+    warm, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0)
+    go_cold(monkeypatch)
+    with_cold, = train_variants(kind, [{}], epochs=epochs, lr=0.5, tol=0.0)
     selection = with_cold[0].stepper.selection
     assert isinstance(with_cold[0].stepper, ReferenceStep) and selection.step == "reference"
-    assert selection.source == "rule" and not selection.seconds
+    assert selection.source == "rule"
     assert f"a run of {epochs} steps" in selection.reason and "too few to pay for a copy of X" in selection.reason
     assert_same_fit(with_cold, warm)
     # from that many steps on, the copy pays
-    longer, = train_variants(kind, [{}], epochs=epochs + 1, lr=0.5, tol=0.0, step=step)
+    longer, = train_variants(kind, [{}], epochs=epochs + 1, lr=0.5, tol=0.0)
     assert isinstance(longer[0].stepper, FeatureMajorStep)
 
 
@@ -137,14 +119,14 @@ def test_a_long_cold_run_pays_for_the_load(cold, monkeypatch):
 
 @needs_numba
 @pytest.mark.parametrize("kind", KINDS)
-def test_short_cold_mini_batches_take_the_reference_step(monkeypatch, tmp_path, kind):
+def test_short_cold_mini_batches_take_the_reference_step(monkeypatch, kind):
     """The reference step, not the batch step's torch path: a step of its own name, which the
     checkpoint records and a resumed run takes again."""
     common = dict(epochs=3, lr=0.1, batch_size=32, tol=0.0)
     warm, = train_variants(kind, [{}], **common)
     assert isinstance(warm[0].stepper, BatchStep) and warm[0].stepper.kernel_name == "batch_fused"
-    go_cold(monkeypatch, tmp_path)
-    for run in train_variants(kind, [{}, {"step": "auto"}], **common):
+    go_cold(monkeypatch)
+    for run in train_variants(kind, [{}, {"step": "rule"}], **common):
         selection = run[0].stepper.selection
         assert isinstance(run[0].stepper, ReferenceStep) and selection.step == "reference"
         assert "a run of 30 steps" in selection.reason  # 300 rows / 32: 10 steps an epoch
@@ -161,15 +143,14 @@ def test_a_forced_step_is_not_changed_by_a_cold_process(cold):
 
 @needs_numba
 @pytest.mark.e2e
-def test_a_fresh_process_runs_a_short_fit_without_numba(tmp_path):
+def test_a_fresh_process_runs_a_short_fit_without_numba():
     """A real fresh interpreter: a short fit (dense and sparse) and a small exact solve leave numba unimported (and
-    SciPy's linear algebra, which Newton's measured Hessian product alone needs); loading numba
-    then takes its time, once."""
+    SciPy's linear algebra); loading numba then takes its time, once."""
     script = textwrap.dedent("""
         import json, sys
         import torch
         import torch_logreg as tl
-        from torch_logreg.steps import jit, measure
+        from torch_logreg.steps import jit
 
         X = torch.randn(100, 10, generator=torch.Generator().manual_seed(0))
         y = (X[:, 0] > 0).double()
@@ -181,13 +162,13 @@ def test_a_fresh_process_runs_a_short_fit_without_numba(tmp_path):
         sparse.run()
         assert sparse.stepper.name == "sparse" and sparse.stepper.kernel_name is None
         report = {"step": trainer.stepper.selection.step, "numba": "numba" in sys.modules,
-                  "scipy": "scipy.linalg" in sys.modules, "estimate": measure.jit_seconds()}
+                  "scipy": "scipy.linalg" in sys.modules}
         if sys.argv[1] == "load":
-            report["loaded"] = measure.load_jit()
-            report["after"] = measure.jit_seconds()
+            report["loaded"] = jit.load_now()
+            report["after"] = jit.load_now()
         print(json.dumps(report))
     """)
-    env = {**os.environ, "TORCH_LOGREG_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run(mode: str) -> dict:
         out = subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True,
@@ -196,23 +177,22 @@ def test_a_fresh_process_runs_a_short_fit_without_numba(tmp_path):
 
     first = run("load")
     assert first["step"] == "feature_major" and not first["numba"] and not first["scipy"]
-    assert first["estimate"] == pytest.approx(jit.IMPORT_SECONDS + jit.INIT_SECONDS)
     assert first["loaded"] > 0 and first["after"] == 0.0
     second = run("read")  # nothing kept changes the next process
-    assert not second["numba"] and second["estimate"] == first["estimate"] and second["step"] == first["step"]
+    assert not second["numba"] and second["step"] == first["step"]
 
 
 @needs_numba
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("batch_size", [0, 64])
-def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_path, batch_size, weighted):
+def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, batch_size, weighted):
     gen = torch.Generator().manual_seed(3)
     dense = torch.randn(300, 40, generator=gen, dtype=torch.float64) * (torch.rand(300, 40, generator=gen) < 0.1)
     y = (dense.sum(1) > 0).double()
     runs = []
     for cold in (False, True):
         if cold:
-            go_cold(monkeypatch, tmp_path)
+            go_cold(monkeypatch)
         model = tl.LogisticRegression(40).double()
         weights = torch.linspace(0.5, 2.0, 300, dtype=torch.float64) if weighted else None
         trainer = tl.Trainer(model, sp.csr_matrix(dense.numpy()), y, epochs=5, lr=0.5, tol=0.0, batch_size=batch_size,
@@ -227,7 +207,7 @@ def test_a_short_cold_run_on_sparse_x_takes_the_torch_products(monkeypatch, tmp_
 
 @needs_numba
 @pytest.mark.parametrize("solver", ["newton", "lbfgs", "proximal"])
-def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monkeypatch, tmp_path, cancer, solver):
+def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monkeypatch, cancer, solver):
     from torch_logreg.solvers import fit_exact
     from torch_logreg.steps import select
 
@@ -244,7 +224,7 @@ def test_a_short_cold_exact_solve_takes_the_torch_path_to_the_same_optimum(monke
     solutions = []
     for cold in (False, True):
         if cold:
-            go_cold(monkeypatch, tmp_path)
+            go_cold(monkeypatch)
         model = tl.LogisticRegression(30).double()
         fit_exact(model, X, y, solver=solver, l2=1e-3, l1=1e-3 if solver == "proximal" else 0.0, tol=1e-10,
                   max_iter=1000)

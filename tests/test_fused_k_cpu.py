@@ -1,15 +1,15 @@
 """The single-pass fused step for any number of outputs on CPU (``steps/fused_k_cpu.py``) equals the
 reference step within the rounding of another summation order, on every kind, with and without an
 intercept and an L2 term, for row counts of one chunk, many chunks and a short last one; its
-result does not depend on the number of threads; the loop takes it when forced and "auto" measures
-it; where it cannot run, it says why."""
+result does not depend on the number of threads; the loop takes it when forced or the rule takes it;
+where it cannot run, it says why."""
 
 import itertools
 
 import pytest
 import torch
 
-from torch_logreg.steps import fused_k_cpu, measure, select
+from torch_logreg.steps import fused_k_cpu, select
 from torch_logreg.steps.fused_k_cpu import FusedKStep
 
 from helpers import (
@@ -74,21 +74,6 @@ def test_a_forced_fused_step_fits_like_the_reference(kind):
                                 epochs=15, l2=0.01, tol=0, device="cpu")
     assert fused[0].stepper.selection.step == "fused" and ref[0].stepper.name == "reference"
     assert_same_fit(fused, ref)
-
-
-def test_auto_measures_it_for_several_outputs(monkeypatch):
-    monkeypatch.setenv("TORCH_LOGREG_CACHE", "")
-    monkeypatch.setattr(measure, "TINY_WORK", 0)
-    monkeypatch.setattr(measure, "MIN_STEP_SECONDS", 0.0)
-    monkeypatch.setattr(measure, "BUDGET_STEPS", 10**6)
-    measure.clear_cache()
-    try:
-        model, X, T = problem("softmax", 640)
-        assert {"fused", "feature_major"} <= set(select.full_batch_candidates(model, X, T))
-        model1, X1, T1 = problem("binary", 640)  # one output: the one-output kernel
-        assert "fused" in select.full_batch_candidates(model1, X1, T1)
-    finally:
-        measure.clear_cache()
 
 
 def test_where_it_cannot_run_it_says_why():

@@ -104,12 +104,11 @@ def test_the_same_bits_on_one_thread_or_two():
 def test_applies_only_where_it_forms_the_solve_hessian():
     rows = _rows()
     X = torch.randn(10, 3, dtype=torch.float64)
-    assert rows.applies(X, "sigmoid", 1, F.gram)
-    assert not rows.applies(X, "softmax", 3, F.gram)
-    assert not rows.applies(X, "sigmoid", 2, F.gram)  # several outputs: one product per output
-    assert not rows.applies(X, "sigmoid", 1, lambda *a: None)  # another BLAS's product
-    assert not rows.applies(X.T, "sigmoid", 1, F.gram)
-    assert not rows.applies(X.to(torch.bfloat16), "sigmoid", 1, F.gram)
+    assert rows.applies(X, "sigmoid", 1)
+    assert not rows.applies(X, "softmax", 3)
+    assert not rows.applies(X, "sigmoid", 2)  # several outputs: one product per output
+    assert not rows.applies(X.T, "sigmoid", 1)
+    assert not rows.applies(X.to(torch.bfloat16), "sigmoid", 1)
 
 
 @pytest.mark.parametrize("kind", ["binary", "regression"])

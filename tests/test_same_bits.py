@@ -1,6 +1,6 @@
 """The default step is a function of the call alone: the same fit gives bit-identical weights in a
-fresh process, after other fits (numba loaded, other shapes chosen, a measured "auto" fit of the
-same shape cached on disk) and on a rerun.
+fresh process, after other fits (numba loaded, other shapes chosen, a fit of the same shape on a
+forced step) and on a rerun.
 
 Real fresh interpreters (the suite's own process takes the kernels for runs of any length:
 ``conftest.py``). The fits cover both sides of the rule: runs too short for the kernels and runs
@@ -52,10 +52,10 @@ SCRIPT = textwrap.dedent("""
         weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         return hashlib.sha256(weights.numpy().tobytes()).hexdigest(), trainer.stepper.selection.step
 
-    if mode == "after":  # other shapes, numba loaded, and a measured fit of a shape below cached on disk
+    if mode == "after":  # other shapes, numba loaded, and a fit of a shape below on a forced step
         fit("binary", 30_000, 40, 5, 32)
         fit("softmax", 5_000, 300, 40, 0)
-        fit(*CASES["binary full, long"], step="auto")
+        fit(*CASES["binary full, long"], step="feature_major")
     out = {}
     for name in names:
         out[name] = fit(*CASES[name])
@@ -65,8 +65,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(tmp_path: Path, mode: str, names: list[str]) -> dict:
-    env = {**os.environ, "TORCH_LOGREG_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+def _run(mode: str, names: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES), mode, json.dumps(names)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -75,11 +75,11 @@ def _run(tmp_path: Path, mode: str, names: list[str]) -> dict:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not fused_cpu.available(), reason="numba is not installed")
-def test_a_fit_gives_the_same_bits_in_a_fresh_process_after_other_fits_and_on_a_rerun(tmp_path):
+def test_a_fit_gives_the_same_bits_in_a_fresh_process_after_other_fits_and_on_a_rerun():
     names = list(CASES)
-    after = _run(tmp_path, "after", names)
+    after = _run("after", names)
     for name in names:
-        fresh = _run(tmp_path, "fresh", [name])[name]  # the case first in its process
+        fresh = _run("fresh", [name])[name]  # the case first in its process
         assert fresh == after[name], f"{name}: {fresh[1]} in a fresh process, {after[name][1]} after other fits"
     steps = {name: step for name, (_, step) in after.items()}
     # both sides of the rule are covered: the torch path for short runs, the kernels for long ones

@@ -3,6 +3,7 @@ stored values), the sparse step against the reference step, autograd and finite 
 loop, the exact solvers and the estimator against their dense runs (float64), refusals, float32
 and CUDA (skipped without a GPU)."""
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -140,11 +141,13 @@ def test_sparse_step_takes_sample_weights_like_the_reference():
 @pytest.mark.parametrize("step", ["rule", "auto"])
 @pytest.mark.parametrize("batch_size", [0, 16])
 def test_the_selector_takes_the_sparse_step_for_sparse_x(step, batch_size):
+    """"auto", no longer offered, is read as "rule" with a warning."""
     model, _, Xs, _, T = problem("binary", 50, 5, 0.3)
-    chosen = select.training_step(model, Xs, T, batch_size=batch_size or 50, dtype=torch.float64,
-                                  device=torch.device("cpu"), step=step)
+    with pytest.warns(FutureWarning) if step == "auto" else contextlib.nullcontext():
+        chosen = select.training_step(model, Xs, T, batch_size=batch_size or 50, dtype=torch.float64,
+                                      device=torch.device("cpu"), step=step)
+        assert select.full_batch(model, Xs, T, step=step).name == "sparse"
     assert chosen.name == "sparse" and chosen.selection.step == "sparse" and chosen.selection.source == "rule"
-    assert select.full_batch(model, Xs, T, step=step).name == "sparse"
 
 
 def test_the_reference_step_can_be_forced_on_sparse_x_and_dense_steps_are_refused():

@@ -223,16 +223,14 @@ def bordered(inner: Tensor, corner, border: Tensor) -> Tensor:
     return h
 
 
-def block_diagonal_hessian(x: Tensor, s: Tensor, bias: bool = False, product=None) -> Tensor:
+def block_diagonal_hessian(x: Tensor, s: Tensor, bias: bool = False) -> Tensor:
     """``H_k = x~^T diag(s[:, k]) x~`` for each output k: x ``(N, D)``, s ``(N, K)`` -> ``(K, A, A)``,
-    with ``x~`` as in :func:`gram` (``[1, x]`` when ``bias``); ``product``: a function
-    like :func:`gram` that forms each block (:func:`gram` itself where None).
+    with ``x~`` as in :func:`gram` (``[1, x]`` when ``bias``), each block by :func:`gram`.
 
     The Hessian of a sigmoid/identity loss on ``z = x~ Theta^T``, one ``(A, A)`` block per output
     (:func:`diagonal_curvature` gives ``s``).
     """
-    product = gram if product is None else product
-    return torch.stack([product(x, s[:, k], bias) for k in range(s.shape[1])])
+    return torch.stack([gram(x, s[:, k], bias) for k in range(s.shape[1])])
 
 
 def softmax_hessian(

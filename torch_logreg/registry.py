@@ -26,7 +26,7 @@ L1_LOOP_SOLVERS = ("gd",)
 SOLVERS = LOOP_SOLVERS + EXACT_SOLVERS
 
 #: the steps a run can ask for (``train.step``, ``Trainer(step=...)``; see ``steps/select.py``):
-#: "auto" measures the ones that apply once and keeps the fastest, "rule" takes the fixed size
-#: rule, and the others force that step (each a file in steps/; "blocked", no longer kept, is read
-#: as "rule" with a warning, so that configs naming it still run)
+#: "rule" takes the fixed rule table's step, and the others force that step (each a file in steps/;
+#: "blocked", a step no longer kept, and "auto", which measured the steps that apply, are read as
+#: "rule" with a warning, so that configs naming them still run)
 STEPS = ("auto", "rule", "reference", "feature_major", "row_major", "blocked", "fused")

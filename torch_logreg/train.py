@@ -173,9 +173,9 @@ class LoopConfig:
     for mini-batches, buffers made once; False = the reference path), ``cuda_graph`` (CUDA, full
     batch on the fast path: capture the step and the update once as a CUDA graph and replay it
     each epoch, which removes the per-kernel launch cost that dominates small problems), ``step``
-    ("rule", the default: the fixed rule, the same step in every process; "auto", opt-in: measure
-    the steps that apply once per shape and keep the fastest; or "reference" | "feature_major" |
-    "row_major" | "fused" to force one: see ``steps/select.py``), ``seed``, ``device`` ("auto" | "cpu" | "cuda" |
+    ("rule", the default: the fixed rule, the same step in every process; or "reference" |
+    "feature_major" | "row_major" | "fused" to force one: see ``steps/select.py``; "auto", which
+    measured the steps, is read as "rule" with a FutureWarning), ``seed``, ``device`` ("auto" | "cpu" | "cuda" |
     "cuda:N") and ``dtype`` ("float32" | "float64" | "bfloat16" | "float16", CUDA only, with dynamic
     loss scaling: see ``loss_scaling.py``; default: the model's).
     """
@@ -427,8 +427,7 @@ class Trainer:
             update=lambda grads: self._record_penalty_and_update(params, grads),
             update_key=lambda: (self.lr_now, *self.optimizer.key()), capturable=self.optimizer.capturable,
             step=c.step, sample_weight=self.sample_weight,
-            # "auto" weighs a full-batch step's set-up against the run's steps, and a run too
-            # short for the kernels on the CPU keeps to the torch path
+            # a run too short for the kernels on the CPU keeps to the torch path
             steps=self.epochs * self.steps_per_epoch,
         )
         if self.batch_size >= self.n_rows and self.stepper.flat_grad is not None:

@@ -378,7 +378,7 @@ def _separate_jit_caches() -> None:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "NUMBA_CACHE_DIR" in os.environ or "numba" in sys.modules:
         return
     base = os.environ.get("TORCH_LOGREG_CACHE")
-    if base is not None and not base.strip():  # the disk caches are off: a fresh folder for this process
+    if base is not None and not base.strip():  # no cache folder kept: a fresh folder for this process
         import tempfile
 
         folder = tempfile.mkdtemp(prefix="torch_logreg-numba-")

@@ -57,6 +57,7 @@ from .runs import (
 
 
 def _trainer(cfg: Config, model, prep: Prepared, device, dtype, callbacks, resume_state: dict | None = None):
+    # the step a run saved by an earlier version with train.step = "auto" had measured: kept on resuming
     step = resume_state.get("step_choice") if resume_state else None
     return make_trainer(cfg, model, prep.rows, device, dtype, X_val=prep.X["val"], T_val=prep.T["val"],
                         callbacks=callbacks, step=step, schema=prep.schema,

@@ -108,9 +108,8 @@ class TrainConfig:
     grad_check_every: int = 0  # steps; 0 = off
     check_every: int = 1  # epochs between stopping checks
     cuda_graph: bool = False  # CUDA, full batch: replay the step + update as one CUDA graph
-    # the loop's step: rule (the fixed rule: the same step, and bits, in every process) | auto (opt-in:
-    # measure once, keep the fastest; for newton, its Hessian's BLAS too) | reference | feature_major |
-    # row_major | fused (blocked: no longer kept, read as rule)
+    # the loop's step: rule (the fixed rule: the same step, and bits, in every process) | reference |
+    # feature_major | row_major | fused (blocked and auto: no longer offered, read as rule with a warning)
     step: str = "rule"
     seed: int = 0
     device: str = "auto"

@@ -24,7 +24,7 @@ from ..models import MLP, LinearRegression, LogisticRegression, SoftmaxRegressio
 from ..optimizers import optimizer_class
 from ..registry import EXACT_SOLVERS, L1_LOOP_SOLVERS, L1_SOLVERS, LOOP_SOLVERS, SOLVERS
 from ..solvers import dispatch
-from ..steps.select import cuda_graph_problem
+from ..steps.select import FORCED, cuda_graph_problem
 from ..train import History, LoopConfig, Trainer, TrainState
 from . import ingest
 from .config import Config, ModelConfig, schedule_options, target_is_real, update_rule_options
@@ -313,15 +313,16 @@ def check_cuda_graph(cfg: Config, model, device: torch.device) -> None:
 def loop_config(cfg: Config, device: str | torch.device | None = None, step: str | None = None) -> LoopConfig:
     """The ``[train]`` table as the loop's :class:`~torch_logreg.train.LoopConfig`: the one mapping of
     the config onto the loop (a loop solver's; the exact solvers take :func:`exact_options`).
-    ``device``: where the run is (default ``train.device``); ``step``: the step a resumed run chose
-    when it started, taken where ``train.step = "auto"``, so that it continues as it began. The
-    dtype is the config's name: "bfloat16" keeps float32 weights and computes under autocast."""
+    ``device``: where the run is (default ``train.device``); ``step``: the step a run saved by an
+    earlier version had measured when it started (``train.step = "auto"``), taken where it is a step
+    a run can force, so that the resumed run continues as it began. The dtype is the config's name:
+    "bfloat16" keeps float32 weights and computes under autocast."""
     t = cfg.train
     return LoopConfig(
         solver=t.solver, lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, l2=t.l2, l1=t.l1, tol=t.tol,
         patience=t.patience, grad_check_every=t.grad_check_every, check_every=t.check_every, cuda_graph=t.cuda_graph,
         clip_grad_norm=t.clip_grad_norm,
-        seed=t.seed, step=step if step and t.step == "auto" else t.step, device=t.device if device is None else device,
+        seed=t.seed, step=step if step in FORCED and t.step == "auto" else t.step, device=t.device if device is None else device,
         dtype=t.dtype, **update_rule_options(t), **schedule_options(t),
     )
 
@@ -334,9 +335,9 @@ def loop_options(cfg: Config) -> dict:
 
 def exact_options(cfg: Config, schema: ingest.Schema | None = None) -> dict:
     """The ``[train]`` table as :func:`~torch_logreg.solvers.fit_exact` keywords (``epochs`` is the
-    iteration budget; ``step = "auto"`` also has Newton measure its Hessian's BLAS, any other
-    step keeps the fixed rule there), with the per-coefficient terms of :func:`coefficient_options`
-    on the features of ``schema``."""
+    iteration budget; ``step = "auto"`` is passed on, to be read as "rule" with a warning, any other
+    step is the rule there), with the per-coefficient terms of :func:`coefficient_options` on the
+    features of ``schema``."""
     t = cfg.train
     return {"solver": t.solver, "l2": t.l2, "l1": t.l1, "max_iter": t.epochs, "tol": t.tol,
             "step": "auto" if t.step == "auto" else "rule", **coefficient_options(cfg, schema)}

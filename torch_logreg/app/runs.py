@@ -15,7 +15,6 @@ from torch import Tensor
 
 from ..errors import UsageError
 from ..models import MODELS
-from ..registry import STEPS
 from ..train import Callback, Trainer, TrainState
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict
@@ -139,20 +138,12 @@ def payload(trainer: Trainer, prep: Prepared, cfg: Config, finished: bool, weigh
         "classes": list(prep.classes),
         "config": cfg.to_dict(),
         "data_fingerprint": prep.fingerprint,
-        # the step train.step = "auto" chose: a resumed run keeps it, so it continues bit for bit (a
-        # step the rule alone takes, such as the sparse one, is taken again by the rule)
-        "step_choice": _step_choice(trainer),
         "trainer": trainer.state_dict(),
         "step": trainer.step,
         "epoch": trainer.epoch,
         "rng": {"torch": torch.get_rng_state()},
         "finished": finished,
     }
-
-
-def _step_choice(trainer: Trainer) -> str:
-    name = getattr(getattr(trainer.stepper, "selection", None), "step", None)
-    return name if name in STEPS else "rule"
 
 
 class CheckpointWriter(Callback):

@@ -92,6 +92,7 @@ from ..devices import resolve_device, resolve_dtype
 from ..errors import UsageError
 from ..models import single_linear
 from ..registry import EXACT_SOLVERS, L1_SOLVERS
+from ..steps import select
 from . import glm
 from .coordinate import coordinate
 from .dispatch import (
@@ -175,12 +176,9 @@ def fit_exact(
     ``callback(n_iter, objective)``, if given, is called at every iterate (the start included)
     with the objective as a float; returning True stops the run (``stop_reason="callback"``,
     no warning), e.g. to stop once a target objective is reached.
-    ``step``: ``"rule"`` (the default) or ``"auto"``, as ``Trainer(step=...)``: with ``"auto"``
-    newton times the BLAS that forms its Hessian (:mod:`torch_logreg.solvers.hessian`), once per
-    machine and shape class (cached in the process and on disk), and keeps the faster; with
-    ``"rule"`` it takes torch's, so a solve gives the same bits from run to run. The objective and
-    gradient take the fixed rule's step either way: a measured step's set-up (a copy of X for the
-    feature-major step) would be paid again by every solve, for a few dozen evaluations.
+    ``step``: ``"rule"``, the only choice: the objective and gradient take the fixed rule's step
+    (``steps/select.py``), so a solve gives the same bits from run to run. ``"auto"``, which had
+    newton time the BLAS that forms its Hessian, is read as ``"rule"`` with a FutureWarning.
 
     The terms of the analysts' models, for a binary model (one sigmoid output, a single ``Linear``)
     on dense ``X`` with ``solver="newton"`` or ``"cd"`` (:mod:`~torch_logreg.solvers.glm`, which states
@@ -205,7 +203,7 @@ def fit_exact(
     holds the details.
     """
     arguments.choice("solver", solver, EXACT_SOLVERS)
-    arguments.choice("step", step, ("rule", "auto"))
+    select.current(step, ("rule", "auto"))
     l2 = arguments.number("l2", l2, low=0)
     l1 = arguments.number("l1", l1, low=0)
     tol = arguments.number("tol", tol, low=0)
@@ -229,7 +227,7 @@ def fit_exact(
         params = dict(model.named_parameters())
         result.data_loss = lambda f: f - float(penalty_terms.value(params, l2)) - float(penalty_terms.l1_value(params, l1))
     if solver == "newton":
-        newton(model, X, T, w, l2, l1, max_iter, tol, result, callback, step)
+        newton(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     elif solver == "proximal":
         proximal(model, X, T, w, l2, l1, max_iter, tol, result, callback)
     elif solver == "cd":

@@ -18,8 +18,8 @@ logit is summed in X's dtype, ``s_n`` in float64, the scaled row in X's dtype as
 rounds it, and the bias's row in float64. Rows are cut into chunks fixed by the shape, summed in
 chunk order, so the result does not depend on the thread count.
 
-Used by Newton's solve where the selector's rule takes the kernels (``select.kernels_pay``), the product
-is torch's, X is a dense float32 or float64 CPU tensor, and the model has one output: otherwise
+Used by Newton's solve where the selector's rule takes the kernels (``select.kernels_pay``), X is a
+dense float32 or float64 CPU tensor, and the model has one output: otherwise
 the torch path forms the Hessian. Both agree to rounding (tests bound the difference).
 """
 
@@ -46,11 +46,11 @@ CHUNK_ENTRIES = 1 << 15
 _FLAGS = {"reassoc", "contract", "nsz"}
 
 
-def applies(X: Tensor, link: str, outputs: int, product) -> bool:
+def applies(X: Tensor, link: str, outputs: int) -> bool:
     """Whether :class:`RowScaler` forms this solve's Hessians: numba importable, one sigmoid or
-    identity output, a dense contiguous float32/float64 X on the CPU, and torch's product."""
+    identity output, a dense contiguous float32/float64 X on the CPU."""
     return (numba is not None and link in ("sigmoid", "identity") and outputs == 1
-            and product is F.gram and X.layout == torch.strided and X.device.type == "cpu"
+            and X.layout == torch.strided and X.device.type == "cpu"
             and X.dtype in (torch.float32, torch.float64) and X.is_contiguous())
 
 

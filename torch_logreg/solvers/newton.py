@@ -12,7 +12,6 @@ from .. import functional as F
 from .. import penalty
 from ..penalty import l1_optimality, soft_threshold
 from ..steps import select
-from . import hessian
 from .params import augment, center, get_theta, linear_layer, set_theta, softmax_null_cols, theta_grad
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
@@ -32,7 +31,7 @@ class _Hessian:
     """
 
     def __init__(self, link: str, X: Tensor, bias: bool, Xa: Tensor | None, z: Tensor | None, sample_weight: Tensor | None,
-                 l2_diag: Tensor, null_cols: Tensor | None, product=None, blocks: Tensor | None = None):
+                 l2_diag: Tensor, null_cols: Tensor | None, blocks: Tensor | None = None):
         self.link = link
         k, a = l2_diag.shape
         self.shape = (k, a)
@@ -50,7 +49,7 @@ class _Hessian:
             if blocks is None:  # else formed already (hessian_rows.RowScaler)
                 assert z is not None  # the curvature is the logits'
                 s = F.diagonal_curvature(link, z, sample_weight)
-                blocks = F.block_diagonal_hessian(X, s, bias, product)
+                blocks = F.block_diagonal_hessian(X, s, bias)
             blocks.diagonal(dim1=1, dim2=2).add_(l2_diag)
             self.blocks = blocks
             self.full = None
@@ -115,15 +114,13 @@ def _spd_solve(h: Tensor, b: Tensor) -> Tensor:
 spd_solve = _spd_solve
 
 
-def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None, blas: str = "rule") -> None:
+def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback=None) -> None:
     layer = linear_layer(model)
     prefix = next(name for name, _ in model.named_children())
     bias = layer.bias is not None
     link = model.link
     # the softmax Hessian's rank-one part is formed from [1, X]; the others never copy X
     Xa = augment(X, bias) if link == "softmax" else None
-    # which BLAS forms the Hessian's products: measured where blas="auto" (fit_exact(step="auto"); hessian.py)
-    product = hessian.choose(X, bias, blas).product if Xa is None else None
     theta = get_theta(layer)
     mask = penalty.theta_mask(theta, bias)
     l2_diag = l2 * mask
@@ -145,7 +142,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     if X.device.type == "cpu" and X.layout == torch.strided and select.kernels_pay(evaluations, X.nbytes):
         from . import hessian_rows  # imports numba
 
-        if hessian_rows.applies(X, link, theta.shape[0], product):
+        if Xa is None and hessian_rows.applies(X, link, theta.shape[0]):
             rows = hessian_rows.RowScaler(X, link, bias, w)
 
     def smooth(th: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,7 +167,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
         if rows is not None:
             hess = _Hessian(link, X, bias, Xa, None, w, l2_diag, null_cols, blocks=rows.hessian(theta))
         else:
-            hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols, product)
+            hess = _Hessian(link, X, bias, Xa, logits(theta), w, l2_diag, null_cols)
         if not hess.is_finite():
             raise NonFiniteError(f"newton: the Hessian (sums of w_n x_ni x_nj / N over the rows) has a non-finite entry at "
                                  f"iteration {it}; {NON_FINITE_HINT}")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..loss_scaling import LossScaler
-    from .measure import Selection
+    from .selection import Selection
 
 
 class Step(ABC):

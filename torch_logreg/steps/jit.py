@@ -13,13 +13,12 @@ This module imports nothing heavy: :func:`ready` only looks at what is loaded.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
-#: seconds each part of the load costs where it has not been measured on this machine: importing
-#: numba, and initialising its CPU target, as measured on the reference machine (benchmarks/README.md)
-IMPORT_SECONDS = 0.26
-INIT_SECONDS = 0.55
+LOG = logging.getLogger("torch_logreg")
+
 #: the ``error_model`` of a kernel whose vectorisable loops divide (``fused_cpu``'s float32 link).
 #: numba's default ("python") tests each floating-point division for a zero divisor, to raise
 #: ``ZeroDivisionError``, and that branch keeps the compiler from vectorising the loop: the
@@ -70,4 +69,13 @@ def load() -> dict[str, float]:
     numba.njit(cache=True)(_probe)(1)
     seconds["init"] = time.perf_counter() - start
     _loaded = True
+    return seconds
+
+
+def load_now() -> float:
+    """Pay numba's load now (:func:`load`); returns the seconds it took (0 where paid already),
+    logged at DEBUG on the ``torch_logreg`` logger."""
+    seconds = sum(load().values())
+    if seconds:
+        LOG.debug("numba loaded in %.2f ms", seconds * 1e3)
     return seconds

@@ -22,18 +22,15 @@ Which one runs is ``step`` (``registry.STEPS``; ``train.step`` in a config, ``Tr
   take the kernels and pay numba's load (:mod:`.jit`) once per process. Before the table, the
   reference step is the only one for gradient checks, ``fast_path=False``, a model that is not
   one ``Linear``, sample weights on dense X, bfloat16 (under autocast) and a streamed full batch;
-* ``"auto"`` (opt-in, like ``torch.backends.cudnn.benchmark``; ``measure.py``): where the rule
-  would take the kernels, the steps that apply are timed on the real data, once per process and
-  shape class, and the fastest kept. The step, and the last bits, may then change with the
-  machine's load; streamed data and runs of several processes keep the rule;
 * ``"reference"``, ``"feature_major"``, ``"row_major"`` (``BatchStep`` on mini-batches) or
   ``"fused"`` force that step; where it cannot run, a :class:`~torch_logreg.errors.UsageError`
-  says why in one sentence. ``"blocked"``, a step no longer kept (benchmarks/README.md), is
-  read as ``"rule"`` with a warning, so that configs naming it still run.
+  says why in one sentence. Names no longer offered (:data:`REMOVED`: ``"blocked"``, a step no
+  longer kept, and ``"auto"``, which measured the candidate steps) are read as ``"rule"`` with a
+  warning, so that configs naming them still run (benchmarks/README.md says why each went).
 
 Every step but the CUDA graph computes the objective and the gradient only, and tests pin each to
 the reference step, so the choice changes results only within those tolerances. The returned step
-carries a :class:`~.measure.Selection` as ``selection``: how it was chosen. The loop
+carries a :class:`~.selection.Selection` as ``selection``: how it was chosen. The loop
 (``train.py``) and L-BFGS (``solvers/lbfgs.py``) take their steps from here only.
 """
 
@@ -51,14 +48,12 @@ from .. import arguments
 from ..errors import UsageError
 from ..models import single_linear
 from ..registry import STEPS
-from . import measure
-from .measure import Selection
+from . import jit
 from .reference import ReferenceStep
+from .selection import Selection, format_seconds
 
 #: the step names the selector reports, by a step's ``name``
 _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fused", "batch": "row_major"}
-#: why "auto" does not measure a run of several processes
-_DATA_PARALLEL = "several processes (each would measure apart and might choose differently)"
 #: the fewest full-batch steps of a short run for which the feature-major step pays for its copy
 #: of X (the copy costs a few to a few tens of the steps' gain over the reference step)
 FEATURE_MAJOR_MIN_STEPS = 16
@@ -70,16 +65,22 @@ TORCH_BYTE_SECONDS = 1e-10
 #: torch; a longer one takes the kernels: about an eighth of numba's load (:mod:`.jit`), paid once
 #: per process, so a run this long gains at least its share of it over a few fits
 MIN_RUN_SECONDS = 0.1
-#: step names no longer kept, read as "rule" (with a warning) so that configs naming them still run
-REMOVED = {"blocked": "the blocked step was never faster than the fused step it would replace (benchmarks/README.md)"}
+#: step names no longer offered, read as "rule" (with a warning saying why) so that configs naming
+#: them still run
+REMOVED = {
+    "blocked": "step='blocked' is no longer offered (the blocked step was never faster than the fused step it "
+               "would replace, benchmarks/README.md)",
+    "auto": "step='auto' no longer measures candidate steps (it made the step depend on the machine's load, "
+            "for little gain over the rule table's choice, benchmarks/README.md)",
+}
 
 
-def _current(step: str) -> str:
-    """``step``, or "rule" for a removed step's name (:data:`REMOVED`), with a warning saying why."""
-    arguments.choice("step", step, STEPS)
+def current(step: str, choices: tuple[str, ...] = STEPS, stacklevel: int = 3) -> str:
+    """``step`` (one of ``choices``), or "rule" for a name no longer offered (:data:`REMOVED`), with
+    a FutureWarning saying why."""
+    arguments.choice("step", step, choices)
     if step in REMOVED:
-        warnings.warn(f"step={step!r} is no longer offered ({REMOVED[step]}); the rule's step runs", FutureWarning,
-                      stacklevel=3)
+        warnings.warn(f"{REMOVED[step]}; the rule's step runs", FutureWarning, stacklevel=stacklevel)
         return "rule"
     return step
 
@@ -100,8 +101,6 @@ def kernels_pay(steps: int | None, step_bytes: int) -> bool:
 def _tag(step, source: str, reason: str = "", name: str | None = None, row: int = 0):
     name = name or _USER_NAMES.get(step.name, step.name)
     step.selection = Selection(name, source, reason=reason, rule=f"rule row {row}: {RULE[row - 1].when}" if row else "")
-    if source == "rule" and name == "fused":
-        measure.mark_warm(name)
     return step
 
 
@@ -239,7 +238,7 @@ def _fused_problem(model, X: Tensor) -> str | None:
 def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, sample_weight: Tensor | None = None,
             fast_path: bool = True, grad_check: bool = False, autocast: torch.dtype | None = None,
             cuda_graph: bool = False) -> str | None:
-    """Why the forced ``step`` (a name of ``registry.STEPS`` other than "auto" and "rule") cannot
+    """Why the forced ``step`` (:data:`FORCED`) cannot
     run here (the end of a sentence starting with ``step='name'``), or None when it can."""
     if step == "reference":
         return "cannot be captured by cuda_graph, which replays a fast full-batch step" if cuda_graph else None
@@ -264,6 +263,8 @@ def problem(step: str, model, X: Tensor, *, full: bool, in_memory: bool = True, 
     return None
 
 
+#: the steps a run can force (the names of ``registry.STEPS`` other than "rule" and :data:`REMOVED`)
+FORCED = tuple(name for name in STEPS if name != "rule" and name not in REMOVED)
 #: the forced steps bound to the whole of X (the others also run on mini-batches)
 _FULL_BATCH_ONLY = ("feature_major", "fused")
 
@@ -297,17 +298,18 @@ def _fused_step(model, X: Tensor, T: Tensor):
     return fused_triton.TritonStep(model, X, T)
 
 
-def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None, reason: str = ""):
+def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None):
     """The rule's step for the full batch of dense ``X`` (rows 5-11 of :data:`RULE`), tagged. A
     Triton kernel that fails its first step gives way to the feature-major step, with a warning."""
     call = _dense(model, X, steps)
     number = decide(call)
     row = RULE[number - 1]
+    reason = ""
     if call.short:
         reason = f"{_short_words(steps, X.nbytes)}; too few to pay for a copy of X" if row.step == "reference" \
             else _short_words(steps, X.nbytes)
     if row.kernels and call.device == "cpu":
-        measure.load_jit()
+        jit.load_now()
     step = _first_triton_step(model, X, T) if row.step == "fused" and call.device == "cuda" else \
         _build(row.step, model, X, T)
     return _tag(step, "rule", reason, row=number)
@@ -317,8 +319,8 @@ def _short_words(steps: int | None, step_bytes: int) -> str:
     """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
     (a short run: ``steps`` is known)."""
     steps = steps or 0
-    return (f"a run of {steps:,} steps, about {measure.format_seconds(torch_seconds(steps, step_bytes))} on the torch "
-            f"path: under {measure.format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
+    return (f"a run of {steps:,} steps, about {format_seconds(torch_seconds(steps, step_bytes))} on the torch "
+            f"path: under {format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
 
 
 def _first_triton_step(model, X: Tensor, T: Tensor):
@@ -336,26 +338,9 @@ def _first_triton_step(model, X: Tensor, T: Tensor):
     return FeatureMajorStep(model, X, T)
 
 
-def full_batch_candidates(model, X: Tensor, T: Tensor, *, graph: bool = False) -> dict[str, Callable[[], object]]:
-    """The full-batch steps that apply to a single-``Linear`` model on ``X``, by name, as
-    builders: the rule's choice first, then the others, likelier winners first. The
-    feature-major step (a copy of X) is left out where the copy would not fit, unless it is the
-    rule's; the reference step is left out for a CUDA graph (``graph``)."""
-    rule = RULE[decide(_dense(model, X)) - 1].step
-    names = [name for name in ("feature_major", "fused", "row_major", "reference")
-             if (name != "feature_major" or rule == name or measure.room_for(X.nbytes, X.device))
-             and (name != "fused" or _fused_problem(model, X) is None) and (name != "reference" or not graph)]
-    builders = {name: lambda name=name: _build(name, model, X, T) for name in names}
-    return {rule: builders.pop(rule), **builders}
-
-
 def _sparse_bytes(X: Tensor) -> int:
     """The bytes a pass over a sparse CSR ``X`` reads: its values and column indices."""
     return X.values().nbytes + X.col_indices().nbytes
-
-
-#: why "auto" does not measure on sparse X
-_SPARSE = "sparse X (the dense steps do not apply)"
 
 
 def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tensor | None = None, *, step: str = "rule",
@@ -375,17 +360,16 @@ def _sparse_step(model, X: Tensor | None, T: Tensor | None, sample_weight: Tenso
         raise UsageError("gradient checks (grad_check_every > 0) need dense X; sparse X runs the sparse step")
     if step == "reference" or not fast_path:
         return _tag(ReferenceStep(model, sample_weight), "forced" if step == "reference" else "rule")
-    if step not in ("auto", "rule"):
-        raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule' or 'auto')")
+    if step != "rule":
+        raise UsageError(f"step={step!r} needs dense X; sparse X runs the sparse step (step='rule')")
     number = _sparse_row(X, steps, step_bytes)
     if RULE[number - 1].kernels:
         from . import sparse_fused  # imports numba
 
         if sparse_fused.supports_model(model):
-            measure.load_jit()
+            jit.load_now()
     short = _short_words(steps, step_bytes) if number == 1 else ""
-    return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule",
-                short or (_SPARSE if step == "auto" else ""), row=number)
+    return _tag(SparseStep(model, X, T, sample_weight, fused=not short), "rule", short, row=number)
 
 
 def _sparse_row(X: Tensor | None, steps: int | None, step_bytes: int) -> int:
@@ -394,36 +378,31 @@ def _sparse_row(X: Tensor | None, steps: int | None, step_bytes: int) -> int:
 
 
 def full_batch(model, X: Tensor, T: Tensor, sample_weight: Tensor | None = None, *, step: str = "rule",
-               measure_reason: str = "", graph: bool = False, steps: int | None = None):
+               graph: bool = False, steps: int | None = None):
     """The step bound to the full batch ``X``, ``T`` (see the module docstring for ``step``).
     Sample weights and models that are not one ``Linear`` take the reference step; sparse ``X``
-    the sparse step. ``measure_reason``: why "auto" should not measure here; ``graph``: the step
-    is for a CUDA graph (which replays the fast steps only); ``steps``: the run's length, where
-    known (:data:`RULE`; "auto" counts each step's set-up against it, ``measure.for_steps``)."""
-    step = _current(step)
+    the sparse step. ``graph``: the step is for a CUDA graph (which replays the fast steps only);
+    ``steps``: the run's length, where known (:data:`RULE`)."""
+    step = current(step)
     if X.layout != torch.strided:
         return _sparse_step(model, X, T, sample_weight, step=step, cuda_graph=graph, steps=steps,
                             step_bytes=_sparse_bytes(X))
-    if step not in ("auto", "rule"):
+    if step != "rule":
         why = problem(step, model, X, full=True, sample_weight=sample_weight)
         if why is not None:
             raise UsageError(f"step={step!r} {why}")
         return _tag(_build(step, model, X, T, sample_weight), "forced")
     if sample_weight is not None or single_linear(model) is None:
         return _tag(ReferenceStep(model, sample_weight), "rule")
-    if step == "rule" or measure_reason or _dense(model, X, steps).short:
-        return _rule_full_batch(model, X, T, steps, measure_reason)
-    candidates = full_batch_candidates(model, X, T, graph=graph)
-    key = measure.shape_key("full", model, X, X.shape[0], candidates)
-    return measure.choose(key, candidates, X, T, work=X.shape[0] * X.shape[1] * int(model.n_outputs), steps=steps)
+    return _rule_full_batch(model, X, T, steps)
 
 
 def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device, *, step: str = "rule",
-               X: Tensor | None = None, T: Tensor | None = None, measure_reason: str = "", steps: int | None = None):
+               X: Tensor | None = None, reason: str = "", steps: int | None = None):
     """A step for batches of up to ``batch_size`` rows: ``BatchStep`` (buffers made once) for a
-    single ``Linear``, else the reference (rows 3-4 of :data:`RULE`; ``steps``: the run's length).
-    ``step="auto"`` measures the two on the first ``batch_size`` rows of ``X``, ``T``."""
-    step = _current(step)
+    single ``Linear``, else the reference (rows 3-4 of :data:`RULE`; ``steps``: the run's length;
+    ``X``: the data, for the rule's rows that read it; ``reason``: what the selection says)."""
+    step = current(step)
     layer = single_linear(model)
     if layer is None or step == "reference":
         return _tag(ReferenceStep(model), "forced" if step == "reference" else "rule")
@@ -432,24 +411,16 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
     width = X.shape[1] if X is not None else layer.weight.shape[1]
     step_bytes = batch_size * width * dtype.itemsize
     number = decide(Call(model, X, torch.device(device).type, False, False, steps, step_bytes))
-    if step in ("auto", "rule") and number == 3:
+    if step == "rule" and number == 3:
         return _tag(ReferenceStep(model), "rule", _short_words(steps, step_bytes), row=3)
+    if torch.device(device).type == "cpu":
+        from . import batch_fused
 
-    def batch_step():
-        if torch.device(device).type == "cpu":
-            from . import batch_fused
-
-            if batch_fused.applies(model, dtype, torch.device(device), batch_size):
-                measure.load_jit()  # timed apart, and kept for later processes
-        return BatchStep(model, batch_size, dtype, device)
-
-    if step != "auto" or X is None or T is None or measure_reason:
-        forced = step == "row_major"
-        return _tag(batch_step(), "forced" if forced else "rule", measure_reason, row=0 if forced else number)
-    rows = min(batch_size, X.shape[0])
-    candidates = {"row_major": batch_step, "reference": lambda: ReferenceStep(model)}
-    key = measure.shape_key("mini", model, X, rows, candidates)
-    return measure.choose(key, candidates, X[:rows], T[:rows], work=rows * X.shape[1] * int(model.n_outputs))
+        if batch_fused.applies(model, dtype, torch.device(device), batch_size):
+            jit.load_now()
+    forced = step == "row_major"
+    return _tag(BatchStep(model, batch_size, dtype, device), "forced" if forced else "rule", reason,
+                row=0 if forced else number)
 
 
 def cuda_graph_problem(model, device: torch.device, *, full_batch: bool, fast_path: bool = True,
@@ -482,7 +453,7 @@ def _weighted_step(model, X: Tensor, T: Tensor | None, sample_weight: Tensor, *,
             return _sparse_step(model, X, T, sample_weight, step=step, steps=steps, step_bytes=step_bytes)
         assert T is not None  # a full batch in memory comes with its targets
         return full_batch(model, X, T, sample_weight, step=step)
-    if step not in ("auto", "rule", "reference"):
+    if step not in ("rule", "reference"):
         raise UsageError(f"step={step!r} does not take sample weights on mini-batches; use step = 'reference'")
     if sparse:
         from .sparse import SparseStep
@@ -505,9 +476,9 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
     With ``sample_weight`` ``(N,)``: a full batch is weighted by it; for mini-batches the step is
     one with a ``sample_weight`` attribute (the reference or sparse step), which the loop sets to
     each batch's weights. With ``cuda_graph``, ``update(grads)`` and ``update_key()`` are captured
-    with the step (a ValueError says why a graph cannot run). ``step``: "rule", "auto" or a step to
-    force (a UsageError says why it cannot run here); ``steps``: the run's length, where known."""
-    step = _current(step)
+    with the step (a ValueError says why a graph cannot run). ``step``: "rule" or a step to force
+    (a UsageError says why it cannot run here); ``steps``: the run's length, where known."""
+    step = current(step)
     n = X.shape[0]
     full = batch_size >= n
     sparse = isinstance(X, Tensor) and X.layout != torch.strided  # streamed data is a NumPy memory map
@@ -528,7 +499,7 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
                                       grad_check=grad_check, data_parallel=data_parallel, capturable=capturable)
         if problem_ is not None:
             raise ValueError(f"cuda_graph {problem_}")
-    forced = step not in ("auto", "rule")
+    forced = step != "rule"
     if forced:
         why = problem(step, model, X, full=full, in_memory=in_memory, fast_path=fast_path, grad_check=grad_check,
                       autocast=autocast, cuda_graph=cuda_graph)
@@ -542,15 +513,13 @@ def training_step(model, X: Tensor, T: Tensor | None, *, batch_size: int, dtype:
         return _tag(mixed, "forced" if forced else "rule", name="reference")
     if grad_check or not fast_path:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
-    reason = _DATA_PARALLEL if data_parallel else ""
     if not full:
-        if not in_memory:
-            reason = "streamed data"
-        return mini_batch(model, batch_size, dtype, device, step=step, X=X, T=T, measure_reason=reason, steps=steps)
+        return mini_batch(model, batch_size, dtype, device, step=step, X=X,
+                          reason="" if in_memory else "streamed data", steps=steps)
     if not in_memory:
         return _tag(ReferenceStep(model), "forced" if forced else "rule")
     assert T is not None  # a full batch in memory comes with its targets
-    inner = full_batch(model, X, T, step=step, measure_reason=reason, graph=cuda_graph, steps=steps)
+    inner = full_batch(model, X, T, step=step, graph=cuda_graph, steps=steps)
     if cuda_graph:
         from .cuda_graph import GraphedStep
 
