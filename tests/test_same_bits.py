@@ -86,3 +86,25 @@ def test_a_fit_gives_the_same_bits_in_a_fresh_process_after_other_fits_and_on_a_
     assert steps["binary full, short"] == "reference" and steps["softmax full, short"] == "feature_major"
     assert steps["binary full, long"] == steps["softmax full, long"] == "fused"
     assert steps["binary B=64, long"] == "row_major" and steps["softmax B=64, short"] == "reference"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not fused_cpu.available(), reason="numba is not installed")
+def test_a_kernel_leaves_torch_its_thread_count():
+    """numba's OpenMP layer sets OpenMP's thread count when a parallel kernel first starts it, and
+    torch runs on the same runtime: with numba's default (every logical CPU) a fit after a kernel
+    summed on more threads than before it, and its weights changed in their last bits."""
+    script = textwrap.dedent("""
+        import torch
+        torch.set_num_threads(1)
+        import torch_logreg as tl
+        X = torch.randn(5_000, 100, generator=torch.Generator().manual_seed(0))
+        trainer = tl.Trainer(tl.LogisticRegression(100), X, (X[:, 0] > 0).long(), epochs=2, step="fused")
+        trainer.run()
+        print(trainer.stepper.selection.step, torch.get_num_threads())
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["fused", "1"]

@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+from ..steps import jit
+
+jit.threads_as_torch()  # before numba's import (jit.threads_as_torch says why)
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit

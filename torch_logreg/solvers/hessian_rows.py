@@ -32,7 +32,9 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
+from ..steps import jit
 
+jit.threads_as_torch()  # before numba's import (jit.threads_as_torch says why)
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit, prange

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import batch_fused
+from . import batch_fused, jit
 from .base import Step
 from .common import bind_single_pass, fusable, step_from_sums
 from .jit import ERROR_MODEL
 from .prefetch import LINE_BYTES
 
+jit.threads_as_torch()  # before numba's import (jit.threads_as_torch says why)
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit, prange

@@ -26,9 +26,10 @@ from torch import Tensor
 
 from .. import penalty
 from ..models import single_linear
-from . import batch_fused
+from . import batch_fused, jit
 from .base import Step
 
+jit.threads_as_torch()  # before numba's import (jit.threads_as_torch says why)
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
 except ImportError:  # pragma: no cover

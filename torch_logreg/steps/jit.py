@@ -14,6 +14,7 @@ This module imports nothing heavy: :func:`ready` only looks at what is loaded.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -49,6 +50,22 @@ def _probe(x):
     return x + 1
 
 
+def threads_as_torch() -> None:
+    """Before numba's first import in the process: its thread count set to torch's (where
+    ``NUMBA_NUM_THREADS`` is not set already).
+
+    numba takes the machine's logical CPUs by default, and its OpenMP threading layer, when a
+    parallel kernel first starts it, sets OpenMP's thread count to that number. torch runs on the
+    same OpenMP runtime, so where torch had fewer threads (``OMP_NUM_THREADS``, ``torch.set_num_threads``
+    or its default of one a physical core) every later torch operation ran on more, summed in another
+    order and gave other last bits: a fit's weights then depended on whether a kernel had run before
+    it in the process. With the same count the start changes nothing."""
+    if "numba" not in sys.modules and "NUMBA_NUM_THREADS" not in os.environ:
+        import torch
+
+        os.environ["NUMBA_NUM_THREADS"] = str(torch.get_num_threads())
+
+
 def load() -> dict[str, float]:
     """Import numba and initialise its CPU target now (one call of a trivial cached kernel).
     Returns the seconds of each part done here: ``"import"`` (where numba was not imported yet)
@@ -59,6 +76,7 @@ def load() -> dict[str, float]:
         return {}
     seconds = {}
     was_imported, start = imported(), time.perf_counter()
+    threads_as_torch()
     try:
         import numba
     except ImportError:

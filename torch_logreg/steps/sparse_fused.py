@@ -58,8 +58,9 @@ import torch
 from torch import Tensor
 
 from ..models import single_linear
-from . import batch_fused
+from . import batch_fused, jit
 
+jit.threads_as_torch()  # before numba's import (jit.threads_as_torch says why)
 try:  # pragma: no branch - numba is installed with the package; guard for a broken install
     import numba
     from numba import njit, prange
