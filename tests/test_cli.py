@@ -319,7 +319,8 @@ def _train_cmd(run_dir, *extra):
 @pytest.mark.parametrize(
     "extra,epochs",
     [((), 250), (("train.batch_size=0", "train.epochs=600"), 600),  # mini-batch; full batch (fast path)
-     (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=150"), 150),  # an MLP on XOR
+     # an MLP on XOR, a checkpoint every third epoch (the kill still lands between two of them)
+     (("data.name=xor", "model.kind=mlp", "model.hidden=[8]", "train.epochs=150", "log.checkpoint_every=3"), 150),
      (("train.solver=adam", "train.schedule=cosine", "train.warmup_epochs=20"), 250)],  # moments, step count, schedule
     ids=["minibatch", "fullbatch", "mlp", "adam"],
 )
