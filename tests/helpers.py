@@ -216,6 +216,17 @@ def run_cli(capsys, *args):
     return code, out, err
 
 
+def sample_then_predict(capsys, run_dir, folder, rows: int) -> str:
+    """``sample`` ``rows`` rows of a run's test split into ``folder/s.csv``, then ``predict`` on them
+    into ``folder/sp.csv``, both succeeding; returns the sample's header line."""
+    code, _, err = run_cli(capsys, "sample", "--run", run_dir, "--output", folder / "s.csv", "--rows", rows)
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predict", "--run", run_dir, "--input", folder / "s.csv", "--output",
+                           folder / "sp.csv")
+    assert code == 0, err
+    return (folder / "s.csv").read_text().splitlines()[0]
+
+
 def expect_error(capsys, message, *args):
     """``torch-logreg ARGS`` fails as a user's mistake should: exit status 2, no traceback, one
     line ``torch-logreg: error: ...`` that contains ``message``; returns that line."""

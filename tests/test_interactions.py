@@ -15,7 +15,7 @@ from torch_logreg.app.export import load_state_dict_export
 from torch_logreg.app.ingest import Schema
 from torch_logreg.app.runs import model_from_checkpoint
 
-from helpers import expect_error, run_cli
+from helpers import expect_error, run_cli, sample_then_predict
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
@@ -174,9 +174,4 @@ def test_sample_writes_the_raw_columns_of_a_run_with_products(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--quiet", "--config", CONFIGS / "xor_interaction.toml", "--run-dir",
                            tmp_path / "run", "--set", "train.device=cpu", "--set", "data.n_samples=100")
     assert code == 0, err
-    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "run", "--output", tmp_path / "s.csv", "--rows", "4")
-    assert code == 0, err
-    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "x1,x2,target"
-    code, _, err = run_cli(capsys, "predict", "--run", tmp_path / "run", "--input", tmp_path / "s.csv", "--output",
-                           tmp_path / "p.csv")
-    assert code == 0, err
+    assert sample_then_predict(capsys, tmp_path / "run", tmp_path, 4) == "x1,x2,target"

@@ -15,7 +15,7 @@ from torch_logreg.app.runs import model_from_checkpoint
 from torch_logreg.solvers import fit_exact
 from torch_logreg.steps.offset import OffsetStep
 
-from helpers import expect_error, run_cli
+from helpers import expect_error, run_cli, sample_then_predict
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +160,7 @@ def test_cli_train_with_offset_equals_the_library(capsys, tmp_path, data, solver
     code, out, err = run_cli(capsys, "evaluate", "--run", tmp_path / "run", "--data", new, "--json")
     assert code == 0, err
     # sample writes the offset column, which predict then reads
-    code, _, err = run_cli(capsys, "sample", "--run", tmp_path / "run", "--output", tmp_path / "s.csv", "--rows", "5")
-    assert code == 0, err
-    assert (tmp_path / "s.csv").read_text().splitlines()[0] == "x1,x2,x3,log_exposure,y"
-    code, _, err = run_cli(capsys, "predict", "--run", tmp_path / "run", "--input", tmp_path / "s.csv", "--output",
-                           tmp_path / "sp.csv")
-    assert code == 0, err
+    assert sample_then_predict(capsys, tmp_path / "run", tmp_path, 5) == "x1,x2,x3,log_exposure,y"
 
 
 @pytest.mark.e2e
