@@ -439,21 +439,22 @@ def regularization_path(
     w = check_sample_weight(sample_weight, n, dtype, device)
     bias = bool(fit_intercept)
     terms = {name: v for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
-                                     ("upper_bounds", upper_bounds), ("offset", offset)) if v is not None}
-    if terms:
+                                     ("upper_bounds", upper_bounds)) if v is not None}
+    # what only the binary newton and cd fits take: these terms, the same in every fit, and the offset
+    glm_only = [*terms, *(["offset"] if offset is not None else [])]
+    if glm_only:
         if kind != "binary":
-            raise UsageError(f"{next(iter(terms))} applies to kind='binary' (one sigmoid output), not kind={kind!r}")
+            raise UsageError(f"{glm_only[0]} applies to kind='binary' (one sigmoid output), not kind={kind!r}")
         if solver == "auto":  # the solvers that take per-coefficient terms
             solver = "newton"
         if solver not in ("newton", "cd"):
-            raise UsageError(f"{next(iter(terms))} is honoured by solver='newton' or 'cd', not {solver!r}")
+            raise UsageError(f"{glm_only[0]} is honoured by solver='newton' or 'cd', not {solver!r}")
     solver = choose_path_solver(solver, l1_ratio, (d + int(bias)) * k, sparse=Xt.layout != torch.strided)
     factor, lower, upper = (None if v is None else glm.vector(v, name, d, dtype, device, low=0 if name == "penalty_factor"
                                                               else -math.inf, infinite=name != "penalty_factor")
                             for name, v in (("penalty_factor", penalty_factor), ("lower_bounds", lower_bounds),
                                             ("upper_bounds", upper_bounds)))
     o = None if offset is None else glm.vector(offset, "offset", n, dtype, device)
-    terms.pop("offset", None)  # each fit takes its own rows' offsets
 
     if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool):
         stratify = kind in ("binary", "softmax")  # multilabel and linear targets: plain k-fold
