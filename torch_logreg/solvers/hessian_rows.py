@@ -18,7 +18,7 @@ logit is summed in X's dtype, ``s_n`` in float64, the scaled row in X's dtype as
 rounds it, and the bias's row in float64. Rows are cut into chunks fixed by the shape, summed in
 chunk order, so the result does not depend on the thread count.
 
-Used by Newton's solve where the selector's rule takes the kernels (``select.kernels_pay``), X is a
+Used by Newton's solve where the selector's rule takes the kernels (``select.dense_kernels_pay``), X is a
 dense float32 or float64 CPU tensor, and the model has one output: otherwise
 the torch path forms the Hessian. Both agree to rounding (tests bound the difference).
 """

@@ -139,7 +139,7 @@ def newton(model, X, T, w, l2, l1, max_iter, tol, result: SolverResult, callback
     # one read of X for the logits, the curvature, diag(s) X and the product where the rule takes
     # the kernels (decided from the call alone, as the step is)
     rows = None
-    if X.device.type == "cpu" and X.layout == torch.strided and select.kernels_pay(evaluations, X.nbytes):
+    if X.device.type == "cpu" and X.layout == torch.strided and select.dense_kernels_pay(model, X, evaluations):
         from . import hessian_rows  # imports numba
 
         if Xa is None and hessian_rows.applies(X, link, theta.shape[0]):

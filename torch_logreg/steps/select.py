@@ -58,9 +58,12 @@ _USER_NAMES = {"fused_cpu": "fused", "fused_k_cpu": "fused", "fused_triton": "fu
 #: of X (the copy costs a few to a few tens of the steps' gain over the reference step)
 FEATURE_MAJOR_MIN_STEPS = 16
 #: the torch path's cost per step, for :func:`torch_seconds`: a fixed part (a dozen operations'
-#: dispatch) and a part per byte of the batch (two reads of X^T); fixed, so every process decides alike
+#: dispatch), a part per byte of the batch (two reads of X^T) and a part per logit (rows x outputs:
+#: the link, the loss and the residual, several passes over the logits; a softmax's dominate its
+#: step); fixed, so every process decides alike (the figures behind them: benchmarks/README.md)
 TORCH_STEP_SECONDS = 25e-6
 TORCH_BYTE_SECONDS = 1e-10
+TORCH_LOGIT_SECONDS = 3e-8
 #: a CPU run whose steps take less than this on the torch path (:func:`torch_seconds`) keeps to
 #: torch; a longer one takes the kernels: about an eighth of numba's load (:mod:`.jit`), paid once
 #: per process, so a run this long gains at least its share of it over a few fits
@@ -85,17 +88,18 @@ def current(step: str, choices: tuple[str, ...] = STEPS, stacklevel: int = 3) ->
     return step
 
 
-def torch_seconds(steps: int, step_bytes: int) -> float:
-    """The fixed estimate of a run of ``steps`` steps on batches of ``step_bytes`` bytes on the torch
-    path: ``steps x (TORCH_STEP_SECONDS + step_bytes x TORCH_BYTE_SECONDS)``."""
-    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS)
+def torch_seconds(steps: int, step_bytes: int, step_logits: int = 0) -> float:
+    """The fixed estimate of a run of ``steps`` steps on batches of ``step_bytes`` bytes and
+    ``step_logits`` logits (rows x outputs) on the torch path: ``steps x (TORCH_STEP_SECONDS +
+    step_bytes x TORCH_BYTE_SECONDS + step_logits x TORCH_LOGIT_SECONDS)``."""
+    return steps * (TORCH_STEP_SECONDS + step_bytes * TORCH_BYTE_SECONDS + step_logits * TORCH_LOGIT_SECONDS)
 
 
-def kernels_pay(steps: int | None, step_bytes: int) -> bool:
+def kernels_pay(steps: int | None, step_bytes: int, step_logits: int = 0) -> bool:
     """Whether a CPU run of ``steps`` steps (None: not known, taken as long) on batches of
-    ``step_bytes`` bytes takes the kernels: :func:`torch_seconds` is at least :data:`MIN_RUN_SECONDS`.
-    A function of its arguments alone, whatever this process has loaded."""
-    return steps is None or torch_seconds(steps, step_bytes) >= MIN_RUN_SECONDS
+    ``step_bytes`` bytes and ``step_logits`` logits takes the kernels: :func:`torch_seconds` is at
+    least :data:`MIN_RUN_SECONDS`. A function of its arguments alone, whatever this process has loaded."""
+    return steps is None or torch_seconds(steps, step_bytes, step_logits) >= MIN_RUN_SECONDS
 
 
 def _tag(step, source: str, reason: str = "", name: str | None = None, row: int = 0):
@@ -111,7 +115,8 @@ def _tag(step, source: str, reason: str = "", name: str | None = None, row: int 
 class Call:
     """What the rule reads of a call, nothing of the process: the model, X (None where not given),
     its device type, whether X is sparse and a batch the whole of it, the run's length in steps
-    (None: not known, taken as long) and a batch's bytes."""
+    (None: not known, taken as long), a batch's bytes and its logits (rows x outputs; 0 where not
+    counted: sparse X, whose stored entries dominate)."""
 
     model: Any
     X: Any  # the Tensor X; None where not given (the rows that read it are never reached then)
@@ -120,11 +125,12 @@ class Call:
     full: bool
     steps: int | None
     step_bytes: int
+    step_logits: int = 0
 
     @property
     def short(self) -> bool:
         """Off CUDA, a run too short to pay its share of numba's load (not :func:`kernels_pay`)."""
-        return self.device != "cuda" and not kernels_pay(self.steps, self.step_bytes)
+        return self.device != "cuda" and not kernels_pay(self.steps, self.step_bytes, self.step_logits)
 
 
 def _large_one_output(c: Call) -> bool:
@@ -208,7 +214,14 @@ def decide(call: Call) -> int:
 
 
 def _dense(model, X: Tensor, steps: int | None = None) -> Call:
-    return Call(model, X, X.device.type, False, True, steps, X.nbytes)
+    return Call(model, X, X.device.type, False, True, steps, X.nbytes, X.shape[0] * int(model.n_outputs))
+
+
+def dense_kernels_pay(model, X: Tensor, steps: int | None) -> bool:
+    """:func:`kernels_pay` for a run of ``steps`` full-batch steps of ``model`` on dense ``X`` (its
+    bytes and logits), as the rule weighs it."""
+    call = _dense(model, X, steps)
+    return kernels_pay(call.steps, call.step_bytes, call.step_logits)
 
 
 def _fused_problem(model, X: Tensor) -> str | None:
@@ -306,8 +319,8 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None):
     row = RULE[number - 1]
     reason = ""
     if call.short:
-        reason = f"{_short_words(steps, X.nbytes)}; too few to pay for a copy of X" if row.step == "reference" \
-            else _short_words(steps, X.nbytes)
+        words = _short_words(steps, X.nbytes, call.step_logits)
+        reason = f"{words}; too few to pay for a copy of X" if row.step == "reference" else words
     if row.kernels and call.device == "cpu":
         jit.load_now()
     step = _first_triton_step(model, X, T) if row.step == "fused" and call.device == "cuda" else \
@@ -315,11 +328,11 @@ def _rule_full_batch(model, X: Tensor, T: Tensor, steps: int | None = None):
     return _tag(step, "rule", reason, row=number)
 
 
-def _short_words(steps: int | None, step_bytes: int) -> str:
-    """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes keeps to the torch path
-    (a short run: ``steps`` is known)."""
+def _short_words(steps: int | None, step_bytes: int, step_logits: int = 0) -> str:
+    """Why a run of ``steps`` steps on batches of ``step_bytes`` bytes and ``step_logits`` logits
+    keeps to the torch path (a short run: ``steps`` is known)."""
     steps = steps or 0
-    return (f"a run of {steps:,} steps, about {format_seconds(torch_seconds(steps, step_bytes))} on the torch "
+    return (f"a run of {steps:,} steps, about {format_seconds(torch_seconds(steps, step_bytes, step_logits))} on the torch "
             f"path: under {format_seconds(MIN_RUN_SECONDS)}, too short to pay its share of numba's load")
 
 
@@ -409,10 +422,10 @@ def mini_batch(model, batch_size: int, dtype: torch.dtype, device: torch.device,
     from .batch import BatchStep
 
     width = X.shape[1] if X is not None else layer.weight.shape[1]
-    step_bytes = batch_size * width * dtype.itemsize
-    number = decide(Call(model, X, torch.device(device).type, False, False, steps, step_bytes))
+    step_bytes, step_logits = batch_size * width * dtype.itemsize, batch_size * int(model.n_outputs)
+    number = decide(Call(model, X, torch.device(device).type, False, False, steps, step_bytes, step_logits))
     if step == "rule" and number == 3:
-        return _tag(ReferenceStep(model), "rule", _short_words(steps, step_bytes), row=3)
+        return _tag(ReferenceStep(model), "rule", _short_words(steps, step_bytes, step_logits), row=3)
     if torch.device(device).type == "cpu":
         from . import batch_fused
 
