@@ -52,6 +52,18 @@ def test_a_run_takes_the_kernels_when_its_torch_path_would_take_long_enough(cold
     assert select.kernels_pay(None, 1000)  # an unknown length keeps the kernels
 
 
+def test_the_estimate_counts_a_batchs_logits(cold):
+    """A softmax's logits (rows x outputs) cost its torch path more than its bytes do: 4 steps of
+    60,000 x 784 x 10 float32 are a run for the kernels where the same X with one output is not."""
+    X = torch.empty(60_000, 784, device="meta")  # the estimate reads the shape and bytes only
+    softmax, binary = tl.SoftmaxRegression(784, 10), tl.LogisticRegression(784)
+    assert select.torch_seconds(4, X.nbytes) < select.MIN_RUN_SECONDS  # the bytes alone: short
+    assert select.dense_kernels_pay(softmax, X, 4) and not select.dense_kernels_pay(binary, X, 4)
+    logits = 60_000 * 10
+    assert select.torch_seconds(5, X.nbytes, logits) == pytest.approx(
+        5 * (select.TORCH_STEP_SECONDS + X.nbytes * select.TORCH_BYTE_SECONDS + logits * select.TORCH_LOGIT_SECONDS))
+
+
 def test_a_loaded_numba_costs_nothing_more():
     jit.load_now()
     assert jit.ready()
