@@ -223,3 +223,28 @@ def test_a_float32_batch_for_a_float64_model_keeps_the_torch_path():
     model, X, T, _ = problem("binary", 20, 5, 0.3, torch.float64)
     assert not sparse_fused.supports_data(X.to(torch.float32), model.linear.weight)
     assert sparse_fused.supports_data(X, model.linear.weight)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_float64_values_that_are_float32_numbers_are_stored_in_float32_with_the_same_result(exact, monkeypatch):
+    """The blocked layout keeps float64 values as float32 where every one is a float32 number: the
+    same numbers, so the step gives the same bits as with them kept in float64."""
+    model, X, T, w = problem("binary", 200, 33, 0.05, torch.float64, weighted=True)
+    if exact:  # float32 numbers held in float64
+        X = torch.sparse_csr_tensor(X.crow_indices(), X.col_indices(), X.values().float().double(), X.shape,
+                                    check_invariants=True)
+    monkeypatch.setattr(sparse_fused, "BLOCK_SHIFT", 3)
+    monkeypatch.setattr(sparse_fused, "ROW_CHUNK", 50)
+    results, layouts = [], []
+    for keep_float64 in (False, True):
+        if keep_float64:
+            monkeypatch.setattr(sparse_fused, "_exact_in_float32", lambda values: False)
+        step = SparseStep(model, X, T, w)
+        assert step.kernel_name == "sparse_fused_blocked"
+        layouts.append(step._blocked._values.dtype)
+        loss, grads = step.step(X, T, 0.1)
+        results.append((loss.clone(), {k: v.clone() for k, v in grads.items()}))
+    assert layouts == [np.float32 if exact else np.float64, np.float64]
+    (loss, grads), (loss64, grads64) = results
+    assert torch.equal(loss, loss64) and all(torch.equal(grads[k], grads64[k]) for k in grads)
+    assert_close(loss, grads, model, X, T, 0.1, w, 1e-12)

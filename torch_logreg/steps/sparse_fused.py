@@ -23,7 +23,9 @@ Two kernels here, neither needing the transpose:
   every stored entry costs a gather and a scatter from L3 (measured: the row pass is then
   slower than torch's two products). So X's entries are regrouped once, by column block of
   2^16 columns and then by chunk of ``ROW_CHUNK`` = 2^14 rows (uint16 row within the chunk,
-  uint16 column within the block, value: 8 bytes an entry for float32, against the CSR's 12),
+  uint16 column within the block, value: 8 bytes an entry for float32, against the CSR's 12;
+  float64 values that are all float32 numbers, as counts, indicators and data converted from
+  float32 are, are kept as float32 too: the same numbers, 8 bytes an entry against 12),
   and within a block and chunk by column (a counting sort). The forward walks each chunk of
   rows block by block (the block's weights and the chunk's float64 logits in cache), then the
   loss and residual of the chunk's rows; the backward walks each column block's entries into a
@@ -193,6 +195,14 @@ if numba is not None:
 
 
     @njit(cache=True)
+    def _exact_in_float32(val):
+        """Whether every value of ``val`` is a float32 number (converts to float32 and back unchanged)."""
+        for k in range(val.shape[0]):
+            if np.float64(np.float32(val[k])) != val[k]:
+                return False
+        return True
+
+    @njit(cache=True)
     def _build_blocks(crow, col, val, shift, n_blocks, rows_per_chunk):
         """The entries of X regrouped by column block, then by chunk of rows, rows ascending
         (:func:`_sort_segments` then orders each segment by column): ``off``
@@ -307,8 +317,11 @@ class BlockedFused:
         self.shape = tuple(X.shape)
         n, d = self.shape
         n_blocks = max(1, -(-d >> shift))
+        values = X.values().numpy()
+        if values.dtype == np.float64 and _exact_in_float32(values):  # the same numbers in fewer bytes
+            values = values.astype(np.float32)
         self._off, self._rows, self._local, self._values = _build_blocks(
-            X.crow_indices().numpy(), X.col_indices().numpy(), X.values().numpy(), shift, n_blocks, self._row_chunk)
+            X.crow_indices().numpy(), X.col_indices().numpy(), values, shift, n_blocks, self._row_chunk)
         numba.set_num_threads(batch_fused.threads())
         _sort_segments(self._off, self._rows, self._local, self._values, 1 << shift)  # called from here: a cached
         # kernel that calls a parallel one crashes when loaded from numba's cache
