@@ -65,7 +65,7 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         for (s, yv, rho), a in zip(zip(s_hist, y_hist, rho_hist), reversed(alphas)):
             b = rho * (yv @ q)
             q.addcmul_(s, a - b)
-        d = -q
+        d = q.neg_()
         gtd = (g @ d).item()
         if not (gtd < 0 and math.isfinite(gtd)):  # not a (finite) descent direction: drop the memory, follow -g
             for hist in (s_hist, y_hist, rho_hist):
@@ -78,7 +78,7 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         t = 1.0 if s_hist else 1.0 / max(g.norm().item(), eps)
 
         def phi(t: float, x=x, d=d):
-            x_t = x + t * d
+            x_t = torch.add(x, d, alpha=t)  # one pass, no temporary t d
             f_t, g_t = fg(x_t)
             return f_t, (g_t @ d).item(), (x_t, g_t)
 
