@@ -181,15 +181,19 @@ def check_square_range(x: Tensor, dtype: torch.dtype | None = None, name: str = 
     if not dtype.is_floating_point:
         return
     limit = math.sqrt(torch.finfo(dtype).max)
-    if x.layout == torch.sparse_csr:  # the stored values, per column (an absent entry is a zero)
+    sparse = x.layout == torch.sparse_csr
+    values = x.values() if sparse else x  # a sparse X's stored values (an absent entry is a zero)
+    if values.numel() == 0:
+        return
+    # one pass over the values first (their smallest and largest: several times faster than the
+    # column-wise reductions); the columns only where that finds a value too large
+    low, high = torch.aminmax(values)
+    if max(-low.item(), high.item()) <= limit:  # False for a NaN, which the columns then look at
+        return
+    if sparse:
         col_max = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device).scatter_reduce_(
-            0, x.col_indices(), x.values().abs().to(torch.float64), "amax")
+            0, x.col_indices(), values.abs().to(torch.float64), "amax")
     else:
-        # one pass over x first (its smallest and largest entries: several times faster than the
-        # column-wise reductions on a row-major x); the columns only where that finds a value too large
-        low, high = torch.aminmax(x)
-        if max(-low.item(), high.item()) <= limit:  # False for a NaN, which the columns then look at
-            return
         col_max = torch.maximum(x.amax(dim=0), -x.amin(dim=0)).to(torch.float64)  # max |x| per column, no copy of x
     bad = (col_max > limit) & torch.isfinite(col_max)
     if not bool(bad.any()):
