@@ -16,11 +16,12 @@ from .params import augment, center, get_theta, linear_layer, set_theta, softmax
 from .result import ARMIJO, MAX_HALVINGS, NON_FINITE_HINT, NonFiniteError, SolverResult, record_iterate
 
 #: the steps against which the selector weighs the kernels (``select.full_batch``'s ``steps``): a
-#: solve takes 5-10 iterations from zero (``max_iter`` bounds them and is far more), each about two
-#: evaluations' worth of time numba could save (the evaluation itself, and the Hessian kernel's
-#: gain over the torch path, about as much). Fewer than ``select.FEATURE_MAJOR_MIN_STEPS``, so a
-#: short solve does not copy X for the feature-major step
-EVALUATIONS = 12
+#: solve takes 5-10 iterations from zero (``max_iter`` bounds them and is far more), and the
+#: kernels (the evaluation, and the Hessian's rows) save about one evaluation's time in each: the
+#: Hessian's product, most of an iteration, is BLAS either way (figures: benchmarks/README.md).
+#: Fewer than ``select.FEATURE_MAJOR_MIN_STEPS``, so a short solve does not copy X for the
+#: feature-major step
+EVALUATIONS = 8
 
 
 class _Hessian:
