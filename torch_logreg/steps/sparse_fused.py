@@ -272,15 +272,19 @@ if numba is not None:
         D = grad.shape[0]
         width = 1 << shift
         sums = np.zeros((n_row_chunks, 2), dtype=np.float64)
-        # forward, per chunk of rows (its logits stay in cache): the blocks in order
+        # forward, per chunk of rows (its logits stay in cache): the blocks in order. The chunk's
+        # logits and the block's weights are indexed through slices by the unsigned uint16 row and
+        # column, which numba reads without the test for a negative index that a signed one gets
+        # (the forward pass 1.6x faster, benchmarks/README.md)
         for c in prange(n_row_chunks):
             lo, hi = c * rows_per_chunk, min(n, (c + 1) * rows_per_chunk)
-            for i in range(lo, hi):
-                z[i] = b
+            zc = z[lo:hi]
+            for i in range(hi - lo):
+                zc[i] = b
             for blk in range(n_blocks):
-                base = blk << shift
+                wb = w[blk << shift:(blk + 1) << shift]
                 for k in range(off[blk, c], off[blk, c + 1]):
-                    z[lo + rows[k]] += np.float64(values[k]) * np.float64(w[base + local[k]])
+                    zc[rows[k]] += np.float64(values[k]) * np.float64(wb[local[k]])
             loss, loss_c, rsum, rsum_c = 0.0, 0.0, 0.0, 0.0
             for i in range(lo, hi):
                 li, r = _row_terms(z[i], np.float64(y[i]), link, weighted, np.float64(s[i]), n_rows)
@@ -292,9 +296,9 @@ if numba is not None:
         for blk in prange(n_blocks):
             acc = np.zeros(width, dtype=np.float64)
             for c in range(n_row_chunks):
-                first = c * rows_per_chunk
+                zc = z[c * rows_per_chunk:min(n, (c + 1) * rows_per_chunk)]
                 for k in range(off[blk, c], off[blk, c + 1]):
-                    acc[local[k]] += z[first + rows[k]] * np.float64(values[k])
+                    acc[local[k]] += zc[rows[k]] * np.float64(values[k])
             base = blk << shift
             for j in range(min(width, D - base)):
                 grad[base + j] = acc[j]
