@@ -174,14 +174,14 @@ if numba is not None:
             for i in range(starts[c], starts[c + 1]):
                 lo, hi = crow[i], crow[i + 1]
                 z = 0.0
-                for k in range(lo, hi):
-                    z += np.float64(val[k]) * np.float64(w[col[k]])
+                for k in range(lo, hi):  # unsigned: no test for a negative index (columns are checked)
+                    z += np.float64(val[k]) * np.float64(w[np.uint64(col[k])])
                 z += b
                 li, r = _row_terms(z, np.float64(y[i]), link, weighted, np.float64(s[i]), n)
                 loss, loss_c = compensated_add(loss, loss_c, li)
                 rsum, rsum_c = compensated_add(rsum, rsum_c, r)
                 for k in range(lo, hi):
-                    g[col[k]] += r * np.float64(val[k])
+                    g[np.uint64(col[k])] += r * np.float64(val[k])
             sums[c, 0], sums[c, 1] = rsum + rsum_c, loss + loss_c
         # the chunks' buffers summed in chunk order, column block by column block
         n_blocks = (D + COLUMN_BLOCK - 1) // COLUMN_BLOCK
