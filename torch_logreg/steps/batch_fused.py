@@ -278,7 +278,7 @@ if njit is not None:
         """``G += Z[:m]^T X[rows[s:s+m]]`` (``G (K, D)``), four rows by three outputs at a time (then
         two, then one): each loaded entry of X serves three outputs, each load and store of ``G``
         four rows. Each entry of ``G`` gets the same sums whatever the grouping of the outputs: by
-        threes it is the same bits as by twos, and 15% faster on AVX2 code (benchmarks/README.md)."""
+        threes it is the same bits as by twos, and about 20% faster on AVX2 code (benchmarks/README.md)."""
         K, D = G.shape
         i = 0
         while i + 4 <= m:
