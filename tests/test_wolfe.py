@@ -23,12 +23,6 @@ def meets_strong_wolfe(f0, d0, t, ft, dt):
     return ft <= f0 + ARMIJO * t * d0 and abs(dt) <= -wolfe.CURVATURE * d0
 
 
-def test_the_cubic_minimiser_of_a_cubic_is_exact():
-    f = lambda t: t**3 - 3 * t  # noqa: E731  minimum at t = 1
-    df = lambda t: 3 * t**2 - 3  # noqa: E731
-    assert wolfe.cubic_minimizer(0.0, f(0.0), df(0.0), 2.0, f(2.0), df(2.0)) == pytest.approx(1.0, rel=1e-12)
-
-
 @pytest.mark.parametrize("t0", [1e-6, 0.3, 1.0, 50.0, 1e6])
 def test_any_first_trial_ends_at_a_strong_wolfe_step(t0):
     # a quadratic with its minimum at t = 7: a tiny first trial is lengthened, a huge one shortened
