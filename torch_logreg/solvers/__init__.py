@@ -35,9 +35,9 @@ Solvers
     the step is then halved until the composite objective decreases.
 
 ``lbfgs``
-    Limited-memory BFGS (two-loop recursion, ``history_size`` pairs) with a strong Wolfe line
-    search (``wolfe.py``: it lengthens a step as well as shortening it), on all parameters of any
-    :class:`~torch_logreg.models.StackedModel`; smooth
+    Limited-memory BFGS (two-loop recursion, ``history_size`` pairs) with Moré and Thuente's
+    strong Wolfe line search, as L-BFGS-B's (``wolfe.py``: it lengthens a step as well as
+    shortening it), on all parameters of any :class:`~torch_logreg.models.StackedModel`; smooth
     objectives only (``l1 = 0``).
 
 ``proximal``
