@@ -202,39 +202,42 @@ if numba is not None:
                 return False
         return True
 
-    @njit(cache=True)
+    @njit(parallel=True, cache=True)
     def _build_blocks(crow, col, val, shift, n_blocks, rows_per_chunk):
         """The entries of X regrouped by column block, then by chunk of rows, rows ascending
         (:func:`_sort_segments` then orders each segment by column): ``off``
         ``(n_blocks, n_chunks + 1)`` where block ``b``'s entries of chunk ``c`` start, and per entry
-        its row within the chunk and its column within the block (uint16) and its value."""
+        its row within the chunk and its column within the block (uint16) and its value. The chunks
+        of rows are counted and placed in parallel: each writes only its own segments, so the
+        layout is the same on any number of threads."""
         n = crow.shape[0] - 1
         n_row_chunks = (n + rows_per_chunk - 1) // rows_per_chunk
-        count = np.zeros((n_blocks, n_row_chunks + 1), dtype=np.int64)
-        for i in range(n):
-            c = i // rows_per_chunk
-            for k in range(crow[i], crow[i + 1]):
-                count[col[k] >> shift, c] += 1
+        count = np.zeros((n_row_chunks + 1, n_blocks), dtype=np.int64)  # a chunk's counts side by side
+        for c in prange(n_row_chunks):
+            for i in range(c * rows_per_chunk, min(n, (c + 1) * rows_per_chunk)):
+                for k in range(crow[i], crow[i + 1]):
+                    count[c, col[k] >> shift] += 1
         off = np.empty((n_blocks, n_row_chunks + 1), dtype=np.int64)
         pos = 0
         for b in range(n_blocks):
             for c in range(n_row_chunks + 1):
                 off[b, c] = pos
-                pos += count[b, c]
-        cursor = off.copy()
+                pos += count[c, b]
         rows = np.empty(col.shape[0], dtype=np.uint16)
         local = np.empty(col.shape[0], dtype=np.uint16)
         values = np.empty(col.shape[0], dtype=val.dtype)
         mask = (1 << shift) - 1
-        for i in range(n):
-            c = i // rows_per_chunk
-            for k in range(crow[i], crow[i + 1]):
-                b = col[k] >> shift
-                p = cursor[b, c]
-                rows[p] = i - c * rows_per_chunk
-                local[p] = col[k] & mask
-                values[p] = val[k]
-                cursor[b, c] = p + 1
+        for c in prange(n_row_chunks):
+            cursor = off[:, c].copy()
+            first = c * rows_per_chunk
+            for i in range(first, min(n, first + rows_per_chunk)):
+                for k in range(crow[i], crow[i + 1]):
+                    b = col[k] >> shift
+                    p = cursor[b]
+                    rows[p] = i - first
+                    local[p] = col[k] & mask
+                    values[p] = val[k]
+                    cursor[b] = p + 1
         return off, rows, local, values
 
     @njit(parallel=True, cache=True)
@@ -321,12 +324,12 @@ class BlockedFused:
         self.shape = tuple(X.shape)
         n, d = self.shape
         n_blocks = max(1, -(-d >> shift))
+        numba.set_num_threads(batch_fused.threads())
         values = X.values().numpy()
         if values.dtype == np.float64 and _exact_in_float32(values):  # the same numbers in fewer bytes
             values = values.astype(np.float32)
         self._off, self._rows, self._local, self._values = _build_blocks(
             X.crow_indices().numpy(), X.col_indices().numpy(), values, shift, n_blocks, self._row_chunk)
-        numba.set_num_threads(batch_fused.threads())
         _sort_segments(self._off, self._rows, self._local, self._values, 1 << shift)  # called from here: a cached
         # kernel that calls a parallel one crashes when loaded from numba's cache
         self._z = np.empty(n, dtype=np.float64)
