@@ -67,6 +67,11 @@ def _cubic_gamma(theta: float, da: float, db: float, clip: bool = False) -> floa
 Point = tuple[float, float, float]  # a step, its value and its slope
 
 
+def _tilt(p: Point, slope: float) -> Point:
+    """``p`` on ``phi(t) - slope t``: its value and its slope less ``slope t`` and ``slope``."""
+    return p[0], p[1] - p[0] * slope, p[2] - slope
+
+
 def _next_step(x: Point, y: Point, trial: Point, bracketed: bool, low: float,
                high: float) -> tuple[Point, Point, float, bool]:
     """One safeguarded step of Moré and Thuente: from the best step ``x``, the other end ``y`` and
@@ -153,11 +158,9 @@ def search(phi: Callable[[float], tuple[float, float, Any]], f0: float, d0: floa
         stage_two = stage_two or (sufficient and dt >= 0)
         if not stage_two and ft <= x[1] and not sufficient:
             # the models fit psi(t) = phi(t) - c1 t phi'(0), which is lower at a sufficient decrease
-            def shift(p: Point, sign: float) -> Point:
-                return p[0], p[1] - sign * p[0] * decrease, p[2] - sign * decrease
-
-            x, y, t_next, bracketed = _next_step(shift(x, 1), shift(y, 1), shift((t, ft, dt), 1), bracketed, low, high)
-            x, y = shift(x, -1), shift(y, -1)
+            x, y, t_next, bracketed = _next_step(_tilt(x, decrease), _tilt(y, decrease), _tilt((t, ft, dt), decrease),
+                                                 bracketed, low, high)
+            x, y = _tilt(x, -decrease), _tilt(y, -decrease)
         else:
             x, y, t_next, bracketed = _next_step(x, y, (t, ft, dt), bracketed, low, high)
         if bracketed:
