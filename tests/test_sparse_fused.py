@@ -13,7 +13,7 @@ from torch_logreg import validation
 from torch_logreg.steps import sparse_fused
 from torch_logreg.steps.sparse import SparseStep
 
-from helpers import flat_parameters, make_model, make_targets, randomize
+from helpers import flat_parameters, make_model, make_targets, max_gradient, randomize
 
 pytestmark = pytest.mark.skipif(not sparse_fused.available(), reason="numba is not importable")
 
@@ -248,3 +248,45 @@ def test_float64_values_that_are_float32_numbers_are_stored_in_float32_with_the_
     (loss, grads), (loss64, grads64) = results
     assert torch.equal(loss, loss64) and all(torch.equal(grads[k], grads64[k]) for k in grads)
     assert_close(loss, grads, model, X, T, 0.1, w, 1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_lbfgs_on_regrouped_x_searches_along_margins_and_reaches_the_exact_optimum(kind, bias, weighted,
+                                                                                   monkeypatch):
+    """On regrouped X, L-BFGS's trials along a direction take margins ``z + t X d``: one pass
+    ``X^T r`` per accepted point and one ``X d`` per direction, whatever the number of trials. It
+    reaches the optimum of dense Newton on the same data, where the gradient vanishes."""
+    from torch_logreg.steps import select
+
+    n, d, l2 = 300, 40, 0.05
+    A = sparse_matrix(n, d, 0.1, seed=4, special=True)
+    gen = torch.Generator().manual_seed(4)
+    y = make_targets(kind, n, gen).numpy()
+    w = np.random.default_rng(4).uniform(0.5, 2.0, n) if weighted else None
+    monkeypatch.setattr(select, "MIN_RUN_SECONDS", 0.0)  # the kernels for this small problem
+    monkeypatch.setattr(sparse_fused, "BLOCK_SHIFT", 3)
+    monkeypatch.setattr(sparse_fused, "ROW_CHUNK", 64)
+    calls = {"__call__": 0, "margins": 0, "terms": 0, "gradient": 0}
+
+    def counted(name, f):
+        def call(*args):
+            calls[name] += 1
+            return f(*args)
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(sparse_fused.BlockedFused, name, counted(name, getattr(sparse_fused.BlockedFused, name)))
+    model = make_model(kind, d, bias=bias).double()
+    result = tl.fit_exact(model, A, y, solver="lbfgs", l2=l2, sample_weight=w, tol=1e-10, max_iter=500)
+    assert result.stop_reason == "converged"
+    iterations = result.n_iter
+    assert calls["__call__"] == 0 and calls["margins"] == calls["gradient"] == iterations + 1
+    assert calls["terms"] >= iterations + 1
+    monkeypatch.undo()
+    exact = make_model(kind, d, bias=bias).double()
+    tl.fit_exact(exact, A.toarray(), y, solver="newton", l2=l2, sample_weight=w, tol=1e-12, max_iter=100)
+    assert max_gradient(exact, A.toarray(), y, l2, w) <= 1e-12
+    assert max_gradient(model, A.toarray(), y, l2, w) <= 1e-9
+    assert (flat_parameters(model) - flat_parameters(exact)).abs().max().item() <= 1e-7

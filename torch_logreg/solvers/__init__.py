@@ -38,7 +38,8 @@ Solvers
     Limited-memory BFGS (two-loop recursion, ``history_size`` pairs) with Moré and Thuente's
     strong Wolfe line search, as L-BFGS-B's (``wolfe.py``: it lengthens a step as well as
     shortening it), on all parameters of any :class:`~torch_logreg.models.StackedModel`; smooth
-    objectives only (``l1 = 0``).
+    objectives only (``l1 = 0``). For one output on large sparse X (float64), a trial along a
+    direction costs a pass over the rows, not two over X: its margins are ``z + t X d``.
 
 ``proximal``
     Accelerated proximal gradient (FISTA) on ``theta = [b, W]`` with a backtracking estimate of

@@ -114,13 +114,29 @@ class SparseStep(Step):
         loss = penalty.add_in_place(loss, grads[f"{self.prefix}.weight"], W, l2)
         return loss, grads
 
-    def _fused_step(self, X: Tensor, T: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
-        """The step through :mod:`~.sparse_fused`, with the torch path's weighting rule."""
-        W, b = self.layer.weight, self.layer.bias
+    def _kernel_inputs(self, X: Tensor, T: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The targets and sample weights (None: unweighted) as the kernels read them, with the
+        torch path's weighting rule."""
         weights = self.sample_weight if X is self.X or self.X is None else None
         if weights is not None:
             weights = weights.detach().reshape(-1).to(X.dtype).contiguous()
-        y = T.detach().reshape(-1).to(X.dtype).contiguous()
+        return T.detach().reshape(-1).to(X.dtype).contiguous(), weights
+
+    def margin_parts(self, T: Tensor):
+        """The pass over the bound, regrouped X in three parts, for a line search in margin space
+        (:mod:`~torch_logreg.solvers.lbfgs`): ``margins(w, b) -> z = X w + b``, ``terms(z) -> (r,
+        [sum r / N, sum loss])`` with ``T`` and the sample weights bound, and ``gradient(r, dtype)
+        -> X^T r``; None where the bound X is not regrouped."""
+        if self._blocked is None or self.X is None:
+            return None
+        blocked = self._blocked
+        y, weights = self._kernel_inputs(self.X, T)
+        return blocked.margins, lambda z: blocked.terms(z, y, weights), blocked.gradient
+
+    def _fused_step(self, X: Tensor, T: Tensor, l2: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step through :mod:`~.sparse_fused`, with the torch path's weighting rule."""
+        W, b = self.layer.weight, self.layer.bias
+        y, weights = self._kernel_inputs(X, T)
         w = W.detach()[0].contiguous()
         bias = 0.0 if b is None else float(b.detach()[0])
         if self._blocked is not None and X is self.X:

@@ -265,47 +265,84 @@ if numba is not None:
                     local[p] = lc[k]
                     values[p] = v[k]
 
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _chunk_margins(off, rows, local, values, shift, c, w, b, zc):
+        """``zc[:]``: ``b`` plus the products of chunk ``c``'s rows with ``w``, block by block. The
+        chunk's logits and the block's weights are indexed through slices by the unsigned uint16 row
+        and column, which numba reads without the test for a negative index that a signed one gets
+        (the forward pass 1.6x faster, benchmarks/README.md)."""
+        for i in range(zc.shape[0]):
+            zc[i] = b
+        for blk in range(off.shape[0]):
+            wb = w[blk << shift:(blk + 1) << shift]
+            for k in range(off[blk, c], off[blk, c + 1]):
+                zc[rows[k]] += np.float64(values[k]) * np.float64(wb[local[k]])
+
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _chunk_terms(z, r, lo, hi, y, s, weighted, link, n_rows):
+        """``r[i]`` for the rows ``lo:hi`` from their logits ``z[i]`` (``r`` may be ``z``), and the
+        chunk's ``(sum r, sum loss)``, compensated."""
+        loss, loss_c, rsum, rsum_c = 0.0, 0.0, 0.0, 0.0
+        for i in range(lo, hi):
+            li, ri = _row_terms(z[i], np.float64(y[i]), link, weighted, np.float64(s[i]), n_rows)
+            loss, loss_c = compensated_add(loss, loss_c, li)
+            rsum, rsum_c = compensated_add(rsum, rsum_c, ri)
+            r[i] = ri
+        return rsum + rsum_c, loss + loss_c
+
+    @njit(fastmath=_FLAGS, cache=True, inline="always")
+    def _block_gradient(off, rows, local, values, shift, rows_per_chunk, blk, r, grad):
+        """``grad``'s entries of column block ``blk``: ``X^T r`` there, the rows in order."""
+        n, width = r.shape[0], 1 << shift
+        acc = np.zeros(width, dtype=np.float64)
+        for c in range(off.shape[1] - 1):
+            rc = r[c * rows_per_chunk:min(n, (c + 1) * rows_per_chunk)]
+            for k in range(off[blk, c], off[blk, c + 1]):
+                acc[local[k]] += rc[rows[k]] * np.float64(values[k])
+        base = blk << shift
+        for j in range(min(width, grad.shape[0] - base)):
+            grad[base + j] = acc[j]
+
     @njit(parallel=True, fastmath=_FLAGS, cache=True)
     def _blocked_kernel(off, rows, local, values, shift, rows_per_chunk, y, s, weighted, w, b, link, z, n_rows, grad):
         """The step on X regrouped by :func:`_build_blocks`: ``grad[:] = X^T r``, ``r`` as in
-        :func:`_kernel`, and the float64 ``[sum_i r_i, sum_i s_i loss_i]`` returned. ``z`` ``(N,)`` float64 scratch."""
-        n_blocks, n_chunks1 = off.shape
-        n_row_chunks = n_chunks1 - 1
-        n = z.shape[0]
-        D = grad.shape[0]
-        width = 1 << shift
+        :func:`_kernel`, and the float64 ``[sum_i r_i, sum_i s_i loss_i]`` returned. ``z`` ``(N,)``
+        float64 scratch. Forward per chunk of rows (its logits stay in cache), then its rows' terms;
+        backward per column block (its gradient stays in cache)."""
+        n_row_chunks, n = off.shape[1] - 1, z.shape[0]
         sums = np.zeros((n_row_chunks, 2), dtype=np.float64)
-        # forward, per chunk of rows (its logits stay in cache): the blocks in order. The chunk's
-        # logits and the block's weights are indexed through slices by the unsigned uint16 row and
-        # column, which numba reads without the test for a negative index that a signed one gets
-        # (the forward pass 1.6x faster, benchmarks/README.md)
         for c in prange(n_row_chunks):
             lo, hi = c * rows_per_chunk, min(n, (c + 1) * rows_per_chunk)
-            zc = z[lo:hi]
-            for i in range(hi - lo):
-                zc[i] = b
-            for blk in range(n_blocks):
-                wb = w[blk << shift:(blk + 1) << shift]
-                for k in range(off[blk, c], off[blk, c + 1]):
-                    zc[rows[k]] += np.float64(values[k]) * np.float64(wb[local[k]])
-            loss, loss_c, rsum, rsum_c = 0.0, 0.0, 0.0, 0.0
-            for i in range(lo, hi):
-                li, r = _row_terms(z[i], np.float64(y[i]), link, weighted, np.float64(s[i]), n_rows)
-                loss, loss_c = compensated_add(loss, loss_c, li)
-                rsum, rsum_c = compensated_add(rsum, rsum_c, r)
-                z[i] = r
-            sums[c, 0], sums[c, 1] = rsum + rsum_c, loss + loss_c
-        # backward, per column block (its gradient stays in cache): the rows in order
-        for blk in prange(n_blocks):
-            acc = np.zeros(width, dtype=np.float64)
-            for c in range(n_row_chunks):
-                zc = z[c * rows_per_chunk:min(n, (c + 1) * rows_per_chunk)]
-                for k in range(off[blk, c], off[blk, c + 1]):
-                    acc[local[k]] += zc[rows[k]] * np.float64(values[k])
-            base = blk << shift
-            for j in range(min(width, D - base)):
-                grad[base + j] = acc[j]
+            _chunk_margins(off, rows, local, values, shift, c, w, b, z[lo:hi])
+            sums[c, 0], sums[c, 1] = _chunk_terms(z, z, lo, hi, y, s, weighted, link, n_rows)
+        for blk in prange(off.shape[0]):
+            _block_gradient(off, rows, local, values, shift, rows_per_chunk, blk, z, grad)
         return _chunk_total(sums)
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def _blocked_margins(off, rows, local, values, shift, rows_per_chunk, w, b, z):
+        """``z[:] = X w + b``, as :func:`_blocked_kernel` forms its logits."""
+        n = z.shape[0]
+        for c in prange(off.shape[1] - 1):
+            _chunk_margins(off, rows, local, values, shift, c, w, b, z[c * rows_per_chunk:min(n, (c + 1) * rows_per_chunk)])
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def _blocked_terms(z, r, rows_per_chunk, y, s, weighted, link, n_rows):
+        """``r`` from the logits ``z``, and the float64 ``[sum_i r_i, sum_i s_i loss_i]``, summed
+        as :func:`_blocked_kernel` sums them."""
+        n = z.shape[0]
+        n_row_chunks = (n + rows_per_chunk - 1) // rows_per_chunk
+        sums = np.zeros((n_row_chunks, 2), dtype=np.float64)
+        for c in prange(n_row_chunks):
+            sums[c, 0], sums[c, 1] = _chunk_terms(z, r, c * rows_per_chunk, min(n, (c + 1) * rows_per_chunk), y, s,
+                                                  weighted, link, n_rows)
+        return _chunk_total(sums)
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def _blocked_gradient(off, rows, local, values, shift, rows_per_chunk, r, grad):
+        """``grad[:] = X^T r``, as :func:`_blocked_kernel` forms it."""
+        for blk in prange(off.shape[0]):
+            _block_gradient(off, rows, local, values, shift, rows_per_chunk, blk, r, grad)
 
 
 class BlockedFused:
@@ -344,6 +381,35 @@ class BlockedFused:
         sums = _blocked_kernel(self._off, self._rows, self._local, self._values, self.shift, self._row_chunk, yv, sv,
                                s is not None, w.numpy(), float(b), self._link, self._z, float(n), grad.numpy())
         return grad, sums
+
+    # the pass in three parts, for a line search along a direction (``solvers/lbfgs.py``): each
+    # rounds as the fused pass does, so the three in a row give its result
+
+    def margins(self, w: Tensor, b: float) -> np.ndarray:
+        """``X w + b`` ``(N,)`` float64, a new array."""
+        z = np.empty(self.shape[0], dtype=np.float64)
+        numba.set_num_threads(batch_fused.threads())
+        _blocked_margins(self._off, self._rows, self._local, self._values, self.shift, self._row_chunk, w.numpy(),
+                         float(b), z)
+        return z
+
+    def terms(self, z: np.ndarray, y: Tensor, s: Tensor | None) -> tuple[np.ndarray, np.ndarray]:
+        """From the logits ``z``: the residuals ``r`` ``(N,)`` (a new array) and the float64
+        ``[sum r / N, sum loss]``."""
+        r = np.empty_like(z)
+        yv = y.numpy()
+        numba.set_num_threads(batch_fused.threads())
+        sums = _blocked_terms(z, r, self._row_chunk, yv, yv if s is None else s.numpy(), s is not None, self._link,
+                              float(self.shape[0]))
+        return r, sums
+
+    def gradient(self, r: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """``X^T r`` ``(D,)`` in ``dtype``, a new tensor."""
+        grad = torch.empty(self.shape[1], dtype=dtype)
+        numba.set_num_threads(batch_fused.threads())
+        _blocked_gradient(self._off, self._rows, self._local, self._values, self.shift, self._row_chunk, r,
+                          grad.numpy())
+        return grad
 
 
 def use_blocks(X: Tensor) -> bool:
