@@ -31,7 +31,8 @@ Two kernels here, neither needing the transpose:
   loss and residual of the chunk's rows; the backward walks each column block's entries into a
   float64 block gradient (in cache). Each logit sums its row's entries in column order, each
   gradient entry its column's entries in row order, whatever the thread count: results are
-  bit-identical for any thread count.
+  bit-identical for any thread count. The pass also runs as its three parts (``margins``,
+  ``terms``, ``gradient``, the same bits in a row), for L-BFGS's line search in margin space.
 
 Numerics (both): each product ``x_ij w_j`` is formed in float64 (exact for float32 data) and
 summed in float64; the link, loss and residual are float64 (the C library's ``exp`` and
