@@ -257,7 +257,8 @@ def test_lbfgs_on_regrouped_x_searches_along_margins_and_reaches_the_exact_optim
                                                                                    monkeypatch):
     """On regrouped X, L-BFGS's trials along a direction take margins ``z + t X d``: one pass
     ``X^T r`` per accepted point and one ``X d`` per direction, whatever the number of trials. It
-    reaches the optimum of dense Newton on the same data, where the gradient vanishes."""
+    reaches the optimum of dense Newton on the same data, where the gradient vanishes, and a rerun
+    gives the same bits."""
     from torch_logreg.steps import select
 
     n, d, l2 = 300, 40, 0.05
@@ -284,6 +285,9 @@ def test_lbfgs_on_regrouped_x_searches_along_margins_and_reaches_the_exact_optim
     iterations = result.n_iter
     assert calls["__call__"] == 0 and calls["margins"] == calls["gradient"] == iterations + 1
     assert calls["terms"] >= iterations + 1
+    again = make_model(kind, d, bias=bias).double()
+    tl.fit_exact(again, A, y, solver="lbfgs", l2=l2, sample_weight=w, tol=1e-10, max_iter=500)
+    assert torch.equal(flat_parameters(again), flat_parameters(model))  # a rerun gives the same bits
     monkeypatch.undo()
     exact = make_model(kind, d, bias=bias).double()
     tl.fit_exact(exact, A.toarray(), y, solver="newton", l2=l2, sample_weight=w, tol=1e-12, max_iter=100)
