@@ -42,9 +42,13 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         return f.item(), torch.cat([grads[n].reshape(-1) for n in names])
 
     x = flat_params()
+    # one Linear output on regrouped sparse X (the step offers its pass in parts), float64: the line
+    # search in margin space
     parts = getattr(stepper, "margin_parts", None)
     parts = parts(T) if parts is not None and x.dtype == torch.float64 else None
-    line = _Margins(parts, x.shape[0], len(names) == 2, l2) if parts is not None else _Points(fg)
+    layer = single_linear(model)
+    line = (_Margins(parts, x.shape[0], layer is not None and layer.bias is not None, l2) if parts is not None
+            else _Points(fg))
     f, g, state = line.start(x)
     eps = torch.finfo(x.dtype).eps
     s_hist: list[Tensor] = []
@@ -100,7 +104,6 @@ def lbfgs(model, X, T, w, l2, max_iter, tol, history_size, result: SolverResult,
         it += 1
         result.line_search_steps.append(t)
     assign(x)
-    layer = single_linear(model)
     if model.link == "softmax" and layer is not None:
         # centre the columns the objective cannot see (bias; every column when l2 = 0)
         theta = get_theta(layer)
