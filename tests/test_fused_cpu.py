@@ -17,9 +17,10 @@ from helpers import make_model, make_targets, randomize, scale_to_logits
 
 pytestmark = pytest.mark.skipif(not fused_cpu.available(), reason="numba is not importable")
 
-# row counts around the tile (64) and chunk (8192) edges
+# row counts around the tile and chunk edges; float64 rows of 100 features make tiles of 20 rows,
+# of 200 features wide rows (64-row tiles, no prefetch: fused_cpu.tile_rows)
 GRID = list(itertools.product(("binary", "regression"), (True, False), (0.0, 0.1), (1, 63, 65, 1000, 8193),
-                              (1, 5, 100)))
+                              (1, 5, 100, 200)))
 
 
 def _case(kind, bias, n, d, dtype, seed, logit_scale=None):
@@ -49,6 +50,11 @@ def test_fused_step_equals_reference_step_float64(kind, bias, l2, n, d):
     for name, g in grads_ref.items():
         assert grads[name].shape == g.shape and grads[name].dtype == g.dtype
         assert _max_rel(grads[name], g) <= 1e-12, name
+
+
+def test_the_grid_covers_both_kinds_of_tile():
+    assert fused_cpu.tile_rows(100, 8) == (20, True)
+    assert fused_cpu.tile_rows(200, 8) == (fused_cpu.WIDE_TILE_ROWS, False)
 
 
 @pytest.mark.parametrize("logit_scale", [1.0, 30.0, 1e4])

@@ -6,7 +6,7 @@ For a model with one output (logistic regression, or linear regression) the full
 
 reads X twice in the reference path (one matrix-vector product for z, one for X^T r), and a
 large X does not fit in any cache, so the step costs two trips to main memory. Here each thread
-walks its own rows in tiles of ``TILE`` rows: the dot products of a tile, then the link and the
+walks its own rows in tiles (:func:`tile_rows`): the dot products of a tile, then the link and the
 loss on the tile's logits, then the tile's rows added into the thread's gradient while they are
 still in cache. X is read from memory once. While a tile is computed on, the next one's cache
 lines are asked for (``prefetch.py``), so the reads overlap the arithmetic instead of waiting
@@ -50,9 +50,16 @@ try:  # pragma: no branch - numba is installed with the package; guard for a bro
 except ImportError:  # pragma: no cover
     numba = None
 
-#: rows per tile: the tile's rows are read again by the backward half right after the forward
-#: half, from L1 or L2 for the usual widths
-TILE = 64
+#: bytes of X per tile: the tile's rows are read again by the backward half right after the
+#: forward half, and the next tile's are asked for meanwhile; both fit the first-level cache
+#: (figures for 16-32 KiB and 64 rows: benchmarks/README.md)
+TILE_BYTES = 16 * 1024
+#: rows per tile: at least four (one group of the kernel's loops), at most this many (narrow rows)
+MAX_TILE_ROWS = 256
+#: rows wider than this many bytes (384 float32 features) make long sequential streams that the
+#: hardware prefetcher follows alone: they go in tiles of ``WIDE_TILE_ROWS`` rows, not asked for
+WIDE_ROW_BYTES = 1536
+WIDE_TILE_ROWS = 64
 #: entries of X per chunk, the unit of work of one thread (at least one tile of rows): set by
 #: the shape alone, so the order of the floating-point sums (and so every result bit) does not
 #: depend on how many threads run
@@ -64,12 +71,6 @@ CHUNK_ENTRIES = 1 << 19
 #: on a machine takes longer; figures: benchmarks/README.md).
 MIN_ENTRIES = 1 << 22
 MIN_FEATURES = 32
-#: the kernel asks for the next tile's cache lines while it computes on the current one where a
-#: tile is at most this many bytes (up to 128 float32 features): it pays most where X sits in the
-#: last-level cache (memory fast for the arithmetic). Wider rows make long sequential streams,
-#: which the hardware prefetcher follows alone: asking for them too was slower (figures:
-#: benchmarks/README.md)
-PREFETCH_MAX_TILE_BYTES = 32 * 1024
 #: fast-math flags for the kernel: reassociation (vectorised sums) and contraction (FMA); NaN
 #: and infinity keep their meaning
 _FLAGS = {"reassoc", "contract", "nsz"}
@@ -77,6 +78,16 @@ _FLAGS = {"reassoc", "contract", "nsz"}
 
 def available() -> bool:
     return numba is not None
+
+
+def tile_rows(features: int, itemsize: int) -> tuple[int, bool]:
+    """``(rows per tile, whether the kernel asks for the next tile)`` for rows of ``features``
+    entries of ``itemsize`` bytes: a function of the shape and dtype alone, so the order of the
+    sums (and so every result bit) is the call's."""
+    row_bytes = max(1, features) * itemsize
+    if row_bytes > WIDE_ROW_BYTES:
+        return WIDE_TILE_ROWS, False
+    return min(MAX_TILE_ROWS, max(4, TILE_BYTES // row_bytes // 4 * 4)), True
 
 
 def supports(model, X: Tensor) -> bool:
@@ -132,8 +143,9 @@ if numba is not None:
     BCE_POLY, BCE_LIBM, SQUARED = 0, 1, 2
 
     @njit(parallel=True, fastmath=_FLAGS, error_model=ERROR_MODEL, cache=True)
-    def _kernel(X, y, w, b, n_chunks, link):
-        """Per chunk of rows: ``[sum_n r_n x_n (D), sum_n r_n, sum_n loss_n]`` in float64.
+    def _kernel(X, y, w, b, n_chunks, link, tile, ahead):
+        """Per chunk of rows: ``[sum_n r_n x_n (D), sum_n r_n, sum_n loss_n]`` in float64, in
+        tiles of ``tile`` rows, asking for the next tile's cache lines if ``ahead``.
 
         The chunks are independent and summed afterwards in a fixed order, so the result does
         not depend on the number of threads or on which thread ran which chunk."""
@@ -141,22 +153,30 @@ if numba is not None:
         out = np.zeros((n_chunks, D + 2), dtype=np.float64)
         per = (N + n_chunks - 1) // n_chunks
         line = LINE_BYTES // X.itemsize  # entries of X per cache line
-        ahead = TILE * D * X.itemsize <= PREFETCH_MAX_TILE_BYTES
-        share = (TILE * D + TILE // 4 - 1) // (TILE // 4)  # entries each group of four rows asks for
+        groups = 2 * (tile // 4)  # groups of four rows a tile, in the two halves
+        share = (tile * D + groups - 1) // groups  # entries of the next tile each group asks for
         for c in prange(n_chunks):
             g = np.zeros(D, dtype=np.float64)
             g_tile = np.empty(D, dtype=X.dtype)
-            z = np.empty(TILE, dtype=X.dtype)
-            e = np.empty(TILE, dtype=X.dtype)
-            kbuf = np.empty(TILE, dtype=np.int32)
+            z = np.empty(tile, dtype=X.dtype)
+            e = np.empty(tile, dtype=X.dtype)
+            kbuf = np.empty(tile, dtype=np.int32)
             zero = np.zeros(1, dtype=X.dtype)[0]  # a typed 0: the dot products stay in X's dtype
             loss, rsum = 0.0, 0.0
             hi = min(N, (c + 1) * per)
-            for s in range(c * per, hi, TILE):
-                m = min(TILE, hi - s)
+            for s in range(c * per, hi, tile):
+                m = min(tile, hi - s)
+                # each group of four rows, in either half, asks for its share of the next tile's
+                # cache lines (module docstring)
+                p = (s + tile) * D
+                p_end = min(hi, s + 2 * tile) * D if ahead else p
                 # forward: the tile's logits, four rows at a time (four independent sums)
                 i = 0
                 while i + 4 <= m:
+                    q = min(p + share, p_end)
+                    while p < q:
+                        prefetch(X, p)
+                        p += line
                     a0, a1, a2, a3 = zero, zero, zero, zero
                     for d in range(D):
                         wd = w[d]
@@ -181,10 +201,7 @@ if numba is not None:
                 loss += tile_loss
                 rsum += tile_rsum
                 g_tile[:] = 0
-                # backward: the same rows, still in cache, four at a time; meanwhile each group of
-                # four asks for its share of the next tile's cache lines (module docstring)
-                p = (s + TILE) * D
-                p_end = min(hi, s + 2 * TILE) * D if ahead else p
+                # backward: the same rows, still in cache, four at a time
                 i = 0
                 while i + 4 <= m:
                     q = min(p + share, p_end)
@@ -235,7 +252,8 @@ class FusedStep(Step):
         self._x, self._y = self.X.numpy(), y.numpy()
         self._link = _LINK_CODES[(model.link, X.dtype)]
         self._threads = batch_fused.threads()
-        rows = max(TILE, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
+        self._tile, self._ahead = tile_rows(X.shape[1], X.element_size())
+        rows = max(self._tile, -(-CHUNK_ENTRIES // max(1, X.shape[1])))
         self._chunks = max(1, -(-X.shape[0] // rows))
         self._zero_bias = np.zeros(1, dtype=self._x.dtype)
 
@@ -257,5 +275,6 @@ class FusedStep(Step):
         n = self.X.shape[0]
         numba.set_num_threads(self._threads)
         bias = self._zero_bias if b is None else b.detach().numpy()
-        sums = _kernel(self._x, self._y, W.detach().numpy()[0], bias, self._chunks, self._link)
+        sums = _kernel(self._x, self._y, W.detach().numpy()[0], bias, self._chunks, self._link,
+                       self._tile, self._ahead)
         return step_from_sums(self.layer, self.prefix, torch.from_numpy(sums.sum(axis=0)) / n, l2)
