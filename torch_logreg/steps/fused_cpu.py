@@ -51,8 +51,8 @@ except ImportError:  # pragma: no cover
     numba = None
 
 #: bytes of X per tile: the tile's rows are read again by the backward half right after the
-#: forward half, and the next tile's are asked for meanwhile; both fit the first-level cache
-#: (figures for 16-32 KiB and 64 rows: benchmarks/README.md)
+#: forward half, and the next tile's are asked for meanwhile; the two fit a first-level cache of
+#: 32 KiB (figures for 8-32 KiB and for 64-row tiles: benchmarks/README.md)
 TILE_BYTES = 16 * 1024
 #: rows per tile: at least four (one group of the kernel's loops), at most this many (narrow rows)
 MAX_TILE_ROWS = 256
